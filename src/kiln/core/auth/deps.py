@@ -1,0 +1,291 @@
+"""FastAPI dependencies for authentication, shared by every surface.
+
+A request is authenticated by `Authorization: Bearer <token>` or the HttpOnly cookie (default
+`access_token`); WebSockets may also pass `?token=` because browsers cannot set headers there.
+The token is a login JWT or an API token (`kiln_...`). The database row, not the token's
+`role` claim, is the authority, so role changes and deactivation apply at once. Each lookup
+uses its own short session, closed before the endpoint runs. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, HTTPException, Response, WebSocketException, status
+from starlette.requests import HTTPConnection
+
+from kiln.core.auth.models import ROLE_RANK, ROLES, User
+from kiln.core.auth.ratelimit import LoginRateLimiter
+from kiln.core.auth.service import get_user, is_revoked, resolve_api_token, revoke_token
+from kiln.core.auth.tokens import (
+    InvalidToken,
+    IssuedToken,
+    decode_access_token,
+    expires_at_of,
+    issue_access_token,
+    looks_like_api_token,
+)
+
+DEFAULT_COOKIE = "access_token"
+WS_POLICY_VIOLATION = 1008
+
+
+class AuthError(HTTPException):
+    """An HTTPException with a stable `code` (missing_auth, token_expired, insufficient_role, ...),
+    so a surface whose contract has its own error shape can translate it."""
+
+    def __init__(self, status_code: int, code: str, detail: str):
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == status.HTTP_401_UNAUTHORIZED else None
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
+        self.code = code
+
+
+@dataclass(slots=True)
+class AuthContext:
+    user: User
+    method: Literal["jwt", "api_token"]
+    jti: str | None = None
+    expires_at: datetime | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+def _fail(conn: HTTPConnection, status_code: int, code: str, detail: str) -> Exception:
+    if conn.scope["type"] == "websocket":
+        # An HTTP error cannot be sent on a socket; 1008 is "policy violation".
+        return WebSocketException(code=WS_POLICY_VIOLATION, reason=detail)
+    return AuthError(status_code, code, detail)
+
+
+def _kernel(conn: HTTPConnection) -> Any:
+    return conn.app.state.kernel
+
+
+def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) -> str | None:
+    """The presented token, or None. A malformed Authorization header is an error, not 'no token'."""
+    header = conn.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise _fail(
+                conn, 401, "invalid_authorization_header", "Authorization header must be 'Bearer <token>'"
+            )
+        return value.strip()
+    cookie = conn.cookies.get(cookie_name)
+    if cookie:
+        return cookie
+    if conn.scope["type"] == "websocket":
+        return conn.query_params.get("token") or None
+    return None
+
+
+async def authenticate_token(kernel: Any, token: str, conn: HTTPConnection | None = None) -> AuthContext:
+    """Resolve a token to its active user or raise AuthError (WebSocketException on a socket).
+
+    Usable outside dependencies, e.g. by a WebSocket route that receives the token in a message.
+    """
+
+    def fail(status_code: int, code: str, detail: str) -> Exception:
+        if conn is None:
+            return AuthError(status_code, code, detail)
+        return _fail(conn, status_code, code, detail)
+
+    async with kernel.db.sessions() as session:
+        if looks_like_api_token(token):
+            user = await resolve_api_token(session, token)
+            if user is None:
+                raise fail(401, "invalid_token", "API token invalid, expired or revoked; create a new one")
+            await session.commit()  # persists last_used_at
+            return AuthContext(user=user, method="api_token")
+        try:
+            claims = decode_access_token(kernel.settings.resolved_secret_key, token)
+        except InvalidToken as exc:
+            code = "token_expired" if exc.reason == "expired" else "invalid_token"
+            raise fail(401, code, exc.message) from None
+        if await is_revoked(session, claims["jti"]):
+            raise fail(401, "token_revoked", "Token has been revoked; log in again")
+        user = await get_user(session, claims["sub"])
+        if user is None:
+            raise fail(401, "user_not_found", "User not found; log in again")
+    if not user.is_active:
+        raise fail(401, "account_inactive", "Account is inactive; ask an administrator to activate it")
+    return AuthContext(
+        user=user, method="jwt", jti=claims["jti"], expires_at=expires_at_of(claims), claims=claims
+    )
+
+
+def auth_context_dependency(
+    cookie_name: str = DEFAULT_COOKIE, optional: bool = False
+) -> Callable[[HTTPConnection], Awaitable[AuthContext | None]]:
+    """The dependency that authenticates a connection; the result is also left on `conn.state.auth`.
+
+    Built once per arguments, so FastAPI's per-request cache resolves a token only once.
+    """
+    return _auth_context_dependency(cookie_name, optional)
+
+
+@cache
+def _auth_context_dependency(
+    cookie_name: str, optional: bool
+) -> Callable[[HTTPConnection], Awaitable[AuthContext | None]]:
+
+    async def dependency(conn: HTTPConnection) -> AuthContext | None:
+        token = token_from_request(conn, cookie_name)
+        if token is None:
+            if optional:
+                return None
+            raise _fail(
+                conn,
+                401,
+                "missing_auth",
+                "Not authenticated; send 'Authorization: Bearer <token>' or log in to get the cookie",
+            )
+        context = await authenticate_token(_kernel(conn), token, conn)
+        conn.state.auth = context
+        return context
+
+    return dependency
+
+
+def current_user_dependency(cookie_name: str = DEFAULT_COOKIE) -> Callable[..., Awaitable[User]]:
+    return _current_user_dependency(cookie_name)
+
+
+@cache
+def _current_user_dependency(cookie_name: str) -> Callable[..., Awaitable[User]]:
+    context_dep = auth_context_dependency(cookie_name, False)
+
+    async def dependency(context: Annotated[AuthContext, Depends(context_dep)]) -> User:
+        return context.user
+
+    return dependency
+
+
+def optional_user_dependency(cookie_name: str = DEFAULT_COOKIE) -> Callable[..., Awaitable[User | None]]:
+    """No token gives None; a bad or revoked token is still an error, so clients learn to log in again."""
+    return _optional_user_dependency(cookie_name)
+
+
+@cache
+def _optional_user_dependency(cookie_name: str) -> Callable[..., Awaitable[User | None]]:
+    context_dep = auth_context_dependency(cookie_name, True)
+
+    async def dependency(context: Annotated[AuthContext | None, Depends(context_dep)]) -> User | None:
+        return context.user if context is not None else None
+
+    return dependency
+
+
+get_auth_context = auth_context_dependency()
+get_current_user = current_user_dependency(DEFAULT_COOKIE)
+get_optional_user = optional_user_dependency(DEFAULT_COOKIE)
+
+CurrentAuth = Annotated[AuthContext, Depends(get_auth_context)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+
+
+def require_role(role: str, *, cookie_name: str = DEFAULT_COOKIE) -> Callable[..., Awaitable[User]]:
+    """Dependency passing users whose role is `role` or higher (user < admin < superadmin); 403 below.
+
+    Use as `user: User = Depends(require_role("admin"))` or in a router's `dependencies=[...]`.
+    """
+    if role not in ROLE_RANK:
+        raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+    current = current_user_dependency(cookie_name)
+
+    async def dependency(conn: HTTPConnection, user: Annotated[User, Depends(current)]) -> User:
+        if not user.has_role(role):
+            detail = f"Requires role {role} or higher; your role is {user.role}"
+            raise _fail(conn, 403, "insufficient_role", detail)
+        return user
+
+    return dependency
+
+
+async def open_surface_guard(conn: HTTPConnection) -> User | None:
+    """For surfaces whose contract has no auth: open while `token_required_on_open_surfaces` is
+    False (loopback by default), otherwise a valid token is required (401)."""
+    if not _kernel(conn).settings.token_required_on_open_surfaces:
+        return None
+    context = await auth_context_dependency(DEFAULT_COOKIE, False)(conn)
+    return context.user if context is not None else None
+
+
+OpenSurfaceGuard = Depends(open_surface_guard)
+"""Put in a router's or app's `dependencies=[OpenSurfaceGuard]`."""
+
+
+# --- helpers for login / logout routes ----------------------------------------------------
+
+
+def issue_token_for(settings: Any, user: User) -> IssuedToken:
+    return issue_access_token(settings.resolved_secret_key, user.id, user.role, settings.access_token_minutes)
+
+
+def set_auth_cookie(
+    response: Response, token: str, settings: Any, *, cookie_name: str = DEFAULT_COOKIE
+) -> None:
+    response.set_cookie(
+        cookie_name,
+        token,
+        max_age=settings.cookie_minutes * 60,
+        path="/",
+        httponly=True,
+        # Browsers drop SameSite=None cookies that are not Secure, so None implies Secure.
+        secure=settings.cookie_secure or settings.cookie_samesite == "none",
+        samesite=settings.cookie_samesite,
+    )
+
+
+def clear_auth_cookie(response: Response, settings: Any, *, cookie_name: str = DEFAULT_COOKIE) -> None:
+    # Same attributes as when set, or some browsers keep the original cookie.
+    response.delete_cookie(
+        cookie_name,
+        path="/",
+        httponly=True,
+        secure=settings.cookie_secure or settings.cookie_samesite == "none",
+        samesite=settings.cookie_samesite,
+    )
+
+
+async def revoke_presented_token(conn: HTTPConnection, *, cookie_name: str = DEFAULT_COOKIE) -> bool:
+    """For logout: revoke the request's login JWT if its signature checks out (even if expired).
+
+    Returns whether a token was revoked. API tokens are not touched (they are revoked by id).
+    """
+    try:
+        token = token_from_request(conn, cookie_name)
+    except (AuthError, WebSocketException):
+        return False
+    if token is None or looks_like_api_token(token):
+        return False
+    kernel = _kernel(conn)
+    try:
+        claims = decode_access_token(kernel.settings.resolved_secret_key, token, verify_exp=False)
+    except InvalidToken:
+        return False
+    async with kernel.db.sessions() as session:
+        await revoke_token(session, claims["jti"], claims["sub"], expires_at_of(claims))
+        await session.commit()
+    return True
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The peer address used as rate-limit key (behind a proxy, run uvicorn with --proxy-headers)."""
+    return conn.client.host if conn.client else "unknown"
+
+
+def get_login_limiter(conn: HTTPConnection) -> LoginRateLimiter:
+    """One login limiter per application, created on first use."""
+    state = conn.app.state
+    limiter = getattr(state, "login_limiter", None)
+    if limiter is None:
+        limiter = state.login_limiter = LoginRateLimiter()
+    return limiter
+
+
+LoginLimiter = Annotated[LoginRateLimiter, Depends(get_login_limiter)]
