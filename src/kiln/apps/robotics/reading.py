@@ -1,0 +1,248 @@
+"""Open ROS recordings of every common layout behind one small reader.
+
+Offers `detect_source(path) -> SourceInfo` (what a path is, without reading messages) and
+`open_recording(path) -> RecordingReader`, which yields raw messages in log-time order
+(`iter_raw`) and decodes them (`deserializer`, `read_messages`). Supported: ROS1 `.bag`
+(uncompressed, bz2 and lz4 chunks, also a directory of split bags), MCAP files (none, lz4,
+zstd chunks), ROS2 `.db3` files and rosbag2 directories with `metadata.yaml`.
+Timestamps are the recording's log (receive) times in nanoseconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from rosbags.highlevel import AnyReader
+from rosbags.typesys import Stores, get_typestore
+
+StorageFormat = Literal["bag", "mcap", "sqlite3"]
+RosVersion = Literal["ROS1", "ROS2"]
+DecodeFailure = Literal["skip", "warn", "fail"]
+
+SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
+
+
+class RecordingError(ValueError):
+    """The path is not a readable recording (message is safe to show to a user)."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    path: Path  # what was asked for (file or directory), resolved
+    storage_format: StorageFormat
+    ros_version: RosVersion
+    layout: Literal["file", "directory"]
+    files: tuple[Path, ...]  # the storage files holding messages
+
+
+class RawMessage(NamedTuple):
+    topic: str
+    timestamp_ns: int
+    data: bytes | memoryview
+    msgtype: str
+
+
+class DecodedMessage(NamedTuple):
+    topic: str
+    timestamp_ns: int
+    msgtype: str
+    message: Any
+
+
+def _mcap_profile_is_ros1(path: Path) -> bool:
+    """An MCAP written from ROS1 carries `ros1msg` schemas; read the header profile cheaply."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    # magic(8) op(1) len(8) profile_len(4) profile
+    if len(head) < 21 or head[8] != 0x01:
+        return False
+    n = int.from_bytes(head[17:21], "little")
+    return head[21:21 + n] == b"ros1"
+
+
+def detect_source(path: str | Path) -> SourceInfo:
+    """Classify a recording path; raises RecordingError for anything unsupported."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise RecordingError(f"recording path does not exist: {p}")
+    if p.is_dir():
+        meta = p / "metadata.yaml"
+        if meta.exists():
+            import yaml
+
+            info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
+            ident = str(info.get("storage_identifier", "sqlite3"))
+            storage: StorageFormat = "mcap" if ident == "mcap" else "sqlite3"
+            files = tuple(p / f for f in info.get("relative_file_paths", []))
+            return SourceInfo(p, storage, "ROS2", "directory", files)
+        bags = sorted(p.glob("*.bag"))
+        if bags:
+            return SourceInfo(p, "bag", "ROS1", "directory", tuple(bags))
+        singles = sorted(x for x in p.iterdir() if x.suffix in (".mcap", ".db3"))
+        if len(singles) == 1:
+            inner = detect_source(singles[0])
+            return SourceInfo(p, inner.storage_format, inner.ros_version, "directory", inner.files)
+        raise RecordingError(f"directory holds no recording (no metadata.yaml, .bag, .mcap or .db3): {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".bag":
+        return SourceInfo(p, "bag", "ROS1", "file", (p,))
+    if suffix == ".mcap":
+        ros: RosVersion = "ROS1" if _mcap_profile_is_ros1(p) else "ROS2"
+        return SourceInfo(p, "mcap", ros, "file", (p,))
+    if suffix == ".db3":
+        return SourceInfo(p, "sqlite3", "ROS2", "file", (p,))
+    raise RecordingError(f"unsupported recording type: {p.name} (supported: bag, mcap, db3, rosbag2 directory)")
+
+
+def _reader_paths(src: SourceInfo) -> list[Path]:
+    if src.storage_format == "bag":
+        return list(src.files)
+    if src.layout == "directory" and (src.path / "metadata.yaml").exists():
+        return [src.path]
+    return [src.files[0]]
+
+
+class RecordingReader:
+    """One open recording. Use as a context manager; not shareable across processes."""
+
+    def __init__(self, path: str | Path):
+        self.source = detect_source(path)
+        default = get_typestore(Stores.ROS1_NOETIC if self.source.ros_version == "ROS1" else Stores.ROS2_HUMBLE)
+        self._fallback_store = default
+        try:
+            self._reader = AnyReader(_reader_paths(self.source), default_typestore=default)
+            self._reader.open()
+        except Exception as exc:  # rosbags raises several unrelated types for damaged files
+            raise RecordingError(f"cannot open recording {self.source.path.name}: {exc}") from exc
+        self._by_topic: dict[str, list[Any]] = {}
+        for conn in self._reader.connections:
+            self._by_topic.setdefault(conn.topic, []).append(conn)
+        self._deser: dict[str, Callable[[Any], Any]] = {}
+
+    # -- metadata -------------------------------------------------------------------------
+    @property
+    def topics(self) -> dict[str, str]:
+        """topic -> message type (ROS2 style, e.g. sensor_msgs/msg/Image, for ROS1 too)."""
+        return {t: conns[0].msgtype for t, conns in sorted(self._by_topic.items())}
+
+    @property
+    def start_ns(self) -> int:
+        return int(self._reader.start_time) if self._reader.message_count else 0
+
+    @property
+    def end_ns(self) -> int:
+        # rosbags reports end as last + 1
+        return max(int(self._reader.end_time) - 1, self.start_ns) if self._reader.message_count else 0
+
+    @property
+    def message_count(self) -> int:
+        return int(self._reader.message_count)
+
+    def message_counts(self) -> dict[str, int]:
+        return {t: sum(c.msgcount for c in conns) for t, conns in self._by_topic.items()}
+
+    # -- messages -------------------------------------------------------------------------
+    def iter_raw(
+        self, topics: Iterable[str] | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[RawMessage]:
+        """Raw serialized messages in log-time order; `stop_ns` is exclusive."""
+        conns = self._connections(topics)
+        if topics is not None and not conns:
+            return
+        for conn, t, data in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
+            yield RawMessage(conn.topic, t, data, conn.msgtype)
+
+    def deserializer(self, msgtype: str) -> Callable[[Any], Any]:
+        """A fast callable raw bytes -> rosbags message object for `msgtype` (cached)."""
+        fn = self._deser.get(msgtype)
+        if fn is None:
+            store = self._reader.typestore
+            if msgtype not in store.fielddefs:
+                # type hints may name a type the recording does not embed
+                if msgtype not in self._fallback_store.fielddefs:
+                    raise RecordingError(f"unknown message type: {msgtype}")
+                store.register({msgtype: self._fallback_store.fielddefs[msgtype]})
+                store.register(_dependencies(self._fallback_store, msgtype))
+            if self._reader.is2:
+                def fn(data, _t=msgtype, _d=store.deserialize_cdr):
+                    return _d(data, _t)
+            else:
+                def fn(data, _t=msgtype, _d=store.deserialize_ros1):
+                    return _d(data, _t)
+            self._deser[msgtype] = fn
+        return fn
+
+    def read_messages(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        start_ns: int | None = None,
+        stop_ns: int | None = None,
+        on_failure: DecodeFailure = "warn",
+        type_hints: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+    ) -> Iterator[DecodedMessage]:
+        """Decoded messages in time order. Decode failures follow `on_failure`."""
+        hints = type_hints or {}
+        for raw in self.iter_raw(topics, start_ns, stop_ns):
+            msgtype = hints.get(raw.topic, raw.msgtype)
+            try:
+                msg = self.deserializer(msgtype)(raw.data)
+            except Exception as exc:
+                if on_failure == "fail":
+                    raise RecordingError(f"failed to decode {raw.topic} at {raw.timestamp_ns}: {exc}") from exc
+                if on_failure == "warn":
+                    note = f"failed to decode {raw.topic} at {raw.timestamp_ns} as {msgtype}: {exc}"
+                    if warnings is not None:
+                        warnings.append(note)
+                    else:
+                        print(note, file=sys.stderr)
+                continue
+            yield DecodedMessage(raw.topic, raw.timestamp_ns, msgtype, msg)
+
+    def _connections(self, topics: Iterable[str] | None) -> list[Any]:
+        if topics is None:
+            return []
+        return [c for t in topics for c in self._by_topic.get(t, ())]
+
+    def close(self) -> None:
+        if self._reader.stack is not None:
+            self._reader.close()
+
+    def __enter__(self) -> RecordingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _type_ref(desc: Any) -> str | None:
+    """Name of the message type a field descriptor points to (through arrays), if any."""
+    kind, spec = desc
+    if kind == 2:  # Nodetype.NAME
+        return spec
+    if kind in (3, 4):  # ARRAY, SEQUENCE: spec = (element descriptor, size)
+        return _type_ref(spec[0])
+    return None
+
+
+def _dependencies(store: Any, msgtype: str) -> dict[str, Any]:
+    """Field definitions of every type `msgtype` refers to, recursively."""
+    out: dict[str, Any] = {}
+    todo = [msgtype]
+    while todo:
+        for _fname, desc in store.fielddefs[todo.pop()][1]:
+            ref = _type_ref(desc)
+            if ref and ref not in out and ref in store.fielddefs:
+                out[ref] = store.fielddefs[ref]
+                todo.append(ref)
+    return out
+
+
+def open_recording(path: str | Path) -> RecordingReader:
+    """Open any supported recording; raises RecordingError with a user-safe message."""
+    return RecordingReader(path)
