@@ -112,7 +112,8 @@ class _KDTree:
                         best_i, best_d = i, d
                 continue
             diff = q[axis] - split_of[node]
-            near, far = (self.left[node], self.right[node]) if diff < 0 else (self.right[node], self.left[node])
+            lo, hi = self.left[node], self.right[node]
+            near, far = (lo, hi) if diff < 0 else (hi, lo)
             # far side can only hold points at least |diff| away along this axis
             stack.append((far, max(bound, diff * diff)))
             stack.append((near, bound))
