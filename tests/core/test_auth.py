@@ -1,0 +1,450 @@
+"""Auth core: passwords, tokens, login limiter, and the user store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import jwt
+import pytest
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kiln.core.auth import (
+    UNSET,
+    ApiToken,
+    EmailAlreadyRegistered,
+    InvalidRole,
+    InvalidToken,
+    LastSuperadmin,
+    LoginRateLimiter,
+    PasswordPolicyError,
+    RevokedToken,
+    User,
+    UsernameTaken,
+    authenticate,
+    change_password,
+    check_password_policy,
+    create_api_token,
+    create_user,
+    decode_access_token,
+    generate_api_token,
+    get_user,
+    get_user_by_email,
+    hash_api_token,
+    hash_password,
+    is_revoked,
+    issue_access_token,
+    list_api_tokens,
+    list_users,
+    purge_expired_revocations,
+    resolve_api_token,
+    revoke_api_token,
+    revoke_token,
+    set_active,
+    set_role,
+    update_profile,
+    verify_and_rehash,
+    verify_password,
+)
+from kiln.core.db import Base, Database
+
+SECRET = "test-secret-" + "x" * 40
+PG_DSN = dict(user="postgres", host="127.0.0.1", port=5432)
+GOOD_PASSWORD = "correct horse 9"
+
+
+# --- database fixtures (until tests/conftest.py offers them) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"kiln_auth_test_{uuid.uuid4().hex[:10]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(database="postgres", **PG_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def in_thread(sql: str) -> None:
+        # First requested from inside a running test loop, so run on a loop of our own.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run(sql)).result()
+
+    in_thread(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    in_thread(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request, tmp_path) -> AsyncIterator[Database]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else (
+        f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
+    )
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.run_sync(Base.metadata.create_all)
+    yield database
+    async with database.engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+    await database.dispose()
+
+
+@pytest.fixture
+async def session(db: Database) -> AsyncIterator[AsyncSession]:
+    async with db.session() as s:
+        yield s
+
+
+# --- passwords ----------------------------------------------------------------------------
+
+
+def test_hash_is_argon2_and_verifies():
+    hashed = hash_password(GOOD_PASSWORD)
+    assert hashed.startswith("$argon2id$")
+    assert GOOD_PASSWORD not in hashed
+    assert verify_password(GOOD_PASSWORD, hashed)
+    assert not verify_password("correct horse 8", hashed)
+    assert hash_password(GOOD_PASSWORD) != hashed  # salted
+
+
+def test_unknown_or_corrupt_hash_is_a_mismatch_not_a_crash():
+    assert verify_and_rehash(GOOD_PASSWORD, "$2b$12$notreallybcrypt") == (False, None)
+    assert verify_and_rehash(GOOD_PASSWORD, "") == (False, None)
+
+
+def test_outdated_hash_parameters_are_rehashed():
+    weak = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1),)).hash(GOOD_PASSWORD)
+    ok, new_hash = verify_and_rehash(GOOD_PASSWORD, weak)
+    assert ok and new_hash is not None and new_hash != weak
+    assert verify_and_rehash(GOOD_PASSWORD, new_hash) == (True, None)
+    assert verify_and_rehash("wrong password 1", weak) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("password", "fragment"),
+    [
+        ("ab1", "at least 8"),
+        ("aaaaaaaaaa", "single character"),
+        ("12345678", "letter"),
+        ("abcdefghij", "digit or symbol"),
+        ("abcd efgh", "digit or symbol"),
+        ("         ", "whitespace"),
+        ("x1" * 200, "at most"),
+    ],
+)
+def test_password_policy_says_what_to_fix(password, fragment):
+    with pytest.raises(PasswordPolicyError, match=fragment):
+        check_password_policy(password)
+
+
+def test_password_policy_accepts_reasonable_and_rejects_email():
+    for ok in ("hunter2hunter", "pässwörd!", GOOD_PASSWORD, "Tr0ub4dor&3"):
+        assert check_password_policy(ok) is None
+    with pytest.raises(PasswordPolicyError, match="email"):
+        check_password_policy("alice.1984", email="Alice.1984@example.com")
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def test_access_token_roundtrip_has_all_claims():
+    issued = issue_access_token(SECRET, "user-1", "admin", 30)
+    claims = decode_access_token(SECRET, issued.token)
+    assert claims["sub"] == "user-1" and claims["role"] == "admin" and claims["type"] == "access"
+    assert claims["jti"] == issued.jti and len(issued.jti) >= 16
+    assert claims["exp"] - claims["iat"] == 30 * 60
+    assert issued.expires_at == datetime.fromtimestamp(claims["exp"], UTC)
+    assert issue_access_token(SECRET, "user-1", "admin", 30).jti != issued.jti
+    assert issued.token not in repr(issued)
+
+
+def test_expired_token_is_rejected_as_expired():
+    issued = issue_access_token(SECRET, "u", "user", 1, now=datetime.now(UTC) - timedelta(minutes=5))
+    with pytest.raises(InvalidToken) as info:
+        decode_access_token(SECRET, issued.token)
+    assert info.value.reason == "expired" and "log in" in info.value.message
+    # Logout may still read it, to revoke it.
+    assert decode_access_token(SECRET, issued.token, verify_exp=False)["sub"] == "u"
+
+
+def _forge(claims: dict, key: str = SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def test_bad_tokens_are_rejected_with_a_reason():
+    now = int(datetime.now(UTC).timestamp())
+    base = {"sub": "u", "role": "user", "jti": "j" * 22, "iat": now, "exp": now + 600, "type": "access"}
+    good = _forge(base)
+    assert decode_access_token(SECRET, good)["sub"] == "u"
+    cases = {
+        "wrong secret": (_forge(base, key="another-secret-" + "y" * 40), "invalid"),
+        "tampered": (good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"), "invalid"),
+        "garbage": ("not.a.jwt", "invalid"),
+        "alg none": (jwt.encode(base, None, algorithm="none"), "invalid"),
+        "no jti": (_forge({k: v for k, v in base.items() if k != "jti"}), "invalid"),
+        "no exp": (_forge({k: v for k, v in base.items() if k != "exp"}), "invalid"),
+        "refresh type": (_forge({**base, "type": "refresh"}), "wrong_type"),
+        "numeric sub": (_forge({**base, "sub": 5}), "invalid"),
+    }
+    for label, (token, reason) in cases.items():
+        with pytest.raises(InvalidToken) as info:
+            decode_access_token(SECRET, token)
+        assert info.value.reason == reason, label
+
+
+def test_api_tokens_are_random_and_only_hashed():
+    plaintext, token_hash, prefix = generate_api_token()
+    assert plaintext.startswith("kiln_") and len(plaintext) > 40
+    assert plaintext.startswith(prefix) and len(prefix) == 11
+    assert token_hash == hash_api_token(plaintext) and len(token_hash) == 64 and plaintext not in token_hash
+    assert generate_api_token()[0] != plaintext
+
+
+# --- login rate limiter -------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limiter_blocks_after_five_failures_and_slides():
+    clock = Clock()
+    limiter = LoginRateLimiter(max_failures=5, window_seconds=900, clock=clock)
+    for _ in range(4):
+        assert limiter.check("a@x.io", "1.2.3.4").allowed
+        limiter.record_failure("a@x.io", "1.2.3.4")
+        clock.now += 10
+    assert limiter.check("a@x.io", "1.2.3.4").allowed
+    limiter.record_failure("A@X.io ", "1.2.3.4")  # same account, differently typed
+    decision = limiter.check("a@x.io", "1.2.3.4")
+    assert not decision.allowed
+    # The first failure was at t=1000; it leaves the window at t=1900. Now is t=1040.
+    assert decision.retry_after == pytest.approx(860)
+    assert decision.retry_after_header == "860"
+    assert limiter.check("a@x.io", "5.6.7.8").allowed  # another address is not punished
+    assert limiter.check("b@x.io", "1.2.3.4").allowed  # nor another account
+    clock.now = 1900.0
+    assert limiter.check("a@x.io", "1.2.3.4").allowed  # oldest failure slid out
+    limiter.record_failure("a@x.io", "1.2.3.4")
+    assert not limiter.check("a@x.io", "1.2.3.4").allowed
+
+
+def test_limiter_success_clears_the_pair():
+    clock = Clock()
+    limiter = LoginRateLimiter(max_failures=2, window_seconds=60, clock=clock)
+    limiter.record_failure("a", "ip")
+    limiter.record_success("a", "ip")
+    limiter.record_failure("a", "ip")
+    assert limiter.check("a", "ip").allowed
+    limiter.record_failure("a", "ip")
+    assert not limiter.check("a", "ip").allowed
+
+
+def test_limiter_per_client_limit_across_accounts_and_bounded_memory():
+    clock = Clock()
+    limiter = LoginRateLimiter(max_failures=5, max_failures_per_client=3, window_seconds=60, clock=clock,
+                               max_keys=10)
+    for i in range(3):
+        limiter.record_failure(f"user{i}", "ip")
+        clock.now += 1
+    decision = limiter.check("fresh-account", "ip")
+    assert not decision.allowed and decision.retry_after == pytest.approx(57)
+    assert limiter.check("fresh-account", "other-ip").allowed
+    for i in range(50):
+        limiter.record_failure(f"spray{i}", f"ip{i}")
+    assert len(limiter._pairs) <= 10 and len(limiter._clients) <= 10
+    clock.now += 120
+    limiter.prune()
+    assert not limiter._pairs and not limiter._clients
+
+
+def test_limiter_rejects_nonsense_configuration():
+    with pytest.raises(ValueError):
+        LoginRateLimiter(max_failures=0)
+
+
+# --- user store ---------------------------------------------------------------------------
+
+
+async def test_create_user_normalises_and_hashes(session):
+    user = await create_user(session, "  Alice@Example.COM ", GOOD_PASSWORD, full_name="Alice")
+    await session.commit()
+    assert user.email == "alice@example.com"
+    assert user.role == "user" and user.language == "en" and user.is_active
+    assert user.password_hash != GOOD_PASSWORD and verify_password(GOOD_PASSWORD, user.password_hash)
+    assert len(user.id) == 36 and user.created_at.tzinfo is not None and user.last_login_at is None
+    again = await get_user_by_email(session, "ALICE@example.com")
+    assert again is not None and again.id == user.id
+    assert (await get_user(session, user.id)).full_name == "Alice"
+
+
+async def test_duplicate_email_and_username_and_bad_input(session):
+    await create_user(session, "bob@example.com", GOOD_PASSWORD, username="Bob")
+    await session.commit()
+    with pytest.raises(EmailAlreadyRegistered, match="already registered"):
+        await create_user(session, "BOB@example.com", GOOD_PASSWORD)
+    with pytest.raises(UsernameTaken):
+        await create_user(session, "bob2@example.com", GOOD_PASSWORD, username="bob")
+    with pytest.raises(InvalidRole, match="choose one of"):
+        await create_user(session, "x@example.com", GOOD_PASSWORD, role="root")
+    with pytest.raises(PasswordPolicyError):
+        await create_user(session, "y@example.com", "short")
+    assert await session.scalar(select(func.count()).select_from(User)) == 1
+
+
+async def test_database_enforces_unique_email_and_role_check(db):
+    async with db.session() as s:
+        await create_user(s, "dup@example.com", GOOD_PASSWORD)
+        await s.commit()
+    async with db.session() as s:
+        s.add(User(email="dup@example.com", password_hash="h"))
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            await s.commit()
+    async with db.session() as s:
+        s.add(User(email="role@example.com", password_hash="h", role="root"))
+        with pytest.raises(Exception, match="(?i)check|ck_users_role"):
+            await s.commit()
+
+
+async def test_authenticate(session):
+    user = await create_user(session, "carol@example.com", GOOD_PASSWORD, username="carol")
+    await session.commit()
+    assert await authenticate(session, "carol@example.com", "wrong password 1") is None
+    assert await authenticate(session, "nobody@example.com", GOOD_PASSWORD) is None
+    found = await authenticate(session, " CAROL@example.com", GOOD_PASSWORD)
+    assert found is not None and found.id == user.id and found.last_login_at is not None
+    assert (await authenticate(session, "Carol", GOOD_PASSWORD)).id == user.id
+    await set_active(session, user, False)
+    inactive = await authenticate(session, "carol@example.com", GOOD_PASSWORD)
+    assert inactive is not None and not inactive.is_active  # caller decides "inactive" vs "wrong"
+
+
+async def test_authenticate_upgrades_an_outdated_hash(session):
+    user = await create_user(session, "dave@example.com", GOOD_PASSWORD)
+    weak = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1),)).hash(GOOD_PASSWORD)
+    user.password_hash = weak
+    await session.commit()
+    assert await authenticate(session, "dave@example.com", GOOD_PASSWORD) is not None
+    await session.commit()
+    stored = await session.scalar(select(User.password_hash).where(User.id == user.id))
+    assert stored != weak and verify_and_rehash(GOOD_PASSWORD, stored) == (True, None)
+
+
+async def test_list_users_filters_and_paginates(session):
+    for i in range(5):
+        await create_user(session, f"u{i}@example.com", GOOD_PASSWORD, full_name=f"Person {i}",
+                          role="admin" if i % 2 else "user", is_active=i != 4)
+    await session.commit()
+    items, total = await list_users(session, limit=2, offset=1)
+    assert total == 5 and [u.email for u in items] == ["u1@example.com", "u2@example.com"]
+    admins, total = await list_users(session, role="admin")
+    assert total == 2 and {u.email for u in admins} == {"u1@example.com", "u3@example.com"}
+    pending, total = await list_users(session, is_active=False)
+    assert total == 1 and pending[0].email == "u4@example.com"
+    found, total = await list_users(session, search="PERSON 3")
+    assert total == 1 and found[0].email == "u3@example.com"
+
+
+async def test_roles_and_last_superadmin_guard(session):
+    root = await create_user(session, "root@example.com", GOOD_PASSWORD, role="superadmin")
+    user = await create_user(session, "eve@example.com", GOOD_PASSWORD)
+    await session.commit()
+    assert not user.has_role("admin")
+    await set_role(session, user, "admin")
+    assert user.has_role("admin") and user.has_role("user") and not user.has_role("superadmin")
+    with pytest.raises(InvalidRole):
+        await set_role(session, user, "owner")
+    with pytest.raises(LastSuperadmin):
+        await set_role(session, root, "admin")
+    with pytest.raises(LastSuperadmin):
+        await set_active(session, root, False)
+    await set_role(session, user, "superadmin")
+    await set_role(session, root, "user")  # allowed now that another superadmin exists
+    await session.commit()
+    assert (await get_user(session, root.id)).role == "user"
+
+
+async def test_update_profile_and_change_password(session):
+    user = await create_user(session, "fay@example.com", GOOD_PASSWORD, full_name="Fay", language="de")
+    await update_profile(session, user, language="fr")
+    assert (user.full_name, user.language) == ("Fay", "fr")
+    await update_profile(session, user, full_name=None, language=UNSET)
+    assert (user.full_name, user.language) == (None, "fr")
+    with pytest.raises(PasswordPolicyError):
+        await change_password(session, user, "fay@example.com")
+    await change_password(session, user, "new secret 42")
+    await session.commit()
+    assert await authenticate(session, "fay@example.com", GOOD_PASSWORD) is None
+    assert await authenticate(session, "fay@example.com", "new secret 42") is not None
+
+
+async def test_revocation_by_jti_and_purge(session):
+    now = datetime.now(UTC)
+    assert not await is_revoked(session, "jti-1")
+    await revoke_token(session, "jti-1", "user-1", now + timedelta(minutes=30))
+    await revoke_token(session, "jti-1", "user-1", now + timedelta(minutes=30))  # twice is harmless
+    await revoke_token(session, "jti-old", "user-1", now - timedelta(minutes=1))
+    await session.commit()
+    assert await is_revoked(session, "jti-1") and await is_revoked(session, "jti-old")
+    stored = await session.get(RevokedToken, "jti-1")
+    assert stored.user_id == "user-1" and stored.expires_at == now + timedelta(minutes=30)
+    assert await purge_expired_revocations(session) == 1
+    await session.commit()
+    assert await is_revoked(session, "jti-1") and not await is_revoked(session, "jti-old")
+    later = now + timedelta(hours=1)
+    assert await purge_expired_revocations(session, now=later) == 1
+    await session.commit()
+    assert await session.scalar(select(func.count()).select_from(RevokedToken)) == 0
+
+
+async def test_api_tokens_lifecycle(session):
+    user = await create_user(session, "gus@example.com", GOOD_PASSWORD)
+    token, plaintext = await create_api_token(session, user, "backup script")
+    await session.commit()
+    assert token.prefix == plaintext[:11] and token.last_used_at is None
+    dump = await session.execute(text("SELECT * FROM api_tokens"))
+    assert all(plaintext not in str(value) for row in dump for value in row)
+    resolved = await resolve_api_token(session, plaintext)
+    assert resolved is not None and resolved.id == user.id and token.last_used_at is not None
+    first_use = token.last_used_at
+    await resolve_api_token(session, plaintext, now=first_use + timedelta(seconds=5))
+    assert token.last_used_at == first_use  # not rewritten on every request
+    assert await resolve_api_token(session, plaintext + "x") is None
+    assert await resolve_api_token(session, "Bearer-ish garbage") is None
+    other = await create_user(session, "hal@example.com", GOOD_PASSWORD)
+    assert not await revoke_api_token(session, other, token.id)  # not theirs
+    assert [t.id for t in await list_api_tokens(session, user)] == [token.id]
+    assert await revoke_api_token(session, user, token.id)
+    await session.commit()
+    assert await resolve_api_token(session, plaintext) is None
+    assert await list_api_tokens(session, user) == []
+    assert len(await list_api_tokens(session, user, include_revoked=True)) == 1
+
+
+async def test_api_token_expiry_inactive_owner_and_cascade(session):
+    user = await create_user(session, "ivy@example.com", GOOD_PASSWORD)
+    now = datetime.now(UTC)
+    _, short = await create_api_token(session, user, "short", expires_at=now + timedelta(minutes=1))
+    _, forever = await create_api_token(session, user, "forever")
+    await session.commit()
+    assert await resolve_api_token(session, short) is not None
+    assert await resolve_api_token(session, short, now=now + timedelta(minutes=2)) is None
+    await set_active(session, user, False)
+    assert await resolve_api_token(session, forever) is None
+    await session.delete(user)
+    await session.commit()
+    assert await session.scalar(select(func.count()).select_from(ApiToken)) == 0
