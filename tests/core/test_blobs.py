@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.fakes.s3 import FakeS3, fake_s3_server  # noqa: F401  (session fixture)
 
 from kiln.core.blobs import (
     BlobStore,
@@ -20,6 +19,7 @@ from kiln.core.blobs import (
     blob_store_from_settings,
 )
 from kiln.settings import Settings
+from tests.fakes.s3 import FakeS3, fake_s3_server  # noqa: F401  (session fixture)
 
 MB = 1024 * 1024
 
@@ -289,7 +289,7 @@ async def test_local_large_stream_keeps_memory_bounded(tmp_path):
 
 
 def test_factory_local_default(tmp_path):
-    store = blob_store_from_settings(Settings(home=tmp_path))
+    store = blob_store_from_settings(Settings(home=tmp_path, blob_url=None))
     assert isinstance(store, LocalBlobStore)
     assert store.root == (tmp_path / "blobs").resolve() and store.root.is_dir()
 

@@ -353,13 +353,6 @@ class S3BlobStore(BlobStore):
         async for chunk in result.stream(min_chunk_size=READ_CHUNK):
             yield bytes(chunk)
 
-    async def read_bytes(self, key: str) -> bytes:
-        import obstore
-
-        validate_key(key)
-        result = await obstore.get_async(self.store, key)
-        return bytes(await result.bytes_async())
-
     async def stat(self, key: str) -> BlobInfo | None:
         import obstore
 
