@@ -158,7 +158,8 @@ def current_user_dependency(cookie_name: str = DEFAULT_COOKIE) -> Callable[..., 
 def _current_user_dependency(cookie_name: str) -> Callable[..., Awaitable[User]]:
     context_dep = auth_context_dependency(cookie_name, False)
 
-    async def dependency(context: Annotated[AuthContext, Depends(context_dep)]) -> User:
+    # A default, not Annotated: string annotations cannot name a closure variable.
+    async def dependency(context: AuthContext = Depends(context_dep)) -> User:
         return context.user
 
     return dependency
@@ -173,7 +174,7 @@ def optional_user_dependency(cookie_name: str = DEFAULT_COOKIE) -> Callable[...,
 def _optional_user_dependency(cookie_name: str) -> Callable[..., Awaitable[User | None]]:
     context_dep = auth_context_dependency(cookie_name, True)
 
-    async def dependency(context: Annotated[AuthContext | None, Depends(context_dep)]) -> User | None:
+    async def dependency(context: AuthContext | None = Depends(context_dep)) -> User | None:
         return context.user if context is not None else None
 
     return dependency
@@ -197,7 +198,7 @@ def require_role(role: str, *, cookie_name: str = DEFAULT_COOKIE) -> Callable[..
         raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
     current = current_user_dependency(cookie_name)
 
-    async def dependency(conn: HTTPConnection, user: Annotated[User, Depends(current)]) -> User:
+    async def dependency(conn: HTTPConnection, user: User = Depends(current)) -> User:
         if not user.has_role(role):
             detail = f"Requires role {role} or higher; your role is {user.role}"
             raise _fail(conn, 403, "insufficient_role", detail)
