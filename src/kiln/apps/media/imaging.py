@@ -57,7 +57,9 @@ def heif_supported() -> bool:
 
 
 def _formats() -> list[str]:
-    return [f for f in _ACCEPTED if f != "HEIF" or heif_supported()]
+    heif_supported()
+    Image.init()  # load every bundled plugin so all accepted format names are registered
+    return [f for f in _ACCEPTED if f in Image.OPEN]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,7 @@ def _reduced(img: Image.Image, box: int, orientation: int | None) -> Image.Image
     img.draft("RGB", (tw, th))
     try:
         img.thumbnail((tw, th), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        img.load()  # thumbnail() skips loading when the (drafted) image already fits
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"corrupt or truncated image data: {exc}") from None
     return _orient(_to_rgb(img), orientation)
