@@ -83,9 +83,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:5173", "http://127.0.0.1:5173"],
         description="Comma-separated origins allowed by CORS.",
     )
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra comma-separated modules to import for their job handlers."
+    )
+    migrate_on_start: bool = Field(default=True, description="Apply database migrations when `serve` starts.")
     log_level: str = Field(default="info", description="Log level.")
 
-    @field_validator("apps", "worker_names", "cors_origins", mode="before")
+    @field_validator("apps", "worker_names", "cors_origins", "job_modules", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

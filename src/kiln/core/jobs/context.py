@@ -1,0 +1,145 @@
+"""What a job handler sees: its job, progress reporting, cancellation and the CPU process pool."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from kiln.core.jobs.models import Job
+    from kiln.core.kernel import Kernel
+
+T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler when its job was cancelled."""
+
+
+class TransientJobError(Exception):
+    """A failure worth retrying (an outside service down, a lock busy): retried with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CpuPool:
+    """Processes for CPU-heavy steps, one call per process so a cancelled call can be killed alone."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._idle: list[ProcessPoolExecutor] = []
+        self._slots = asyncio.Semaphore(self.size)
+        self._context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+
+    def _take(self) -> ProcessPoolExecutor:
+        if self._idle:
+            return self._idle.pop()
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+
+    @staticmethod
+    def _kill(executor: ProcessPoolExecutor) -> None:
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        for process in processes:
+            process.kill()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(
+        self, fn: Callable[..., T], *args: Any, cancelled: asyncio.Event, grace: float
+    ) -> T:
+        async with self._slots:
+            executor = self._take()
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(executor, partial(fn, *args))
+            cancel_wait = asyncio.ensure_future(cancelled.wait())
+            healthy = False
+            try:
+                await asyncio.wait({future, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if future.done():
+                    healthy = True
+                    return future.result()
+                # Cancel requested: give the step its grace period, then take the process down.
+                done, _ = await asyncio.wait({future}, timeout=grace)
+                healthy = bool(done)
+                raise JobCancelled("cancelled during a CPU step")
+            finally:
+                cancel_wait.cancel()
+                if healthy:
+                    self._idle.append(executor)
+                else:
+                    self._kill(executor)
+
+    def shutdown(self) -> None:
+        for executor in self._idle:
+            executor.shutdown(wait=False, cancel_futures=True)
+        self._idle.clear()
+
+
+class JobContext:
+    """Handed to every handler: `progress`, `raise_if_cancelled`, `run_cpu`, `session`, `kernel`."""
+
+    def __init__(
+        self,
+        job: Job,
+        kernel: Kernel,
+        *,
+        save_progress: Callable[[float, str | None], Awaitable[None]],
+        publish_progress: Callable[[float, str | None], Awaitable[None]],
+        cpu: CpuPool,
+        progress_interval: float,
+        cancel_grace: float,
+    ):
+        self.job = job
+        self.kernel = kernel
+        self.cancelled = asyncio.Event()
+        self._save_progress = save_progress
+        self._publish_progress = publish_progress
+        self._cpu = cpu
+        self._interval = progress_interval
+        self._grace = cancel_grace
+        self._last_saved = 0.0
+        self._last_published = 0.0
+        self.progress_value = 0.0
+        self.progress_message: str | None = None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.kernel.db.session()
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled("job cancelled")
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress; persisted at most every `progress_interval`, published at most every 0.1 s."""
+        fraction = min(1.0, max(0.0, float(fraction)))
+        changed = fraction != self.progress_value or message != self.progress_message
+        self.progress_value, self.progress_message = fraction, message
+        self.raise_if_cancelled()
+        if not changed:
+            return
+        now = time.monotonic()
+        if fraction >= 1.0 or now - self._last_saved >= self._interval:
+            self._last_saved = now
+            await self._save_progress(fraction, message)
+        if fraction >= 1.0 or now - self._last_published >= 0.1:
+            self._last_published = now
+            await self._publish_progress(fraction, message)
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the process pool; on cancel it is killed after the grace period."""
+        self.raise_if_cancelled()
+        return await self._cpu.run(fn, *args, cancelled=self.cancelled, grace=self._grace)

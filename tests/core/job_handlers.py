@@ -1,0 +1,70 @@
+"""Job handlers used by the engine tests (also imported by `kiln worker` subprocesses via
+KILN_JOB_MODULES, so they must live in an importable module)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from kiln.core.jobs import JobContext, TransientJobError, job_handler
+
+
+@job_handler("test.noop", surface="test")
+async def noop(ctx: JobContext, payload: dict) -> dict:
+    return {"n": payload.get("n")}
+
+
+@job_handler("test.record", surface="test")
+async def record(ctx: JobContext, payload: dict) -> dict:
+    """Appends one line per execution to a file, so tests can count runs."""
+    with open(payload["log"], "a") as fh:
+        fh.write(f"{ctx.job.id} {os.getpid()}\n")
+    return {"pid": os.getpid()}
+
+
+@job_handler("test.sleep", surface="test", max_attempts=3)
+async def sleep(ctx: JobContext, payload: dict) -> dict:
+    """Sleeps in small steps, reporting progress; writes a marker file when it starts."""
+    if payload.get("marker"):
+        Path(payload["marker"]).write_text(str(os.getpid()))
+    total = float(payload.get("seconds", 1.0))
+    steps = max(1, int(total / 0.05))
+    for i in range(steps):
+        await asyncio.sleep(total / steps)
+        await ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}")
+    return {"slept": total, "pid": os.getpid()}
+
+
+@job_handler("test.flaky", surface="test", max_attempts=3)
+async def flaky(ctx: JobContext, payload: dict) -> dict:
+    if ctx.job.attempts < int(payload.get("succeed_on", 2)):
+        raise TransientJobError(f"not yet (attempt {ctx.job.attempts})")
+    return {"attempt": ctx.job.attempts}
+
+
+@job_handler("test.broken", surface="test")
+async def broken(ctx: JobContext, payload: dict) -> None:
+    raise ValueError("the payload makes no sense")
+
+
+def _spin(seconds: float) -> int:
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+@job_handler("test.cpu", surface="test")
+async def cpu(ctx: JobContext, payload: dict) -> dict:
+    """A CPU-bound step in the process pool that ignores cancellation (it must be killed)."""
+    spins = await ctx.run_cpu(_spin, float(payload.get("seconds", 30)))
+    return {"spins": spins}
+
+
+@job_handler("test.stubborn", surface="test")
+async def stubborn(ctx: JobContext, payload: dict) -> None:
+    """Never checks for cancellation: only asyncio cancellation can stop it."""
+    await asyncio.sleep(float(payload.get("seconds", 30)))
