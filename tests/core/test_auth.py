@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import jwt
 import pytest
 from pwdlib import PasswordHash
@@ -53,49 +49,20 @@ from kiln.core.auth import (
     verify_and_rehash,
     verify_password,
 )
-from kiln.core.db import Base, Database
+from kiln.core.db import Database
 
 SECRET = "test-secret-" + "x" * 40
-PG_DSN = dict(user="postgres", host="127.0.0.1", port=5432)
 GOOD_PASSWORD = "correct horse 9"
 
 
-# --- database fixtures (until tests/conftest.py offers them) ------------------------------
+# --- database fixtures ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    name = f"kiln_auth_test_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(database="postgres", **PG_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def in_thread(sql: str) -> None:
-        # First requested from inside a running test loop, so run on a loop of our own.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, run(sql)).result()
-
-    in_thread(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    in_thread(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path) -> AsyncIterator[Database]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else (
-        f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
-    )
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """An empty database built by the migration chain (conftest's db_url: SQLite and PostgreSQL)."""
+    database = Database(db_url)
     yield database
-    async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
     await database.dispose()
 
 

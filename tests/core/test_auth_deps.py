@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
@@ -46,27 +42,6 @@ from kiln.settings import Settings
 
 SECRET = "deps-secret-" + "z" * 40
 PASSWORD = "s3cret password"
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    name = f"kiln_auth_test_{uuid.uuid4().hex[:10]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(database="postgres", user="postgres", host="127.0.0.1", port=5432)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def in_thread(sql: str) -> None:
-        # First requested from inside a running test loop, so run on a loop of our own.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, run(sql)).result()
-
-    in_thread(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    in_thread(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_app(kernel: SimpleNamespace) -> FastAPI:
@@ -135,19 +110,12 @@ def make_app(kernel: SimpleNamespace) -> FastAPI:
     return app
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def kernel(request, tmp_path) -> AsyncIterator[SimpleNamespace]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else (
-        f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}"
-    )
-    db = Database(url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
-    settings = Settings(home=tmp_path, database_url=url, secret_key=SECRET, require_token=False)
+@pytest.fixture
+async def kernel(db_url, tmp_path) -> AsyncIterator[SimpleNamespace]:
+    """Just what the auth dependencies read from the real Kernel, on a migrated empty database."""
+    db = Database(db_url)
+    settings = Settings(home=tmp_path, database_url=db_url, secret_key=SECRET, require_token=False)
     yield SimpleNamespace(settings=settings, db=db)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
     await db.dispose()
 
 
