@@ -110,7 +110,8 @@ def fake_detector() -> Iterator[FakeDetectorService]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     service.url = f"http://127.0.0.1:{server.server_address[1]}/detect"
-    threading.Thread(target=server.serve_forever, name="fake-detector", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     name="fake-detector", daemon=True).start()
     try:
         yield service
     finally:

@@ -206,7 +206,8 @@ def start_fake_hub(token: str | None = TOKEN) -> tuple[FakeHub, ThreadingHTTPSer
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, name="fake-hf-hub", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     name="fake-hf-hub", daemon=True).start()
     return hub, server
 
 
