@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -49,7 +50,9 @@ from kiln.core.auth import (
     verify_and_rehash,
     verify_password,
 )
+from kiln.core.auth.service import purge_revocations_task
 from kiln.core.db import Database
+from kiln.core.jobs.registry import periodic_tasks
 
 SECRET = "test-secret-" + "x" * 40
 GOOD_PASSWORD = "correct horse 9"
@@ -376,6 +379,19 @@ async def test_revocation_by_jti_and_purge(session):
     assert await purge_expired_revocations(session, now=later) == 1
     await session.commit()
     assert await session.scalar(select(func.count()).select_from(RevokedToken)) == 0
+
+
+async def test_purge_runs_as_a_periodic_task(db):
+    spec = next(t for t in periodic_tasks() if t.name == "auth.purge_revocations")
+    assert spec.fn is purge_revocations_task and spec.every == 3600
+    now = datetime.now(UTC)
+    async with db.session() as s:
+        await revoke_token(s, "dead", "u", now - timedelta(seconds=1))
+        await revoke_token(s, "live", "u", now + timedelta(minutes=5))
+        await s.commit()
+    await spec.fn(SimpleNamespace(db=db))
+    async with db.session() as s:
+        assert not await is_revoked(s, "dead") and await is_revoked(s, "live")
 
 
 async def test_api_tokens_lifecycle(session):

@@ -21,6 +21,7 @@ from kiln.core.auth.models import ROLES, ApiToken, RevokedToken, User
 from kiln.core.auth.passwords import burn_verify_time, check_password_policy, hash_password, verify_and_rehash
 from kiln.core.auth.tokens import generate_api_token, hash_api_token, looks_like_api_token
 from kiln.core.db import utcnow
+from kiln.core.jobs.registry import periodic
 
 # last_used_at of an API token is written at most this often, not on every request.
 API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -246,6 +247,14 @@ async def purge_expired_revocations(session: AsyncSession, *, now: datetime | No
         delete(RevokedToken).where(RevokedToken.expires_at < (now or utcnow()))
     )
     return int(result.rowcount or 0)
+
+
+@periodic("auth.purge_revocations", every=3600)
+async def purge_revocations_task(kernel: Any) -> None:
+    """Periodic clean-up, run by `serve` or one worker: revoked ids of expired tokens are dead weight."""
+    async with kernel.db.session() as session:
+        await purge_expired_revocations(session)
+        await session.commit()
 
 
 # --- API tokens ---------------------------------------------------------------------------
