@@ -1,4 +1,26 @@
-"""Users, roles, password hashing, tokens and FastAPI dependencies shared by every surface."""
+"""Users, roles, password hashing, tokens and FastAPI dependencies shared by every surface.
+
+Routes:
+    user: CurrentUser                        401 without a valid token (Bearer header or cookie)
+    user: OptionalUser                       None without a token; a bad token is still 401
+    auth: CurrentAuth                        user plus method ("jwt" | "api_token"), jti, expiry
+    Depends(require_role("admin"))           403 below admin (user < admin < superadmin)
+    APIRouter(dependencies=[OpenSurfaceGuard])   contracts without auth: open on loopback only
+    current_user_dependency("other_cookie")  same, reading another cookie name
+Errors are AuthError (an HTTPException with `.code`: missing_auth, invalid_authorization_header,
+token_expired, invalid_token, token_revoked, user_not_found, account_inactive, insufficient_role)
+so a surface with its own error shape can translate them; on a WebSocket they close with 1008.
+
+Login (the surface shapes the body):
+    decision = limiter.check(email, client_address(request))   # limiter: LoginLimiter
+    user = await authenticate(session, email, password)  # None: limiter.record_failure(...)
+    if not user.is_active: ...                            # the surface decides 401/403
+    issued = issue_token_for(kernel.settings, user); await session.commit()
+    set_auth_cookie(response, issued.token, kernel.settings)
+Logout: `await revoke_presented_token(request)` then `clear_auth_cookie(response, settings)`.
+WebSocket with a token in a message: `await authenticate_token(kernel, token)`.
+Service functions only flush; the caller commits.
+"""
 
 from kiln.core.auth.deps import (
     DEFAULT_COOKIE,
