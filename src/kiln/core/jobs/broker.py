@@ -78,6 +78,9 @@ class JobBroker:
                 await self.broker.shutdown()
 
     async def kick(self, job_ids: Sequence[str]) -> None:
+        if self.in_process and self._execute is None:
+            # An admin command on an embedded deployment: the server's recovery sweep picks the job up.
+            return
         for job_id in job_ids:
             await self._task.kiq(job_id)
 
