@@ -1,0 +1,10 @@
+"""Conversion engine: recordings + a spec document -> Parquet / TFRecord datasets.
+
+Public entry points: `run_conversion` (files + manifests + reports, streaming, multi-process)
+and `preview` (first rows of a spec, independent of the recording's length).
+"""
+
+from kiln.apps.robotics.conversion.engine import ConversionResult, OutputFile, run_conversion
+from kiln.apps.robotics.conversion.pipeline import ConversionCancelled
+
+__all__ = ["ConversionCancelled", "ConversionResult", "OutputFile", "run_conversion"]

@@ -1,0 +1,267 @@
+"""Dataset writers: typed Parquet (row groups written as produced) and TFRecord.
+
+Both take rows one at a time (`add`) and keep at most one row group (or one record) in
+memory. Parquet columns are typed: bytes -> binary, numerics -> scalars or lists, json ->
+JSON text, plus `<feature>__present` flags; row groups are encoded and written by a
+background thread so decoding and writing overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kiln.apps.robotics.conversion import tfrecord
+from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
+
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+ROW_GROUP_ROWS = 4096
+_ARROW = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_()}
+
+
+class WriterError(ValueError):
+    pass
+
+
+def _nbytes(v: Any) -> int:
+    if isinstance(v, np.ndarray):
+        return v.nbytes
+    if isinstance(v, bytes | bytearray):
+        return len(v)
+    return 16
+
+
+class ParquetShardWriter:
+    def __init__(self, path: Path, features: dict[str, FeatureSpec], output: OutputSpec):
+        self.path, self.features = path, features
+        self.compression = None if output.compression == "none" else output.compression
+        self.rows = 0
+        self._cols: dict[str, list[Any]] = {name: [] for name in features}
+        self._present: dict[str, list[int]] = {n: [] for n, f in features.items() if f.presence_flag}
+        self._ts: list[int] = []
+        self._bytes = 0
+        self._listy: dict[str, bool] = {n: bool(f.shape) for n, f in features.items() if f.shape is not None}
+        self._writer: pq.ParquetWriter | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="parquet-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int]) -> None:
+        self._ts.append(timestamp_ns)
+        for name, col in self._cols.items():
+            v = values.get(name)
+            col.append(v)
+            self._bytes += _nbytes(v)
+        for name, col in self._present.items():
+            col.append(presence.get(name, 0))
+        self.rows += 1
+        if self._bytes >= ROW_GROUP_BYTES or len(self._ts) >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ts:
+            return
+        self._raise_pending()
+        batch = (self._ts, self._cols, self._present)
+        self._ts, self._bytes = [], 0
+        self._cols = {n: [] for n in self._cols}
+        self._present = {n: [] for n in self._present}
+        self._queue.put(batch)  # blocks while two row groups are in flight: bounded memory
+
+    def close(self) -> int:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+        if self._writer is None:  # no rows: still write a valid, empty file with the schema
+            self._writer = pq.ParquetWriter(self.path, self._schema(), compression=self.compression)
+        self._writer.close()
+        return self.rows
+
+    def abort(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise WriterError(str(self._error)) from self._error
+
+    def _drain(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                table = self._table(*batch)
+                if self._writer is None:
+                    self._writer = pq.ParquetWriter(self.path, table.schema, compression=self.compression)
+                self._writer.write_table(table)
+            except BaseException as exc:  # surfaced on the producer's next call
+                self._error = exc
+
+    def _schema(self) -> pa.Schema:
+        fields = [pa.field("timestamp_ns", pa.int64(), nullable=False)]
+        for name, f in self.features.items():
+            fields.append(pa.field(name, self._type(name, f)))
+        fields += [pa.field(f"{n}__present", pa.bool_()) for n in self._present]
+        return pa.schema(fields)
+
+    def _type(self, name: str, f: FeatureSpec) -> pa.DataType:
+        if f.dtype == "bytes":
+            return pa.large_binary()
+        if f.dtype == "json":
+            return pa.string()
+        base = _ARROW[f.dtype]
+        return pa.large_list(base) if self._listy.get(name) else base
+
+    def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
+        for name, values in cols.items():  # decide scalar vs list from the first value seen
+            if name not in self._listy:
+                first = next((v for v in values if v is not None), None)
+                if first is not None:
+                    self._listy[name] = isinstance(first, np.ndarray) and first.ndim > 0
+        arrays = [pa.array(np.asarray(ts, dtype=np.int64))]
+        for name, f in self.features.items():
+            arrays.append(self._column(name, f, cols[name]))
+        arrays += [pa.array(np.asarray(present[n], dtype=bool)) for n in self._present]
+        return pa.Table.from_arrays(arrays, schema=self._schema())
+
+    def _column(self, name: str, f: FeatureSpec, values: list[Any]) -> pa.Array:
+        n = len(values)
+        mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
+        if f.dtype == "json":
+            return pa.array([None if v is None else json.dumps(v, separators=(",", ":")) for v in values],
+                            type=pa.string())
+        if f.dtype == "bytes":
+            parts = [np.frombuffer(v, np.uint8) if isinstance(v, bytes) else v for v in values if v is not None]
+            lengths = np.zeros(n, dtype=np.int64)
+            lengths[~mask] = [len(p) for p in parts]
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+            validity = pa.array(~mask).buffers()[1] if mask.any() else None
+            return pa.Array.from_buffers(pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+                                         null_count=int(mask.sum()))
+        np_type = {"int64": np.int64, "float32": np.float32, "float64": np.float64, "bool": np.bool_}[f.dtype]
+        if not self._listy.get(name):
+            try:
+                flat = np.array([0 if v is None else v for v in values], dtype=np_type)
+            except (TypeError, ValueError) as exc:
+                raise WriterError(f"feature {name} mixes scalars and arrays; declare its shape") from exc
+            if flat.ndim != 1:
+                raise WriterError(f"feature {name} mixes scalars and arrays; declare its shape")
+            return pa.array(flat, mask=mask if mask.any() else None)
+        arrs = [np.atleast_1d(np.asarray(v, dtype=np_type)).reshape(-1) for v in values if v is not None]
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[~mask] = [len(a) for a in arrs]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        flat = pa.array(np.concatenate(arrs) if arrs else np.zeros(0, np_type))
+        return pa.LargeListArray.from_arrays(offsets, flat, mask=pa.array(mask) if mask.any() else None)
+
+
+class TFRecordShardWriter:
+    """One tf.train.Example per row (see `example_features` for the feature layout)."""
+
+    def __init__(self, path: Path, features: dict[str, FeatureSpec], output: OutputSpec):
+        self.path, self.features, self.output = path, features, output
+        self.rows = 0
+        self._fh = tfrecord.open_output(path, output.compression)
+
+    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int]) -> None:
+        feats = example_features(timestamp_ns, values, presence, self.features, self.output.image_payload_contract)
+        tfrecord.write_record(self._fh, tfrecord.encode_example(feats))
+        self.rows += 1
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> int:
+        self._fh.close()
+        return self.rows
+
+    def abort(self) -> None:
+        self._fh.close()
+
+
+def example_features(timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
+                     features: dict[str, FeatureSpec], contract: str) -> dict[str, tuple[str, Any]]:
+    out: dict[str, tuple[str, Any]] = {"timestamp_ns": ("int64", [timestamp_ns])}
+    for name, f in features.items():
+        if f.presence_flag:
+            out[f"{name}__present"] = ("int64", [presence.get(name, 0)])
+        v = values.get(name)
+        if v is None:
+            continue
+        if f.dtype == "bytes":
+            out[name] = ("bytes", [v if isinstance(v, bytes) else v.tobytes()])
+        elif f.dtype in ("int64", "bool"):
+            out[name] = ("int64", np.atleast_1d(np.asarray(v, dtype=np.int64)).reshape(-1))
+        elif f.dtype in ("float32", "float64"):
+            out[name] = ("float", np.atleast_1d(np.asarray(v, dtype=np.float32)).reshape(-1))
+        else:
+            _flatten_json(name, v, out, contract)
+    return out
+
+
+def _wrapped_bytes(v: Any) -> bytes | None:
+    if isinstance(v, dict) and v.get("__bytes__"):
+        import base64
+
+        return base64.b64decode(v["value"])
+    return None
+
+
+def _is_image(d: dict[str, Any]) -> bool:
+    return "data" in d and (("height" in d and "width" in d and "encoding" in d) or "format" in d)
+
+
+def _flatten_json(prefix: str, v: Any, out: dict[str, tuple[str, Any]], contract: str) -> None:
+    """Nested json -> `a__b__c` features; lists add `__sequence_length__<prefix>`."""
+    raw = _wrapped_bytes(v)
+    if raw is not None:
+        out[prefix] = ("bytes", [raw]) if contract == "bytes_v2" else ("int64", np.frombuffer(raw, np.uint8))
+        if contract != "bytes_v2":
+            out[f"__sequence_length__{prefix}"] = ("int64", [len(raw)])
+        return
+    if isinstance(v, dict):
+        if not v:
+            out[prefix] = ("bytes", [b"{}"])
+            return
+        image = _is_image(v)
+        for k, item in v.items():
+            key = f"{prefix}__{k}"
+            if image and k == "data" and contract == "bytes_v2":
+                data = _wrapped_bytes(item)
+                out[key] = ("bytes", [data if data is not None else bytes(np.asarray(item, np.uint8))])
+            else:
+                _flatten_json(key, item, out, contract)
+        return
+    if isinstance(v, bool | int):
+        out[prefix] = ("int64", [int(v)])
+    elif isinstance(v, float):
+        out[prefix] = ("float", [v])
+    elif isinstance(v, str):
+        out[prefix] = ("bytes", [v.encode()])
+    elif isinstance(v, list):
+        out[f"__sequence_length__{prefix}"] = ("int64", [len(v)])
+        if all(isinstance(x, bool | int) for x in v):
+            out[prefix] = ("int64", np.asarray(v, dtype=np.int64))
+        elif all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            out[prefix] = ("float", np.asarray(v, dtype=np.float32))
+        else:
+            out[prefix] = ("bytes", [json.dumps(v).encode()])
+    elif v is not None:
+        out[prefix] = ("bytes", [json.dumps(v).encode()])
+
+
+def make_writer(path: Path, features: dict[str, FeatureSpec], output: OutputSpec) -> Any:
+    cls = ParquetShardWriter if output.format == "parquet" else TFRecordShardWriter
+    return cls(path, features, output)
