@@ -327,6 +327,7 @@ async def test_list_users_filters_and_paginates(session):
     assert total == 1 and pending[0].email == "u4@example.com"
     found, total = await list_users(session, search="PERSON 3")
     assert total == 1 and found[0].email == "u3@example.com"
+    assert (await list_users(session, search="u_@"))[1] == 0  # "_" is not a wildcard
 
 
 async def test_roles_and_last_superadmin_guard(session):

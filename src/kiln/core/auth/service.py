@@ -167,8 +167,9 @@ async def list_users(
     if is_active is not None:
         query = query.where(User.is_active == is_active)
     if search:
-        like = f"%{search.strip().lower()}%"
-        query = query.where(User.email.like(like) | func.lower(func.coalesce(User.full_name, "")).like(like))
+        term = search.strip().lower()  # autoescape: a "%" or "_" typed by a user matches literally
+        name = func.lower(func.coalesce(User.full_name, ""))
+        query = query.where(User.email.contains(term, autoescape=True) | name.contains(term, autoescape=True))
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.execute(query.order_by(User.created_at, User.id).limit(limit).offset(offset))
     return list(rows.scalars()), int(total or 0)
