@@ -1,4 +1,4 @@
-"""Auth core: passwords, tokens, login limiter, and the user store on SQLite and PostgreSQL."""
+"""Auth core: passwords, tokens, and the user store on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from kiln.core.auth import (
     InvalidRole,
     InvalidToken,
     LastSuperadmin,
-    LoginRateLimiter,
     PasswordPolicyError,
     RevokedToken,
     User,
@@ -178,73 +177,6 @@ def test_api_tokens_are_random_and_only_hashed():
     assert plaintext.startswith(prefix) and len(prefix) == 11
     assert token_hash == hash_api_token(plaintext) and len(token_hash) == 64 and plaintext not in token_hash
     assert generate_api_token()[0] != plaintext
-
-
-# --- login rate limiter -------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_limiter_blocks_after_five_failures_and_slides():
-    clock = Clock()
-    limiter = LoginRateLimiter(max_failures=5, window_seconds=900, clock=clock)
-    for _ in range(4):
-        assert limiter.check("a@x.io", "1.2.3.4").allowed
-        limiter.record_failure("a@x.io", "1.2.3.4")
-        clock.now += 10
-    assert limiter.check("a@x.io", "1.2.3.4").allowed
-    limiter.record_failure("A@X.io ", "1.2.3.4")  # same account, differently typed
-    decision = limiter.check("a@x.io", "1.2.3.4")
-    assert not decision.allowed
-    # The first failure was at t=1000; it leaves the window at t=1900. Now is t=1040.
-    assert decision.retry_after == pytest.approx(860)
-    assert decision.retry_after_header == "860"
-    assert limiter.check("a@x.io", "5.6.7.8").allowed  # another address is not punished
-    assert limiter.check("b@x.io", "1.2.3.4").allowed  # nor another account
-    clock.now = 1900.0
-    assert limiter.check("a@x.io", "1.2.3.4").allowed  # oldest failure slid out
-    limiter.record_failure("a@x.io", "1.2.3.4")
-    assert not limiter.check("a@x.io", "1.2.3.4").allowed
-
-
-def test_limiter_success_clears_the_pair():
-    clock = Clock()
-    limiter = LoginRateLimiter(max_failures=2, window_seconds=60, clock=clock)
-    limiter.record_failure("a", "ip")
-    limiter.record_success("a", "ip")
-    limiter.record_failure("a", "ip")
-    assert limiter.check("a", "ip").allowed
-    limiter.record_failure("a", "ip")
-    assert not limiter.check("a", "ip").allowed
-
-
-def test_limiter_per_client_limit_across_accounts_and_bounded_memory():
-    clock = Clock()
-    limiter = LoginRateLimiter(max_failures=5, max_failures_per_client=3, window_seconds=60, clock=clock,
-                               max_keys=10)
-    for i in range(3):
-        limiter.record_failure(f"user{i}", "ip")
-        clock.now += 1
-    decision = limiter.check("fresh-account", "ip")
-    assert not decision.allowed and decision.retry_after == pytest.approx(57)
-    assert limiter.check("fresh-account", "other-ip").allowed
-    for i in range(50):
-        limiter.record_failure(f"spray{i}", f"ip{i}")
-    assert len(limiter._pairs) <= 10 and len(limiter._clients) <= 10
-    clock.now += 120
-    limiter.prune()
-    assert not limiter._pairs and not limiter._clients
-
-
-def test_limiter_rejects_nonsense_configuration():
-    with pytest.raises(ValueError):
-        LoginRateLimiter(max_failures=0)
 
 
 # --- user store ---------------------------------------------------------------------------
