@@ -6,5 +6,6 @@ and `preview` (first rows of a spec, independent of the recording's length).
 
 from kiln.apps.robotics.conversion.engine import ConversionResult, OutputFile, run_conversion
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled
+from kiln.apps.robotics.conversion.preview import PreviewResult, preview
 
-__all__ = ["ConversionCancelled", "ConversionResult", "OutputFile", "run_conversion"]
+__all__ = ["ConversionCancelled", "ConversionResult", "OutputFile", "PreviewResult", "preview", "run_conversion"]
