@@ -107,7 +107,8 @@ def make_message(ts, ros1: bool, msgtype: str, i: int, t_ns: int, plan: Recordin
                         step=w * 3, data=data)
     if msgtype == ODOM:
         pose = T["geometry_msgs/msg/Pose"](
-            position=T["geometry_msgs/msg/Point"](x=odom_x(i), y=0.0, z=0.0), orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0))
+            position=T["geometry_msgs/msg/Point"](x=odom_x(i), y=0.0, z=0.0),
+            orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0))
         twist = T["geometry_msgs/msg/Twist"](linear=vec(x=1.0, y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=0.1))
         return T[ODOM](
             header=header, child_frame_id="base_link",

@@ -137,8 +137,10 @@ def run_conversion(
     if workers <= 1:
         outcomes = []
         for k, job in enumerate(jobs):
-            def tick(f: float, k: int = k) -> None:
-                report((k + f) / len(jobs), f"{job.episode_id} shard {job.shard_index + 1}/{job.num_shards}")
+            label = f"{job.episode_id} shard {job.shard_index + 1}/{job.num_shards}"
+
+            def tick(f: float, k: int = k, label: str = label) -> None:
+                report((k + f) / len(jobs), label)
             outcomes.append(convert_window(job, Ticker(tick, cancelled)))
     else:
         outcomes = _run_pool(jobs, workers, report, cancelled, out)

@@ -108,10 +108,8 @@ class Decoder:
 def message_stream(reader: RecordingReader, topics: list[str], decoder: Decoder, start: int | None,
                    stop: int | None, tick: Callable[[int], None] | None = None,
                    max_messages: int | None = None) -> Iterator[Msg]:
-    n = 0
-    for raw in reader.iter_raw(topics, start, stop):
+    for n, raw in enumerate(reader.iter_raw(topics, start, stop), start=1):
         yield Msg(raw.topic, raw.timestamp_ns, raw.data, decoder.msgtype(raw.topic, raw.msgtype), decoder)
-        n += 1
         if tick is not None and n % CHECK_EVERY == 0:
             tick(raw.timestamp_ns)
         if max_messages is not None and n >= max_messages:

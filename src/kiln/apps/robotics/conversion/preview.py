@@ -103,17 +103,18 @@ def preview(path_or_paths: str | Path | Sequence[str | Path], spec: ConversionSp
             for topic in watched:
                 if topic not in row.topics:
                     missing_topics[topic] = missing_topics.get(topic, 0) + 1
-            if primary is not None:
-                if presence.get(primary):
-                    label_present += 1
-                    if len(label_values) < 5:
-                        label_values.append(to_jsonable(values[primary]))
+            if primary is not None and presence.get(primary):
+                label_present += 1
+                if len(label_values) < 5:
+                    label_values.append(to_jsonable(values[primary]))
             if len(rows) < n:
                 rows.append({"timestamp_ns": row.timestamp_ns,
                              "field_data": {k: to_jsonable(v) for k, v in values.items()},
                              "presence_data": presence})
         missing_features = dict(builder.counters.missing)
-    rate = (lambda c: {k: round(v / checked, 6) for k, v in c.items()}) if checked else (lambda c: dict.fromkeys(c, 0.0))
+    def rate(counts: dict[str, int]) -> dict[str, float]:
+        return {k: round(v / checked, 6) if checked else 0.0 for k, v in counts.items()}
+
     label_summary = None
     if primary is not None:
         label_summary = {"primary": primary, "present_count": label_present,

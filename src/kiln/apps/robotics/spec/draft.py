@@ -173,7 +173,8 @@ def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None =
     spec = ConversionSpec(
         schema=SchemaSpec(name=req.schema_name, version=req.schema_version),
         input={"paths": [insp["bag_path"]] if insp.get("bag_path") else [], "include_topics": [trigger, *joins]},
-        decoding=DecodingSpec(topics={t: TopicDecoding(type_hint=topics[t]["message_type"]) for t in [trigger, *joins]}),
+        decoding=DecodingSpec(topics={t: TopicDecoding(type_hint=topics[t]["message_type"])
+                                      for t in [trigger, *joins]}),
         row_strategy=TriggerStrategy(trigger_topic=trigger, joins=[
             JoinSpec(topic=t, sync_policy="last-known-before", required=False) for t in joins]),
         features=features, labels=labels,
