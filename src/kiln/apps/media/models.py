@@ -1,0 +1,125 @@
+"""Tables of the media surface. Confidence is stored on one scale, 0..1, everywhere; the API
+edge converts media confidence to the contract's percent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kiln.core.db import Base, JSONType, UTCDateTime, UUIDStr, new_id, utcnow
+
+PENDING, UPLOADED, EXTRACTING, PROCESSING, READY, FAILED = (
+    "PENDING", "UPLOADED", "EXTRACTING", "PROCESSING", "READY", "FAILED",
+)
+STATUSES = (PENDING, UPLOADED, EXTRACTING, PROCESSING, READY, FAILED)
+IN_FLIGHT = (EXTRACTING, PROCESSING)
+
+
+class MediaItem(Base):
+    __tablename__ = "media_items"
+    __table_args__ = (
+        Index("ix_media_items_user_created", "user_id", "created_at"),
+        Index("ix_media_items_user_sha256", "user_id", "sha256"),
+        Index("ix_media_items_user_lat_lng", "user_id", "lat", "lng"),
+        Index("ix_media_items_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    filename: Mapped[str] = mapped_column(String(255))
+    mime: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    blob_key: Mapped[str] = mapped_column(String(512))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    hf_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    hf_thumbnail_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    phash: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    technical_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    camera_make: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    camera_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lng: Mapped[float | None] = mapped_column(Float, nullable=True)
+    altitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    has_trash: Mapped[bool] = mapped_column(Boolean, default=False)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)  # 0..1; None = not detected
+    detector: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    worker_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MediaTaskLog(Base):
+    __tablename__ = "media_task_logs"
+    __table_args__ = (Index("ix_media_task_logs_media_at", "media_id", "at"),)
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
+    media_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("media_items.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(32), default="STATUS_CHANGE")
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    worker_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MediaDetection(Base):
+    __tablename__ = "media_detections"
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
+    media_id: Mapped[str] = mapped_column(
+        UUIDStr(), ForeignKey("media_items.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(100))
+    confidence: Mapped[float] = mapped_column(Float)  # 0..1
+    bbox: Mapped[dict[str, float]] = mapped_column(JSONType)  # {x, y, w, h} normalised, top-left origin
+    area_sqm: Mapped[float | None] = mapped_column(Float, nullable=True)
+    is_manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    detector: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MediaLoadSample(Base):
+    """System load persisted on a timer, so the 7-day history is days, not calls."""
+
+    __tablename__ = "media_load_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_percent: Mapped[float] = mapped_column(Float)
+    load: Mapped[float] = mapped_column(Float)  # max(cpu, memory)
+
+
+class MediaUserActivity(Base):
+    """One row per user per UTC hour in which they made a request (active trend, daily uniques)."""
+
+    __tablename__ = "media_user_activity"
+
+    user_id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MediaResponseStats(Base):
+    """Request timings of one process over one flush interval, as a mergeable histogram."""
+
+    __tablename__ = "media_response_stats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    total_ms: Mapped[float] = mapped_column(Float)
+    max_ms: Mapped[float] = mapped_column(Float)
+    histogram: Mapped[list[int]] = mapped_column(JSONType)

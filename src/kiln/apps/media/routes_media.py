@@ -1,0 +1,164 @@
+"""Vault, upload, recents, the media files themselves, and the status WebSocket."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile, WebSocket
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from kiln.apps.media import service
+from kiln.apps.media.deps import AUTH_MESSAGES, MediaSettingsDep, MediaUser
+from kiln.apps.media.models import STATUSES, MediaItem
+from kiln.apps.media.schemas import RecentItem, Recents, VaultItem, VaultPage
+from kiln.apps.media.status import TOPIC
+from kiln.core.auth import AuthError, authenticate_token, token_from_request
+from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.events import forward_events
+from kiln.core.files import range_response
+
+router = APIRouter(tags=["media: vault and upload"])
+StatusName = Literal[STATUSES]  # type: ignore[valid-type]
+
+
+def _meta(item: MediaItem) -> dict[str, object]:
+    return {"filename": item.filename, "size": item.size_bytes, "width": item.width, "height": item.height,
+            "mime": item.mime, "sha256": item.sha256}
+
+
+async def _vault_item(kernel: object, item: MediaItem) -> VaultItem:
+    image, thumb = await service.media_urls(kernel, item)
+    return VaultItem(
+        id=item.id, filename=item.filename, status=item.status, timestamp=item.created_at.isoformat(),
+        metadata=_meta(item), assigned_worker=item.worker_name, image_url=image, thumbnail_url=thumb,
+        technical_metadata=item.technical_metadata, updated_at=item.updated_at.isoformat(), lat=item.lat,
+        lng=item.lng, altitude=item.altitude, address=item.address, has_trash=item.has_trash,
+        confidence=round(item.confidence * 100, 2) if item.confidence is not None else None,
+    )
+
+
+@router.get("/api/vault", response_model=VaultPage)
+async def vault(
+    user: MediaUser, kernel: KernelDep, session: SessionDep,
+    search: str | None = Query(default=None, max_length=255), status: StatusName | None = None,
+    order_by: Literal["created_at", "filename", "status"] = "created_at",
+    direction: Literal["asc", "desc"] = "desc",
+    page: int = Query(default=1, ge=1), page_size: int = Query(default=20, ge=1, le=100),
+) -> VaultPage:
+    items, total = await service.list_vault(session, user.id, search=search, status=status, order_by=order_by,
+                                            direction=direction, page=page, page_size=page_size)
+    return VaultPage(total=total, page=page, page_size=page_size, total_pages=math.ceil(total / page_size),
+                     items=[await _vault_item(kernel, i) for i in items])
+
+
+@router.delete("/api/vault/all")
+async def delete_all(user: MediaUser, kernel: KernelDep, session: SessionDep) -> dict[str, object]:
+    count = await service.delete_media(kernel, session, user.id)
+    if not count:
+        return {"detail": "No media found to delete", "deleted_count": 0}
+    return {"detail": "All media deleted successfully", "deleted_count": count}
+
+
+@router.delete("/api/vault/{media_id}")
+async def delete_one(media_id: uuid.UUID, user: MediaUser, kernel: KernelDep, session: SessionDep
+                     ) -> dict[str, str]:
+    if not await service.delete_media(kernel, session, user.id, str(media_id)):
+        raise HTTPException(404, "Media not found or you don't have permission to delete it")
+    return {"detail": "Media deleted successfully"}
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while data := await upload.read(1024 * 1024):
+        yield data
+
+
+@router.post("/api/upload/files", status_code=201)
+async def upload_files(user: MediaUser, kernel: KernelDep, session: SessionDep, cfg: MediaSettingsDep,
+                       files: list[UploadFile] = File(...)) -> JSONResponse:
+    if len(files) > cfg.max_files_per_request:
+        raise HTTPException(413, f"Too many files: at most {cfg.max_files_per_request} per request")
+    outcome = service.UploadOutcome()
+    for upload in files:
+        try:
+            await service.upload_one(kernel, session, user.id, upload.filename or "file", _chunks(upload), outcome)
+        finally:
+            await upload.close()
+    rejected = [{"filename": r.filename, "status": r.status_code, "detail": r.detail} for r in outcome.rejected]
+    if not outcome.accepted:
+        codes = {r.status_code for r in outcome.rejected}
+        code = codes.pop() if len(codes) == 1 else 422
+        return JSONResponse({"detail": {"message": "No file was accepted", "rejected": rejected}}, status_code=code)
+    n = len(outcome.accepted)
+    body = {"message": f"{n} file{'s' if n != 1 else ''} uploaded successfully",
+            "media_ids": [i.id for i in outcome.accepted], "rejected": rejected}
+    return JSONResponse(body, status_code=201)
+
+
+@router.get("/api/upload/recents", response_model=Recents)
+async def recent(user: MediaUser, kernel: KernelDep, session: SessionDep) -> Recents:
+    items = []
+    for item in await service.recents(session, user.id):
+        image, thumb = await service.media_urls(kernel, item)
+        items.append(RecentItem(id=item.id, filename=item.filename, status=item.status,
+                                timestamp=item.created_at.isoformat(), image_url=image, thumbnail_url=thumb,
+                                metadata=_meta(item), address=item.address))
+    return Recents(total=len(items), items=items)
+
+
+async def _serve(request: Request, kernel: KernelDep, session: SessionDep, user_id: str, media_id: str,
+                 which: Literal["image", "thumbnail"]) -> Response:
+    item = await service.get_owned(session, user_id, media_id)
+    if item is None:
+        raise HTTPException(404, "Media not found")
+    key = item.blob_key if which == "image" else item.thumbnail_key
+    if key is None:
+        raise HTTPException(404, "Thumbnail not ready yet")
+    url = await kernel.blobs.presigned_url(key)
+    if url:
+        return RedirectResponse(url, status_code=307)
+    media_type = (item.mime or "application/octet-stream") if which == "image" else "image/jpeg"
+    name = item.filename if which == "image" else f"{item.filename.rsplit('.', 1)[0]}_thumbnail.jpg"
+    try:
+        return await range_response(request, (kernel.blobs, key), media_type, name, inline=True)
+    except FileNotFoundError:
+        raise HTTPException(404, "Media file is missing from storage") from None
+
+
+@router.get("/api/media/{media_id}/image")
+async def media_image(media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep,
+                      session: SessionDep) -> Response:
+    return await _serve(request, kernel, session, user.id, str(media_id), "image")
+
+
+@router.get("/api/media/{media_id}/thumbnail")
+async def media_thumbnail(media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep,
+                          session: SessionDep) -> Response:
+    return await _serve(request, kernel, session, user.id, str(media_id), "thumbnail")
+
+
+@router.websocket("/api/upload/ws/updates")
+async def status_updates(websocket: WebSocket) -> None:
+    """Pushes MEDIA_STATUS_UPDATE messages for the caller's own media; any number of tabs."""
+    kernel = websocket.app.state.kernel
+    try:
+        token = token_from_request(websocket)  # cookie, else ?token= (bearer header also works)
+    except Exception:
+        token = None
+    await websocket.accept()
+    if not token:
+        await websocket.close(1008, AUTH_MESSAGES["missing_auth"])
+        return
+    try:
+        # Its own short session, closed before streaming: an idle socket holds no DB connection.
+        user_id = (await authenticate_token(kernel, token)).user.id
+    except AuthError as exc:
+        await websocket.close(1008, AUTH_MESSAGES.get(exc.code, exc.detail))
+        return
+
+    def translate(topic: str, data: dict[str, object]) -> dict[str, object] | None:
+        return data["message"] if data.get("user_id") == user_id else None  # type: ignore[return-value]
+
+    await forward_events(websocket, kernel.events, [TOPIC], translate)

@@ -1,0 +1,76 @@
+"""Auth routes, root and health of the media contract, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from mediakit import PASSWORD, register, second_client
+
+
+async def test_root_and_health(client):
+    assert (await client.get("/")).json() == {"message": "Hyperion API is running"}
+    body = (await client.get("/api/health")).json()
+    assert body["status"] == "healthy" and body["components"] == {"api": "up", "database": "up"}
+    assert body["database_latency_ms"] >= 0 and body["timestamp"] > 1.7e9
+
+
+async def test_health_is_503_when_the_database_is_down(app, client, monkeypatch):
+    def broken():
+        raise ConnectionRefusedError("secret connection detail")
+
+    monkeypatch.setattr(app.state.kernel.db, "session", broken)
+    response = await client.get("/api/health")
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert detail["status"] == "unhealthy" and detail["components"]["database"] == "down"
+    assert "secret" not in detail["error"]
+
+
+async def test_signup_login_me_update_logout(client):
+    response = await client.post("/api/auth/signup", json={"email": "Ann@Example.com", "password": PASSWORD})
+    assert response.status_code == 201 and response.json() == {"message": "User created successfully"}
+    again = await client.post("/api/auth/signup", json={"email": "ann@example.com", "password": PASSWORD})
+    assert again.status_code == 400 and again.json() == {"detail": "Email already registered"}
+
+    wrong = await client.post("/api/auth/login", json={"email": "ann@example.com", "password": "nope-nope-1"})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "Invalid email or password"}
+    login = await client.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert login.status_code == 200 and login.json()["message"] == "Login successful"
+    cookie = login.headers["set-cookie"]
+    assert cookie.startswith("access_token=") and "HttpOnly" in cookie and "Max-Age=3600" in cookie
+    token = client.cookies["access_token"]
+
+    me = (await client.get("/api/auth/me")).json()
+    assert me["email"] == "ann@example.com" and me["full_name"] == "Unnamed User" and me["language"] == "en"
+    updated = await client.put("/api/auth/me", json={"language": "hu", "full_name": ""})
+    assert updated.status_code == 200
+    assert updated.json() | {"id": None} == {"id": None, "email": "ann@example.com",
+                                             "full_name": "Unnamed User", "language": "hu"}
+    assert (await client.put("/api/auth/me", json={"full_name": "Ann B"})).json()["language"] == "hu"
+
+    out = await client.post("/api/auth/logout")
+    assert out.json() == {"message": "Logout successful"}
+    assert "access_token" not in client.cookies
+    # The old token is revoked by its jti, not merely forgotten by this browser.
+    replay = await client.get("/api/auth/me", headers={"Cookie": f"access_token={token}"})
+    assert replay.status_code == 401 and replay.json() == {"detail": "Token has been revoked"}
+
+
+async def test_auth_errors_have_the_contract_messages(app, client):
+    missing = await client.get("/api/auth/me")
+    assert missing.status_code == 401 and missing.json() == {"detail": "Not authenticated"}
+    garbage = await client.get("/api/auth/me", headers={"Cookie": "access_token=not.a.jwt"})
+    assert garbage.json() == {"detail": "Token expired or invalid"}
+    assert (await client.post("/api/auth/logout")).status_code == 200  # logout without a token is fine
+    bad = await client.post("/api/auth/signup", json={"email": "no-at-sign", "password": PASSWORD})
+    assert bad.status_code == 422
+    weak = await client.post("/api/auth/signup", json={"email": "w@example.com", "password": "short"})
+    assert weak.status_code == 422 and "at least 8" in weak.json()["detail"]
+    async with second_client(app) as other:
+        await register(other, "bob@example.com")
+        assert (await other.get("/api/auth/me")).json()["email"] == "bob@example.com"
+
+
+async def test_repeated_failed_logins_are_throttled(client):
+    await client.post("/api/auth/signup", json={"email": "c@example.com", "password": PASSWORD})
+    codes = [(await client.post("/api/auth/login", json={"email": "c@example.com", "password": "Wrong-pass-1"}))
+             .status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429
