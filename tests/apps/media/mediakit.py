@@ -11,9 +11,19 @@ from fractions import Fraction
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image, TiffImagePlugin
+from tests.conftest import make_settings
+
+from kiln.settings import Settings
 
 PASSWORD = "Correct-horse-9"
+
+
+@pytest.fixture
+def settings(tmp_path, db_url: str) -> Settings:
+    """Only the media surface is mounted: these tests are about its contract alone."""
+    return make_settings(tmp_path / "home", db_url, apps=["media"])
 
 
 def _dms(value: float) -> tuple[TiffImagePlugin.IFDRational, ...]:

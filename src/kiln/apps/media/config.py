@@ -22,6 +22,7 @@ class MediaSettings(BaseSettings):
     detector_labels: str | None = Field(default=None, description="Class names file of the ONNX model.")
     detector_url: str | None = Field(default=None, description="HTTP detector service (POST multipart file).")
     detector_conf_threshold: float = Field(default=0.25, ge=0, le=1)
+    retry_seconds: float = Field(default=5, ge=0, description="Wait before retrying an unreachable detector.")
     hf_token: str | None = Field(default=None, validation_alias=AliasChoices("KILN_MEDIA_HF_TOKEN", "HF_TOKEN"))
     hf_repo_id: str | None = Field(
         default=None, validation_alias=AliasChoices("KILN_MEDIA_HF_REPO_ID", "HF_REPO_ID")

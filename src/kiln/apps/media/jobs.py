@@ -68,7 +68,7 @@ async def _retry_later(ctx: JobContext, item: MediaItem, cfg: MediaSettings, rea
     if ctx.job.attempts >= ctx.job.max_attempts or item.attempts >= cfg.max_attempts:
         return await _fail(ctx, item, f"Processing failed: {reason} (after {item.attempts} attempts)")
     await _step(ctx, item, UPLOADED, detail=f"retrying: {reason}", values={"worker_name": None})
-    return TransientJobError(reason, retry_after=5)
+    return TransientJobError(reason, retry_after=cfg.retry_seconds)
 
 
 @job_handler("media.process", surface="media", max_attempts=3)

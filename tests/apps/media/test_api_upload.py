@@ -1,0 +1,153 @@
+"""Upload -> pipeline -> READY end to end, rejected files, files served with ranges, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from httpx_ws import aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+from mediakit import photo, register, second_client, settings, upload, wait_status  # noqa: F401  (fixture)
+from PIL import Image
+from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
+
+from kiln.apps.media.config import MediaSettings, set_media_settings
+
+BUDAPEST = (47.4979, 19.0402, 120.0)
+
+
+async def test_upload_runs_the_pipeline_to_ready(app, client):
+    await register(client, "ann@example.com")
+    data = photo(gps=BUDAPEST)
+    response = await upload(client, ("street.jpg", data, "image/jpeg"))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["message"] == "1 file uploaded successfully" and body["rejected"] == []
+    (media_id,) = body["media_ids"]
+
+    item = await wait_status(client, media_id, {"READY", "FAILED"})
+    assert item["status"] == "READY", item
+    assert item["metadata"]["width"] == 640 and item["metadata"]["size"] == len(data)
+    assert len(item["metadata"]["sha256"]) == 64 and item["metadata"]["mime"] == "image/jpeg"
+    assert item["lat"] == pytest.approx(47.4979, abs=1e-4) and item["lng"] == pytest.approx(19.0402, abs=1e-4)
+    assert item["altitude"] == pytest.approx(120.0) and "Budapest" in item["address"]
+    assert item["technical_metadata"]["make"] == "KilnCam"
+    assert item["technical_metadata"]["detection"].startswith("skipped")  # no detector: said, not faked
+    assert item["has_trash"] is False and item["confidence"] is None
+    assert item["assigned_worker"] in app.state.kernel.settings.worker_names
+
+    history = (await client.get(f"/api/map/{media_id}/logs")).json()["history"]
+    assert [h["message"] for h in history] == [
+        "Status changed to PENDING", "Status changed to UPLOADED", "Status changed to EXTRACTING",
+        "Status changed to PROCESSING (Extracted EXIF and GPS data)",
+        "Status changed to READY (detection skipped: no detector configured)",
+    ]
+    assert history[2]["worker_name"] == item["assigned_worker"]
+
+    image = await client.get(item["image_url"])
+    assert image.status_code == 200 and image.content == data and image.headers["content-type"] == "image/jpeg"
+    part = await client.get(item["image_url"], headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == data[:100]
+    thumb = await client.get(item["thumbnail_url"])
+    assert thumb.status_code == 200 and Image.open(__import__("io").BytesIO(thumb.content)).size == (400, 300)
+
+    points = (await client.get("/api/map")).json()
+    assert points["total"] == 1 and points["items"][0]["id"] == media_id
+
+
+async def test_detector_results_are_stored_and_mapped(app, client, fake_detector):  # noqa: F811
+    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, detector_url=fake_detector.url))
+    await register(client, "ann@example.com")
+    response = await upload(client, ("litter.jpg", photo(gps=BUDAPEST, red_box=True), "image/jpeg"),
+                            ("clean.jpg", photo(gps=(47.5, 19.05, 100.0), color=(10, 200, 10)), "image/jpeg"))
+    litter_id, clean_id = response.json()["media_ids"]
+    litter = await wait_status(client, litter_id, {"READY", "FAILED"})
+    clean = await wait_status(client, clean_id, {"READY", "FAILED"})
+    assert litter["status"] == clean["status"] == "READY"
+    assert litter["has_trash"] is True and 90 < litter["confidence"] <= 100  # percent at the API edge
+    assert clean["has_trash"] is False and clean["confidence"] == 0.0
+
+    points = (await client.get("/api/map", params={"has_trash": True})).json()
+    assert [p["id"] for p in points["items"]] == [litter_id]
+    (det,) = points["items"][0]["detections"]
+    assert det["label"] == "plastic" and 0.9 < det["confidence"] <= 1.0  # 0..1 scale
+    assert det["bbox"] == pytest.approx({"x": 0.25, "y": 0.25, "w": 0.25, "h": 0.25}, abs=0.01)
+    assert det["detector"].startswith("http:")
+    assert (await client.get("/api/map", params={"min_confidence": 50})).json()["total"] == 1
+
+
+async def test_unavailable_detector_fails_after_bounded_retries(app, client, fake_detector):  # noqa: F811
+    fake_detector.mode = "error"
+    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, detector_url=fake_detector.url,
+                                                       max_attempts=2, retry_seconds=0.05))
+    await register(client, "ann@example.com")
+    (media_id,) = (await upload(client, ("a.jpg", photo(), "image/jpeg"))).json()["media_ids"]
+    item = await wait_status(client, media_id, {"FAILED"}, timeout=30)
+    assert item["assigned_worker"] is None
+    messages = [h["message"] for h in (await client.get(f"/api/map/{media_id}/logs")).json()["history"]]
+    assert any("retrying: detector answered 503" in m for m in messages)
+    assert messages[-1].startswith("Status changed to FAILED (Processing failed: detector answered 503")
+
+
+async def test_rejected_files_do_not_lose_accepted_ones(app, client):
+    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, max_upload_bytes=200_000))
+    await register(client, "ann@example.com")
+    good = photo(fmt="PNG")
+    response = await upload(client, ("ok.png", good, "image/png"), ("notes.txt", b"hello, not an image", "text/plain"),
+                            ("huge.bmp", b"BM" + bytes(300_000), "image/bmp"))
+    assert response.status_code == 201
+    body = response.json()
+    assert len(body["media_ids"]) == 1
+    rejected = {r["filename"]: r for r in body["rejected"]}
+    assert rejected["notes.txt"]["status"] == 415 and "not a supported image" in rejected["notes.txt"]["detail"]
+    assert rejected["huge.bmp"]["status"] == 413
+    dup = await upload(client, ("again.png", good, "image/png"))
+    assert dup.status_code == 409
+    assert dup.json()["detail"]["rejected"][0]["detail"] == f"Duplicate of media {body['media_ids'][0]}"
+    only_bad = await upload(client, ("x.gif", b"GIF89a" + bytes(20), "image/gif"))
+    assert only_bad.status_code == 415
+    vault = (await client.get("/api/vault")).json()
+    assert vault["total"] == 1 and vault["items"][0]["filename"] == "ok.png"
+    assert (await client.post("/api/upload/files")).status_code == 422
+
+
+async def test_recents_are_the_four_newest(client):
+    await register(client, "ann@example.com")
+    ids = []
+    for n in range(5):
+        ids += (await upload(client, (f"p{n}.jpg", photo(color=(n * 40, 10, 10)), "image/jpeg"))).json()["media_ids"]
+    recents = (await client.get("/api/upload/recents")).json()
+    assert recents["total"] == 4 and [i["id"] for i in recents["items"]] == ids[::-1][:4]
+    assert set(recents["items"][0]) >= {"id", "filename", "status", "timestamp", "image_url", "metadata", "address"}
+
+
+async def _next_json(ws, timeout: float = 20) -> dict:
+    return json.loads(await asyncio.wait_for(ws.receive_text(), timeout))
+
+
+async def test_websocket_pushes_only_the_callers_updates(app, client):
+    user = await register(client, "ann@example.com")
+    token = client.cookies["access_token"]
+    async with second_client(app) as other:
+        await register(other, "bob@example.com")
+        async with (ASGIWebSocketTransport(app=app) as transport,
+                    httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http):
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token}) as ws:
+                await asyncio.sleep(0.1)  # subscribed before anything is published
+                await upload(other, ("bob.jpg", photo(color=(1, 2, 3)), "image/jpeg"))
+                (media_id,) = (await upload(client, ("ann.jpg", photo(), "image/jpeg"))).json()["media_ids"]
+                seen = []
+                while not seen or seen[-1]["status"] not in ("READY", "FAILED"):
+                    seen.append(await _next_json(ws))
+            assert {m["media_id"] for m in seen} == {media_id}
+            assert [m["status"] for m in seen] == ["PENDING", "UPLOADED", "EXTRACTING", "PROCESSING", "READY"]
+            assert all(m["type"] == "MEDIA_STATUS_UPDATE" for m in seen)
+            assert seen[2]["worker"] and seen[1]["img_url"] == f"/api/media/{media_id}/image"
+            assert user["id"]
+
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": "bad"}) as ws:
+                with pytest.raises(Exception) as closed:
+                    await ws.receive_text()
+            assert getattr(closed.value, "code", None) == 1008
