@@ -10,13 +10,14 @@ Timestamps are the recording's log (receive) times in nanoseconds.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
 StorageFormat = Literal["bag", "mcap", "sqlite3"]
@@ -98,6 +99,12 @@ def detect_source(path: str | Path) -> SourceInfo:
     raise RecordingError(f"unsupported recording type: {p.name} (supported: bag, mcap, db3, rosbag2 directory)")
 
 
+@functools.cache
+def _stock_store(ros_version: str) -> Any:
+    """Stock message types (parsing them costs ~0.1 s: built once per process, on demand)."""
+    return get_typestore(Stores.ROS1_NOETIC if ros_version == "ROS1" else Stores.ROS2_HUMBLE)
+
+
 def _reader_paths(src: SourceInfo) -> list[Path]:
     if src.storage_format == "bag":
         return list(src.files)
@@ -111,17 +118,26 @@ class RecordingReader:
 
     def __init__(self, path: str | Path):
         self.source = detect_source(path)
-        default = get_typestore(Stores.ROS1_NOETIC if self.source.ros_version == "ROS1" else Stores.ROS2_HUMBLE)
-        self._fallback_store = default
         try:
-            self._reader = AnyReader(_reader_paths(self.source), default_typestore=default)
-            self._reader.open()
+            try:
+                self._reader = AnyReader(_reader_paths(self.source))
+                self._reader.open()
+            except AnyReaderError as exc:
+                if "no type definitions" not in str(exc):
+                    raise
+                # older rosbag2 files embed no definitions: decode with the stock ROS2 types
+                self._reader = AnyReader(_reader_paths(self.source), default_typestore=self._fallback_store)
+                self._reader.open()
         except Exception as exc:  # rosbags raises several unrelated types for damaged files
             raise RecordingError(f"cannot open recording {self.source.path.name}: {exc}") from exc
         self._by_topic: dict[str, list[Any]] = {}
         for conn in self._reader.connections:
             self._by_topic.setdefault(conn.topic, []).append(conn)
         self._deser: dict[str, Callable[[Any], Any]] = {}
+
+    @property
+    def _fallback_store(self) -> Any:
+        return _stock_store(self.source.ros_version)
 
     # -- metadata -------------------------------------------------------------------------
     @property

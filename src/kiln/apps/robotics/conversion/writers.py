@@ -82,7 +82,7 @@ class ParquetShardWriter:
         self._thread.join()
         self._raise_pending()
         if self._writer is None:  # no rows: still write a valid, empty file with the schema
-            self._writer = pq.ParquetWriter(self.path, self._schema(), compression=self.compression)
+            self._writer = self._open(self._schema())
         self._writer.close()
         return self.rows
 
@@ -103,10 +103,15 @@ class ParquetShardWriter:
             try:
                 table = self._table(*batch)
                 if self._writer is None:
-                    self._writer = pq.ParquetWriter(self.path, table.schema, compression=self.compression)
+                    self._writer = self._open(table.schema)
                 self._writer.write_table(table)
             except BaseException as exc:  # surfaced on the producer's next call
                 self._error = exc
+
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        # dictionary encoding hashes every value: ruinous for image/cloud blobs (10x slower)
+        small = [n for n, f in self.features.items() if f.dtype in _ARROW] + [f"{n}__present" for n in self._present]
+        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=small)
 
     def _schema(self) -> pa.Schema:
         fields = [pa.field("timestamp_ns", pa.int64(), nullable=False)]

@@ -1,0 +1,196 @@
+"""Robotics benchmark: index, convert to Parquet, preview — against rosbags and hephaes.
+
+Writes a mixed recording (640x480 rgb8 camera 30 Hz, IMU 200 Hz, odometry 50 Hz, point
+clouds 10 Hz, a 1 Hz string) of about --size-mb megabytes as an MCAP file, then prints:
+index time; Parquet conversion MB/s and peak RSS (measured in a child process); 5-row
+preview latency; rosbags' raw read throughput of the same file and our ratio to it; and,
+when a side venv with hephaes 0.3.0 can be made, hephaes' conversion of the same file
+with the same spec and our speed-up.
+
+    .venv/bin/python bench/robotics.py --size-mb 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work"
+sys.path.insert(0, str(ROOT / "tests" / "apps" / "robotics"))
+sys.path.insert(0, str(ROOT / "src"))
+
+import bagfactory as bf  # noqa: E402
+
+GOALS = {"speedup_vs_hephaes": 10.0, "ratio_vs_raw": 0.40, "peak_rss_mb": 600, "index_s": 1.0, "preview_s": 0.5}
+
+
+def plan_for(size_mb: float) -> bf.RecordingPlan:
+    topics = [
+        bf.TopicPlan("/camera/image_raw", bf.IMAGE, 30.0),
+        bf.TopicPlan("/imu", bf.IMU, 200.0, offset_ns=1_000_000),
+        bf.TopicPlan("/odom", bf.ODOM, 50.0, offset_ns=2_000_000),
+        bf.TopicPlan("/lidar/points", bf.CLOUD, 10.0, offset_ns=3_000_000),
+        bf.TopicPlan("/status", bf.STRING, 1.0, offset_ns=4_000_000),
+    ]
+    per_second = 30 * 640 * 480 * 3 + 10 * 20_000 * 12 + 200 * 330 + 50 * 720
+    return bf.RecordingPlan(duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480),
+                            cloud_points=20_000, topics=topics)
+
+
+def bench_spec() -> dict:
+    def src(topic: str, field: str) -> dict:
+        return {"kind": "path", "topic": topic, "field_path": field}
+
+    return {
+        "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": [
+            {"topic": "/imu", "sync_policy": "last-known-before", "required": False},
+            {"topic": "/odom", "sync_policy": "nearest", "required": False},
+            {"topic": "/lidar/points", "sync_policy": "last-known-before", "required": False}]},
+        "features": {
+            "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
+            "acc_x": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float32"},
+            "gyro_z": {"source": src("/imu", "angular_velocity.z"), "dtype": "float32"},
+            "odom_x": {"source": src("/odom", "pose.pose.position.x"), "dtype": "float64"},
+            "cloud": {"source": src("/lidar/points", "data"), "dtype": "bytes"},
+        },
+        "output": {"format": "parquet", "compression": "none"},
+    }
+
+
+def timed(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def raw_read(path: Path, deserialize: bool) -> float:
+    from rosbags.highlevel import AnyReader
+
+    t = time.perf_counter()
+    with AnyReader([path]) as reader:
+        for conn, _ts, data in reader.messages():
+            if deserialize:
+                reader.deserialize(data, conn.msgtype)
+    return time.perf_counter() - t
+
+
+def child_convert(path: str, out: str) -> None:
+    from kiln.apps.robotics.conversion import run_conversion
+
+    t = time.perf_counter()
+    result = run_conversion(path, bench_spec(), out)
+    elapsed = time.perf_counter() - t
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"elapsed": elapsed, "rows": result.rows_written, "peak_rss_mb": rss / 1024,
+                      "output_bytes": sum(f.size_bytes for f in result.files)}))
+
+
+HEPHAES_SCRIPT = """
+import json, sys, time, resource
+from hephaes import Converter, load_conversion_spec
+spec = load_conversion_spec(json.loads(sys.argv[3]))
+t = time.perf_counter()
+paths = Converter([sys.argv[1]], None, sys.argv[2], spec=spec).convert()
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"elapsed": time.perf_counter() - t, "peak_rss_mb": rss / 1024, "files": [str(p) for p in paths]}))
+"""
+
+
+def hephaes_python() -> Path | None:
+    venv = WORK / "hephaes-venv"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+            subprocess.run([str(py), "-m", "pip", "install", "-q", "hephaes==0.3.0", "pyarrow<26", "pillow"],
+                           check=True, capture_output=True, timeout=900)
+        except (subprocess.SubprocessError, OSError) as exc:
+            print(f"hephaes venv unavailable: {exc}")
+            return None
+    ok = subprocess.run([str(py), "-c", "import hephaes"], capture_output=True)
+    return py if ok.returncode == 0 else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=float, default=1024)
+    ap.add_argument("--skip-hephaes", action="store_true")
+    ap.add_argument("--child-convert", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_convert:
+        child_convert(*args.child_convert)
+        return
+
+    from kiln.apps.robotics.conversion import preview
+    from kiln.apps.robotics.indexing import index_recording
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    rec = WORK / f"robotics-{int(args.size_mb)}mb.mcap"
+    if not rec.exists():
+        t = time.perf_counter()
+        bf.write_recording(rec.with_suffix(".tmp.mcap"), "mcap", plan_for(args.size_mb)).rename(rec)
+        print(f"wrote {rec.name} in {time.perf_counter() - t:.1f} s")
+    size_mb = rec.stat().st_size / 1e6
+    print(f"recording: {size_mb:.0f} MB, {os.cpu_count()} cpu(s)")
+
+    index_s = timed(lambda: index_recording(rec))
+    idx = index_recording(rec)
+    print(f"index: {index_s * 1000:.1f} ms ({idx.message_count} messages, {len(idx.topics)} topics)")
+
+    raw_read(rec, False)  # warm the page cache
+    raw_s = min(raw_read(rec, False) for _ in range(2))
+    deser_s = raw_read(rec, True)
+    print(f"rosbags raw read: {size_mb / raw_s:.0f} MB/s; read + deserialize all: {size_mb / deser_s:.0f} MB/s")
+
+    out = WORK / "kiln-out"
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(out)],
+                          capture_output=True, text=True, check=True)
+    conv = json.loads(proc.stdout.strip().splitlines()[-1])
+    mbps = size_mb / conv["elapsed"]
+    print(f"kiln parquet conversion: {conv['elapsed']:.2f} s = {mbps:.0f} MB/s, {conv['rows']} rows, "
+          f"peak RSS {conv['peak_rss_mb']:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
+    ratio_raw = mbps / (size_mb / raw_s)
+    print(f"ratio to rosbags raw read: {ratio_raw:.2f} (to read + deserialize: {mbps / (size_mb / deser_s):.2f})")
+
+    preview_s = timed(lambda: preview(rec, bench_spec(), 5), repeat=5)
+    print(f"preview 5 rows: {preview_s * 1000:.0f} ms")
+
+    speedup = None
+    if not args.skip_hephaes and (py := hephaes_python()) is not None:
+        hout = WORK / "hephaes-out"
+        shutil.rmtree(hout, ignore_errors=True)
+        proc = subprocess.run([str(py), "-c", HEPHAES_SCRIPT, str(rec), str(hout), json.dumps(bench_spec())],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            h = json.loads(proc.stdout.strip().splitlines()[-1])
+            speedup = h["elapsed"] / conv["elapsed"]
+            print(f"hephaes 0.3.0 parquet conversion: {h['elapsed']:.2f} s = {size_mb / h['elapsed']:.0f} MB/s, "
+                  f"peak RSS {h['peak_rss_mb']:.0f} MB; kiln speed-up {speedup:.1f}x")
+        else:
+            print("hephaes conversion failed: " + proc.stderr.strip().splitlines()[-1][:300])
+
+    checks = {
+        "speedup_vs_hephaes >= 10": None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"],
+        "conversion >= 40% of raw read": ratio_raw >= GOALS["ratio_vs_raw"],
+        "peak RSS < 600 MB": conv["peak_rss_mb"] < GOALS["peak_rss_mb"],
+        "index < 1 s": index_s < GOALS["index_s"],
+        "preview < 0.5 s": preview_s < GOALS["preview_s"],
+    }
+    print("goals: " + ", ".join(f"{k}: {'n/a' if v is None else 'met' if v else 'MISSED'}" for k, v in checks.items()))
+
+
+if __name__ == "__main__":
+    main()
