@@ -92,3 +92,23 @@ async def wait_status(client: httpx.AsyncClient, media_id: str, statuses: set[st
         if time.monotonic() > deadline:
             raise AssertionError(f"media {media_id} is {item and item['status']}, wanted {statuses}")
         await asyncio.sleep(0.05)
+
+
+async def add_media(kernel: Any, user_id: str, **fields: Any) -> str:
+    """A media row written straight to the database (for map, vault and reaper cases)."""
+    from kiln.apps.media.models import MediaDetection, MediaItem
+    from kiln.core.db import new_id
+
+    detections = fields.pop("detections", [])
+    media_id = fields.pop("id", None) or new_id()
+    values: dict[str, Any] = {"status": "READY", "filename": f"{media_id[:8]}.jpg", "has_trash": False,
+                              "attempts": 0, "blob_key": f"media/{user_id}/{media_id}/original"}
+    values.update(fields)
+    async with kernel.db.session() as session:
+        session.add(MediaItem(id=media_id, user_id=user_id, **values))
+        await session.flush()
+        for label, confidence in detections:
+            session.add(MediaDetection(media_id=media_id, label=label, confidence=confidence,
+                                       bbox={"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2}, detector="test"))
+        await session.commit()
+    return media_id
