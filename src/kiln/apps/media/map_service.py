@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.media.models import MediaDetection, MediaItem
 
 KM_PER_DEGREE = 111.32
+EDGE_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,9 @@ def _floor(expr: Any, dialect: str) -> Any:
 
 async def grid_stats(session: AsyncSession, user_id: str, bbox: BBox, resolution: float) -> list[dict[str, Any]]:
     dialect = session.bind.dialect.name
-    ci = _floor(MediaItem.lat / resolution, dialect).label("ci")
-    cj = _floor(MediaItem.lng / resolution, dialect).label("cj")
+    # The epsilon keeps a point on a cell edge in that cell: 19.9 / 0.01 is 1989.9999999999998.
+    ci = _floor(MediaItem.lat / resolution + EDGE_EPSILON, dialect).label("ci")
+    cj = _floor(MediaItem.lng / resolution + EDGE_EPSILON, dialect).label("cj")
     where = [MediaItem.user_id == user_id, MediaItem.lat.is_not(None), MediaItem.lng.is_not(None),
              MediaItem.has_trash.is_(True), *_bbox_filter(bbox)]
     cells = (await session.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -33,15 +33,15 @@ def _pct(value: float | None) -> float:
     return round((value or 0.0) * 100, 2)
 
 
-Lat = Query(default=None, ge=-90, le=90)
-Lng = Query(default=None, ge=-180, le=180)
+Lat = Annotated[float | None, Query(ge=-90, le=90)]
+Lng = Annotated[float | None, Query(ge=-180, le=180)]
 
 
 @router.get("", response_model=MapPoints)
 async def map_points(
     user: MediaUser, kernel: KernelDep, session: SessionDep,
-    min_lat: float | None = Lat, max_lat: float | None = Lat, min_lng: float | None = Lng,
-    max_lng: float | None = Lng, has_trash: bool | None = None,
+    min_lat: Lat = None, max_lat: Lat = None, min_lng: Lng = None, max_lng: Lng = None,
+    has_trash: bool | None = None,
     min_confidence: float = Query(default=0, ge=0, le=100, description="Percent, 0-100."),
     limit: int = Query(default=1000, ge=1, le=5000), offset: int = Query(default=0, ge=0),
 ) -> MapPoints:
