@@ -26,7 +26,9 @@ async def fleet(kernel: Any, session: AsyncSession) -> dict[str, Any]:
     now = utcnow()
     online_after = now - timedelta(seconds=cfg.worker_offline_seconds)
     today = now.date().isoformat()
-    workers = list(await session.scalars(select(Worker).order_by(Worker.started_at, Worker.name)))
+    # The configured slot order (Helios first), then any distributed workers by name.
+    order = {name: i for i, name in enumerate(kernel.settings.worker_names)}
+    workers = sorted(await session.scalars(select(Worker)), key=lambda w: (order.get(w.name, len(order)), w.name))
     tasks = {row.worker_name: row for row in (await session.execute(
         select(MediaItem.worker_name, MediaItem.id, MediaItem.status)
         .where(MediaItem.status.in_(IN_FLIGHT), MediaItem.worker_name.is_not(None))

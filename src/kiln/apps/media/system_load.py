@@ -46,7 +46,7 @@ async def record_load_sample(kernel: Any, now: datetime | None = None) -> None:
         session.add(MediaLoadSample(at=now, cpu_percent=reading["cpu"], memory_percent=reading["memory"],
                                     load=reading["load"]))
         await session.execute(delete(MediaLoadSample).where(
-            MediaLoadSample.at < now - timedelta(days=cfg.load_retention_days)))
+            MediaLoadSample.at < utcnow() - timedelta(days=cfg.load_retention_days)))
         await session.commit()
 
 

@@ -1,0 +1,77 @@
+"""Dashboard: the fleet (engine worker slots), dispatch, system health history, UX metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
+
+from kiln.apps.media.system_load import record_load_sample
+from kiln.core.db import utcnow
+from kiln.settings import DEFAULT_WORKER_NAMES
+
+
+async def test_fleet_shows_the_titans_and_the_queue(app, client):
+    user = await register(client, "ann@example.com")
+    for _ in range(2):
+        await add_media(app.state.kernel, user["id"], status="UPLOADED")
+    body = (await client.get("/api/dashboard/ai-workers")).json()
+    assert [n["name"] for n in body["nodes"]] == list(DEFAULT_WORKER_NAMES)
+    assert {n["status"] for n in body["nodes"]} == {"Active"}
+    assert body["total_active_fleet"] == 10 and body["cluster_status"] == "Optimal"
+    assert body["queue_depth"] == 2
+    assert set(body["nodes"][0]) >= {"name", "status", "tasks_processed_today", "current_task_id",
+                                     "current_task_status"}
+    assert (await client.get("/api/dashboard/ai-workers", headers={"Cookie": "access_token=x"})).status_code == 401
+
+
+async def test_dispatch_reprocesses_a_media_item(app, client):
+    await register(client, "ann@example.com")
+    (media_id,) = (await upload(client, ("a.jpg", photo(), "image/jpeg"))).json()["media_ids"]
+    await wait_status(client, media_id, {"READY"})
+    response = await client.post("/api/dashboard/ai-workers/dispatch", json={"media_id": media_id})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["message"] == f"Task {body['job_id']} dispatched to the Titan fleet." and body["media_id"] == media_id
+    job = await app.state.kernel.jobs.get(body["job_id"])
+    assert job is not None and job.kind == "media.process"
+    await wait_status(client, media_id, {"READY"})
+    messages = [h["message"] for h in (await client.get(f"/api/map/{media_id}/logs")).json()["history"]]
+    assert "Status changed to UPLOADED (dispatched)" in messages and messages.count("Status changed to EXTRACTING") == 2
+    fleet = (await client.get("/api/dashboard/ai-workers")).json()
+    assert sum(n["tasks_processed_today"] for n in fleet["nodes"]) >= 2
+    assert (await client.post("/api/dashboard/ai-workers/dispatch")).status_code == 422
+    unknown = await client.post("/api/dashboard/ai-workers/dispatch",
+                                params={"media_id": "00000000-0000-4000-8000-000000000000"})
+    assert unknown.status_code == 404
+
+
+async def test_system_health_history_comes_from_persisted_samples(app, client):
+    await register(client, "ann@example.com")
+    kernel = app.state.kernel
+    await record_load_sample(kernel, now=utcnow() - timedelta(days=2))
+    await record_load_sample(kernel, now=utcnow() - timedelta(days=30))  # pruned: older than retention
+    body = (await client.get("/api/dashboard/system-health")).json()
+    assert len(body["server_load"]) == 7 and len(body["load_history"]) == 7
+    assert body["load_history"][4]["samples"] == 1 and body["load_history"][4]["load"] is not None
+    assert body["load_history"][3]["samples"] == 0 and body["server_load"][3] == 0.0
+    assert body["load_history"][6]["samples"] >= 1  # the sample taken when the server started
+    assert body["samples"] == sum(d["samples"] for d in body["load_history"])
+    assert body["status"] in {"STABILIZED", "ACTIVE", "HEAVY_LOAD", "STRESSED"}
+    assert 0 <= body["uptime"] <= 100 and body["environment"] in {"host", "container"}
+    assert 0 < body["memory_percent"] <= 100
+
+
+async def test_user_experience_counts_active_users_and_response_times(app, client):
+    await register(client, "ann@example.com")
+    for _ in range(5):
+        await client.get("/api/auth/me")
+    async with second_client(app) as bob:
+        await register(bob, "bob@example.com")
+        await bob.get("/api/vault")
+    body = (await client.get("/api/dashboard/user-experience")).json()
+    assert body["active_now"] == 2
+    assert body["active_trend"][-1] == 2 and len(body["active_trend"]) == 7
+    assert body["daily_activity"][-1] == 2 and body["daily_activity"][:-1] == [0] * 6
+    assert body["requests_last_hour"] >= 9 and body["avg_response_time"] > 0
+    assert body["p50_response_time"] <= body["p95_response_time"]
