@@ -1,0 +1,161 @@
+"""Robotics HTTP routes, part 1: health, assets, tags, jobs (part 2: `routes_conversions.py`).
+
+Routers only parse, call a service function and shape the answer; errors are raised as
+`RoboticsError` and rendered as `{"detail": "..."}` by the handler `install()` registers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import or_, select
+
+from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
+from kiln.apps.robotics.common import Conflict, RoboticsError
+from kiln.apps.robotics.models import FAILED, PENDING, Asset
+from kiln.apps.robotics.routes_conversions import router as conversions_router
+from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
+from kiln.apps.robotics.views import asset_summary, job_view
+from kiln.core.auth.deps import OpenSurfaceGuard
+from kiln.core.deps import KernelDep, SessionDep, SettingsDep
+from kiln.core.jobs.models import SUCCEEDED
+
+INDEX_WAIT_SECONDS = 30.0  # indexing reads only the recording's index; answer when it is done
+REINDEX_WAIT_SECONDS = 120.0
+
+router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"])
+router.include_router(conversions_router)
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok", "app_name": "Kiln Robotics"}
+
+
+# ------------------------------------------------------------------------------ assets
+@router.post("/assets/register", status_code=201)
+async def register_asset(body: RegisterAssetRequest, session: SessionDep) -> dict[str, Any]:
+    return asset_summary(await assets_service.register_path(session, body.file_path))
+
+
+@router.post("/assets/upload", status_code=201)
+async def upload_asset(
+    request: Request, session: SessionDep, settings: SettingsDep,
+    x_file_name: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    name = assets_service.upload_name(x_file_name)
+    asset = await assets_service.upload(session, settings.home, name, request.stream())
+    return asset_summary(asset)
+
+
+@router.post("/assets/register-dialog")
+async def register_dialog(session: SessionDep) -> dict[str, Any]:
+    chosen = await dialog.pick_files()
+    if chosen is None:
+        return {"canceled": True, "registered_assets": [], "skipped": []}
+    registered, skipped = await assets_service.register_many(session, chosen, source="dialog")
+    return {"canceled": False, "registered_assets": [asset_summary(a) for a in registered], "skipped": skipped}
+
+
+@router.post("/assets/scan-directory")
+async def scan_directory(body: ScanDirectoryRequest, session: SessionDep) -> dict[str, Any]:
+    return await assets_service.scan_directory(session, body.directory_path, body.recursive)
+
+
+@router.post("/assets/reindex-all")
+async def reindex_all(session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    assets = list(await session.scalars(
+        select(Asset).where(or_(Asset.indexing_status.in_([PENDING, FAILED]), Asset.last_indexed_at.is_(None)))
+        .order_by(Asset.registered_at, Asset.id)))
+    created = await jobs_service.create_index_jobs(session, kernel.jobs, [a.id for a in assets], "reindex_all")
+    pairs = [(a.id, j.id) for a, j in zip(assets, created, strict=True)]
+    await session.commit()
+    await kernel.jobs.kick([j for _a, j in pairs])
+    finished = await jobs_service.wait_for_jobs(kernel, [j for _a, j in pairs], REINDEX_WAIT_SECONDS)
+    session.expire_all()
+    fresh = {a.id: a for a in await session.scalars(select(Asset).where(Asset.id.in_([a for a, _j in pairs])))}
+    indexed, failed, waiting = [], [], []
+    for asset_id, job_id in pairs:
+        status = finished[job_id].status if job_id in finished else "queued"
+        bucket = indexed if status == SUCCEEDED else failed if status in ("failed", "cancelled") else waiting
+        if asset_id in fresh:
+            bucket.append(asset_summary(fresh[asset_id]))
+    return {"indexed_assets": indexed, "failed_assets": failed, "total_requested": len(pairs),
+            "pending_assets": waiting}
+
+
+@router.post("/assets/{asset_id}/index")
+async def index_asset(asset_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    await assets_service.get_asset(session, asset_id)
+    (job,) = await jobs_service.create_index_jobs(session, kernel.jobs, [asset_id], "index_asset")
+    await session.commit()
+    await kernel.jobs.kick(job.id)
+    done = (await jobs_service.wait_for_jobs(kernel, [job.id], INDEX_WAIT_SECONDS)).get(job.id, job)
+    if done.status == "failed":
+        raise RoboticsError(done.error or "indexing failed")
+    if done.status == "cancelled":
+        raise Conflict(f"indexing was cancelled: job {job.id}")
+    session.expire_all()
+    return await assets_service.asset_detail(session, asset_id)  # still `indexing` if the wait ran out
+
+
+@router.post("/assets/{asset_id}/tags")
+async def attach_tag(asset_id: str, body: AttachTagRequest, session: SessionDep) -> dict[str, Any]:
+    await tags_service.attach_tag(session, asset_id, body.tag_id)
+    return await assets_service.asset_detail(session, asset_id)
+
+
+@router.delete("/assets/{asset_id}/tags/{tag_id}")
+async def detach_tag(asset_id: str, tag_id: str, session: SessionDep) -> dict[str, Any]:
+    await tags_service.detach_tag(session, asset_id, tag_id)
+    return await assets_service.asset_detail(session, asset_id)
+
+
+@router.get("/assets")
+async def list_assets(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+    filters = assets_service.parse_asset_filters(dict(request.query_params))
+    return await assets_service.list_assets(session, filters)
+
+
+@router.get("/assets/{asset_id}")
+async def get_asset(asset_id: str, session: SessionDep) -> dict[str, Any]:
+    return await assets_service.asset_detail(session, asset_id)
+
+
+# ------------------------------------------------------------------------------ tags
+@router.get("/tags")
+async def list_tags(session: SessionDep) -> list[dict[str, Any]]:
+    return await tags_service.list_tags(session)
+
+
+@router.post("/tags", status_code=201)
+async def create_tag(body: CreateTagRequest, session: SessionDep) -> dict[str, Any]:
+    return await tags_service.create_tag(session, body.name)
+
+
+# ------------------------------------------------------------------------------ jobs
+@router.get("/jobs")
+async def list_jobs(
+    session: SessionDep,
+    type: Annotated[str | None, Query(description="index | convert")] = None,  # noqa: A002 - contract name
+    status: Annotated[str | None, Query(description="queued | running | succeeded | failed | cancelled")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    return await jobs_service.list_jobs(session, type, status, limit, offset)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, session: SessionDep) -> dict[str, Any]:
+    return job_view(await jobs_service.get_job(session, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return await jobs_service.cancel_job(session, kernel.jobs, job_id)
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(job_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return await jobs_service.retry_job(session, kernel.jobs, job_id)

@@ -1,0 +1,46 @@
+"""Helpers for the robotics HTTP tests: recordings on disk, registering, waiting for jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import bagfactory as bf
+import httpx
+
+SMALL = bf.RecordingPlan(duration_s=1.0)
+
+
+def recording(directory: Path, name: str = "run.bag", fmt: str = "bag", plan: bf.RecordingPlan | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return bf.write_recording(directory / name, fmt, plan or SMALL)
+
+
+async def register(client: httpx.AsyncClient, path: Path) -> dict[str, Any]:
+    r = await client.post("/assets/register", json={"file_path": str(path)})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def register_indexed(client: httpx.AsyncClient, path: Path) -> dict[str, Any]:
+    asset = await register(client, path)
+    r = await client.post(f"/assets/{asset['id']}/index")
+    assert r.status_code == 200, r.text
+    assert r.json()["asset"]["indexing_status"] == "indexed"
+    return r.json()["asset"]
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str] | None = None,
+                   timeout: float = 60.0) -> dict[str, Any]:
+    statuses = statuses or {"succeeded", "failed", "cancelled"}
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await client.get(f"/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
+        await asyncio.sleep(0.05)
