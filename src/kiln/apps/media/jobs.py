@@ -87,7 +87,10 @@ async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, A
     try:
         return await _run(ctx, cfg, item)
     except (JobCancelled, asyncio.CancelledError):
-        await _fail(ctx, item, "processing cancelled")
+        if ctx.cancelled.is_set():
+            await _fail(ctx, item, "processing cancelled")
+        else:  # the process is shutting down: the engine re-queues the job, so the item waits too
+            await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
         raise
 
 
