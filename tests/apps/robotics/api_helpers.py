@@ -44,3 +44,30 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str] | 
             return job
         assert time.monotonic() < deadline, f"job {job_id} stayed {job['status']}"
         await asyncio.sleep(0.05)
+
+
+def trigger_spec(fmt: str = "parquet", **output: Any) -> dict[str, Any]:
+    """Camera frames joined with IMU and odometry (the domain tests' standard spec)."""
+    def src(topic: str, field: str) -> dict[str, str]:
+        return {"kind": "path", "topic": topic, "field_path": field}
+
+    return {
+        "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw",
+                         "joins": [{"topic": "/imu"}, {"topic": "/odom", "sync_policy": "nearest"}]},
+        "features": {
+            "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
+            "acc": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float64"},
+            "odom_x": {"source": src("/odom", "pose.pose.position.x"), "dtype": "float64"},
+        },
+        "output": {"format": fmt, **output},
+    }
+
+
+async def convert(client: httpx.AsyncClient, body: dict[str, Any], status: str = "succeeded") -> dict[str, Any]:
+    r = await client.post("/conversions", json=body)
+    assert r.status_code == 201, r.text
+    job = await wait_job(client, r.json()["job_id"])
+    assert job["status"] == status, job
+    detail = await client.get(f"/conversions/{r.json()['id']}")
+    assert detail.status_code == 200
+    return detail.json()
