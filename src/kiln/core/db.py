@@ -91,7 +91,8 @@ def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping: it costs a round trip per checkout; stale connections are recycled instead.
+        kwargs.update(pool_recycle=1800, pool_size=10, max_overflow=20)
     if not pool:
         kwargs.pop("pool_size", None)
         kwargs.pop("max_overflow", None)

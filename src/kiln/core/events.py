@@ -19,17 +19,27 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 log = logging.getLogger(__name__)
 
 Event = tuple[str, dict[str, Any]]
-CHANNEL = "kiln:events"
+CHANNEL_PREFIX = "kiln:events:"
+IDLE_CHANNEL = CHANNEL_PREFIX + "_idle"  # keeps the pub/sub connection subscribed when nobody listens
+
+
+def _pattern(prefix: str) -> str:
+    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
+    return f"{CHANNEL_PREFIX}{escaped}*"
 
 
 class Subscription:
     def __init__(self, prefixes: tuple[str, ...], maxsize: int):
-        self.prefixes = prefixes
+        self.prefixes = prefixes or ("",)
+        self.patterns = tuple(_pattern(p) for p in self.prefixes)
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
         self.dropped = 0
 
-    def matches(self, topic: str) -> bool:
-        return not self.prefixes or topic.startswith(self.prefixes)
+    def first_match(self, topic: str) -> str | None:
+        for prefix, pattern in zip(self.prefixes, self.patterns, strict=True):
+            if topic.startswith(prefix):
+                return pattern
+        return None
 
     def offer(self, event: Event) -> None:
         if self.queue.full():
@@ -45,61 +55,104 @@ class Subscription:
 
 
 class EventBus:
-    """Publish `(topic, data)`; subscribe by topic prefix."""
+    """Publish `(topic, data)`; subscribe by topic prefix.
+
+    With Redis, each topic is its own channel and a process pattern-subscribes only to the
+    prefixes its local subscribers want, so a worker is not woken by every event of the cluster.
+    """
 
     def __init__(self, redis_url: str | None = None, *, queue_size: int = 1000):
         self.redis_url = redis_url
         self.queue_size = queue_size
         self._subs: set[Subscription] = set()
         self._redis: Any = None
+        self._pubsub: Any = None
+        self._patterns: dict[str, int] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.redis_url and self._redis is None:
             import redis.asyncio as aioredis
 
             self._redis = aioredis.from_url(self.redis_url)
-            pubsub = self._redis.pubsub()
-            await pubsub.subscribe(CHANNEL)
-            self._listener = asyncio.create_task(self._listen(pubsub))
+            self._pubsub = self._redis.pubsub()
+            await self._pubsub.subscribe(IDLE_CHANNEL)
+            for pattern in self._patterns:
+                await self._pubsub.psubscribe(pattern)
+            self._listener = asyncio.create_task(self._listen())
+            self._sender = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Publish queued events in pipelined batches: one round trip for many events, order kept."""
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 500:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for topic, message in batch:
+                        pipe.publish(CHANNEL_PREFIX + topic, message)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: this process's subscribers still hear it
+                log.warning("event bus: redis publish failed; delivering locally", exc_info=True)
+                for topic, message in batch:
+                    self._deliver(topic, json.loads(message))
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until queued events have been handed to Redis."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._outbox.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
+        if self._sender:
+            await self.flush()
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sender
+            self._sender = None
         if self._listener:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
             self._listener = None
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
 
-    async def _listen(self, pubsub: Any) -> None:
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                try:
-                    topic, data = json.loads(message["data"])
-                except (ValueError, TypeError):
-                    continue
-                self._deliver(topic, data)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+    async def _listen(self) -> None:
+        async for message in self._pubsub.listen():
+            if message.get("type") != "pmessage":
+                continue
+            try:
+                pattern = message["pattern"].decode()
+                topic = message["channel"].decode()[len(CHANNEL_PREFIX) :]
+                data = json.loads(message["data"])
+            except (ValueError, TypeError, AttributeError):
+                continue
+            for sub in list(self._subs):
+                # Redis sends one copy per matching pattern; each subscriber takes its first match only.
+                if sub.first_match(topic) == pattern:
+                    sub.offer((topic, data))
 
     def _deliver(self, topic: str, data: dict[str, Any]) -> None:
         for sub in list(self._subs):
-            if sub.matches(topic):
+            if sub.first_match(topic) is not None:
                 sub.offer((topic, data))
 
     async def publish(self, topic: str, data: dict[str, Any]) -> None:
         if self._redis is not None:
-            # Local subscribers hear it back through the channel, so every process sees one copy.
-            try:
-                await self._redis.publish(CHANNEL, json.dumps([topic, data], default=str))
-                return
-            except Exception:  # Redis away: still serve this process's subscribers
-                log.warning("event bus: redis publish failed; delivering locally", exc_info=True)
+            # Local subscribers hear it back through Redis, so every process sees exactly one copy.
+            self._outbox.put_nowait((topic, json.dumps(data, default=str)))
+            return
         self._deliver(topic, data)
 
     @property
@@ -110,10 +163,21 @@ class EventBus:
     async def subscribe(self, *prefixes: str) -> AsyncIterator[Subscription]:
         sub = Subscription(tuple(prefixes), self.queue_size)
         self._subs.add(sub)
+        for pattern in set(sub.patterns):
+            self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
+            if self._patterns[pattern] == 1 and self._pubsub is not None:
+                await self._pubsub.psubscribe(pattern)
         try:
             yield sub
         finally:
             self._subs.discard(sub)
+            for pattern in set(sub.patterns):
+                self._patterns[pattern] -= 1
+                if self._patterns[pattern] == 0:
+                    del self._patterns[pattern]
+                    if self._pubsub is not None:
+                        with contextlib.suppress(Exception):
+                            await self._pubsub.punsubscribe(pattern)
 
 
 Translate = Callable[[str, dict[str, Any]], dict[str, Any] | None | Awaitable[dict[str, Any] | None]]

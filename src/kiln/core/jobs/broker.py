@@ -81,8 +81,10 @@ class JobBroker:
         if self.in_process and self._execute is None:
             # An admin command on an embedded deployment: the server's recovery sweep picks the job up.
             return
-        for job_id in job_ids:
-            await self._task.kiq(job_id)
+        # Concurrent sends: a batch of ids costs about one round trip to the broker, not one each.
+        ids = list(job_ids)
+        for start in range(0, len(ids), 64):
+            await asyncio.gather(*(self._task.kiq(job_id) for job_id in ids[start : start + 64]))
 
     async def ping(self) -> bool:
         """Whether the transport is reachable (readiness)."""
@@ -107,7 +109,7 @@ class JobBroker:
             run_receiver_task(
                 self.broker,
                 max_async_tasks=self.concurrency,
-                max_prefetch=0,
+                max_prefetch=self.concurrency,
                 propagate_exceptions=False,
                 run_startup=False,
             )

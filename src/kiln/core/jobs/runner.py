@@ -12,18 +12,20 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, or_, select, update
 
 from kiln.core.db import utcnow
+from kiln.core.jobs.batching import GroupCommit
 from kiln.core.jobs.context import CpuPool, JobCancelled, JobContext, TransientJobError
 from kiln.core.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, Worker, job_to_dict
 from kiln.core.jobs.registry import get_handler
 from kiln.core.jobs.service import JOB_CANCEL, JOB_UPDATED
+from kiln.core.jobs.store import JobStore, Outcome
 
 if TYPE_CHECKING:
     from kiln.core.kernel import Kernel
@@ -56,6 +58,9 @@ class JobRunner:
         self._stopping = False
         self.cpu = CpuPool(self.settings.cpu_workers or os.cpu_count() or 1)
         self.host = socket.gethostname()
+        self._claims: GroupCommit[tuple[str, str], Job | None] = GroupCommit(self._flush_claims)
+        self._finishes: GroupCommit[Outcome, bool] = GroupCommit(self._flush_finishes)
+        self._store = JobStore(self.db)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -112,37 +117,14 @@ class JobRunner:
             self._free.put_nowait(slot)
 
     async def _claim(self, job_id: str, slot: str) -> Job | None:
-        now = utcnow()
-        async with self.db.session() as session:
-            result = await session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == QUEUED,
-                    or_(Job.run_after.is_(None), Job.run_after <= now),
-                )
-                .values(
-                    status=RUNNING,
-                    attempts=Job.attempts + 1,
-                    worker=slot,
-                    heartbeat_at=now,
-                    started_at=case((Job.started_at.is_(None), now), else_=Job.started_at),
-                    updated_at=now,
-                )
-                .returning(Job)
-            )
-            job = result.scalars().first()
-            if job is None:
-                await session.rollback()
-                return None
-            await session.execute(
-                update(Worker)
-                .where(Worker.name == slot)
-                .values(status="busy", current_job_id=job_id, heartbeat_at=now)
-            )
-            await session.commit()
-        await self.kernel.events.publish(JOB_UPDATED, job_to_dict(job))
+        job = await self._claims.submit((job_id, slot))
+        if job is not None:
+            await self.kernel.events.publish(JOB_UPDATED, job_to_dict(job))
         return job
+
+    async def _flush_claims(self, items: Sequence[tuple[str, str]]) -> list[Job | None]:
+        claimed = await self._store.claim(items, utcnow())
+        return [claimed.get(job_id) for job_id, _ in items]
 
     async def _run(self, job: Job, slot: str) -> None:
         spec = get_handler(job.kind)
@@ -215,40 +197,19 @@ class JobRunner:
         run_after: datetime | None = None,
     ) -> None:
         now = utcnow()
-        values: dict[str, Any] = {"status": status, "updated_at": now, "error": error}
+        job.status, job.error, job.updated_at = status, error, now
         if status == QUEUED:
-            values.update(run_after=run_after, worker=None, heartbeat_at=None)
+            job.run_after, job.worker, job.heartbeat_at = run_after, None, None
         else:
-            values.update(finished_at=now, result=result)
+            job.finished_at, job.result = now, result
             if status == SUCCEEDED:
-                values.update(progress=1.0)
-        today = now.date().isoformat()
-        async with self.db.session() as session:
-            updated = await session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == RUNNING, Job.attempts == attempt)
-                .values(**values)
-                .returning(Job)
-            )
-            final = updated.scalars().first()
-            await self._release_slot(session, slot, today)
-            await session.commit()
-        if final is not None:
-            await self.kernel.events.publish(JOB_UPDATED, job_to_dict(final))
+                job.progress = 1.0
+        if await self._finishes.submit(Outcome(job, attempt, slot)):
+            await self.kernel.events.publish(JOB_UPDATED, job_to_dict(job))
 
-    @staticmethod
-    async def _release_slot(session: AsyncSession, slot: str, today: str) -> None:
-        await session.execute(
-            update(Worker)
-            .where(Worker.name == slot)
-            .values(
-                status="idle",
-                current_job_id=None,
-                jobs_done=Worker.jobs_done + 1,
-                jobs_done_today=case((Worker.jobs_done_day == today, Worker.jobs_done_today + 1), else_=1),
-                jobs_done_day=today,
-            )
-        )
+    async def _flush_finishes(self, items: Sequence[Outcome]) -> list[bool]:
+        written = await self._store.write_outcomes(items, utcnow())
+        return [item.job.id in written for item in items]
 
     async def _transient(self, job: Job, attempt: int, slot: str, exc: TransientJobError) -> None:
         if attempt >= job.max_attempts:

@@ -1,0 +1,207 @@
+"""End-to-end no-op job throughput (submit -> succeeded).
+
+Prints, in one run: Kiln embedded (SQLite, in-process workers); Kiln distributed (PostgreSQL +
+Redis + 2 `kiln worker` processes); and Celery (Redis broker + result backend, 2 worker
+processes) on the same no-op task, with the ratio of Kiln distributed to Celery.
+
+    .venv/bin/python bench/jobs_throughput.py [--jobs 2000] [--skip-celery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
+
+import noop_jobs  # noqa: E402,F401  (registers bench.noop)
+
+from kiln.core.jobs import SUCCEEDED  # noqa: E402
+from kiln.core.kernel import Kernel  # noqa: E402
+from kiln.core.migrations import upgrade  # noqa: E402
+from kiln.settings import Settings  # noqa: E402
+
+PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+CELERY_REDIS = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6379/13")
+
+
+async def _wait_all(kernel: Kernel, n: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, done = await kernel.jobs.list(kind="bench.noop", status=SUCCEEDED, limit=1)
+        if done >= n:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {done}/{n} jobs finished in {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+async def _submit_and_wait(kernel: Kernel, n: int, batch: int) -> float:
+    started = time.perf_counter()
+    for offset in range(0, n, batch):
+        await kernel.jobs.submit_many("bench.noop", [{"n": i} for i in range(offset, min(n, offset + batch))])
+    await _wait_all(kernel, n)
+    return n / (time.perf_counter() - started)
+
+
+async def embedded(n: int, batch: int) -> float:
+    home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    try:
+        settings = Settings(_env_file=None, home=home, broker_url="memory://", log_level="warning")
+        await asyncio.to_thread(upgrade, settings.resolved_database_url)
+        kernel = Kernel(settings)
+        await kernel.start("serve")
+        try:
+            await _submit_and_wait(kernel, min(200, n), batch)  # warm-up
+            async with kernel.db.session() as session:
+                from sqlalchemy import delete
+
+                from kiln.core.jobs import Job
+
+                await session.execute(delete(Job))
+                await session.commit()
+            return await _submit_and_wait(kernel, n, batch)
+        finally:
+            await kernel.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def _pg(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def distributed(n: int, batch: int, workers: int, concurrency: int) -> float:
+    name = f"kiln_bench_{uuid.uuid4().hex[:8]}"
+    await _pg(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        await asyncio.to_thread(upgrade, url)
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        env.update(
+            KILN_HOME=str(home), KILN_DATABASE_URL=url, KILN_BROKER_URL=REDIS_URL, KILN_APPS="",
+            KILN_JOB_MODULES="noop_jobs", KILN_WORKER_CONCURRENCY=str(concurrency), KILN_LOG_LEVEL="warning",
+            PYTHONPATH=f"{ROOT / 'bench'}:{ROOT}",
+        )
+        for i in range(workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "kiln.cli", "worker", "--name", f"bench{i}"],
+                                          env=env, cwd=ROOT))
+        settings = Settings(_env_file=None, home=home, database_url=url, broker_url=REDIS_URL, log_level="warning")
+        kernel = Kernel(settings)
+        await kernel.start("client")
+        try:
+            from sqlalchemy import func, select
+
+            from kiln.core.jobs import Worker
+
+            deadline = time.monotonic() + 60
+            while True:
+                async with kernel.db.session() as session:
+                    slots = await session.scalar(select(func.count()).select_from(Worker))
+                if slots == workers * concurrency:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit("workers did not start")
+                await asyncio.sleep(0.2)
+            await _submit_and_wait(kernel, min(200, n), batch)  # warm-up
+            async with kernel.db.session() as session:
+                from sqlalchemy import delete
+
+                from kiln.core.jobs import Job
+
+                await session.execute(delete(Job))
+                await session.commit()
+            return await _submit_and_wait(kernel, n, batch)
+        finally:
+            await kernel.stop()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+        await _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def celery(n: int, workers: int) -> float:
+    redis.Redis.from_url(CELERY_REDIS).flushdb()
+    env = dict(os.environ, BENCH_CELERY="1", BENCH_CELERY_REDIS=CELERY_REDIS, PYTHONPATH=str(ROOT / "bench"))
+    os.environ.update(BENCH_CELERY="1", BENCH_CELERY_REDIS=CELERY_REDIS)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "noop_jobs", "worker", "--pool=prefork", "--concurrency=1",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench{i}@%h",
+             "--loglevel=WARNING"],
+            env=env, cwd=ROOT / "bench",
+        )
+        for i in range(workers)
+    ]
+    try:
+        app = noop_jobs.celery_app()
+        task = app.tasks["bench.noop"]
+        deadline = time.monotonic() + 60
+        while len(app.control.ping(timeout=0.5) or []) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("celery workers did not start")
+        warm = [task.delay(i) for i in range(min(200, n))]
+        for result in warm:
+            result.get(timeout=120)
+        started = time.perf_counter()
+        results = [task.delay(i) for i in range(n)]
+        for result in results:
+            result.get(timeout=600)
+        return n / (time.perf_counter() - started)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=100, help="jobs per submit_many call")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=10, help="slots per kiln worker")
+    parser.add_argument("--skip-celery", action="store_true")
+    args = parser.parse_args()
+
+    emb = asyncio.run(embedded(args.jobs, args.batch))
+    print(f"kiln embedded (SQLite, in-process):       {emb:8.0f} jobs/s   goal >= 1000: {emb / 1000:.2f}x")
+    dist = asyncio.run(distributed(args.jobs, args.batch, args.workers, args.concurrency))
+    print(f"kiln distributed (PG + Redis, {args.workers} workers): {dist:8.0f} jobs/s")
+    if not args.skip_celery:
+        cel = celery(args.jobs, args.workers)
+        print(f"celery (Redis, {args.workers} worker processes):    {cel:8.0f} jobs/s")
+        print(f"ratio kiln distributed / celery:           {dist / cel:8.2f}x   goal >= 1.0")
+
+
+if __name__ == "__main__":
+    main()
