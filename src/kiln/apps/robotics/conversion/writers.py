@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from kiln.apps.robotics.conversion import tfrecord
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
-ROW_GROUP_BYTES = 64 * 1024 * 1024
+ROW_GROUP_BYTES = 32 * 1024 * 1024
 ROW_GROUP_ROWS = 4096
 _ARROW = {"int64": pa.int64(), "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_()}
 
@@ -49,7 +49,7 @@ class ParquetShardWriter:
         self._bytes = 0
         self._listy: dict[str, bool] = {n: bool(f.shape) for n, f in features.items() if f.shape is not None}
         self._writer: pq.ParquetWriter | None = None
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="parquet-writer", daemon=True)
         self._thread.start()
@@ -74,7 +74,7 @@ class ParquetShardWriter:
         self._ts, self._bytes = [], 0
         self._cols = {n: [] for n in self._cols}
         self._present = {n: [] for n in self._present}
-        self._queue.put(batch)  # blocks while two row groups are in flight: bounded memory
+        self._queue.put(batch)  # blocks while a row group is in flight: bounded memory
 
     def close(self) -> int:
         self.flush()
@@ -110,8 +110,10 @@ class ParquetShardWriter:
 
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
         # dictionary encoding hashes every value: ruinous for image/cloud blobs (10x slower)
-        small = [n for n, f in self.features.items() if f.dtype in _ARROW] + [f"{n}__present" for n in self._present]
-        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=small)
+        small = ["timestamp_ns"] + [n for n, f in self.features.items() if f.dtype in _ARROW] + [
+            f"{n}__present" for n in self._present]
+        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=small[1:],
+                                write_statistics=small)
 
     def _schema(self) -> pa.Schema:
         fields = [pa.field("timestamp_ns", pa.int64(), nullable=False)]
@@ -140,21 +142,23 @@ class ParquetShardWriter:
         arrays += [pa.array(np.asarray(present[n], dtype=bool)) for n in self._present]
         return pa.Table.from_arrays(arrays, schema=self._schema())
 
-    def _column(self, name: str, f: FeatureSpec, values: list[Any]) -> pa.Array:
+    def _column(self, name: str, f: FeatureSpec, values: list[Any]) -> pa.Array | pa.ChunkedArray:
         n = len(values)
         mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
         if f.dtype == "json":
             return pa.array([None if v is None else json.dumps(v, separators=(",", ":")) for v in values],
                             type=pa.string())
         if f.dtype == "bytes":
-            parts = [np.frombuffer(v, np.uint8) if isinstance(v, bytes) else v for v in values if v is not None]
-            lengths = np.zeros(n, dtype=np.int64)
-            lengths[~mask] = [len(p) for p in parts]
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-            validity = pa.array(~mask).buffers()[1] if mask.any() else None
-            return pa.Array.from_buffers(pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
-                                         null_count=int(mask.sum()))
+            # one zero-copy chunk per value: the blob stays in the buffer it was decoded into
+            chunks = []
+            for v in values:
+                if v is None:
+                    chunks.append(pa.nulls(1, pa.large_binary()))
+                    continue
+                buf = pa.py_buffer(v)
+                chunks.append(pa.Array.from_buffers(pa.large_binary(), 1,
+                                                    [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf]))
+            return pa.chunked_array(chunks, type=pa.large_binary())
         np_type = {"int64": np.int64, "float32": np.float32, "float64": np.float64, "bool": np.bool_}[f.dtype]
         if not self._listy.get(name):
             try:
