@@ -86,11 +86,13 @@ def raw_read(path: Path, deserialize: bool) -> float:
     return time.perf_counter() - t
 
 
-def child_convert(path: str, out: str) -> None:
+def child_convert(path: str, out: str, shards: str) -> None:
     from kiln.apps.robotics.conversion import run_conversion
 
+    spec = bench_spec()
+    spec["output"]["shards"] = int(shards)
     t = time.perf_counter()
-    result = run_conversion(path, bench_spec(), out)
+    result = run_conversion(path, spec, out)
     elapsed = time.perf_counter() - t
     usage = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
     rss = max(u.ru_maxrss for u in usage)
@@ -129,7 +131,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, default=1024)
     ap.add_argument("--skip-hephaes", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=WORK, help="where outputs go (e.g. /dev/shm to leave out the disk)")
-    ap.add_argument("--child-convert", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child-convert", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_convert:
         child_convert(*args.child_convert)
@@ -158,14 +160,24 @@ def main() -> None:
 
     out = args.out_dir / "kiln-out"
     shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(out)],
-                          capture_output=True, text=True, check=True)
-    conv = json.loads(proc.stdout.strip().splitlines()[-1])
+    def convert(shards: int) -> dict:
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(out), str(shards)],
+                              capture_output=True, text=True, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    conv = convert(1)
     mbps = size_mb / conv["elapsed"]
     print(f"kiln parquet conversion: {conv['elapsed']:.2f} s = {mbps:.0f} MB/s, {conv['rows']} rows, "
           f"peak RSS {conv['peak_rss_mb']:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
     ratio_raw = mbps / (size_mb / raw_s)
     print(f"ratio to rosbags raw read: {ratio_raw:.2f} (to read + deserialize: {mbps / (size_mb / deser_s):.2f})")
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        multi = convert(cores)
+        print(f"kiln parquet, {cores} shards in {cores} processes: {size_mb / multi['elapsed']:.0f} MB/s "
+              f"(ratio to raw read {size_mb / multi['elapsed'] / (size_mb / raw_s):.2f}), "
+              f"peak RSS per process {multi['peak_rss_mb']:.0f} MB")
 
     preview_s = timed(lambda: preview(rec, bench_spec(), 5), repeat=5)
     print(f"preview 5 rows: {preview_s * 1000:.0f} ms")
