@@ -172,3 +172,18 @@ async def test_reindex_all(client, tmp_path):
     jobs = (await client.get("/jobs", params={"type": "index"})).json()
     assert sum(j["config_json"]["trigger"] == "reindex_all" for j in jobs) == 2
     assert done["id"] not in {a["id"] for a in body["indexed_assets"]}
+
+
+async def test_surface_needs_a_token_off_loopback(tmp_path, db_url):
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from kiln.app import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(tmp_path / "home", db_url, host="0.0.0.0"), migrate=False)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            assert (await http.get("/assets")).status_code == 401
+            assert (await http.get("/dashboard/summary")).status_code == 401

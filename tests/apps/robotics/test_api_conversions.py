@@ -146,8 +146,10 @@ async def test_cancel_then_retry(client, tmp_path):
     asset = await register(client, recording(tmp_path, "long.mcap", "mcap", plan))
     r = await client.post("/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec()})
     run = r.json()
+    running = await wait_job(client, run["job_id"], {"running", "succeeded", "failed"})
+    assert running["status"] == "running", running  # cancel while it works, not while it waits
     cancel = await client.post(f"/jobs/{run['job_id']}/cancel")
-    assert cancel.status_code == 200, cancel.text
+    assert cancel.status_code == 200 and cancel.json()["cancel_requested_at"], cancel.text
     job = await wait_job(client, run["job_id"])
     assert job["status"] == "cancelled"
     assert (await client.get(f"/conversions/{run['id']}")).json()["status"] == "cancelled"
