@@ -40,9 +40,16 @@ class PeriodicRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._main
         if self._lock_conn is not None:
-            with contextlib.suppress(Exception):
+            # A pooled connection outlives close(): unlock explicitly, or drop the connection.
+            try:
+                await self._lock_conn.scalar(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                await self._lock_conn.commit()
                 await self._lock_conn.close()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self._lock_conn.invalidate()
             self._lock_conn = None
+        self.is_leader.clear()
 
     async def _acquire(self) -> None:
         while True:
