@@ -177,9 +177,9 @@ async def test_reindex_all(client, tmp_path):
 async def test_surface_needs_a_token_off_loopback(tmp_path, db_url):
     import httpx
     from asgi_lifespan import LifespanManager
+    from tests.conftest import make_settings
 
     from kiln.app import create_app
-    from tests.conftest import make_settings
 
     app = create_app(make_settings(tmp_path / "home", db_url, host="0.0.0.0"), migrate=False)
     async with LifespanManager(app):
