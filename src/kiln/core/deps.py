@@ -28,9 +28,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.kernel.blobs
+
+
+def get_jobs(request: Request) -> JobService:
+    return request.app.state.kernel.jobs
+
+
+def get_events(request: Request) -> EventBus:
+    return request.app.state.kernel.events
+
+
 KernelDep = Annotated[Kernel, Depends(get_kernel)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-BlobsDep = Annotated[BlobStore, Depends(lambda request: request.app.state.kernel.blobs)]
-JobsDep = Annotated[JobService, Depends(lambda request: request.app.state.kernel.jobs)]
-EventsDep = Annotated[EventBus, Depends(lambda request: request.app.state.kernel.events)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+EventsDep = Annotated[EventBus, Depends(get_events)]
