@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.core.jobs.periodic import PeriodicRunner
 from kiln.core.jobs.registry import PeriodicSpec
+from kiln.core.jobs.scheduler import PeriodicRunner
 from kiln.core.kernel import Kernel
 from tests.conftest import make_settings
 

@@ -16,9 +16,9 @@ from kiln.core.blobs import BlobStore, blob_store_from_settings
 from kiln.core.db import Database
 from kiln.core.events import EventBus
 from kiln.core.jobs.broker import JobBroker
-from kiln.core.jobs.periodic import PeriodicRunner
 from kiln.core.jobs.registry import PeriodicSpec
 from kiln.core.jobs.runner import JobRunner, recover_jobs, schedule_future_retries
+from kiln.core.jobs.scheduler import PeriodicRunner
 from kiln.core.jobs.service import JobService
 from kiln.settings import Settings
 

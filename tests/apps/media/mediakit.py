@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, TiffImagePlugin
-from tests.conftest import make_settings
 
 from kiln.settings import Settings
+from tests.conftest import make_settings
 
 PASSWORD = "Correct-horse-9"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mediakit import PASSWORD, register, second_client, settings  # noqa: F401  (fixture)
+from tests.apps.media.mediakit import PASSWORD, register, second_client, settings  # noqa: F401  (fixture)
 
 
 async def test_root_and_health(client):

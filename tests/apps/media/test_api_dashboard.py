@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
-
 from kiln.apps.media.system_load import record_load_sample
 from kiln.core.db import utcnow
 from kiln.settings import DEFAULT_WORKER_NAMES
+from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
 
 
 async def test_fleet_shows_the_titans_and_the_queue(app, client):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from mediakit import photo, register, settings, upload, wait_status  # noqa: F401  (fixture)
-from tests.fakes.hf_hub import TOKEN, fake_hub  # noqa: F401  (fixture)
-
 from kiln.apps.media.config import MediaSettings, set_media_settings
+from tests.apps.media.mediakit import photo, register, settings, upload, wait_status  # noqa: F401  (fixture)
+from tests.fakes.hf_hub import TOKEN, fake_hub  # noqa: F401  (fixture)
 
 
 async def _wait_files(hub, repo: str, count: int) -> dict[str, bytes]:

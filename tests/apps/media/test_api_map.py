@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from mediakit import add_media, register, settings  # noqa: F401  (fixture)
+
+from tests.apps.media.mediakit import add_media, register, settings  # noqa: F401  (fixture)
 
 BOX = {"min_lat": 47.0, "max_lat": 48.0, "min_lng": 19.0, "max_lng": 20.0}
 

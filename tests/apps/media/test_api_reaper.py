@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from mediakit import add_media, register, settings  # noqa: F401  (fixture)
 from sqlalchemy import select
 
 from kiln.apps.media.models import MediaItem, MediaTaskLog
@@ -13,6 +12,7 @@ from kiln.apps.media.reaper import infer_step, reap
 from kiln.apps.media.status import add_log
 from kiln.core.db import utcnow
 from kiln.core.jobs import Job
+from tests.apps.media.mediakit import add_media, register, settings  # noqa: F401  (fixture)
 
 
 async def _state(kernel, media_id):

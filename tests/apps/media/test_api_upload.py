@@ -9,11 +9,11 @@ import httpx
 import pytest
 from httpx_ws import aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
-from mediakit import photo, register, second_client, settings, upload, wait_status  # noqa: F401  (fixture)
 from PIL import Image
-from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
 
 from kiln.apps.media.config import MediaSettings, set_media_settings
+from tests.apps.media.mediakit import photo, register, second_client, settings, upload, wait_status  # noqa: F401  (fixture)
+from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
 
 BUDAPEST = (47.4979, 19.0402, 120.0)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
-
 from kiln.core.db import utcnow
+from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
 
 
 async def test_search_filter_sort_and_pages(app, client):

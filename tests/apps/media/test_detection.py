@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
 
 from kiln.apps.media.detection import (
     Detection,
@@ -20,6 +19,7 @@ from kiln.apps.media.detection import (
     nms,
     summarize,
 )
+from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -6,7 +6,6 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from tests.fakes.hf_hub import TOKEN, FakeHub, fake_hub  # noqa: F401  (fixture)
 
 from kiln.apps.media.hf_sink import (
     HfFile,
@@ -18,6 +17,7 @@ from kiln.apps.media.hf_sink import (
     safe_filename,
     thumbnail_path,
 )
+from tests.fakes.hf_hub import TOKEN, FakeHub, fake_hub  # noqa: F401  (fixture)
 
 pytest.importorskip("huggingface_hub")
 REPO = "kiln/media"

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bagfactory as bf
 import httpx
+
+from tests.apps.robotics import bagfactory as bf
 
 SMALL = bf.RecordingPlan(duration_s=1.0)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from api_helpers import SMALL, recording, register, register_indexed
 
 import kiln.apps.robotics.dialog as dialog
+from tests.apps.robotics.api_helpers import SMALL, recording, register, register_indexed
 
 
 async def test_health(client):
@@ -177,9 +177,9 @@ async def test_reindex_all(client, tmp_path):
 async def test_surface_needs_a_token_off_loopback(tmp_path, db_url):
     import httpx
     from asgi_lifespan import LifespanManager
-    from tests.conftest import make_settings
 
     from kiln.app import create_app
+    from tests.conftest import make_settings
 
     app = create_app(make_settings(tmp_path / "home", db_url, host="0.0.0.0"), migrate=False)
     async with LifespanManager(app):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-import bagfactory as bf
-from api_helpers import recording, register, trigger_spec
+from tests.apps.robotics import bagfactory as bf
+from tests.apps.robotics.api_helpers import recording, register, trigger_spec
 
 
 async def test_capabilities(client):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import bagfactory as bf
-from api_helpers import recording, register, register_indexed
+from tests.apps.robotics import bagfactory as bf
+from tests.apps.robotics.api_helpers import recording, register, register_indexed
 
 
 async def test_asset_filters(client, tmp_path):

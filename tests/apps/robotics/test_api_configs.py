@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from api_helpers import convert, recording, register, trigger_spec
 from sqlalchemy import update
 
 from kiln.apps.robotics.models import ConversionConfig
+from tests.apps.robotics.api_helpers import convert, recording, register, trigger_spec
 
 
 async def test_create_update_duplicate_and_run(client, tmp_path):

@@ -6,11 +6,19 @@ import io
 import json
 from pathlib import Path
 
-import bagfactory as bf
 import pyarrow.parquet as pq
-from api_helpers import SMALL, convert, recording, register, register_indexed, trigger_spec, wait_job
 
 from kiln.apps.robotics.conversion.tfrecord import decode_example, read_records
+from tests.apps.robotics import bagfactory as bf
+from tests.apps.robotics.api_helpers import (
+    SMALL,
+    convert,
+    recording,
+    register,
+    register_indexed,
+    trigger_spec,
+    wait_job,
+)
 
 CAM = SMALL.count("/camera/image_raw")
 PARQUET_POLICY = {"policy_version": 1, "output_format": "parquet", "requested_image_payload_contract": None,

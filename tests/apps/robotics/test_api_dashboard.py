@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_helpers import convert, recording, register, register_indexed, trigger_spec, wait_job
+
+from tests.apps.robotics.api_helpers import convert, recording, register, register_indexed, trigger_spec, wait_job
 
 
 async def test_empty_dashboard(client):

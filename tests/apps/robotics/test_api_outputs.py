@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from api_helpers import convert, recording, register, trigger_spec
+from tests.apps.robotics.api_helpers import convert, recording, register, trigger_spec
 
 
 async def _run(client, tmp_path, name="run.bag"):

@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import bagfactory as bf
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +16,7 @@ from kiln.apps.robotics.conversion import ConversionCancelled, preview, run_conv
 from kiln.apps.robotics.conversion.job import BadRecordError
 from kiln.apps.robotics.conversion.tfrecord import crc32c_py, decode_example, read_records
 from kiln.apps.robotics.spec import build_legacy_spec
+from tests.apps.robotics import bagfactory as bf
 
 MS = 1_000_000
 PLAN = bf.RecordingPlan()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import bagfactory as bf
 import pytest
 
 from kiln.apps.robotics.indexing import classify_message_type, index_recording
 from kiln.apps.robotics.reading import RecordingError
+from tests.apps.robotics import bagfactory as bf
 
 EXT = {"bag": ".bag", "mcap": ".mcap"}
 SOURCES = {"bag": "bag-index", "mcap": "mcap-summary", "db3": "sqlite", "dir": None}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import bagfactory as bf
 import pytest
 
 from kiln.apps.robotics.inspection import inspect_recording
 from kiln.apps.robotics.reading import RecordingError
 from kiln.apps.robotics.spec import build_draft, load_spec_document
+from tests.apps.robotics import bagfactory as bf
 
 
 @pytest.fixture(scope="module")

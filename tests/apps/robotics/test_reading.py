@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import bagfactory as bf
 import pytest
 
 from kiln.apps.robotics.reading import RecordingError, detect_source, open_recording
+from tests.apps.robotics import bagfactory as bf
 
 EXT = {"bag": ".bag", "mcap": ".mcap"}
 

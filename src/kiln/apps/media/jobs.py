@@ -34,8 +34,7 @@ from kiln.apps.media.status import add_log, publish_all, transition
 from kiln.apps.media.system_load import record_load_sample
 from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_handler
 
-# Not `kiln.core.jobs.periodic`: importing the submodule of that name shadows the decorator there.
-from kiln.core.jobs.registry import periodic
+from kiln.core.jobs import periodic
 
 log = logging.getLogger(__name__)
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)

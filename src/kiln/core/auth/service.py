@@ -21,7 +21,7 @@ from kiln.core.auth.models import ROLES, ApiToken, RevokedToken, User
 from kiln.core.auth.passwords import burn_verify_time, check_password_policy, hash_password, verify_and_rehash
 from kiln.core.auth.tokens import generate_api_token, hash_api_token, looks_like_api_token
 from kiln.core.db import utcnow
-from kiln.core.jobs.registry import periodic
+from kiln.core.jobs import periodic
 
 # last_used_at of an API token is written at most this often, not on every request.
 API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)

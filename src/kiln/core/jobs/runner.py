@@ -56,6 +56,7 @@ class JobRunner:
         self._timers: set[asyncio.TimerHandle] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self.cpu = CpuPool(self.settings.cpu_workers or os.cpu_count() or 1)
         self.host = socket.gethostname()
         self._claims: GroupCommit[tuple[str, str], Job | None] = GroupCommit(self._flush_claims)
@@ -80,8 +81,10 @@ class JobRunner:
     async def stop(self) -> None:
         """Stop taking work; jobs still running go back to the queue without using up an attempt."""
         self._stopping = True
-        for task in self._loops:
+        self._stop_event.set()
+        for task in self._loops[1:]:  # [0] is the heartbeat loop
             task.cancel()
+        # The heartbeat loop ends at its next pause; cancelling it mid-write could wedge a connection.
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -262,8 +265,10 @@ class JobRunner:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.job_heartbeat_seconds
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), interval)
+                return  # stopping (a timeout skips this line: time to beat)
             try:
                 await self._heartbeat()
             except asyncio.CancelledError:

@@ -28,17 +28,24 @@ class PeriodicRunner:
         self.use_lock = use_lock
         self.tasks = [*(extra or []), *periodic_tasks()]
         self.is_leader = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._lock_conn: Any = None
 
     def start(self) -> None:
         self._main = asyncio.create_task(self._lead_then_run())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let a task that is running finish its round (a cancel mid-query can wedge a connection),
+        then stop; cancel only what outlives `timeout`."""
+        self._stopping.set()
         if self._main:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._main
+            try:
+                await asyncio.wait_for(asyncio.shield(self._main), timeout)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._main.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._main
         if self._lock_conn is not None:
             # A pooled connection outlives close(): unlock explicitly, or drop the connection.
             try:
@@ -68,35 +75,50 @@ class PeriodicRunner:
             await asyncio.sleep(2.0)
 
     async def _lead_then_run(self) -> None:
-        if self.use_lock:
-            await self._acquire()
-            log.info("periodic tasks: this process is the leader")
-        self.is_leader.set()
-        loops = [asyncio.create_task(self._loop(spec)) for spec in self.tasks]
-        watchdog = asyncio.create_task(self._watch_lock()) if self.use_lock else None
-        try:
-            await asyncio.gather(*loops, *([watchdog] if watchdog else []))
-        finally:
-            for task in loops:
-                task.cancel()
-            if watchdog:
-                watchdog.cancel()
-
-    async def _watch_lock(self) -> None:
-        # A dropped lock connection means another process may lead now: stop (and restart to re-elect).
-        while True:
-            await asyncio.sleep(5.0)
+        while not self._stopping.is_set():
+            if self.use_lock and not await self._acquire_or_stop():
+                return
+            if self.use_lock:
+                log.info("periodic tasks: this process is the leader")
+            self.is_leader.set()
+            term = asyncio.Event()
+            loops = [asyncio.create_task(self._loop(spec, term)) for spec in self.tasks]
             try:
-                await self._lock_conn.scalar(text("SELECT 1"))
-            except Exception:
-                log.warning("periodic: lost the leader connection; re-electing")
+                await self._hold(term)
+            finally:
+                term.set()
+                # Loops stop at their next pause, never in the middle of a round.
+                await asyncio.gather(*loops, return_exceptions=True)
                 self.is_leader.clear()
+            if self.use_lock and not self._stopping.is_set():
+                log.warning("periodic: lost the leader connection; re-electing")
                 self._lock_conn = None
-                self._main = asyncio.create_task(self._lead_then_run())
-                raise asyncio.CancelledError from None
 
-    async def _loop(self, spec: PeriodicSpec) -> None:
-        while True:
+    async def _acquire_or_stop(self) -> bool:
+        acquire = asyncio.create_task(self._acquire())
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if acquire.done():
+            return True
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        return False
+
+    async def _hold(self, term: asyncio.Event) -> None:
+        """Return when stopping, or (with a lock) when the lock's connection is gone."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 5.0)
+            if self.use_lock and not self._stopping.is_set():
+                try:
+                    await self._lock_conn.scalar(text("SELECT 1"))
+                except Exception:
+                    return
+
+    async def _loop(self, spec: PeriodicSpec, term: asyncio.Event) -> None:
+        while not term.is_set():
             started = time.monotonic()
             try:
                 await spec.fn(self.kernel)
@@ -104,4 +126,6 @@ class PeriodicRunner:
                 raise
             except Exception:
                 log.exception("periodic task %s failed", spec.name)
-            await asyncio.sleep(max(0.05, spec.every - (time.monotonic() - started)))
+            pause = max(0.05, spec.every - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(term.wait(), pause)
