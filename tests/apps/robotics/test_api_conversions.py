@@ -150,7 +150,7 @@ async def test_failed_conversion_is_reported(client, tmp_path):
 
 
 async def test_cancel_then_retry(client, tmp_path):
-    plan = bf.RecordingPlan(duration_s=20.0, image_size=(160, 120))
+    plan = bf.RecordingPlan(duration_s=60.0, image_size=(160, 120))  # long enough to cancel mid-run
     asset = await register(client, recording(tmp_path, "long.mcap", "mcap", plan))
     r = await client.post("/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec()})
     run = r.json()
