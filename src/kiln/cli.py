@@ -188,6 +188,27 @@ def user_set_role(email: str, role: str) -> None:
     console.print(f"{user.email} is now {user.role}")
 
 
+@users_app.command("token")
+def user_token(email: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "script") -> None:
+    """Create an API token for scripts (shown once; only its hash is stored)."""
+    from kiln.core.auth import service
+
+    async def run(kernel: Any) -> Any:
+        async with kernel.db.session() as session:
+            user = await service.get_user_by_email(session, email)
+            if user is None:
+                return None
+            _, plaintext = await service.create_api_token(session, user, name)
+            await session.commit()
+            return plaintext
+
+    plaintext = _with_kernel(_settings(), run)
+    if plaintext is None:
+        console.print(f"[red]no user with email {email}[/red]")
+        raise typer.Exit(1)
+    print(plaintext)
+
+
 # ------------------------------------------------------------------------------- jobs
 @jobs_app.command("list")
 def jobs_list(

@@ -55,6 +55,9 @@ def test_migrate_and_users(tmp_path: Path, db_url: str):
     assert kiln(home, db_url, "user", "set-role", "nobody@example.com", "admin").returncode == 1
     bad_role = kiln(home, db_url, "user", "set-role", "ada@example.com", "emperor")
     assert bad_role.returncode == 2
+    token = kiln(home, db_url, "user", "token", "ada@example.com", "--name", "ci").stdout.strip()
+    assert token.startswith("kiln_") and len(token) > 30
+    assert kiln(home, db_url, "user", "token", "nobody@example.com").returncode == 1
 
 
 @pytest.fixture
