@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile, WebSocket
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
-from kiln.apps.media import service
+from kiln.apps.media import service, upload
 from kiln.apps.media.deps import AUTH_MESSAGES, MediaSettingsDep, MediaUser
 from kiln.apps.media.models import STATUSES, MediaItem
 from kiln.apps.media.schemas import RecentItem, Recents, VaultItem, VaultPage
@@ -70,22 +70,62 @@ async def delete_one(media_id: uuid.UUID, user: MediaUser, kernel: KernelDep, se
     return {"detail": "Media deleted successfully"}
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while data := await upload.read(1024 * 1024):
-        yield data
+UPLOAD_FIELDS = ("files", "file")  # the contract's repeated field; "file" for single-file clients
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                             "description": "One part per image (repeat the field)."}},
+}}}}}
+_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "At least one file was stored; `rejected` lists the others with their 4xx."},
+    409: {"description": "Every file was a duplicate of media the caller already has."},
+    413: {"description": "Every file was over the size limit (or over the per-request file count)."},
+    415: {"description": "Not multipart/form-data, or no file was an accepted image."},
+    422: {"description": "No file part in the body, or files rejected for different reasons."},
+}
 
 
-@router.post("/api/upload/files", status_code=201)
-async def upload_files(user: MediaUser, kernel: KernelDep, session: SessionDep, cfg: MediaSettingsDep,
-                       files: list[UploadFile] = File(...)) -> JSONResponse:
-    if len(files) > cfg.max_files_per_request:
-        raise HTTPException(413, f"Too many files: at most {cfg.max_files_per_request} per request")
+def _missing_files() -> JSONResponse:
+    # FastAPI's own shape for a missing required body field, as `File(...)` used to answer.
+    return JSONResponse({"detail": [{"type": "missing", "loc": ["body", "files"], "msg": "Field required",
+                                     "input": None}]}, status_code=422)
+
+
+@router.post("/api/upload/files", status_code=201, openapi_extra=_UPLOAD_BODY, responses=_UPLOAD_RESPONSES)
+async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, session: SessionDep,
+                       cfg: MediaSettingsDep) -> Response:
+    """Multipart upload, streamed: each file goes to the blob store while it arrives.
+
+    Per-file answers: 413 over `KILN_MEDIA_MAX_UPLOAD_BYTES` (or past the per-request count),
+    415 not an accepted image, 409 a duplicate of the caller's media. Accepted files are kept.
+    """
+    if not request.headers.get("content-type"):
+        return _missing_files()
+    try:
+        boundary = upload.boundary_of(request.headers.get("content-type"))
+    except upload.MultipartError as exc:
+        raise HTTPException(exc.status_code, exc.detail) from None
     outcome = service.UploadOutcome()
-    for upload in files:
-        try:
-            await service.upload_one(kernel, session, user.id, upload.filename or "file", _chunks(upload), outcome)
-        finally:
-            await upload.close()
+    seen = 0
+    current = None
+    try:
+        async for part, chunks in upload.file_parts(request.stream(), boundary, UPLOAD_FIELDS):
+            current, seen = part.filename, seen + 1
+            if seen > cfg.max_files_per_request:
+                outcome.rejected.append(service.Rejection(
+                    part.filename, 413, f"Too many files: at most {cfg.max_files_per_request} per request"))
+                continue  # its bytes are read and dropped, never stored
+            await service.upload_one(kernel, session, user.id, part.filename, chunks, outcome)
+            current = None
+    except upload.MultipartError as exc:
+        if not seen:
+            raise HTTPException(exc.status_code, exc.detail) from None
+        # Files completed before the body broke are kept; the broken one is reported.
+        outcome.rejected.append(service.Rejection(current or "(rest of the request)", exc.status_code, exc.detail))
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is listening; the half-written file was discarded
+    if not seen:
+        return _missing_files()
     rejected = [{"filename": r.filename, "status": r.status_code, "detail": r.detail} for r in outcome.rejected]
     if not outcome.accepted:
         codes = {r.status_code for r in outcome.rejected}

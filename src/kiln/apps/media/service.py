@@ -55,6 +55,22 @@ async def _discard(kernel: Any, session: AsyncSession, item: MediaItem, reason: 
     log.info("media upload %s rejected: %s", item.id, reason)
 
 
+PROBE_HEAD_BYTES = 16 * 1024 * 1024
+
+
+async def _probe_source(kernel: Any, key: str, size: int) -> str | bytes:
+    """The stored file for the header probe: its path on local storage, else its first bytes.
+
+    Image headers (and EXIF) sit at the start of the file, so a remote store is read no further
+    than 16 MiB; a multi-GB upload is never pulled back whole.
+    """
+    local = kernel.blobs.local_path(key)
+    if local is not None:
+        return str(local)
+    parts = [chunk async for chunk in kernel.blobs.read_stream(key, 0, min(size, PROBE_HEAD_BYTES))]
+    return b"".join(parts)
+
+
 async def upload_one(
     kernel: Any, session: AsyncSession, user_id: str, filename: str, chunks: AsyncIterator[bytes],
     outcome: UploadOutcome,
@@ -76,10 +92,11 @@ async def upload_one(
         outcome.rejected.append(Rejection(filename, 413, detail))
         await _discard(kernel, session, item, detail)
         return
+    except Exception as exc:  # the body broke or the client left mid-file: no half-stored media
+        await _discard(kernel, session, item, f"upload interrupted: {type(exc).__name__}")
+        raise
     try:
-        local = kernel.blobs.local_path(item.blob_key)
-        source = str(local) if local is not None else await kernel.blobs.read_bytes(item.blob_key)
-        probed = await asyncio.to_thread(imaging.probe, source)
+        probed = await asyncio.to_thread(imaging.probe, await _probe_source(kernel, item.blob_key, info.size))
     except imaging.ImageRejected as exc:
         detail = f"Not an accepted image: {exc}"
         outcome.rejected.append(Rejection(filename, 415, detail))
