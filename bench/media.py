@@ -1,0 +1,507 @@
+"""Media surface performance, in one run, each figure against its goal.
+
+1. Pipeline: end-to-end images/s from upload to READY for N generated 12-megapixel JPEGs (GPS
+   EXIF), uploaded through the HTTP API of a real server (uvicorn on loopback, the app `kiln serve`
+   runs, embedded engine on SQLite), READY heard on the WebSocket; against the raw Pillow
+   decode + thumbnail rate of the same files in a pool of os.cpu_count() processes. Goal >= 70 %.
+2. `/api/map/stats` latency over 1,000,000 points of one user, uncached (every request a new
+   bbox), on SQLite and on PostgreSQL: viewports (0.1 deg, resolution 0.005) and the whole extent
+   (1 deg, resolution 0.05, every point aggregated). Goal < 100 ms.
+3. WebSocket fan-out: 1,000 authenticated sockets (cookie) on a real server; rounds of status
+   updates published through the media status path; publish -> receive latency p50/p99 across
+   every delivery. Goal p99 < 200 ms.
+
+    .venv/bin/python bench/media.py [--quick] [--only pipeline,map,ws] [--no-pg]
+
+Generated files and the map databases are cached under bench/.work/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work" / "media"
+PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PASSWORD = "Bench-horse-9"
+EXTENT = (47.0, 48.0, 8.0, 9.0)  # min_lat, max_lat, min_lng, max_lng of the map points
+LABELS = ("bottle", "can", "plastic_bag", "cigarette", "paper", "tire")
+
+
+# ---------------------------------------------------------------- images
+
+_BASES: dict[int, Any] = {}
+
+
+def _dms(value: float) -> tuple[Any, ...]:
+    from PIL import TiffImagePlugin
+
+    value = abs(value)
+    d = int(value)
+    m = int((value - d) * 60)
+    s = Fraction((value - d - m / 60) * 3600).limit_denominator(10000)
+    R = TiffImagePlugin.IFDRational
+    return (R(d, 1), R(m, 1), R(s.numerator, s.denominator))
+
+
+def _make_image(args: tuple[int, str]) -> str:
+    """One unique 4000x3000 photo-like JPEG (smooth structure + grain) with GPS EXIF."""
+    import numpy as np
+    from PIL import Image, TiffImagePlugin
+
+    index, path = args
+    rng = np.random.default_rng(index)
+    seed = index % 2
+    if seed not in _BASES:
+        base_rng = np.random.default_rng(1000 + seed)
+        low = Image.fromarray(base_rng.integers(0, 256, (75, 100, 3), dtype=np.uint8))
+        smooth = np.asarray(low.resize((4000, 3000), Image.Resampling.BICUBIC), dtype=np.int16)
+        grain = base_rng.integers(-12, 13, (3000, 4000, 1), dtype=np.int16)
+        _BASES[seed] = (smooth + grain).clip(0, 255).astype(np.uint8)
+    arr = np.roll(_BASES[seed], (int(rng.integers(0, 3000)), int(rng.integers(0, 4000))), axis=(0, 1))
+    img = Image.fromarray(arr)
+    x, y = int(rng.integers(0, 3600)), int(rng.integers(0, 2600))
+    img.paste(tuple(int(v) for v in rng.integers(0, 256, 3)), (x, y, x + 400, y + 400))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "BenchCam", "B-12"
+    exif[0x0132] = "2024:05:01 12:00:00"
+    gps = exif.get_ifd(0x8825)
+    lat, lng = 47.37 + float(rng.uniform(-0.05, 0.05)), 8.54 + float(rng.uniform(-0.05, 0.05))
+    gps[1], gps[2], gps[3], gps[4] = "N", _dms(lat), "E", _dms(lng)
+    gps[5], gps[6] = b"\x00", TiffImagePlugin.IFDRational(4080, 10)
+    img.save(path, "JPEG", quality=88, exif=exif)
+    return path
+
+
+def images(n: int) -> list[Path]:
+    folder = WORK / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"img_{i:04d}.jpg" for i in range(n)]
+    missing = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        print(f"generating {len(missing)} 12 MP JPEGs into {folder} (once) ...", flush=True)
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(_make_image, missing, chunksize=4))
+    return paths
+
+
+def raw_rate(paths: list[Path]) -> float:
+    from kiln.apps.media.imaging import raw_decode_thumbnail
+
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(raw_decode_thumbnail, paths[: 2 * (os.cpu_count() or 1)]))  # warm the processes
+        started = time.perf_counter()
+        list(pool.map(raw_decode_thumbnail, paths, chunksize=2))
+        return len(paths) / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_main() -> None:
+    """`--serve`: what `kiln serve` runs, plus (KILN_BENCH_HOOK=1) a route that publishes a round of
+    status updates through the media status path, for the fan-out measurement."""
+    import uvicorn
+
+    from kiln.app import create_app
+    from kiln.settings import Settings
+
+    settings = Settings()
+    app = create_app(settings, migrate=True)
+    if os.environ.get("KILN_BENCH_HOOK") == "1":
+        from kiln.apps.media.status import StatusEvent, publish_all
+        from kiln.core.db import utcnow
+
+        @app.post("/_bench/publish")
+        async def publish(request: Request) -> dict[str, int]:
+            users = (await request.json())["users"]
+            kernel = request.app.state.kernel
+            for user_id in users:
+                event = StatusEvent(user_id=user_id, media_id=str(uuid.uuid4()), status="READY",
+                                    worker="Helios", at=utcnow())
+                await publish_all(kernel.events, [event])
+            return {"published": len(users)}
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+@asynccontextmanager
+async def server(home: Path, database_url: str | None = None, hook: bool = False, **env: str) -> Any:
+    port = _free_port()
+    environ = {**os.environ, "KILN_HOME": str(home), "KILN_PORT": str(port), "KILN_HOST": "127.0.0.1",
+               "KILN_APPS": "media", "KILN_LOG_LEVEL": "warning", "KILN_BENCH_HOOK": "1" if hook else "0",
+               "PYTHONPATH": str(ROOT / "src"), **env}
+    if database_url:
+        environ["KILN_DATABASE_URL"] = database_url
+    proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=environ, cwd=str(home))
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    try:
+        deadline = time.monotonic() + 120
+        async with httpx.AsyncClient() as probe:
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"server exited with {proc.returncode}")
+                with suppress(httpx.HTTPError):
+                    if (await probe.get(base + "/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit("server did not become ready")
+                await asyncio.sleep(0.2)
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def login(client: Any, email: str, signup: bool = True) -> tuple[str, str]:
+    """(user id, access-token cookie value)."""
+    if signup:
+        r = await client.post("/api/auth/signup", json={"email": email, "password": PASSWORD, "full_name": "Bench"})
+        assert r.status_code in (201, 400), r.text
+    r = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return r.json()["user"]["id"], r.cookies["access_token"]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------- 1. pipeline
+
+
+async def pipeline(paths: list[Path], batch: int, concurrency: int) -> float:
+    import httpx
+    from websockets.asyncio.client import connect
+
+    home = Path(tempfile.mkdtemp(prefix="kiln-bench-media-"))
+    try:
+        async with server(home) as (base, _pid), httpx.AsyncClient(base_url=base, timeout=600) as client:
+            await _upload_all(client, base, await login(client, "warm@bench.test"), paths[:4], 4, 1, connect)
+            client.cookies.clear()
+            creds = await login(client, "bench@bench.test")
+            return await _upload_all(client, base, creds, paths, batch, concurrency, connect)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def _upload_all(client: Any, base: str, creds: tuple[str, str], paths: list[Path], batch: int,
+                      concurrency: int, connect: Any) -> float:
+    _user_id, token = creds
+    ready: set[str] = set()
+    failed: set[str] = set()
+    done = asyncio.Event()
+    n = len(paths)
+    async with connect(base.replace("http", "ws") + "/api/upload/ws/updates",
+                       additional_headers={"Cookie": f"access_token={token}"}, max_size=None) as ws:
+
+        async def listen() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("status") == "READY":
+                    ready.add(msg["media_id"])
+                elif msg.get("status") == "FAILED":
+                    failed.add(msg["media_id"])
+                if len(ready) + len(failed) >= n:
+                    done.set()
+                    return
+
+        listener = asyncio.create_task(listen())
+        chunks = [paths[i:i + batch] for i in range(0, n, batch)]
+        queue: asyncio.Queue[list[Path]] = asyncio.Queue()
+        for chunk in chunks:
+            queue.put_nowait(chunk)
+
+        async def uploader() -> None:
+            while not queue.empty():
+                chunk = queue.get_nowait()
+                files = [("files", (p.name, await asyncio.to_thread(p.read_bytes), "image/jpeg")) for p in chunk]
+                r = await client.post("/api/upload/files", files=files)
+                assert r.status_code == 201, r.text[:300]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(uploader() for _ in range(concurrency)))
+        await asyncio.wait_for(done.wait(), timeout=1800)
+        elapsed = time.perf_counter() - started
+        listener.cancel()
+    if failed:
+        raise SystemExit(f"{len(failed)} uploads FAILED")
+    r = await client.get("/api/vault", params={"status": "READY", "page_size": 1})
+    assert r.json()["total"] >= n, r.text[:300]
+    return n / elapsed
+
+
+# ---------------------------------------------------------------- 2. map stats
+
+
+def _rows(user_id: str, n: int, sqlite: bool) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    rng = random.Random(7)
+    now = datetime(2024, 5, 1, tzinfo=UTC)
+    items, dets = [], []
+    centres = [(rng.uniform(47.05, 47.95), rng.uniform(8.05, 8.95)) for _ in range(40)]
+    for i in range(n):
+        if i % 2:  # half clustered around "towns", half spread
+            c = centres[i % len(centres)]
+            lat, lng = min(max(rng.gauss(c[0], 0.03), 47.0), 48.0), min(max(rng.gauss(c[1], 0.03), 8.0), 9.0)
+        else:
+            lat, lng = rng.uniform(47.0, 48.0), rng.uniform(8.0, 9.0)
+        media_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        trash = rng.random() < 0.6
+        conf = round(rng.uniform(0.3, 0.99), 4) if trash else None
+        at = now + timedelta(seconds=i)
+        stamp = at.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at
+        items.append((media_id, user_id, "READY", f"p{i}.jpg", f"media/{user_id}/{media_id}/original",
+                      lat, lng, trash, conf, 0, stamp, stamp))
+        if trash:
+            for _ in range(1 + (i % 3 == 0)):
+                box = json.dumps({"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2})
+                dets.append((str(uuid.UUID(int=rng.getrandbits(128), version=4)), media_id,
+                             LABELS[int(rng.random() ** 2 * len(LABELS))], conf, box, False, "bench", stamp))
+    return items, dets
+
+
+ITEM_COLS = ("id", "user_id", "status", "filename", "blob_key", "lat", "lng", "has_trash", "confidence",
+             "attempts", "created_at", "updated_at")
+DET_COLS = ("id", "media_id", "label", "confidence", "bbox", "is_manual", "detector", "created_at")
+
+
+async def fill_sqlite(db: Path, user_id: str, n: int) -> None:
+    items, dets = _rows(user_id, n, sqlite=True)
+    con = sqlite3.connect(db, timeout=60)
+    with con:
+        con.executemany(f"INSERT INTO media_items ({','.join(ITEM_COLS)}) VALUES ({','.join('?' * len(ITEM_COLS))})",
+                        items)
+        con.executemany(f"INSERT INTO media_detections ({','.join(DET_COLS)}) VALUES ({','.join('?' * len(DET_COLS))})",
+                        dets)
+    con.execute("ANALYZE")
+    con.close()
+
+
+async def fill_pg(dsn: str, user_id: str, n: int) -> None:
+    import asyncpg
+
+    items, dets = _rows(user_id, n, sqlite=False)
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.copy_records_to_table("media_items", records=items, columns=ITEM_COLS)
+        await con.copy_records_to_table("media_detections", records=dets, columns=DET_COLS)
+        await con.execute("VACUUM ANALYZE media_items")
+        await con.execute("VACUUM ANALYZE media_detections")
+    finally:
+        await con.close()
+
+
+async def map_bench(kind: str, n: int, requests: int) -> dict[str, float]:
+    import httpx
+
+    home = WORK / f"map-{kind}-{n}"
+    marker = home / "filled.json"
+    database_url = None
+    if kind == "postgresql":
+        import asyncpg
+
+        name = f"kiln_bench_media_map_{n}"
+        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        admin = await asyncpg.connect(PG_ADMIN)
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if exists and not marker.exists():
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+                exists = None
+            if not exists:
+                await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+    elif not marker.exists():
+        shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    async with server(home, database_url) as (base, _pid), httpx.AsyncClient(base_url=base, timeout=120) as c:
+        user_id, _token = await login(c, "map@bench.test", signup=not marker.exists())
+        if not marker.exists():
+            print(f"inserting {n} map points into {kind} (once) ...", flush=True)
+            t = time.perf_counter()
+            if kind == "sqlite":
+                await fill_sqlite(home / "kiln.db", user_id, n)
+            else:
+                await fill_pg(database_url.replace("+asyncpg", ""), user_id, n)  # type: ignore[union-attr]
+            print(f"  inserted in {time.perf_counter() - t:.1f} s", flush=True)
+            marker.write_text(json.dumps({"user_id": user_id}))
+        rng = random.Random(11)
+        out: dict[str, float] = {}
+        for label, span, resolution, count in (("viewport", 0.1, 0.005, requests),
+                                               ("extent", 1.0, 0.05, max(5, requests // 3))):
+            latencies = []
+            for i in range(count + 2):
+                if span >= 1.0:  # whole extent, a slightly different box each time (uncached)
+                    lo_lat, lo_lng = EXTENT[0] - rng.uniform(0, 0.01), EXTENT[2] - rng.uniform(0, 0.01)
+                else:
+                    lo_lat, lo_lng = rng.uniform(47.0, 48.0 - span), rng.uniform(8.0, 9.0 - span)
+                params = {"min_lat": lo_lat, "max_lat": lo_lat + span + 0.001, "min_lng": lo_lng,
+                          "max_lng": lo_lng + span + 0.001, "resolution": resolution}
+                t = time.perf_counter()
+                r = await c.get("/api/map/stats", params=params)
+                elapsed = (time.perf_counter() - t) * 1000
+                assert r.status_code == 200, r.text[:300]
+                if i >= 2:  # the first two warm the connection and the page cache
+                    latencies.append(elapsed)
+            out[f"{label}_p50"], out[f"{label}_p95"] = pct(latencies, 50), pct(latencies, 95)
+            if label == "extent":
+                out["extent_cells"] = r.json()["total"]
+                out["extent_points"] = sum(cell["count"] for cell in r.json()["items"])
+        t = time.perf_counter()
+        await c.get("/api/map/stats", params=params)
+        out["cached"] = (time.perf_counter() - t) * 1000
+    return out
+
+
+# ---------------------------------------------------------------- 3. WebSocket fan-out
+
+
+async def ws_bench(sockets: int, users: int, rounds: int, interval: float, **env: str) -> dict[str, float]:
+    import httpx
+    from websockets.asyncio.client import connect
+
+    home = Path(tempfile.mkdtemp(prefix="kiln-bench-ws-"))
+    try:
+        async with server(home, hook=True, **env) as (base, _pid), httpx.AsyncClient(base_url=base, timeout=120) as c:
+            creds = []
+            for u in range(users):
+                c.cookies.clear()
+                creds.append(await login(c, f"ws{u}@bench.test"))
+            latencies: list[float] = []
+            wrong = 0
+            expected = rounds * (sockets // users) * users
+            got = 0
+            all_in = asyncio.Event()
+            ws_url = base.replace("http", "ws") + "/api/upload/ws/updates"
+            conns = []
+            t = time.perf_counter()
+            sem = asyncio.Semaphore(100)
+
+            async def open_one(k: int) -> Any:
+                async with sem:
+                    return await connect(ws_url, additional_headers={"Cookie": f"access_token={creds[k % users][1]}"},
+                                         open_timeout=60, ping_interval=None)
+
+            conns = await asyncio.gather(*(open_one(k) for k in range(sockets)))
+            connect_s = time.perf_counter() - t
+
+            async def reader(k: int, ws: Any) -> None:
+                nonlocal got, wrong
+                async for raw in ws:
+                    now = time.time()
+                    msg = json.loads(raw)
+                    sent = datetime.fromisoformat(msg["timestamp"]).timestamp()
+                    latencies.append((now - sent) * 1000)
+                    got += 1
+                    if msg.get("worker") != "Helios":
+                        wrong += 1
+                    if got >= expected:
+                        all_in.set()
+
+            readers = [asyncio.create_task(reader(k, ws)) for k, ws in enumerate(conns)]
+            await asyncio.sleep(0.5)
+            user_ids = [u for u, _ in creds]
+            for _ in range(rounds):
+                r = await c.post("/_bench/publish", json={"users": user_ids})
+                assert r.status_code == 200, r.text
+                await asyncio.sleep(interval)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(all_in.wait(), timeout=60)
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+            return {"connect_s": connect_s, "p50": pct(latencies, 50), "p99": pct(latencies, 99),
+                    "max": max(latencies), "received": got, "expected": expected, "wrong": wrong}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- main
+
+
+def _raise_nofile(want: int = 8192) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+async def main(args: argparse.Namespace) -> None:
+    only = set(args.only.split(","))
+    n_images = args.images or (40 if args.quick else 500)
+    n_points = args.points or (50_000 if args.quick else 1_000_000)
+    n_sockets = args.sockets or (200 if args.quick else 1000)
+    print(f"media bench on {os.cpu_count()} cores{' (quick)' if args.quick else ''}", flush=True)
+    if "pipeline" in only:
+        paths = images(n_images)
+        raw = raw_rate(paths)
+        e2e = await pipeline(paths, batch=args.batch, concurrency=args.concurrency)
+        print(f"pipeline  {n_images} x 12 MP JPEG: upload -> READY {e2e:.1f} images/s; raw Pillow "
+              f"decode+thumbnail ({os.cpu_count()} processes) {raw:.1f} images/s; ratio {e2e / raw:.0%} "
+              f"(goal >= 70 %)", flush=True)
+    if "map" in only:
+        kinds = ["sqlite"] + ([] if args.no_pg else ["postgresql"])
+        for kind in kinds:
+            m = await map_bench(kind, n_points, 12 if args.quick else 60)
+            print(f"map/stats {kind:10s} {n_points} points, uncached: viewport 0.1 deg @0.005 p50 "
+                  f"{m['viewport_p50']:.1f} ms p95 {m['viewport_p95']:.1f} ms; whole extent @0.05 "
+                  f"({int(m['extent_points'])} points in {int(m['extent_cells'])} cells) p50 {m['extent_p50']:.1f} ms "
+                  f"p95 {m['extent_p95']:.1f} ms; cached {m['cached']:.1f} ms (goal < 100 ms)", flush=True)
+    if "ws" in only:
+        users = max(1, n_sockets // 20)
+        w = await ws_bench(n_sockets, users, rounds=20, interval=0.05)
+        print(f"websocket {n_sockets} sockets ({users} users), {int(w['received'])}/{int(w['expected'])} "
+              f"deliveries, {int(w['wrong'])} misrouted, connect {w['connect_s']:.1f} s: fan-out latency p50 "
+              f"{w['p50']:.1f} ms p99 {w['p99']:.1f} ms max {w['max']:.1f} ms (goal p99 < 200 ms)", flush=True)
+
+
+if __name__ == "__main__":
+    if "--serve" in sys.argv:
+        serve_main()
+        raise SystemExit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (40 images, 50k points, 200 sockets)")
+    parser.add_argument("--only", default="pipeline,map,ws")
+    parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--images", type=int, default=0)
+    parser.add_argument("--points", type=int, default=0)
+    parser.add_argument("--sockets", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=5, help="files per upload request")
+    parser.add_argument("--concurrency", type=int, default=3, help="upload requests in flight")
+    _raise_nofile()
+    asyncio.run(main(parser.parse_args()))
