@@ -112,6 +112,22 @@ class BlobStore(ABC):
         return None
 
 
+async def read_file_range(path: Path, start: int, length: int, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    """Stream `length` bytes of a local file from `start`, one chunk in memory at a time."""
+    fh = await asyncio.to_thread(open, path, "rb")
+    try:
+        fh.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = await asyncio.to_thread(fh.read, min(chunk_size, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        fh.close()
+
+
 def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:
     lo = 0 if start is None else start
     hi = size if end is None else min(end, size)
@@ -204,20 +220,10 @@ class LocalBlobStore(BlobStore):
         self, key: str, start: int | None = None, end: int | None = None
     ) -> AsyncIterator[bytes]:
         path = self._path(key)
-        fh = await asyncio.to_thread(open, path, "rb")
-        try:
-            size = os.fstat(fh.fileno()).st_size
-            lo, hi = _clamp(start, end, size)
-            fh.seek(lo)
-            remaining = hi - lo
-            while remaining > 0:
-                chunk = await asyncio.to_thread(fh.read, min(READ_CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                yield chunk
-        finally:
-            fh.close()
+        size = (await asyncio.to_thread(path.stat)).st_size
+        lo, hi = _clamp(start, end, size)
+        async for chunk in read_file_range(path, lo, hi - lo):
+            yield chunk
 
     async def stat(self, key: str) -> BlobInfo | None:
         path = self._path(key)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from kiln.core.blobs import BlobStore, UnsafePathError
+from kiln.core.blobs import BlobStore, UnsafePathError, read_file_range
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -58,21 +58,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
     if start >= size:
         return False
     return start, min(int(last), size - 1) if last else size - 1
-
-
-async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    fh = await asyncio.to_thread(open, path, "rb")
-    try:
-        fh.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = await asyncio.to_thread(fh.read, min(CHUNK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        fh.close()
 
 
 def _content_disposition(filename: str, inline: bool) -> str:
@@ -145,7 +130,7 @@ async def range_response(
         etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
 
         def body(start: int, length: int) -> AsyncIterator[bytes]:
-            return _file_chunks(path, start, length)
+            return read_file_range(path, start, length, CHUNK)
 
     headers = {"accept-ranges": "bytes", "etag": etag}
     if modified is not None:
