@@ -27,7 +27,6 @@ import resource
 import shutil
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile

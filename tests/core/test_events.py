@@ -82,3 +82,40 @@ def test_forward_events_translates_filters_and_stops_on_disconnect():
 
         time.sleep(0.02)
     assert bus.subscriber_count == 0
+
+
+async def test_where_delivers_only_the_matching_value_and_transform_runs_at_offer():
+    bus = EventBus()
+    seen: list[int] = []
+
+    def keep_even(topic: str, data: dict) -> dict | None:
+        seen.append(data["n"])
+        return {"n": data["n"]} if data["n"] % 2 == 0 else None
+
+    async with bus.subscribe("media.", where=("user_id", "alice")) as alice, \
+            bus.subscribe("media.", where=("user_id", "bob"), transform=keep_even) as bob, \
+            bus.subscribe("media.") as everyone:
+        for n, user in enumerate(["alice", "bob", "bob", "carol", ["unhashable"]]):
+            await bus.publish("media.status", {"user_id": user, "n": n})
+        assert [alice.queue.get_nowait()[1]["n"] for _ in range(alice.queue.qsize())] == [0]
+        # bob's transform saw both of bob's events (and no one else's); only the even one was queued
+        assert seen == [1, 2]
+        assert [bob.queue.get_nowait() for _ in range(bob.queue.qsize())] == [{"n": 2}]
+        assert everyone.queue.qsize() == 5
+    # the route cache forgets subscribers that left
+    async with bus.subscribe("media.", where=("user_id", "alice")) as again:
+        await bus.publish("media.status", {"user_id": "alice", "n": 9})
+        assert again.queue.get_nowait()[1]["n"] == 9
+    assert bus.subscriber_count == 0
+
+
+async def test_a_failing_transform_does_not_stop_other_subscribers():
+    bus = EventBus()
+
+    def broken(topic: str, data: dict) -> dict:
+        raise KeyError("nope")
+
+    async with bus.subscribe("x", transform=broken) as bad, bus.subscribe("x") as good:
+        await bus.publish("x", {"n": 1})
+        assert bad.queue.empty()
+        assert good.queue.get_nowait() == ("x", {"n": 1})

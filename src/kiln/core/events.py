@@ -2,12 +2,21 @@
 
 Subscribers get a bounded queue; a subscriber that falls behind loses its oldest events
 rather than slowing publishers down.
+
+Fan-out cost is kept proportional to the subscribers an event is for, so a thousand idle
+sockets cost nothing per event that is not theirs:
+* the subscribers of a topic are looked up once per topic and cached until one comes or goes;
+* ``subscribe(..., where=("user_id", uid))`` indexes a subscriber by one field of the event
+  data, so an event reaches only the subscribers of its value;
+* ``subscribe(..., transform=fn)`` applies ``fn`` when the event is offered: what it rejects
+  (None) never wakes the subscriber's task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -28,12 +37,21 @@ def _pattern(prefix: str) -> str:
     return f"{CHANNEL_PREFIX}{escaped}*"
 
 
+Where = tuple[str, Any]
+Transform = Callable[[str, dict[str, Any]], Any]
+
+
 class Subscription:
-    def __init__(self, prefixes: tuple[str, ...], maxsize: int):
+    """Iterating yields ``(topic, data)``, or what ``transform`` made of it when one is given."""
+
+    def __init__(self, prefixes: tuple[str, ...], maxsize: int, *, where: Where | None = None,
+                 transform: Transform | None = None):
         self.prefixes = prefixes or ("",)
         self.patterns = tuple(_pattern(p) for p in self.prefixes)
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
         self.dropped = 0
+        self.where = where
+        self.transform = transform
 
     def first_match(self, topic: str) -> str | None:
         for prefix, pattern in zip(self.prefixes, self.patterns, strict=True):
@@ -42,15 +60,24 @@ class Subscription:
         return None
 
     def offer(self, event: Event) -> None:
+        item: Any = event
+        if self.transform is not None:
+            try:
+                item = self.transform(*event)
+            except Exception:  # one bad translation must not stop delivery to the others
+                log.exception("event bus: transform of %s failed", event[0])
+                return
+            if item is None:
+                return
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
-        self.queue.put_nowait(event)
+        self.queue.put_nowait(item)
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> Any:
         return await self.queue.get()
 
 
@@ -65,6 +92,8 @@ class EventBus:
         self.redis_url = redis_url
         self.queue_size = queue_size
         self._subs: set[Subscription] = set()
+        # topic -> (subscribers without `where`, {field: {value: subscribers}}); rebuilt lazily
+        self._routes: dict[str, tuple[list[Subscription], dict[str, dict[Any, list[Subscription]]]]] = {}
         self._redis: Any = None
         self._pubsub: Any = None
         self._patterns: dict[str, int] = {}
@@ -138,15 +167,44 @@ class EventBus:
                 data = json.loads(message["data"])
             except (ValueError, TypeError, AttributeError):
                 continue
-            for sub in list(self._subs):
-                # Redis sends one copy per matching pattern; each subscriber takes its first match only.
+            # Redis sends one copy per matching pattern; each subscriber takes its first match only.
+            for sub in self._targets(topic, data):
                 if sub.first_match(topic) == pattern:
                     sub.offer((topic, data))
 
+    def _route(self, topic: str) -> tuple[list[Subscription], dict[str, dict[Any, list[Subscription]]]]:
+        route = self._routes.get(topic)
+        if route is None:
+            plain: list[Subscription] = []
+            keyed: dict[str, dict[Any, list[Subscription]]] = {}
+            for sub in self._subs:
+                if sub.first_match(topic) is None:
+                    continue
+                if sub.where is None:
+                    plain.append(sub)
+                else:
+                    keyed.setdefault(sub.where[0], {}).setdefault(sub.where[1], []).append(sub)
+            if len(self._routes) > 10_000:  # many distinct topics: keep the cache bounded
+                self._routes.clear()
+            route = self._routes[topic] = (plain, keyed)
+        return route
+
+    def _targets(self, topic: str, data: dict[str, Any]) -> list[Subscription]:
+        plain, keyed = self._route(topic)
+        if not keyed:
+            return plain
+        targets = list(plain)
+        for field, by_value in keyed.items():
+            value = data.get(field)
+            try:
+                targets.extend(by_value.get(value, ()))
+            except TypeError:  # an unhashable value matches no `where`
+                continue
+        return targets
+
     def _deliver(self, topic: str, data: dict[str, Any]) -> None:
-        for sub in list(self._subs):
-            if sub.first_match(topic) is not None:
-                sub.offer((topic, data))
+        for sub in self._targets(topic, data):
+            sub.offer((topic, data))
 
     async def publish(self, topic: str, data: dict[str, Any]) -> None:
         if self._redis is not None:
@@ -160,9 +218,13 @@ class EventBus:
         return len(self._subs)
 
     @asynccontextmanager
-    async def subscribe(self, *prefixes: str) -> AsyncIterator[Subscription]:
-        sub = Subscription(tuple(prefixes), self.queue_size)
+    async def subscribe(self, *prefixes: str, where: Where | None = None,
+                        transform: Transform | None = None) -> AsyncIterator[Subscription]:
+        """Events whose topic starts with one of ``prefixes`` (all when none), and, with
+        ``where=(field, value)``, whose ``data[field] == value``."""
+        sub = Subscription(tuple(prefixes), self.queue_size, where=where, transform=transform)
         self._subs.add(sub)
+        self._routes.clear()
         for pattern in set(sub.patterns):
             self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
             if self._patterns[pattern] == 1 and self._pubsub is not None:
@@ -171,6 +233,7 @@ class EventBus:
             yield sub
         finally:
             self._subs.discard(sub)
+            self._routes.clear()
             for pattern in set(sub.patterns):
                 self._patterns[pattern] -= 1
                 if self._patterns[pattern] == 0:
@@ -184,20 +247,24 @@ Translate = Callable[[str, dict[str, Any]], dict[str, Any] | None | Awaitable[di
 
 
 async def forward_events(
-    websocket: WebSocket, events: EventBus, prefixes: Iterable[str], translate: Translate
+    websocket: WebSocket, events: EventBus, prefixes: Iterable[str], translate: Translate,
+    *, where: Where | None = None,
 ) -> None:
     """Send each matching event, translated to the contract's message, until the client goes away.
 
-    Holds no database connection: it only waits on the bus and on the socket.
+    Holds no database connection: it only waits on the bus and on the socket. A plain-function
+    ``translate`` runs when the event is published, so an event it rejects costs this socket no
+    wake-up; ``where=("user_id", uid)`` keeps other users' events from reaching it at all.
     """
+    eager = not inspect.iscoroutinefunction(translate)
 
     async def pump(sub: Subscription) -> None:
-        async for topic, data in sub:
-            message = translate(topic, data)
-            if asyncio.iscoroutine(message):
+        async for item in sub:
+            message = item if eager else translate(*item)
+            if inspect.isawaitable(message):
                 message = await message
             if message is not None:
-                await websocket.send_json(message)
+                await websocket.send_text(json.dumps(message, separators=(",", ":"), default=str))
 
     async def drain() -> None:
         # Reading is how a disconnect is noticed; client messages are otherwise ignored.
@@ -206,7 +273,7 @@ async def forward_events(
             if message["type"] == "websocket.disconnect":
                 return
 
-    async with events.subscribe(*prefixes) as sub:
+    async with events.subscribe(*prefixes, where=where, transform=translate if eager else None) as sub:
         sender = asyncio.create_task(pump(sub))
         receiver = asyncio.create_task(drain())
         try:
