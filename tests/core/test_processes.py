@@ -114,6 +114,29 @@ async def test_kill_serve_mid_job_then_restart_recovers(tmp_path: Path, db_url: 
         await client.stop()
 
 
+async def test_thousand_jobs_through_a_real_server(tmp_path: Path, db_url: str):
+    home, log, runs_log = tmp_path / "home", tmp_path / "serve.log", tmp_path / "runs.log"
+    client = Kernel(make_settings(home, db_url))
+    await client.start("client")
+    try:
+        jobs = await client.jobs.submit_many("test.record", [{"log": str(runs_log)} for _ in range(1000)])
+        port = _free_port()
+        server = _spawn(["serve"], _env(home, db_url, KILN_PORT=str(port)), log)
+        try:
+            await _wait_http(port, server, log)
+            deadline = time.monotonic() + 120
+            while (await client.jobs.list(status=SUCCEEDED, limit=1))[1] < 1000:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+        runs = Counter(line.split()[0] for line in runs_log.read_text().splitlines())
+        assert set(runs) == {job.id for job in jobs} and max(runs.values()) == 1
+    finally:
+        await client.stop()
+
+
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
 async def test_two_workers_one_killed_mid_job(tmp_path: Path, db_url: str):
     redis.Redis.from_url(REDIS_URL).flushdb()
