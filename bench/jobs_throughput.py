@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
 import noop_jobs  # noqa: E402,F401  (registers bench.noop)
+from sqlalchemy import delete, func, select  # noqa: E402
 
-from kiln.core.jobs import SUCCEEDED  # noqa: E402
+from kiln.core.jobs import SUCCEEDED, Job, Worker  # noqa: E402
 from kiln.core.kernel import Kernel  # noqa: E402
 from kiln.core.migrations import upgrade  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
@@ -57,6 +58,15 @@ async def _submit_and_wait(kernel: Kernel, n: int, batch: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+async def _warm_then_measure(kernel: Kernel, n: int, batch: int) -> float:
+    """A warm-up round (imports, connections, prepared statements), then the measured one."""
+    await _submit_and_wait(kernel, min(200, n), batch)
+    async with kernel.db.session() as session:
+        await session.execute(delete(Job))
+        await session.commit()
+    return await _submit_and_wait(kernel, n, batch)
+
+
 async def embedded(n: int, batch: int) -> float:
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     try:
@@ -65,15 +75,7 @@ async def embedded(n: int, batch: int) -> float:
         kernel = Kernel(settings)
         await kernel.start("serve")
         try:
-            await _submit_and_wait(kernel, min(200, n), batch)  # warm-up
-            async with kernel.db.session() as session:
-                from sqlalchemy import delete
-
-                from kiln.core.jobs import Job
-
-                await session.execute(delete(Job))
-                await session.commit()
-            return await _submit_and_wait(kernel, n, batch)
+            return await _warm_then_measure(kernel, n, batch)
         finally:
             await kernel.stop()
     finally:
@@ -110,10 +112,6 @@ async def distributed(n: int, batch: int, workers: int, concurrency: int) -> flo
         kernel = Kernel(settings)
         await kernel.start("client")
         try:
-            from sqlalchemy import func, select
-
-            from kiln.core.jobs import Worker
-
             deadline = time.monotonic() + 60
             while True:
                 async with kernel.db.session() as session:
@@ -123,15 +121,7 @@ async def distributed(n: int, batch: int, workers: int, concurrency: int) -> flo
                 if time.monotonic() > deadline:
                     raise SystemExit("workers did not start")
                 await asyncio.sleep(0.2)
-            await _submit_and_wait(kernel, min(200, n), batch)  # warm-up
-            async with kernel.db.session() as session:
-                from sqlalchemy import delete
-
-                from kiln.core.jobs import Job
-
-                await session.execute(delete(Job))
-                await session.commit()
-            return await _submit_and_wait(kernel, n, batch)
+            return await _warm_then_measure(kernel, n, batch)
         finally:
             await kernel.stop()
     finally:
