@@ -55,20 +55,25 @@ async def _discard(kernel: Any, session: AsyncSession, item: MediaItem, reason: 
     log.info("media upload %s rejected: %s", item.id, reason)
 
 
-PROBE_HEAD_BYTES = 16 * 1024 * 1024
+PROBE_HEAD_BYTES = 8 * 1024 * 1024
 
 
-async def _probe_source(kernel: Any, key: str, size: int) -> str | bytes:
-    """The stored file for the header probe: its path on local storage, else its first bytes.
+async def _probe(kernel: Any, key: str, size: int) -> imaging.ImageInfo:
+    """Identify a stored upload from its first bytes: headers and EXIF sit at the start.
 
-    Image headers (and EXIF) sit at the start of the file, so a remote store is read no further
-    than 16 MiB; a multi-GB upload is never pulled back whole.
+    A multi-GB upload is never pulled back whole. Only when the head is not enough (a TIFF whose
+    directory was written after the pixels) is the whole file read.
     """
+    head = bytearray()
+    async for chunk in kernel.blobs.read_stream(key, 0, min(size, PROBE_HEAD_BYTES)):
+        head += chunk
+    try:
+        return await asyncio.to_thread(imaging.probe, head)
+    except imaging.ImageRejected:
+        if size <= PROBE_HEAD_BYTES:
+            raise
     local = kernel.blobs.local_path(key)
-    if local is not None:
-        return str(local)
-    parts = [chunk async for chunk in kernel.blobs.read_stream(key, 0, min(size, PROBE_HEAD_BYTES))]
-    return b"".join(parts)
+    return await asyncio.to_thread(imaging.probe, str(local) if local else await kernel.blobs.read_bytes(key))
 
 
 async def upload_one(
@@ -96,7 +101,7 @@ async def upload_one(
         await _discard(kernel, session, item, f"upload interrupted: {type(exc).__name__}")
         raise
     try:
-        probed = await asyncio.to_thread(imaging.probe, await _probe_source(kernel, item.blob_key, info.size))
+        probed = await _probe(kernel, item.blob_key, info.size)
     except imaging.ImageRejected as exc:
         detail = f"Not an accepted image: {exc}"
         outcome.rejected.append(Rejection(filename, 415, detail))
