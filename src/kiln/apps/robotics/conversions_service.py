@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.common import NotFound, RoboticsError
+from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError
+from kiln.apps.robotics.config import Execution, RoboticsSettings
 from kiln.apps.robotics.configs_service import find_config, latest_revision, migrate_on_load, parse_document
-from kiln.apps.robotics.jobs_service import CONVERT_KIND
+from kiln.apps.robotics.jobs_service import CONVERT_KIND, wait_for_jobs
 from kiln.apps.robotics.models import INDEXED, Asset, AssetMetadata, ConversionRun, JobAsset, OutputArtifact
 from kiln.apps.robotics.schemas import ConversionCreateRequest
 from kiln.apps.robotics.spec import models as spec_models
@@ -24,8 +25,9 @@ from kiln.apps.robotics.spec.migrate import SpecError, auto_mapping, build_legac
 from kiln.apps.robotics.spec.models import ConversionSpec
 from kiln.apps.robotics.views import conversion_summary, job_view, output_summary
 from kiln.core.db import new_id, utcnow
-from kiln.core.jobs.models import Job
+from kiln.core.jobs.models import CANCELLED, FAILED, Job
 from kiln.core.jobs.service import JobService
+from kiln.core.kernel import Kernel
 
 
 def stored_policy(spec: ConversionSpec, requested: str | None) -> dict[str, Any]:
@@ -76,7 +78,8 @@ async def _legacy(session: AsyncSession, req: ConversionCreateRequest, assets: l
 
 
 async def create_conversion(
-    session: AsyncSession, jobs: JobService, home: Path, req: ConversionCreateRequest
+    session: AsyncSession, jobs: JobService, home: Path, req: ConversionCreateRequest,
+    execution: Execution = "background",
 ) -> tuple[dict[str, Any], str]:
     """Validate, store the run and its queued job; returns (detail, job id to kick after commit)."""
     assets = await _assets(session, req.asset_ids)
@@ -117,7 +120,7 @@ async def create_conversion(
     ids = [a.id for a in assets]
     job = await jobs.create(session, CONVERT_KIND, {
         "run_id": run_id, "target_asset_ids": ids,
-        "config": {"execution": "background", **config, "output_path": str(out_dir)}})
+        "config": {"execution": execution, **config, "output_path": str(out_dir)}})
     for pos, a in enumerate(assets):
         session.add(JobAsset(job_id=job.id, asset_id=a.id, position=pos))
     now = utcnow()
@@ -127,6 +130,24 @@ async def create_conversion(
     session.add(run)
     await session.commit()
     return {**conversion_summary(run, job), "output_files": [], "job": job_view(job)}, job.id
+
+
+async def start_conversion(
+    session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, req: ConversionCreateRequest
+) -> dict[str, Any]:
+    """Create a run and start its job. Background: answer it queued. Inline: answer once the
+    job is done; a failure is a 422 with the job's error (the failed run and job stay)."""
+    detail, job_id = await create_conversion(session, kernel.jobs, kernel.settings.home, req, cfg.execution)
+    await kernel.jobs.kick(job_id)
+    if cfg.execution == "background":
+        return detail
+    job = (await wait_for_jobs(kernel, [job_id], cfg.inline_timeout_seconds)).get(job_id)
+    if job is not None and job.status == FAILED:
+        raise RoboticsError(job.error or "conversion failed")
+    if job is not None and job.status == CANCELLED:
+        raise Conflict(f"conversion was cancelled: {detail['id']}")
+    session.expire_all()
+    return await conversion_detail(session, detail["id"])  # still running if the wait ran out
 
 
 async def conversion_detail(session: AsyncSession, run_id: str) -> dict[str, Any]:

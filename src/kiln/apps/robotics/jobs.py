@@ -8,6 +8,7 @@ when `should_cancel` turns true.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from kiln.apps.robotics.config import robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
 from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.models import (
@@ -32,6 +34,12 @@ from kiln.apps.robotics.reading import RecordingError
 from kiln.apps.robotics.spec.migrate import load_spec
 from kiln.core.db import utcnow
 from kiln.core.jobs import JobCancelled, JobContext, job_handler
+
+
+def conversion_workers(kernel: Any) -> int:
+    """Processes one conversion may use: KILN_ROBOTICS_CONVERSION_WORKERS, else KILN_CPU_WORKERS,
+    else every core (0 means "all" for both settings)."""
+    return robotics_settings(kernel).conversion_workers or kernel.settings.cpu_workers or os.cpu_count() or 1
 
 
 class RoboticsJobError(Exception):
@@ -127,7 +135,7 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         result = await asyncio.to_thread(
             run_conversion, paths, spec, out_dir, progress=progress, should_cancel=ctx.cancelled.is_set,
-            max_workers=max(1, ctx.kernel.settings.cpu_workers))
+            max_workers=conversion_workers(ctx.kernel))
     except ConversionCancelled:
         raise JobCancelled("conversion cancelled") from None
     except (ValueError, RecordingError, OSError) as exc:

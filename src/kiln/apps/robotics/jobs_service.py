@@ -7,27 +7,30 @@ import contextlib
 import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kiln.apps.robotics import assets_service
 from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError
-from kiln.apps.robotics.models import JobAsset
-from kiln.apps.robotics.views import JOB_KINDS, job_view
-from kiln.core.jobs.models import FINISHED, STATUSES, Job
+from kiln.apps.robotics.config import Execution, RoboticsSettings
+from kiln.apps.robotics.models import FAILED, PENDING, Asset, JobAsset
+from kiln.apps.robotics.views import JOB_KINDS, asset_summary, job_view
+from kiln.core.jobs.models import FINISHED, STATUSES, SUCCEEDED, Job
 from kiln.core.jobs.service import JOB_UPDATED, JobError, JobNotFound, JobService
 from kiln.core.kernel import Kernel
 
 INDEX_KIND, CONVERT_KIND = "robotics.index", "robotics.convert"
 
 
-async def create_index_jobs(session: AsyncSession, jobs: JobService, asset_ids: list[str], trigger: str) -> list[Job]:
+async def create_index_jobs(session: AsyncSession, jobs: JobService, asset_ids: list[str], trigger: str,
+                            execution: Execution = "background") -> list[Job]:
     """Add one index job per asset to the caller's transaction (kick after commit)."""
     created = []
     for asset_id in asset_ids:
         job = await jobs.create(
             session, INDEX_KIND,
             {"asset_id": asset_id, "target_asset_ids": [asset_id],
-             "config": {"execution": "background", "trigger": trigger}},
+             "config": {"execution": execution, "trigger": trigger}},
             max_attempts=1,  # a damaged recording does not heal by retrying; POST /jobs/{id}/retry can
         )
         session.add(JobAsset(job_id=job.id, asset_id=asset_id, position=0))
@@ -60,6 +63,47 @@ async def wait_for_jobs(kernel: Kernel, job_ids: list[str], timeout: float) -> d
                     async for _topic, data in events:
                         if data.get("id") in pending and data.get("status") in FINISHED:
                             break
+
+
+async def index_asset(session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, asset_id: str) -> dict[str, Any]:
+    """Index one asset through a job and answer its detail once the job is done.
+
+    A failed index answers 422 with the job's error (asset `failed`, error stored). When
+    the wait runs out the detail still says `indexing` and the job carries on.
+    """
+    await assets_service.get_asset(session, asset_id)
+    (job,) = await create_index_jobs(session, kernel.jobs, [asset_id], "index_asset", cfg.execution)
+    await session.commit()
+    await kernel.jobs.kick(job.id)
+    done = (await wait_for_jobs(kernel, [job.id], cfg.wait_seconds(cfg.index_wait_seconds))).get(job.id, job)
+    if done.status == "failed":
+        raise RoboticsError(done.error or "indexing failed")
+    if done.status == "cancelled":
+        raise Conflict(f"indexing was cancelled: job {job.id}")
+    session.expire_all()
+    return await assets_service.asset_detail(session, asset_id)
+
+
+async def reindex_all(session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings) -> dict[str, Any]:
+    """Index every pending, failed or never-indexed asset (oldest first), one job each."""
+    assets = list(await session.scalars(
+        select(Asset).where(or_(Asset.indexing_status.in_([PENDING, FAILED]), Asset.last_indexed_at.is_(None)))
+        .order_by(Asset.registered_at, Asset.id)))
+    created = await create_index_jobs(session, kernel.jobs, [a.id for a in assets], "reindex_all", cfg.execution)
+    pairs = [(a.id, j.id) for a, j in zip(assets, created, strict=True)]
+    await session.commit()
+    await kernel.jobs.kick([j for _a, j in pairs])
+    finished = await wait_for_jobs(kernel, [j for _a, j in pairs], cfg.wait_seconds(cfg.reindex_wait_seconds))
+    session.expire_all()
+    fresh = {a.id: a for a in await session.scalars(select(Asset).where(Asset.id.in_([a for a, _j in pairs])))}
+    indexed, failed, waiting = [], [], []
+    for asset_id, job_id in pairs:
+        status = finished[job_id].status if job_id in finished else "queued"
+        bucket = indexed if status == SUCCEEDED else failed if status in ("failed", "cancelled") else waiting
+        if asset_id in fresh:
+            bucket.append(asset_summary(fresh[asset_id]))
+    return {"indexed_assets": indexed, "failed_assets": failed, "total_requested": len(pairs),
+            "pending_assets": waiting}
 
 
 def _check_filters(type_: str | None, status: str | None) -> tuple[str | None, str | None]:

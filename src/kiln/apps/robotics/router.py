@@ -9,20 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from sqlalchemy import or_, select
 
 from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
-from kiln.apps.robotics.common import Conflict, RoboticsError
-from kiln.apps.robotics.models import FAILED, PENDING, Asset
+from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
 from kiln.apps.robotics.views import asset_summary, job_view
 from kiln.core.auth.deps import OpenSurfaceGuard
 from kiln.core.deps import KernelDep, SessionDep, SettingsDep
-from kiln.core.jobs.models import SUCCEEDED
-
-INDEX_WAIT_SECONDS = 30.0  # indexing reads only the recording's index; answer when it is done
-REINDEX_WAIT_SECONDS = 120.0
 
 router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"])
 router.include_router(conversions_router)
@@ -64,40 +58,15 @@ async def scan_directory(body: ScanDirectoryRequest, session: SessionDep) -> dic
 
 
 @router.post("/assets/reindex-all")
-async def reindex_all(session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
-    assets = list(await session.scalars(
-        select(Asset).where(or_(Asset.indexing_status.in_([PENDING, FAILED]), Asset.last_indexed_at.is_(None)))
-        .order_by(Asset.registered_at, Asset.id)))
-    created = await jobs_service.create_index_jobs(session, kernel.jobs, [a.id for a in assets], "reindex_all")
-    pairs = [(a.id, j.id) for a, j in zip(assets, created, strict=True)]
-    await session.commit()
-    await kernel.jobs.kick([j for _a, j in pairs])
-    finished = await jobs_service.wait_for_jobs(kernel, [j for _a, j in pairs], REINDEX_WAIT_SECONDS)
-    session.expire_all()
-    fresh = {a.id: a for a in await session.scalars(select(Asset).where(Asset.id.in_([a for a, _j in pairs])))}
-    indexed, failed, waiting = [], [], []
-    for asset_id, job_id in pairs:
-        status = finished[job_id].status if job_id in finished else "queued"
-        bucket = indexed if status == SUCCEEDED else failed if status in ("failed", "cancelled") else waiting
-        if asset_id in fresh:
-            bucket.append(asset_summary(fresh[asset_id]))
-    return {"indexed_assets": indexed, "failed_assets": failed, "total_requested": len(pairs),
-            "pending_assets": waiting}
+async def reindex_all(session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep) -> dict[str, Any]:
+    return await jobs_service.reindex_all(session, kernel, cfg)
 
 
 @router.post("/assets/{asset_id}/index")
-async def index_asset(asset_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
-    await assets_service.get_asset(session, asset_id)
-    (job,) = await jobs_service.create_index_jobs(session, kernel.jobs, [asset_id], "index_asset")
-    await session.commit()
-    await kernel.jobs.kick(job.id)
-    done = (await jobs_service.wait_for_jobs(kernel, [job.id], INDEX_WAIT_SECONDS)).get(job.id, job)
-    if done.status == "failed":
-        raise RoboticsError(done.error or "indexing failed")
-    if done.status == "cancelled":
-        raise Conflict(f"indexing was cancelled: job {job.id}")
-    session.expire_all()
-    return await assets_service.asset_detail(session, asset_id)  # still `indexing` if the wait ran out
+async def index_asset(
+    asset_id: str, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep
+) -> dict[str, Any]:
+    return await jobs_service.index_asset(session, kernel, cfg, asset_id)
 
 
 @router.post("/assets/{asset_id}/tags")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from kiln.apps.robotics import (
     authoring_service,
@@ -14,6 +14,7 @@ from kiln.apps.robotics import (
     outputs_service,
 )
 from kiln.apps.robotics.common import NotFound
+from kiln.apps.robotics.config import RoboticsSettings, robotics_settings
 from kiln.apps.robotics.schemas import (
     ConfigCreateRequest,
     ConfigDuplicateRequest,
@@ -29,14 +30,19 @@ from kiln.core.files import range_response
 router = APIRouter()
 
 
+def _robotics_settings(kernel: KernelDep) -> RoboticsSettings:
+    return robotics_settings(kernel)
+
+
+RoboticsSettingsDep = Annotated[RoboticsSettings, Depends(_robotics_settings)]
+
+
 # ------------------------------------------------------------------------------ conversions
 @router.post("/conversions", status_code=201)
 async def create_conversion(
-    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep
+    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep
 ) -> dict[str, Any]:
-    detail, job_id = await conversions_service.create_conversion(session, kernel.jobs, kernel.settings.home, body)
-    await kernel.jobs.kick(job_id)
-    return detail
+    return await conversions_service.start_conversion(session, kernel, cfg, body)
 
 
 @router.get("/conversions")

@@ -1,0 +1,50 @@
+"""Knobs of the robotics surface (`KILN_ROBOTICS_*`), kept here so core settings stay surface-free.
+
+`execution` mirrors the reference's two job modes. Both run through an engine job (so
+cancel, retry and crash recovery work the same way); they differ in when the request
+answers:
+
+* `background` (default): `POST /conversions` answers 201 with the run `queued`; indexing
+  answers once the job is done or after `index_wait_seconds` (it reads only the index).
+* `inline`: the request waits for its job (up to `inline_timeout_seconds`); a failed
+  conversion or index answers 422 `{"detail": "<error>"}` and the failed run/job stay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Execution = Literal["background", "inline"]
+
+
+class RoboticsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KILN_ROBOTICS_", env_file=".env", extra="ignore")
+
+    execution: Execution = Field(default="background", description="background | inline (see module doc).")
+    inline_timeout_seconds: float = Field(default=3600, gt=0, description="Longest wait of an inline request.")
+    index_wait_seconds: float = Field(default=30, gt=0,
+                                      description="Background mode: how long POST /assets/{id}/index waits.")
+    reindex_wait_seconds: float = Field(default=120, gt=0,
+                                        description="Background mode: how long POST /assets/reindex-all waits.")
+    conversion_workers: int = Field(default=0, ge=0,
+                                    description="Processes of one conversion; 0 = KILN_CPU_WORKERS (0 = cores).")
+
+    def wait_seconds(self, background_wait: float) -> float:
+        """How long a request waits for its job in the configured mode."""
+        return self.inline_timeout_seconds if self.execution == "inline" else background_wait
+
+
+def robotics_settings(kernel: Any) -> RoboticsSettings:
+    """The kernel's robotics settings, built from the environment on first use."""
+    cfg = kernel.__dict__.get("robotics_settings")
+    if cfg is None:
+        cfg = kernel.__dict__["robotics_settings"] = RoboticsSettings()
+    return cfg
+
+
+def set_robotics_settings(kernel: Any, cfg: RoboticsSettings) -> None:
+    """Replace the robotics settings of a running kernel (tests, embedding)."""
+    kernel.__dict__["robotics_settings"] = cfg
