@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from kiln.app import create_app
 from tests.apps.media.mediakit import PASSWORD, register, second_client, settings  # noqa: F401  (fixture)
 
 
@@ -74,3 +82,74 @@ async def test_repeated_failed_logins_are_throttled(client):
     codes = [(await client.post("/api/auth/login", json={"email": "c@example.com", "password": "Wrong-pass-1"}))
              .status_code for _ in range(6)]
     assert codes[:5] == [401] * 5 and codes[5] == 429
+
+
+async def test_lockout_is_per_account_and_address_and_per_address(app, client):
+    await client.post("/api/auth/signup", json={"email": "c@example.com", "password": PASSWORD})
+
+    def at(address: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+                                 base_url="http://testserver")
+
+    wrong = {"email": "c@example.com", "password": "Wrong-pass-1"}
+    async with at("10.0.0.1") as one, at("10.0.0.2") as two:
+        for _ in range(5):
+            assert (await one.post("/api/auth/login", json=wrong)).status_code == 401
+        locked = await one.post("/api/auth/login", json={"email": "C@example.com", "password": PASSWORD})
+        assert locked.status_code == 429  # even the right password: no oracle while locked, any case
+        assert locked.json() == {"detail": "Too many failed logins; try again later"}
+        assert 1 <= int(locked.headers["Retry-After"]) <= 15 * 60
+        # The same account from another address is not locked out by someone else's guessing.
+        assert (await two.post("/api/auth/login", json={"email": "c@example.com", "password": PASSWORD})
+                ).status_code == 200
+        # Another account from the locked address is still fine (the pair is locked, not the address).
+        await one.post("/api/auth/signup", json={"email": "d@example.com", "password": PASSWORD})
+        assert (await one.post("/api/auth/login", json={"email": "d@example.com", "password": PASSWORD})
+                ).status_code == 200
+
+    # One address spraying many accounts hits the looser per-address window.
+    async with at("10.0.0.3") as sprayer:
+        codes = [(await sprayer.post("/api/auth/login", json={"email": f"u{n}@example.com",
+                                                              "password": "Wrong-pass-1"})).status_code
+                 for n in range(51)]
+    assert codes[:50] == [401] * 50 and codes[50] == 429
+
+
+async def test_password_policy_answers_what_to_fix(client):
+    cases = {"aaaaaaaaaaaa": "single character", "onlyletterslong": "digit or symbol",
+             "12345678901": "at least one letter", "p@example.com": "email"}
+    for password, expected in cases.items():
+        response = await client.post("/api/auth/signup", json={"email": "p@example.com", "password": password})
+        assert response.status_code == 422 and expected in response.json()["detail"], (password, response.text)
+    assert (await client.post("/api/auth/signup", json={"email": "p@example.com", "password": PASSWORD})
+            ).status_code == 201
+
+
+@pytest.mark.parametrize(("secure", "samesite", "flags", "absent"), [
+    (False, "lax", ["SameSite=lax"], ["Secure"]),  # the default: plain-http local use works
+    (True, "strict", ["Secure", "SameSite=strict"], []),
+    (False, "none", ["Secure", "SameSite=none"], []),  # None without Secure is dropped by browsers
+])
+async def test_cookie_flags_follow_the_settings(settings, secure, samesite, flags, absent):  # noqa: F811
+    configured = settings.model_copy(update={"cookie_secure": secure, "cookie_samesite": samesite})
+    application = create_app(configured, migrate=False)
+    async with (LifespanManager(application, startup_timeout=30),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="https://testserver") as c):
+        user = await register(c, "ann@example.com")
+        cookie = c.cookies["access_token"]
+        login = await c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+        header = login.headers["set-cookie"]
+        for flag in ["HttpOnly", "Max-Age=3600", "Path=/", *flags]:
+            assert flag.lower() in header.lower(), header
+        for flag in absent:
+            assert flag.lower() not in header.lower().split("; "), header
+        claims = jwt_claims(cookie)
+        assert claims["exp"] - claims["iat"] == 30 * 60 and claims["jti"] and user["id"]
+        out = await c.post("/api/auth/logout")
+        cleared = out.headers["set-cookie"]
+        assert "Max-Age=0" in cleared and all(f.lower() in cleared.lower() for f in flags)
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
