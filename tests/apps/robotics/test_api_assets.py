@@ -85,8 +85,11 @@ async def test_register_dialog(client, tmp_path, monkeypatch):
     bag = recording(tmp_path)
     await register(client, bag)
     fresh = recording(tmp_path, "fresh.mcap", "mcap")
-    monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(dialog, "_tk_pick", lambda: [str(fresh), str(bag), str(tmp_path / "gone.bag")])
+    async def picks(chosen):
+        return chosen
+
+    # the real dialog under Xvfb is in test_dialog_display.py; here: what is done with a pick
+    monkeypatch.setattr(dialog, "pick_files", lambda: picks([str(fresh), str(bag), str(tmp_path / "gone.bag")]))
     r = await client.post("/assets/register-dialog")
     body = r.json()
     assert r.status_code == 200 and body["canceled"] is False
@@ -94,7 +97,7 @@ async def test_register_dialog(client, tmp_path, monkeypatch):
     assert [(s["reason"], s["file_path"]) for s in body["skipped"]] == [
         ("duplicate", str(bag)), ("invalid_path", str(tmp_path / "gone.bag"))]
     assert body["skipped"][0]["detail"] == f"asset already registered: {bag.resolve()}"
-    monkeypatch.setattr(dialog, "_tk_pick", lambda: None)
+    monkeypatch.setattr(dialog, "pick_files", lambda: picks(None))
     r = await client.post("/assets/register-dialog")
     assert r.json() == {"canceled": True, "registered_assets": [], "skipped": []}
 
