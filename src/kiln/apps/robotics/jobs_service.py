@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -147,20 +148,18 @@ async def get_job(session: AsyncSession, job_id: str) -> Job:
 
 
 async def cancel_job(session: AsyncSession, jobs: JobService, job_id: str) -> dict[str, Any]:
-    await get_job(session, job_id)
-    try:
-        job = await jobs.cancel(job_id)
-    except JobNotFound:
-        raise NotFound(f"job not found: {job_id}") from None
-    except JobError as exc:
-        raise Conflict(str(exc)) from None
-    return job_view(job)
+    return await _act(session, jobs.cancel, job_id)
 
 
 async def retry_job(session: AsyncSession, jobs: JobService, job_id: str) -> dict[str, Any]:
+    return await _act(session, jobs.retry, job_id)
+
+
+async def _act(session: AsyncSession, action: Callable[[str], Awaitable[Job]], job_id: str) -> dict[str, Any]:
+    """Cancel or retry one robotics job: 404 for other surfaces' jobs, 409 when not allowed now."""
     await get_job(session, job_id)
     try:
-        job = await jobs.retry(job_id)
+        job = await action(job_id)
     except JobNotFound:
         raise NotFound(f"job not found: {job_id}") from None
     except JobError as exc:

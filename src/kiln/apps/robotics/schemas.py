@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kiln.apps.robotics.spec.draft import DraftRequest as DomainDraftRequest
+
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -94,20 +96,15 @@ class InspectRequest(Request):
         return _unique_nonblank(v, "topics")
 
 
-class DraftSpecRequest(Request):
-    trigger_topic: str | None = None
-    selected_topics: list[str] = Field(default_factory=list)
-    join_topics: list[str] = Field(default_factory=list)
-    schema_name: str = "draft_conversion"
-    schema_version: int = Field(1, ge=1)
-    output_format: Literal["parquet", "tfrecord"] = "tfrecord"
-    output_compression: str = "none"
+class DraftSpecRequest(DomainDraftRequest):
+    """The domain's draft request with the HTTP limits (and blank topics refused, not dropped)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
     max_features_per_topic: int = Field(2, ge=1, le=64)
-    label_feature: str | None = None
-    include_preview: bool = True
     preview_rows: int = Field(5, ge=1, le=100)
 
-    @field_validator("selected_topics", "join_topics")
+    @field_validator("selected_topics", "join_topics", mode="before")
     @classmethod
     def _topics(cls, v: list[str]) -> list[str]:
         return _unique_nonblank(v, "topics")
