@@ -5,142 +5,25 @@ Sources, fastest first: the MCAP summary (statistics, chunk and message indexes)
 ROS1 bag index (connection and chunk-info records plus the index records of the first
 and last chunk of each topic), a rosbag2 `metadata.yaml`, SQL aggregates on a `.db3`;
 only an unindexed file is scanned message by message.
-`RecordingIndex.to_metadata(asset_id)` returns the asset metadata document the robotics
-HTTP surface stores (duration, start/end time, topics with type/count/rate/modality,
-sensor types, default episode, raw metadata with the real chunk compression).
+The index types and the metadata document live in `recording_index.py`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import struct
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kiln.apps.robotics.reading import RecordingError, SourceInfo, detect_source, open_recording
+from kiln.apps.robotics.recording_index import (
+    RecordingIndex,
+    TopicIndex,
+    classify_message_type,
+    compression_label,
+)
 
-_TELEMETRY = ("odometry", "twist", "pose", "jointstate", "joint_state", "navsatfix", "gps",
-              "temperature", "battery", "magneticfield", "fluidpressure")
-
-
-def classify_message_type(msgtype: str) -> tuple[str, str]:
-    """(modality, sensor family) of a message type, by substring like the reference."""
-    t = msgtype.lower()
-    if "image" in t:
-        return "image", "camera"
-    if any(k in t for k in ("pointcloud", "point_cloud", "laser", "scan")):
-        return "points", "lidar"
-    if "imu" in t:
-        return "scalar_series", "imu"
-    if any(k in t for k in _TELEMETRY):
-        return "scalar_series", "telemetry"
-    return "other", "other"
-
-
-@dataclass
-class TopicIndex:
-    name: str
-    message_type: str
-    message_count: int
-    first_ns: int | None = None
-    last_ns: int | None = None
-
-    @property
-    def rate_hz(self) -> float:
-        # (count - 1) / span: n messages delimit n - 1 periods (the reference used n / span)
-        if self.message_count < 2 or self.first_ns is None or self.last_ns is None:
-            return 0.0
-        span = (self.last_ns - self.first_ns) / 1e9
-        return round((self.message_count - 1) / span, 3) if span > 0 else 0.0
-
-    @property
-    def modality(self) -> str:
-        return classify_message_type(self.message_type)[0]
-
-
-@dataclass
-class RecordingIndex:
-    path: Path
-    file_size_bytes: int
-    storage_format: str
-    ros_version: str
-    compression_format: str
-    index_source: str  # mcap-summary | bag-index | metadata-yaml | sqlite | scan
-    start_ns: int | None
-    end_ns: int | None
-    topics: list[TopicIndex] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def message_count(self) -> int:
-        return sum(t.message_count for t in self.topics)
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.start_ns is None or self.end_ns is None:
-            return None
-        return (self.end_ns - self.start_ns) / 1e9
-
-    def topic(self, name: str) -> TopicIndex | None:
-        return next((t for t in self.topics if t.name == name), None)
-
-    def sensor_types(self) -> list[str]:
-        seen: list[str] = []
-        for t in self.topics:
-            family = classify_message_type(t.message_type)[1]
-            if family != "other" and family not in seen:
-                seen.append(family)
-        return seen or (["other"] if self.topics else [])
-
-    def to_metadata(self, asset_id: str | None = None) -> dict[str, Any]:
-        duration = self.duration_s
-        return {
-            "duration": duration,
-            "start_time": _iso(self.start_ns),
-            "end_time": _iso(self.end_ns),
-            "topic_count": len(self.topics),
-            "message_count": self.message_count,
-            "sensor_types": self.sensor_types(),
-            "topics": [
-                {"name": t.name, "message_type": t.message_type, "message_count": t.message_count,
-                 "rate_hz": t.rate_hz, "modality": t.modality}
-                for t in self.topics
-            ],
-            "default_episode": {
-                "episode_id": f"{asset_id}:default" if asset_id else "default",
-                "label": "Episode 1",
-                "duration": duration,
-            },
-            "visualization_summary": {
-                "has_visualizable_streams": any(t.modality != "other" for t in self.topics),
-                "default_lane_count": sum(1 for t in self.topics if t.modality != "other"),
-            },
-            "raw_metadata": {
-                "compression_format": self.compression_format,
-                "file_path": str(self.path),
-                "file_size_bytes": self.file_size_bytes,
-                "path": str(self.path),
-                "ros_version": self.ros_version,
-                "storage_format": self.storage_format,
-                "index_source": self.index_source,
-            },
-            "indexing_error": None,
-        }
-
-
-def _iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    dt = datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(microsecond=(ns % 1_000_000_000) // 1000)
-    return dt.isoformat().replace("+00:00", "Z")
-
-
-def _compression_label(kinds: set[str]) -> str:
-    real = sorted(k for k in kinds if k and k != "none")
-    return "+".join(real) if real else "none"
-
+__all__ = ["RecordingIndex", "TopicIndex", "classify_message_type", "index_recording"]
 
 def _size(src: SourceInfo) -> int:
     return sum(f.stat().st_size for f in src.files if f.exists()) if src.files else src.path.stat().st_size
@@ -188,7 +71,7 @@ def _merge(parts: list[RecordingIndex], src: SourceInfo) -> RecordingIndex:
     ends = [p.end_ns for p in parts if p.end_ns is not None]
     kinds = {k for p in parts for k in p.compression_format.split("+")}
     return RecordingIndex(src.path, _size(src), parts[0].storage_format, parts[0].ros_version,
-                          _compression_label(kinds), parts[0].index_source,
+                          compression_label(kinds), parts[0].index_source,
                           min(starts) if starts else None, max(ends) if ends else None, list(topics.values()))
 
 
@@ -288,7 +171,7 @@ def _index_bag(path: Path) -> RecordingIndex:
         t.first_ns, t.last_ns = _min(t.first_ns, first), _max(t.last_ns, last)
     start = min((c[1] for c in chunks), default=None)
     end = max((c[2] for c in chunks), default=None)
-    return RecordingIndex(path, path.stat().st_size, "bag", "ROS1", _compression_label(compressions),
+    return RecordingIndex(path, path.stat().st_size, "bag", "ROS1", compression_label(compressions),
                           "bag-index", start, end, list(topics.values()))
 
 
@@ -341,7 +224,7 @@ def _index_mcap(path: Path, src: SourceInfo) -> RecordingIndex:
     compressions = {c.compression or "none" for c in summary.chunk_indexes} or {"none"}
     empty = stats.message_count == 0
     ros = "ROS1" if encodings == {"ros1"} else src.ros_version
-    return RecordingIndex(src.path, _size(src), "mcap", ros, _compression_label(compressions), "mcap-summary",
+    return RecordingIndex(src.path, _size(src), "mcap", ros, compression_label(compressions), "mcap-summary",
                           None if empty else stats.message_start_time, None if empty else stats.message_end_time,
                           list(topics.values()))
 
@@ -388,7 +271,7 @@ def _index_rosbag2_dir(src: SourceInfo) -> RecordingIndex:
                              start if topics else None, end if topics else None, topics)
         kinds = set()
     kinds.add(file_compression)
-    idx.compression_format = _compression_label(kinds)
+    idx.compression_format = compression_label(kinds)
     return idx
 
 
