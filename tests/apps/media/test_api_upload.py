@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from httpx_ws.transport import ASGIWebSocketTransport
 from PIL import Image
 
 from kiln.apps.media.config import MediaSettings, set_media_settings
+from kiln.apps.media.routes_media import parse_since
 from tests.apps.media.mediakit import photo, register, second_client, settings, upload, wait_status  # noqa: F401  (fixture)
 from tests.fakes.detector import fake_detector  # noqa: F401  (fixture)
 
@@ -51,7 +54,7 @@ async def test_upload_runs_the_pipeline_to_ready(app, client):
     part = await client.get(item["image_url"], headers={"Range": "bytes=0-99"})
     assert part.status_code == 206 and part.content == data[:100]
     thumb = await client.get(item["thumbnail_url"])
-    assert thumb.status_code == 200 and Image.open(__import__("io").BytesIO(thumb.content)).size == (400, 300)
+    assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (400, 300)
 
     points = (await client.get("/api/map")).json()
     assert points["total"] == 1 and points["items"][0]["id"] == media_id
@@ -151,3 +154,74 @@ async def test_websocket_pushes_only_the_callers_updates(app, client):
                 with pytest.raises(Exception) as closed:
                     await ws.receive_text()
             assert getattr(closed.value, "code", None) == 1008
+
+
+async def test_websocket_since_replays_missed_updates_then_streams(app, client):
+    await register(client, "ann@example.com")
+    token = client.cookies["access_token"]
+    async with second_client(app) as other:
+        await register(other, "bob@example.com")
+        await upload(other, ("bob.jpg", photo(color=(1, 2, 3)), "image/jpeg"))  # never replayed to ann
+        before = (await client.get("/api/health")).json()["timestamp"]
+        (missed_id,) = (await upload(client, ("missed.jpg", photo(), "image/jpeg"))).json()["media_ids"]
+        await wait_status(client, missed_id, {"READY"})
+        async with (ASGIWebSocketTransport(app=app) as transport,
+                    httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http):
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": before}) as ws:
+                replayed = [await _next_json(ws) for _ in range(5)]
+                assert [m["status"] for m in replayed] == ["PENDING", "UPLOADED", "EXTRACTING", "PROCESSING",
+                                                           "READY"]
+                assert {m["media_id"] for m in replayed} == {missed_id} and all(m["replayed"] for m in replayed)
+                assert replayed[1]["img_url"] == f"/api/media/{missed_id}/image" and replayed[2]["worker"]
+                # Then live updates follow on the same socket, each once.
+                (live_id,) = (await upload(client, ("live.jpg", photo(color=(90, 9, 9)), "image/jpeg"))
+                              ).json()["media_ids"]
+                live = []
+                while not live or live[-1]["status"] != "READY":
+                    live.append(await _next_json(ws))
+                assert [m["status"] for m in live] == ["PENDING", "UPLOADED", "EXTRACTING", "PROCESSING", "READY"]
+                assert {m["media_id"] for m in live} == {live_id} and not any(m.get("replayed") for m in live)
+
+            # A `since` after everything replays nothing; a bad one is refused with a clear close.
+            later = (await client.get("/api/health")).json()["timestamp"]
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": later}) as ws:
+                with pytest.raises(asyncio.TimeoutError):
+                    await _next_json(ws, timeout=0.5)
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": "yesterday"}
+                                   ) as ws:
+                with pytest.raises(Exception) as closed:
+                    await ws.receive_text()
+            assert getattr(closed.value, "code", None) == 1007
+
+            # A token revoked by logout is refused on the socket too.
+            await client.post("/api/auth/logout")
+            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token}) as ws:
+                with pytest.raises(Exception) as closed:
+                    await ws.receive_text()
+            assert getattr(closed.value, "code", None) == 1008 and "revoked" in str(closed.value.reason)
+
+
+def test_since_accepts_iso_and_epoch():
+    assert parse_since("2026-03-01T10:00:00Z") == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert parse_since("2026-03-01T10:00:00") == datetime(2026, 3, 1, 10, tzinfo=UTC)  # naive = UTC
+    assert parse_since("1772359200") == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        parse_since("soon")
+
+
+async def test_heic_is_accepted_when_pillow_heif_is_installed(client):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (30, 140, 60)).save(buf, format="HEIF")
+    await register(client, "ann@example.com")
+    response = await upload(client, ("phone.heic", buf.getvalue(), "image/heic"))
+    assert response.status_code == 201, response.text
+    (media_id,) = response.json()["media_ids"]
+    item = await wait_status(client, media_id, {"READY", "FAILED"})
+    assert item["status"] == "READY", item
+    meta = item["metadata"]
+    assert meta["mime"] == "image/heif" and (meta["width"], meta["height"]) == (320, 240)
+    thumb = await client.get(item["thumbnail_url"])
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).size == (320, 240)

@@ -83,12 +83,15 @@ async def upload_one(
     """Store one file: PENDING row, stream to the blob store, verify, dedupe, UPLOADED + job."""
     cfg = media_settings(kernel)
     media_id = new_id()
+    now = utcnow()
     item = MediaItem(id=media_id, user_id=user_id, status=PENDING, filename=filename[:255] or "file",
-                     blob_key=f"{blob_prefix(user_id, media_id)}/original", has_trash=False, attempts=0)
+                     blob_key=f"{blob_prefix(user_id, media_id)}/original", has_trash=False, attempts=0,
+                     created_at=now, updated_at=now)
     session.add(item)
-    add_log(session, media_id, status_message(PENDING), status=PENDING, at=item.created_at)
+    add_log(session, media_id, status_message(PENDING), status=PENDING, at=now)
     await session.commit()
-    await publish_all(kernel.events, [StatusEvent(user_id, media_id, PENDING, None, utcnow())])
+    # Stamped like its log row, so a `since` replay and the live push name the same update.
+    await publish_all(kernel.events, [StatusEvent(user_id, media_id, PENDING, None, now)])
 
     try:
         info = await kernel.blobs.write_stream(item.blob_key, chunks, max_bytes=cfg.max_upload_bytes)
