@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
+from kiln.apps.media.config import MediaSettings, set_media_settings
 from kiln.apps.media.system_load import record_load_sample
+from kiln.apps.media.ux import UxMiddleware, tracker_for
 from kiln.core.db import utcnow
 from kiln.settings import DEFAULT_WORKER_NAMES
 from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
@@ -74,3 +77,29 @@ async def test_user_experience_counts_active_users_and_response_times(app, clien
     assert body["daily_activity"][-1] == 2 and body["daily_activity"][:-1] == [0] * 6
     assert body["requests_last_hour"] >= 9 and body["avg_response_time"] > 0
     assert body["p50_response_time"] <= body["p95_response_time"]
+
+
+async def test_ux_middleware_adds_well_under_a_millisecond(app, client):
+    await register(client, "ann@example.com")
+    cookie = f"access_token={client.cookies['access_token']}".encode()
+
+    async def endpoint(scope, receive, send):
+        return None
+
+    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, ux_flush_seconds=3600))  # no flush mid-count
+    middleware = UxMiddleware(endpoint)
+    scope = {"type": "http", "app": app, "method": "GET", "path": "/api/vault", "headers": [(b"cookie", cookie)]}
+    n = 3000
+
+    async def timed(handler) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await handler(dict(scope), None, None)
+        return (time.perf_counter() - started) / n * 1000
+
+    await timed(middleware)  # warm the token cache
+    tracker = tracker_for(app.state.kernel)
+    before = tracker.count
+    overhead_ms = await timed(middleware) - await timed(endpoint)
+    assert overhead_ms < 1.0, f"{overhead_ms:.3f} ms per request"
+    assert tracker.count - before == n  # it really recorded them
