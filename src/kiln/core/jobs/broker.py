@@ -8,25 +8,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from taskiq import AsyncBroker, InMemoryBroker
 from taskiq.api import run_receiver_task
 
+log = logging.getLogger(__name__)
 Execute = Callable[[str], Awaitable[None]]
 TASK_NAME = "kiln.run_job"
 QUEUE_NAME = "kiln:jobs"
 
 
+def _batching_redis_broker(url: str, fetch: int) -> AsyncBroker:
+    """A Redis list queue that moves job ids in batches: one LPUSH for a whole submit, and
+    BRPOP plus one RPOP-with-count per fetch, instead of one round trip per job."""
+    from redis.asyncio import Redis
+    from taskiq_redis import ListQueueBroker
+
+    class BatchingListQueueBroker(ListQueueBroker):
+        async def kick_many(self, messages: Sequence[bytes]) -> None:
+            async with Redis(connection_pool=self.connection_pool) as conn:
+                await conn.lpush(self.queue_name, *messages)
+
+        async def listen(self) -> AsyncGenerator[bytes, None]:
+            while True:
+                try:
+                    async with Redis(connection_pool=self.connection_pool) as conn:
+                        first = await conn.brpop([self.queue_name], timeout=5)
+                        if first is None:
+                            continue
+                        yield first[1]
+                        for message in (await conn.rpop(self.queue_name, fetch - 1) if fetch > 1 else None) or []:
+                            yield message
+                except RedisConnectionError as exc:
+                    log.warning("redis queue connection error: %s", exc)
+                    await asyncio.sleep(0.5)
+
+    return BatchingListQueueBroker(url, queue_name=QUEUE_NAME)
+
+
 def _make_broker(url: str, concurrency: int) -> AsyncBroker:
     if url.startswith("memory"):
         # Concurrency is bounded by the runner's worker slots, not here.
-        return InMemoryBroker(max_async_tasks=100_000, max_stored_results=1, propagate_exceptions=False)
+        return InMemoryBroker(
+            max_async_tasks=100_000, max_stored_results=1, propagate_exceptions=False, cast_types=False
+        )
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from taskiq_redis import ListQueueBroker
-
-        return ListQueueBroker(url, queue_name=QUEUE_NAME)
+        return _batching_redis_broker(url, fetch=max(1, concurrency // 2))
     if url.startswith(("amqp://", "amqps://")):
         try:
             from taskiq_aio_pika import AioPikaBroker
@@ -81,8 +112,13 @@ class JobBroker:
         if self.in_process and self._execute is None:
             # An admin command on an embedded deployment: the server's recovery sweep picks the job up.
             return
-        # Concurrent sends: a batch of ids costs about one round trip to the broker, not one each.
         ids = list(job_ids)
+        kick_many = getattr(self.broker, "kick_many", None)
+        if kick_many is not None and len(ids) > 1:
+            kicker = self._task.kicker()
+            await kick_many([self.broker.formatter.dumps(kicker._prepare_message(i)).message for i in ids])
+            return
+        # Concurrent sends: a batch of ids costs about one round trip to the broker, not one each.
         for start in range(0, len(ids), 64):
             await asyncio.gather(*(self._task.kiq(job_id) for job_id in ids[start : start + 64]))
 
@@ -111,6 +147,7 @@ class JobBroker:
                 max_async_tasks=self.concurrency,
                 max_prefetch=self.concurrency,
                 propagate_exceptions=False,
+                validate_params=False,
                 run_startup=False,
             )
         )
