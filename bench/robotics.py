@@ -130,6 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=float, default=1024)
     ap.add_argument("--skip-hephaes", action="store_true")
+    ap.add_argument("--runs", type=int, default=5, help="raw read + conversion pairs (the median counts)")
     ap.add_argument("--out-dir", type=Path, default=WORK, help="where outputs go (e.g. /dev/shm to leave out the disk)")
     ap.add_argument("--child-convert", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,24 +155,40 @@ def main() -> None:
     print(f"index: {index_s * 1000:.1f} ms ({idx.message_count} messages, {len(idx.topics)} topics)")
 
     raw_read(rec, False)  # warm the page cache
-    raw_s = min(raw_read(rec, False) for _ in range(3))
     deser_s = raw_read(rec, True)
-    print(f"rosbags raw read: {size_mb / raw_s:.0f} MB/s; read + deserialize all: {size_mb / deser_s:.0f} MB/s")
-
     out = args.out_dir / "kiln-out"
-    shutil.rmtree(out, ignore_errors=True)
-    def convert(shards: int) -> dict:
-        shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(out), str(shards)],
+
+    def convert(shards: int, target: Path = out) -> dict:
+        shutil.rmtree(target, ignore_errors=True)
+        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards)],
                               capture_output=True, text=True, check=True)
+        shutil.rmtree(target, ignore_errors=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    conv = convert(1)
+    # The machine is shared and noisy: each conversion is paired with a raw read measured just
+    # before it, and the ratio of each pair counts (median and range over the pairs).
+    pairs = []
+    for _ in range(args.runs):
+        raw = min(raw_read(rec, False) for _ in range(2))
+        pairs.append((raw, convert(1)))
+    ratios = sorted(raw / c["elapsed"] for raw, c in pairs)
+    ratio_raw = statistics.median(ratios)
+    raw_s = statistics.median(raw for raw, _c in pairs)
+    conv = sorted((c for _r, c in pairs), key=lambda c: c["elapsed"])[len(pairs) // 2]  # the median run
     mbps = size_mb / conv["elapsed"]
-    print(f"kiln parquet conversion: {conv['elapsed']:.2f} s = {mbps:.0f} MB/s, {conv['rows']} rows, "
-          f"peak RSS {conv['peak_rss_mb']:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
-    ratio_raw = mbps / (size_mb / raw_s)
-    print(f"ratio to rosbags raw read: {ratio_raw:.2f} (to read + deserialize: {mbps / (size_mb / deser_s):.2f})")
+    speeds = sorted(size_mb / c["elapsed"] for _r, c in pairs)
+    peak_rss = max(c["peak_rss_mb"] for _r, c in pairs)
+    print(f"rosbags raw read: {size_mb / raw_s:.0f} MB/s (median of the runs' baselines); read + deserialize all: "
+          f"{size_mb / deser_s:.0f} MB/s")
+    print(f"kiln parquet conversion to {args.out_dir} (median of {len(pairs)}): {conv['elapsed']:.2f} s = "
+          f"{mbps:.0f} MB/s (range {speeds[0]:.0f}-{speeds[-1]:.0f}), {conv['rows']} rows, "
+          f"peak RSS {peak_rss:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
+    print(f"ratio to rosbags raw read, per pair: median {ratio_raw:.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f}); "
+          f"to read + deserialize: {mbps / (size_mb / deser_s):.2f}")
+    shm = Path("/dev/shm")
+    if shm.is_dir() and args.out_dir.resolve() != shm:
+        mem = convert(1, shm / f"kiln-bench-{os.getpid()}")
+        print(f"  (extra: the same conversion written to /dev/shm, no disk: {size_mb / mem['elapsed']:.0f} MB/s)")
     cores = os.cpu_count() or 1
     if cores > 1:
         multi = convert(cores)
@@ -196,17 +213,20 @@ def main() -> None:
         else:
             print("hephaes conversion failed: " + proc.stderr.strip().splitlines()[-1][:300])
 
-    checks = {
-        "speedup_vs_hephaes >= 10": None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"],
-        "conversion >= 40% of raw read": ratio_raw >= GOALS["ratio_vs_raw"],
-        "peak RSS < 600 MB": conv["peak_rss_mb"] < GOALS["peak_rss_mb"],
-        "index < 1 s": index_s < GOALS["index_s"],
-        "preview < 0.5 s": preview_s < GOALS["preview_s"],
-    }
-    shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(args.out_dir / "hephaes-out", ignore_errors=True)
-    print("goals: " + ", ".join(f"{k}: {'n/a' if v is None else 'met' if v else 'MISSED'}" for k, v in checks.items()))
-
+    rows = [
+        ("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]),
+        ("parquet conversion vs rosbags raw read", ">= 0.40", f"{ratio_raw:.2f} ({mbps:.0f} MB/s)",
+         ratio_raw >= GOALS["ratio_vs_raw"]),
+        ("parquet conversion vs hephaes 0.3.0", ">= 10x", "n/a" if speedup is None else f"{speedup:.1f}x",
+         None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"]),
+        ("peak RSS, 1 GB input", "< 600 MB", f"{peak_rss:.0f} MB", peak_rss < GOALS["peak_rss_mb"]),
+        ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"]),
+    ]
+    print(f"\n| {'measure':40} | {'goal':8} | {'measured':20} | verdict |")
+    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 22}|---------|")
+    for name, goal, measured, ok in rows:
+        print(f"| {name:40} | {goal:8} | {measured:20} | {'n/a' if ok is None else 'met' if ok else 'MISSED':7} |")
 
 if __name__ == "__main__":
     main()
