@@ -81,3 +81,18 @@ def test_unsupported_and_broken_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RecordingError, match="holds no recording"):
         detect_source(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("fmt", ["mcap", "mcap-zstd"])
+def test_mcap_messages_outlive_the_reader_and_match_rosbags(tmp_path, fmt):
+    """The direct chunk reader hands out views into memory-mapped chunks: they must stay
+    valid after the reader is closed and hold exactly what rosbags reads."""
+    from rosbags.highlevel import AnyReader
+
+    path = _write(tmp_path, fmt)
+    with open_recording(path) as reader:
+        assert reader._fast is not None  # the direct reader is the one under test
+        kept = [(m.topic, m.timestamp_ns, m.data) for m in reader.iter_raw()]
+    with AnyReader([path]) as ref:
+        expected = [(c.topic, t, bytes(d)) for c, t, d in ref.messages()]
+    assert sorted((t, ts, bytes(d)) for t, ts, d in kept) == sorted(expected)
