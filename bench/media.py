@@ -325,6 +325,22 @@ async def fill_pg(dsn: str, user_id: str, n: int) -> None:
         await con.close()
 
 
+async def _analyze(kind: str, home: Path, database_url: str | None) -> None:
+    if kind == "sqlite":
+        con = sqlite3.connect(home / "kiln.db", timeout=60)
+        con.execute("ANALYZE")
+        con.close()
+        return
+    import asyncpg
+
+    con = await asyncpg.connect(database_url.replace("+asyncpg", ""))  # type: ignore[union-attr]
+    try:
+        await con.execute("VACUUM ANALYZE media_items")
+        await con.execute("VACUUM ANALYZE media_detections")
+    finally:
+        await con.close()
+
+
 async def map_bench(kind: str, n: int, requests: int) -> dict[str, float]:
     import httpx
 
@@ -360,6 +376,7 @@ async def map_bench(kind: str, n: int, requests: int) -> dict[str, float]:
                 await fill_pg(database_url.replace("+asyncpg", ""), user_id, n)  # type: ignore[union-attr]
             print(f"  inserted in {time.perf_counter() - t:.1f} s", flush=True)
             marker.write_text(json.dumps({"user_id": user_id}))
+        await _analyze(kind, home, database_url)  # planner statistics for the indexes the server migrated
         rng = random.Random(11)
         out: dict[str, float] = {}
         for label, span, resolution, count in (("viewport", 0.1, 0.005, requests),

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, select
+from sqlalchemy import Integer, and_, case, cast, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.media.models import MediaDetection, MediaItem
@@ -72,8 +72,10 @@ async def grid_stats(session: AsyncSession, user_id: str, bbox: BBox, resolution
     # The epsilon keeps a point on a cell edge in that cell: 19.9 / 0.01 is 1989.9999999999998.
     ci = _floor(MediaItem.lat / resolution + EDGE_EPSILON, dialect).label("ci")
     cj = _floor(MediaItem.lng / resolution + EDGE_EPSILON, dialect).label("cj")
-    where = [MediaItem.user_id == user_id, MediaItem.lat.is_not(None), MediaItem.lng.is_not(None),
-             MediaItem.has_trash.is_(True), *_bbox_filter(bbox)]
+    # `has_trash = true`, not `IS true`: only equality lets PostgreSQL range-scan the covering
+    # index (user_id, has_trash, lat, lng, confidence, id), so no table row is read.
+    where = [MediaItem.user_id == user_id, MediaItem.has_trash == true(), MediaItem.lat.is_not(None),
+             MediaItem.lng.is_not(None), *_bbox_filter(bbox)]
     cells = (await session.execute(
         select(ci, cj, func.count().label("n"), func.avg(func.coalesce(MediaItem.confidence, 0.0)))
         .where(*where).group_by(ci, cj).order_by(ci, cj)
@@ -99,10 +101,12 @@ async def grid_stats(session: AsyncSession, user_id: str, bbox: BBox, resolution
     return out
 
 
-async def fingerprint(session: AsyncSession, user_id: str) -> tuple[int, str | None]:
-    """Changes whenever the user's media change (add, delete, any status/detection update)."""
-    n, latest = (await session.execute(select(func.count(), func.max(MediaItem.updated_at))
-                                       .where(MediaItem.user_id == user_id))).one()
+async def fingerprint(session: AsyncSession, user_id: str, bbox: BBox | None = None) -> tuple[int, str | None]:
+    """Changes whenever the user's media in ``bbox`` change: an insert or update moves the
+    newest ``updated_at``, a delete or a move out of the box lowers the count. Read from the
+    (user_id, lat, lng, updated_at) index alone, and only over the box a cached entry covers."""
+    where = [MediaItem.user_id == user_id, *_bbox_filter(bbox)]
+    n, latest = (await session.execute(select(func.count(), func.max(MediaItem.updated_at)).where(*where))).one()
     return int(n or 0), latest.isoformat() if latest is not None else None
 
 

@@ -23,7 +23,9 @@ class MediaItem(Base):
     __table_args__ = (
         Index("ix_media_items_user_created", "user_id", "created_at"),
         Index("ix_media_items_user_sha256", "user_id", "sha256"),
-        Index("ix_media_items_user_lat_lng", "user_id", "lat", "lng"),
+        Index("ix_media_items_user_lat_lng", "user_id", "lat", "lng", "updated_at"),
+        # covering index of the map's grid statistics (migration 0005)
+        Index("ix_media_items_map_trash", "user_id", "has_trash", "lat", "lng", "confidence", "id"),
         Index("ix_media_items_status_updated", "status", "updated_at"),
     )
 
@@ -75,11 +77,12 @@ class MediaTaskLog(Base):
 
 class MediaDetection(Base):
     __tablename__ = "media_detections"
+    __table_args__ = (Index("ix_media_detections_media_label", "media_id", "label"),)
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     media_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("media_items.id", ondelete="CASCADE"), index=True
-    )
+        UUIDStr(), ForeignKey("media_items.id", ondelete="CASCADE")
+    )  # indexed by (media_id, label)
     label: Mapped[str] = mapped_column(String(100))
     confidence: Mapped[float] = mapped_column(Float)  # 0..1
     bbox: Mapped[dict[str, float]] = mapped_column(JSONType)  # {x, y, w, h} normalised, top-left origin
