@@ -113,6 +113,8 @@ class JobRunner:
             return
         slot = await self._free.get()
         try:
+            if self._stopping:  # stopped while waiting for a slot: leave the job queued
+                return
             job = await self._claim(job_id, slot)
             if job is not None:
                 await self._run(job, slot)
