@@ -71,3 +71,20 @@ async def test_unhandled_errors_leak_nothing(app, failing_route: str):
     assert response.status_code == 500
     assert response.json() == {"detail": "internal server error"}
     assert "hunter2" not in response.text
+
+
+async def test_first_start_on_a_fresh_home_migrates_and_serves(tmp_path):
+    """What a new user does: no KILN_HOME yet, default SQLite, migrations on start."""
+    from asgi_lifespan import LifespanManager
+
+    from kiln.app import create_app
+    from kiln.settings import Settings
+
+    home = tmp_path / "does" / "not" / "exist"
+    app = create_app(Settings(_env_file=None, home=home))
+    async with LifespanManager(app, startup_timeout=60):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            assert (await http.get("/readyz")).status_code == 200
+            assert (await http.get("/assets")).status_code == 200
+    assert (home / "kiln.db").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 HERE = Path(__file__).parent
 
@@ -21,6 +22,10 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations (blocking; from async code call it via `asyncio.to_thread`)."""
+    database = make_url(url).database
+    if url.startswith("sqlite") and database and database != ":memory:":
+        # A fresh KILN_HOME: SQLite cannot create the directory its file lives in.
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)
 
 
