@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from kiln.core.blobs import BlobStore, blob_store_from_settings
 from kiln.core.db import Database
@@ -24,6 +24,7 @@ from kiln.settings import Settings
 
 log = logging.getLogger(__name__)
 Role = Literal["serve", "worker", "client"]
+T = TypeVar("T")
 
 
 class Kernel:
@@ -43,6 +44,17 @@ class Kernel:
         self.role: Role | None = None
         self._stop = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._surface_settings: dict[type, Any] = {}
+
+    def surface_settings(self, cls: type[T]) -> T:
+        """A surface's own settings object (e.g. `KILN_MEDIA_*`), read from the environment once."""
+        if cls not in self._surface_settings:
+            self._surface_settings[cls] = cls()
+        return self._surface_settings[cls]
+
+    def set_surface_settings(self, value: Any) -> None:
+        """Replace a surface's settings on a running kernel (tests, embedding)."""
+        self._surface_settings[type(value)] = value
 
     def _engine_periodic(self) -> PeriodicSpec:
         async def recover(kernel: Kernel) -> None:

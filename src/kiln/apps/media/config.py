@@ -42,12 +42,9 @@ class MediaSettings(BaseSettings):
 
 def media_settings(kernel: Any) -> MediaSettings:
     """The kernel's media settings, built from the environment on first use."""
-    cfg = kernel.__dict__.get("media_settings")
-    if cfg is None:
-        cfg = kernel.__dict__["media_settings"] = MediaSettings()
-    return cfg
+    return kernel.surface_settings(MediaSettings)
 
 
 def set_media_settings(kernel: Any, cfg: MediaSettings) -> None:
     """Replace the media settings of a running kernel (tests, embedding)."""
-    kernel.__dict__["media_settings"] = cfg
+    kernel.set_surface_settings(cfg)

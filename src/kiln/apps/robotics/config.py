@@ -39,12 +39,9 @@ class RoboticsSettings(BaseSettings):
 
 def robotics_settings(kernel: Any) -> RoboticsSettings:
     """The kernel's robotics settings, built from the environment on first use."""
-    cfg = kernel.__dict__.get("robotics_settings")
-    if cfg is None:
-        cfg = kernel.__dict__["robotics_settings"] = RoboticsSettings()
-    return cfg
+    return kernel.surface_settings(RoboticsSettings)
 
 
 def set_robotics_settings(kernel: Any, cfg: RoboticsSettings) -> None:
     """Replace the robotics settings of a running kernel (tests, embedding)."""
-    kernel.__dict__["robotics_settings"] = cfg
+    kernel.set_surface_settings(cfg)
