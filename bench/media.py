@@ -380,7 +380,7 @@ async def map_bench(kind: str, n: int, requests: int) -> dict[str, float]:
         rng = random.Random(11)
         out: dict[str, float] = {}
         for label, span, resolution, count in (("viewport", 0.1, 0.005, requests),
-                                               ("extent", 1.0, 0.05, max(5, requests // 3))):
+                                               ("extent", 1.0, 0.05, max(5, requests // 8))):
             latencies = []
             for i in range(count + 2):
                 if span >= 1.0:  # whole extent, a slightly different box each time (uncached)

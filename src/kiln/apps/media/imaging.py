@@ -105,8 +105,9 @@ class Extraction:
 
     def technical_metadata(self) -> dict[str, Any]:
         meta = self.exif.as_metadata(self.address)
-        meta.update(format=self.format, width=self.width, height=self.height, sha256=self.sha256,
-                    phash=self.phash)
+        meta.update(format=self.format, width=self.width, height=self.height, phash=self.phash)
+        if self.sha256:
+            meta["sha256"] = self.sha256
         return meta
 
 
@@ -257,6 +258,7 @@ def extract(
     quality: int = THUMBNAIL_QUALITY,
     geocode: bool = True,
     working_size: int | None = None,
+    checksum: bool = True,
 ) -> Extraction:
     """Everything the worker needs from one upload, decoding its pixels once.
 
@@ -286,7 +288,7 @@ def extract(
         format=info.format,
         mime=info.mime,
         size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest() if checksum else "",
         exif=exif,
         place=place,
         thumbnail_jpeg=_encode_jpeg(thumb, quality),

@@ -32,9 +32,7 @@ from kiln.apps.media.models import (
 from kiln.apps.media.reaper import reap
 from kiln.apps.media.status import add_log, publish_all, transition
 from kiln.apps.media.system_load import record_load_sample
-from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_handler
-
-from kiln.core.jobs import periodic
+from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_handler, periodic
 
 log = logging.getLogger(__name__)
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)
@@ -105,6 +103,8 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     thumb_key = item.blob_key.rsplit("/", 1)[0] + "/thumbnail.jpg"
     await blobs.write_bytes(thumb_key, found["thumbnail"])
     technical = found["technical_metadata"]
+    if item.sha256:  # taken at upload; the worker does not hash the bytes again
+        technical["sha256"] = item.sha256
     if found["exif_empty"]:
         technical["error"] = "No EXIF data found"
     ok = await _step(ctx, item, PROCESSING, detail="Extracted EXIF and GPS data", values={

@@ -14,13 +14,13 @@ from kiln.apps.media.config import MediaSettings
 
 
 def extract_for_worker(source: str | bytes, working_size: int | None) -> dict[str, Any]:
-    """Runs in a pool process: one decode of the upload gives everything extraction needs."""
-    ex = imaging.extract(source, working_size=working_size)
+    """Runs in a pool process: one decode of the upload gives everything extraction needs.
+    The checksum was taken while the upload streamed in, so the bytes are not hashed again."""
+    ex = imaging.extract(source, working_size=working_size, checksum=False)
     return {
         "width": ex.width,
         "height": ex.height,
         "mime": ex.mime,
-        "sha256": ex.sha256,
         "phash": ex.phash,
         "lat": ex.lat,
         "lng": ex.lng,
