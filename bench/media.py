@@ -451,7 +451,7 @@ async def ws_bench(sockets: int, users: int, rounds: int, interval: float, **env
                         all_in.set()
 
             readers = [asyncio.create_task(reader(k, ws)) for k, ws in enumerate(conns)]
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(2)  # a socket is accepted before it authenticates and subscribes
             user_ids = [u for u, _ in creds]
             for _ in range(rounds):
                 r = await c.post("/_bench/publish", json={"users": user_ids})
