@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, or_, text, type_coerce, update
+from sqlalchemy import bindparam, case, or_, select, text, update
 
 from kiln.core.db import Database
 from kiln.core.jobs.models import QUEUED, RUNNING, Job, Worker
@@ -52,21 +52,11 @@ def _claim_statement(slot_of: dict[str, str], now: datetime) -> Any:
     )
 
 
-def _outcome_statement(items: Sequence[Outcome], now: datetime) -> Any:
-    by_id = {item.job.id: item.job for item in items}
-
-    def per_job(name: str) -> Any:
-        column = JOBS.c[name]
-        whens = {job_id: type_coerce(getattr(job, name), column.type) for job_id, job in by_id.items()}
-        return case(whens, value=JOBS.c.id, else_=column)
-
-    owned = or_(*(and_(JOBS.c.id == item.job.id, JOBS.c.attempts == item.attempt) for item in items))
-    return (
-        update(JOBS)
-        .where(owned, JOBS.c.status == RUNNING)
-        .values(**{name: per_job(name) for name in OUTCOME_COLUMNS}, updated_at=now)
-        .returning(JOBS.c.id)
-    )
+SQLITE_OUTCOME = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("b_id"), JOBS.c.attempts == bindparam("b_attempt"), JOBS.c.status == RUNNING)
+    .values(**{name: bindparam(f"b_{name}", type_=JOBS.c[name].type) for name in OUTCOME_COLUMNS})
+)
 
 
 def _release_statement(slots: list[str], today: str) -> Any:
@@ -171,7 +161,19 @@ class JobStore:
             async with self._autocommit.connect() as conn:
                 ids = (await conn.execute(PG_OUTCOMES, params)).scalars().all()
         else:
-            async with self.db.engine.begin() as conn:
-                ids = (await conn.execute(_outcome_statement(items, now))).scalars().all()
-                await conn.execute(_release_statement([item.slot for item in items], today))
+            ids = await self._sqlite_outcomes(items, now, today)
         return set(ids)
+
+    async def _sqlite_outcomes(self, items: Sequence[Outcome], now: datetime, today: str) -> list[str]:
+        # executemany of one cached statement; `updated_at = now` marks the rows this batch wrote,
+        # which is only looked up when a fence kept some row out.
+        rows = [{"b_id": item.job.id, "b_attempt": item.attempt,
+                 **{f"b_{name}": getattr(item.job, name) for name in OUTCOME_COLUMNS}} for item in items]
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(SQLITE_OUTCOME.values(updated_at=now), rows)
+            ids = [item.job.id for item in items]
+            if result.rowcount != len(items):
+                ids = list((await conn.execute(
+                    select(JOBS.c.id).where(JOBS.c.id.in_(ids), JOBS.c.updated_at == now))).scalars())
+            await conn.execute(_release_statement([item.slot for item in items], today))
+        return ids

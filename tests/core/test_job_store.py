@@ -1,0 +1,49 @@
+"""The runner's batched SQL: claims take each job once; outcomes are fenced by attempt."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+import tests.core.job_handlers  # noqa: F401
+from kiln.core.db import utcnow
+from kiln.core.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from kiln.core.jobs.store import JobStore, Outcome
+from kiln.core.kernel import Kernel
+
+
+async def _queued(kernel: Kernel, n: int) -> list[str]:
+    async with kernel.db.session() as session:
+        jobs = [await kernel.jobs.create(session, "test.noop", {"n": i}) for i in range(n)]
+        await session.commit()
+    return [job.id for job in jobs]
+
+
+async def test_claim_takes_each_job_once_and_fences_outcomes(tmp_path, db_url):
+    from tests.conftest import make_settings
+
+    kernel = Kernel(make_settings(tmp_path / "home", db_url))  # not started: nothing else claims
+    store = JobStore(kernel.db)
+    try:
+        ids = await _queued(kernel, 3)
+        claimed = await store.claim([(ids[0], "s1"), (ids[1], "s2")], utcnow())
+        assert set(claimed) == {ids[0], ids[1]}
+        assert claimed[ids[0]].status == RUNNING and claimed[ids[0]].worker == "s1" and claimed[ids[0]].attempts == 1
+        again = await store.claim([(ids[0], "s3"), (ids[2], "s3")], utcnow())
+        assert again.keys() == {ids[2]}
+
+        # ids[1] was recovered and re-run elsewhere (attempt 2): this worker's late answer must not land.
+        async with kernel.db.session() as session:
+            await session.execute(update(Job).where(Job.id == ids[1]).values(attempts=2))
+            await session.commit()
+        first, second = claimed[ids[0]], claimed[ids[1]]
+        for job, status in ((first, SUCCEEDED), (second, FAILED)):
+            job.status, job.result, job.progress, job.finished_at = status, {"ok": True}, 1.0, utcnow()
+        written = await store.write_outcomes([Outcome(first, 1, "s1"), Outcome(second, 1, "s2")], utcnow())
+        assert written == {ids[0]}
+        rows = {job.id: job for job in (await kernel.jobs.list(limit=10))[0]}
+        assert rows[ids[0]].status == SUCCEEDED and rows[ids[0]].result == {"ok": True}
+        assert rows[ids[1]].status == RUNNING and rows[ids[1]].result is None
+        assert rows[ids[2]].status == RUNNING
+        assert QUEUED not in {job.status for job in rows.values()}
+    finally:
+        await kernel.db.dispose()
