@@ -39,6 +39,16 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 CELERY_REDIS = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6379/13")
 
 
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def _wait_all(kernel: Kernel, n: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     count = select(func.count()).select_from(Job).where(Job.kind == "bench.noop", Job.status == SUCCEEDED)
@@ -127,13 +137,7 @@ async def distributed(n: int, batch: int, workers: int, concurrency: int) -> flo
         finally:
             await kernel.stop()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_all(procs)
         shutil.rmtree(home, ignore_errors=True)
         await _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -167,13 +171,7 @@ def celery(n: int, workers: int) -> float:
             result.get(timeout=600)
         return n / (time.perf_counter() - started)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_all(procs)
 
 
 def main() -> None:

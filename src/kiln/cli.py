@@ -54,6 +54,15 @@ def _with_kernel(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+def _with_kernel_or_exit(fn: Callable[[Any], Awaitable[T]], refusals: type[Exception]) -> T:
+    """`_with_kernel` for commands whose refusals (bad role, duplicate email...) exit with 2."""
+    try:
+        return _with_kernel(_settings(), fn)
+    except refusals as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (KILN_HOST).")] = None,
@@ -138,11 +147,7 @@ def user_create(
             await session.commit()
             return user
 
-    try:
-        user = _with_kernel(_settings(), run)
-    except service.AuthServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    user = _with_kernel_or_exit(run, service.AuthServiceError)
     console.print(f"created {user.email} ({user.role}) id={user.id}")
 
 
@@ -177,11 +182,7 @@ def user_set_role(email: str, role: str) -> None:
             await session.commit()
             return user
 
-    try:
-        user = _with_kernel(_settings(), run)
-    except service.AuthServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    user = _with_kernel_or_exit(run, service.AuthServiceError)
     if user is None:
         console.print(f"[red]no user with email {email}[/red]")
         raise typer.Exit(1)
@@ -227,11 +228,7 @@ def jobs_list(
             kind=kind, surface=surface, status=status, owner_id=owner, limit=limit, offset=offset
         )
 
-    try:
-        items, total = _with_kernel(_settings(), run)
-    except JobError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    items, total = _with_kernel_or_exit(run, JobError)
     table = Table("id", "kind", "status", "progress", "attempts", "created", title=f"{total} jobs")
     for job in items:
         table.add_row(
