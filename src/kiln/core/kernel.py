@@ -69,7 +69,7 @@ class Kernel:
         if role == "worker" and self.db.is_sqlite:
             raise RuntimeError("distributed mode needs PostgreSQL: set KILN_DATABASE_URL=postgresql+asyncpg://...")
         await self.events.start()
-        await self.broker.startup()
+        await self.broker.startup(consumer=role == "worker")
         runs_jobs = role == "worker" or (role == "serve" and self.settings.embedded)
         if not runs_jobs:
             return

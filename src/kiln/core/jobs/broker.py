@@ -61,15 +61,17 @@ def _make_broker(url: str, concurrency: int) -> AsyncBroker:
     if url.startswith(("amqp://", "amqps://")):
         try:
             from taskiq_aio_pika import AioPikaBroker
+            from taskiq_aio_pika.queue import Queue
         except ImportError as exc:  # optional extra
             raise RuntimeError("RabbitMQ needs the extra: pip install 'kiln[rabbitmq]'") from exc
-        return AioPikaBroker(url, queue_name=QUEUE_NAME)
+        return AioPikaBroker(url, qos=concurrency, task_queues=[Queue(name=QUEUE_NAME)])
     if url.startswith(("nats://", "tls://")):
         try:
             from taskiq_nats import NatsBroker
         except ImportError as exc:  # optional extra
             raise RuntimeError("NATS needs the extra: pip install 'kiln[nats]'") from exc
-        return NatsBroker(url, queue=QUEUE_NAME)
+        # A queue group: each job id goes to one worker (the jobs table, not NATS, is durable).
+        return NatsBroker(url, subject="kiln.jobs", queue="kiln-workers")
     raise ValueError(f"unsupported broker URL {url!r}: use memory://, redis://, amqp:// or nats://")
 
 
@@ -97,7 +99,10 @@ class JobBroker:
     def set_executor(self, execute: Execute) -> None:
         self._execute = execute
 
-    async def startup(self) -> None:
+    async def startup(self, *, consumer: bool = False) -> None:
+        """Connect; a consumer (`kiln worker`) also sets up what receiving needs (e.g. AMQP channels)."""
+        if consumer:
+            self.broker.is_worker_process = True
         if not self._started:
             await self.broker.startup()
             self._started = True
