@@ -226,7 +226,7 @@ class JobRunner:
         await self._finish(
             job, attempt, slot, QUEUED, error=_describe(exc), run_after=utcnow() + timedelta(seconds=delay)
         )
-        self._kick_later(job.id, delay)
+        self.kick_later(job.id, delay)
 
     async def _requeue_on_shutdown(self, job: Job, attempt: int, slot: str) -> None:
         async with self.db.session() as session:
@@ -237,7 +237,7 @@ class JobRunner:
             )
             await session.commit()
 
-    def _kick_later(self, job_id: str, delay: float) -> None:
+    def kick_later(self, job_id: str, delay: float) -> None:
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
@@ -369,7 +369,7 @@ async def schedule_future_retries(kernel: Kernel, runner: JobRunner) -> None:
             select(Job.id, Job.run_after).where(Job.status == QUEUED, Job.run_after > now)
         )
         for job_id, run_after in rows:
-            runner._kick_later(job_id, (run_after - now).total_seconds())
+            runner.kick_later(job_id, (run_after - now).total_seconds())
 
 
 def _describe(exc: BaseException) -> str:
