@@ -185,3 +185,25 @@ async def test_two_workers_one_killed_mid_job(tmp_path: Path, db_url: str):
         await client.stop()
         for proc in workers:
             _kill(proc)
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+async def test_cancel_reaches_a_worker_process_within_two_seconds(tmp_path: Path, db_url: str):
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    home = tmp_path / "home"
+    env = _env(home, db_url, KILN_BROKER_URL=REDIS_URL, KILN_WORKER_CONCURRENCY="2")
+    worker = _spawn(["worker", "--name", "solo"], env, tmp_path / "w.log")
+    client = Kernel(make_settings(home, db_url, broker_url=REDIS_URL))
+    await client.start("client")
+    try:
+        for kind in ("test.cpu", "test.stubborn"):
+            job = await client.jobs.submit(kind, {"seconds": 30})
+            await wait_for_status(client, job.id, {RUNNING}, timeout=30)
+            await asyncio.sleep(1.0)  # the CPU step reaches its process
+            started = time.monotonic()
+            await client.jobs.cancel(job.id)
+            done = await wait_for_status(client, job.id, {"cancelled", "failed", SUCCEEDED}, timeout=10)
+            assert done.status == "cancelled" and time.monotonic() - started < 2.0, (kind, done.status)
+    finally:
+        await client.stop()
+        _kill(worker)
