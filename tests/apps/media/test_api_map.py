@@ -6,7 +6,19 @@ import uuid
 
 import pytest
 
-from tests.apps.media.mediakit import add_media, register, settings  # noqa: F401  (fixture)
+from kiln.apps.media import grid
+from tests.apps.media.mediakit import add_media as add_row
+from tests.apps.media.mediakit import register, settings  # noqa: F401  (fixture)
+
+
+async def add_media(kernel, user_id, **fields):
+    """A row written straight to the database, entered into the map grid as a READY transition would."""
+    media_id = await add_row(kernel, user_id, **fields)
+    async with kernel.db.session() as session:
+        await grid.sync(session, [media_id])
+        await session.commit()
+    return media_id
+
 
 BOX = {"min_lat": 47.0, "max_lat": 48.0, "min_lng": 19.0, "max_lng": 20.0}
 
@@ -78,8 +90,21 @@ async def test_stats_cache_is_invalidated_when_the_users_media_change(app, clien
     await add_media(k, user["id"], lat=47.2, lng=19.2, has_trash=True, confidence=0.5)
     assert (await client.get("/api/map/stats", params=params)).json()["items"][0]["count"] == 1
     assert (await client.get("/api/map/stats", params=params)).json()["items"][0]["count"] == 1  # cached
-    await add_media(k, user["id"], lat=47.3, lng=19.3, has_trash=True, confidence=0.5)
+    second = await add_media(k, user["id"], lat=47.3, lng=19.3, has_trash=True, confidence=0.5)
     assert (await client.get("/api/map/stats", params=params)).json()["items"][0]["count"] == 2
+    assert (await client.delete(f"/api/vault/{second}")).status_code == 200
+    assert (await client.get("/api/map/stats", params=params)).json()["items"][0]["count"] == 1
+    assert (await client.delete("/api/vault/all")).status_code == 200
+    assert (await client.get("/api/map/stats", params=params)).json()["items"] == []
+
+
+async def test_a_cell_edge_point_belongs_to_the_cell_it_starts(app, client):
+    """19.9 is 19.899999999999998 as a double: it still opens cell 19.9 at 0.01 and at 0.1."""
+    user = await register(client, "ann@example.com")
+    await add_media(app.state.kernel, user["id"], lat=47.9, lng=19.9, has_trash=True, confidence=0.4)
+    for resolution, key in ((0.01, (47.9, 19.9)), (0.1, (47.9, 19.9)), (0.03, (47.88, 19.89))):
+        (cell,) = (await client.get("/api/map/stats", params={**BOX, "resolution": resolution})).json()["items"]
+        assert (cell["lat"], cell["lng"]) == key, resolution
 
 
 async def test_logs_of_unknown_or_malformed_ids(client):

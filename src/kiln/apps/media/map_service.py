@@ -1,7 +1,8 @@
 """Map points and grid statistics, aggregated in SQL.
 
-Grid cells are keyed by floor(lat / r), floor(lng / r) (the south-west corner, as the
-reference); density is reported per km² with the cos(latitude) correction, not per square
+Grid cells are keyed by the south-west corner (as the reference), computed exactly in
+nano-degrees (grid.py); whole-multiple-of-0.005° resolutions come from the pre-aggregated grid.
+Density is reported per km² with the cos(latitude) correction, not per square
 degree. Confidence is 0..1 in the database; the router converts to the contract's percent.
 """
 
@@ -9,17 +10,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, select, true
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.media.models import MediaDetection, MediaItem
+from kiln.apps.media import grid
+from kiln.apps.media.models import READY, MediaDetection, MediaGridCell, MediaGridLabel, MediaItem
 
 KM_PER_DEGREE = 111.32
-EDGE_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,55 +60,157 @@ async def points(
     return items, found, int(total or 0)
 
 
-def _floor(expr: Any, dialect: str) -> Any:
-    if dialect == "postgresql":
-        return cast(func.floor(expr), Integer)
-    # SQLite may lack floor(); CAST truncates toward zero, so step down for negative non-integers.
-    truncated = cast(expr, Integer)
-    return case((and_(expr < 0, truncated != expr), truncated - 1), else_=truncated)
+Acc = tuple[dict[tuple[int, int], list[int]], dict[tuple[int, int], dict[str, int]]]
+SLAB = 1e-8  # degrees; far above float error of lat * 1e9, far below a cell
+
+
+def _contributing(user_id: str) -> list[Any]:
+    # `has_trash = true`, not `IS true`: only equality lets PostgreSQL range-scan the indexes
+    # (user_id, has_trash, status, lat|lng, ...), so no table row is read.
+    return [MediaItem.user_id == user_id, MediaItem.has_trash == true(), MediaItem.status == READY,
+            MediaItem.lat.is_not(None), MediaItem.lng.is_not(None)]
 
 
 async def grid_stats(session: AsyncSession, user_id: str, bbox: BBox, resolution: float) -> list[dict[str, Any]]:
-    dialect = session.bind.dialect.name
-    # The epsilon keeps a point on a cell edge in that cell: 19.9 / 0.01 is 1989.9999999999998.
-    ci = _floor(MediaItem.lat / resolution + EDGE_EPSILON, dialect).label("ci")
-    cj = _floor(MediaItem.lng / resolution + EDGE_EPSILON, dialect).label("cj")
-    # `has_trash = true`, not `IS true`: only equality lets PostgreSQL range-scan the covering
-    # index (user_id, has_trash, lat, lng, confidence, id), so no table row is read.
-    where = [MediaItem.user_id == user_id, MediaItem.has_trash == true(), MediaItem.lat.is_not(None),
-             MediaItem.lng.is_not(None), *_bbox_filter(bbox)]
-    cells = (await session.execute(
-        select(ci, cj, func.count().label("n"), func.avg(func.coalesce(MediaItem.confidence, 0.0)))
-        .where(*where).group_by(ci, cj).order_by(ci, cj)
-    )).all()
+    """Cells of the user's contributing media (READY, geotagged, has_trash) in ``bbox``.
 
-    per_label = (select(ci, cj, MediaDetection.label.label("label"), func.count().label("n"))
-                 .join(MediaDetection, MediaDetection.media_id == MediaItem.id)
-                 .where(*where).group_by(ci, cj, MediaDetection.label).subquery())
-    rank = func.row_number().over(partition_by=(per_label.c.ci, per_label.c.cj),
-                                  order_by=(per_label.c.n.desc(), per_label.c.label.asc())).label("rank")
-    ranked = select(per_label.c.ci, per_label.c.cj, per_label.c.label, rank).subquery()
-    dominant = {(r.ci, r.cj): r.label for r in
-                (await session.execute(select(ranked).where(ranked.c.rank == 1))).all()}
+    Cell (i, j) holds the points with ``nano(lat) // rn == i`` and ``nano(lng) // rn == j`` (rn =
+    resolution in nano-degrees; see grid.py), so 19.9 at 0.01 is in cell 1990, not 1989. A
+    resolution that is a whole multiple of 0.005° is answered from the pre-aggregated grid plus
+    the rows of the border cells (exactly the row-level result); any other from the rows.
+    """
+    rn = grid.resolution_nano(resolution)
+    acc = None
+    if rn % grid.FINE_NANO == 0:
+        acc = await _from_grid(session, user_id, bbox, rn // grid.FINE_NANO, rn)
+    if acc is None:
+        acc = await _from_rows(session, user_id, bbox, rn)
+    return _shape(acc, resolution, rn)
 
+
+def _shape(acc: Acc, resolution: float, rn: int) -> list[dict[str, Any]]:
+    cells, labels = acc
     out = []
-    for i, j, n, mean in cells:
-        lat, lng = round(i * resolution, 9), round(j * resolution, 9)  # no 47.000000000000004 keys
+    for (i, j) in sorted(cells):
+        n, conf = cells[(i, j)]
+        if n <= 0:
+            continue
+        lat, lng = round(i * rn / grid.NANO, 9), round(j * rn / grid.NANO, 9)
         center = math.radians(lat + resolution / 2)
         area_km2 = (resolution * KM_PER_DEGREE) ** 2 * max(math.cos(center), 1e-9)
-        out.append({"lat": lat, "lng": lng, "count": int(n), "confidence": float(mean or 0.0),
+        ranked = [(-c, label) for label, c in labels.get((i, j), {}).items() if c > 0]
+        out.append({"lat": lat, "lng": lng, "count": n, "confidence": conf / n / grid.MICRO,
                     "density": round(n / area_km2, 4), "area_km2": round(area_km2, 4),
-                    "label": dominant.get((i, j))})
+                    "label": min(ranked)[1] if ranked else None})
     return out
 
 
-async def fingerprint(session: AsyncSession, user_id: str, bbox: BBox | None = None) -> tuple[int, str | None]:
-    """Changes whenever the user's media in ``bbox`` change: an insert or update moves the
-    newest ``updated_at``, a delete or a move out of the box lowers the count. Read from the
-    (user_id, lat, lng, updated_at) index alone, and only over the box a cached entry covers."""
-    where = [MediaItem.user_id == user_id, *_bbox_filter(bbox)]
-    n, latest = (await session.execute(select(func.count(), func.max(MediaItem.updated_at)).where(*where))).one()
-    return int(n or 0), latest.isoformat() if latest is not None else None
+async def _from_rows(session: AsyncSession, user_id: str, bbox: BBox, rn: int) -> Acc:
+    dialect = session.bind.dialect.name
+    ci = grid.sql_floordiv(grid.sql_nano(MediaItem.lat, dialect), rn).label("ci")
+    cj = grid.sql_floordiv(grid.sql_nano(MediaItem.lng, dialect), rn).label("cj")
+    where = [*_contributing(user_id), *_bbox_filter(bbox)]
+    cells = {(int(i), int(j)): [int(n), int(c)] for i, j, n, c in await session.execute(
+        select(ci, cj, func.count(), func.sum(grid.sql_micro(MediaItem.confidence, dialect)))
+        .where(*where).group_by(ci, cj))}
+    labels: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
+    for i, j, label, n in await session.execute(
+            select(ci, cj, MediaDetection.label, func.count())
+            .join(MediaDetection, MediaDetection.media_id == MediaItem.id)
+            .where(*where).group_by(ci, cj, MediaDetection.label)):
+        labels[(int(i), int(j))][label] = int(n)
+    return cells, labels
+
+
+def _span(lo: float, hi: float) -> tuple[int, int]:
+    """Level-0 cells lying (about) inside [lo, hi]; the row corrections make the answer exact."""
+    b = grid.FINE_NANO
+    return -(-grid.nano(lo) // b), grid.nano(hi) // b - 1
+
+
+async def _from_grid(session: AsyncSession, user_id: str, bbox: BBox, m: int, rn: int) -> Acc | None:
+    fi0, fi1 = _span(bbox.min_lat, bbox.max_lat)
+    fj0, fj1 = _span(bbox.min_lng, bbox.max_lng)
+    if fi0 > fi1 or fj0 > fj1:
+        return None
+    k = grid.LEVEL_FACTOR
+    terms: list[tuple[int, int, int, int, int, int]] = []  # level, i0, i1, j0, j1, divisor
+    ci0, ci1, cj0, cj1 = -(-fi0 // k), (fi1 + 1) // k - 1, -(-fj0 // k), (fj1 + 1) // k - 1
+    if m % k == 0 and ci0 <= ci1 and cj0 <= cj1:
+        # 0.05° cells inside, a ring of 0.005° cells around them (four disjoint bands)
+        terms.append((1, ci0, ci1, cj0, cj1, m // k))
+        terms += [(0, fi0, k * ci0 - 1, fj0, fj1, m), (0, k * ci1 + k, fi1, fj0, fj1, m),
+                  (0, k * ci0, k * ci1 + k - 1, fj0, k * cj0 - 1, m),
+                  (0, k * ci0, k * ci1 + k - 1, k * cj1 + k, fj1, m)]
+    else:
+        terms.append((0, fi0, fi1, fj0, fj1, m))
+    cells: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    labels: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for level, i0, i1, j0, j1, d in terms:
+        if i0 > i1 or j0 > j1:
+            continue
+        for table in (MediaGridCell, MediaGridLabel):
+            ci = grid.sql_floordiv(table.lat_idx, d).label("ci")
+            cj = grid.sql_floordiv(table.lng_idx, d).label("cj")
+            where = [table.user_id == user_id, table.level == level, table.lat_idx.between(i0, i1),
+                     table.lng_idx.between(j0, j1)]
+            if table is MediaGridCell:
+                for i, j, n, c in await session.execute(
+                        select(ci, cj, func.sum(table.count), func.sum(table.confidence_sum))
+                        .where(*where).group_by(ci, cj)):
+                    cell = cells[(int(i), int(j))]
+                    cell[0] += int(n)
+                    cell[1] += int(c)
+            else:
+                for i, j, label, n in await session.execute(
+                        select(ci, cj, table.label, func.sum(table.count)).where(*where).group_by(ci, cj, table.label)):
+                    labels[(int(i), int(j))][label] += int(n)
+    await _border_rows(session, user_id, bbox, (fi0, fi1, fj0, fj1), rn, cells, labels)
+    return cells, labels
+
+
+async def _border_rows(session: AsyncSession, user_id: str, bbox: BBox, inner: tuple[int, int, int, int], rn: int,
+                       cells: dict[tuple[int, int], list[int]], labels: dict[tuple[int, int], dict[str, int]]) -> None:
+    """Add the points in the bbox whose level-0 cell the aggregates did not cover, and take back
+    the points the aggregates covered but the bbox (BETWEEN on the raw lat/lng) excludes. Both
+    lie within a cell of the bbox's edges: four disjoint slabs, each a range scan of an index."""
+    fi0, fi1, fj0, fj1 = inner
+    b, n9 = grid.FINE_NANO, grid.NANO
+    lat_lo, lat_hi, lng_lo, lng_hi = fi0 * b / n9, (fi1 + 1) * b / n9, fj0 * b / n9, (fj1 + 1) * b / n9
+    s_lo, s_hi = min(bbox.min_lat, lat_lo) - SLAB, max(bbox.min_lat, lat_lo) + SLAB
+    n_lo, n_hi = min(bbox.max_lat, lat_hi) - SLAB, max(bbox.max_lat, lat_hi) + SLAB
+    w_lo, w_hi = min(bbox.min_lng, lng_lo) - SLAB, max(bbox.min_lng, lng_lo) + SLAB
+    e_lo, e_hi = min(bbox.max_lng, lng_hi) - SLAB, max(bbox.max_lng, lng_hi) + SLAB
+    lat, lng = MediaItem.lat, MediaItem.lng
+    slabs = [(lat >= s_lo, lat < s_hi, lng >= w_lo, lng <= e_hi),
+             (lat >= n_lo, lat <= n_hi, lng >= w_lo, lng <= e_hi),
+             (lat >= s_hi, lat < n_lo, lng >= w_lo, lng < w_hi),
+             (lat >= s_hi, lat < n_lo, lng >= e_lo, lng <= e_hi)]
+    seen: set[str] = set()
+    for slab in slabs:
+        rows = await session.execute(
+            select(MediaItem.id, lat, lng, MediaItem.confidence, MediaDetection.label)
+            .outerjoin(MediaDetection, MediaDetection.media_id == MediaItem.id)
+            .where(*_contributing(user_id), *slab))
+        for media_id, y, x, conf, label in rows:
+            inside = bbox.min_lat <= y <= bbox.max_lat and bbox.min_lng <= x <= bbox.max_lng
+            covered = fi0 <= grid.nano(y) // b <= fi1 and fj0 <= grid.nano(x) // b <= fj1
+            sign = int(inside) - int(covered)
+            if not sign:
+                continue
+            key = (grid.nano(y) // rn, grid.nano(x) // rn)
+            if media_id not in seen:
+                seen.add(media_id)
+                cell = cells[key]
+                cell[0] += sign
+                cell[1] += sign * grid.micro(conf)
+            if label is not None:
+                labels[key][label] += sign
+
+
+async def fingerprint(session: AsyncSession, user_id: str) -> int:
+    """The stats of a user change only with their grid, whose version every change bumps."""
+    return await grid.version(session, user_id)
 
 
 class StatsCache:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kiln.core.db import Base, JSONType, UTCDateTime, UUIDStr, new_id, utcnow
@@ -22,10 +22,13 @@ class MediaItem(Base):
     __tablename__ = "media_items"
     __table_args__ = (
         Index("ix_media_items_user_created", "user_id", "created_at"),
-        Index("ix_media_items_user_sha256", "user_id", "sha256"),
+        # one file per user: two concurrent uploads of the same bytes cannot both be accepted (0006)
+        Index("uq_media_items_user_sha256", "user_id", "sha256", unique=True,
+              sqlite_where=text("sha256 IS NOT NULL"), postgresql_where=text("sha256 IS NOT NULL")),
         Index("ix_media_items_user_lat_lng", "user_id", "lat", "lng", "updated_at"),
-        # covering index of the map's grid statistics (migration 0005)
-        Index("ix_media_items_map_trash", "user_id", "has_trash", "lat", "lng", "confidence", "id"),
+        # covering indexes of the map's row-level statistics and border strips (migration 0006)
+        Index("ix_media_items_map_lat", "user_id", "has_trash", "status", "lat", "lng", "confidence", "id"),
+        Index("ix_media_items_map_lng", "user_id", "has_trash", "status", "lng", "lat", "confidence", "id"),
         Index("ix_media_items_status_updated", "status", "updated_at"),
     )
 
@@ -126,3 +129,47 @@ class MediaResponseStats(Base):
     total_ms: Mapped[float] = mapped_column(Float)
     max_ms: Mapped[float] = mapped_column(Float)
     histogram: Mapped[list[int]] = mapped_column(JSONType)
+
+
+class MediaGridMember(Base):
+    """What one contributing item (READY, geotagged, has_trash) added to the grid (grid.py)."""
+
+    __tablename__ = "media_grid_members"
+
+    media_id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True)  # no FK: removal must subtract
+    user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    lat_idx: Mapped[int] = mapped_column(BigInteger)  # level-0 (0.005°) cell
+    lng_idx: Mapped[int] = mapped_column(BigInteger)
+    confidence: Mapped[int] = mapped_column(BigInteger)  # micro units of 0..1
+    labels: Mapped[dict[str, int]] = mapped_column(JSONType)  # detections per label
+
+
+class MediaGridCell(Base):
+    __tablename__ = "media_grid_cells"
+
+    user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # 0: 0.005°, 1: 0.05°
+    lat_idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lng_idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    confidence_sum: Mapped[int] = mapped_column(BigInteger)  # micro units
+
+
+class MediaGridLabel(Base):
+    __tablename__ = "media_grid_labels"
+
+    user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    lat_idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lng_idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    label: Mapped[str] = mapped_column(String(100), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)  # detections
+
+
+class MediaGridVersion(Base):
+    """Bumped with every grid change of the user: the stats cache's version."""
+
+    __tablename__ = "media_grid_versions"
+
+    user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

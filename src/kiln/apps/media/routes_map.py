@@ -72,7 +72,7 @@ async def map_stats(
     bbox = _bbox(min_lat, max_lat, min_lng, max_lng, required=True)
     cache = _cache(request, cfg.stats_cache_seconds)
     key = (user.id, *(round(v, 6) for v in (min_lat, max_lat, min_lng, max_lng, resolution)))
-    version = await map_service.fingerprint(session, user.id, bbox)
+    version = await map_service.fingerprint(session, user.id)
     cells = cache.get(key, version)
     if cells is None:
         cells = await map_service.grid_stats(session, user.id, bbox, resolution)  # type: ignore[arg-type]

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.media import imaging
+from kiln.apps.media import grid, imaging
 from kiln.apps.media.config import media_settings
 from kiln.apps.media.hf_sink import hf_sink_from_settings
 from kiln.apps.media.models import FAILED, PENDING, UPLOADED, MediaItem, MediaTaskLog
@@ -110,22 +111,38 @@ async def upload_one(
         outcome.rejected.append(Rejection(filename, 415, detail))
         await _discard(kernel, session, item, detail)
         return
-    duplicate = await session.scalar(select(MediaItem.id).where(
-        MediaItem.user_id == user_id, MediaItem.sha256 == info.sha256, MediaItem.id != media_id).limit(1))
+    duplicate = await _duplicate_of(session, user_id, info.sha256, media_id)
     if duplicate is not None:
         outcome.rejected.append(Rejection(filename, 409, f"Duplicate of media {duplicate}"))
         await _discard(kernel, session, item, "duplicate")
         return
-    job = await kernel.jobs.create(session, "media.process", {"media_id": media_id}, owner_id=user_id,
-                                   max_attempts=cfg.max_attempts)
-    event = await transition(session, item, UPLOADED, expect=(PENDING,), values={
-        "width": probed.width, "height": probed.height, "mime": probed.mime, "size_bytes": info.size,
-        "sha256": info.sha256, "job_id": job.id,
-    })
-    await session.commit()
+    try:
+        job = await kernel.jobs.create(session, "media.process", {"media_id": media_id}, owner_id=user_id,
+                                       max_attempts=cfg.max_attempts)
+        event = await transition(session, item, UPLOADED, expect=(PENDING,), values={
+            "width": probed.width, "height": probed.height, "mime": probed.mime, "size_bytes": info.size,
+            "sha256": info.sha256, "job_id": job.id,
+        })
+        await session.commit()
+    except IntegrityError:
+        # The same bytes, uploaded concurrently, committed their checksum first (unique index
+        # (user_id, sha256)): this copy is the duplicate.
+        await session.rollback()
+        duplicate = await _duplicate_of(session, user_id, info.sha256, media_id)
+        if duplicate is None:
+            raise
+        item = await session.get(MediaItem, media_id) or item  # reloaded: the rollback expired it
+        outcome.rejected.append(Rejection(filename, 409, f"Duplicate of media {duplicate}"))
+        await _discard(kernel, session, item, "duplicate")
+        return
     await kernel.jobs.kick(job.id)
     await publish_all(kernel.events, [event])
     outcome.accepted.append(item)
+
+
+async def _duplicate_of(session: AsyncSession, user_id: str, sha256: str, media_id: str) -> str | None:
+    return await session.scalar(select(MediaItem.id).where(
+        MediaItem.user_id == user_id, MediaItem.sha256 == sha256, MediaItem.id != media_id).limit(1))
 
 
 async def list_vault(
@@ -171,9 +188,14 @@ async def delete_media(kernel: Any, session: AsyncSession, user_id: str, media_i
     if not items:
         return 0
     ids = [i.id for i in items]
+    gone: list[str] = []
     for start in range(0, len(ids), 500):  # keep IN lists within driver parameter limits
-        await session.execute(delete(MediaItem).where(MediaItem.user_id == user_id,
-                                                      MediaItem.id.in_(ids[start:start + 500])))
+        gone += (await session.scalars(delete(MediaItem).where(
+            MediaItem.user_id == user_id, MediaItem.id.in_(ids[start:start + 500])).returning(MediaItem.id)
+            .execution_options(synchronize_session=False))).all()
+    # After the rows are gone (and locked until commit): a concurrent READY either committed its
+    # grid membership before, which is subtracted here, or finds no row and adds nothing.
+    await grid.remove(session, gone)
     await session.commit()
     for item in items:
         await kernel.blobs.delete_prefix(blob_prefix(user_id, item.id))

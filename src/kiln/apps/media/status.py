@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.media.models import UPLOADED, MediaItem, MediaTaskLog
+from kiln.apps.media import grid
+from kiln.apps.media.models import READY, UPLOADED, MediaItem, MediaTaskLog
 from kiln.core.db import utcnow
 
 TOPIC = "media.status"
@@ -71,6 +72,10 @@ async def transition(
 
     Returns None when the row is gone or no longer in an expected state (deleted meanwhile,
     claimed by someone else): the caller then stops touching it.
+
+    This is the choke point of the map grid: a transition that may enter or leave READY syncs the
+    item's grid contribution in the same transaction (a transition whose `expect` excludes READY
+    and whose target is not READY cannot change it, and costs nothing extra).
     """
     now = at or utcnow()
     changes = {"status": status, "updated_at": now, **(values or {})}
@@ -82,6 +87,8 @@ async def transition(
         return None
     for key, value in changes.items():
         setattr(item, key, value)
+    if status == READY or expect is None or READY in expect:
+        await grid.sync(session, [item.id])
     add_log(session, item.id, status_message(status, detail), status=status, worker=worker, at=now)
     return StatusEvent(
         user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=now,
