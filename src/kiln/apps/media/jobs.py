@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select, update
 
 from kiln.apps.media import pipeline
 from kiln.apps.media.config import MediaSettings, media_settings
@@ -28,11 +33,12 @@ from kiln.apps.media.models import (
     UPLOADED,
     MediaDetection,
     MediaItem,
+    MediaTaskLog,
 )
 from kiln.apps.media.reaper import reap
 from kiln.apps.media.status import add_log, publish_all, transition
 from kiln.apps.media.system_load import record_load_sample
-from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_handler, periodic
+from kiln.core.jobs import QUEUED, JobCancelled, JobContext, TransientJobError, job_handler, periodic
 
 log = logging.getLogger(__name__)
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)
@@ -71,16 +77,25 @@ async def _retry_later(ctx: JobContext, item: MediaItem, cfg: MediaSettings, rea
 @job_handler("media.process", surface="media", max_attempts=3)
 async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     cfg = media_settings(ctx.kernel)
+    # Load and claim (-> EXTRACTING) in one transaction: one session and one commit, not two.
     async with ctx.session() as session:
         item = await session.get(MediaItem, payload["media_id"])
-    if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
-        return {"skipped": "media deleted or handed to another job"}
-    if item.attempts >= cfg.max_attempts:
+        if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
+            return {"skipped": "media deleted or handed to another job"}
+        if item.attempts >= cfg.max_attempts:
+            gave_up = True
+            event = None
+        else:
+            gave_up = False
+            event = await transition(session, item, EXTRACTING, worker=ctx.job.worker, expect=RUNNABLE, values={
+                "worker_name": ctx.job.worker, "attempts": item.attempts + 1, "error": None})
+            if event is not None:
+                await session.commit()
+    if gave_up:
         raise await _fail(ctx, item, f"gave up after {item.attempts} attempts")
-    claimed = await _step(ctx, item, EXTRACTING,
-                          values={"worker_name": ctx.job.worker, "attempts": item.attempts + 1, "error": None})
-    if not claimed:
+    if event is None:
         return {"skipped": "media deleted"}
+    await publish_all(ctx.kernel.events, [event])
     try:
         return await _run(ctx, cfg, item)
     except (JobCancelled, asyncio.CancelledError):
@@ -95,9 +110,9 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     blobs = ctx.kernel.blobs
     detector = pipeline.detector_name(cfg)
     try:
-        local = blobs.local_path(item.blob_key)
-        source: str | bytes = str(local) if local is not None else await blobs.read_bytes(item.blob_key)
-        found = await ctx.run_cpu(pipeline.extract_for_worker, source, cfg.working_size if detector else None)
+        async with local_copy(blobs, item.blob_key) as source:
+            found = await ctx.run_cpu(pipeline.extract_for_worker, str(source),
+                                      cfg.working_size if detector else None)
     except (ImageRejected, FileNotFoundError) as exc:
         raise await _fail(ctx, item, f"Extraction failed: {exc}") from None
     thumb_key = item.blob_key.rsplit("/", 1)[0] + "/thumbnail.jpg"
@@ -107,24 +122,40 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         technical["sha256"] = item.sha256
     if found["exif_empty"]:
         technical["error"] = "No EXIF data found"
-    ok = await _step(ctx, item, PROCESSING, detail="Extracted EXIF and GPS data", values={
+    processing = {
         "thumbnail_key": thumb_key, "width": found["width"], "height": found["height"],
         "phash": found["phash"], "lat": found["lat"], "lng": found["lng"], "altitude": found["altitude"],
         "address": found["address"], "camera_make": found["make"], "camera_model": found["model"],
         "taken_at": found["taken_at"], "technical_metadata": technical,
-    })
+    }
+    if detector is None:
+        # No detector configured: say so; never invent detections. PROCESSING and READY are
+        # written in one transaction (two log rows, two messages, one commit).
+        async with ctx.session() as session:
+            events = [await transition(session, item, PROCESSING, detail="Extracted EXIF and GPS data",
+                                       worker=ctx.job.worker, expect=RUNNABLE, values=processing)]
+            if events[0] is not None:
+                technical = {**technical, "detection": "skipped: no detector configured"}
+                events.append(await transition(
+                    session, item, READY, detail="detection skipped: no detector configured",
+                    worker=ctx.job.worker, expect=RUNNABLE, values={
+                        "technical_metadata": technical, "has_trash": False, "confidence": None,
+                        "detector": None}))
+            if None in events:
+                await session.rollback()
+            else:
+                await session.commit()
+        if None in events:
+            await blobs.delete(thumb_key)
+            return {"skipped": "media deleted"}
+        await publish_all(ctx.kernel.events, events)
+        await _maybe_publish(ctx, cfg)
+        return {"media_id": item.id, "detections": None}
+
+    ok = await _step(ctx, item, PROCESSING, detail="Extracted EXIF and GPS data", values=processing)
     if not ok:
         await blobs.delete(thumb_key)
         return {"skipped": "media deleted"}
-
-    if detector is None:
-        # No detector configured: say so; never invent detections.
-        technical = {**technical, "detection": "skipped: no detector configured"}
-        done = await _step(ctx, item, READY, detail="detection skipped: no detector configured", values={
-            "technical_metadata": technical, "has_trash": False, "confidence": None, "detector": None,
-        })
-        await _maybe_publish(ctx, cfg, item, done)
-        return {"media_id": item.id, "detections": None}
 
     image = found["working_image"]
     try:
@@ -150,46 +181,148 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
             return {"skipped": "media deleted"}
         await session.commit()
     await publish_all(ctx.kernel.events, [event])
-    await _maybe_publish(ctx, cfg, item, True)
+    await _maybe_publish(ctx, cfg)
     return {"media_id": item.id, "detections": summary.detections_count, "has_trash": summary.has_trash}
 
 
-async def _maybe_publish(ctx: JobContext, cfg: MediaSettings, item: MediaItem, ready: bool) -> None:
-    if ready and cfg.hf_repo_id:
-        await ctx.kernel.jobs.submit("media.publish", {"media_id": item.id}, owner_id=item.user_id)
-
-
-@job_handler("media.publish", surface="media", max_attempts=5)
-async def publish_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Copy original + thumbnail to the configured Hugging Face dataset (optional sink)."""
-    cfg = media_settings(ctx.kernel)
-    sink = hf_sink_from_settings(cfg.hf_token, cfg.hf_repo_id, cfg.hf_endpoint)
-    async with ctx.session() as session:
-        item = await session.get(MediaItem, payload["media_id"])
-    if sink is None or item is None or item.thumbnail_key is None:
-        return {"skipped": "no sink or media gone"}
-    original = hf_media_path(item.user_id, item.id, item.filename, item.created_at)
-    thumb = hf_thumbnail_path(item.user_id, item.id, item.filename, item.created_at)
-    files = [HfFile(original, await ctx.kernel.blobs.read_bytes(item.blob_key)),
-             HfFile(thumb, await ctx.kernel.blobs.read_bytes(item.thumbnail_key))]
+@asynccontextmanager
+async def local_copy(blobs: Any, key: str) -> AsyncIterator[Path]:
+    """A local file with the blob's bytes: the store's own file, or (S3) a temporary copy
+    streamed chunk by chunk, so a large original never sits whole in memory."""
+    local = blobs.local_path(key)
+    if local is not None:
+        if not local.is_file():
+            raise FileNotFoundError(key)
+        yield local
+        return
+    fd, name = tempfile.mkstemp(prefix="kiln-media-", suffix=".blob")
+    path = Path(name)
     try:
-        await asyncio.to_thread(sink.publish, files, f"Upload media {item.id}")
-    except HfRateLimited as exc:
-        raise TransientJobError(str(exc), retry_after=exc.retry_after or 60) from None
-    except HfSinkError as exc:
-        async with ctx.session() as session:
-            add_log(session, item.id, f"Publish to Hugging Face failed: {exc}", action="PUBLISH")
-            await session.commit()
-        raise
-    async with ctx.session() as session:
-        row = await session.get(MediaItem, item.id)
-        if row is None:  # deleted while publishing: take the copies down again
-            await asyncio.to_thread(sink.remove, [original, thumb])
-            return {"skipped": "media deleted"}
-        row.hf_path, row.hf_thumbnail_path = original, thumb
-        add_log(session, item.id, f"Published to Hugging Face dataset {cfg.hf_repo_id}", action="PUBLISH")
+        with os.fdopen(fd, "wb") as fh:
+            async for chunk in blobs.read_stream(key):
+                await asyncio.to_thread(fh.write, chunk)
+        yield path
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+
+
+PUBLISH_KIND = "media.publish"
+PUBLISH_BATCH_ITEMS = 100  # items one publishing run takes (2 files each; the sink commits 50 files at once)
+PUBLISH_MAX_FAILURES = 3  # items whose publishing failed this often are left to an operator
+PUBLISH_FAILED = "PUBLISH_FAILED"
+
+
+async def _maybe_publish(ctx: JobContext, cfg: MediaSettings) -> None:
+    """Debounced: one queued publishing job takes every READY item not yet on the Hub."""
+    if not cfg.hf_repo_id:
+        return
+    _queued, total = await ctx.kernel.jobs.list(kind=PUBLISH_KIND, status=QUEUED, limit=1)
+    if not total:
+        await ctx.kernel.jobs.submit(PUBLISH_KIND, {})
+
+
+async def _unpublished(kernel: Any, limit: int) -> list[MediaItem]:
+    failures = (select(func.count()).select_from(MediaTaskLog)
+                .where(MediaTaskLog.media_id == MediaItem.id, MediaTaskLog.action == PUBLISH_FAILED)
+                .scalar_subquery())
+    async with kernel.db.session() as session:
+        rows = await session.scalars(
+            select(MediaItem).where(MediaItem.status == READY, MediaItem.hf_path.is_(None),
+                                    MediaItem.thumbnail_key.is_not(None), failures < PUBLISH_MAX_FAILURES)
+            .order_by(MediaItem.updated_at, MediaItem.id).limit(limit))
+        return list(rows)
+
+
+async def publish_pending(kernel: Any, *, limit: int = PUBLISH_BATCH_ITEMS) -> int:
+    """Copy originals + thumbnails of READY items not yet published to the configured Hugging
+    Face dataset, many items per commit; returns how many items were published.
+
+    Raises ``HfRateLimited`` on 429 (nothing recorded: the items are taken again next time) and
+    ``HfSinkError`` otherwise (a PUBLISH_FAILED log row on each item of the failed batch).
+    """
+    cfg = media_settings(kernel)
+    sink = hf_sink_from_settings(cfg.hf_token, cfg.hf_repo_id, cfg.hf_endpoint)
+    if sink is None:
+        return 0
+    published = 0
+    per_commit = max(1, sink.max_files_per_commit // 2)
+    items = await _unpublished(kernel, limit)
+    for start in range(0, len(items), per_commit):
+        batch = items[start:start + per_commit]
+        paths = {i.id: (hf_media_path(i.user_id, i.id, i.filename, i.created_at),
+                        hf_thumbnail_path(i.user_id, i.id, i.filename, i.created_at)) for i in batch}
+        async with AsyncExitStack() as stack:
+            files: list[HfFile] = []
+            for i in batch:
+                try:
+                    original = await stack.enter_async_context(local_copy(kernel.blobs, i.blob_key))
+                    thumb = await stack.enter_async_context(local_copy(kernel.blobs, i.thumbnail_key or ""))
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                files += [HfFile(paths[i.id][0], original), HfFile(paths[i.id][1], thumb)]
+            if not files:
+                continue
+            try:
+                await asyncio.to_thread(sink.publish, files, f"Upload {len(files) // 2} media")
+            except HfRateLimited:
+                raise
+            except HfSinkError as exc:
+                async with kernel.db.session() as session:
+                    for i in batch:
+                        add_log(session, i.id, f"Publish to Hugging Face failed: {exc}", action=PUBLISH_FAILED)
+                    await session.commit()
+                raise
+        published += await _record_published(kernel, sink, cfg.hf_repo_id or "", paths)
+    return published
+
+
+async def _record_published(kernel: Any, sink: Any, repo_id: str, paths: dict[str, tuple[str, str]]) -> int:
+    """Store the repo paths of the items still there; take down the copies of those deleted meanwhile."""
+    done = 0
+    async with kernel.db.session() as session:
+        alive = set(await session.scalars(select(MediaItem.id).where(MediaItem.id.in_(list(paths)))))
+        for media_id in alive:
+            original, thumb = paths[media_id]
+            await session.execute(update(MediaItem).where(MediaItem.id == media_id)
+                                  .values(hf_path=original, hf_thumbnail_path=thumb)
+                                  .execution_options(synchronize_session=False))
+            add_log(session, media_id, f"Published to Hugging Face dataset {repo_id}", action="PUBLISH")
+            done += 1
         await session.commit()
-    return {"paths": [original, thumb]}
+    gone = [p for media_id, pair in paths.items() if media_id not in alive for p in pair]
+    if gone:
+        await asyncio.to_thread(sink.remove, gone)
+    return done
+
+
+@job_handler(PUBLISH_KIND, surface="media", max_attempts=5)
+async def publish_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Publish what is waiting, in batched commits (see ``publish_pending``)."""
+    await asyncio.sleep(PUBLISH_SETTLE_SECONDS)  # let the items finishing around now join this run
+    total = 0
+    while True:
+        try:
+            count = await publish_pending(ctx.kernel)
+        except HfRateLimited as exc:
+            raise TransientJobError(str(exc), retry_after=exc.retry_after or 60) from None
+        total += count
+        if count < PUBLISH_BATCH_ITEMS:
+            return {"published": total}
+        ctx.raise_if_cancelled()
+
+
+PUBLISH_SETTLE_SECONDS = 1.0
+
+
+@periodic("media.publish_sweep", every=300)
+async def publish_sweep(kernel: Any) -> None:
+    """Catches what a publishing job left (rate limits outlasting its retries, a restart)."""
+    try:
+        await publish_pending(kernel)
+    except HfRateLimited:
+        log.info("media: Hugging Face rate limit; publishing waits for the next sweep")
+    except HfSinkError:
+        log.warning("media: publishing to Hugging Face failed", exc_info=True)
 
 
 @periodic("media.reaper", every=_defaults.reaper_every_seconds)
