@@ -11,6 +11,7 @@ from kiln.apps.media.ux import UxMiddleware, tracker_for
 from kiln.core.db import utcnow
 from kiln.settings import DEFAULT_WORKER_NAMES
 from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
+from tests.core.test_jobs import wait_for_status
 
 
 async def test_fleet_shows_the_titans_and_the_queue(app, client):
@@ -40,6 +41,9 @@ async def test_dispatch_reprocesses_a_media_item(app, client):
     await wait_status(client, media_id, {"READY"})
     messages = [h["message"] for h in (await client.get(f"/api/map/{media_id}/logs")).json()["history"]]
     assert "Status changed to UPLOADED (dispatched)" in messages and messages.count("Status changed to EXTRACTING") == 2
+    # READY is committed by the job itself; the slot's counter moves when the engine records the
+    # job's outcome a moment later, so wait for the job rather than the status.
+    await wait_for_status(app.state.kernel, body["job_id"], {"succeeded"})
     fleet = (await client.get("/api/dashboard/ai-workers")).json()
     assert sum(n["tasks_processed_today"] for n in fleet["nodes"]) >= 2
     assert (await client.post("/api/dashboard/ai-workers/dispatch")).status_code == 422
