@@ -90,6 +90,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 WRITE_GATE_TIMEOUT = 30.0
+SQLITE_POOL_SIZE = 20
 
 
 class SqliteWriteGate:
@@ -112,6 +113,9 @@ class SqliteWriteGate:
         event.listen(engine.sync_engine, "commit", self._release_connection)
         event.listen(engine.sync_engine, "rollback", self._release_connection)
         event.listen(engine.sync_engine.pool, "checkin", self._release_record)
+        # A statement interrupted by a BaseException (a cancelled task) invalidates its
+        # connection; after that its commit/rollback can no longer reach the record's info.
+        event.listen(engine.sync_engine.pool, "invalidate", self._release_invalidated)
 
     def _before_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if conn.info.get(self.KEY) or not statement.lstrip()[:7].upper().startswith(_WRITE_VERBS):
@@ -127,11 +131,15 @@ class SqliteWriteGate:
             self.lock.release()
 
     def _release_connection(self, conn: Any) -> None:
-        self._release(conn.info)
+        if not conn.invalidated:  # an invalidated one was released by _release_invalidated
+            self._release(conn.info)
 
     def _release_record(self, dbapi_connection: Any, record: Any) -> None:
         if record is not None:
             self._release(record.info)
+
+    def _release_invalidated(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
+        self._release_record(dbapi_connection, record)
 
 
 def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
@@ -139,6 +147,9 @@ def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
+        # Keep connections: an aiosqlite connection is a thread plus an open and four PRAGMAs, and
+        # the default pool (5 + 10 overflow closed on return) reopened them under load.
+        kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
     else:
         # No pre-ping: it costs a round trip per checkout; stale connections are recycled instead.
         kwargs.update(pool_recycle=1800, pool_size=10, max_overflow=20)

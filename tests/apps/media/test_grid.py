@@ -195,25 +195,19 @@ async def test_backfill_sql_equals_python_keys_on_the_same_rows(app, client):
     await _assert_equals_rebuild(kernel, user["id"])
 
 
-async def test_a_lost_upload_race_answers_409_duplicate(app, client, monkeypatch):
+async def test_a_duplicate_is_stopped_by_the_unique_index_and_leaves_nothing(app, client):
+    # No query looks for duplicates first: the unique (user_id, sha256) index stops the second
+    # copy at its UPLOADED write, which also covers two uploads racing each other.
     await register(client, "ann@example.com")
     body = photo(color=(10, 200, 30))
     first = await upload(client, ("a.jpg", body, "image/jpeg"))
     assert first.status_code == 201
     (first_id,) = first.json()["media_ids"]
-    # The second request passes the duplicate pre-check, as if the first had not committed yet:
-    # only the unique (user_id, sha256) index can stop it now.
-    real = service._duplicate_of
-    calls = []
-
-    async def racing(*args: Any) -> str | None:
-        calls.append(args)
-        return None if len(calls) == 1 else await real(*args)
-
-    monkeypatch.setattr(service, "_duplicate_of", racing)
     second = await upload(client, ("b.jpg", body, "image/jpeg"))
     assert second.status_code == 409, second.text
     assert second.json()["detail"]["rejected"][0]["detail"] == f"Duplicate of media {first_id}"
-    assert len(calls) == 2
+    kernel = app.state.kernel
+    _jobs, total = await kernel.jobs.list(kind="media.process")
+    assert total == 1  # the duplicate's job was rolled back with its UPLOADED write
     vault = (await client.get("/api/vault")).json()
     assert vault["total"] == 1 and vault["items"][0]["id"] == first_id

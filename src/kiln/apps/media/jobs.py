@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.media import pipeline
 from kiln.apps.media.config import MediaSettings, media_settings
@@ -36,8 +37,9 @@ from kiln.apps.media.models import (
     MediaTaskLog,
 )
 from kiln.apps.media.reaper import reap
-from kiln.apps.media.status import add_log, publish_all, transition
+from kiln.apps.media.status import StatusEvent, add_log, logged, publish_all, transition
 from kiln.apps.media.system_load import record_load_sample
+from kiln.core.db import utcnow
 from kiln.core.jobs import QUEUED, JobCancelled, JobContext, TransientJobError, job_handler, periodic
 
 log = logging.getLogger(__name__)
@@ -77,24 +79,14 @@ async def _retry_later(ctx: JobContext, item: MediaItem, cfg: MediaSettings, rea
 @job_handler("media.process", surface="media", max_attempts=3)
 async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     cfg = media_settings(ctx.kernel)
-    # Load and claim (-> EXTRACTING) in one transaction: one session and one commit, not two.
     async with ctx.session() as session:
-        item = await session.get(MediaItem, payload["media_id"])
-        if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
-            return {"skipped": "media deleted or handed to another job"}
-        if item.attempts >= cfg.max_attempts:
-            gave_up = True
-            event = None
-        else:
-            gave_up = False
-            event = await transition(session, item, EXTRACTING, worker=ctx.job.worker, expect=RUNNABLE, values={
-                "worker_name": ctx.job.worker, "attempts": item.attempts + 1, "error": None})
-            if event is not None:
-                await session.commit()
-    if gave_up:
-        raise await _fail(ctx, item, f"gave up after {item.attempts} attempts")
+        item, event = await _claim(session, ctx, payload["media_id"], cfg.max_attempts)
+        if event is not None:
+            await session.commit()
+    if item is None:
+        return {"skipped": "media deleted or handed to another job"}
     if event is None:
-        return {"skipped": "media deleted"}
+        raise await _fail(ctx, item, f"gave up after {item.attempts} attempts")
     await publish_all(ctx.kernel.events, [event])
     try:
         return await _run(ctx, cfg, item)
@@ -104,6 +96,26 @@ async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, A
         else:  # the process is shutting down: the engine re-queues the job, so the item waits too
             await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
         raise
+
+
+async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_attempts: int
+                 ) -> tuple[MediaItem | None, StatusEvent | None]:
+    """Load and claim the item (-> EXTRACTING) in one statement: (item, event) when claimed,
+    (item, None) when it ran out of attempts, (None, None) when it is gone or not this job's."""
+    now = utcnow()
+    claimed = (await session.scalars(
+        update(MediaItem)
+        .where(MediaItem.id == media_id, MediaItem.job_id == ctx.job.id, MediaItem.status.in_(RUNNABLE),
+               MediaItem.attempts < max_attempts)
+        .values(status=EXTRACTING, updated_at=now, worker_name=ctx.job.worker, attempts=MediaItem.attempts + 1,
+                error=None)
+        .returning(MediaItem).execution_options(synchronize_session=False))).first()
+    if claimed is not None:
+        return claimed, await logged(session, claimed, EXTRACTING, worker=ctx.job.worker, at=now)
+    item = await session.get(MediaItem, media_id)  # why not: gone, not ours, or out of attempts
+    if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
+        return None, None
+    return item, None
 
 
 async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str, Any]:

@@ -56,22 +56,39 @@ async def _discard(kernel: Any, session: AsyncSession, item: MediaItem, reason: 
     log.info("media upload %s rejected: %s", item.id, reason)
 
 
-PROBE_HEAD_BYTES = 8 * 1024 * 1024
+PROBE_HEAD_BYTES = 1024 * 1024
 
 
-async def _probe(kernel: Any, key: str, size: int) -> imaging.ImageInfo:
+class _Head:
+    """Keeps the first bytes of a stream as they pass: the header and EXIF a probe needs sit
+    there, so a stored upload is not read back to identify it."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int = PROBE_HEAD_BYTES) -> None:
+        self._chunks, self._limit = chunks, limit
+        self._kept: list[bytes] = []
+        self._size = 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            if self._size < self._limit:
+                self._kept.append(chunk)
+                self._size += len(chunk)
+            yield chunk
+
+    def bytes(self) -> bytes:
+        return b"".join(self._kept)[:self._limit]
+
+
+async def _probe(kernel: Any, key: str, size: int, head: bytes) -> imaging.ImageInfo:
     """Identify a stored upload from its first bytes: headers and EXIF sit at the start.
 
     A multi-GB upload is never pulled back whole. Only when the head is not enough (a TIFF whose
     directory was written after the pixels) is the whole file read.
     """
-    head = bytearray()
-    async for chunk in kernel.blobs.read_stream(key, 0, min(size, PROBE_HEAD_BYTES)):
-        head += chunk
     try:
         return await asyncio.to_thread(imaging.probe, head)
     except imaging.ImageRejected:
-        if size <= PROBE_HEAD_BYTES:
+        if size <= len(head):
             raise
     local = kernel.blobs.local_path(key)
     return await asyncio.to_thread(imaging.probe, str(local) if local else await kernel.blobs.read_bytes(key))
@@ -94,8 +111,9 @@ async def upload_one(
     # Stamped like its log row, so a `since` replay and the live push name the same update.
     await publish_all(kernel.events, [StatusEvent(user_id, media_id, PENDING, None, now)])
 
+    head = _Head(chunks)
     try:
-        info = await kernel.blobs.write_stream(item.blob_key, chunks, max_bytes=cfg.max_upload_bytes)
+        info = await kernel.blobs.write_stream(item.blob_key, head.stream(), max_bytes=cfg.max_upload_bytes)
     except BlobTooLarge:
         detail = f"File too large: the limit is {cfg.max_upload_bytes} bytes"
         outcome.rejected.append(Rejection(filename, 413, detail))
@@ -105,16 +123,11 @@ async def upload_one(
         await _discard(kernel, session, item, f"upload interrupted: {type(exc).__name__}")
         raise
     try:
-        probed = await _probe(kernel, item.blob_key, info.size)
+        probed = await _probe(kernel, item.blob_key, info.size, head.bytes())
     except imaging.ImageRejected as exc:
         detail = f"Not an accepted image: {exc}"
         outcome.rejected.append(Rejection(filename, 415, detail))
         await _discard(kernel, session, item, detail)
-        return
-    duplicate = await _duplicate_of(session, user_id, info.sha256, media_id)
-    if duplicate is not None:
-        outcome.rejected.append(Rejection(filename, 409, f"Duplicate of media {duplicate}"))
-        await _discard(kernel, session, item, "duplicate")
         return
     try:
         job = await kernel.jobs.create(session, "media.process", {"media_id": media_id}, owner_id=user_id,
@@ -125,8 +138,9 @@ async def upload_one(
         })
         await session.commit()
     except IntegrityError:
-        # The same bytes, uploaded concurrently, committed their checksum first (unique index
-        # (user_id, sha256)): this copy is the duplicate.
+        # The unique index (user_id, sha256) found these bytes already stored (or committed by a
+        # concurrent upload first): this copy is the duplicate. No query beforehand: duplicates
+        # are rare, and the index has to be checked at commit anyway.
         await session.rollback()
         duplicate = await _duplicate_of(session, user_id, info.sha256, media_id)
         if duplicate is None:

@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from kiln.apps.media import grid
 from kiln.apps.media.models import READY, UPLOADED, MediaItem, MediaTaskLog
-from kiln.core.db import utcnow
+from kiln.core.db import new_id, utcnow
 
 TOPIC = "media.status"
+_ITEMS = MediaItem.__table__
+_LOGS = MediaTaskLog.__table__
 MESSAGE_TYPE = "MEDIA_STATUS_UPDATE"
 
 
@@ -74,24 +77,35 @@ async def transition(
     claimed by someone else): the caller then stops touching it.
 
     This is the choke point of the map grid: a transition that may enter or leave READY syncs the
-    item's grid contribution in the same transaction (a transition whose `expect` excludes READY
-    and whose target is not READY cannot change it, and costs nothing extra).
+    item's grid contribution in the same transaction. A transition whose `expect` excludes READY
+    had no contribution to remove, so it costs nothing extra unless the item now contributes.
     """
     now = at or utcnow()
     changes = {"status": status, "updated_at": now, **(values or {})}
-    stmt = update(MediaItem).where(MediaItem.id == item.id)
+    stmt = update(_ITEMS).where(_ITEMS.c.id == item.id)
     if expect is not None:
-        stmt = stmt.where(MediaItem.status.in_(expect))
-    result = await session.execute(stmt.values(**changes).execution_options(synchronize_session=False))
+        stmt = stmt.where(_ITEMS.c.status.in_(expect))
+    result = await session.execute(stmt.values(**changes))
     if not result.rowcount:
         return None
     for key, value in changes.items():
-        setattr(item, key, value)
-    if status == READY or expect is None or READY in expect:
+        # Written above: mirror it without marking the object dirty (no second UPDATE at flush).
+        set_committed_value(item, key, value)
+    could_leave = expect is None or READY in expect
+    if could_leave or grid.contributes(status, item.has_trash, item.lat, item.lng):
         await grid.sync(session, [item.id])
-    add_log(session, item.id, status_message(status, detail), status=status, worker=worker, at=now)
+    return await logged(session, item, status, detail=detail, worker=worker, at=now)
+
+
+async def logged(session: AsyncSession, item: MediaItem, status: str, *, detail: str | None = None,
+                 worker: str | None = None, at: datetime) -> StatusEvent:
+    """The task-log row and the event of a status change the caller has just written."""
+    # A Core insert, executed now: the ORM unit of work would cost more than the row.
+    await session.execute(insert(_LOGS).values(
+        id=new_id(), media_id=item.id, action="STATUS_CHANGE", status=status,
+        message=status_message(status, detail), worker_name=worker, at=at))
     return StatusEvent(
-        user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=now,
+        user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=at,
         address=item.address,
         img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None,
     )

@@ -1,0 +1,62 @@
+"""The SQLite engine's write gate (core/db.py): writers queue in-process, and no way a
+transaction can end leaves the gate shut."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from kiln.core.db import make_engine
+
+LONG_INSERT = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
+               "INSERT INTO t SELECT i FROM n")
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    yield engine
+    await engine.dispose()
+
+
+async def _write_one(engine) -> None:
+    async with asyncio.timeout(10):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+
+
+async def test_writers_take_turns_and_both_commit(engine):
+    await asyncio.gather(*(_write_one(engine) for _ in range(20)))
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 20
+
+
+async def test_a_failed_write_releases_the_gate(engine):
+    with pytest.raises(Exception, match="no such table"):
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            await conn.execute(text("INSERT INTO missing VALUES (1)"))
+    await _write_one(engine)
+
+
+async def test_a_write_cancelled_mid_statement_releases_the_gate(engine):
+    # A cancelled statement makes SQLAlchemy invalidate the connection (a BaseException in
+    # flight); its commit/rollback then cannot read the connection's info. The gate must open
+    # anyway, or every later writer waits for the gate's timeout.
+    async def long_write() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text(LONG_INSERT))
+            await conn.commit()
+
+    task = asyncio.create_task(long_write())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await _write_one(engine)
