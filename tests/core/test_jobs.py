@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,6 +24,7 @@ from kiln.core.jobs import (
     JobError,
     Worker,
 )
+from kiln.core.jobs.context import CpuPool
 from kiln.core.jobs.runner import recover_jobs
 from kiln.core.kernel import Kernel
 from tests.conftest import make_settings
@@ -278,3 +280,17 @@ async def test_utc_timestamps_round_trip(kernel: Kernel):
     assert stored == moment
     assert stored.tzinfo is not None and stored.utcoffset() == timedelta(0)
     assert stored == datetime(2026, 3, 1, 10, 30, 15, 123456, tzinfo=UTC)
+
+
+def _niceness() -> int:
+    return os.nice(0)
+
+
+async def test_cpu_steps_run_at_a_lower_priority_than_the_server():
+    # The server is one thread: niced step processes leave it a core (see CpuPool).
+    for nice, expected in ((7, os.nice(0) + 7), (0, os.nice(0))):
+        pool = CpuPool(1, nice=nice)
+        try:
+            assert await pool.run(_niceness, cancelled=asyncio.Event(), grace=1) == min(19, expected)
+        finally:
+            pool.shutdown()

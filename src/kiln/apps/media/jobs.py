@@ -37,7 +37,7 @@ from kiln.apps.media.models import (
     MediaTaskLog,
 )
 from kiln.apps.media.reaper import reap
-from kiln.apps.media.status import StatusEvent, add_log, logged, publish_all, transition
+from kiln.apps.media.status import StatusEvent, add_log, logged, publish_all, transition, transition_through
 from kiln.apps.media.system_load import record_load_sample
 from kiln.core.db import utcnow
 from kiln.core.jobs import QUEUED, JobCancelled, JobContext, TransientJobError, job_handler, periodic
@@ -111,7 +111,8 @@ async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_atte
                 error=None)
         .returning(MediaItem).execution_options(synchronize_session=False))).first()
     if claimed is not None:
-        return claimed, await logged(session, claimed, EXTRACTING, worker=ctx.job.worker, at=now)
+        (event,) = await logged(session, claimed, [(EXTRACTING, None, now)], worker=ctx.job.worker)
+        return claimed, event
     item = await session.get(MediaItem, media_id)  # why not: gone, not ours, or out of attempts
     if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
         return None, None
@@ -142,22 +143,17 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     }
     if detector is None:
         # No detector configured: say so; never invent detections. PROCESSING and READY are
-        # written in one transaction (two log rows, two messages, one commit).
+        # written in one statement (two log rows, two messages, one commit).
+        technical = {**technical, "detection": "skipped: no detector configured"}
         async with ctx.session() as session:
-            events = [await transition(session, item, PROCESSING, detail="Extracted EXIF and GPS data",
-                                       worker=ctx.job.worker, expect=RUNNABLE, values=processing)]
-            if events[0] is not None:
-                technical = {**technical, "detection": "skipped: no detector configured"}
-                events.append(await transition(
-                    session, item, READY, detail="detection skipped: no detector configured",
-                    worker=ctx.job.worker, expect=RUNNABLE, values={
-                        "technical_metadata": technical, "has_trash": False, "confidence": None,
-                        "detector": None}))
-            if None in events:
-                await session.rollback()
-            else:
-                await session.commit()
-        if None in events:
+            events = await transition_through(
+                session, item, [(PROCESSING, "Extracted EXIF and GPS data"),
+                                (READY, "detection skipped: no detector configured")],
+                worker=ctx.job.worker, expect=RUNNABLE, values={
+                    **processing, "technical_metadata": technical, "has_trash": False, "confidence": None,
+                    "detector": None})
+            await session.commit()
+        if not events:
             await blobs.delete(thumb_key)
             return {"skipped": "media deleted"}
         await publish_all(ctx.kernel.events, events)

@@ -7,7 +7,7 @@ about a state the database may still roll back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -75,40 +75,66 @@ async def transition(
 
     Returns None when the row is gone or no longer in an expected state (deleted meanwhile,
     claimed by someone else): the caller then stops touching it.
-
-    This is the choke point of the map grid: a transition that may enter or leave READY syncs the
-    item's grid contribution in the same transaction. A transition whose `expect` excludes READY
-    had no contribution to remove, so it costs nothing extra unless the item now contributes.
     """
-    now = at or utcnow()
-    changes = {"status": status, "updated_at": now, **(values or {})}
+    events = await transition_through(session, item, [(status, detail)], worker=worker, expect=expect,
+                                      values=values, at=at)
+    return events[0] if events else None
+
+
+async def transition_through(
+    session: AsyncSession,
+    item: MediaItem,
+    steps: list[tuple[str, str | None]],
+    *,
+    worker: str | None = None,
+    expect: tuple[str, ...] | None = None,
+    values: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> list[StatusEvent]:
+    """Walk `item` through `steps` ((status, detail) pairs) in this transaction: one UPDATE to the
+    last status, a log row and an event for every step. Nobody can see the states in between
+    (they never commit), so writing them row by row would only cost statements.
+
+    Returns [] when the row is gone or no longer in an expected state.
+
+    This is the choke point of the map grid: a change that may enter or leave READY syncs the
+    item's grid contribution in the same transaction. A change whose `expect` excludes READY had
+    no contribution to remove, so it costs nothing extra unless the item now contributes.
+    """
+    first = at or utcnow()
+    # Strictly increasing times: the log is read back ordered by time.
+    times = [first + timedelta(microseconds=n) for n in range(len(steps))]
+    status = steps[-1][0]
+    changes = {"status": status, "updated_at": times[-1], **(values or {})}
     stmt = update(_ITEMS).where(_ITEMS.c.id == item.id)
     if expect is not None:
         stmt = stmt.where(_ITEMS.c.status.in_(expect))
     result = await session.execute(stmt.values(**changes))
     if not result.rowcount:
-        return None
+        return []
     for key, value in changes.items():
         # Written above: mirror it without marking the object dirty (no second UPDATE at flush).
         set_committed_value(item, key, value)
     could_leave = expect is None or READY in expect
     if could_leave or grid.contributes(status, item.has_trash, item.lat, item.lng):
         await grid.sync(session, [item.id])
-    return await logged(session, item, status, detail=detail, worker=worker, at=now)
+    logged_steps = [(step, detail, when) for (step, detail), when in zip(steps, times, strict=True)]
+    return await logged(session, item, logged_steps, worker=worker)
 
 
-async def logged(session: AsyncSession, item: MediaItem, status: str, *, detail: str | None = None,
-                 worker: str | None = None, at: datetime) -> StatusEvent:
-    """The task-log row and the event of a status change the caller has just written."""
-    # A Core insert, executed now: the ORM unit of work would cost more than the row.
-    await session.execute(insert(_LOGS).values(
-        id=new_id(), media_id=item.id, action="STATUS_CHANGE", status=status,
-        message=status_message(status, detail), worker_name=worker, at=at))
-    return StatusEvent(
-        user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=at,
-        address=item.address,
-        img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None,
-    )
+async def logged(session: AsyncSession, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
+                 worker: str | None = None) -> list[StatusEvent]:
+    """The task-log rows and events of status changes ((status, detail, at) triples) the caller
+    has just written."""
+    # A Core insert, executed now: the ORM unit of work would cost more than the rows.
+    await session.execute(insert(_LOGS), [
+        {"id": new_id(), "media_id": item.id, "action": "STATUS_CHANGE", "status": status,
+         "message": status_message(status, detail), "worker_name": worker, "at": at}
+        for status, detail, at in steps])
+    return [StatusEvent(user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=at,
+                        address=item.address,
+                        img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None)
+            for status, _detail, at in steps]
 
 
 async def publish_all(events: Any, updates: list[StatusEvent | None]) -> None:

@@ -33,11 +33,23 @@ class TransientJobError(Exception):
         self.retry_after = retry_after
 
 
-class CpuPool:
-    """Processes for CPU-heavy steps, one call per process so a cancelled call can be killed alone."""
+def _lower_priority(increment: int) -> None:
+    if increment and hasattr(os, "nice"):
+        os.nice(increment)
 
-    def __init__(self, size: int):
+
+class CpuPool:
+    """Processes for CPU-heavy steps, one call per process so a cancelled call can be killed alone.
+
+    The processes run at a lower priority (``nice``): the server is one Python thread, and with
+    as many busy step processes as cores the scheduler would give it only its fair share of a
+    core. Then requests and the jobs' own database steps queue behind the CPU steps and the steps
+    run out of work; niced, the steps take whatever the server leaves.
+    """
+
+    def __init__(self, size: int, *, nice: int = 0):
         self.size = max(1, size)
+        self.nice = nice
         self._idle: list[ProcessPoolExecutor] = []
         self._slots = asyncio.Semaphore(self.size)
         self._context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
@@ -45,7 +57,8 @@ class CpuPool:
     def _take(self) -> ProcessPoolExecutor:
         if self._idle:
             return self._idle.pop()
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=_lower_priority,
+                                   initargs=(self.nice,))
 
     @staticmethod
     def _kill(executor: ProcessPoolExecutor) -> None:

@@ -57,7 +57,7 @@ class JobRunner:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
-        self.cpu = CpuPool(self.settings.cpu_workers or os.cpu_count() or 1)
+        self.cpu = CpuPool(self.settings.cpu_workers or os.cpu_count() or 1, nice=self.settings.cpu_workers_nice)
         self.host = socket.gethostname()
         self._claims: GroupCommit[tuple[str, str], Job | None] = GroupCommit(self._flush_claims)
         self._finishes: GroupCommit[Outcome, bool] = GroupCommit(self._flush_finishes)
