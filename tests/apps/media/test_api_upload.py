@@ -116,6 +116,19 @@ async def test_rejected_files_do_not_lose_accepted_ones(app, client):
     assert (await client.post("/api/upload/files")).status_code == 422
 
 
+async def test_an_image_whose_header_is_beyond_the_streamed_head_is_still_identified(app, client):
+    # The probe reads the first bytes kept while the upload streamed (service.PROBE_HEAD_BYTES);
+    # a 600 kB ICC profile pushes the JPEG frame header past them, so the stored file is read.
+    await register(client, "ann@example.com")
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 200), (90, 30, 10)).save(buf, "JPEG", icc_profile=bytes(range(256)) * 2400)
+    response = await upload(client, ("icc.jpg", buf.getvalue(), "image/jpeg"))
+    assert response.status_code == 201, response.text
+    (media_id,) = response.json()["media_ids"]
+    item = (await client.get("/api/vault")).json()["items"][0]
+    assert item["id"] == media_id and (item["metadata"]["width"], item["metadata"]["height"]) == (320, 200)
+
+
 async def test_recents_are_the_four_newest(client):
     await register(client, "ann@example.com")
     ids = []

@@ -56,7 +56,7 @@ async def _discard(kernel: Any, session: AsyncSession, item: MediaItem, reason: 
     log.info("media upload %s rejected: %s", item.id, reason)
 
 
-PROBE_HEAD_BYTES = 1024 * 1024
+PROBE_HEAD_BYTES = 256 * 1024  # JPEG/PNG/WebP headers and EXIF fit many times over
 
 
 class _Head:
