@@ -14,7 +14,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, not_, select, true
+from sqlalchemy import and_, case, func, not_, or_, select, text, true, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.media import grid
@@ -80,6 +80,13 @@ async def grid_stats(session: AsyncSession, user_id: str, bbox: BBox, resolution
     the rows of the border cells (exactly the row-level result); any other from the rows.
     """
     rn = grid.resolution_nano(resolution)
+    if session.bind.dialect.name == "postgresql":
+        # These statements are prepared (asyncpg) and differ only in their ranges; after five runs
+        # PostgreSQL may switch to a generic plan that ignores them and reads every cell of the
+        # user. And each branch of a UNION ALL reads a few thousand index entries at most: starting
+        # parallel workers for that costs more than it saves.
+        await session.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+                                   "set_config('max_parallel_workers_per_gather', '0', true)"))
     acc = None
     if rn % grid.FINE_NANO == 0:
         acc = await _from_grid(session, user_id, bbox, rn // grid.FINE_NANO, rn)
@@ -146,26 +153,37 @@ async def _from_grid(session: AsyncSession, user_id: str, bbox: BBox, m: int, rn
         terms.append((0, fi0, fi1, fj0, fj1, m))
     cells: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
     labels: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    sqlite = session.bind.dialect.name == "sqlite"
+    cell_parts, label_parts = [], []
     for level, i0, i1, j0, j1, d in terms:
         if i0 > i1 or j0 > j1:
             continue
         for table in (MediaGridCell, MediaGridLabel):
             ci = grid.sql_floordiv(table.lat_idx, d).label("ci")
             cj = grid.sql_floordiv(table.lng_idx, d).label("cj")
-            # a narrow band across many rows: one index seek per row instead of a scan of them all
-            rows_ = table.lat_idx.in_(range(i0, i1 + 1)) if j1 - j0 < i1 - i0 <= 2000 else table.lat_idx.between(i0, i1)
-            where = [table.user_id == user_id, table.level == level, rows_, table.lng_idx.between(j0, j1)]
+            # Each table has a lat-first and a lng-first index: a band scans the one whose leading
+            # range is its narrow side. PostgreSQL's statistics see that; SQLite (often without
+            # ANALYZE) is shown only the narrow side's range (`+ 0` hides the other).
+            lat_idx, lng_idx = table.lat_idx, table.lng_idx
+            if sqlite and j1 - j0 < i1 - i0:
+                lat_idx = lat_idx + 0
+            elif sqlite:
+                lng_idx = lng_idx + 0
+            where = [table.user_id == user_id, table.level == level, lat_idx.between(i0, i1), lng_idx.between(j0, j1)]
             if table is MediaGridCell:
-                for i, j, n, c in await session.execute(
-                        select(ci, cj, func.sum(table.count), func.sum(table.confidence_sum))
-                        .where(*where).group_by(ci, cj)):
-                    cell = cells[(int(i), int(j))]
-                    cell[0] += int(n)
-                    cell[1] += int(c)
+                cell_parts.append(select(ci, cj, func.sum(table.count), func.sum(table.confidence_sum))
+                                  .where(*where).group_by(ci, cj))
             else:
-                for i, j, label, n in await session.execute(
-                        select(ci, cj, table.label, func.sum(table.count)).where(*where).group_by(ci, cj, table.label)):
-                    labels[(int(i), int(j))][label] += int(n)
+                label_parts.append(select(ci, cj, table.label, func.sum(table.count))
+                                   .where(*where).group_by(ci, cj, table.label))
+    # One statement per table: every band keeps its own plan inside the UNION ALL.
+    if cell_parts:
+        for i, j, n, c in await session.execute(union_all(*cell_parts)):
+            cell = cells[(int(i), int(j))]
+            cell[0] += int(n)
+            cell[1] += int(c)
+        for i, j, label, n in await session.execute(union_all(*label_parts)):
+            labels[(int(i), int(j))][label] += int(n)
     await _border_rows(session, user_id, bbox, (fi0, fi1, fj0, fj1), rn, cells, labels)
     return cells, labels
 
@@ -190,32 +208,31 @@ async def _border_rows(session: AsyncSession, user_id: str, bbox: BBox, inner: t
              (lat >= n_lo, lat <= n_hi, lng_ >= w_lo, lng_ <= e_hi),
              (lat_ >= s_hi, lat_ < n_lo, lng >= w_lo, lng < w_hi),
              (lat_ >= s_hi, lat_ < n_lo, lng >= e_lo, lng <= e_hi)]
-    # Rows inside the bbox whose cell the aggregates covered cancel out: skip them in SQL (the
-    # same exact keys as below), so points piled up on an edge are not fetched.
+    # A row counts +1 when the bbox holds it but no aggregated cell did, -1 when an aggregated
+    # cell held it but the bbox does not; the rest cancel out. Summed per output cell in SQL, with
+    # the same exact keys as the grid, so only a few rows per edge cell come back. The slabs are
+    # disjoint (at least one whole level-0 cell lies between opposite edges), so no row counts twice.
     dialect = session.bind.dialect.name
-    settled = and_(*_bbox_filter(bbox),
-                   grid.sql_floordiv(grid.sql_nano(lat, dialect), b).between(fi0, fi1),
+    inside = and_(*_bbox_filter(bbox))
+    covered = and_(grid.sql_floordiv(grid.sql_nano(lat, dialect), b).between(fi0, fi1),
                    grid.sql_floordiv(grid.sql_nano(lng, dialect), b).between(fj0, fj1))
-    seen: set[str] = set()
-    for slab in slabs:
-        rows = await session.execute(
-            select(MediaItem.id, lat, lng, MediaItem.confidence, MediaDetection.label)
-            .outerjoin(MediaDetection, MediaDetection.media_id == MediaItem.id)
-            .where(*_contributing(user_id), *slab, not_(settled)))
-        for media_id, y, x, conf, label in rows:
-            inside = bbox.min_lat <= y <= bbox.max_lat and bbox.min_lng <= x <= bbox.max_lng
-            covered = fi0 <= grid.nano(y) // b <= fi1 and fj0 <= grid.nano(x) // b <= fj1
-            sign = int(inside) - int(covered)
-            if not sign:
-                continue
-            key = (grid.nano(y) // rn, grid.nano(x) // rn)
-            if media_id not in seen:
-                seen.add(media_id)
-                cell = cells[key]
-                cell[0] += sign
-                cell[1] += sign * grid.micro(conf)
-            if label is not None:
-                labels[key][label] += sign
+    sign = (case((inside, 1), else_=0) - case((covered, 1), else_=0)).label("sign")
+    ci = grid.sql_floordiv(grid.sql_nano(lat, dialect), rn).label("ci")
+    cj = grid.sql_floordiv(grid.sql_nano(lng, dialect), rn).label("cj")
+    settle = [*_contributing(user_id), or_(inside, covered), not_(and_(inside, covered))]
+    slab_cells = union_all(*(
+        select(ci, cj, sign, func.count(), func.sum(grid.sql_micro(MediaItem.confidence, dialect)))
+        .where(*settle, *slab).group_by(ci, cj, sign) for slab in slabs))
+    for i, j, k, n, conf in await session.execute(slab_cells):
+        cell = cells[(int(i), int(j))]
+        cell[0] += int(k) * int(n)
+        cell[1] += int(k) * int(conf)
+    slab_labels = union_all(*(
+        select(ci, cj, sign, MediaDetection.label, func.count())
+        .join(MediaDetection, MediaDetection.media_id == MediaItem.id)
+        .where(*settle, *slab).group_by(ci, cj, sign, MediaDetection.label) for slab in slabs))
+    for i, j, k, label, n in await session.execute(slab_labels):
+        labels[(int(i), int(j))][label] += int(k) * int(n)
 
 
 async def fingerprint(session: AsyncSession, user_id: str) -> int:

@@ -146,6 +146,9 @@ class MediaGridMember(Base):
 
 class MediaGridCell(Base):
     __tablename__ = "media_grid_cells"
+    # lng-first and covering (0007): a map bbox's tall edge bands are one range scan of it
+    __table_args__ = (Index("ix_media_grid_cells_lng", "user_id", "level", "lng_idx", "lat_idx", "count",
+                            "confidence_sum"),)
 
     user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # 0: 0.005°, 1: 0.05°
@@ -157,6 +160,7 @@ class MediaGridCell(Base):
 
 class MediaGridLabel(Base):
     __tablename__ = "media_grid_labels"
+    __table_args__ = (Index("ix_media_grid_labels_lng", "user_id", "level", "lng_idx", "lat_idx", "label", "count"),)
 
     user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
