@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from kiln.core import sqlite_async
 from kiln.core.db import make_engine
 
 LONG_INSERT = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
@@ -60,3 +61,35 @@ async def test_a_write_cancelled_mid_statement_releases_the_gate(engine):
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await _write_one(engine)
+
+
+async def test_results_larger_than_the_prefetch_come_back_whole(engine):
+    rows = sqlite_async.PREFETCH * 3 + 7
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO t (x) VALUES (:x)"), [{"x": i} for i in range(rows)])  # executemany
+        updated = await conn.execute(text("UPDATE t SET x = x + 1 WHERE x < 10"))
+        assert updated.rowcount == 10
+    async with engine.connect() as conn:
+        everything = (await conn.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+        assert len(everything) == rows and everything[-1] == rows - 1
+        streamed = []
+        async with conn.stream(text("SELECT x FROM t ORDER BY x")) as result:  # fetchmany pages
+            async for partition in result.partitions(100):
+                streamed += [row[0] for row in partition]
+        assert streamed == everything
+        assert (await conn.execute(text("SELECT x FROM t WHERE x = -1"))).first() is None
+
+
+async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
+    hops = []
+    real = sqlite_async.OneHopConnection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        hops.append(fn)
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_async.OneHopConnection, "_execute", counted)
+    async with engine.connect() as conn:
+        hops.clear()
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+        assert len(hops) == 1  # aiosqlite's own cursor: create, execute, fetch, close = 4

@@ -15,13 +15,15 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, String, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
+
+from kiln.core import sqlite_async
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -143,10 +145,13 @@ class SqliteWriteGate:
 
 
 def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
-    """Create the async engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Create the async engine for `url`; SQLite gets WAL, a busy timeout, foreign keys, the write
+    gate and one-thread-hop statements (`core.sqlite_async`)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
+        parsed = make_url(url)
+        args, params = parsed.get_dialect()().create_connect_args(parsed)
+        kwargs["async_creator"] = sqlite_async.connector(args, {**params, "timeout": 30})
         # Keep connections: an aiosqlite connection is a thread plus an open and four PRAGMAs, and
         # the default pool (5 + 10 overflow closed on return) reopened them under load.
         kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)

@@ -1,0 +1,133 @@
+"""aiosqlite connections whose statements cost one thread hop instead of three or four.
+
+aiosqlite runs every call on the connection's own thread, and each call is a queue put, a
+thread wake-up and a loop wake-up. SQLAlchemy's adapter makes up to four calls per statement
+(create the cursor, execute, fetch, close), so a busy SQLite process spent more time switching
+threads than running SQL. Here the cursor is created inside the execute hop, the first rows
+are fetched in the same hop, and closing is queued without waiting for it.
+
+Rows beyond the first ``PREFETCH`` are fetched on demand, so a large result is never held
+whole. Used through ``create_async_engine(..., async_creator=connector(...))`` (``core.db``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+import aiosqlite
+
+PREFETCH = 256
+
+
+class OneHopCursor(aiosqlite.Cursor):
+    def __init__(self, conn: OneHopConnection) -> None:  # no hop: the sqlite3 cursor comes with the first call
+        self.iter_chunk_size = conn._iter_chunk_size
+        self._conn = conn
+        self._cursor: sqlite3.Cursor | None = None  # type: ignore[assignment]
+        self._rows: list[Any] = []
+        self._more = False
+
+    def _sqlite_cursor(self) -> sqlite3.Cursor:  # on the connection's thread
+        if self._cursor is None:
+            self._cursor = self._conn._conn.cursor()
+        return self._cursor
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
+        def run() -> tuple[list[Any], bool]:
+            cursor = self._sqlite_cursor()
+            cursor.execute(sql, () if parameters is None else parameters)
+            if cursor.description is None:
+                return [], False
+            rows = cursor.fetchmany(PREFETCH)
+            return rows, len(rows) == PREFETCH
+
+        self._rows, self._more = await self._conn._execute(run)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> OneHopCursor:
+        def run() -> None:
+            self._sqlite_cursor().executemany(sql, parameters)
+
+        await self._conn._execute(run)
+        self._rows, self._more = [], False
+        return self
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        if self._more:
+            self._more = False
+            rows += await self._conn._execute(self._sqlite_cursor().fetchall)
+        return rows
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = size or self.arraysize
+        if len(self._rows) < size and self._more:
+            more = await self._conn._execute(self._sqlite_cursor().fetchmany, size)
+            self._more = len(more) == size
+            self._rows += more
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    async def fetchone(self) -> Any:
+        rows = await self.fetchmany(1)
+        return rows[0] if rows else None
+
+    async def close(self) -> None:
+        self._rows, self._more = [], False
+        if self._cursor is not None:
+            # Runs before this connection's next call; nothing has to wait for it.
+            self._conn._tx.put_nowait((None, self._cursor.close))
+            self._cursor = None
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize if self._cursor is not None else 1
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description if self._cursor is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount if self._cursor is not None else -1
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid if self._cursor is not None else None
+
+
+class _CursorReady:
+    """What ``cursor()`` returns: awaitable and an async context manager, like aiosqlite's."""
+
+    def __init__(self, cursor: OneHopCursor) -> None:
+        self._cursor = cursor
+
+    def __await__(self) -> Generator[Any, None, OneHopCursor]:
+        return self._ready().__await__()
+
+    async def _ready(self) -> OneHopCursor:
+        return self._cursor
+
+    async def __aenter__(self) -> OneHopCursor:
+        return self._cursor
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cursor.close()
+
+
+class OneHopConnection(aiosqlite.Connection):
+    def cursor(self) -> _CursorReady:  # type: ignore[override]
+        return _CursorReady(OneHopCursor(self))
+
+
+def connector(args: list[Any], kwargs: dict[str, Any]) -> Callable[[], OneHopConnection]:
+    """An ``async_creator`` for SQLAlchemy: the connection ``aiosqlite.connect`` would make."""
+
+    def create() -> OneHopConnection:
+        connection = OneHopConnection(lambda: sqlite3.connect(*args, **kwargs), iter_chunk_size=64)
+        connection._thread.daemon = True  # as SQLAlchemy sets for aiosqlite: never block exit
+        return connection
+
+    return create
