@@ -83,6 +83,17 @@ async def test_publishing_batches_many_items_into_one_commit(app, client, fake_h
     assert len(fake_hub.commits) == 1
 
 
+async def test_concurrent_publishing_runs_publish_each_item_once(app, client, fake_hub):  # noqa: F811
+    ids = await _ready_items(app, client, 3)
+    repo = fake_hub.create_repo("bo/media")
+    _configure(app, fake_hub, repo)
+    counts = await asyncio.gather(*(publish_pending(app.state.kernel) for _ in range(3)))
+    assert sorted(counts) == [0, 0, 3] and len(fake_hub.commits) == 1
+    for media_id in ids:
+        history = (await client.get(f"/api/map/{media_id}/logs")).json()["history"]
+        assert [h["action"] for h in history].count("PUBLISH") == 1
+
+
 async def test_rate_limit_leaves_items_for_the_next_run(app, client, fake_hub):  # noqa: F811
     ids = await _ready_items(app, client, 2)
     repo = fake_hub.create_repo("bo/media")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -248,6 +249,24 @@ async def publish_pending(kernel: Any, *, limit: int = PUBLISH_BATCH_ITEMS) -> i
     Raises ``HfRateLimited`` on 429 (nothing recorded: the items are taken again next time) and
     ``HfSinkError`` otherwise (a PUBLISH_FAILED log row on each item of the failed batch).
     """
+    async with _publish_lock(kernel):
+        return await _publish_pending(kernel, limit)
+
+
+# One publishing run at a time per process: two would read the same unpublished items and
+# commit them twice. (Across `kiln worker` processes the race remains, and costs a duplicate
+# commit of identical files and a second PUBLISH log row; nothing is lost.)
+_publish_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _publish_lock(kernel: Any) -> asyncio.Lock:
+    lock = _publish_locks.get(kernel)
+    if lock is None:
+        lock = _publish_locks[kernel] = asyncio.Lock()
+    return lock
+
+
+async def _publish_pending(kernel: Any, limit: int) -> int:
     cfg = media_settings(kernel)
     sink = hf_sink_from_settings(cfg.hf_token, cfg.hf_repo_id, cfg.hf_endpoint)
     if sink is None:
