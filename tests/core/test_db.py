@@ -93,3 +93,16 @@ async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
         hops.clear()
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
         assert len(hops) == 1  # aiosqlite's own cursor: create, execute, fetch, close = 4
+
+
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
+async def test_an_in_memory_database_works(url):
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE m (x INTEGER)"))
+            await conn.execute(text("INSERT INTO m VALUES (1)"))
+        async with engine.connect() as conn:  # the same (shared) connection: the table is there
+            assert (await conn.execute(text("SELECT x FROM m"))).scalar() == 1
+    finally:
+        await engine.dispose()

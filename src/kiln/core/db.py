@@ -152,9 +152,11 @@ def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
         parsed = make_url(url)
         args, params = parsed.get_dialect()().create_connect_args(parsed)
         kwargs["async_creator"] = sqlite_async.connector(args, {**params, "timeout": 30})
-        # Keep connections: an aiosqlite connection is a thread plus an open and four PRAGMAs, and
-        # the default pool (5 + 10 overflow closed on return) reopened them under load.
-        kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
+        in_memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+        if not in_memory:  # (a memory database keeps SQLAlchemy's single shared connection)
+            # Keep connections: an aiosqlite connection is a thread plus an open and four PRAGMAs,
+            # and the default pool (5 + 10 overflow closed on return) reopened them under load.
+            kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
     else:
         # No pre-ping: it costs a round trip per checkout; stale connections are recycled instead.
         kwargs.update(pool_recycle=1800, pool_size=10, max_overflow=20)
