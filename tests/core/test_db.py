@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from kiln.core import sqlite_async
-from kiln.core.db import make_engine
+from kiln.core.db import SqliteWriteGate, make_engine
 
 LONG_INSERT = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
                "INSERT INTO t SELECT i FROM n")
@@ -106,3 +106,15 @@ async def test_an_in_memory_database_works(url):
             assert (await conn.execute(text("SELECT x FROM m"))).scalar() == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_cancelled_as_the_gate_opens_for_it_does_not_keep_it():
+    gate = SqliteWriteGate()
+    await gate.lock.acquire()  # a writer holds the gate
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)  # the second writer is queued
+    gate.lock.release()  # handed to the queued writer ...
+    waiter.cancel()  # ... which is cancelled before it runs (a shutdown, a client gone)
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    assert not gate.lock.locked()

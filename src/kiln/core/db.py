@@ -123,10 +123,17 @@ class SqliteWriteGate:
         if conn.info.get(self.KEY) or not statement.lstrip()[:7].upper().startswith(_WRITE_VERBS):
             return
         try:
-            await_only(asyncio.wait_for(self.lock.acquire(), WRITE_GATE_TIMEOUT))
+            await_only(self.acquire())
         except TimeoutError:
             raise OperationalError(statement, None, Exception("database is locked (write gate)")) from None
         conn.info[self.KEY] = True
+
+    async def acquire(self) -> None:
+        # Not asyncio.wait_for: on Python 3.11, a waiter cancelled just as the lock is handed to
+        # it loses the acquisition and the gate stays shut for good. Lock.acquire, cancelled
+        # directly, passes the lock on.
+        async with asyncio.timeout(WRITE_GATE_TIMEOUT):
+            await self.lock.acquire()
 
     def _release(self, info: dict[str, Any]) -> None:
         if info.pop(self.KEY, False) and self.lock.locked():
