@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from kiln import __version__
 from kiln.core.errors import install_error_handlers
+from kiln.core.inputs import install_input_guards
 from kiln.core.kernel import Kernel
 from kiln.core.metrics import Metrics, MetricsMiddleware
 from kiln.core.migrations import upgrade
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    install_input_guards(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

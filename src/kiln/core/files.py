@@ -21,10 +21,36 @@ CHUNK = 256 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
+NAME_MAX, PATH_MAX = 255, 4095  # bytes, as Linux (and most file systems) count them
+
+
+def check_client_path(client_path: str) -> str:
+    """Refuse a client path no file system can hold: NUL, a component over 255 bytes, over 4095
+    bytes in all, or text that is not UTF-8 (an unpaired surrogate). The OS would answer
+    `ValueError` / `ENAMETOOLONG` from deep inside a request instead."""
+    if "\x00" in client_path:
+        raise UnsafePathError("path contains a NUL character")
+    try:
+        encoded = client_path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError("path is not valid Unicode text") from None
+    if len(encoded) > PATH_MAX:
+        raise UnsafePathError(f"path is longer than {PATH_MAX} bytes")
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise UnsafePathError(f"a path component is longer than {NAME_MAX} bytes")
+    return client_path
+
+
+def client_path(raw: str) -> Path:
+    """A local path a client named (checked as above), `~` expanded, made absolute and resolved."""
+    return Path(check_client_path(raw.strip())).expanduser().resolve()
+
+
 def safe_join(root: Path | str, client_path: str) -> Path:
     """Resolve `client_path` under `root`; refuse anything that lands outside, symlinks included."""
-    if "\x00" in client_path or "\\" in client_path:
-        raise UnsafePathError("path contains a backslash or NUL")
+    check_client_path(client_path)
+    if "\\" in client_path:
+        raise UnsafePathError("path contains a backslash")
     if client_path.startswith("/") or Path(client_path).is_absolute():
         raise UnsafePathError("path is absolute")
     base = Path(root).resolve()

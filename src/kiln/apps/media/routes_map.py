@@ -11,6 +11,7 @@ from kiln.apps.media import map_service, service
 from kiln.apps.media.deps import MediaSettingsDep, MediaUser
 from kiln.apps.media.schemas import DetectionOut, GridStats, LogEntry, LogHistory, MapPoint, MapPoints
 from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.params import Offset
 
 router = APIRouter(prefix="/api/map", tags=["media: map"])
 BBOX_ERROR = "Invalid bounding box: min values must be <= max values."
@@ -43,7 +44,7 @@ async def map_points(
     min_lat: Lat = None, max_lat: Lat = None, min_lng: Lng = None, max_lng: Lng = None,
     has_trash: bool | None = None,
     min_confidence: float = Query(default=0, ge=0, le=100, description="Percent, 0-100."),
-    limit: int = Query(default=1000, ge=1, le=5000), offset: int = Query(default=0, ge=0),
+    limit: int = Query(default=1000, ge=1, le=5000), offset: Offset = 0,
 ) -> MapPoints:
     bbox = _bbox(min_lat, max_lat, min_lng, max_lng, required=False)
     items, detections, total = await map_service.points(

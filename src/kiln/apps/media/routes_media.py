@@ -23,6 +23,7 @@ from kiln.core.auth import AuthError, authenticate_token, token_from_request
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.events import forward_events
 from kiln.core.files import range_response
+from kiln.core.params import Page
 
 router = APIRouter(tags=["media: vault and upload"])
 StatusName = Literal[STATUSES]  # type: ignore[valid-type]
@@ -50,7 +51,7 @@ async def vault(
     search: str | None = Query(default=None, max_length=255), status: StatusName | None = None,
     order_by: Literal["created_at", "filename", "status"] = "created_at",
     direction: Literal["asc", "desc"] = "desc",
-    page: int = Query(default=1, ge=1), page_size: int = Query(default=20, ge=1, le=100),
+    page: Page = 1, page_size: int = Query(default=20, ge=1, le=100),
 ) -> VaultPage:
     items, total = await service.list_vault(session, user.id, search=search, status=status, order_by=order_by,
                                             direction=direction, page=page, page_size=page_size)

@@ -20,8 +20,11 @@ from kiln.apps.robotics.common import BadRequest, Conflict, NotFound, RoboticsEr
 from kiln.apps.robotics.models import INDEXING_STATUSES, Asset, AssetMetadata, AssetTag, ConversionRun, Tag
 from kiln.apps.robotics.reading import RecordingError, detect_source
 from kiln.apps.robotics.views import asset_list_item, asset_summary, conversion_summary, metadata_view, tag_view
+from kiln.core.blobs import UnsafePathError
 from kiln.core.db import new_id, utcnow
+from kiln.core.files import check_client_path, client_path
 from kiln.core.jobs.models import Job
+from kiln.core.params import QUERY_INT_MAX
 
 SUPPORTED = ("bag", "mcap", "db3")
 SUPPORTED_TEXT = "supported: bag, mcap, db3, rosbag2 directory"
@@ -74,7 +77,10 @@ def upload_name(header: str | None) -> str:
         raise BadRequest("x-file-name must name a file, e.g. run1.mcap")
     if Path(name).suffix.lower().lstrip(".") not in SUPPORTED:
         raise BadRequest(f"unsupported asset type: {name} (supported: bag, mcap, db3)")
-    return name
+    try:
+        return check_client_path(name)
+    except UnsafePathError as exc:
+        raise BadRequest(f"x-file-name: {exc}") from None
 
 
 async def upload(session: AsyncSession, home: Path, name: str, chunks: AsyncIterator[bytes]) -> Asset:
@@ -111,7 +117,10 @@ async def upload(session: AsyncSession, home: Path, name: str, chunks: AsyncIter
 
 
 def _resolve(raw: str) -> Path:
-    return Path(raw.strip()).expanduser().resolve()
+    try:
+        return client_path(raw)
+    except UnsafePathError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _discover(directory: Path, recursive: bool) -> list[Path]:
@@ -227,6 +236,8 @@ def _number(params: dict[str, str], key: str, kind: type = float) -> Any:
         raise RoboticsError(f"{key} must be {word} >= 0, got {raw!r}") from None
     if value < 0 or value != value:  # negative or NaN
         raise RoboticsError(f"{key} must be >= 0, got {raw!r}")
+    if not value <= QUERY_INT_MAX:  # beyond what a database column holds (inf included)
+        raise RoboticsError(f"{key} must be <= {QUERY_INT_MAX}, got {raw!r}")
     return value
 
 

@@ -17,6 +17,7 @@ from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, Regis
 from kiln.apps.robotics.views import asset_summary, job_view
 from kiln.core.auth.deps import OpenSurfaceGuard
 from kiln.core.deps import KernelDep, SessionDep, SettingsDep
+from kiln.core.params import Offset
 
 router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"])
 router.include_router(conversions_router)
@@ -110,7 +111,7 @@ async def list_jobs(
     type: Annotated[str | None, Query(description="index | convert")] = None,  # noqa: A002 - contract name
     status: Annotated[str | None, Query(description="queued | running | succeeded | failed | cancelled")] = None,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     return await jobs_service.list_jobs(session, type, status, limit, offset)
 
