@@ -116,3 +116,17 @@ def test_strict_loads_keeps_what_is_valid():
     for bad in [b'"\\ud800\\ud800"', b'"\\udc00\\ud800"', b'"\\\\\\u0000"', b"1e309", b"-Infinity"]:
         with pytest.raises(json.JSONDecodeError):
             loads_strict(bad)
+
+
+async def test_openapi_describes_text_422s(client):
+    """Robotics refusals and some media ones answer `{"detail": "text"}` with 422: documented so."""
+    doc = (await client.get("/openapi.json")).json()
+    for path, method in [("/conversions", "post"), ("/jobs", "get"), ("/conversion-configs/{config_id}", "patch"),
+                         ("/api/auth/signup", "post"), ("/api/map", "get"),
+                         ("/api/dashboard/ai-workers/dispatch", "post")]:
+        schema = doc["paths"][path][method]["responses"]["422"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/MessageOrValidationError"}, (path, schema)
+    detail = doc["components"]["schemas"]["MessageOrValidationError"]["properties"]["detail"]
+    assert {"type": "string"} in detail["anyOf"]
+    response = await client.get("/jobs?type=nope")
+    assert response.status_code == 422 and isinstance(response.json()["detail"], str)

@@ -21,8 +21,9 @@ from kiln.core.auth import (
     update_profile,
 )
 from kiln.core.deps import SessionDep, SettingsDep
+from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 
-router = APIRouter(prefix="/api/auth", tags=["media: auth"])
+router = APIRouter(prefix="/api/auth", tags=["media: auth"], responses=MESSAGE_OR_VALIDATION_422)
 
 
 def _user(user: User) -> UserOut:

@@ -13,8 +13,9 @@ from kiln.apps.media.deps import MediaUser
 from kiln.apps.media.schemas import DispatchIn, DispatchOut
 from kiln.apps.media.status import publish_all
 from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 
-router = APIRouter(prefix="/api/dashboard", tags=["media: dashboard"])
+router = APIRouter(prefix="/api/dashboard", tags=["media: dashboard"], responses=MESSAGE_OR_VALIDATION_422)
 
 
 @router.get("/ai-workers")

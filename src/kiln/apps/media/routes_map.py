@@ -11,9 +11,10 @@ from kiln.apps.media import map_service, service
 from kiln.apps.media.deps import MediaSettingsDep, MediaUser
 from kiln.apps.media.schemas import DetectionOut, GridStats, LogEntry, LogHistory, MapPoint, MapPoints
 from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
 
-router = APIRouter(prefix="/api/map", tags=["media: map"])
+router = APIRouter(prefix="/api/map", tags=["media: map"], responses=MESSAGE_OR_VALIDATION_422)
 BBOX_ERROR = "Invalid bounding box: min values must be <= max values."
 
 

@@ -17,9 +17,10 @@ from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, Regis
 from kiln.apps.robotics.views import asset_summary, job_view
 from kiln.core.auth.deps import OpenSurfaceGuard
 from kiln.core.deps import KernelDep, SessionDep, SettingsDep
+from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
 
-router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"])
+router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"], responses=MESSAGE_OR_VALIDATION_422)
 router.include_router(conversions_router)
 
 
@@ -44,7 +45,7 @@ async def upload_asset(
     return asset_summary(asset)
 
 
-@router.post("/assets/register-dialog")
+@router.post("/assets/register-dialog", responses={503: {"description": "No display for a file dialog"}})
 async def register_dialog(session: SessionDep) -> dict[str, Any]:
     chosen = await dialog.pick_files()
     if chosen is None:
