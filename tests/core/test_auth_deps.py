@@ -270,9 +270,16 @@ async def test_open_surface_guard(kernel, client):
     kernel.settings.require_token = True
     r = await client.get("/open")
     assert r.status_code == 401 and "Not authenticated" in r.json()["detail"]
-    _, token = await token_for(kernel, "hu@example.com")
-    assert (await client.get("/open", headers=bearer(token))).status_code == 200
+    user, token = await token_for(kernel, "hu@example.com")
+    r = await client.get("/open", headers=bearer(token))  # a plain user's login is not enough
+    assert r.status_code == 403 and "scoped" in r.json()["detail"] and "admin" in r.json()["detail"]
     assert (await client.get("/open", headers=bearer(token + "x"))).status_code == 401
+    _, admin = await token_for(kernel, "ad@example.com", role="admin")
+    assert (await client.get("/open", headers=bearer(admin))).status_code == 200
+    async with kernel.db.session() as s:
+        _, api_token = await create_api_token(s, user, "ci")
+        await s.commit()
+    assert (await client.get("/open", headers=bearer(api_token))).status_code == 200
 
 
 def test_open_surface_guard_follows_listen_address(tmp_path):
