@@ -246,9 +246,11 @@ async def open_surface_guard(conn: HTTPConnection) -> User | None:
     assert context is not None
     if context.method == "api_token" or context.user.has_role("admin"):
         return context.user  # an API token's scopes were checked when it was resolved
-    surface = surface_of(conn) or "this API"
-    detail = (f"{surface} needs an API token scoped to it (an administrator runs `kiln user token EMAIL "
-              f"--scope {surface}`) or a login of role admin or higher; your role is {context.user.role}")
+    surface = surface_of(conn)
+    needs = (f"{surface} needs an API token scoped to it (an administrator runs `kiln user token EMAIL "
+             f"--scope {surface}`)" if surface else
+             "This API needs an API token (an administrator runs `kiln user token EMAIL`)")
+    detail = f"{needs} or a login of role admin or higher; your role is {context.user.role}"
     raise _fail(conn, 403, "insufficient_role", detail)
 
 
