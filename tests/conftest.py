@@ -103,6 +103,8 @@ def make_settings(home: Path, database_url: str, **overrides: object) -> Setting
         "job_cancel_grace_seconds": 0.5,
         "job_retry_backoff_seconds": 0.05,
         "cpu_workers": 2,
+        # httpx's test clients send `Host: testserver`, which a loopback server refuses otherwise.
+        "allowed_hosts": ["testserver"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

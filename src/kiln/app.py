@@ -5,23 +5,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from kiln import __version__
+from kiln.core.auth import core_route_guard
 from kiln.core.errors import install_error_handlers
 from kiln.core.inputs import install_input_guards
 from kiln.core.kernel import Kernel
 from kiln.core.metrics import Metrics, MetricsMiddleware
 from kiln.core.migrations import upgrade
+from kiln.core.network import HostGuardMiddleware, install_log_redaction
 from kiln.settings import Settings
-from kiln.surfaces import install_surfaces
+from kiln.site import install_docs, install_index
+from kiln.surfaces import (
+    build_surface,
+    enabled_surfaces,
+    find_collisions,
+    load_job_handlers,
+    log_collisions,
+    mount_surfaces,
+)
 
 
 def _swagger_assets() -> str | None:
@@ -58,7 +67,8 @@ def _install_core_routes(app: FastAPI) -> None:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["kiln"], summary="Prometheus metrics", include_in_schema=True)
+    @app.get("/metrics", tags=["kiln"], summary="Prometheus metrics", include_in_schema=True,
+             dependencies=[Depends(core_route_guard("public_metrics"))])
     async def metrics(request: Request) -> Response:
         payload, content_type = await request.app.state.metrics.render(request.app.state.kernel.db)
         return Response(payload, media_type=content_type)
@@ -66,17 +76,6 @@ def _install_core_routes(app: FastAPI) -> None:
     assets = _swagger_assets()
     if assets:
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        # Served from the package, not a CDN, so the docs work on an offline machine.
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title="Kiln API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -86,15 +85,22 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
+        install_log_redaction()  # again: the server may have configured logging since create_app
+        log_collisions(app.state.collisions)
         kernel = Kernel(settings)
         app.state.kernel = kernel
         await kernel.start("serve")
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for surface in app.state.mounted:  # startup/shutdown work a surface registered
+                    await stack.enter_async_context(surface.app.router.lifespan_context(surface.app))
+                yield
         finally:
             await kernel.stop()
 
-    app = FastAPI(title="Kiln", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_log_redaction()
+    app = FastAPI(title="Kiln", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
@@ -107,6 +113,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         allow_headers=["*"],
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HostGuardMiddleware, settings=settings)  # outermost: refused before anything runs
     _install_core_routes(app)
-    app.state.surfaces = install_surfaces(app, settings)
+    # The root's routes in order: engine routes and docs, each surface under its prefix, then every
+    # surface at the root (a path two surfaces declare goes to the first in KILN_APPS), then the
+    # JSON index of `/`.
+    surfaces = [build_surface(app, name) for name in enabled_surfaces(settings)]
+    app.state.mounted = surfaces
+    app.state.surfaces = [surface.name for surface in surfaces]
+    app.state.collisions = find_collisions(surfaces)
+    install_docs(app, surfaces, app.state.collisions)
+    mount_surfaces(app, surfaces)
+    install_index(app, surfaces)
+    load_job_handlers(settings)
     return app

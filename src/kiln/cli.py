@@ -190,16 +190,28 @@ def user_set_role(email: str, role: str) -> None:
 
 
 @users_app.command("token")
-def user_token(email: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "script") -> None:
+def user_token(
+    email: str,
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "script",
+    scope: Annotated[str | None, typer.Option(
+        help="Comma-separated surfaces the token opens, e.g. robotics,lora (default: all).")] = None,
+) -> None:
     """Create an API token for scripts (shown once; only its hash is stored)."""
     from kiln.core.auth import service
+
+    scopes = scope.split(",") if scope is not None else None
+    try:
+        service.normalize_scopes(scopes)
+    except service.InvalidScope as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
 
     async def run(kernel: Any) -> Any:
         async with kernel.db.session() as session:
             user = await service.get_user_by_email(session, email)
             if user is None:
                 return None
-            _, plaintext = await service.create_api_token(session, user, name)
+            _, plaintext = await service.create_api_token(session, user, name, scopes=scopes)
             await session.commit()
             return plaintext
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,17 @@ ALL_APPS = ("robotics", "genai", "media", "lora", "arted")
 DEFAULT_WORKER_NAMES = (
     "Helios", "Eos", "Aethon", "Crius", "Iapetus", "Perses", "Phlegon", "Phoebe", "Theia", "Cronus",
 )
+
+
+def is_loopback_host(host: str) -> bool:
+    """A loopback name or address: `localhost` (and `*.localhost`), 127.0.0.0/8, ::1."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _split_csv(value: object) -> object:
@@ -83,6 +95,22 @@ class Settings(BaseSettings):
         default=None,
         description="Require a token on surfaces whose contract has no auth; default: only off loopback.",
     )
+    signup: Literal["open", "closed"] | None = Field(
+        default=None,
+        description="Self-registration (media, genai): `open` or `closed`; default open on loopback, closed elsewhere.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra `Host` names answered (`*.example.com` allowed); on loopback only loopback names otherwise.",
+    )
+    public_docs: bool = Field(
+        default=False, description="Serve `/docs` and `/openapi.json` without a token off loopback."
+    )
+    public_metrics: bool = Field(default=False, description="Serve `/metrics` without a token off loopback.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxy addresses or networks whose `X-Forwarded-For` names the client (login rate limits).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:5173", "http://127.0.0.1:5173"],
         description="Comma-separated origins allowed by CORS.",
@@ -93,7 +121,9 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(default=True, description="Apply database migrations when `serve` starts.")
     log_level: str = Field(default="info", description="Log level.")
 
-    @field_validator("apps", "worker_names", "cors_origins", "job_modules", mode="before")
+    @field_validator(
+        "apps", "worker_names", "cors_origins", "job_modules", "allowed_hosts", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -104,6 +134,16 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - set(ALL_APPS))
         if unknown:
             raise ValueError(f"unknown apps {unknown}; choose from {list(ALL_APPS)}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"KILN_TRUSTED_PROXIES: {entry!r} is not an address or network") from None
         return value
 
     @cached_property
@@ -128,10 +168,21 @@ class Settings(BaseSettings):
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
+    def listens_on_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    @property
     def token_required_on_open_surfaces(self) -> bool:
+        """Off loopback (or with KILN_REQUIRE_TOKEN): no-auth surfaces, docs and metrics need a token."""
         if self.require_token is not None:
             return self.require_token
-        return self.host not in {"127.0.0.1", "localhost", "::1"}
+        return not self.listens_on_loopback
+
+    @property
+    def signup_open(self) -> bool:
+        if self.signup is not None:
+            return self.signup == "open"
+        return self.listens_on_loopback
 
     @cached_property
     def resolved_secret_key(self) -> str:

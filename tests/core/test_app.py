@@ -84,7 +84,7 @@ async def test_first_start_on_a_fresh_home_migrates_and_serves(tmp_path):
     app = create_app(Settings(_env_file=None, home=home))
     async with LifespanManager(app, startup_timeout=60):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
             assert (await http.get("/readyz")).status_code == 200
             assert (await http.get("/assets")).status_code == 200
     assert (home / "kiln.db").exists()

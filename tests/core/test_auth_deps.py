@@ -270,9 +270,16 @@ async def test_open_surface_guard(kernel, client):
     kernel.settings.require_token = True
     r = await client.get("/open")
     assert r.status_code == 401 and "Not authenticated" in r.json()["detail"]
-    _, token = await token_for(kernel, "hu@example.com")
-    assert (await client.get("/open", headers=bearer(token))).status_code == 200
+    user, token = await token_for(kernel, "hu@example.com")
+    r = await client.get("/open", headers=bearer(token))  # a plain user's login is not enough
+    assert r.status_code == 403 and "API token" in r.json()["detail"] and "admin" in r.json()["detail"]
     assert (await client.get("/open", headers=bearer(token + "x"))).status_code == 401
+    _, admin = await token_for(kernel, "ad@example.com", role="admin")
+    assert (await client.get("/open", headers=bearer(admin))).status_code == 200
+    async with kernel.db.session() as s:
+        _, api_token = await create_api_token(s, user, "ci")
+        await s.commit()
+    assert (await client.get("/open", headers=bearer(api_token))).status_code == 200
 
 
 def test_open_surface_guard_follows_listen_address(tmp_path):
@@ -291,7 +298,7 @@ def test_open_websocket_needs_a_token_off_loopback(tmp_path):
         kernel.db = Database(url)
         async with kernel.db.engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
-        return (await token_for(kernel, "ws@example.com"))[1]
+        return (await token_for(kernel, "ws@example.com", role="admin"))[1]
 
     with TestClient(make_app(kernel)) as tc:
         token = tc.portal.call(setup)
@@ -378,18 +385,20 @@ def test_limiter_per_client_limit_across_accounts_and_bounded_memory():
                                max_keys=10)
     for i in range(3):
         limiter.record_failure(f"user{i}", "ip")
-        clock.now += 1
-    decision = limiter.check("fresh-account", "ip")
-    assert not decision.allowed and decision.retry_after == pytest.approx(57)
+        clock.now += 0.25
+    decision = limiter.check("fresh-account", "ip")  # the address backs off (1 s after its last failure)
+    assert not decision.allowed and decision.retry_after == pytest.approx(0.75)
     assert limiter.check("fresh-account", "other-ip").allowed
     for i in range(50):
         limiter.record_failure(f"spray{i}", f"ip{i}")
     assert len(limiter._pairs) <= 10 and len(limiter._clients) <= 10
     clock.now += 120
     limiter.prune()
-    assert not limiter._pairs and not limiter._clients
+    assert not limiter._pairs and not limiter._clients and not limiter._pending_pairs
 
 
 def test_limiter_rejects_nonsense_configuration():
     with pytest.raises(ValueError):
         LoginRateLimiter(max_failures=0)
+    with pytest.raises(ValueError):
+        LoginRateLimiter(backoff_base_seconds=5, backoff_max_seconds=1)

@@ -25,7 +25,7 @@ def kiln(home: Path, db_url: str, *args: str, stdin: str | None = None) -> subpr
         KILN_HOME=str(home),
         KILN_DATABASE_URL=db_url,
         KILN_APPS="",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),  # this tree's kiln, not an installed one
         KILN_JOB_MODULES="tests.core.job_handlers",
         COLUMNS="200",
     )
@@ -58,6 +58,30 @@ def test_migrate_and_users(tmp_path: Path, db_url: str):
     token = kiln(home, db_url, "user", "token", "ada@example.com", "--name", "ci").stdout.strip()
     assert token.startswith("kiln_") and len(token) > 30
     assert kiln(home, db_url, "user", "token", "nobody@example.com").returncode == 1
+
+
+async def test_user_token_scopes(tmp_path: Path, db_url: str):
+    from kiln.core.auth import ApiToken, lookup_api_token
+
+    home = tmp_path / "home"
+    made = kiln(home, db_url, "user", "create", "bot@example.com", "--password", "correct-horse-9")
+    assert made.returncode == 0, made.stdout + made.stderr
+    scoped = kiln(home, db_url, "user", "token", "bot@example.com", "--scope", "lora, robotics").stdout.strip()
+    everything = kiln(home, db_url, "user", "token", "bot@example.com").stdout.strip()
+    unknown = kiln(home, db_url, "user", "token", "bot@example.com", "--scope", "robotics,photos")
+    assert unknown.returncode == 2 and "photos" in unknown.stdout
+    assert kiln(home, db_url, "user", "token", "bot@example.com", "--scope", ",").returncode == 2
+    kernel = Kernel(make_settings(home, db_url))
+    await kernel.start("client")
+    try:
+        async with kernel.db.session() as session:
+            found = await lookup_api_token(session, scoped)
+            assert found is not None and found[0].scope_set == {"lora", "robotics"}
+            found = await lookup_api_token(session, everything)
+            assert found is not None and found[0].scope_set is None
+            assert isinstance(found[0], ApiToken)
+    finally:
+        await kernel.stop()
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def _env(home: Path, db_url: str, **extra: str) -> dict[str, str]:
         KILN_JOB_HEARTBEAT_SECONDS="0.3",
         KILN_JOB_STALE_SECONDS="2",
         KILN_LOG_LEVEL="warning",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),  # this tree's kiln, not an installed one
     )
     env.update(extra)
     return env

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from kiln.core.blobs import BlobStore
 from kiln.core.events import EventBus
@@ -40,9 +41,16 @@ def get_events(request: Request) -> EventBus:
     return request.app.state.kernel.events
 
 
+def get_root_path(conn: HTTPConnection) -> str:
+    """The prefix the request came in on (`/media` under the surface's mount, "" at the root):
+    put it in front of every URL a response body carries."""
+    return conn.scope.get("root_path", "")
+
+
 KernelDep = Annotated[Kernel, Depends(get_kernel)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 EventsDep = Annotated[EventBus, Depends(get_events)]
+RootPathDep = Annotated[str, Depends(get_root_path)]

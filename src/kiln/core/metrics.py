@@ -66,7 +66,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None)
+            # Under a surface's mount the route's path is relative to the prefix (root_path).
+            template = scope.get("root_path", "") + path if path else "unmatched"
             method = scope.get("method", "GET")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from kiln.apps.media.deps import MediaUser
 from kiln.apps.media.schemas import LoginIn, LoginOut, Message, ProfileIn, SignupIn, UserOut
 from kiln.core.auth import (
+    SIGNUP_CLOSED_MESSAGE,
     EmailAlreadyRegistered,
     LoginLimiter,
     PasswordPolicyError,
@@ -18,6 +19,7 @@ from kiln.core.auth import (
     issue_token_for,
     revoke_presented_token,
     set_auth_cookie,
+    signup_open,
     update_profile,
 )
 from kiln.core.deps import SessionDep, SettingsDep
@@ -31,7 +33,9 @@ def _user(user: User) -> UserOut:
 
 
 @router.post("/signup", status_code=201, response_model=Message)
-async def signup(body: SignupIn, session: SessionDep) -> Message:
+async def signup(body: SignupIn, session: SessionDep, settings: SettingsDep) -> Message:
+    if not signup_open(settings):  # KILN_SIGNUP
+        raise HTTPException(403, SIGNUP_CLOSED_MESSAGE)
     try:
         await create_user(session, body.email, body.password, full_name=body.full_name or "Unnamed User")
     except EmailAlreadyRegistered:

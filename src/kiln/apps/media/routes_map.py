@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from kiln.apps.media import map_service, service
 from kiln.apps.media.deps import MediaSettingsDep, MediaUser
 from kiln.apps.media.schemas import DetectionOut, GridStats, LogEntry, LogHistory, MapPoint, MapPoints
-from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.deps import KernelDep, RootPathDep, SessionDep
 from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
 
@@ -41,7 +41,7 @@ Lng = Annotated[float | None, Query(ge=-180, le=180)]
 
 @router.get("", response_model=MapPoints)
 async def map_points(
-    user: MediaUser, kernel: KernelDep, session: SessionDep,
+    user: MediaUser, kernel: KernelDep, session: SessionDep, base: RootPathDep,
     min_lat: Lat = None, max_lat: Lat = None, min_lng: Lng = None, max_lng: Lng = None,
     has_trash: bool | None = None,
     min_confidence: float = Query(default=0, ge=0, le=100, description="Percent, 0-100."),
@@ -53,7 +53,7 @@ async def map_points(
         limit=limit, offset=offset)
     out = []
     for item in items:
-        image, thumb = await service.media_urls(kernel, item)
+        image, thumb = await service.media_urls(kernel, item, base)
         out.append(MapPoint(
             id=item.id, filename=item.filename, status=item.status, worker_name=item.worker_name,
             lat=item.lat, lng=item.lng, altitude=item.altitude, address=item.address, image_url=image,

@@ -20,7 +20,7 @@ from kiln.apps.media.models import STATUSES, UPLOADED, MediaItem, MediaTaskLog
 from kiln.apps.media.schemas import RecentItem, Recents, VaultItem, VaultPage
 from kiln.apps.media.status import TOPIC, StatusEvent
 from kiln.core.auth import AuthError, authenticate_token, token_from_request
-from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.deps import KernelDep, RootPathDep, SessionDep
 from kiln.core.events import forward_events
 from kiln.core.files import range_response
 from kiln.core.params import Page
@@ -34,8 +34,8 @@ def _meta(item: MediaItem) -> dict[str, object]:
             "mime": item.mime, "sha256": item.sha256}
 
 
-async def _vault_item(kernel: object, item: MediaItem) -> VaultItem:
-    image, thumb = await service.media_urls(kernel, item)
+async def _vault_item(kernel: object, item: MediaItem, base: str) -> VaultItem:
+    image, thumb = await service.media_urls(kernel, item, base)
     return VaultItem(
         id=item.id, filename=item.filename, status=item.status, timestamp=item.created_at.isoformat(),
         metadata=_meta(item), assigned_worker=item.worker_name, image_url=image, thumbnail_url=thumb,
@@ -47,7 +47,7 @@ async def _vault_item(kernel: object, item: MediaItem) -> VaultItem:
 
 @router.get("/api/vault", response_model=VaultPage)
 async def vault(
-    user: MediaUser, kernel: KernelDep, session: SessionDep,
+    user: MediaUser, kernel: KernelDep, session: SessionDep, base: RootPathDep,
     search: str | None = Query(default=None, max_length=255), status: StatusName | None = None,
     order_by: Literal["created_at", "filename", "status"] = "created_at",
     direction: Literal["asc", "desc"] = "desc",
@@ -56,7 +56,7 @@ async def vault(
     items, total = await service.list_vault(session, user.id, search=search, status=status, order_by=order_by,
                                             direction=direction, page=page, page_size=page_size)
     return VaultPage(total=total, page=page, page_size=page_size, total_pages=math.ceil(total / page_size),
-                     items=[await _vault_item(kernel, i) for i in items])
+                     items=[await _vault_item(kernel, i, base) for i in items])
 
 
 @router.delete("/api/vault/all")
@@ -143,10 +143,10 @@ async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, ses
 
 
 @router.get("/api/upload/recents", response_model=Recents)
-async def recent(user: MediaUser, kernel: KernelDep, session: SessionDep) -> Recents:
+async def recent(user: MediaUser, kernel: KernelDep, session: SessionDep, base: RootPathDep) -> Recents:
     items = []
     for item in await service.recents(session, user.id):
-        image, thumb = await service.media_urls(kernel, item)
+        image, thumb = await service.media_urls(kernel, item, base)
         items.append(RecentItem(id=item.id, filename=item.filename, status=item.status,
                                 timestamp=item.created_at.isoformat(), image_url=image, thumbnail_url=thumb,
                                 metadata=_meta(item), address=item.address))
@@ -196,7 +196,7 @@ def parse_since(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def missed_updates(kernel: Any, user_id: str, since: datetime) -> list[dict[str, Any]]:
+async def missed_updates(kernel: Any, user_id: str, since: datetime, base: str = "") -> list[dict[str, Any]]:
     """The caller's status changes after `since` from the task log (the newest REPLAY_LIMIT, oldest first)."""
     async with kernel.db.session() as session:  # closed before the socket starts waiting
         rows = (await session.execute(
@@ -206,7 +206,7 @@ async def missed_updates(kernel: Any, user_id: str, since: datetime) -> list[dic
             .where(MediaItem.user_id == user_id, MediaTaskLog.at > since, MediaTaskLog.status.is_not(None))
             .order_by(MediaTaskLog.at.desc(), MediaTaskLog.id.desc()).limit(REPLAY_LIMIT))).all()
     return [StatusEvent(user_id, r.media_id, r.status, r.worker_name, r.at, r.address,
-                        img_url=f"/api/media/{r.media_id}/image" if r.status == UPLOADED else None).message()
+                        img_url=f"{base}/api/media/{r.media_id}/image" if r.status == UPLOADED else None).message()
             | {"replayed": True} for r in reversed(rows)]
 
 
@@ -254,6 +254,7 @@ async def status_updates(websocket: WebSocket) -> None:
     moment from the task log (marked `"replayed": true`), so a client that reconnects misses nothing.
     """
     kernel = websocket.app.state.kernel
+    base = websocket.scope.get("root_path", "")
     try:
         token = token_from_request(websocket)  # cookie, else ?token= (bearer header also works)
     except Exception:
@@ -276,9 +277,14 @@ async def status_updates(websocket: WebSocket) -> None:
         except ValueError:
             await websocket.close(1007, "Invalid 'since': use ISO 8601 or epoch seconds")
             return
-        bus = _ReplayingBus(kernel.events, websocket, lambda: missed_updates(kernel, user_id, since))
+        bus = _ReplayingBus(kernel.events, websocket, lambda: missed_updates(kernel, user_id, since, base))
 
     def translate(topic: str, data: dict[str, Any]) -> dict[str, Any] | None:
-        return data["message"] if data.get("user_id") == user_id else None
+        if data.get("user_id") != user_id:
+            return None
+        message = data["message"]
+        if base and message.get("img_url", "").startswith("/"):  # the events carry root paths
+            message = {**message, "img_url": base + message["img_url"]}
+        return message
 
     await forward_events(websocket, bus, [TOPIC], translate, where=("user_id", user_id))

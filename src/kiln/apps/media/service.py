@@ -240,11 +240,12 @@ async def _remove_from_sink(kernel: Any, paths: list[str]) -> None:
         log.warning("media: removing %d file(s) from the Hugging Face sink failed", len(paths), exc_info=True)
 
 
-async def media_urls(kernel: Any, item: MediaItem) -> tuple[str, str | None]:
-    """(image URL, thumbnail URL): presigned when the store is S3, else served by Kiln."""
+async def media_urls(kernel: Any, item: MediaItem, base: str = "") -> tuple[str, str | None]:
+    """(image URL, thumbnail URL): presigned when the store is S3, else served by Kiln under `base`
+    (the prefix the request came in on)."""
     image = await kernel.blobs.presigned_url(item.blob_key)
     thumb = await kernel.blobs.presigned_url(item.thumbnail_key) if item.thumbnail_key else None
-    image = image or f"/api/media/{item.id}/image"
+    image = image or f"{base}/api/media/{item.id}/image"
     if item.thumbnail_key:
-        thumb = thumb or f"/api/media/{item.id}/thumbnail"
+        thumb = thumb or f"{base}/api/media/{item.id}/thumbnail"
     return image, thumb

@@ -133,7 +133,7 @@ async def create_conversion(
 
 
 async def start_conversion(
-    session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, req: ConversionCreateRequest
+    session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, req: ConversionCreateRequest, base: str = ""
 ) -> dict[str, Any]:
     """Create a run and start its job. Background: answer it queued. Inline: answer once the
     job is done; a failure is a 422 with the job's error (the failed run and job stay)."""
@@ -147,17 +147,17 @@ async def start_conversion(
     if job is not None and job.status == CANCELLED:
         raise Conflict(f"conversion was cancelled: {detail['id']}")
     session.expire_all()
-    return await conversion_detail(session, detail["id"])  # still running if the wait ran out
+    return await conversion_detail(session, detail["id"], base)  # still running if the wait ran out
 
 
-async def conversion_detail(session: AsyncSession, run_id: str) -> dict[str, Any]:
+async def conversion_detail(session: AsyncSession, run_id: str, base: str = "") -> dict[str, Any]:
     run = await session.get(ConversionRun, run_id)
     if run is None:
         raise NotFound(f"conversion not found: {run_id}")
     job = await session.get(Job, run.job_id, populate_existing=True) if run.job_id else None
     files = list(await session.scalars(select(OutputArtifact).where(OutputArtifact.conversion_run_id == run.id)
                                        .order_by(OutputArtifact.relative_path)))
-    return {**conversion_summary(run, job), "output_files": [output_summary(o, run) for o in files],
+    return {**conversion_summary(run, job), "output_files": [output_summary(o, run, base) for o in files],
             "job": job_view(job) if job else None}
 
 

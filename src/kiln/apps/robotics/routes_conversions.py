@@ -24,7 +24,7 @@ from kiln.apps.robotics.schemas import (
     InspectRequest,
     PreviewRequest,
 )
-from kiln.core.deps import KernelDep, SessionDep
+from kiln.core.deps import KernelDep, RootPathDep, SessionDep
 from kiln.core.files import range_response
 
 router = APIRouter()
@@ -40,9 +40,10 @@ RoboticsSettingsDep = Annotated[RoboticsSettings, Depends(_robotics_settings)]
 # ------------------------------------------------------------------------------ conversions
 @router.post("/conversions", status_code=201)
 async def create_conversion(
-    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep
+    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep,
+    base: RootPathDep,
 ) -> dict[str, Any]:
-    return await conversions_service.start_conversion(session, kernel, cfg, body)
+    return await conversions_service.start_conversion(session, kernel, cfg, body, base)
 
 
 @router.get("/conversions")
@@ -73,8 +74,8 @@ async def preview(body: PreviewRequest, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/conversions/{conversion_id}")
-async def get_conversion(conversion_id: str, session: SessionDep) -> dict[str, Any]:
-    return await conversions_service.conversion_detail(session, conversion_id)
+async def get_conversion(conversion_id: str, session: SessionDep, base: RootPathDep) -> dict[str, Any]:
+    return await conversions_service.conversion_detail(session, conversion_id, base)
 
 
 # ------------------------------------------------------------------------------ saved configs
@@ -112,13 +113,13 @@ async def duplicate_config(
 
 # ------------------------------------------------------------------------------ outputs
 @router.get("/outputs")
-async def list_outputs(request: Request, session: SessionDep) -> list[dict[str, Any]]:
-    return await outputs_service.list_outputs(session, dict(request.query_params))
+async def list_outputs(request: Request, session: SessionDep, base: RootPathDep) -> list[dict[str, Any]]:
+    return await outputs_service.list_outputs(session, dict(request.query_params), base)
 
 
 @router.get("/outputs/{output_id}")
-async def get_output(output_id: str, session: SessionDep) -> dict[str, Any]:
-    return await outputs_service.output_detail_by_id(session, output_id)
+async def get_output(output_id: str, session: SessionDep, base: RootPathDep) -> dict[str, Any]:
+    return await outputs_service.output_detail_by_id(session, output_id, base)
 
 
 @router.get("/outputs/{output_id}/content")

@@ -14,9 +14,11 @@ so a surface with its own error shape can translate them; on a WebSocket they cl
 Login (the surface shapes the body):
     decision = limiter.check(email, client_address(request))   # limiter: LoginLimiter
     user = await authenticate(session, email, password)  # None: limiter.record_failure(...)
+    (check() reserves the attempt; record_failure / record_success settle it)
     if not user.is_active: ...                            # the surface decides 401/403
     issued = issue_token_for(kernel.settings, user); await session.commit()
     set_auth_cookie(response, issued.token, kernel.settings)
+Signup: `if not signup_open(settings): 403 SIGNUP_CLOSED_MESSAGE` (or Depends(require_signup_open)).
 Logout: `await revoke_presented_token(request)` then `clear_auth_cookie(response, settings)`.
 WebSocket with a token in a message: `await authenticate_token(kernel, token)`.
 Service functions only flush; the caller commits.
@@ -33,7 +35,7 @@ from kiln.core.auth.deps import (
     OptionalUser,
     authenticate_token,
     clear_auth_cookie,
-    client_address,
+    core_route_guard,
     current_user_dependency,
     get_auth_context,
     get_current_user,
@@ -45,8 +47,10 @@ from kiln.core.auth.deps import (
     require_role,
     revoke_presented_token,
     set_auth_cookie,
+    surface_of,
     token_from_request,
 )
+from kiln.core.auth.exposure import SIGNUP_CLOSED_MESSAGE, client_address, require_signup_open, signup_open
 from kiln.core.auth.models import ROLE_RANK, ROLES, ApiToken, RevokedToken, User
 from kiln.core.auth.passwords import (
     PasswordPolicyError,
@@ -61,6 +65,7 @@ from kiln.core.auth.service import (
     AuthServiceError,
     EmailAlreadyRegistered,
     InvalidRole,
+    InvalidScope,
     LastSuperadmin,
     UsernameTaken,
     authenticate,
@@ -73,7 +78,9 @@ from kiln.core.auth.service import (
     is_revoked,
     list_api_tokens,
     list_users,
+    lookup_api_token,
     normalize_email,
+    normalize_scopes,
     purge_expired_revocations,
     resolve_api_token,
     revoke_api_token,
@@ -95,6 +102,7 @@ __all__ = [
     "DEFAULT_COOKIE",
     "ROLES",
     "ROLE_RANK",
+    "SIGNUP_CLOSED_MESSAGE",
     "UNSET",
     "ApiToken",
     "AuthContext",
@@ -104,6 +112,7 @@ __all__ = [
     "CurrentUser",
     "EmailAlreadyRegistered",
     "InvalidRole",
+    "InvalidScope",
     "InvalidToken",
     "IssuedToken",
     "LastSuperadmin",
@@ -122,6 +131,7 @@ __all__ = [
     "check_password_policy",
     "clear_auth_cookie",
     "client_address",
+    "core_route_guard",
     "create_api_token",
     "create_user",
     "current_user_dependency",
@@ -141,11 +151,14 @@ __all__ = [
     "issue_token_for",
     "list_api_tokens",
     "list_users",
+    "lookup_api_token",
     "normalize_email",
+    "normalize_scopes",
     "open_surface_guard",
     "optional_user_dependency",
     "purge_expired_revocations",
     "require_role",
+    "require_signup_open",
     "resolve_api_token",
     "revoke_api_token",
     "revoke_presented_token",
@@ -153,6 +166,8 @@ __all__ = [
     "set_active",
     "set_auth_cookie",
     "set_role",
+    "signup_open",
+    "surface_of",
     "token_from_request",
     "update_profile",
     "verify_and_rehash",

@@ -20,7 +20,7 @@ from starlette.requests import HTTPConnection
 
 from kiln.core.auth.models import ROLE_RANK, ROLES, User
 from kiln.core.auth.ratelimit import LoginRateLimiter
-from kiln.core.auth.service import get_user, is_revoked, resolve_api_token, revoke_token
+from kiln.core.auth.service import get_user, is_revoked, lookup_api_token, revoke_token
 from kiln.core.auth.tokens import (
     InvalidToken,
     IssuedToken,
@@ -32,6 +32,8 @@ from kiln.core.auth.tokens import (
 
 DEFAULT_COOKIE = "access_token"
 WS_POLICY_VIOLATION = 1008
+SURFACE_SCOPE_KEY = "kiln.surface"
+"""Set by the engine on every request routed to a surface (kiln.surfaces)."""
 
 
 class AuthError(HTTPException):
@@ -51,6 +53,8 @@ class AuthContext:
     jti: str | None = None
     expires_at: datetime | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] | None = None
+    """Surfaces an API token is limited to; None = every surface (and always None for logins)."""
 
 
 def _fail(conn: HTTPConnection, status_code: int, code: str, detail: str) -> Exception:
@@ -62,6 +66,28 @@ def _fail(conn: HTTPConnection, status_code: int, code: str, detail: str) -> Exc
 
 def _kernel(conn: HTTPConnection) -> Any:
     return conn.app.state.kernel
+
+
+def surface_of(conn: HTTPConnection) -> str | None:
+    """The surface a request belongs to: the name the engine's mount put in the scope, else the
+    `kiln.apps.<name>` package of the route's endpoint; None for core routes."""
+    name = conn.scope.get(SURFACE_SCOPE_KEY)
+    if name:
+        return name
+    module = getattr(conn.scope.get("endpoint"), "__module__", "") or ""
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[0] == "kiln" and parts[1] == "apps":
+        return parts[2]
+    return None
+
+
+def _check_scope(context: AuthContext, conn: HTTPConnection | None) -> None:
+    surface = surface_of(conn) if conn is not None else None
+    if surface is None or context.scopes is None or surface in context.scopes:
+        return
+    detail = (f"This API token is limited to {', '.join(sorted(context.scopes))} and does not open {surface}; "
+              f"create one with `kiln user token EMAIL --scope {surface}`")
+    raise _fail(conn, 403, "token_scope", detail)
 
 
 def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) -> str | None:
@@ -95,11 +121,13 @@ async def authenticate_token(kernel: Any, token: str, conn: HTTPConnection | Non
 
     async with kernel.db.sessions() as session:
         if looks_like_api_token(token):
-            user = await resolve_api_token(session, token)
-            if user is None:
+            found = await lookup_api_token(session, token)
+            if found is None:
                 raise fail(401, "invalid_token", "API token invalid, expired or revoked; create a new one")
             await session.commit()  # persists last_used_at
-            return AuthContext(user=user, method="api_token")
+            context = AuthContext(user=found[1], method="api_token", scopes=found[0].scope_set)
+            _check_scope(context, conn)
+            return context
         try:
             claims = decode_access_token(kernel.settings.resolved_secret_key, token)
         except InvalidToken as exc:
@@ -209,11 +237,21 @@ def require_role(role: str, *, cookie_name: str = DEFAULT_COOKIE) -> Callable[..
 
 async def open_surface_guard(conn: HTTPConnection) -> User | None:
     """For surfaces whose contract has no auth: open while `token_required_on_open_surfaces` is
-    False (loopback by default), otherwise a valid token is required (401)."""
+    False (loopback by default). Otherwise only an API token whose scopes include the surface
+    (401 without a valid token, 403 for a token scoped elsewhere) or a login of role admin or
+    higher (403 for a plain user) gets in."""
     if not _kernel(conn).settings.token_required_on_open_surfaces:
         return None
     context = await auth_context_dependency(DEFAULT_COOKIE, False)(conn)
-    return context.user if context is not None else None
+    assert context is not None
+    if context.method == "api_token" or context.user.has_role("admin"):
+        return context.user  # an API token's scopes were checked when it was resolved
+    surface = surface_of(conn)
+    needs = (f"{surface} needs an API token scoped to it (an administrator runs `kiln user token EMAIL "
+             f"--scope {surface}`)" if surface else
+             "This API needs an API token (an administrator runs `kiln user token EMAIL`)")
+    detail = f"{needs} or a login of role admin or higher; your role is {context.user.role}"
+    raise _fail(conn, 403, "insufficient_role", detail)
 
 
 OpenSurfaceGuard = Depends(open_surface_guard)
@@ -275,9 +313,17 @@ async def revoke_presented_token(conn: HTTPConnection, *, cookie_name: str = DEF
     return True
 
 
-def client_address(conn: HTTPConnection) -> str:
-    """The peer address used as rate-limit key (behind a proxy, run uvicorn with --proxy-headers)."""
-    return conn.client.host if conn.client else "unknown"
+def core_route_guard(public_setting: str) -> Callable[[HTTPConnection], Awaitable[None]]:
+    """Dependency for engine routes (/docs, /openapi.json, /metrics): open on loopback or when the
+    boolean setting `public_setting` is true; otherwise any valid token (401 without)."""
+
+    async def dependency(conn: HTTPConnection) -> None:
+        settings = _kernel(conn).settings
+        if not settings.token_required_on_open_surfaces or getattr(settings, public_setting):
+            return
+        await auth_context_dependency(DEFAULT_COOKIE, False)(conn)
+
+    return dependency
 
 
 def get_login_limiter(conn: HTTPConnection) -> LoginRateLimiter:

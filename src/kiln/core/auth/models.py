@@ -67,6 +67,13 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Comma-separated surfaces the token opens (`robotics,lora`); NULL opens every surface.
+    scopes: Mapped[str | None] = mapped_column(String(255), default=None)
+
+    @property
+    def scope_set(self) -> frozenset[str] | None:
+        """The surfaces this token is limited to, or None for all of them."""
+        return frozenset(self.scopes.split(",")) if self.scopes else None
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, prefix={self.prefix!r})"

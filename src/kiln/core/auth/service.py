@@ -8,6 +8,7 @@ because argon2 is deliberately slow and would otherwise stall the event loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from kiln.core.auth.passwords import burn_verify_time, check_password_policy, ha
 from kiln.core.auth.tokens import generate_api_token, hash_api_token, looks_like_api_token
 from kiln.core.db import utcnow
 from kiln.core.jobs import periodic
+from kiln.settings import ALL_APPS
 
 # last_used_at of an API token is written at most this often, not on every request.
 API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -51,6 +53,11 @@ class InvalidRole(AuthServiceError):
 class LastSuperadmin(AuthServiceError):
     def __init__(self) -> None:
         super().__init__("Cannot remove the last active superadmin; promote another user first")
+
+
+class InvalidScope(AuthServiceError):
+    def __init__(self, message: str):
+        super().__init__(message)
 
 
 class _Unset:
@@ -261,12 +268,31 @@ async def purge_revocations_task(kernel: Any) -> None:
 # --- API tokens ---------------------------------------------------------------------------
 
 
+def normalize_scopes(scopes: Iterable[str] | None) -> str | None:
+    """The stored form of a token's surfaces: None (every surface) or `a,b` of known surface names."""
+    if scopes is None:
+        return None
+    names = sorted({name.strip().lower() for name in scopes if name.strip()})
+    if not names:
+        raise InvalidScope(f"Name at least one surface to scope a token to: {', '.join(ALL_APPS)}")
+    unknown = [name for name in names if name not in ALL_APPS]
+    if unknown:
+        raise InvalidScope(f"Unknown surface {', '.join(unknown)}; choose from {', '.join(ALL_APPS)}")
+    return ",".join(names)
+
+
 async def create_api_token(
-    session: AsyncSession, user: User, name: str, expires_at: datetime | None = None
+    session: AsyncSession, user: User, name: str, expires_at: datetime | None = None,
+    *, scopes: Iterable[str] | None = None,
 ) -> tuple[ApiToken, str]:
-    """Add an API token for `user`; return it with the plaintext, which is never stored or shown again."""
+    """Add an API token for `user`; return it with the plaintext, which is never stored or shown again.
+
+    `scopes` limits it to those surfaces (InvalidScope for an unknown name); None opens every surface.
+    """
+    stored_scopes = normalize_scopes(scopes)
     plaintext, token_hash, prefix = generate_api_token()
-    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash, prefix=prefix, expires_at=expires_at)
+    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash, prefix=prefix, expires_at=expires_at,
+                     scopes=stored_scopes)
     session.add(token)
     await session.flush()
     return token, plaintext
@@ -300,6 +326,14 @@ async def resolve_api_token(
 
     Touches last_used_at (at most once a minute; flushed, the caller commits).
     """
+    found = await lookup_api_token(session, plaintext, now=now)
+    return found[1] if found is not None else None
+
+
+async def lookup_api_token(
+    session: AsyncSession, plaintext: str, *, now: datetime | None = None
+) -> tuple[ApiToken, User] | None:
+    """(token, active owner) of a live API token, else None; touches last_used_at like resolve_api_token."""
     if not looks_like_api_token(plaintext):
         return None
     now = now or utcnow()
@@ -320,4 +354,4 @@ async def resolve_api_token(
     if token.last_used_at is None or now - token.last_used_at >= API_TOKEN_TOUCH_INTERVAL:
         token.last_used_at = now
         await session.flush()
-    return user
+    return token, user
