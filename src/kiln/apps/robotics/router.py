@@ -6,11 +6,13 @@ Routers only parse, call a service function and shape the answer; errors are rai
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
-from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
+from kiln.apps.robotics import assets_service, bounds, dialog, jobs_service, tags_service
+from kiln.apps.robotics.config import robotics_settings
 from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
@@ -18,19 +20,35 @@ from kiln.apps.robotics.views import asset_summary, job_view
 from kiln.core.auth.deps import OpenSurfaceGuard
 from kiln.core.deps import KernelDep, SessionDep, SettingsDep
 
-router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"])
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+async def _apply_read_limits(kernel: KernelDep) -> None:
+    """Readers in this process bound chunk sizes by KILN_ROBOTICS_MAX_CHUNK_MB."""
+    bounds.set_limit(robotics_settings(kernel).max_chunk_bytes)
+
+
+router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"])
 router.include_router(conversions_router)
 
 
+def _roots(kernel: KernelDep, cfg: RoboticsSettingsDep) -> list[Path]:
+    settings = kernel.settings
+    return cfg.allowed_roots(settings.home, settings.host in LOOPBACK_HOSTS)
+
+
+RootsDep = Annotated[list[Path], Depends(_roots)]
+
+
 @router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok", "app_name": "Kiln Robotics"}
+async def health(cfg: RoboticsSettingsDep) -> dict[str, str]:
+    return {"status": "ok", "app_name": cfg.app_name}
 
 
 # ------------------------------------------------------------------------------ assets
 @router.post("/assets/register", status_code=201)
-async def register_asset(body: RegisterAssetRequest, session: SessionDep) -> dict[str, Any]:
-    return asset_summary(await assets_service.register_path(session, body.file_path))
+async def register_asset(body: RegisterAssetRequest, session: SessionDep, roots: RootsDep) -> dict[str, Any]:
+    return asset_summary(await assets_service.register_path(session, body.file_path, roots))
 
 
 @router.post("/assets/upload", status_code=201)
@@ -44,17 +62,20 @@ async def upload_asset(
 
 
 @router.post("/assets/register-dialog")
-async def register_dialog(session: SessionDep) -> dict[str, Any]:
+async def register_dialog(session: SessionDep, roots: RootsDep) -> dict[str, Any]:
     chosen = await dialog.pick_files()
     if chosen is None:
         return {"canceled": True, "registered_assets": [], "skipped": []}
-    registered, skipped = await assets_service.register_many(session, chosen, source="dialog")
+    registered, skipped = await assets_service.register_many(session, chosen, roots, source="dialog")
     return {"canceled": False, "registered_assets": [asset_summary(a) for a in registered], "skipped": skipped}
 
 
 @router.post("/assets/scan-directory")
-async def scan_directory(body: ScanDirectoryRequest, session: SessionDep) -> dict[str, Any]:
-    return await assets_service.scan_directory(session, body.directory_path, body.recursive)
+async def scan_directory(
+    body: ScanDirectoryRequest, session: SessionDep, roots: RootsDep, cfg: RoboticsSettingsDep
+) -> dict[str, Any]:
+    return await assets_service.scan_directory(session, body.directory_path, body.recursive, roots,
+                                               cfg.scan_max_entries)
 
 
 @router.post("/assets/reindex-all")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.apps.robotics import bounds as read_bounds
 from kiln.apps.robotics.conversion.features import FeatureBuilder, RowDropped
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
 from kiln.apps.robotics.conversion.rows import RowStats
@@ -36,6 +37,7 @@ class WindowJob:
     window: tuple[int | None, int | None]
     shard_index: int
     num_shards: int
+    max_chunk_bytes: int = field(default_factory=read_bounds.limit)  # carried into worker processes
 
 
 @dataclass
@@ -65,6 +67,17 @@ def dataset_filename(output: Any, episode_id: str, split: str | None, shard: int
     if num_shards > 1:
         base += f"-{shard:05d}-of-{num_shards:05d}"
     return f"{base}.{ext}"
+
+
+def dataset_path(outdir: Path, output: Any, episode_id: str, split: str | None, shard: int,
+                 num_shards: int) -> Path:
+    """Where a dataset file goes; refuses any name that would leave the run's folder."""
+    name = dataset_filename(output, episode_id, split, shard, num_shards)
+    folder = outdir.resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or "\x00" in name:
+        raise ValueError(f"output file name leaves the run folder: {name!r}")
+    return path
 
 
 def split_router(split: SplitSpec, start: int, end: int) -> Callable[[int], str | None]:
@@ -101,6 +114,7 @@ def expected_topics(spec: ConversionSpec) -> list[str]:
 
 def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) -> WindowOutcome:
     """Convert one window; `tick(fraction)` is called often and may raise ConversionCancelled."""
+    read_bounds.set_limit(job.max_chunk_bytes)
     spec = ConversionSpec.model_validate(job.spec)
     idx = index_recording(job.path)
     out = WindowOutcome(job.episode_id, job.path, job.shard_index)
@@ -147,8 +161,8 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 split = route(row.timestamp_ns)
                 w = writers.get(split)
                 if w is None:
-                    paths[split] = outdir / dataset_filename(rspec.output, job.episode_id, split,
-                                                             job.shard_index, job.num_shards)
+                    paths[split] = dataset_path(outdir, rspec.output, job.episode_id, split,
+                                                job.shard_index, job.num_shards)
                     w = writers[split] = make_writer(paths[split], rspec.features, rspec.output)
                 w.add(row.timestamp_ns, values, presence)
                 out.split_counts[split or "all"] = out.split_counts.get(split or "all", 0) + 1
@@ -158,9 +172,9 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 first_ns = row.timestamp_ns if first_ns is None else first_ns
                 last_ns = row.timestamp_ns
             if not writers:  # an empty shard still yields a valid (empty) dataset file
-                paths[None] = outdir / dataset_filename(rspec.output, job.episode_id,
-                                                        None if rspec.split.strategy == "none" else "train",
-                                                        job.shard_index, job.num_shards)
+                paths[None] = dataset_path(outdir, rspec.output, job.episode_id,
+                                           None if rspec.split.strategy == "none" else "train",
+                                           job.shard_index, job.num_shards)
                 writers[None] = make_writer(paths[None], rspec.features, rspec.output)
             rows_by_split = {s: w.close() for s, w in writers.items()}
         except BaseException:
