@@ -194,7 +194,7 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                  "split": split or "all", "shard_index": job.shard_index, "episode_id": job.episode_id,
                  "source_path": job.path}
         out.files.append(entry)
-        if rspec.output.write_manifest and (spec.write_manifest is None or spec.write_manifest):
+        if rspec.output.write_manifest and spec.write_manifest:
             stats_d = {"bad_records": out.bad_records, "dropped_rows": out.dropped_rows,
                        "split_counts": out.split_counts, "missing_feature_counts": out.missing_feature_counts,
                        "missing_topic_counts": out.missing_topic_counts, "decode_failures": decoder.failures,

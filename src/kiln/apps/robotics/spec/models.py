@@ -51,7 +51,19 @@ def check_filename_template(template: str) -> None:
 
 
 class Strict(BaseModel):
+    """Unknown keys are refused; `null` for a field that has a default means that default
+    (hephaes' own JSON writes `"split": null`, `"field_path": null`, ...)."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            optional = {n for name, f in cls.model_fields.items() if not f.is_required()
+                        for n in (name, f.alias) if n}
+            data = {k: v for k, v in data.items() if v is not None or k not in optional}
+        return data
 
 
 class SchemaSpec(Strict):
@@ -287,7 +299,7 @@ class ConversionSpec(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     mapping: dict[str, list[str]] | None = None
     resample: LegacyResample | None = None
-    write_manifest: bool | None = None
+    write_manifest: bool = True
 
     @model_validator(mode="after")
     def _consistency(self) -> ConversionSpec:
