@@ -35,7 +35,7 @@ async def test_create_update_duplicate_and_run(client, tmp_path):
 
     dup = await client.post(f"/conversion-configs/{cfg['id']}/duplicate", json={})
     assert dup.status_code == 201 and dup.json()["name"] == "Copy of Renamed Config"
-    assert dup.json()["revisions"][0]["change_kind"] == "duplicate" and dup.json()["revision_count"] == 1
+    assert dup.json()["revisions"][0]["change_kind"] == "create" and dup.json()["revision_count"] == 1
     dup2 = await client.post("/conversion-configs/renamed config/duplicate", json={})
     assert dup2.json()["name"] == "Copy of Renamed Config (2)"
     names = [c["name"] for c in (await client.get("/conversion-configs")).json()]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -74,10 +75,26 @@ async def register_path(
     return asset
 
 
+def _header_text(header: str) -> str:
+    """Header values arrive latin-1 decoded: undo that for UTF-8 names; accept RFC 8187 `UTF-8''%..`."""
+    if header[:7].lower() == "utf-8''":
+        return unquote(header[7:], encoding="utf-8", errors="strict")
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return header
+
+
 def upload_name(header: str | None) -> str:
     if header is None or not header.strip():
         raise BadRequest("x-file-name header is required for asset uploads")
-    name = Path(header.strip().replace("\\", "/")).name
+    try:
+        text = _header_text(header.strip())
+    except UnicodeDecodeError:
+        raise BadRequest("x-file-name is not valid UTF-8") from None
+    name = Path(text.replace("\\", "/").replace("\x00", "")).name
+    if len(name.encode()) > 255:
+        raise BadRequest("x-file-name is longer than 255 bytes")
     if name in ("", ".", ".."):
         raise BadRequest("x-file-name must name a file, e.g. run1.mcap")
     if Path(name).suffix.lower().lstrip(".") not in SUPPORTED:

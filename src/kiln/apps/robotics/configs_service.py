@@ -163,7 +163,7 @@ async def duplicate_config(session: AsyncSession, ref: str, name: str | None, de
                            invalid_reason=src.invalid_reason, created_at=now, updated_at=now)
     session.add(cfg)
     await session.flush()
-    await _add_revision(session, cfg, "duplicate", f"duplicated from {src.name!r} revision {revs or 1}")
+    await _add_revision(session, cfg, "create", f"duplicated from {src.name!r} revision {revs or 1}")
     await _commit_named(session, name)
     return cfg
 

@@ -234,7 +234,7 @@ def capabilities() -> dict[str, Any]:
         "output_contract": {"policy_version": 1, "default_image_payload_contract": "bytes_v2",
                             "supported_image_payload_contracts": list(m.IMAGE_CONTRACTS),
                             "legacy_compatibility_marker": "legacy_list_image_payload"},
-        "persistence": {"mode": "database-json", "supports_saved_configs": True,
+        "persistence": {"mode": "sqlite-json", "supports_saved_configs": True,
                         "supports_saved_config_revisions": True, "supports_draft_revisions": True,
                         "supports_preview_snapshots": True, "supports_migration_on_load": True,
                         "supports_execute_from_saved_config": True, "spec_document_version": m.SPEC_VERSION},
