@@ -59,7 +59,7 @@ async def test_legacy_parquet_end_to_end(client, tmp_path, settings):
     assert content.status_code == 200 and content.headers["content-type"] == "application/x-parquet"
     table = pq.read_table(io.BytesIO(content.content)).to_pydict()
     assert len(table["odom"]) == 5  # 1 s at 5 Hz
-    xs = [json.loads(v)["pose"]["pose"]["position"]["x"] for v in table["odom"]]
+    xs = [v["pose"]["pose"]["position"]["x"] for v in table["odom"]]  # a typed struct per message
     assert xs == sorted(xs) and xs[-1] == bf.odom_x(SMALL.count("/odom") - 1)
 
     listed = (await client.get("/conversions")).json()

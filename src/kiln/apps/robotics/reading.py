@@ -271,6 +271,11 @@ class RecordingReader:
 
     # -- metadata -------------------------------------------------------------------------
     @property
+    def typestore(self) -> Any:
+        """The recording's type store (its embedded definitions plus any hinted stock types)."""
+        return self._reader.typestore
+
+    @property
     def topics(self) -> dict[str, str]:
         """topic -> message type (ROS2 style, e.g. sensor_msgs/msg/Image, for ROS1 too)."""
         return {t: conns[0].msgtype for t, conns in sorted(self._by_topic.items())}

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.apps.robotics import bounds as read_bounds
-from kiln.apps.robotics.conversion.features import FeatureBuilder, RowDropped
+from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
+from kiln.apps.robotics.conversion.messages import message_column
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
 from kiln.apps.robotics.conversion.rows import RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
-from kiln.apps.robotics.conversion.writers import make_writer
+from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
 from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.reading import open_recording
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy, SplitSpec, TriggerStrategy
@@ -136,7 +137,12 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
         out.mapping_resolved = resolved.mapping_resolved
         decoder = Decoder(reader, rspec)
         stats = RowStats()
-        builder = FeatureBuilder(rspec)
+        builder: Any = FeatureBuilder(rspec)
+        make = make_writer
+        if resolved.mapping_resolved is not None and rspec.output.format == "parquet" and not (
+                isinstance(rspec.row_strategy, ResampleStrategy) and rspec.row_strategy.method == "interpolate"):
+            builder = LegacyMessages(reader, decoder, resolved.mapping_resolved)
+            make = builder.writer
         bounds = {t.name: (t.first_ns, t.last_ns) for t in idx.topics}
         counts = {t.name: t.message_count for t in idx.topics}
         route = split_router(rspec.split, idx.start_ns or 0, idx.end_ns or 0)
@@ -163,8 +169,8 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 if w is None:
                     paths[split] = dataset_path(outdir, rspec.output, job.episode_id, split,
                                                 job.shard_index, job.num_shards)
-                    w = writers[split] = make_writer(paths[split], rspec.features, rspec.output)
-                w.add(row.timestamp_ns, values, presence)
+                    w = writers[split] = make(paths[split], rspec.features, rspec.output)
+                w.add(row.timestamp_ns, values, presence, values.pop(_SIZE, None))
                 out.split_counts[split or "all"] = out.split_counts.get(split or "all", 0) + 1
                 for topic in watched:
                     if topic not in row.topics:
@@ -175,7 +181,7 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 paths[None] = dataset_path(outdir, rspec.output, job.episode_id,
                                            None if rspec.split.strategy == "none" else "train",
                                            job.shard_index, job.num_shards)
-                writers[None] = make_writer(paths[None], rspec.features, rspec.output)
+                writers[None] = make(paths[None], rspec.features, rspec.output)
             rows_by_split = {s: w.close() for s, w in writers.items()}
         except BaseException:
             for s, w in writers.items():
@@ -208,6 +214,41 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
             out.files.append({"path": str(mpath), "role": "manifest", "format": "json", "rows": None, **common})
             out.files.append({"path": str(rpath), "role": "report", "format": "md", "rows": None, **common})
     return out
+
+
+_SIZE = "\x00nbytes"
+
+
+class LegacyMessages:
+    """The legacy per-topic layout for Parquet: each mapped topic's whole message as a typed
+    struct column (see `messages.py`), without the per-feature JSON round trip."""
+
+    def __init__(self, reader: Any, decoder: Decoder, mapping: dict[str, str]):
+        self.mapping = mapping
+        self.counters = FeatureCounters()
+        self.columns = {}
+        for name, topic in mapping.items():
+            msgtype = decoder.msgtype(topic, reader.topics[topic])
+            reader.deserializer(msgtype)  # registers a hinted type the recording does not embed
+            self.columns[name] = message_column(reader.typestore, msgtype)
+
+    def build(self, row: Any) -> tuple[dict[str, Any], dict[str, int], bool]:
+        values: dict[str, Any] = {}
+        size = 8
+        for name, topic in self.mapping.items():
+            m = row.topics.get(topic)
+            v = None
+            if m is not None:
+                size += len(m.data) if m.data is not None else 64
+                v = m.value()
+            if v is None:
+                self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
+            values[name] = v
+        values[_SIZE] = size
+        return values, {}, False
+
+    def writer(self, path: Path, _features: Any, output: Any) -> MessageParquetWriter:
+        return MessageParquetWriter(path, self.columns, output)
 
 
 def plan_windows(start: int | None, end: int | None, n: int, spec: ConversionSpec,
