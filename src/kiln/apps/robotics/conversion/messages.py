@@ -40,7 +40,7 @@ class _Prim(Column):
         self.type, self._np = _PRIMS[name]
 
     def build(self, values: list[Any], mask: np.ndarray | None = None) -> pa.Array:
-        arr = np.fromiter((0 if v is None else v for v in values), dtype=self._np, count=len(values))
+        arr = np.array([0 if v is None else v for v in values], dtype=self._np)
         return pa.array(arr, type=self.type, mask=mask)
 
 
@@ -66,7 +66,10 @@ class _Bytes(Column):
         views = [_EMPTY if v is None else np.frombuffer(v if not isinstance(v, np.ndarray)
                                                          else np.ascontiguousarray(v), dtype=np.uint8)
                  for v in values]
-        data = np.concatenate(views) if views else _EMPTY
+        if sum(1 for v in views if len(v)) == 1:  # one payload (a frame alone): no copy at all
+            data = next(v for v in views if len(v))
+        else:
+            data = np.concatenate(views) if views else _EMPTY
         validity = None if mask is None or not mask.any() else pa.array(~mask).buffers()[1]
         return pa.Array.from_buffers(self.type, len(values), [validity, _offsets([len(v) for v in views]),
                                                               pa.py_buffer(data)])
@@ -107,6 +110,50 @@ class _Struct(Column):
             names = [n for n, _c in self.fields]
         return pa.StructArray.from_arrays(children, names=names, mask=None if mask is None or not mask.any()
                                           else pa.array(mask))
+
+
+BLOB_BYTES = 64 * 1024  # a message carrying this much binary payload gets its own Arrow chunk
+
+
+def blob_paths(col: Column, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Attribute paths to the binary fields of a message column (outside lists)."""
+    if isinstance(col, _Bytes):
+        return [prefix]
+    if isinstance(col, _Struct):
+        return [p for n, c in col.fields for p in blob_paths(c, (*prefix, n))]
+    return []
+
+
+def _payload(v: Any, paths: list[tuple[str, ...]]) -> int:
+    total = 0
+    for path in paths:
+        cur = v
+        for name in path:
+            cur = getattr(cur, name, None)
+            if cur is None:
+                break
+        if cur is not None:
+            total += getattr(cur, "nbytes", None) or len(cur)
+    return total
+
+
+def build_chunked(col: Column, values: list[Any], mask: np.ndarray) -> pa.ChunkedArray:
+    """A row group's column, with each big-payload message in a chunk of its own: its bytes go
+    to Parquet straight from the buffer they were read into (the other rows are built together)."""
+    paths = blob_paths(col)
+    if not paths:
+        return pa.chunked_array([col.build(values, mask)], type=col.type)
+    chunks: list[pa.Array] = []
+    start = 0
+    for i, v in enumerate(values):
+        if v is not None and _payload(v, paths) >= BLOB_BYTES:
+            if i > start:
+                chunks.append(col.build(values[start:i], mask[start:i]))
+            chunks.append(col.build([v], mask[i:i + 1]))
+            start = i + 1
+    if start < len(values) or not chunks:
+        chunks.append(col.build(values[start:], mask[start:]))
+    return pa.chunked_array(chunks, type=col.type)
 
 
 def message_column(store: Any, msgtype: str) -> Column:

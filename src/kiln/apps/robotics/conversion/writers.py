@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.apps.robotics.conversion import tfrecord
-from kiln.apps.robotics.conversion.messages import Column, message_nbytes
+from kiln.apps.robotics.conversion.messages import Column, build_chunked, message_nbytes
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -292,7 +292,7 @@ class MessageParquetWriter(ParquetShardWriter):
     """The legacy per-topic layout: `timestamp_ns` plus one typed struct column per mapped
     topic (null where the row has no message of it); byte arrays are binary values."""
 
-    build_in_producer = True
+    build_in_producer = False  # columns are zero-copy for big payloads: cheap to build anywhere
 
     def __init__(self, path: Path, columns: dict[str, Column], output: OutputSpec):
         self.columns = columns
@@ -313,7 +313,7 @@ class MessageParquetWriter(ParquetShardWriter):
         for name, col in self.columns.items():
             values = cols[name]
             mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-            arrays.append(col.build(values, mask))
+            arrays.append(build_chunked(col, values, mask))
         return pa.Table.from_arrays(arrays, schema=self._schema())
 
 
