@@ -133,6 +133,9 @@ def _check_mcap(path: Path) -> None:
     from mcap.reader import make_reader
 
     with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89MCAP0\r\n":
+            return  # not an MCAP (e.g. a file-compressed rosbag2 part): the reader says what it is
+        fh.seek(0)
         try:
             summary = make_reader(fh).get_summary()
         except Exception:  # no usable summary: walk the records instead
