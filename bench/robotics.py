@@ -1,11 +1,18 @@
 """Robotics benchmark: index, convert to Parquet, preview — against rosbags and hephaes.
 
 Writes a mixed recording (640x480 rgb8 camera 30 Hz, IMU 200 Hz, odometry 50 Hz, point
-clouds 10 Hz, a 1 Hz string) of about --size-mb megabytes as an MCAP file, then prints:
-index time; Parquet conversion MB/s and peak RSS (measured in a child process); 5-row
-preview latency; rosbags' raw read throughput of the same file and our ratio to it; and,
-when a side venv with hephaes 0.3.0 can be made, hephaes' conversion of the same file
-with the same spec and our speed-up.
+clouds 10 Hz, a 1 Hz string) of about --size-mb megabytes as an MCAP file, then measures
+two conversions on it, each in a child process (MB/s, peak RSS, output size):
+
+* `legacy`: the default `POST /conversions {"asset_ids": [...], "output": {"format": "parquet",
+  "compression": "none"}}` — no spec, one column per topic (what the hephaes frontend does);
+* `spec`: a camera-triggered spec (image and cloud blobs, IMU and odometry scalars).
+
+Each is paired with rosbags' raw read of the same file measured right before it (ratio per
+pair), and, when a side venv with hephaes 0.3.0 can be made (`bench/.work/hephaes-venv`, never
+a Kiln dependency), compared with hephaes converting the same file with the same settings in
+the same run (its legacy `Converter(mapping, output=parquet/none)` and its spec path). Also
+prints the index time and the 5-row preview latency.
 
     .venv/bin/python bench/robotics.py --size-mb 1024
 """
@@ -86,11 +93,24 @@ def raw_read(path: Path, deserialize: bool) -> float:
     return time.perf_counter() - t
 
 
-def child_convert(path: str, out: str, shards: str) -> None:
-    from kiln.apps.robotics.conversion import run_conversion
+def legacy_mapping(path: Path) -> dict[str, list[str]]:
+    """The mapping the default request gets: one field per indexed topic (auto names)."""
+    from kiln.apps.robotics.indexing import index_recording
+    from kiln.apps.robotics.spec.migrate import auto_mapping
 
-    spec = bench_spec()
-    spec["output"]["shards"] = int(shards)
+    return auto_mapping([t.name for t in index_recording(path).topics])
+
+
+def child_convert(path: str, out: str, shards: str, mode: str = "spec") -> None:
+    from kiln.apps.robotics.conversion import run_conversion
+    from kiln.apps.robotics.spec.migrate import build_legacy_spec
+
+    if mode == "legacy":
+        spec = build_legacy_spec(legacy_mapping(Path(path)), output={"format": "parquet", "compression": "none"})
+        spec = spec.model_copy(update={"output": spec.output.model_copy(update={"shards": int(shards)})})
+    else:
+        spec = bench_spec()
+        spec["output"]["shards"] = int(shards)
     t = time.perf_counter()
     result = run_conversion(path, spec, out)
     elapsed = time.perf_counter() - t
@@ -102,12 +122,20 @@ def child_convert(path: str, out: str, shards: str) -> None:
 
 HEPHAES_SCRIPT = """
 import json, sys, time, resource
+from pathlib import Path
 from hephaes import Converter, load_conversion_spec
-spec = load_conversion_spec(json.loads(sys.argv[3]))
+from hephaes.models import MappingTemplate, ParquetOutputConfig
+mode, payload = sys.argv[3], json.loads(sys.argv[4])
 t = time.perf_counter()
-paths = Converter([sys.argv[1]], None, sys.argv[2], spec=spec).convert()
+if mode == "legacy":
+    conv = Converter([sys.argv[1]], MappingTemplate.model_validate(payload), sys.argv[2],
+                     output=ParquetOutputConfig(compression="none"))
+else:
+    conv = Converter([sys.argv[1]], None, sys.argv[2], spec=load_conversion_spec(payload))
+paths = conv.convert()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"elapsed": time.perf_counter() - t, "peak_rss_mb": rss / 1024, "files": [str(p) for p in paths]}))
+size = sum(p.stat().st_size for p in Path(sys.argv[2]).rglob("*") if p.is_file())
+print(json.dumps({"elapsed": time.perf_counter() - t, "peak_rss_mb": rss / 1024, "output_bytes": size}))
 """
 
 
@@ -130,9 +158,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=float, default=1024)
     ap.add_argument("--skip-hephaes", action="store_true")
-    ap.add_argument("--runs", type=int, default=5, help="raw read + conversion pairs (the median counts)")
+    ap.add_argument("--runs", type=int, default=3, help="raw read + conversion pairs (the median counts)")
+    ap.add_argument("--modes", default="legacy,spec", help="conversions to measure: legacy, spec or both")
     ap.add_argument("--out-dir", type=Path, default=WORK, help="where outputs go (e.g. /dev/shm to leave out the disk)")
-    ap.add_argument("--child-convert", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--child-convert", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_convert:
         child_convert(*args.child_convert)
@@ -156,77 +185,74 @@ def main() -> None:
 
     raw_read(rec, False)  # warm the page cache
     deser_s = raw_read(rec, True)
+    print(f"rosbags read + deserialize all: {size_mb / deser_s:.0f} MB/s")
     out = args.out_dir / "kiln-out"
 
-    def convert(shards: int, target: Path = out) -> dict:
+    def convert(mode: str, shards: int = 1, target: Path = out) -> dict:
         shutil.rmtree(target, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards)],
+        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards), mode],
                               capture_output=True, text=True, check=True)
         shutil.rmtree(target, ignore_errors=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    # The machine is shared and noisy: each conversion is paired with a raw read measured just
-    # before it, and the ratio of each pair counts (median and range over the pairs).
-    pairs = []
-    for _ in range(args.runs):
-        raw = min(raw_read(rec, False) for _ in range(2))
-        pairs.append((raw, convert(1)))
-    ratios = sorted(raw / c["elapsed"] for raw, c in pairs)
-    ratio_raw = statistics.median(ratios)
-    raw_s = statistics.median(raw for raw, _c in pairs)
-    conv = sorted((c for _r, c in pairs), key=lambda c: c["elapsed"])[len(pairs) // 2]  # the median run
-    mbps = size_mb / conv["elapsed"]
-    speeds = sorted(size_mb / c["elapsed"] for _r, c in pairs)
-    peak_rss = max(c["peak_rss_mb"] for _r, c in pairs)
-    print(f"rosbags raw read: {size_mb / raw_s:.0f} MB/s (median of the runs' baselines); read + deserialize all: "
-          f"{size_mb / deser_s:.0f} MB/s")
-    print(f"kiln parquet conversion to {args.out_dir} (median of {len(pairs)}): {conv['elapsed']:.2f} s = "
-          f"{mbps:.0f} MB/s (range {speeds[0]:.0f}-{speeds[-1]:.0f}), {conv['rows']} rows, "
-          f"peak RSS {peak_rss:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
-    print(f"ratio to rosbags raw read, per pair: median {ratio_raw:.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f}); "
-          f"to read + deserialize: {mbps / (size_mb / deser_s):.2f}")
-    shm = Path("/dev/shm")
-    if shm.is_dir() and args.out_dir.resolve() != shm:
-        mem = convert(1, shm / f"kiln-bench-{os.getpid()}")
-        print(f"  (extra: the same conversion written to /dev/shm, no disk: {size_mb / mem['elapsed']:.0f} MB/s)")
-    cores = os.cpu_count() or 1
-    if cores > 1:
-        multi = convert(cores)
-        print(f"kiln parquet, {cores} shards in {cores} processes: {size_mb / multi['elapsed']:.0f} MB/s "
-              f"(ratio to raw read {size_mb / multi['elapsed'] / (size_mb / raw_s):.2f}), "
-              f"peak RSS per process {multi['peak_rss_mb']:.0f} MB")
+    hpy = None if args.skip_hephaes else hephaes_python()
+
+    def hephaes(mode: str) -> dict | None:
+        if hpy is None:
+            return None
+        hout = args.out_dir / "hephaes-out"
+        shutil.rmtree(hout, ignore_errors=True)
+        payload = legacy_mapping(rec) if mode == "legacy" else bench_spec()
+        proc = subprocess.run([str(hpy), "-c", HEPHAES_SCRIPT, str(rec), str(hout), mode, json.dumps(payload)],
+                              capture_output=True, text=True)
+        shutil.rmtree(hout, ignore_errors=True)
+        if proc.returncode != 0:
+            print(f"hephaes {mode} conversion failed: " + proc.stderr.strip().splitlines()[-1][:300])
+            return None
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    verdicts = []
+    for mode in args.modes.split(","):
+        # The machine is shared and noisy: each conversion is paired with a raw read measured just
+        # before it, and the ratio of each pair counts (median and range over the pairs).
+        pairs = []
+        for _ in range(args.runs):
+            raw = min(raw_read(rec, False) for _ in range(2))
+            pairs.append((raw, convert(mode)))
+        ratios = sorted(raw / c["elapsed"] for raw, c in pairs)
+        ratio_raw = statistics.median(ratios)
+        raw_s = statistics.median(raw for raw, _c in pairs)
+        conv = sorted((c for _r, c in pairs), key=lambda c: c["elapsed"])[len(pairs) // 2]  # the median run
+        mbps = size_mb / conv["elapsed"]
+        speeds = sorted(size_mb / c["elapsed"] for _r, c in pairs)
+        peak_rss = max(c["peak_rss_mb"] for _r, c in pairs)
+        print(f"\n[{mode}] kiln parquet conversion to {args.out_dir} (median of {len(pairs)}): "
+              f"{conv['elapsed']:.2f} s = {mbps:.0f} MB/s (range {speeds[0]:.0f}-{speeds[-1]:.0f}), "
+              f"{conv['rows']} rows, peak RSS {peak_rss:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
+        print(f"[{mode}] rosbags raw read {size_mb / raw_s:.0f} MB/s; ratio per pair: median {ratio_raw:.2f} "
+              f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+        h = hephaes(mode)
+        speedup = None if h is None else h["elapsed"] / conv["elapsed"]
+        if h is not None:
+            print(f"[{mode}] hephaes 0.3.0: {h['elapsed']:.2f} s = {size_mb / h['elapsed']:.0f} MB/s, peak RSS "
+                  f"{h['peak_rss_mb']:.0f} MB, output {h['output_bytes'] / 1e6:.0f} MB; kiln speed-up {speedup:.1f}x")
+        verdicts += [
+            (f"{mode}: conversion vs rosbags raw read", ">= 0.40", f"{ratio_raw:.2f} ({mbps:.0f} MB/s)",
+             ratio_raw >= GOALS["ratio_vs_raw"]),
+            (f"{mode}: conversion vs hephaes 0.3.0", ">= 10x", "n/a" if speedup is None else f"{speedup:.1f}x",
+             None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"]),
+            (f"{mode}: peak RSS", "< 600 MB", f"{peak_rss:.0f} MB", peak_rss < GOALS["peak_rss_mb"]),
+        ]
 
     preview_s = timed(lambda: preview(rec, bench_spec(), 5), repeat=5)
     print(f"preview 5 rows: {preview_s * 1000:.0f} ms")
-
-    speedup = None
-    if not args.skip_hephaes and (py := hephaes_python()) is not None:
-        hout = args.out_dir / "hephaes-out"
-        shutil.rmtree(hout, ignore_errors=True)
-        proc = subprocess.run([str(py), "-c", HEPHAES_SCRIPT, str(rec), str(hout), json.dumps(bench_spec())],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            h = json.loads(proc.stdout.strip().splitlines()[-1])
-            speedup = h["elapsed"] / conv["elapsed"]
-            print(f"hephaes 0.3.0 parquet conversion: {h['elapsed']:.2f} s = {size_mb / h['elapsed']:.0f} MB/s, "
-                  f"peak RSS {h['peak_rss_mb']:.0f} MB; kiln speed-up {speedup:.1f}x")
-        else:
-            print("hephaes conversion failed: " + proc.stderr.strip().splitlines()[-1][:300])
-
-    shutil.rmtree(args.out_dir / "hephaes-out", ignore_errors=True)
-    rows = [
-        ("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]),
-        ("parquet conversion vs rosbags raw read", ">= 0.40", f"{ratio_raw:.2f} ({mbps:.0f} MB/s)",
-         ratio_raw >= GOALS["ratio_vs_raw"]),
-        ("parquet conversion vs hephaes 0.3.0", ">= 10x", "n/a" if speedup is None else f"{speedup:.1f}x",
-         None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"]),
-        ("peak RSS, 1 GB input", "< 600 MB", f"{peak_rss:.0f} MB", peak_rss < GOALS["peak_rss_mb"]),
-        ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"]),
-    ]
+    rows = [("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]), *verdicts,
+            ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"])]
     print(f"\n| {'measure':40} | {'goal':8} | {'measured':20} | verdict |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 22}|---------|")
     for name, goal, measured, ok in rows:
         print(f"| {name:40} | {goal:8} | {measured:20} | {'n/a' if ok is None else 'met' if ok else 'MISSED':7} |")
+
 
 if __name__ == "__main__":
     main()

@@ -72,3 +72,14 @@ async def convert(client: httpx.AsyncClient, body: dict[str, Any], status: str =
     detail = await client.get(f"/conversions/{r.json()['id']}")
     assert detail.status_code == 200
     return detail.json()
+
+
+async def outputs_of(client: httpx.AsyncClient, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The output records of a conversion (its `output_files` are plain paths)."""
+    assert all(isinstance(p, str) for p in run["output_files"]), run["output_files"]
+    r = await client.get("/outputs", params={"conversion_id": run["id"], "limit": 500})
+    assert r.status_code == 200, r.text
+    files = sorted(r.json(), key=lambda o: o["relative_path"])
+    folder = run["output_path"]
+    assert sorted(f"{folder}/{o['relative_path']}" for o in files) == sorted(run["output_files"])
+    return files

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import update
 
 from kiln.apps.robotics.models import ConversionConfig
-from tests.apps.robotics.api_helpers import convert, recording, register, trigger_spec
+from tests.apps.robotics.api_helpers import convert, outputs_of, recording, register, trigger_spec
 
 
 async def test_create_update_duplicate_and_run(client, tmp_path):
@@ -23,7 +23,7 @@ async def test_create_update_duplicate_and_run(client, tmp_path):
     r = await client.post("/conversion-configs", json={"name": "camera   SET", "spec": trigger_spec()})
     assert r.status_code == 422 and r.json() == {"detail": "saved conversion config already exists: camera SET"}
     r = await client.post("/conversion-configs", json={"name": "bad", "spec": {"row_strategy": 3}})
-    assert r.status_code == 422 and r.json()["detail"].startswith("invalid spec")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spec", "row_strategy"]
 
     r = await client.patch(f"/conversion-configs/{cfg['id']}", json={"name": "Renamed Config"})
     assert r.status_code == 200 and r.json()["revision_count"] == 2
@@ -35,7 +35,7 @@ async def test_create_update_duplicate_and_run(client, tmp_path):
 
     dup = await client.post(f"/conversion-configs/{cfg['id']}/duplicate", json={})
     assert dup.status_code == 201 and dup.json()["name"] == "Copy of Renamed Config"
-    assert dup.json()["revisions"][0]["change_kind"] == "duplicate" and dup.json()["revision_count"] == 1
+    assert dup.json()["revisions"][0]["change_kind"] == "create" and dup.json()["revision_count"] == 1
     dup2 = await client.post("/conversion-configs/renamed config/duplicate", json={})
     assert dup2.json()["name"] == "Copy of Renamed Config (2)"
     names = [c["name"] for c in (await client.get("/conversion-configs")).json()]
@@ -50,7 +50,7 @@ async def test_create_update_duplicate_and_run(client, tmp_path):
     assert run["config"]["saved_config_revision_number"] == 2
     assert run["config"]["saved_config_spec_document_version"] == 2
     assert run["job"]["config_json"]["saved_config_id"] == cfg["id"]
-    assert any(f["role"] == "dataset" for f in run["output_files"])
+    assert any(f["role"] == "dataset" for f in await outputs_of(client, run))
     r = await client.get("/conversion-configs/ghost")
     assert r.status_code == 404 and r.json() == {"detail": "saved conversion config not found: ghost"}
 

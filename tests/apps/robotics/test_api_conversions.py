@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,6 +12,7 @@ from tests.apps.robotics import bagfactory as bf
 from tests.apps.robotics.api_helpers import (
     SMALL,
     convert,
+    outputs_of,
     recording,
     register,
     register_indexed,
@@ -49,15 +49,16 @@ async def test_legacy_parquet_end_to_end(client, tmp_path, settings):
     assert job["output_path"] == str(out_dir) and job["representation_policy"]["output_format"] == "parquet"
     detail = (await client.get(f"/conversions/{created['id']}")).json()
     assert detail["status"] == "succeeded" and detail["error_message"] is None
-    roles = sorted(f["role"] for f in detail["output_files"])
+    files = await outputs_of(client, detail)
+    roles = sorted(f["role"] for f in files)
     assert roles == ["dataset", "manifest", "report"]
-    dataset = next(f for f in detail["output_files"] if f["role"] == "dataset")
+    dataset = next(f for f in await outputs_of(client, detail) if f["role"] == "dataset")
     assert dataset["format"] == "parquet" and dataset["asset_ids"] == [asset["id"]]
     content = await client.get(dataset["content_url"])
     assert content.status_code == 200 and content.headers["content-type"] == "application/x-parquet"
     table = pq.read_table(io.BytesIO(content.content)).to_pydict()
     assert len(table["odom"]) == 5  # 1 s at 5 Hz
-    xs = [json.loads(v)["pose"]["pose"]["position"]["x"] for v in table["odom"]]
+    xs = [v["pose"]["pose"]["position"]["x"] for v in table["odom"]]  # a typed struct per message
     assert xs == sorted(xs) and xs[-1] == bf.odom_x(SMALL.count("/odom") - 1)
 
     listed = (await client.get("/conversions")).json()
@@ -77,12 +78,12 @@ async def test_inline_spec_tfrecord_runs_without_indexing(client, tmp_path):
         "policy_version": 1, "output_format": "tfrecord", "requested_image_payload_contract": None,
         "image_payload_contract": "bytes_v2", "payload_encoding": "typed_features",
         "null_encoding": "presence_flag", "compatibility_markers": [], "warnings": []}
-    dataset = next(f for f in detail["output_files"] if f["role"] == "dataset")
+    dataset = next(f for f in await outputs_of(client, detail) if f["role"] == "dataset")
     path = (await client.get(f"/outputs/{dataset['id']}")).json()["file_path"]
     examples = [decode_example(r) for r in read_records(path)]
     assert len(examples) == CAM - 1  # the first frame has no IMU sample before it
     assert examples[0]["image"] == [bytes([bf.image_fill(1)]) * (8 * 6 * 3)]
-    manifest = next(f for f in detail["output_files"] if f["role"] == "manifest")
+    manifest = next(f for f in await outputs_of(client, detail) if f["role"] == "manifest")
     assert manifest["metadata"]["manifest"]["dataset"]["rows_written"] == CAM - 1
 
 
@@ -120,7 +121,7 @@ async def test_validation_errors(client, tmp_path):
     aid = pending["id"]
     r = await client.post("/conversions", json={"asset_ids": [aid], "output": {"format": "tfrecord",
                                                                               "compression": "snappy"}})
-    assert r.status_code == 422 and "invalid tfrecord compression" in r.json()["detail"]
+    assert r.status_code == 422 and "invalid tfrecord compression" in r.json()["detail"][0]["msg"]
     r = await client.post("/conversions", json={"asset_ids": [aid], "output": {
         "format": "parquet", "image_payload_contract": "legacy_list_v1"}})
     assert r.status_code == 422
@@ -134,7 +135,7 @@ async def test_validation_errors(client, tmp_path):
     r = await client.post("/conversions", json={"asset_ids": [aid, aid], "spec": trigger_spec()})
     assert r.status_code == 422
     r = await client.post("/conversions", json={"asset_ids": [aid], "spec": {"row_strategy": {"kind": "bogus"}}})
-    assert r.status_code == 422 and r.json()["detail"].startswith("invalid spec")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "spec", "row_strategy"]
     r = await client.get("/conversions/nope")
     assert r.status_code == 404 and r.json() == {"detail": "conversion not found: nope"}
 
@@ -168,6 +169,6 @@ async def test_cancel_then_retry(client, tmp_path):
     job = await wait_job(client, run["job_id"], timeout=120)
     assert job["status"] == "succeeded" and job["attempts"] >= 1
     detail = (await client.get(f"/conversions/{run['id']}")).json()
-    dataset = next(f for f in detail["output_files"] if f["role"] == "dataset")
+    dataset = next(f for f in await outputs_of(client, detail) if f["role"] == "dataset")
     assert dataset["availability_status"] == "ready" and dataset["size_bytes"] > 0
     assert (await client.post(f"/jobs/{run['job_id']}/retry")).status_code == 409

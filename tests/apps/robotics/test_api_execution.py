@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from kiln.apps.robotics.config import RoboticsSettings, set_robotics_settings
 from tests.apps.robotics import bagfactory as bf
-from tests.apps.robotics.api_helpers import SMALL, convert, recording, register, trigger_spec, wait_job
+from tests.apps.robotics.api_helpers import SMALL, convert, outputs_of, recording, register, trigger_spec, wait_job
 
 CAM = SMALL.count("/camera/image_raw") - 1  # the first frame has no IMU sample before it: dropped
 
@@ -50,8 +50,9 @@ async def test_inline_conversion_finishes_inside_the_post(client, app, tmp_path)
     body = r.json()
     assert body["status"] == "succeeded" and body["job"]["status"] == "succeeded"
     assert body["job"]["config_json"]["execution"] == "inline"
-    assert sorted(f["role"] for f in body["output_files"]) == ["dataset", "manifest", "report"]
-    dataset = next(f for f in body["output_files"] if f["role"] == "dataset")
+    files = await outputs_of(client, body)
+    assert sorted(f["role"] for f in files) == ["dataset", "manifest", "report"]
+    dataset = next(f for f in files if f["role"] == "dataset")
     content = await client.get(dataset["content_url"])
     assert pq.read_table(io.BytesIO(content.content)).num_rows == CAM
 
@@ -92,7 +93,7 @@ async def test_multi_recording_outputs_are_attributed_per_asset(client, tmp_path
     b = await register(client, recording(tmp_path / "b", "second.mcap", "mcap-zstd", long_plan))
     detail = await convert(client, {"asset_ids": [a["id"], b["id"]], "spec": trigger_spec()})
     assert detail["asset_ids"] == [a["id"], b["id"]]
-    files = detail["output_files"]
+    files = await outputs_of(client, detail)
     assert sorted(f["file_name"] for f in files) == sorted(
         f"episode_000{i}.{ext}" for i in (1, 2) for ext in ("parquet", "manifest.json", "report.md"))
     owner = {f["file_name"]: f["asset_ids"] for f in files}

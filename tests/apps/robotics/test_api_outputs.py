@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.apps.robotics.api_helpers import convert, recording, register, trigger_spec
+from tests.apps.robotics.api_helpers import convert, outputs_of, recording, register, trigger_spec
 
 
 async def _run(client, tmp_path, name="run.bag"):
@@ -52,7 +52,7 @@ async def test_list_detail_filters(client, tmp_path):
 
 async def test_content_ranges(client, tmp_path):
     _asset, run = await _run(client, tmp_path)
-    dataset = next(f for f in run["output_files"] if f["role"] == "dataset")
+    dataset = next(f for f in await outputs_of(client, run) if f["role"] == "dataset")
     path = Path((await client.get(f"/outputs/{dataset['id']}")).json()["file_path"])
     data = path.read_bytes()
     full = await client.get(dataset["content_url"])
@@ -71,7 +71,7 @@ async def test_content_ranges(client, tmp_path):
 
 async def test_missing_file_refresh(client, tmp_path):
     _asset, run = await _run(client, tmp_path)
-    dataset = next(f for f in run["output_files"] if f["role"] == "dataset")
+    dataset = next(f for f in await outputs_of(client, run) if f["role"] == "dataset")
     path = Path((await client.get(f"/outputs/{dataset['id']}")).json()["file_path"])
     before = (await client.get("/outputs")).json()
     assert (await client.get("/outputs")).json() == before  # reads do not rewrite rows

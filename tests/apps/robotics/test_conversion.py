@@ -8,14 +8,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from kiln.apps.robotics.conversion import ConversionCancelled, preview, run_conversion
+from kiln.apps.robotics.conversion import ConversionCancelled, preview, run_conversion, writers
 from kiln.apps.robotics.conversion.job import BadRecordError
 from kiln.apps.robotics.conversion.tfrecord import crc32c_py, decode_example, read_records
-from kiln.apps.robotics.spec import build_legacy_spec
+from kiln.apps.robotics.spec import auto_mapping, build_legacy_spec
 from tests.apps.robotics import bagfactory as bf
 
 MS = 1_000_000
@@ -222,9 +223,38 @@ def test_legacy_mapping_parquet_downsample(recordings, tmp_path):
     result = run_conversion(recordings["db3"], spec, tmp_path)
     t = pq.read_table(datasets(result)[0].path).to_pydict()
     assert len(t["odom"]) == 10
-    assert json.loads(t["odom"][0])["pose"]["pose"]["position"]["x"] == bf.odom_x(9)
+    assert t["odom"][0]["pose"]["pose"]["position"]["x"] == bf.odom_x(9)
     with pytest.raises(ValueError, match="No requested topics"):
         run_conversion(recordings["db3"], build_legacy_spec({"x": ["/nope"]}), tmp_path / "x")
+
+
+@pytest.mark.parametrize("fmt", ["mcap", "bag-lz4", "db3"])
+def test_legacy_default_layout_is_typed_with_binary_payloads(tmp_path, fmt):
+    """The default request (no spec, one column per topic): every message a typed struct, image
+    and cloud `data` one binary value each, row groups bounded by bytes."""
+    plan = bf.RecordingPlan(duration_s=1.0, image_size=(320, 240))  # 230 KB frames
+    path = bf.write_recording(tmp_path / ("rec.bag" if fmt.startswith("bag") else "rec.mcap"), fmt, plan)
+    spec = build_legacy_spec(auto_mapping([p.topic for p in plan.topics]), output={"format": "parquet"})
+    before = writers.ROW_GROUP_BYTES
+    writers.ROW_GROUP_BYTES = 1024 * 1024
+    try:
+        result = run_conversion(path, spec, tmp_path / "out")
+    finally:
+        writers.ROW_GROUP_BYTES = before
+    pf = pq.ParquetFile(datasets(result)[0].path)
+    schema = pf.schema_arrow
+    image_t = schema.field("camera_image_raw").type
+    assert image_t.field("data").type == pa.large_binary() and image_t.field("height").type == pa.uint32()
+    assert schema.field("imu").type.field("orientation_covariance").type == pa.large_list(pa.float64())
+    assert schema.field("lidar_points").type.field("data").type == pa.large_binary()
+    rows = pf.read().to_pylist()
+    frames = [r["camera_image_raw"] for r in rows if r["camera_image_raw"] is not None]
+    assert len(frames) == plan.count("/camera/image_raw")
+    assert frames[3]["data"] == bytes([bf.image_fill(3)]) * (320 * 240 * 3) and frames[3]["encoding"] == "rgb8"
+    assert [r["status"]["data"] for r in rows if r["status"]] == [bf.status_text(0)]
+    assert sum(1 for r in rows if r["imu"]) == plan.count("/imu")
+    big = max(pf.metadata.row_group(i).total_byte_size for i in range(pf.num_row_groups))
+    assert pf.num_row_groups >= 3 and big < 1.5 * 1024 * 1024  # ~1 MiB groups, not all frames in one
 
 
 def test_image_transforms(recordings, tmp_path):

@@ -15,8 +15,9 @@ def install(app: FastAPI) -> None:
     from kiln.apps.robotics.router import router
 
     async def robotics_error(_request: Request, exc: Exception) -> JSONResponse:
-        status = exc.status if isinstance(exc, RoboticsError) else 422
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        if isinstance(exc, RoboticsError):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.add_exception_handler(RoboticsError, robotics_error)
     app.include_router(router)

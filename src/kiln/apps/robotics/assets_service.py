@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,7 @@ from kiln.core.files import check_client_path, client_path
 from kiln.core.jobs.models import Job
 from kiln.core.params import QUERY_INT_MAX
 
+OUTSIDE_ROOTS = "asset path is not inside a folder recordings may be registered from (KILN_ROBOTICS_ROOTS)"
 SUPPORTED = ("bag", "mcap", "db3")
 SUPPORTED_TEXT = "supported: bag, mcap, db3, rosbag2 directory"
 _TYPES = {"bag": "bag", "mcap": "mcap", "sqlite3": "db3"}
@@ -49,10 +51,17 @@ def _classify(path: Path) -> tuple[str, int]:
     return _TYPES[src.storage_format], path.stat().st_size
 
 
+def check_roots(path: Path, roots: list[Path]) -> None:
+    """One answer for every path outside the roots, whether it exists or not."""
+    if not any(path.is_relative_to(r) for r in roots):
+        raise BadRequest(OUTSIDE_ROOTS)
+
+
 async def register_path(
-    session: AsyncSession, raw_path: str, *, source: str = "path", sha256: str | None = None
+    session: AsyncSession, raw_path: str, roots: list[Path], *, source: str = "path", sha256: str | None = None
 ) -> Asset:
     path = await asyncio.to_thread(_resolve, raw_path)
+    check_roots(path, roots)
     file_type, size = await asyncio.to_thread(_classify, path)
     if await session.scalar(select(Asset.id).where(Asset.file_path == str(path))):
         raise Conflict(f"asset already registered: {path}")
@@ -69,10 +78,26 @@ async def register_path(
     return asset
 
 
+def _header_text(header: str) -> str:
+    """Header values arrive latin-1 decoded: undo that for UTF-8 names; accept RFC 8187 `UTF-8''%..`."""
+    if header[:7].lower() == "utf-8''":
+        return unquote(header[7:], encoding="utf-8", errors="strict")
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return header
+
+
 def upload_name(header: str | None) -> str:
     if header is None or not header.strip():
         raise BadRequest("x-file-name header is required for asset uploads")
-    name = Path(header.strip().replace("\\", "/")).name
+    try:
+        text = _header_text(header.strip())
+    except UnicodeDecodeError:
+        raise BadRequest("x-file-name is not valid UTF-8") from None
+    name = Path(text.replace("\\", "/").replace("\x00", "")).name
+    if len(name.encode()) > 255:
+        raise BadRequest("x-file-name is longer than 255 bytes")
     if name in ("", ".", ".."):
         raise BadRequest("x-file-name must name a file, e.g. run1.mcap")
     if Path(name).suffix.lower().lstrip(".") not in SUPPORTED:
@@ -110,7 +135,7 @@ async def upload(session: AsyncSession, home: Path, name: str, chunks: AsyncIter
         twin = await session.scalar(select(Asset).where(Asset.content_sha256 == sha, Asset.file_name == name))
         if twin is not None:
             raise Conflict(f"asset already registered: {twin.file_path}")
-        return await register_path(session, str(target), source="upload", sha256=sha)
+        return await register_path(session, str(target), [root], source="upload", sha256=sha)
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, folder, True)
         raise
@@ -119,18 +144,23 @@ async def upload(session: AsyncSession, home: Path, name: str, chunks: AsyncIter
 def _resolve(raw: str) -> Path:
     try:
         return client_path(raw)
-    except UnsafePathError as exc:
-        raise BadRequest(str(exc)) from None
+    except (UnsafePathError, ValueError, OSError, RuntimeError):  # NUL, over-long names, loops, unknown ~user
+        raise BadRequest("asset path is not a valid path") from None
 
 
-def _discover(directory: Path, recursive: bool) -> list[Path]:
-    """Recording files and rosbag2 directories under `directory`, sorted."""
+def _discover(directory: Path, recursive: bool, max_entries: int) -> tuple[list[Path], bool]:
+    """Recording files and rosbag2 directories under `directory`, sorted, and whether the scan
+    stopped at `max_entries` directory entries. Symlinked folders are not followed."""
     if not directory.exists():
         raise BadRequest(f"asset directory does not exist: {directory}")
     if not directory.is_dir():
         raise BadRequest(f"asset directory is not a directory: {directory}")
     found: list[Path] = []
+    seen = 0
     for root, dirs, files in os.walk(directory):
+        seen += len(dirs) + len(files)
+        if seen > max_entries:
+            return sorted(found), True
         here = Path(root)
         if here != directory and (here / "metadata.yaml").exists():
             found.append(here)  # a rosbag2 directory is one recording; do not list its parts
@@ -141,26 +171,28 @@ def _discover(directory: Path, recursive: bool) -> list[Path]:
             found += [here / d for d in dirs if (here / d / "metadata.yaml").exists()]
             break
         dirs.sort()
-    return sorted(found)
+    return sorted(found), False
 
 
-async def scan_directory(session: AsyncSession, raw_dir: str, recursive: bool) -> dict[str, Any]:
+async def scan_directory(session: AsyncSession, raw_dir: str, recursive: bool, roots: list[Path],
+                         max_entries: int) -> dict[str, Any]:
     directory = await asyncio.to_thread(_resolve, raw_dir)
-    candidates = await asyncio.to_thread(_discover, directory, recursive)
-    registered, skipped = await register_many(session, [str(p) for p in candidates], source="scan")
+    check_roots(directory, roots)
+    candidates, truncated = await asyncio.to_thread(_discover, directory, recursive, max_entries)
+    registered, skipped = await register_many(session, [str(p) for p in candidates], roots, source="scan")
     return {"discovered_file_count": len(candidates), "recursive": recursive,
             "registered_assets": [asset_summary(a) for a in registered],
-            "scanned_directory": str(directory), "skipped": skipped}
+            "scanned_directory": str(directory), "skipped": skipped, "truncated": truncated}
 
 
 async def register_many(
-    session: AsyncSession, paths: list[str], *, source: str
+    session: AsyncSession, paths: list[str], roots: list[Path], *, source: str
 ) -> tuple[list[Asset], list[dict[str, str]]]:
     registered: list[Asset] = []
     skipped: list[dict[str, str]] = []
     for p in paths:
         try:
-            registered.append(await register_path(session, p, source=source))
+            registered.append(await register_path(session, p, roots, source=source))
         except Conflict as exc:
             skipped.append({"detail": str(exc), "file_path": p, "reason": "duplicate"})
         except RoboticsError as exc:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.robotics.assets_service import get_asset
-from kiln.apps.robotics.common import RoboticsError
+from kiln.apps.robotics.common import RoboticsError, spec_refusal
 from kiln.apps.robotics.conversion.preview import preview as run_preview
 from kiln.apps.robotics.conversion.values import bytes_wrapper
 from kiln.apps.robotics.conversions_service import stored_policy
@@ -25,7 +26,12 @@ from kiln.apps.robotics.inspection import inspect_recording
 from kiln.apps.robotics.reading import RecordingError
 from kiln.apps.robotics.schemas import DraftRequest, InspectRequest, PreviewRequest
 from kiln.apps.robotics.spec.draft import build_draft
-from kiln.apps.robotics.spec.migrate import SpecError, load_spec_document
+from kiln.apps.robotics.spec.migrate import (
+    SpecError,
+    format_validation_error,
+    load_spec_document,
+    validation_details,
+)
 from kiln.apps.robotics.spec.models import OutputSpec
 from kiln.apps.robotics.views import policy_for_response
 
@@ -56,7 +62,11 @@ async def _domain(what: str, asset_id: str, fn: Callable[..., T], *args: Any, **
     """Run a domain call in a thread; user-facing errors become 422 with their own message."""
     try:
         return await asyncio.to_thread(fn, *args, **kw)
-    except (ValueError, RecordingError) as exc:  # SpecError and pydantic errors are ValueErrors
+    except ValidationError as exc:
+        raise RoboticsError(format_validation_error(exc), detail=validation_details(exc, ("body",))) from None
+    except SpecError as exc:
+        raise spec_refusal(exc) from None
+    except (ValueError, RecordingError) as exc:
         raise RoboticsError(str(exc)) from None
     except OSError as exc:
         raise RoboticsError(f"{what} failed for asset {asset_id}: {exc.strerror or exc}") from None
@@ -120,7 +130,7 @@ async def preview(session: AsyncSession, req: PreviewRequest) -> dict[str, Any]:
     try:
         doc, _ = load_spec_document(req.spec)
     except SpecError as exc:
-        raise RoboticsError(str(exc)) from None
+        raise spec_refusal(exc) from None
     result = await _domain("preview generation", asset.id, run_preview, asset.file_path, doc.spec, req.sample_n,
                            topic_type_hints=req.topic_type_hints or None)
     requested = doc.spec.output.image_payload_contract if doc.spec.output.format == "tfrecord" else None

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 
 class RoboticsError(Exception):
-    """A request the surface refuses; `status` is the HTTP code, the message says what to fix."""
+    """A request the surface refuses; `status` is the HTTP code, the message says what to fix.
+
+    `detail` replaces the message in the body when given (FastAPI's validation list shape)."""
 
     status = 422
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, detail: Any = None):
         super().__init__(message)
+        self.detail = detail if detail is not None else message
         if status is not None:
             self.status = status
+
+
+def spec_refusal(exc: Exception) -> RoboticsError:
+    """A 422 for a spec that does not load: the field list when validation said why."""
+    return RoboticsError(str(exc), detail=getattr(exc, "errors", None))
 
 
 class NotFound(RoboticsError):

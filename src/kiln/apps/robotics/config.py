@@ -12,6 +12,8 @@ answers:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -31,6 +33,26 @@ class RoboticsSettings(BaseSettings):
                                         description="Background mode: how long POST /assets/reindex-all waits.")
     conversion_workers: int = Field(default=0, ge=0,
                                     description="Processes of one conversion; 0 = KILN_CPU_WORKERS (0 = cores).")
+
+    roots: str = Field(default="", description=(
+        "Folders a recording may live under (os.pathsep- or comma-separated). Empty: `/` while Kiln "
+        "listens on loopback only, else $KILN_HOME/robotics."))
+    max_chunk_mb: int = Field(default=256, ge=1, le=65536,
+                              description="Largest (declared) uncompressed size of one MCAP/bag chunk or db3 blob.")
+    scan_max_entries: int = Field(default=100_000, ge=1,
+                                  description="Directory entries one scan-directory request visits at most.")
+    app_name: str = Field(default="Hephaes Backend", description="`app_name` of GET /health.")
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        return self.max_chunk_mb * 1024 * 1024
+
+    def allowed_roots(self, home: Path, loopback: bool) -> list[Path]:
+        """The resolved folders recordings may be registered from."""
+        raw = [r.strip() for part in self.roots.split(",") for r in part.split(os.pathsep) if r.strip()]
+        if not raw:
+            raw = ["/"] if loopback else [str(home / "robotics")]
+        return [Path(r).expanduser().resolve() for r in raw]
 
     def wait_seconds(self, background_wait: float) -> float:
         """How long a request waits for its job in the configured mode."""

@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.common import NotFound, RoboticsError, iso, normalize_name
+from kiln.apps.robotics.common import NotFound, RoboticsError, iso, normalize_name, spec_refusal
 from kiln.apps.robotics.drafts_service import draft_revision_view, link_draft_to_config
 from kiln.apps.robotics.models import ConfigRevision, ConversionConfig, DraftRevision
 from kiln.apps.robotics.spec.migrate import SpecError, load_spec_document
@@ -25,7 +25,7 @@ def parse_document(payload: Any) -> tuple[SpecDocument, list[str]]:
     try:
         return load_spec_document(payload)
     except SpecError as exc:
-        raise RoboticsError(str(exc)) from None
+        raise spec_refusal(exc) from None
 
 
 def _facts(doc: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +163,7 @@ async def duplicate_config(session: AsyncSession, ref: str, name: str | None, de
                            invalid_reason=src.invalid_reason, created_at=now, updated_at=now)
     session.add(cfg)
     await session.flush()
-    await _add_revision(session, cfg, "duplicate", f"duplicated from {src.name!r} revision {revs or 1}")
+    await _add_revision(session, cfg, "create", f"duplicated from {src.name!r} revision {revs or 1}")
     await _commit_named(session, name)
     return cfg
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError
+from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError, spec_refusal
 from kiln.apps.robotics.config import Execution, RoboticsSettings
 from kiln.apps.robotics.configs_service import find_config, latest_revision, migrate_on_load, parse_document
 from kiln.apps.robotics.jobs_service import CONVERT_KIND, wait_for_jobs
@@ -23,7 +23,7 @@ from kiln.apps.robotics.schemas import ConversionCreateRequest
 from kiln.apps.robotics.spec import models as spec_models
 from kiln.apps.robotics.spec.migrate import SpecError, auto_mapping, build_legacy_spec, representation_policy
 from kiln.apps.robotics.spec.models import ConversionSpec
-from kiln.apps.robotics.views import conversion_summary, job_view, output_summary
+from kiln.apps.robotics.views import conversion_summary, job_view
 from kiln.core.db import new_id, utcnow
 from kiln.core.jobs.models import CANCELLED, FAILED, Job
 from kiln.core.jobs.service import JobService
@@ -35,6 +35,21 @@ def stored_policy(spec: ConversionSpec, requested: str | None) -> dict[str, Any]
     policy = representation_policy(spec.output, requested)
     policy["effective_image_payload_contract"] = policy.pop("image_payload_contract")
     return policy
+
+
+def _raw_output(document: Any) -> Any:
+    """The `output` block of a spec (bare or in its envelope) exactly as it was written."""
+    if not isinstance(document, dict):
+        return None
+    inner = document.get("spec") if isinstance(document.get("spec"), dict) else document
+    return inner.get("output")
+
+
+def _echo_output(given: Any, spec: ConversionSpec) -> dict[str, Any]:
+    """`config.output` echoes the request's output block; without one, the format used."""
+    if isinstance(given, dict):
+        return dict(given)
+    return {"format": spec.output.format, "compression": spec.output.compression}
 
 
 async def _assets(session: AsyncSession, ids: list[str]) -> list[Asset]:
@@ -66,12 +81,11 @@ async def _legacy(session: AsyncSession, req: ConversionCreateRequest, assets: l
     try:
         spec = build_legacy_spec(mapping, output=req.output, resample=req.resample,
                                  write_manifest=True if req.write_manifest is None else req.write_manifest)
-    except (SpecError, ValueError) as exc:
-        msg = str(exc)
-        if "image_payload_contract" in msg:
-            msg = "image payload contract can only be customized for tfrecord output"
-        raise RoboticsError(msg) from None
-    snapshot = {"mapping": mapping, "mapping_mode": mode, "output": spec.output.model_dump(mode="json"),
+    except SpecError as exc:
+        if "image_payload_contract" in str(exc):
+            raise RoboticsError("image payload contract can only be customized for tfrecord output") from None
+        raise spec_refusal(exc) from None
+    snapshot = {"mapping": mapping, "mapping_mode": mode, "output": _echo_output(req.output, spec),
                 "resample": spec.resample.model_dump(mode="json") if spec.resample else None,
                 "write_manifest": spec.output.write_manifest}
     return spec, snapshot, (req.output or {}).get("image_payload_contract")
@@ -98,18 +112,18 @@ async def create_conversion(
         cfg.last_opened_at = utcnow()
         extra = {"saved_config_id": cfg.id, "saved_config_revision_number": rev.revision_number if rev else None,
                  "saved_config_spec_document_version": cfg.spec_document_version}
-        snapshot = {"mapping": spec.mapping, "mapping_mode": "saved-config"}
+        snapshot = {"mapping": spec.mapping, "mapping_mode": "saved-config",
+                    "output": _echo_output(_raw_output(cfg.spec_document), spec)}
         revision_id = rev.id if rev else None
     elif req.mode == "spec":
         doc, _ = parse_document(req.spec)
         spec, revision_id = doc.spec, None
-        raw_out = (req.spec or {}).get("spec", req.spec).get("output") or {}
+        raw_out = _raw_output(req.spec)
         requested = raw_out.get("image_payload_contract") if isinstance(raw_out, dict) else None
-        snapshot = {"mapping": spec.mapping, "mapping_mode": "spec"}
+        snapshot = {"mapping": spec.mapping, "mapping_mode": "spec", "output": _echo_output(raw_out, spec)}
     else:
         spec, snapshot, requested = await _legacy(session, req, assets)
         revision_id = None
-    snapshot.setdefault("output", spec.output.model_dump(mode="json"))
     snapshot.setdefault("resample", spec.resample.model_dump(mode="json") if spec.resample else None)
     snapshot.setdefault("write_manifest", spec.output.write_manifest)
     policy = stored_policy(spec, requested)
@@ -157,7 +171,8 @@ async def conversion_detail(session: AsyncSession, run_id: str, base: str = "") 
     job = await session.get(Job, run.job_id, populate_existing=True) if run.job_id else None
     files = list(await session.scalars(select(OutputArtifact).where(OutputArtifact.conversion_run_id == run.id)
                                        .order_by(OutputArtifact.relative_path)))
-    return {**conversion_summary(run, job), "output_files": [output_summary(o, run, base) for o in files],
+    # the contract's `output_files` is a list of paths (list[str]); the records are at /outputs
+    return {**conversion_summary(run, job), "output_files": [o.output_path for o in files],
             "job": job_view(job) if job else None}
 
 
@@ -219,7 +234,7 @@ def capabilities() -> dict[str, Any]:
         "output_contract": {"policy_version": 1, "default_image_payload_contract": "bytes_v2",
                             "supported_image_payload_contracts": list(m.IMAGE_CONTRACTS),
                             "legacy_compatibility_marker": "legacy_list_image_payload"},
-        "persistence": {"mode": "database-json", "supports_saved_configs": True,
+        "persistence": {"mode": "sqlite-json", "supports_saved_configs": True,
                         "supports_saved_config_revisions": True, "supports_draft_revisions": True,
                         "supports_preview_snapshots": True, "supports_migration_on_load": True,
                         "supports_execute_from_saved_config": True, "spec_document_version": m.SPEC_VERSION},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.robotics.common import RoboticsError, iso
@@ -38,12 +38,11 @@ async def _counts(session: AsyncSession, col: Any, *where: Any, join: Any = None
 async def summary(session: AsyncSession) -> dict[str, Any]:
     await refresh_outputs(session)
     now = utcnow()
-    asset_count, asset_bytes = (await session.execute(
-        select(func.count(), func.coalesce(func.sum(Asset.file_size), 0)))).one()
-    windows = {}
-    for days in (1, 7, 30):
-        windows[days] = int(await session.scalar(select(func.count()).select_from(Asset).where(
-            Asset.registered_at >= now - timedelta(days=days))) or 0)
+    in_window = [func.coalesce(func.sum(case((Asset.registered_at >= now - timedelta(days=d), 1), else_=0)), 0)
+                 for d in (1, 7, 30)]
+    asset_count, asset_bytes, *counts = (await session.execute(
+        select(func.count(), func.coalesce(func.sum(Asset.file_size), 0), *in_window))).one()
+    windows = {d: int(n) for d, n in zip((1, 7, 30), counts, strict=True)}
     indexing = await _counts(session, Asset.indexing_status)
     jobs = await _counts(session, Job.status, Job.kind.in_(KINDS))
     failed_jobs = await session.scalars(select(Job).where(Job.kind.in_(KINDS), Job.status == FAILED))

@@ -201,10 +201,14 @@ def _mcap_index_times(fh: Any, offset: int) -> tuple[int, int]:
 
 
 def _index_mcap(path: Path, src: SourceInfo) -> RecordingIndex:
+    from mcap.exceptions import McapError
     from mcap.reader import make_reader
 
     with open(path, "rb") as fh:
-        summary = make_reader(fh).get_summary()
+        try:
+            summary = make_reader(fh).get_summary()
+        except (McapError, struct.error) as exc:  # unfinished or damaged: a scan says what is readable
+            raise _NoIndex() from exc
         if summary is None or summary.statistics is None:
             raise _NoIndex()
         stats = summary.statistics

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from kiln.apps.robotics import bounds
 from kiln.apps.robotics.config import robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
 from kiln.apps.robotics.indexing import index_recording
@@ -96,16 +97,19 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         if asset is None:
             raise RoboticsJobError(f"asset not found: {asset_id}")
         path = asset.file_path
+    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
     before = await _set_status(ctx, asset_id, INDEXING)
     await ctx.progress(0.1, "reading the recording's index")
     try:
         idx = await asyncio.to_thread(index_recording, path)
-    except (RecordingError, OSError) as exc:
-        await _store_metadata(ctx, asset_id, None, str(exc))
-        raise RoboticsJobError(str(exc)) from None
     except (JobCancelled, asyncio.CancelledError):
         await _set_status(ctx, asset_id, before if before in (PENDING, FAILED, INDEXED) else PENDING)
         raise
+    except Exception as exc:  # any failure ends `failed` with the reason (never stuck `indexing`)
+        error = str(exc) if isinstance(exc, RecordingError | OSError) else \
+            f"cannot index {Path(path).name}: {type(exc).__name__}: {exc}"
+        await _store_metadata(ctx, asset_id, None, error)
+        raise RoboticsJobError(error) from None
     meta = idx.to_metadata(asset_id)
     await _store_metadata(ctx, asset_id, meta, None)
     return {"topic_count": meta["topic_count"], "message_count": meta["message_count"],
@@ -124,6 +128,7 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
         await s.execute(delete(OutputArtifact).where(OutputArtifact.conversion_run_id == run_id))
         await s.commit()
     await asyncio.to_thread(shutil.rmtree, out_dir, True)
+    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
     spec = load_spec(spec_payload)
     loop = asyncio.get_running_loop()
 

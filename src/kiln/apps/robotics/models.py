@@ -180,6 +180,8 @@ class ConversionRun(Base):
     output_paths: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the run folder's mtime (ns; -1 = folder gone) when its artifact rows last matched it
+    outputs_mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OutputArtifact(Base):

@@ -12,6 +12,7 @@ import asyncio
 import json
 import mimetypes
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +141,44 @@ def _asset_path(run: ConversionRun, asset_id: str | None) -> str | None:
     return (run.asset_paths or [None])[run.asset_ids.index(asset_id)]
 
 
+_SETTLE_NS = 2_000_000_000  # a folder younger than this is scanned again (coarse fs clocks)
+
+
+def _changed_folders(runs: list[tuple[str, str, int | None]]) -> dict[str, int | None]:
+    """run id -> the mtime to remember (None: too young to trust) for runs whose folder changed.
+
+    A folder's mtime changes whenever a file is added, removed or renamed in it, so a folder
+    whose mtime is the one remembered needs no scan."""
+    now = time.time_ns()
+    out: dict[str, int | None] = {}
+    for run_id, folder, seen in runs:
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            mtime = -1
+        if seen is None or seen != mtime:
+            out[run_id] = None if mtime >= 0 and now - mtime < _SETTLE_NS else mtime
+    return out
+
+
 async def refresh_outputs(session: AsyncSession, *, run_id: str | None = None, asset_id: str | None = None) -> None:
-    """Refresh every succeeded run (or the ones a filter names) and commit what changed."""
-    q = select(ConversionRun).join(Job, Job.id == ConversionRun.job_id).where(Job.status == SUCCEEDED)
+    """Bring succeeded runs (or the ones a filter names) in line with their folders. Only
+    folders whose mtime changed since their rows last matched are scanned; only changes are written."""
+    q = select(ConversionRun.id, ConversionRun.output_dir, ConversionRun.outputs_mtime_ns).join(
+        Job, Job.id == ConversionRun.job_id).where(Job.status == SUCCEEDED)
     if run_id:
         q = q.where(ConversionRun.id == run_id)
     if asset_id:
         q = q.where(ConversionRun.job_id.in_(select(JobAsset.job_id).where(JobAsset.asset_id == asset_id)))
+    runs = [tuple(r) for r in (await session.execute(q)).all()]
+    todo = await asyncio.to_thread(_changed_folders, runs)
     changed = False
-    for run in list(await session.scalars(q)):
-        changed = await refresh_run(session, run) or changed
+    ids = list(todo)
+    for k in range(0, len(ids), 500):
+        for run in list(await session.scalars(select(ConversionRun).where(ConversionRun.id.in_(ids[k:k + 500])))):
+            changed = await refresh_run(session, run) or changed
+            if run.outputs_mtime_ns != todo[run.id]:
+                run.outputs_mtime_ns, changed = todo[run.id], True
     if changed:
         try:
             await session.commit()

@@ -11,7 +11,7 @@ Timestamps are the recording's log (receive) times in nanoseconds.
 from __future__ import annotations
 
 import functools
-import mmap
+import os
 import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +22,16 @@ from typing import Any, Literal, NamedTuple
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
+from kiln.apps.robotics.bounds import (
+    RecordingError,
+    check_recording,
+    install_bounded_decompressors,
+    lz4_bounded,
+    zstd_bounded,
+)
+
+install_bounded_decompressors()
+
 StorageFormat = Literal["bag", "mcap", "sqlite3"]
 RosVersion = Literal["ROS1", "ROS2"]
 DecodeFailure = Literal["skip", "warn", "fail"]
@@ -29,8 +39,7 @@ DecodeFailure = Literal["skip", "warn", "fail"]
 SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
 
 
-class RecordingError(ValueError):
-    """The path is not a readable recording (message is safe to show to a user)."""
+_METADATA_LIMIT = 4 * 1024 * 1024  # a rosbag2 metadata.yaml larger than this is not one
 
 
 @dataclass(frozen=True)
@@ -75,17 +84,15 @@ def detect_source(path: str | Path) -> SourceInfo:
     if p.is_dir():
         meta = p / "metadata.yaml"
         if meta.exists():
-            import yaml
-
-            info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
+            info = _rosbag2_info(meta)
             ident = str(info.get("storage_identifier", "sqlite3"))
             storage: StorageFormat = "mcap" if ident == "mcap" else "sqlite3"
-            files = tuple(p / f for f in info.get("relative_file_paths", []))
+            files = tuple(_inside(p, p / str(f)) for f in info.get("relative_file_paths") or [])
             return SourceInfo(p, storage, "ROS2", "directory", files)
-        bags = sorted(p.glob("*.bag"))
+        bags = sorted(_inside(p, b) for b in p.glob("*.bag"))
         if bags:
             return SourceInfo(p, "bag", "ROS1", "directory", tuple(bags))
-        singles = sorted(x for x in p.iterdir() if x.suffix in (".mcap", ".db3"))
+        singles = sorted(_inside(p, x) for x in p.iterdir() if x.suffix in (".mcap", ".db3"))
         if len(singles) == 1:
             inner = detect_source(singles[0])
             return SourceInfo(p, inner.storage_format, inner.ros_version, "directory", inner.files)
@@ -99,6 +106,28 @@ def detect_source(path: str | Path) -> SourceInfo:
     if suffix == ".db3":
         return SourceInfo(p, "sqlite3", "ROS2", "file", (p,))
     raise RecordingError(f"unsupported recording type: {p.name} (supported: bag, mcap, db3, rosbag2 directory)")
+
+
+def _rosbag2_info(meta: Path) -> dict[str, Any]:
+    import yaml
+
+    if meta.stat().st_size > _METADATA_LIMIT:
+        raise RecordingError(f"rosbag2 metadata.yaml is larger than {_METADATA_LIMIT // (1024 * 1024)} MiB: {meta}")
+    try:
+        info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
+        raise RecordingError(f"unreadable rosbag2 metadata.yaml in {meta.parent.name}: {exc}") from None
+    if not isinstance(info, dict):
+        raise RecordingError(f"unreadable rosbag2 metadata.yaml in {meta.parent.name}")
+    return info
+
+
+def _inside(folder: Path, member: Path) -> Path:
+    """A storage file of a recording folder, resolved; refused unless it lies inside the folder."""
+    resolved = member.resolve()
+    if not resolved.is_relative_to(folder) or resolved == folder:
+        raise RecordingError(f"a storage file of {folder.name} lies outside its folder: {member.name}")
+    return resolved
 
 
 @functools.cache
@@ -116,18 +145,19 @@ def _reader_paths(src: SourceInfo) -> list[Path]:
 
 
 class _McapChunks:
-    """Direct MCAP chunk reader: skips chunks without wanted channels, zero-copy messages.
+    """Direct MCAP chunk reader: skips chunks without wanted channels, no per-message copy.
 
     Used when the file has a summary with chunk indexes whose time ranges do not overlap
     (what recorders write); about twice as fast as the generic reader, which verifies
-    every chunk CRC and copies each message. Each chunk is memory-mapped on its own:
-    uncompressed messages are views into the page cache (no copy), and a chunk is unmapped
-    as soon as the last view into it is gone, so resident memory stays what is in use.
+    every chunk CRC and copies each message. Each chunk is read with one `pread` (never
+    memory-mapped: a file truncated while mapped would kill the process with SIGBUS) and
+    decompressed within the chunk limit; messages are views into that one buffer.
     """
 
     def __init__(self, path: Path):
         from mcap.reader import make_reader
 
+        self.path = path
         self._fh = open(path, "rb")  # noqa: SIM115 - held open for the reader's lifetime
         summary = make_reader(self._fh).get_summary()
         chunks = sorted(summary.chunk_indexes, key=lambda c: c.message_start_time) if summary else []
@@ -148,44 +178,53 @@ class _McapChunks:
             if (start is not None and chunk.message_end_time < start) or not (
                     wanted & chunk.message_index_offsets.keys()):
                 continue
-            rec = self._map_chunk(chunk.chunk_start_offset, chunk.chunk_length)
-            (clen,) = struct.unpack_from("<I", rec, 37)
-            comp = bytes(rec[41:41 + clen]).decode()
-            body = rec[41 + clen + 8:]
-            if comp == "zstd":
-                import zstandard
-
-                body = memoryview(zstandard.ZstdDecompressor().decompress(
-                    body, max_output_size=struct.unpack_from("<Q", rec, 25)[0]))
-            elif comp == "lz4":
-                import lz4.frame
-
-                body = memoryview(lz4.frame.decompress(body))
-            elif comp:
-                raise RecordingError(f"unsupported MCAP chunk compression: {comp}")
-            found = []
-            pos, end = 0, len(body)
-            while pos < end:
-                op = body[pos]
-                (ln,) = struct.unpack_from("<Q", body, pos + 1)
-                if op == 0x05:
-                    cid, _seq, t = struct.unpack_from("<HIQ", body, pos + 9)
-                    if cid in wanted and (start is None or t >= start) and (stop is None or t < stop):
-                        found.append((t, cid, body[pos + 31:pos + 9 + ln]))
-                pos += 9 + ln
+            try:
+                found = self._chunk_messages(chunk, wanted, start, stop)
+            except (struct.error, IndexError, UnicodeDecodeError) as exc:
+                raise RecordingError(f"damaged MCAP chunk in {self.path.name} (was the recording changed "
+                                     f"while it was read?): {exc}") from None
             found.sort(key=lambda m: m[0])  # stable: equal stamps keep file order
             for t, cid, data in found:
                 topic, msgtype = self.channels[cid]
                 yield RawMessage(topic, t, data, msgtype)
 
-    def _map_chunk(self, offset: int, length: int) -> memoryview:
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        try:
-            mapped = mmap.mmap(self._fh.fileno(), offset + length - start, access=mmap.ACCESS_READ, offset=start)
-        except (OSError, ValueError):  # a file system without mmap support: read a copy
-            self._fh.seek(offset)
-            return memoryview(self._fh.read(length))
-        return memoryview(mapped)[offset - start:]
+    def _chunk_messages(self, chunk: Any, wanted: set[int], start: int | None,
+                        stop: int | None) -> list[tuple[int, int, memoryview]]:
+        rec = self._read(chunk.chunk_start_offset, chunk.chunk_length)
+        if rec[0] != 0x06:
+            raise RecordingError(f"recording changed while it was read: {self.path.name} has no chunk "
+                                 "where its index points")
+        declared = struct.unpack_from("<Q", rec, 25)[0]
+        (clen,) = struct.unpack_from("<I", rec, 37)
+        comp = bytes(rec[41:41 + clen]).decode()
+        (body_len,) = struct.unpack_from("<Q", rec, 41 + clen)
+        body = rec[41 + clen + 8:41 + clen + 8 + body_len]
+        if comp == "zstd":
+            body = memoryview(zstd_bounded(body, declared))
+        elif comp == "lz4":
+            body = memoryview(lz4_bounded(body, declared))
+        elif comp:
+            raise RecordingError(f"unsupported MCAP chunk compression: {comp}")
+        found = []
+        pos, end = 0, len(body)
+        while pos < end:
+            op = body[pos]
+            (ln,) = struct.unpack_from("<Q", body, pos + 1)
+            if pos + 9 + ln > end:
+                raise RecordingError(f"damaged MCAP chunk in {self.path.name}: a record runs past its chunk")
+            if op == 0x05:
+                cid, _seq, t = struct.unpack_from("<HIQ", body, pos + 9)
+                if cid in wanted and (start is None or t >= start) and (stop is None or t < stop):
+                    found.append((t, cid, body[pos + 31:pos + 9 + ln]))
+            pos += 9 + ln
+        return found
+
+    def _read(self, offset: int, length: int) -> memoryview:
+        data = os.pread(self._fh.fileno(), length, offset)
+        if len(data) < length:
+            raise RecordingError(f"recording changed while it was read: {self.path.name} is shorter than "
+                                 "its index says (truncated or rewritten)")
+        return memoryview(data)
 
     def close(self) -> None:
         self._fh.close()
@@ -196,6 +235,11 @@ class RecordingReader:
 
     def __init__(self, path: str | Path):
         self.source = detect_source(path)
+        try:
+            check_recording(self.source.files, self.source.storage_format)
+        except OSError as exc:
+            raise RecordingError(f"cannot open recording {self.source.path.name}: {exc}") from exc
+        self._stamp = self._file_stamp()
         try:
             try:
                 self._reader = AnyReader(_reader_paths(self.source))
@@ -226,6 +270,11 @@ class RecordingReader:
         return _stock_store(self.source.ros_version)
 
     # -- metadata -------------------------------------------------------------------------
+    @property
+    def typestore(self) -> Any:
+        """The recording's type store (its embedded definitions plus any hinted stock types)."""
+        return self._reader.typestore
+
     @property
     def topics(self) -> dict[str, str]:
         """topic -> message type (ROS2 style, e.g. sensor_msgs/msg/Image, for ROS1 too)."""
@@ -258,8 +307,25 @@ class RecordingReader:
         if self._fast is not None:
             yield from self._fast.messages(None if topics is None else set(topics), start_ns, stop_ns)
             return
-        for conn, t, data in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
-            yield RawMessage(conn.topic, t, data, conn.msgtype)
+        try:
+            for conn, t, data in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
+                yield RawMessage(conn.topic, t, data, conn.msgtype)
+        except RecordingError:
+            raise
+        except Exception as exc:  # rosbags raises many types for short reads and damage
+            if self._file_stamp() != self._stamp:
+                raise RecordingError(f"recording changed while it was read: {self.source.path.name}") from None
+            raise RecordingError(f"cannot read recording {self.source.path.name}: {exc}") from None
+
+    def _file_stamp(self) -> list[tuple[int, int]]:
+        out = []
+        for f in self.source.files:
+            try:
+                st = f.stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((-1, -1))
+        return out
 
     def deserializer(self, msgtype: str) -> Callable[[Any], Any]:
         """A fast callable raw bytes -> rosbags message object for `msgtype` (cached)."""

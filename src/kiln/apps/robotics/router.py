@@ -6,11 +6,13 @@ Routers only parse, call a service function and shape the answer; errors are rai
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
-from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
+from kiln.apps.robotics import assets_service, bounds, dialog, jobs_service, tags_service
+from kiln.apps.robotics.config import robotics_settings
 from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
@@ -20,19 +22,36 @@ from kiln.core.deps import KernelDep, SessionDep, SettingsDep
 from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
 
-router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["robotics"], responses=MESSAGE_OR_VALIDATION_422)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+async def _apply_read_limits(kernel: KernelDep) -> None:
+    """Readers in this process bound chunk sizes by KILN_ROBOTICS_MAX_CHUNK_MB."""
+    bounds.set_limit(robotics_settings(kernel).max_chunk_bytes)
+
+
+router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"],
+                   responses=MESSAGE_OR_VALIDATION_422)
 router.include_router(conversions_router)
 
 
+def _roots(kernel: KernelDep, cfg: RoboticsSettingsDep) -> list[Path]:
+    settings = kernel.settings
+    return cfg.allowed_roots(settings.home, settings.host in LOOPBACK_HOSTS)
+
+
+RootsDep = Annotated[list[Path], Depends(_roots)]
+
+
 @router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok", "app_name": "Kiln Robotics"}
+async def health(cfg: RoboticsSettingsDep) -> dict[str, str]:
+    return {"status": "ok", "app_name": cfg.app_name}
 
 
 # ------------------------------------------------------------------------------ assets
 @router.post("/assets/register", status_code=201)
-async def register_asset(body: RegisterAssetRequest, session: SessionDep) -> dict[str, Any]:
-    return asset_summary(await assets_service.register_path(session, body.file_path))
+async def register_asset(body: RegisterAssetRequest, session: SessionDep, roots: RootsDep) -> dict[str, Any]:
+    return asset_summary(await assets_service.register_path(session, body.file_path, roots))
 
 
 @router.post("/assets/upload", status_code=201)
@@ -46,17 +65,20 @@ async def upload_asset(
 
 
 @router.post("/assets/register-dialog", responses={503: {"description": "No display for a file dialog"}})
-async def register_dialog(session: SessionDep) -> dict[str, Any]:
+async def register_dialog(session: SessionDep, roots: RootsDep) -> dict[str, Any]:
     chosen = await dialog.pick_files()
     if chosen is None:
         return {"canceled": True, "registered_assets": [], "skipped": []}
-    registered, skipped = await assets_service.register_many(session, chosen, source="dialog")
+    registered, skipped = await assets_service.register_many(session, chosen, roots, source="dialog")
     return {"canceled": False, "registered_assets": [asset_summary(a) for a in registered], "skipped": skipped}
 
 
 @router.post("/assets/scan-directory")
-async def scan_directory(body: ScanDirectoryRequest, session: SessionDep) -> dict[str, Any]:
-    return await assets_service.scan_directory(session, body.directory_path, body.recursive)
+async def scan_directory(
+    body: ScanDirectoryRequest, session: SessionDep, roots: RootsDep, cfg: RoboticsSettingsDep
+) -> dict[str, Any]:
+    return await assets_service.scan_directory(session, body.directory_path, body.recursive, roots,
+                                               cfg.scan_max_entries)
 
 
 @router.post("/assets/reindex-all")

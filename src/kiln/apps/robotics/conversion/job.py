@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.apps.robotics.conversion.features import FeatureBuilder, RowDropped
+from kiln.apps.robotics import bounds as read_bounds
+from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
+from kiln.apps.robotics.conversion.messages import message_column
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
 from kiln.apps.robotics.conversion.rows import RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
-from kiln.apps.robotics.conversion.writers import make_writer
+from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
 from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.reading import open_recording
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy, SplitSpec, TriggerStrategy
@@ -36,6 +38,7 @@ class WindowJob:
     window: tuple[int | None, int | None]
     shard_index: int
     num_shards: int
+    max_chunk_bytes: int = field(default_factory=read_bounds.limit)  # carried into worker processes
 
 
 @dataclass
@@ -65,6 +68,17 @@ def dataset_filename(output: Any, episode_id: str, split: str | None, shard: int
     if num_shards > 1:
         base += f"-{shard:05d}-of-{num_shards:05d}"
     return f"{base}.{ext}"
+
+
+def dataset_path(outdir: Path, output: Any, episode_id: str, split: str | None, shard: int,
+                 num_shards: int) -> Path:
+    """Where a dataset file goes; refuses any name that would leave the run's folder."""
+    name = dataset_filename(output, episode_id, split, shard, num_shards)
+    folder = outdir.resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or "\x00" in name:
+        raise ValueError(f"output file name leaves the run folder: {name!r}")
+    return path
 
 
 def split_router(split: SplitSpec, start: int, end: int) -> Callable[[int], str | None]:
@@ -101,6 +115,7 @@ def expected_topics(spec: ConversionSpec) -> list[str]:
 
 def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) -> WindowOutcome:
     """Convert one window; `tick(fraction)` is called often and may raise ConversionCancelled."""
+    read_bounds.set_limit(job.max_chunk_bytes)
     spec = ConversionSpec.model_validate(job.spec)
     idx = index_recording(job.path)
     out = WindowOutcome(job.episode_id, job.path, job.shard_index)
@@ -122,7 +137,12 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
         out.mapping_resolved = resolved.mapping_resolved
         decoder = Decoder(reader, rspec)
         stats = RowStats()
-        builder = FeatureBuilder(rspec)
+        builder: Any = FeatureBuilder(rspec)
+        make = make_writer
+        if resolved.mapping_resolved is not None and rspec.output.format == "parquet" and not (
+                isinstance(rspec.row_strategy, ResampleStrategy) and rspec.row_strategy.method == "interpolate"):
+            builder = LegacyMessages(reader, decoder, resolved.mapping_resolved)
+            make = builder.writer
         bounds = {t.name: (t.first_ns, t.last_ns) for t in idx.topics}
         counts = {t.name: t.message_count for t in idx.topics}
         route = split_router(rspec.split, idx.start_ns or 0, idx.end_ns or 0)
@@ -147,10 +167,10 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 split = route(row.timestamp_ns)
                 w = writers.get(split)
                 if w is None:
-                    paths[split] = outdir / dataset_filename(rspec.output, job.episode_id, split,
-                                                             job.shard_index, job.num_shards)
-                    w = writers[split] = make_writer(paths[split], rspec.features, rspec.output)
-                w.add(row.timestamp_ns, values, presence)
+                    paths[split] = dataset_path(outdir, rspec.output, job.episode_id, split,
+                                                job.shard_index, job.num_shards)
+                    w = writers[split] = make(paths[split], rspec.features, rspec.output)
+                w.add(row.timestamp_ns, values, presence, values.pop(_SIZE, None))
                 out.split_counts[split or "all"] = out.split_counts.get(split or "all", 0) + 1
                 for topic in watched:
                     if topic not in row.topics:
@@ -158,10 +178,10 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 first_ns = row.timestamp_ns if first_ns is None else first_ns
                 last_ns = row.timestamp_ns
             if not writers:  # an empty shard still yields a valid (empty) dataset file
-                paths[None] = outdir / dataset_filename(rspec.output, job.episode_id,
-                                                        None if rspec.split.strategy == "none" else "train",
-                                                        job.shard_index, job.num_shards)
-                writers[None] = make_writer(paths[None], rspec.features, rspec.output)
+                paths[None] = dataset_path(outdir, rspec.output, job.episode_id,
+                                           None if rspec.split.strategy == "none" else "train",
+                                           job.shard_index, job.num_shards)
+                writers[None] = make(paths[None], rspec.features, rspec.output)
             rows_by_split = {s: w.close() for s, w in writers.items()}
         except BaseException:
             for s, w in writers.items():
@@ -180,7 +200,7 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                  "split": split or "all", "shard_index": job.shard_index, "episode_id": job.episode_id,
                  "source_path": job.path}
         out.files.append(entry)
-        if rspec.output.write_manifest and (spec.write_manifest is None or spec.write_manifest):
+        if rspec.output.write_manifest and spec.write_manifest:
             stats_d = {"bad_records": out.bad_records, "dropped_rows": out.dropped_rows,
                        "split_counts": out.split_counts, "missing_feature_counts": out.missing_feature_counts,
                        "missing_topic_counts": out.missing_topic_counts, "decode_failures": decoder.failures,
@@ -194,6 +214,41 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
             out.files.append({"path": str(mpath), "role": "manifest", "format": "json", "rows": None, **common})
             out.files.append({"path": str(rpath), "role": "report", "format": "md", "rows": None, **common})
     return out
+
+
+_SIZE = "\x00nbytes"
+
+
+class LegacyMessages:
+    """The legacy per-topic layout for Parquet: each mapped topic's whole message as a typed
+    struct column (see `messages.py`), without the per-feature JSON round trip."""
+
+    def __init__(self, reader: Any, decoder: Decoder, mapping: dict[str, str]):
+        self.mapping = mapping
+        self.counters = FeatureCounters()
+        self.columns = {}
+        for name, topic in mapping.items():
+            msgtype = decoder.msgtype(topic, reader.topics[topic])
+            reader.deserializer(msgtype)  # registers a hinted type the recording does not embed
+            self.columns[name] = message_column(reader.typestore, msgtype)
+
+    def build(self, row: Any) -> tuple[dict[str, Any], dict[str, int], bool]:
+        values: dict[str, Any] = {}
+        size = 8
+        for name, topic in self.mapping.items():
+            m = row.topics.get(topic)
+            v = None
+            if m is not None:
+                size += len(m.data) if m.data is not None else 64
+                v = m.value()
+            if v is None:
+                self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
+            values[name] = v
+        values[_SIZE] = size
+        return values, {}, False
+
+    def writer(self, path: Path, _features: Any, output: Any) -> MessageParquetWriter:
+        return MessageParquetWriter(path, self.columns, output)
 
 
 def plan_windows(start: int | None, end: int | None, n: int, spec: ConversionSpec,

@@ -34,8 +34,38 @@ def _back(arr: np.ndarray, original: Any) -> Any:
     return arr if isinstance(original, np.ndarray | list | tuple) or arr.ndim else arr.item()
 
 
-def to_image(v: Any) -> tuple[np.ndarray, str]:
-    """(HxWxC uint8 array, channel order) from an image message, array or encoded bytes."""
+_ORDER_CHANNELS = {"gray": 1, "grey": 1, "mono": 1, "l": 1, "rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4}
+_ENCODED_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def _looks_encoded(buf: np.ndarray) -> bool:
+    head = buf[:8].tobytes()
+    return any(head.startswith(m) for m in _ENCODED_MAGIC)
+
+
+def _raw_pixels(raw: np.ndarray, h: int | None, w: int | None, channels: int | None,
+                step: int | None = None) -> np.ndarray:
+    """Raw pixel bytes -> HxWxC, from what is known about the layout (message fields or params)."""
+    if h and w:
+        row = step or (raw.size // h)
+        c = channels or max(min(row // w, 4), 1)
+        if raw.size < h * row or row < w * c:
+            raise TransformError(f"raw image of {raw.size} bytes does not hold {h}x{w}x{c} pixels")
+        return raw[: h * row].reshape(h, row)[:, : w * c].reshape(h, w, c)
+    c = channels or 1
+    if raw.size % c:
+        raise TransformError(f"raw image of {raw.size} bytes is not a whole number of {c}-channel pixels")
+    return raw.reshape(1, raw.size // c, c)
+
+
+def to_image(v: Any, params: dict[str, Any] | None = None) -> tuple[np.ndarray, str]:
+    """(HxWxC uint8 array, channel order) from an image message, array, raw pixels or encoded bytes.
+
+    Raw images (an `encoding` such as rgb8/bgra8/mono8, or a custom message with height, width
+    and data) are reshaped as pixels, never opened as an image file; only compressed images
+    and bytes that start like an image file are decoded."""
+    p = params or {}
+    order = str(p.get("from", "")).lower()
     if is_image_message(v):
         def has(k: str) -> bool:
             return (k in v) if isinstance(v, dict) else hasattr(v, k)
@@ -43,22 +73,29 @@ def to_image(v: Any) -> tuple[np.ndarray, str]:
         def get(k: str) -> Any:
             return v[k] if isinstance(v, dict) else getattr(v, k)
 
-        if has("encoding"):
-            enc = str(get("encoding")).lower()
-            if enc not in _CHANNELS:
+        if has("height") and has("width"):
+            enc = str(get("encoding")).lower() if has("encoding") else ""
+            if enc and enc not in _CHANNELS:
                 raise TransformError(f"unsupported image encoding: {enc}")
-            h, w, c = int(get("height")), int(get("width")), _CHANNELS[enc]
-            step = int(get("step")) if has("step") else w * c
-            raw = _array(get("data"))
-            arr = raw[: h * step].reshape(h, step)[:, : w * c].reshape(h, w, c)
-            return arr, ("bgr" if enc.startswith("bgr") else "rgb")
+            channels = _CHANNELS.get(enc) or _ORDER_CHANNELS.get(order)
+            raw = _array(get("data")).reshape(-1)
+            arr = _raw_pixels(raw, int(get("height")), int(get("width")), channels,
+                              int(get("step")) if has("step") and int(get("step")) else None)
+            named = enc[:4] if enc[:4] in ("bgra", "rgba") else enc[:3]
+            return arr, (named if named in ("rgb", "bgr", "rgba", "bgra") else order or "rgb")
         v = get("data")  # compressed image: decode below
     if isinstance(v, np.ndarray) and v.ndim in (2, 3):
-        return (v if v.ndim == 3 else v[:, :, None]), "rgb"
+        return (v if v.ndim == 3 else v[:, :, None]), order or "rgb"
+    buf = _array(v).reshape(-1).astype(np.uint8, copy=False)
+    if not _looks_encoded(buf):
+        h, w = p.get("height"), p.get("width")
+        channels = p.get("channels") or _ORDER_CHANNELS.get(order)
+        return _raw_pixels(buf, int(h) if h else None, int(w) if w else None,
+                           int(channels) if channels else None), order or "rgb"
     from PIL import Image
 
     try:
-        img = Image.open(io.BytesIO(bytes(_array(v).tobytes())))
+        img = Image.open(io.BytesIO(buf.tobytes()))
         return np.asarray(img.convert("RGB")), "rgb"
     except Exception as exc:
         raise TransformError(f"value is not a decodable image: {exc}") from exc
@@ -127,7 +164,7 @@ def _apply(v: Any, kind: str, p: dict[str, Any]) -> Any:  # noqa: C901 - one dis
 
 
 def _image(v: Any, kind: str, p: dict[str, Any]) -> Any:
-    arr, order = to_image(v)
+    arr, order = to_image(v, p if kind == "image_color_convert" else None)
     if kind == "image_color_convert":
         src = str(p.get("from", order)).lower()
         dst = str(p.get("to", "rgb")).lower()

@@ -104,8 +104,11 @@ def to_jsonable(value: Any, *, max_depth: int | None = None, max_items: int | No
 
 
 def is_image_message(obj: Any) -> bool:
-    """Raw image (height/width/encoding/data) or compressed image (format/data)."""
+    """Raw image (height/width/data, with or without `encoding`: custom raw messages such as
+    RawImageBGRA have none) or compressed image (format/data)."""
     if is_message(obj) or isinstance(obj, dict):
         get = (lambda k: k in obj) if isinstance(obj, dict) else (lambda k: hasattr(obj, k))
-        return get("data") and ((get("height") and get("width") and get("encoding")) or get("format"))
+        if get("point_step") or get("fields"):  # a point cloud also has height/width/data
+            return False
+        return get("data") and ((get("height") and get("width")) or get("format"))
     return False

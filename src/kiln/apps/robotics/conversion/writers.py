@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.apps.robotics.conversion import tfrecord
+from kiln.apps.robotics.conversion.messages import Column, build_chunked, message_nbytes
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -31,14 +32,22 @@ class WriterError(ValueError):
 
 
 def _nbytes(v: Any) -> int:
+    """Bytes a value holds, for every value type (JSON data and whole messages included), so a
+    row group is bounded by ROW_GROUP_BYTES whatever its columns carry."""
     if isinstance(v, np.ndarray):
         return v.nbytes
     if isinstance(v, bytes | bytearray):
         return len(v)
-    return 16
+    if v is None or isinstance(v, bool | int | float | np.generic):
+        return 16
+    return message_nbytes(v)
 
 
 class ParquetShardWriter:
+    # where a row group's Arrow table is built: the writer thread (cheap, zero-copy columns) or
+    # the producer (columns that cost a copy: then building and Parquet writing overlap)
+    build_in_producer = False
+
     def __init__(self, path: Path, features: dict[str, FeatureSpec], output: OutputSpec):
         self.path, self.features = path, features
         self.compression = None if output.compression == "none" else output.compression
@@ -54,12 +63,17 @@ class ParquetShardWriter:
         self._thread = threading.Thread(target=self._drain, name="parquet-writer", daemon=True)
         self._thread.start()
 
-    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int]) -> None:
+    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
+            nbytes: int | None = None) -> None:
+        """Append a row; `nbytes` (when the caller knows it) saves sizing the values."""
         self._ts.append(timestamp_ns)
         for name, col in self._cols.items():
             v = values.get(name)
             col.append(v)
-            self._bytes += _nbytes(v)
+            if nbytes is None:
+                self._bytes += _nbytes(v)
+        if nbytes is not None:
+            self._bytes += nbytes
         for name, col in self._present.items():
             col.append(presence.get(name, 0))
         self.rows += 1
@@ -70,7 +84,9 @@ class ParquetShardWriter:
         if not self._ts:
             return
         self._raise_pending()
-        batch = (self._ts, self._cols, self._present)
+        batch: Any = (self._ts, self._cols, self._present)
+        if self.build_in_producer:
+            batch = self._table(*batch)
         self._ts, self._bytes = [], 0
         self._cols = {n: [] for n in self._cols}
         self._present = {n: [] for n in self._present}
@@ -101,7 +117,7 @@ class ParquetShardWriter:
             if self._error is not None:
                 continue
             try:
-                table = self._table(*batch)
+                table = batch if isinstance(batch, pa.Table) else self._table(*batch)
                 if self._writer is None:
                     self._writer = self._open(table.schema)
                 self._writer.write_table(table)
@@ -184,7 +200,8 @@ class TFRecordShardWriter:
         self.rows = 0
         self._fh = tfrecord.open_output(path, output.compression)
 
-    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int]) -> None:
+    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
+            nbytes: int | None = None) -> None:
         feats = example_features(timestamp_ns, values, presence, self.features, self.output.image_payload_contract)
         tfrecord.write_record(self._fh, tfrecord.encode_example(feats))
         self.rows += 1
@@ -269,6 +286,35 @@ def _flatten_json(prefix: str, v: Any, out: dict[str, tuple[str, Any]], contract
             out[prefix] = ("bytes", [json.dumps(v).encode()])
     elif v is not None:
         out[prefix] = ("bytes", [json.dumps(v).encode()])
+
+
+class MessageParquetWriter(ParquetShardWriter):
+    """The legacy per-topic layout: `timestamp_ns` plus one typed struct column per mapped
+    topic (null where the row has no message of it); byte arrays are binary values."""
+
+    build_in_producer = False  # columns are zero-copy for big payloads: cheap to build anywhere
+
+    def __init__(self, path: Path, columns: dict[str, Column], output: OutputSpec):
+        self.columns = columns
+        super().__init__(path, dict.fromkeys(columns, FeatureSpec.model_construct(dtype="json", presence_flag=False,
+                                                                                  shape=None)), output)
+        self._present = {}
+
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
+        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=False,
+                                write_statistics=["timestamp_ns"])
+
+    def _schema(self) -> pa.Schema:
+        return pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False)]
+                         + [pa.field(n, c.type) for n, c in self.columns.items()])
+
+    def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
+        arrays = [pa.array(np.asarray(ts, dtype=np.int64))]
+        for name, col in self.columns.items():
+            values = cols[name]
+            mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            arrays.append(build_chunked(col, values, mask))
+        return pa.Table.from_arrays(arrays, schema=self._schema())
 
 
 def make_writer(path: Path, features: dict[str, FeatureSpec], output: OutputSpec) -> Any:

@@ -29,7 +29,13 @@ from kiln.apps.robotics.spec.models import (
 
 
 class SpecError(ValueError):
-    """A spec document that cannot be loaded; the message is safe to return to a client."""
+    """A spec document that cannot be loaded; the message is safe to return to a client.
+
+    `errors` (when validation failed) is FastAPI's list shape: `[{loc, msg, type}]`."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.errors = errors
 
 
 def _infer_kind(block: dict[str, Any], rules: list[tuple[str, str]]) -> bool:
@@ -135,14 +141,28 @@ def load_spec_document(doc: Any) -> tuple[SpecDocument, list[str]]:
     try:
         return SpecDocument.model_validate(payload), notes
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
+        raise SpecError(format_validation_error(exc), validation_details(exc, ("body",))) from None
+
+
+def _loc(err: Any) -> list[str | int]:
+    # discriminated unions add the member's class name to the path: not a field a client wrote
+    return [p for p in err["loc"] if not re.fullmatch(r"[A-Z]\w+Strategy|[A-Z]\w+Source", str(p))]
+
+
+def _msg(err: Any) -> str:
+    return err["msg"].removeprefix("Value error, ")
+
+
+def validation_details(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """FastAPI's `detail` list (`loc`, `msg`, `type`) without inputs, contexts or doc links."""
+    return [{"loc": [*prefix, *_loc(err)], "msg": _msg(err), "type": err["type"]} for err in exc.errors()[:20]]
 
 
 def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"] if not re.fullmatch(r"[A-Z]\w+Strategy|[A-Z]\w+Source", str(p)))
-        msg = err["msg"].removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in _loc(err))
+        msg = _msg(err)
         parts.append(f"{loc}: {msg}" if loc else msg)
     more = len(exc.errors()) - 5
     return "invalid spec: " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
@@ -182,9 +202,16 @@ def build_legacy_spec(
     write_manifest: bool = True,
 ) -> ConversionSpec:
     """The spec a legacy mapping request runs as (schema `legacy_mapping` v1)."""
-    out = output if isinstance(output, OutputSpec) else OutputSpec(**(output or {"format": "parquet"}))
+    try:
+        out = output if isinstance(output, OutputSpec) else OutputSpec.model_validate(output or {"format": "parquet"})
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc), validation_details(exc, ("body", "output"))) from None
     out = out.model_copy(update={"write_manifest": write_manifest})
-    rs = resample if isinstance(resample, LegacyResample) or resample is None else LegacyResample(**resample)
+    try:
+        rs = resample if isinstance(resample, LegacyResample) or resample is None else \
+            LegacyResample.model_validate(resample)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc), validation_details(exc, ("body", "resample"))) from None
     topics = sorted({t for ts in mapping.values() for t in ts})
     try:
         return ConversionSpec(
@@ -194,7 +221,7 @@ def build_legacy_spec(
             draft_origin=DraftOrigin(kind="legacy", source_topics=topics),
         )
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
+        raise SpecError(format_validation_error(exc), validation_details(exc, ("body",))) from None
 
 
 def representation_policy(output: OutputSpec, requested_contract: str | None = None) -> dict[str, Any]:

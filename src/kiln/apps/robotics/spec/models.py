@@ -27,8 +27,43 @@ TFRECORD_COMPRESSIONS = ("none", "gzip")
 IMAGE_CONTRACTS = ("bytes_v2", "legacy_list_v1")
 
 
+MAX_SHARDS = 256
+TEMPLATE_FIELDS = ("episode_id", "split", "shard", "shard_index", "num_shards", "extension")
+
+
+def check_filename_template(template: str) -> None:
+    """A template is a file *name* pattern: no folders, no `..`, no NUL, at most 255 bytes."""
+    if "/" in template or "\\" in template or "\x00" in template or ".." in template:
+        raise ValueError("filename_template must be a file name: no path separators, '..' or NUL characters")
+    if not template.strip():
+        raise ValueError("filename_template must not be blank")
+    sample = {"episode_id": "episode_0001", "split": "train", "shard": 0, "shard_index": 0,
+              "num_shards": MAX_SHARDS, "extension": "tfrecord"}
+    try:
+        name = template.format(**sample)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ValueError(f"filename_template has an unknown or malformed placeholder ({exc}); "
+                         f"use {{{'}, {'.join(TEMPLATE_FIELDS)}}}") from None
+    if len(template.encode()) > 255 or len(name.encode()) + len(".manifest.json") > 255:
+        raise ValueError("filename_template makes names longer than 255 bytes")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError("filename_template must be a file name")
+
+
 class Strict(BaseModel):
+    """Unknown keys are refused; `null` for a field that has a default means that default
+    (hephaes' own JSON writes `"split": null`, `"field_path": null`, ...)."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            optional = {n for name, f in cls.model_fields.items() if not f.is_required()
+                        for n in (name, f.alias) if n}
+            data = {k: v for k, v in data.items() if v is not None or k not in optional}
+        return data
 
 
 class SchemaSpec(Strict):
@@ -222,9 +257,16 @@ class OutputSpec(Strict):
     payload_encoding: Literal["typed_features"] = "typed_features"
     null_encoding: Literal["presence_flag"] = "presence_flag"
     image_payload_contract: Literal["bytes_v2", "legacy_list_v1"] = "bytes_v2"
-    shards: int = Field(1, ge=1)
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
     filename_template: str | None = None
     write_manifest: bool = True
+
+    @field_validator("filename_template")
+    @classmethod
+    def _file_name_only(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_filename_template(v)
+        return v
 
     @model_validator(mode="after")
     def _per_format(self) -> OutputSpec:
@@ -257,7 +299,7 @@ class ConversionSpec(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     mapping: dict[str, list[str]] | None = None
     resample: LegacyResample | None = None
-    write_manifest: bool | None = None
+    write_manifest: bool = True
 
     @model_validator(mode="after")
     def _consistency(self) -> ConversionSpec:
