@@ -38,6 +38,8 @@ class MediaSettings(BaseSettings):
     stats_cache_seconds: float = Field(default=60, ge=0)
     active_user_seconds: float = Field(default=300, gt=0, description="Idle time after which a user is inactive.")
     ux_flush_seconds: float = Field(default=10, gt=0, description="How often request metrics are persisted.")
+    environment: str = Field(default="PROD", min_length=1, max_length=32,
+                             description="`environment` of the system-health dashboard (the contract says PROD).")
 
 
 def media_settings(kernel: Any) -> MediaSettings:
