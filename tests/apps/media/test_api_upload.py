@@ -35,7 +35,8 @@ async def test_upload_runs_the_pipeline_to_ready(app, client):
     assert item["metadata"]["width"] == 640 and item["metadata"]["size"] == len(data)
     assert len(item["metadata"]["sha256"]) == 64 and item["metadata"]["mime"] == "image/jpeg"
     assert item["lat"] == pytest.approx(47.4979, abs=1e-4) and item["lng"] == pytest.approx(19.0402, abs=1e-4)
-    assert item["altitude"] == pytest.approx(120.0) and "Budapest" in item["address"]
+    assert item["altitude"] == pytest.approx(120.0) and item["address"] == "Budapest, Hungary"
+    assert item["technical_metadata"]["gps"]["address"] == "Budapest, Hungary"
     assert item["technical_metadata"]["make"] == "KilnCam"
     assert item["technical_metadata"]["detection"].startswith("skipped")  # no detector: said, not faked
     assert item["has_trash"] is False and item["confidence"] is None
