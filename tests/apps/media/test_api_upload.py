@@ -239,3 +239,13 @@ async def test_heic_is_accepted_when_pillow_heif_is_installed(client):
     thumb = await client.get(item["thumbnail_url"])
     assert thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).size == (320, 240)
+
+
+async def test_exif_text_is_stored_and_returned_clean_and_bounded(client):
+    await register(client, "ann@example.com")
+    hostile = "Evil\x1b[2J<script>alert(1)</script>\x00" + "X" * 60_000
+    (media_id,) = (await upload(client, ("cam.jpg", photo(make=hostile), "image/jpeg"))).json()["media_ids"]
+    item = await wait_status(client, media_id, {"READY", "FAILED"})
+    make = item["technical_metadata"]["make"]
+    assert len(make) == 128 and make.startswith("Evil[2J<script>alert(1)</script>XXX")
+    assert all(ch.isprintable() for ch in make)
