@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from sqlalchemy import update
+
 from kiln.apps.media.config import MediaSettings, set_media_settings
 from kiln.apps.media.system_load import record_load_sample
 from kiln.apps.media.ux import UxMiddleware, tracker_for
 from kiln.core.db import utcnow
+from kiln.core.jobs import Worker
 from kiln.settings import DEFAULT_WORKER_NAMES
 from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
 from tests.core.test_jobs import wait_for_status
@@ -26,6 +29,36 @@ async def test_fleet_shows_the_titans_and_the_queue(app, client):
     assert set(body["nodes"][0]) >= {"name", "status", "tasks_processed_today", "current_task_id",
                                      "current_task_status"}
     assert (await client.get("/api/dashboard/ai-workers", headers={"Cookie": "access_token=x"})).status_code == 401
+
+
+async def test_environment_is_prod_unless_configured(app, client):
+    await register(client, "ann@example.com")
+    kernel = app.state.kernel
+    assert (await client.get("/api/dashboard/system-health")).json()["environment"] == "PROD"
+    set_media_settings(kernel, MediaSettings(environment="STAGING"))
+    assert (await client.get("/api/dashboard/system-health")).json()["environment"] == "STAGING"
+
+
+async def test_fleet_never_shows_another_users_media_id(app, client):
+    kernel = app.state.kernel
+    ann = await register(client, "ann@example.com")
+    async with second_client(app) as other:
+        bob = await register(other, "bob@example.com")
+        names = list(DEFAULT_WORKER_NAMES)
+        anns = await add_media(kernel, ann["id"], status="PROCESSING", worker_name=names[0])
+        bobs = await add_media(kernel, bob["id"], status="EXTRACTING", worker_name=names[1])
+        async with kernel.db.session() as session:
+            await session.execute(update(Worker).where(Worker.name.in_(names[:2])).values(status="busy"))
+            await session.commit()
+        for viewer, own, foreign in ((client, anns, bobs), (other, bobs, anns)):
+            response = await viewer.get("/api/dashboard/ai-workers")
+            assert foreign not in response.text and own in response.text
+            nodes = {n["name"]: n for n in response.json()["nodes"]}
+            mine, theirs = (names[0], names[1]) if own == anns else (names[1], names[0])
+            assert nodes[mine]["current_task_id"] == own
+            # Busy with someone else's item: shown as busy, without the id.
+            assert nodes[theirs]["status"] == "Working" and nodes[theirs]["current_task_id"] is None
+            assert nodes[theirs]["current_task_status"] in {"EXTRACTING", "PROCESSING"}
 
 
 async def test_dispatch_reprocesses_a_media_item(app, client):
@@ -64,7 +97,8 @@ async def test_system_health_history_comes_from_persisted_samples(app, client):
     assert body["load_history"][6]["samples"] >= 1  # the sample taken when the server started
     assert body["samples"] == sum(d["samples"] for d in body["load_history"])
     assert body["status"] in {"STABILIZED", "ACTIVE", "HEAVY_LOAD", "STRESSED"}
-    assert 0 <= body["uptime"] <= 100 and body["environment"] in {"host", "container"}
+    assert 0 <= body["uptime"] <= 100 and body["environment"] == "PROD"  # the contract's value
+    assert body["runtime"] in {"host", "container"}
     assert 0 < body["memory_percent"] <= 100
 
 

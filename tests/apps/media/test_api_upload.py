@@ -35,7 +35,8 @@ async def test_upload_runs_the_pipeline_to_ready(app, client):
     assert item["metadata"]["width"] == 640 and item["metadata"]["size"] == len(data)
     assert len(item["metadata"]["sha256"]) == 64 and item["metadata"]["mime"] == "image/jpeg"
     assert item["lat"] == pytest.approx(47.4979, abs=1e-4) and item["lng"] == pytest.approx(19.0402, abs=1e-4)
-    assert item["altitude"] == pytest.approx(120.0) and "Budapest" in item["address"]
+    assert item["altitude"] == pytest.approx(120.0) and item["address"] == "Budapest, Hungary"
+    assert item["technical_metadata"]["gps"]["address"] == "Budapest, Hungary"
     assert item["technical_metadata"]["make"] == "KilnCam"
     assert item["technical_metadata"]["detection"].startswith("skipped")  # no detector: said, not faked
     assert item["has_trash"] is False and item["confidence"] is None
@@ -238,3 +239,13 @@ async def test_heic_is_accepted_when_pillow_heif_is_installed(client):
     thumb = await client.get(item["thumbnail_url"])
     assert thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).size == (320, 240)
+
+
+async def test_exif_text_is_stored_and_returned_clean_and_bounded(client):
+    await register(client, "ann@example.com")
+    hostile = "Evil\x1b[2J<script>alert(1)</script>\x00" + "X" * 60_000
+    (media_id,) = (await upload(client, ("cam.jpg", photo(make=hostile), "image/jpeg"))).json()["media_ids"]
+    item = await wait_status(client, media_id, {"READY", "FAILED"})
+    make = item["technical_metadata"]["make"]
+    assert len(make) == 128 and make.startswith("Evil[2J<script>alert(1)</script>XXX")
+    assert all(ch.isprintable() for ch in make)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from PIL import Image, TiffImagePlugin
 
-from kiln.apps.media.exif import ExifData, read_exif
+from kiln.apps.media.exif import MAX_TEXT_LENGTH, ExifData, read_exif
 
 
 def photo(*, ifd0=None, exif_ifd=None, gps=None, fmt="JPEG") -> Image.Image:
@@ -99,11 +99,24 @@ def test_falls_back_to_ifd0_datetime_and_rejects_placeholder():
 def test_png_without_exif_and_metadata_shape():
     data = read_exif(photo(fmt="PNG"))
     assert data == ExifData() and data.empty
-    meta = read_exif(photo(ifd0={0x010F: "Apple"}, gps=PARIS_GPS)).as_metadata("Paris, Ile-de-France, FR")
+    meta = read_exif(photo(ifd0={0x010F: "Apple"}, gps=PARIS_GPS)).as_metadata("Paris, France")
     assert meta["make"] == "Apple" and meta["date_taken"] is None
-    assert meta["gps"]["address"] == "Paris, Ile-de-France, FR" and meta["gps"]["altitude"] == 35.5
+    assert meta["gps"]["address"] == "Paris, France" and meta["gps"]["altitude"] == 35.5
 
 
 def test_orientation_outside_spec_is_ignored():
     assert read_exif(photo(ifd0={0x0112: 6})).orientation == 6
     assert read_exif(photo(ifd0={0x0112: 42})).orientation is None
+
+
+def test_text_fields_lose_control_characters_and_are_bounded():
+    hostile = "Evil\x00Cam\x1b[31m\x7f<script>alert(1)</script>\r\n" + "A" * 60_000
+    data = read_exif(photo(ifd0={0x010F: hostile, 0x0110: "Model\tX\x07 2", 0x0131: "\x01\x02\x03"}))
+    assert data.make is not None and len(data.make) == MAX_TEXT_LENGTH
+    assert data.make.startswith("EvilCam[31m<script>alert(1)</script> AAA")  # text kept, controls gone
+    assert all(ch.isprintable() for ch in data.make)
+    assert data.model == "Model X 2" and data.software is None  # nothing printable left
+    assert read_exif(photo(ifd0={0x010F: "Fujifilm  X-T5 "})).make == "Fujifilm X-T5"
+    # UTF-8 written into an ASCII tag by some editors: bidi overrides and zero-width marks go too.
+    raw = "Caméra\u202e\u200b 5".encode()
+    assert read_exif(photo(ifd0={0x010F: raw})).make == "Caméra 5"

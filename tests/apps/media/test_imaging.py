@@ -95,7 +95,7 @@ def test_extract_reads_everything_in_one_pass(tmp_path):
     assert out.sha256 == hashlib.sha256(raw).hexdigest()
     assert out.exif.make == "Kiln"
     assert out.lat == pytest.approx(48.8566, abs=1e-4) and out.lng == pytest.approx(2.3522, abs=1e-4)
-    assert out.address == "Paris, Ile-de-France, FR"
+    assert out.address == "Paris, France"
     meta = out.technical_metadata()
     assert meta["gps"]["address"] == out.address and meta["phash"] == out.phash
     thumb = Image.open(io.BytesIO(out.thumbnail_jpeg))

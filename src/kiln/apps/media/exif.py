@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -67,16 +68,38 @@ class ExifData:
         }
 
 
-def _text(value: Any) -> str | None:
+MAX_TEXT_LENGTH = 128  # characters kept of a free-text field (make, model, software): the columns hold 128
+# Control and format characters (C0/C1 controls, bidi overrides, zero-width marks), surrogates,
+# private-use and unassigned code points: a camera name needs none of them.
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn"}
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():  # the usual case: nothing to remove (isprintable also refuses spaces
+        return text  # other than " ", which the slow path below keeps as plain spaces)
+    return "".join(" " if ch.isspace() else ch for ch in text
+                   if ch.isspace() or unicodedata.category(ch) not in _UNPRINTABLE)
+
+
+def _text(value: Any, limit: int = MAX_TEXT_LENGTH) -> str | None:
+    """A text tag as stored and returned: decoded, without control characters, whitespace runs
+    collapsed, at most `limit` characters. A 60 KB "camera make" is cut, not stored whole."""
     if value is None:
         return None
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
+        value = value[: limit * 4].decode("utf-8", "replace")  # enough bytes for `limit` characters
     if not isinstance(value, str):
         return None
+    value = value[: limit * 4]
+    if not value.isascii():
+        # Pillow reads an ASCII tag's bytes as Latin-1; editors and phones write UTF-8 there.
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
     # Fixed-width ASCII fields come padded with NULs and spaces.
-    value = value.replace("\x00", "").strip()
-    return value or None
+    value = " ".join(_printable(value).split())
+    return value[:limit].rstrip() or None
 
 
 def _number(value: Any) -> float | None:

@@ -21,7 +21,9 @@ def cluster_status(active: int, working: int) -> str:
     return "Optimal" if active >= 3 else "Degraded"
 
 
-async def fleet(kernel: Any, session: AsyncSession) -> dict[str, Any]:
+async def fleet(kernel: Any, session: AsyncSession, user_id: str) -> dict[str, Any]:
+    """The fleet as `user_id` sees it: every worker's state, but the id of the item a worker is
+    busy with only when it is that user's (another user's item shows as busy, without its id)."""
     cfg = media_settings(kernel)
     now = utcnow()
     online_after = now - timedelta(seconds=cfg.worker_offline_seconds)
@@ -30,7 +32,7 @@ async def fleet(kernel: Any, session: AsyncSession) -> dict[str, Any]:
     order = {name: i for i, name in enumerate(kernel.settings.worker_names)}
     workers = sorted(await session.scalars(select(Worker)), key=lambda w: (order.get(w.name, len(order)), w.name))
     tasks = {row.worker_name: row for row in (await session.execute(
-        select(MediaItem.worker_name, MediaItem.id, MediaItem.status)
+        select(MediaItem.worker_name, MediaItem.id, MediaItem.status, MediaItem.user_id)
         .where(MediaItem.status.in_(IN_FLIGHT), MediaItem.worker_name.is_not(None))
         .order_by(MediaItem.updated_at))).all()}
     nodes, active, working = [], 0, 0
@@ -44,7 +46,7 @@ async def fleet(kernel: Any, session: AsyncSession) -> dict[str, Any]:
             "name": w.name,
             "status": status,
             "tasks_processed_today": w.jobs_done_today if w.jobs_done_day == today else 0,
-            "current_task_id": task.id if task else None,
+            "current_task_id": task.id if task is not None and task.user_id == user_id else None,
             "current_task_status": task.status if task else None,
             "last_ping": w.heartbeat_at.isoformat() if w.heartbeat_at else None,
         })

@@ -1,8 +1,9 @@
 """Offline reverse geocoding: (lat, lng) -> nearest populated place, no outside service.
 
 Offers ``reverse_geocode(lat, lng) -> Place | None`` (module-wide shared index) and the
-``ReverseGeocoder`` class behind it. ``Place.address`` is the human-readable form, e.g.
-``"Paris, Ile-de-France, FR"`` (region names are ASCII, place names UTF-8).
+``ReverseGeocoder`` class behind it. ``Place.address`` reads as the reference's Nominatim
+lookup did: ``"<city|town|village>, <country>"``, the place as GeoNames writes it (UTF-8) and
+the country's English name, e.g. ``"Budapest XI. kerület, Hungary"``, ``"São Paulo, Brazil"``.
 
 Data: ``data/places.npz`` — every GeoNames place with population >= 1000 (~145k rows, 2 MB),
 built by ``data/build_places.py``. Lookup: a KD-tree over unit vectors on the sphere, built
@@ -36,12 +37,7 @@ class Place:
 
     @property
     def address(self) -> str:
-        parts = [self.name]
-        # "Tokyo, Tokyo, JP" reads badly: only add the region when it says something new.
-        if self.admin1 and self.admin1 != self.name:
-            parts.append(self.admin1)
-        parts.append(self.country_code)
-        return ", ".join(parts)
+        return f"{self.name}, {self.country}" if self.country else self.name
 
 
 def _to_xyz(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:

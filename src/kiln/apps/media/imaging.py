@@ -6,6 +6,8 @@ Offers
 * ``extract(source) -> Extraction`` — the worker's single pass over an upload: one open, EXIF +
   GPS + offline address, one reduced (``Image.draft``) decode feeding the EXIF-oriented JPEG
   thumbnail and the perceptual hashes;
+* ``decode_cost_bytes(width, height, mime, box)`` — what decoding an upload for ``box`` costs in
+  memory (JPEG: at the reduced DCT scale), so the worker can wait for a shared budget;
 * ``raw_decode_thumbnail(path) -> bytes`` — plain Pillow open + thumbnail + JPEG, the baseline
   the media bench compares ``extract`` with;
 * ``phash`` / ``dhash`` (64-bit hex, numpy) and ``hamming`` for near-duplicate detection.
@@ -20,6 +22,7 @@ import hashlib
 import io
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import IO, Any, Union
@@ -34,6 +37,11 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 
 THUMBNAIL_SIZE = 400
 THUMBNAIL_QUALITY = 85
+# Pixels (width x height, from the header) above which an upload is refused before any decode.
+# Pillow's own bomb guard only refuses above 2 x 89.5 MP and would decode anything below it.
+DEFAULT_MAX_PIXELS = 100_000_000
+# Pillow warns from 89.5 MP on; Kiln enforces its own limit right after the header is read.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Formats Pillow may identify that we accept; MPO is how Pillow names multi-picture camera JPEGs.
 _ACCEPTED = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
              "TIFF": "image/tiff", "BMP": "image/bmp", "HEIF": "image/heif"}
@@ -42,6 +50,10 @@ _heif_lock = threading.Lock()
 
 class ImageRejected(ValueError):
     """The upload is not an image Kiln can process; ``str(exc)`` is safe to show the client."""
+
+
+class ImageTooLarge(ImageRejected):
+    """The header declares more pixels than the limit: refused without decoding."""
 
 
 @lru_cache(maxsize=1)
@@ -129,12 +141,40 @@ def _open(data: bytes) -> Image.Image:
         raise ImageRejected("not a supported image (JPEG, PNG, WebP, TIFF, BMP"
                             + (", HEIC" if heif_supported() else "") + ")") from None
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"image too large: {exc}") from None
+        raise ImageTooLarge(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"corrupt image header: {exc}") from None
     if img.width < 1 or img.height < 1:
         raise ImageRejected("image has no pixels")
     return img
+
+
+def _check_pixels(img: Image.Image, max_pixels: int) -> None:
+    pixels = img.width * img.height
+    if pixels > max_pixels:
+        img.close()
+        raise ImageTooLarge(f"image too large: {img.width}x{img.height} is {pixels / 1e6:.1f} megapixels, "
+                            f"the limit is {max_pixels / 1e6:g} megapixels")
+
+
+def _draft_scale(width: int, height: int, box: int) -> int:
+    """The DCT scale (1, 2, 4, 8) ``Image.draft`` picks for a JPEG to cover ``box``."""
+    tw, th = _fit(width, height, box)
+    for scale in (8, 4, 2):
+        if -(-width // scale) >= tw and -(-height // scale) >= th:
+            return scale
+    return 1
+
+
+def decode_cost_bytes(width: int, height: int, mime: str | None, box: int) -> int:
+    """Memory that decoding a ``width`` x ``height`` upload for a ``box``-sized result holds at
+    its peak: Pillow keeps 4 bytes per pixel (RGB is padded), plus one working copy (resample or
+    mode conversion; two for transparency flattened on white). A JPEG is decoded at its reduced
+    DCT scale (``Image.draft``), so a 12 MP photo for a 1280 px box costs 1/4 of its full size."""
+    if mime == "image/jpeg":
+        scale = _draft_scale(width, height, box)
+        return -(-width // scale) * -(-height // scale) * 4 * 2
+    return width * height * 4 * 3
 
 
 def _oriented_size(img: Image.Image, orientation: int | None) -> tuple[int, int]:
@@ -149,9 +189,11 @@ def _info(img: Image.Image, orientation: int | None) -> ImageInfo:
                      width=width, height=height)
 
 
-def probe(source: Source) -> ImageInfo:
-    """Identify an upload from its header (no pixel decode). Raises ``ImageRejected``."""
+def probe(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Identify an upload from its header (no pixel decode). Raises ``ImageRejected``
+    (``ImageTooLarge`` above ``max_pixels``)."""
     img = _open(_read(source))
+    _check_pixels(img, max_pixels)
     with img:
         return _info(img, read_exif(img).orientation)
 
@@ -259,6 +301,7 @@ def extract(
     geocode: bool = True,
     working_size: int | None = None,
     checksum: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Extraction:
     """Everything the worker needs from one upload, decoding its pixels once.
 
@@ -268,6 +311,7 @@ def extract(
     """
     data = _read(source)
     img = _open(data)
+    _check_pixels(img, max_pixels)
     with img:
         exif = read_exif(img)
         info = _info(img, exif.orientation)
@@ -300,9 +344,11 @@ def extract(
     )
 
 
-def load_oriented(source: Source, max_side: int | None = None) -> Image.Image:
+def load_oriented(source: Source, max_side: int | None = None, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """An RGB, EXIF-oriented image (reduced to ``max_side`` if given), e.g. for a detector."""
     img = _open(_read(source))
+    _check_pixels(img, max_pixels)
     with img:
         orientation = read_exif(img).orientation
         if max_side:

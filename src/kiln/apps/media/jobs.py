@@ -1,8 +1,13 @@
 """Job handlers and periodic tasks of the media surface.
 
 `media.process` walks one item UPLOADED -> EXTRACTING -> PROCESSING -> READY (or FAILED), on
-whichever engine worker slot (the "Titans") claims it. Every transition is conditional on the
-item still belonging to this job, so a deleted or re-dispatched item is simply left alone.
+whichever engine worker slot (the "Titans") claims it. The claim counts an attempt on the item;
+every later transition is conditional on the item still belonging to this job *and attempt*, so
+a deleted or re-dispatched item, or one a later attempt of the same job took over (a stale run
+recovered while the first still finishes), is simply left alone. Each attempt writes its
+thumbnail under its own key and deletes only that key when it loses, so it can never remove
+the thumbnail another attempt stored; the replaced thumbnail of an earlier attempt is removed
+by the attempt that replaced it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.media import pipeline
+from kiln.apps.media import imaging, pipeline
 from kiln.apps.media.config import MediaSettings, media_settings
+from kiln.apps.media.decode_budget import decode_budget
 from kiln.apps.media.detection import DetectorError, DetectorUnavailable, summarize
 from kiln.apps.media.hf_sink import HfFile, HfRateLimited, HfSinkError, hf_sink_from_settings
 from kiln.apps.media.hf_sink import media_path as hf_media_path
@@ -52,12 +58,17 @@ class MediaFailed(Exception):
     """The item was marked FAILED (already logged and announced)."""
 
 
+def _owner(item: MediaItem) -> tuple[str | None, int]:
+    """(job id, attempt) of the claim that loaded `item`: what every later transition requires."""
+    return item.job_id, item.attempts
+
+
 async def _step(ctx: JobContext, item: MediaItem, status: str, *, detail: str | None = None,
                 values: dict[str, Any] | None = None) -> bool:
-    """One transition of this job's item; False when the item is gone or no longer ours."""
+    """One transition of this attempt's item; False when the item is gone or no longer ours."""
     async with ctx.session() as session:
         event = await transition(session, item, status, detail=detail, worker=ctx.job.worker,
-                                 expect=RUNNABLE, values=values)
+                                 expect=RUNNABLE, values=values, owner=_owner(item))
         if event is None:
             return False
         await session.commit()
@@ -120,16 +131,27 @@ async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_atte
     return item, None
 
 
+async def _extract(ctx: JobContext, cfg: MediaSettings, item: MediaItem, working_size: int | None
+                   ) -> dict[str, Any]:
+    """Decode the upload in the CPU pool once the decode-memory budget has room for it."""
+    budget = decode_budget(ctx.kernel)
+    box = max(imaging.THUMBNAIL_SIZE, working_size or 0)
+    cost = (imaging.decode_cost_bytes(item.width, item.height, item.mime, box) if item.width and item.height
+            else budget.total)  # size unknown (stored before the header was kept): decode alone
+    async with local_copy(ctx.kernel.blobs, item.blob_key) as source, budget.reserve(cost):
+        return await ctx.run_cpu(pipeline.extract_for_worker, str(source), working_size, cfg.max_pixels)
+
+
 async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str, Any]:
     blobs = ctx.kernel.blobs
     detector = pipeline.detector_name(cfg)
+    owner, previous_thumb = _owner(item), item.thumbnail_key
     try:
-        async with local_copy(blobs, item.blob_key) as source:
-            found = await ctx.run_cpu(pipeline.extract_for_worker, str(source),
-                                      cfg.working_size if detector else None)
+        found = await _extract(ctx, cfg, item, cfg.working_size if detector else None)
     except (ImageRejected, FileNotFoundError) as exc:
         raise await _fail(ctx, item, f"Extraction failed: {exc}") from None
-    thumb_key = item.blob_key.rsplit("/", 1)[0] + "/thumbnail.jpg"
+    # This attempt's own key: a superseded attempt can only ever delete its own file.
+    thumb_key = f"{item.blob_key.rsplit('/', 1)[0]}/thumbnail-{owner[0]}-{owner[1]}.jpg"
     await blobs.write_bytes(thumb_key, found["thumbnail"])
     technical = found["technical_metadata"]
     if item.sha256:  # taken at upload; the worker does not hash the bytes again
@@ -152,11 +174,12 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
                                 (READY, "detection skipped: no detector configured")],
                 worker=ctx.job.worker, expect=RUNNABLE, values={
                     **processing, "technical_metadata": technical, "has_trash": False, "confidence": None,
-                    "detector": None})
+                    "detector": None}, owner=owner)
             await session.commit()
         if not events:
             await blobs.delete(thumb_key)
-            return {"skipped": "media deleted"}
+            return {"skipped": "media deleted or taken over by another attempt"}
+        await _drop_replaced(blobs, previous_thumb, thumb_key)
         await publish_all(ctx.kernel.events, events)
         await _maybe_publish(ctx, cfg)
         return {"media_id": item.id, "detections": None}
@@ -164,7 +187,8 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     ok = await _step(ctx, item, PROCESSING, detail="Extracted EXIF and GPS data", values=processing)
     if not ok:
         await blobs.delete(thumb_key)
-        return {"skipped": "media deleted"}
+        return {"skipped": "media deleted or taken over by another attempt"}
+    await _drop_replaced(blobs, previous_thumb, thumb_key)
 
     image = found["working_image"]
     try:
@@ -184,14 +208,22 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         event = await transition(session, item, READY, worker=ctx.job.worker, expect=RUNNABLE, values={
             "technical_metadata": technical, "has_trash": summary.has_trash,
             "confidence": summary.confidence, "detector": detector,
-        })
+        }, owner=owner)
         if event is None:
+            # Our thumbnail stays: the row may still name it (the attempt that took over
+            # replaces and then deletes it), or the item was deleted with all its files.
             await session.rollback()
-            return {"skipped": "media deleted"}
+            return {"skipped": "media deleted or taken over by another attempt"}
         await session.commit()
     await publish_all(ctx.kernel.events, [event])
     await _maybe_publish(ctx, cfg)
     return {"media_id": item.id, "detections": summary.detections_count, "has_trash": summary.has_trash}
+
+
+async def _drop_replaced(blobs: Any, previous: str | None, current: str) -> None:
+    """The thumbnail an earlier attempt stored, now that the row names this attempt's."""
+    if previous and previous != current:
+        await blobs.delete(previous)
 
 
 @asynccontextmanager

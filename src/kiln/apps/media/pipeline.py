@@ -13,10 +13,11 @@ from kiln.apps.media import detection, imaging
 from kiln.apps.media.config import MediaSettings
 
 
-def extract_for_worker(source: str | bytes, working_size: int | None) -> dict[str, Any]:
+def extract_for_worker(source: str | bytes, working_size: int | None,
+                       max_pixels: int = imaging.DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """Runs in a pool process: one decode of the upload gives everything extraction needs.
     The checksum was taken while the upload streamed in, so the bytes are not hashed again."""
-    ex = imaging.extract(source, working_size=working_size, checksum=False)
+    ex = imaging.extract(source, working_size=working_size, checksum=False, max_pixels=max_pixels)
     return {
         "width": ex.width,
         "height": ex.height,

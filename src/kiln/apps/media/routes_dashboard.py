@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/dashboard", tags=["media: dashboard"], responses
 
 @router.get("/ai-workers")
 async def ai_workers(user: MediaUser, kernel: KernelDep, session: SessionDep) -> dict[str, Any]:
-    return await fleet.fleet(kernel, session)
+    return await fleet.fleet(kernel, session, user.id)
 
 
 @router.post("/ai-workers/dispatch", status_code=202, response_model=DispatchOut)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -79,19 +80,23 @@ class _Head:
         return b"".join(self._kept)[:self._limit]
 
 
-async def _probe(kernel: Any, key: str, size: int, head: bytes) -> imaging.ImageInfo:
+async def _probe(kernel: Any, key: str, size: int, head: bytes, max_pixels: int) -> imaging.ImageInfo:
     """Identify a stored upload from its first bytes: headers and EXIF sit at the start.
 
     A multi-GB upload is never pulled back whole. Only when the head is not enough (a TIFF whose
-    directory was written after the pixels) is the whole file read.
+    directory was written after the pixels) is the whole file read. Too many pixels is decided
+    from the header alone.
     """
     try:
-        return await asyncio.to_thread(imaging.probe, head)
+        return await asyncio.to_thread(partial(imaging.probe, head, max_pixels=max_pixels))
+    except imaging.ImageTooLarge:
+        raise
     except imaging.ImageRejected:
         if size <= len(head):
             raise
     local = kernel.blobs.local_path(key)
-    return await asyncio.to_thread(imaging.probe, str(local) if local else await kernel.blobs.read_bytes(key))
+    source = str(local) if local else await kernel.blobs.read_bytes(key)
+    return await asyncio.to_thread(partial(imaging.probe, source, max_pixels=max_pixels))
 
 
 async def upload_one(
@@ -123,7 +128,7 @@ async def upload_one(
         await _discard(kernel, session, item, f"upload interrupted: {type(exc).__name__}")
         raise
     try:
-        probed = await _probe(kernel, item.blob_key, info.size, head.bytes())
+        probed = await _probe(kernel, item.blob_key, info.size, head.bytes(), cfg.max_pixels)
     except imaging.ImageRejected as exc:
         detail = f"Not an accepted image: {exc}"
         outcome.rejected.append(Rejection(filename, 415, detail))

@@ -70,6 +70,7 @@ async def transition(
     expect: tuple[str, ...] | None = None,
     values: dict[str, Any] | None = None,
     at: datetime | None = None,
+    owner: tuple[str | None, int] | None = None,
 ) -> StatusEvent | None:
     """Move `item` to `status` (conditional on `expect` when given), log it, return the event.
 
@@ -77,7 +78,7 @@ async def transition(
     claimed by someone else): the caller then stops touching it.
     """
     events = await transition_through(session, item, [(status, detail)], worker=worker, expect=expect,
-                                      values=values, at=at)
+                                      values=values, at=at, owner=owner)
     return events[0] if events else None
 
 
@@ -90,12 +91,15 @@ async def transition_through(
     expect: tuple[str, ...] | None = None,
     values: dict[str, Any] | None = None,
     at: datetime | None = None,
+    owner: tuple[str | None, int] | None = None,
 ) -> list[StatusEvent]:
     """Walk `item` through `steps` ((status, detail) pairs) in this transaction: one UPDATE to the
     last status, a log row and an event for every step. Nobody can see the states in between
     (they never commit), so writing them row by row would only cost statements.
 
-    Returns [] when the row is gone or no longer in an expected state.
+    Returns [] when the row is gone or no longer in an expected state, or, with `owner` =
+    (job id, attempt), when it no longer belongs to that attempt of that job (a later attempt
+    claimed it: the earlier one must not overwrite or fail what the later one does).
 
     This is the choke point of the map grid: a change that may enter or leave READY syncs the
     item's grid contribution in the same transaction. A change whose `expect` excludes READY had
@@ -109,6 +113,8 @@ async def transition_through(
     stmt = update(_ITEMS).where(_ITEMS.c.id == item.id)
     if expect is not None:
         stmt = stmt.where(_ITEMS.c.status.in_(expect))
+    if owner is not None:
+        stmt = stmt.where(_ITEMS.c.job_id == owner[0], _ITEMS.c.attempts == owner[1])
     result = await session.execute(stmt.values(**changes))
     if not result.rowcount:
         return []

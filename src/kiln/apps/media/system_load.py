@@ -83,7 +83,8 @@ async def system_health(kernel: Any, session: AsyncSession) -> dict[str, Any]:
         "cpu_percent": reading["cpu"],
         "memory_percent": reading["memory"],
         "current_load": reading["load"],
-        "environment": reading["snapshot"]["environment"],
+        "environment": media_settings(kernel).environment,
+        "runtime": reading["snapshot"]["environment"],  # host or container, as measured
         "status": classify(reading["load"]),
         "samples": int(samples or 0),
         "last_updated": now.isoformat(),
