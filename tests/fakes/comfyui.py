@@ -141,6 +141,7 @@ def _frame(opcode: int, payload: bytes) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeComfyUI
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real servers do; else delayed ACKs add ~40 ms per reply
 
     def log_message(self, *args: object) -> None:
         pass
@@ -222,14 +223,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.mode == "no_ws" or not key or "websocket" not in (self.headers.get("Upgrade") or "").lower():
             return self._json(404, {"error": "no websocket"})
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.end_headers()
-        self.wfile.flush()
         entry = (self.wfile, threading.Lock())
-        self.fake.sockets.setdefault(client_id, []).append(entry)
+        with entry[1]:  # registered before the client can see the socket open (no event is lost)
+            self.fake.sockets.setdefault(client_id, []).append(entry)
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self.wfile.flush()
         self.fake.send(client_id, "status", {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client_id})
         try:
             self._read_frames(entry)

@@ -84,6 +84,7 @@ def vector_for(text: str, dimensions: int) -> list[float]:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeLLM
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real servers do; else delayed ACKs add ~40 ms per reply
 
     def log_message(self, *args: object) -> None:
         pass

@@ -31,6 +31,7 @@ from kiln.providers.http import (
     shared_client,
 )
 
+HISTORY_CHECK = 2.0  # seconds of socket silence before the history is asked
 OUTPUT_KINDS = ("images", "audio", "gifs", "video", "videos", "files")
 ProgressFn = Callable[[float, str], Awaitable[None] | None]
 
@@ -56,6 +57,14 @@ def output_files(entry: dict[str, Any]) -> list[OutputFile]:
                     files.append(OutputFile(str(node_id), kind, item["filename"], str(item.get("subfolder") or ""),
                                             str(item.get("type") or "output")))
     return sorted(files, key=lambda f: f.type != "output")
+
+
+def _finished(entry: dict[str, Any] | None) -> bool:
+    if not entry:
+        return False
+    status = entry.get("status") or {}
+    return bool(status.get("completed") or status.get("status_str") in ("success", "error")
+                or (entry.get("outputs") and not status))
 
 
 def _execution_error(entry: dict[str, Any]) -> str | None:
@@ -130,15 +139,20 @@ class ComfyUIClient:
         client_id = uuid.uuid4().hex
         await self.http.check_offline()
         deadline = time.monotonic() + self.timeout
-        socket = await self._open_socket(client_id)
+        socket = None
         try:
             prompt_id = await self.submit(graph, client_id)
-            if socket is not None:
-                await self._follow(socket, prompt_id, deadline, progress)
-            entry = await self._poll(prompt_id, deadline)
+            entry = await self.history(prompt_id)
+            if not _finished(entry):
+                socket = await self._open_socket(client_id)
+                # events sent before the socket was open are not replayed: look once more first
+                if socket is not None and not _finished(await self.history(prompt_id)):
+                    await self._follow(socket, prompt_id, deadline, progress)
+                entry = await self._poll(prompt_id, deadline)
         finally:
             if socket is not None:
                 await socket.close()
+        assert entry is not None
         error = _execution_error(entry)
         if error:
             raise ProviderError("comfyui", f"prompt {prompt_id} failed: {error}")
@@ -153,14 +167,18 @@ class ComfyUIClient:
             return None
 
     async def _follow(self, socket: Any, prompt_id: str, deadline: float, progress: ProgressFn | None) -> None:
-        """Read socket events for `prompt_id` until it is done (or the socket goes away)."""
+        """Read socket events for `prompt_id` until it is done (or the socket goes away); every
+        `HISTORY_CHECK` seconds of silence the history is asked too (events sent before the socket
+        was open are not replayed)."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProviderTimeout("comfyui", f"prompt {prompt_id} did not finish in {self.timeout:.0f} s")
             try:
-                message = await asyncio.wait_for(socket.recv(), timeout=remaining)
+                message = await asyncio.wait_for(socket.recv(), timeout=min(remaining, HISTORY_CHECK))
             except TimeoutError:
+                if _finished(await self.history(prompt_id)):
+                    return
                 continue
             except Exception:  # closed socket: the history poll decides
                 return
@@ -186,8 +204,7 @@ class ComfyUIClient:
         delay = 0.02
         while True:
             entry = await self.history(prompt_id)
-            if entry is not None and (entry.get("outputs") or (entry.get("status") or {}).get("completed")
-                                      or _execution_error(entry)):
+            if entry is not None and _finished(entry):
                 return entry
             if time.monotonic() + delay > deadline:
                 raise ProviderTimeout("comfyui", f"prompt {prompt_id} did not finish in {self.timeout:.0f} s")

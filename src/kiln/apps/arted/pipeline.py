@@ -41,7 +41,8 @@ async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
     reg = registry(cfg.config_dir)
     rec = Recorder(kernel, run_id)
     await rec.start({"config_name": run.config_id, "execution_mode": run.execution_mode,
-                     "safety_level": run.safety_level, "user_id": run.user_id, "session_id": run.session_id})
+                     "safety_level": run.safety_level, "user_id": run.user_id, "session_id": run.session_id},
+                    fresh=run.started_at is None)
     try:
         llm = LLMClient.from_settings(providers)
         comfy = ComfyUIClient.from_settings(providers) if run.options.get("outputs") else None
@@ -70,9 +71,8 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     text = run.input_text
     await rec.record("input", text, items=[{"stage": 1, "item_type": "user_input_text", "content": text,
                                             "meta": {"input_language": options.get("user_language", "de"),
-                                                     "char_count": len(text)}}])
+                                                     "char_count": len(text)}}], then=(1, "safety"))
     # ---- stage 1: safety on the user's own text
-    await rec.set_state(1, "safety")
     verdict = await safety.check(llm, guard_chunk, text, level, model=cfg.safety_model)
     backend_info.append({"stage": 1, "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
                          "model": verdict.model})
@@ -82,7 +82,12 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     if not verdict.safe:
         items.append({"stage": 1, "item_type": "stage1_blocked", "media_type": "metadata",
                       "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes}})
-    await rec.record("safety", verdict.record(level), items=items, run_values={"backend_info": backend_info})
+    outputs = [reg.configs[o] for o in options.get("outputs", []) if o in reg.configs]
+    intercepting = run.mode == "full" and config.kind == "interception" and not options.get("interception_result")
+    after = (2, "interception") if intercepting else (3, "translation") if outputs else None
+    after = after if verdict.safe else None
+    await rec.record("safety", verdict.record(level), items=items, run_values={"backend_info": backend_info},
+                     then=after)
     if not verdict.safe:
         error = {"stage": "pre_interception", "error_type": "safety_blocked", "message": verdict.reason,
                  "safety_codes": verdict.codes, "http_status": 403}
@@ -90,10 +95,9 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
                                    "meta": {"error_type": "safety_blocked", "error_stage": 1}}], error=error)
         return {"outcome": "blocked"}
     # ---- stage 2: interception of the user's text
-    outputs = [reg.configs[o] for o in options.get("outputs", []) if o in reg.configs]
     prompt = text
-    if run.mode == "full" and config.kind == "interception" and not options.get("interception_result"):
-        await rec.set_state(2, "interception")
+    next_state = (3, "translation") if outputs else None
+    if intercepting:
         optimization = None
         if outputs:
             optimization = reg.output_chunk(outputs[0]).meta.get("optimization_instruction")
@@ -109,12 +113,13 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
                          items=[{"stage": 2, "item_type": "interception_final", "content": prompt,
                                  "model_used": step.model, "backend_used": backend_of(llm),
                                  "config_used": config.id, "execution_time": round(step.seconds, 4)}],
-                         run_values={"final_output": prompt, "backend_info": backend_info})
+                         run_values={"final_output": prompt, "backend_info": backend_info}, then=next_state)
     elif options.get("interception_result"):
         prompt = str(options["interception_result"])
         await rec.record("interception", prompt, meta={"config": config.id, "source": "client"},
                          items=[{"stage": 2, "item_type": "interception_final", "content": prompt,
-                                 "meta": {"source": "client"}}], run_values={"final_output": prompt})
+                                 "meta": {"source": "client"}}], run_values={"final_output": prompt},
+                         then=next_state)
     else:
         await rec.log([], {"final_output": prompt})
     # ---- stages 3 and 4, per output config
@@ -144,7 +149,8 @@ async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     level = run.safety_level
     media = output.media_type
     base = {"config": output.id, "media_type": media, "safety_level": level}
-    await rec.set_state(3, "translation")
+    if (rec.stage, rec.step) != (3, "translation"):
+        await rec.set_state(3, "translation")
     try:
         step = await stages.translate(llm, reg, prompt, cfg.translation_model)
     except ProviderError as exc:  # without a translation there is nothing safe to send on
@@ -157,8 +163,8 @@ async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
         await rec.record("translation", translated, meta={"model_used": step.model, "config": output.id},
                          items=[{"stage": 3, "item_type": "translation_result", "content": translated,
                                  "model_used": step.model, "backend_used": backend_of(llm),
-                                 "loop_iteration": index, "meta": {"from_lang": "auto", "to_lang": "en"}}])
-        await rec.set_state(3, "pre_output_safety")
+                                 "loop_iteration": index, "meta": {"from_lang": "auto", "to_lang": "en"}}],
+                         then=(3, "pre_output_safety"))
         verdict = await safety.check(llm, reg.chunks["safety_guard"], translated, level, model=cfg.safety_model,
                                      extra_texts=(prompt, run.input_text))
         backend_info.append({"stage": 3, "backend": "word_filter" if verdict.method == "word_filter"
@@ -169,12 +175,12 @@ async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     if not verdict.safe:
         items.append({"stage": 3, "item_type": "stage3_blocked", "media_type": "metadata", "loop_iteration": index,
                       "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes}})
+    go = verdict.safe and translated is not None and comfy is not None
     await rec.record("safety_pre_output", {**verdict.record(level), "media_type": media}, items=items,
-                     run_values={"backend_info": backend_info})
-    if not verdict.safe or translated is None or comfy is None:
+                     run_values={"backend_info": backend_info}, then=(4, "media_generation") if go else None)
+    if not go or comfy is None or translated is None:
         return {**base, "status": "blocked", "reason": verdict.reason, "safety_codes": verdict.codes}, None
     # ---- stage 4
-    await rec.set_state(4, "media_generation")
     chunk = reg.output_chunk(output)
     seed = stages.choose_seed(run.requested_seed, output)
     graph = stages.fill_workflow(chunk, stages.workflow_values(output, translated, seed, run.id))

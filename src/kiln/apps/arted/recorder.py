@@ -19,6 +19,8 @@ from kiln.core.db import utcnow
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
+RUNS, ENTITIES, ITEMS = Run.__table__, Entity.__table__, Item.__table__
+_ITEM_OPTIONAL = ("loop_iteration", "file_path", "config_used", "model_used", "backend_used", "execution_time")
 MEDIA_KIND = {"image": "image", "audio": "audio", "video": "video", "music": "audio"}
 
 
@@ -60,48 +62,61 @@ class Recorder:
         self.stage = 0
         self.step = "queued"
         self.started = time.perf_counter()
+        self._pending: list[Any] = []  # written with the next transaction (start rides with the input entity)
+        self._pending_values: dict[str, Any] = {}
 
     async def _commit(self, statements: list[Any], entity: dict[str, Any] | None = None,
                       status: str = IN_PROGRESS) -> None:
-        async with self.kernel.db.session() as session:
+        """Run the statements in one transaction on a bare connection (Core, no ORM unit of work)."""
+        async with self.kernel.db.engine.begin() as conn:
             for statement in statements:
-                await session.execute(statement)
-            await session.commit()
+                await conn.execute(statement)
         event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
         if entity is not None:
             event["entity"] = entity
         await self.kernel.events.publish("arted.run", event)
 
-    def _item(self, stage: int, item_type: str, *, content: str | None = None, media_type: str = "text",
-              meta: dict[str, Any] | None = None, **columns: Any) -> Any:
-        self.items += 1
-        return insert(Item).values(run_id=self.run_id, sequence_number=self.items, stage=stage, item_type=item_type,
-                                   media_type=media_type, content=content, meta=meta or {}, timestamp=utcnow(),
-                                   **columns)
+    def _items(self, items: list[dict[str, Any]]) -> list[Any]:
+        """One multi-row INSERT for the history items of a step (none when there are none)."""
+        rows = []
+        for item in items:
+            self.items += 1
+            row = {"run_id": self.run_id, "sequence_number": self.items, "timestamp": utcnow(), "media_type": "text",
+                   "content": None, "meta": {}, **{c: None for c in _ITEM_OPTIONAL}}
+            row.update({k: v for k, v in item.items() if k != "meta"})
+            row["meta"] = item.get("meta") or {}
+            rows.append(row)
+        return [insert(ITEMS).values(rows)] if rows else []
 
     def _state(self, **values: Any) -> Any:
-        return update(Run).where(Run.id == self.run_id).values(
+        return update(RUNS).where(RUNS.c.id == self.run_id).values(
             current_stage=self.stage, current_step=self.step, entity_count=self.sequence, items_count=self.items,
             **values)
 
-    async def start(self, meta: dict[str, Any]) -> None:
-        """Clear what an earlier attempt left, mark the run in progress, log `pipeline_start`."""
-        await self.kernel.blobs.delete_prefix(blob_prefix(self.run_id))
+    async def start(self, meta: dict[str, Any], *, fresh: bool) -> None:
+        """Mark the run in progress and log `pipeline_start`; an earlier attempt's traces are cleared first."""
         self.step = "pipeline_starting"
-        statements = [delete(Entity).where(Entity.run_id == self.run_id),
-                      delete(Item).where(Item.run_id == self.run_id)]
-        statements.append(self._item(0, "pipeline_start", media_type="metadata", meta=meta))
-        statements.append(self._state(status=IN_PROGRESS, started_at=utcnow()))
-        await self._commit(statements)
+        statements: list[Any] = []
+        if not fresh:
+            await self.kernel.blobs.delete_prefix(blob_prefix(self.run_id))
+            statements += [delete(ENTITIES).where(ENTITIES.c.run_id == self.run_id),
+                           delete(ITEMS).where(ITEMS.c.run_id == self.run_id)]
+        self._pending = statements + self._items([{"stage": 0, "item_type": "pipeline_start",
+                                                   "media_type": "metadata", "meta": meta}])
+        self._pending_values = {"status": IN_PROGRESS, "started_at": utcnow()}
 
     async def set_state(self, stage: int, step: str) -> None:
         self.stage, self.step = stage, step
-        await self._commit([self._state()])
+        statements = self._pending + [self._state(**self._pending_values)]
+        self._pending, self._pending_values = [], {}
+        await self._commit(statements)
 
     async def record(self, entity_type: str, value: str | dict[str, Any] | bytes, *,
                      meta: dict[str, Any] | None = None, items: list[dict[str, Any]] | None = None,
-                     run_values: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Store one entity (and the history items that go with it) in one transaction."""
+                     run_values: dict[str, Any] | None = None,
+                     then: tuple[int, str] | None = None) -> dict[str, Any]:
+        """Store one entity (and the history items that go with it) in one transaction; `then` moves
+        the run to its next (stage, step) in the same transaction."""
         self.sequence += 1
         seq = self.sequence
         content: str | None = None
@@ -121,20 +136,24 @@ class Recorder:
             size = len(value.encode())
         row = {"run_id": self.run_id, "sequence": seq, "type": entity_type, "filename": filename, "mime_type": mime,
                "size": size, "content": content, "blob_key": blob_key, "meta": meta or {}, "created_at": utcnow()}
-        statements: list[Any] = [insert(Entity).values(**row)]
-        statements += [self._item(**item) for item in items or []]
-        statements.append(self._state(**(run_values or {})))
+        statements: list[Any] = self._pending + [insert(ENTITIES).values(**row)] + self._items(items or [])
+        if then is not None:
+            self.stage, self.step = then
+        statements.append(self._state(**{**self._pending_values, **(run_values or {})}))
+        self._pending, self._pending_values = [], {}
         view = {"sequence": f"{seq:02d}", "type": entity_type, "filename": filename, "available": True,
                 "mime_type": mime.split(";")[0], "size": size}
         await self._commit(statements, view)
         return view
 
     async def log(self, items: list[dict[str, Any]], run_values: dict[str, Any] | None = None) -> None:
-        await self._commit([self._item(**item) for item in items] + [self._state(**(run_values or {}))])
+        await self._commit(self._items(items) + [self._state(**(run_values or {}))])
 
     async def finish(self, status: str, items: list[dict[str, Any]], **values: Any) -> None:
         self.step = "complete" if status != "failed" else "failed"
         total = round(time.perf_counter() - self.started, 4)
-        statements = [self._item(**item) for item in items]
-        statements.append(self._state(status=status, finished_at=utcnow(), total_execution_time=total, **values))
+        statements = self._pending + self._items(items)
+        statements.append(self._state(**{**self._pending_values, "status": status, "finished_at": utcnow(),
+                                         "total_execution_time": total, **values}))
+        self._pending, self._pending_values = [], {}
         await self._commit(statements, status=status)
