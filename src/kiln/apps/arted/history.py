@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.errors import ArtedError
-from kiln.apps.arted.models import Entity, Item, Run
+from kiln.apps.arted.models import Run
 from kiln.apps.arted.recorder import blob_prefix
 
 
@@ -40,14 +40,9 @@ async def list_runs(session: AsyncSession, *, limit: int, offset: int, config: s
     return list(rows), int(total)
 
 
-async def items_of(session: AsyncSession, run_id: str) -> list[Item]:
-    rows = await session.execute(select(Item).where(Item.run_id == run_id).order_by(Item.sequence_number))
-    return list(rows.scalars().all())
-
-
 async def stats(session: AsyncSession) -> dict[str, Any]:
     runs = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
-    size = (await session.execute(select(func.coalesce(func.sum(Entity.size), 0)))).scalar_one()
+    size = (await session.execute(select(func.coalesce(func.sum(Run.stored_bytes), 0)))).scalar_one()
     by_status = dict((await session.execute(select(Run.status, func.count()).group_by(Run.status))).all())
     return {"total_records": int(runs), "total_size_bytes": int(size), "total_size_mb": round(int(size) / 2**20, 2),
             "storage_dir": blob_prefix("").rstrip("/"), "by_status": by_status}

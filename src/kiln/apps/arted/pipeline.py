@@ -126,7 +126,8 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     results = []
     used_seed = None
     for index, output in enumerate(outputs, start=1):
-        result, seed = await _output(rec, run, reg, cfg, llm, comfy, output, prompt, backend_info, index)
+        result, seed = await _output(rec, run, reg, cfg, llm, comfy, output, prompt, backend_info, index,
+                                     last=index == len(outputs))
         results.append(result)
         used_seed = seed if seed is not None else used_seed
     errors = [r for r in results if r["status"] == "error"]
@@ -145,7 +146,7 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
 
 async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
                   comfy: ComfyUIClient | None, output: Config, prompt: str, backend_info: list[dict[str, Any]],
-                  index: int) -> tuple[dict[str, Any], int | None]:
+                  index: int, *, last: bool) -> tuple[dict[str, Any], int | None]:
     level = run.safety_level
     media = output.media_type
     base = {"config": output.id, "media_type": media, "safety_level": level}
@@ -200,7 +201,7 @@ async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
         "stage": 4, "item_type": f"output_{kind}", "media_type": kind, "config_used": output.id, "model_used": model,
         "backend_used": "comfyui", "execution_time": round(made.seconds, 4), "loop_iteration": index,
         "file_path": None, "meta": {"seed": seed, "prompt_id": made.prompt_id}}],
-        run_values={"used_seed": seed, "backend_info": backend_info})
+        run_values={"used_seed": seed, "backend_info": backend_info}, defer=last)
     return {**base, "status": "success", "run_id": run.id, "output": run.id, "media_stored": True,
             "execution_time": round(time.perf_counter() - started, 4), "filename": view["filename"],
             "entity_sequence": view["sequence"], "mime_type": view["mime_type"], "kind": kind,

@@ -1,9 +1,9 @@
 """The live recorder: each entity and history item is written (and announced) the moment it exists.
 
-An entity is a row of `arted_entities` numbered by production order (`01_input.txt`, ...); text
-and JSON live in the row, media bytes in the blob store under `arted/runs/<run_id>/`. Every write
-is one short transaction that also moves the run's state, then an `arted.run` event is published
-(`{run_id, status, stage, step, entity?}`) for anyone following the run.
+Entities are numbered by production order (`01_input.txt`, ...); text and JSON are kept inline,
+media bytes in the blob store under `arted/runs/<run_id>/`. The run row holds both lists, so each
+step is one UPDATE (lists, counters, stage and step together) in its own short transaction, then
+an `arted.run` event is published (`{run_id, status, stage, step, entity?}`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import update
 
-from kiln.apps.arted.models import IN_PROGRESS, Entity, Item, Run
+from kiln.apps.arted.models import IN_PROGRESS, Run
 from kiln.core.db import utcnow
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
-RUNS, ENTITIES, ITEMS = Run.__table__, Entity.__table__, Item.__table__
-_ITEM_OPTIONAL = ("loop_iteration", "file_path", "config_used", "model_used", "backend_used", "execution_time")
+RUNS = Run.__table__
+ITEM_FIELDS = ("stage", "loop_iteration", "media_type", "item_type", "content", "file_path", "config_used",
+               "model_used", "backend_used", "execution_time")
 MEDIA_KIND = {"image": "image", "audio": "audio", "video": "video", "music": "audio"}
 
 
@@ -57,68 +58,62 @@ class Recorder:
     def __init__(self, kernel: Any, run_id: str):
         self.kernel = kernel
         self.run_id = run_id
-        self.sequence = 0
-        self.items = 0
+        self.entities: list[dict[str, Any]] = []
+        self.items: list[dict[str, Any]] = []
+        self.stored = 0
         self.stage = 0
         self.step = "queued"
         self.started = time.perf_counter()
-        self._pending: list[Any] = []  # written with the next transaction (start rides with the input entity)
-        self._pending_values: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}  # run values written with the next transaction
+        self._deferred: list[dict[str, Any]] = []  # entity events published with the next transaction
 
-    async def _commit(self, statements: list[Any], entity: dict[str, Any] | None = None,
+    async def _commit(self, values: dict[str, Any], entity: dict[str, Any] | None = None,
                       status: str = IN_PROGRESS) -> None:
-        """Run the statements in one transaction on a bare connection (Core, no ORM unit of work)."""
+        """One UPDATE of the run row on a bare connection (Core, no ORM unit of work)."""
+        statement = update(RUNS).where(RUNS.c.id == self.run_id).values(
+            current_stage=self.stage, current_step=self.step, entities=self.entities, items=self.items,
+            entity_count=len(self.entities), items_count=len(self.items), stored_bytes=self.stored,
+            **{**self._pending, **values})
+        self._pending = {}
         async with self.kernel.db.engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(statement)
-        event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
-        if entity is not None:
-            event["entity"] = entity
-        await self.kernel.events.publish("arted.run", event)
+            await conn.execute(statement)
+        views = self._deferred + ([entity] if entity is not None else [])
+        self._deferred = []
+        for view in views or [None]:
+            event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
+            if view is not None:
+                event["entity"] = view
+            await self.kernel.events.publish("arted.run", event)
 
-    def _items(self, items: list[dict[str, Any]]) -> list[Any]:
-        """One multi-row INSERT for the history items of a step (none when there are none)."""
-        rows = []
+    def _add_items(self, items: list[dict[str, Any]]) -> None:
         for item in items:
-            self.items += 1
-            row = {"run_id": self.run_id, "sequence_number": self.items, "timestamp": utcnow(), "media_type": "text",
-                   "content": None, "meta": {}, **{c: None for c in _ITEM_OPTIONAL}}
-            row.update({k: v for k, v in item.items() if k != "meta"})
-            row["meta"] = item.get("meta") or {}
-            rows.append(row)
-        return [insert(ITEMS).values(rows)] if rows else []
-
-    def _state(self, **values: Any) -> Any:
-        return update(RUNS).where(RUNS.c.id == self.run_id).values(
-            current_stage=self.stage, current_step=self.step, entity_count=self.sequence, items_count=self.items,
-            **values)
+            row: dict[str, Any] = {"sequence_number": len(self.items) + 1, "timestamp": utcnow().isoformat()}
+            row.update({key: item.get(key) for key in ITEM_FIELDS})
+            row["media_type"] = row["media_type"] or "text"
+            row["metadata"] = item.get("meta") or {}
+            self.items.append(row)
 
     async def start(self, meta: dict[str, Any], *, fresh: bool) -> None:
-        """Mark the run in progress and log `pipeline_start`; an earlier attempt's traces are cleared first."""
-        self.step = "pipeline_starting"
-        statements: list[Any] = []
+        """Mark the run in progress and log `pipeline_start` (written with the first entity);
+        what an earlier attempt stored is removed first."""
         if not fresh:
             await self.kernel.blobs.delete_prefix(blob_prefix(self.run_id))
-            statements += [delete(ENTITIES).where(ENTITIES.c.run_id == self.run_id),
-                           delete(ITEMS).where(ITEMS.c.run_id == self.run_id)]
-        self._pending = statements + self._items([{"stage": 0, "item_type": "pipeline_start",
-                                                   "media_type": "metadata", "meta": meta}])
-        self._pending_values = {"status": IN_PROGRESS, "started_at": utcnow()}
+        self.step = "pipeline_starting"
+        self._add_items([{"stage": 0, "item_type": "pipeline_start", "media_type": "metadata", "meta": meta}])
+        self._pending = {"status": IN_PROGRESS, "started_at": utcnow()}
 
     async def set_state(self, stage: int, step: str) -> None:
         self.stage, self.step = stage, step
-        statements = self._pending + [self._state(**self._pending_values)]
-        self._pending, self._pending_values = [], {}
-        await self._commit(statements)
+        await self._commit({})
 
     async def record(self, entity_type: str, value: str | dict[str, Any] | bytes, *,
                      meta: dict[str, Any] | None = None, items: list[dict[str, Any]] | None = None,
-                     run_values: dict[str, Any] | None = None,
-                     then: tuple[int, str] | None = None) -> dict[str, Any]:
+                     run_values: dict[str, Any] | None = None, then: tuple[int, str] | None = None,
+                     defer: bool = False) -> dict[str, Any]:
         """Store one entity (and the history items that go with it) in one transaction; `then` moves
-        the run to its next (stage, step) in the same transaction."""
-        self.sequence += 1
-        seq = self.sequence
+        the run to its next (stage, step) in the same transaction. `defer` leaves the write to the
+        next transaction (for the last entity, which `finish` writes a moment later)."""
+        seq = len(self.entities) + 1
         content: str | None = None
         blob_key = None
         if isinstance(value, bytes):
@@ -134,26 +129,29 @@ class Recorder:
         else:
             mime, filename, content = TEXT, f"{seq:02d}_{entity_type}.txt", value
             size = len(value.encode())
-        row = {"run_id": self.run_id, "sequence": seq, "type": entity_type, "filename": filename, "mime_type": mime,
-               "size": size, "content": content, "blob_key": blob_key, "meta": meta or {}, "created_at": utcnow()}
-        statements: list[Any] = self._pending + [insert(ENTITIES).values(**row)] + self._items(items or [])
+        self.entities.append({"sequence": seq, "type": entity_type, "filename": filename, "mime_type": mime,
+                              "size": size, "content": content, "blob_key": blob_key, "meta": meta or {},
+                              "created_at": utcnow().isoformat()})
+        self.stored += size
+        self._add_items(items or [])
         if then is not None:
             self.stage, self.step = then
-        statements.append(self._state(**{**self._pending_values, **(run_values or {})}))
-        self._pending, self._pending_values = [], {}
         view = {"sequence": f"{seq:02d}", "type": entity_type, "filename": filename, "available": True,
                 "mime_type": mime.split(";")[0], "size": size}
-        await self._commit(statements, view)
+        if defer:
+            self._pending.update(run_values or {})
+            self._deferred.append(view)
+        else:
+            await self._commit(run_values or {}, view)
         return view
 
     async def log(self, items: list[dict[str, Any]], run_values: dict[str, Any] | None = None) -> None:
-        await self._commit(self._items(items) + [self._state(**(run_values or {}))])
+        self._add_items(items)
+        await self._commit(run_values or {})
 
     async def finish(self, status: str, items: list[dict[str, Any]], **values: Any) -> None:
         self.step = "complete" if status != "failed" else "failed"
+        self._add_items(items)
         total = round(time.perf_counter() - self.started, 4)
-        statements = self._pending + self._items(items)
-        statements.append(self._state(**{**self._pending_values, "status": status, "finished_at": utcnow(),
-                                         "total_execution_time": total, **values}))
-        self._pending, self._pending_values = [], {}
-        await self._commit(statements, status=status)
+        await self._commit({"status": status, "finished_at": utcnow(), "total_execution_time": total, **values},
+                           status=status)

@@ -132,7 +132,7 @@ async def stage34(request: Request, body: Stage34Request, session: SessionDep, k
         session, kernel, run_id=service.valid_run_id(body.run_id), mode="stage34", config=output, outputs=[output],
         text=text, level=level, execution_mode=body.execution_mode, seed=seed, user_id=user_of(user, body.user_id),
         session_id=service.clean(body.session_id or "default")[:128] or "default",
-        options={"source_schema": body.schema_})
+        options={"source_schema": body.schema_}, client_id=body.run_id is not None)
     done = await _start(kernel, session, cfg, run, async_, request)
     if isinstance(done, JSONResponse):
         return done

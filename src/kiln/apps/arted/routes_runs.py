@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
 
 from kiln.apps.arted import export, history, service
 from kiln.apps.arted.deps import root
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.models import Entity
 from kiln.apps.arted.views import EXPECTED, entity_view, iso, outputs_view, record_view, run_summary, status_view
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
@@ -19,20 +17,15 @@ router = APIRouter(route_class=ArtedRoute)
 MEDIA_TYPES = {"image": ("output_image",), "audio": ("output_audio", "output_music"), "video": ("output_video",)}
 
 
-async def _entities(session: Any, run_id: str) -> list[Entity]:
-    rows = await session.execute(select(Entity).where(Entity.run_id == run_id).order_by(Entity.sequence))
-    return list(rows.scalars().all())
-
-
-async def _serve(request: Request, kernel: Any, entity: Entity, filename: str) -> Response:
-    if entity.blob_key is None:
-        return Response((entity.content or "").encode(), media_type=entity.mime_type,
+async def _serve(request: Request, kernel: Any, run_id: str, entity: dict[str, Any], filename: str) -> Response:
+    if entity.get("blob_key") is None:
+        return Response((entity.get("content") or "").encode(), media_type=entity["mime_type"],
                         headers={"Content-Disposition": f'inline; filename="{filename}"'})
     try:
-        return await range_response(request, (kernel.blobs, entity.blob_key), entity.mime_type, filename,
+        return await range_response(request, (kernel.blobs, entity["blob_key"]), entity["mime_type"], filename,
                                     inline=True)
     except FileNotFoundError:
-        raise ArtedError(404, "Media file not found", run_id=entity.run_id) from None
+        raise ArtedError(404, "Media file not found", run_id=run_id) from None
 
 
 @router.get("/api/pipeline/{run_id}/status")
@@ -43,7 +36,7 @@ async def run_status(run_id: str, session: SessionDep) -> dict[str, Any]:
 @router.get("/api/pipeline/{run_id}/entities")
 async def run_entities(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
     run = await service.load_run(session, run_id)
-    entities = [entity_view(root(request), e) for e in await _entities(session, run.id)]
+    entities = [entity_view(root(request), run.id, e) for e in run.entities or []]
     return {"run_id": run.id, "status": status_view(run)["status"], "entity_count": len(entities),
             "expected_outputs": EXPECTED, "entities": entities}
 
@@ -53,29 +46,30 @@ async def run_entity(request: Request, run_id: str, entity_type: str, session: S
                      kernel: KernelDep) -> Response:
     """The first entity of that type; a number (`3`, `03`) selects by sequence instead."""
     run = await service.load_run(session, run_id)
-    entities = await _entities(session, run.id)
+    entities = run.entities or []
     if entity_type.isdigit():
-        found = [e for e in entities if e.sequence == int(entity_type)]
+        found = [e for e in entities if e["sequence"] == int(entity_type)]
     else:
-        found = [e for e in entities if e.type == entity_type]
+        found = [e for e in entities if e["type"] == entity_type]
     if not found:
         raise ArtedError(404, f"Entity {entity_type[:64]} not found for run {run.id}", run_id=run.id)
-    return await _serve(request, kernel, found[0], found[0].filename)
+    return await _serve(request, kernel, run.id, found[0], found[0]["filename"])
 
 
 @router.get("/api/media/info/{run_id}")
 async def media_info(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
     run = await service.load_run(session, run_id)
     outputs = []
-    for e in await _entities(session, run.id):
-        if e.blob_key is None or not e.type.startswith("output_"):
+    for e in run.entities or []:
+        if e.get("blob_key") is None or not e["type"].startswith("output_"):
             continue
-        meta = e.meta or {}
-        outputs.append({"type": e.type.removeprefix("output_"), "filename": e.filename, "file_size_bytes": e.size,
-                        "format": meta.get("format") or e.filename.rsplit(".", 1)[-1], "mime_type": e.mime_type,
+        meta = e.get("meta") or {}
+        kind = e["type"].removeprefix("output_")
+        outputs.append({"type": kind, "filename": e["filename"], "file_size_bytes": e["size"],
+                        "format": meta.get("format") or e["filename"].rsplit(".", 1)[-1], "mime_type": e["mime_type"],
                         "width": meta.get("width"), "height": meta.get("height"), "backend": meta.get("backend"),
                         "config": meta.get("config"), "seed": meta.get("seed"),
-                        "url": f"{root(request)}/api/media/{e.type.removeprefix('output_')}/{run.id}"})
+                        "url": f"{root(request)}/api/media/{kind}/{run.id}"})
     return {"run_id": run.id, "schema": run.config_id, "execution_mode": run.execution_mode,
             "timestamp": iso(run.created_at), "outputs": outputs}
 
@@ -83,11 +77,12 @@ async def media_info(request: Request, run_id: str, session: SessionDep) -> dict
 @router.get("/api/media/run/{run_id}")
 async def media_run(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
     run = await service.load_run(session, run_id)
-    entities = await _entities(session, run.id)
+    entities = run.entities or []
     return {"run_id": run.id, "user_id": run.user_id, "timestamp": iso(run.created_at), "schema": run.config_id,
             "execution_mode": run.execution_mode, "safety_level": run.safety_level, "input_text": run.input_text,
             "transformed_text": run.final_output, "status": status_view(run)["status"],
-            "outputs": outputs_view(root(request), run), "entities": [entity_view(root(request), e) for e in entities]}
+            "outputs": outputs_view(root(request), run),
+            "entities": [entity_view(root(request), run.id, e) for e in entities]}
 
 
 @router.get("/api/media/{kind}/{run_id}")
@@ -96,9 +91,10 @@ async def media_file(request: Request, kind: str, run_id: str, session: SessionD
         raise ArtedError(404, f"Unknown media type {kind[:32]!r}", details={"valid": sorted(MEDIA_TYPES)})
     run = await service.load_run(session, run_id)
     for entity_type in MEDIA_TYPES[kind]:
-        found = [e for e in await _entities(session, run.id) if e.type == entity_type and e.blob_key]
+        found = [e for e in run.entities or [] if e["type"] == entity_type and e.get("blob_key")]
         if found:
-            return await _serve(request, kernel, found[0], f"{run.id}.{found[0].filename.rsplit('.', 1)[-1]}")
+            ext = found[0]["filename"].rsplit(".", 1)[-1]
+            return await _serve(request, kernel, run.id, found[0], f"{run.id}.{ext}")
     raise ArtedError(404, f"No {kind} found for run {run.id}", run_id=run.id)
 
 
@@ -134,7 +130,7 @@ async def _record(request: Request, session: Any, execution_id: str) -> dict[str
         run = await service.load_run(session, execution_id)
     except ArtedError:
         raise ArtedError(404, "Execution not found", execution_id=execution_id[:64]) from None
-    return record_view(root(request), run, await history.items_of(session, run.id))
+    return record_view(root(request), run)
 
 
 @router.get("/api/runs/{execution_id}")

@@ -106,8 +106,8 @@ def valid_run_id(value: str | None) -> str:
 
 async def create_run(session: AsyncSession, kernel: Any, *, run_id: str, mode: str, config: Config,
                      outputs: list[Config], text: str, level: str, execution_mode: str, seed: int | None,
-                     user_id: str, session_id: str, options: dict[str, Any]) -> Run:
-    if await session.get(Run, run_id) is not None:
+                     user_id: str, session_id: str, options: dict[str, Any], client_id: bool = False) -> Run:
+    if client_id and await session.get(Run, run_id) is not None:
         raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
     job = await kernel.jobs.create(session, JOB_KIND, {"run_id": run_id}, owner_id=None, max_attempts=1)
     run = Run(id=run_id, job_id=job.id, mode=mode, config_id=config.id, user_id=user_id, session_id=session_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from kiln.apps.arted.models import COMPLETED, FAILED, IN_PROGRESS, QUEUED, Entity, Item, Run
+from kiln.apps.arted.models import COMPLETED, FAILED, IN_PROGRESS, QUEUED, Run
 from kiln.core.db import utcnow
 
 EXPECTED = ["input", "safety", "interception", "translation", "safety_pre_output", "output"]
@@ -70,11 +70,11 @@ def status_view(run: Run) -> dict[str, Any]:
     return body
 
 
-def entity_view(root: str, entity: Entity) -> dict[str, Any]:
-    return {"sequence": f"{entity.sequence:02d}", "type": entity.type, "filename": entity.filename,
-            "available": True, "mime_type": entity.mime_type.split(";")[0], "size": entity.size,
-            "timestamp": iso(entity.created_at), "metadata": entity.meta or {},
-            "url": f"{root}/api/pipeline/{entity.run_id}/entity/{entity.type}"}
+def entity_view(root: str, run_id: str, entity: dict[str, Any]) -> dict[str, Any]:
+    return {"sequence": f"{entity['sequence']:02d}", "type": entity["type"], "filename": entity["filename"],
+            "available": True, "mime_type": entity["mime_type"].split(";")[0], "size": entity["size"],
+            "timestamp": entity.get("created_at"), "metadata": entity.get("meta") or {},
+            "url": f"{root}/api/pipeline/{run_id}/entity/{entity['type']}"}
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -85,21 +85,13 @@ def run_summary(run: Run) -> dict[str, Any]:
             "used_seed": run.used_seed, "taxonomy_version": "1.0"}
 
 
-def item_view(item: Item) -> dict[str, Any]:
-    return {"sequence_number": item.sequence_number, "timestamp": iso(item.timestamp), "stage": item.stage,
-            "loop_iteration": item.loop_iteration, "media_type": item.media_type, "item_type": item.item_type,
-            "content": item.content, "file_path": item.file_path, "config_used": item.config_used,
-            "model_used": item.model_used, "backend_used": item.backend_used, "execution_time": item.execution_time,
-            "metadata": item.meta or {}}
-
-
-def record_view(root: str, run: Run, items: list[Item]) -> dict[str, Any]:
+def record_view(root: str, run: Run) -> dict[str, Any]:
     body = run_summary(run)
     body["input_text"] = run.input_text
     body["final_output"] = run.final_output
     body["outputs"] = outputs_view(root, run)
-    body["items"] = [item_view(i) for i in items]
+    body["items"] = [dict(item) for item in run.items or []]
     for entry in body["items"]:
-        if entry["item_type"].startswith("output_"):
+        if str(entry.get("item_type", "")).startswith("output_"):
             entry["file_path"] = f"{root}/api/media/{entry['media_type']}/{run.id}"
     return body

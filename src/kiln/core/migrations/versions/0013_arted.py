@@ -1,4 +1,4 @@
-"""Arted: runs (= execution-history records), recorder entities, history items.
+"""Arted: runs (= execution-history records, with their recorder entities and history items).
 
 Revision ID: 0013_arted
 Revises: 0007_media_grid_lng
@@ -40,8 +40,11 @@ def upgrade() -> None:
         sa.Column("backend_info", JSONType, nullable=False),
         sa.Column("outputs", JSONType, nullable=False),
         sa.Column("error", JSONType, nullable=True),
+        sa.Column("entities", JSONType, nullable=False),
+        sa.Column("items", JSONType, nullable=False),
         sa.Column("entity_count", sa.Integer(), nullable=False),
         sa.Column("items_count", sa.Integer(), nullable=False),
+        sa.Column("stored_bytes", sa.BigInteger(), nullable=False),
         sa.Column("total_execution_time", sa.Float(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("started_at", UTCDateTime(), nullable=True),
@@ -53,50 +56,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_arted_runs_user_id"), t, ["user_id"])
     op.create_index(op.f("ix_arted_runs_session_id"), t, ["session_id"])
 
-    t = "arted_entities"
-    op.create_table(
-        t,
-        sa.Column("run_id", sa.String(36), nullable=False),
-        sa.Column("sequence", sa.Integer(), nullable=False),
-        sa.Column("type", sa.String(64), nullable=False),
-        sa.Column("filename", sa.String(160), nullable=False),
-        sa.Column("mime_type", sa.String(128), nullable=False),
-        sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("content", sa.Text(), nullable=True),
-        sa.Column("blob_key", sa.String(400), nullable=True),
-        sa.Column("meta", JSONType, nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["arted_runs.id"], name=op.f("fk_arted_entities_run_id_arted_runs"),
-                                ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("run_id", "sequence", name=op.f("pk_arted_entities")),
-    )
-
-    t = "arted_items"
-    op.create_table(
-        t,
-        sa.Column("run_id", sa.String(36), nullable=False),
-        sa.Column("sequence_number", sa.Integer(), nullable=False),
-        sa.Column("stage", sa.Integer(), nullable=False),
-        sa.Column("item_type", sa.String(48), nullable=False),
-        sa.Column("media_type", sa.String(16), nullable=False),
-        sa.Column("loop_iteration", sa.Integer(), nullable=True),
-        sa.Column("content", sa.Text(), nullable=True),
-        sa.Column("file_path", sa.String(400), nullable=True),
-        sa.Column("config_used", sa.String(128), nullable=True),
-        sa.Column("model_used", sa.String(200), nullable=True),
-        sa.Column("backend_used", sa.String(32), nullable=True),
-        sa.Column("execution_time", sa.Float(), nullable=True),
-        sa.Column("meta", JSONType, nullable=False),
-        sa.Column("timestamp", UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["arted_runs.id"], name=op.f("fk_arted_items_run_id_arted_runs"),
-                                ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("run_id", "sequence_number", name=op.f("pk_arted_items")),
-    )
-
 
 def downgrade() -> None:
-    op.drop_table("arted_items")
-    op.drop_table("arted_entities")
     op.drop_index(op.f("ix_arted_runs_session_id"), table_name="arted_runs")
     op.drop_index(op.f("ix_arted_runs_user_id"), table_name="arted_runs")
     op.drop_index("ix_arted_runs_config_created", table_name="arted_runs")
