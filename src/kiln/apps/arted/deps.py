@@ -1,0 +1,43 @@
+"""Typed dependencies of the arted routes and the small helpers they share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kiln.apps.arted.config import ArtedSettings
+from kiln.apps.arted.registry import Registry, registry
+from kiln.core.auth.models import User
+from kiln.providers.config import ProviderSettings
+
+
+def get_cfg(request: Request) -> ArtedSettings:
+    return request.app.state.kernel.surface_settings(ArtedSettings)
+
+
+def get_providers(request: Request) -> ProviderSettings:
+    return request.app.state.kernel.surface_settings(ProviderSettings)
+
+
+def get_registry(request: Request) -> Registry:
+    return registry(get_cfg(request).config_dir)
+
+
+def root(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def user_of(user: User | None, body_user: str | None) -> str:
+    """The token's user when one was presented, else the body's `user_id`, else `anonymous`."""
+    if user is not None:
+        return user.email
+    from kiln.apps.arted.service import clean
+
+    value = clean(body_user or "").strip()[:128]
+    return value or "anonymous"
+
+
+CfgDep = Annotated[ArtedSettings, Depends(get_cfg)]
+ProvidersDep = Annotated[ProviderSettings, Depends(get_providers)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]

@@ -1,0 +1,157 @@
+"""The live recorder: each entity and history item is written (and announced) the moment it exists.
+
+Entities are numbered by production order (`01_input.txt`, ...); text and JSON are kept inline,
+media bytes in the blob store under `arted/runs/<run_id>/`. The run row holds both lists, so each
+step is one UPDATE (lists, counters, stage and step together) in its own short transaction, then
+an `arted.run` event is published (`{run_id, status, stage, step, entity?}`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import update
+
+from kiln.apps.arted.models import IN_PROGRESS, Run
+from kiln.core.db import utcnow
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+RUNS = Run.__table__
+ITEM_FIELDS = ("stage", "loop_iteration", "media_type", "item_type", "content", "file_path", "config_used",
+               "model_used", "backend_used", "execution_time")
+MEDIA_KIND = {"image": "image", "audio": "audio", "video": "video", "music": "audio"}
+
+
+def blob_prefix(run_id: str) -> str:
+    return f"arted/runs/{run_id}/"
+
+
+def sniff(data: bytes) -> tuple[str, str]:
+    """(mime type, extension) from the file's own header bytes."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png", "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg", "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif", "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav", "wav"
+    if data[:4] == b"fLaC":
+        return "audio/flac", "flac"
+    if data[:4] == b"OggS":
+        return "audio/ogg", "ogg"
+    if data[:3] == b"ID3" or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg", "mp3"
+    if data[4:8] == b"ftyp":
+        return "video/mp4", "mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "video/webm", "webm"
+    return "application/octet-stream", "bin"
+
+
+class Recorder:
+    def __init__(self, kernel: Any, run_id: str):
+        self.kernel = kernel
+        self.run_id = run_id
+        self.entities: list[dict[str, Any]] = []
+        self.items: list[dict[str, Any]] = []
+        self.stored = 0
+        self.stage = 0
+        self.step = "queued"
+        self.started = time.perf_counter()
+        self._pending: dict[str, Any] = {}  # run values written with the next transaction
+        self._deferred: list[dict[str, Any]] = []  # entity events published with the next transaction
+
+    async def _commit(self, values: dict[str, Any], entity: dict[str, Any] | None = None,
+                      status: str = IN_PROGRESS) -> None:
+        """One UPDATE of the run row on a bare connection (Core, no ORM unit of work)."""
+        statement = update(RUNS).where(RUNS.c.id == self.run_id).values(
+            current_stage=self.stage, current_step=self.step, entities=self.entities, items=self.items,
+            entity_count=len(self.entities), items_count=len(self.items), stored_bytes=self.stored,
+            **{**self._pending, **values})
+        self._pending = {}
+        async with self.kernel.db.engine.begin() as conn:
+            await conn.execute(statement)
+        views = self._deferred + ([entity] if entity is not None else [])
+        self._deferred = []
+        for view in views or [None]:
+            event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
+            if view is not None:
+                event["entity"] = view
+            await self.kernel.events.publish("arted.run", event)
+
+    def _add_items(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            row: dict[str, Any] = {"sequence_number": len(self.items) + 1, "timestamp": utcnow().isoformat()}
+            row.update({key: item.get(key) for key in ITEM_FIELDS})
+            row["media_type"] = row["media_type"] or "text"
+            row["metadata"] = item.get("meta") or {}
+            self.items.append(row)
+
+    async def start(self, meta: dict[str, Any], *, fresh: bool) -> None:
+        """Mark the run in progress and log `pipeline_start` (written with the first entity);
+        what an earlier attempt stored is removed first."""
+        if not fresh:
+            await self.kernel.blobs.delete_prefix(blob_prefix(self.run_id))
+        self.step = "pipeline_starting"
+        self._add_items([{"stage": 0, "item_type": "pipeline_start", "media_type": "metadata", "meta": meta}])
+        self._pending = {"status": IN_PROGRESS, "started_at": utcnow()}
+
+    async def set_state(self, stage: int, step: str) -> None:
+        self.stage, self.step = stage, step
+        await self._commit({})
+
+    async def record(self, entity_type: str, value: str | dict[str, Any] | bytes, *,
+                     meta: dict[str, Any] | None = None, items: list[dict[str, Any]] | None = None,
+                     run_values: dict[str, Any] | None = None, then: tuple[int, str] | None = None,
+                     defer: bool = False) -> dict[str, Any]:
+        """Store one entity (and the history items that go with it) in one transaction; `then` moves
+        the run to its next (stage, step) in the same transaction. `defer` leaves the write to the
+        next transaction (for the last entity, which `finish` writes a moment later)."""
+        seq = len(self.entities) + 1
+        content: str | None = None
+        blob_key = None
+        if isinstance(value, bytes):
+            mime, ext = sniff(value)
+            filename = f"{seq:02d}_{entity_type}.{ext}"
+            blob_key = blob_prefix(self.run_id) + filename
+            await self.kernel.blobs.write_bytes(blob_key, value)
+            size = len(value)
+        elif isinstance(value, dict):
+            mime, filename = JSON, f"{seq:02d}_{entity_type}.json"
+            content = json.dumps(value, ensure_ascii=False)
+            size = len(content.encode())
+        else:
+            mime, filename, content = TEXT, f"{seq:02d}_{entity_type}.txt", value
+            size = len(value.encode())
+        self.entities.append({"sequence": seq, "type": entity_type, "filename": filename, "mime_type": mime,
+                              "size": size, "content": content, "blob_key": blob_key, "meta": meta or {},
+                              "created_at": utcnow().isoformat()})
+        self.stored += size
+        self._add_items(items or [])
+        if then is not None:
+            self.stage, self.step = then
+        view = {"sequence": f"{seq:02d}", "type": entity_type, "filename": filename, "available": True,
+                "mime_type": mime.split(";")[0], "size": size}
+        if defer:
+            self._pending.update(run_values or {})
+            self._deferred.append(view)
+        else:
+            await self._commit(run_values or {}, view)
+        return view
+
+    async def log(self, items: list[dict[str, Any]], run_values: dict[str, Any] | None = None) -> None:
+        self._add_items(items)
+        await self._commit(run_values or {})
+
+    async def finish(self, status: str, items: list[dict[str, Any]], **values: Any) -> None:
+        self.step = "complete" if status != "failed" else "failed"
+        self._add_items(items)
+        total = round(time.perf_counter() - self.started, 4)
+        await self._commit({"status": status, "finished_at": utcnow(), "total_execution_time": total, **values},
+                           status=status)

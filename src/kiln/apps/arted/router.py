@@ -1,0 +1,16 @@
+"""All arted routes, open on loopback and token-protected elsewhere, answering in the arted envelope."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from kiln.apps.arted.errors import ArtedRoute
+from kiln.apps.arted.routes_pipeline import router as pipeline_router
+from kiln.apps.arted.routes_runs import router as runs_router
+from kiln.apps.arted.routes_schema import router as schema_router
+from kiln.core.auth.deps import OpenSurfaceGuard
+
+router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["arted"], route_class=ArtedRoute)
+router.include_router(pipeline_router)
+router.include_router(schema_router)
+router.include_router(runs_router)

@@ -1,0 +1,85 @@
+"""Config routes of the contract (`/api/schema/list`, `/api/schema/<id>`) and the frontend's companions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from kiln.apps.arted import service
+from kiln.apps.arted.deps import RegistryDep
+from kiln.apps.arted.errors import ArtedError, ArtedRoute
+from kiln.apps.arted.registry import Config, Registry, pick
+
+router = APIRouter(route_class=ArtedRoute)
+
+
+def _summary(config: Config) -> dict[str, Any]:
+    return {"id": config.id, "name": pick(config.name), "description": pick(config.description),
+            "pipeline": config.pipeline, "kind": config.kind,
+            "media_preferences": config.media_preferences.model_dump()}
+
+
+def _detail(reg: Registry, config: Config) -> dict[str, Any]:
+    doc = config.model_dump(exclude={"kind", "source"})
+    pipeline = reg.pipelines[config.pipeline]
+    doc.update(kind=config.kind, source=config.source, chunks=pipeline.chunks)
+    return doc
+
+
+@router.get("/api/schema/list")
+async def schema_list(reg: RegistryDep) -> dict[str, Any]:
+    return {"schemas": [_summary(c) for c in reg.interception() + reg.outputs()]}
+
+
+@router.get("/api/schema/info")
+async def schema_info(reg: RegistryDep) -> dict[str, Any]:
+    return {"status": "success", "schemas_available": len(reg.configs), "schemas": sorted(reg.configs),
+            "engine_status": "ready", "config_errors": reg.errors}
+
+
+@router.get("/api/schema/schemas")
+async def schema_schemas(reg: RegistryDep) -> dict[str, Any]:
+    out = []
+    for config in reg.interception() + reg.outputs():
+        pipeline = reg.pipelines[config.pipeline]
+        out.append({"name": config.id, "display_name": pick(config.name), "description": pick(config.description),
+                    "pipeline_name": config.pipeline, "chunks": pipeline.chunks, "parameters": config.parameters,
+                    "meta": config.meta})
+    return {"status": "success", "schemas": out}
+
+
+@router.get("/api/schema/{name}")
+async def schema_detail(name: str, reg: RegistryDep) -> dict[str, Any]:
+    return _detail(reg, service.get_config(reg, name))
+
+
+@router.get("/pipeline_configs_metadata")
+async def configs_metadata(reg: RegistryDep) -> dict[str, Any]:
+    configs = []
+    for c in reg.interception():
+        entry: dict[str, Any] = {"id": c.id, "name": c.name, "description": c.description, "category": c.category,
+                                 "pipeline": c.pipeline, "media_preferences": c.media_preferences.model_dump(),
+                                 "meta": c.meta}
+        for key in ("display", "tags", "audience"):
+            if getattr(c, key) is not None:
+                entry[key] = getattr(c, key)
+        configs.append(entry)
+    return {"configs": configs}
+
+
+@router.get("/api/config/{config_id}/context")
+async def config_context(config_id: str, reg: RegistryDep) -> dict[str, Any]:
+    config = service.get_config(reg, config_id)
+    if not config.context:
+        raise ArtedError(404, f"Config {config_id!r} has no context", config_id=config_id)
+    return {"config_id": config.id, "context": config.context}
+
+
+@router.get("/api/config/{config_id}/pipeline")
+async def config_pipeline(config_id: str, reg: RegistryDep) -> dict[str, Any]:
+    config = service.get_config(reg, config_id)
+    p = reg.pipelines[config.pipeline]
+    return {"config_id": config.id, "pipeline_name": p.name, "pipeline_type": p.pipeline_type,
+            "pipeline_stage": p.pipeline_stage, "requires_interception_prompt": p.requires_interception_prompt,
+            "input_requirements": p.input_requirements, "description": pick(p.description)}

@@ -1,0 +1,147 @@
+"""Starting runs and waiting for them: plain functions, no FastAPI.
+
+A run is one `arted_runs` row plus one `arted.run` engine job, written in one transaction; its
+`run_id` is also the execution-history id. The synchronous contract waits on the job's
+`job.updated` events (subscribed before the job is kicked, so none is missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kiln.apps.arted.config import ArtedSettings
+from kiln.apps.arted.errors import ArtedError
+from kiln.apps.arted.models import Run
+from kiln.apps.arted.registry import Config, Registry
+from kiln.apps.arted.safety import LEVELS
+from kiln.core.jobs.models import FINISHED
+from kiln.providers.config import ProviderSettings
+
+JOB_KIND = "arted.run"
+MAX_SEED = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ArtedError(400, f"Unknown safety_level {level!r}", details={"valid_levels": list(LEVELS)})
+    return level
+
+
+def check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ArtedError(400, "seed must be an integer from 0 to 2^63-1", details={"seed": str(seed)[:40]})
+    return seed
+
+
+def check_text(text: str, cfg: ArtedSettings, field: str = "input_text") -> str:
+    text = clean(text).strip()
+    if not text:
+        raise ArtedError(400, f"{field} is required")
+    if len(text) > cfg.max_input_chars:
+        raise ArtedError(413, f"{field} is longer than {cfg.max_input_chars} characters")
+    return text
+
+
+def get_config(reg: Registry, config_id: str) -> Config:
+    config = reg.configs.get(config_id)
+    if config is None:
+        raise ArtedError(404, f"Config {config_id!r} not found", details={"valid_ids": sorted(reg.configs)})
+    return config
+
+
+def choose_outputs(reg: Registry, config: Config, requested: str | None) -> list[Config]:
+    """Request `output_config` → the config's `output_configs` → the default of its media type → none."""
+    if config.kind == "output":
+        return [config]
+    if requested:
+        chosen = reg.configs.get(requested)
+        if chosen is None or chosen.kind != "output":
+            raise ArtedError(404, f"Output config {requested!r} not found",
+                             details={"valid_ids": [c.id for c in reg.outputs()]})
+        return [chosen]
+    prefs = config.media_preferences
+    if prefs.output_configs:
+        return [reg.configs[prefs.output_configs[0]]]
+    if prefs.default_output == "text":
+        return []
+    default = reg.default_output(prefs.default_output)
+    if default is None:
+        raise ArtedError(501, f"No output config serves media type {prefs.default_output!r}",
+                         status="not_available")
+    return [default]
+
+
+def check_configured(providers: ProviderSettings, outputs: list[Config]) -> None:
+    missing = [] if providers.llm_url else ["KILN_LLM_URL"]
+    if not providers.llm_model:
+        missing.append("KILN_LLM_MODEL")
+    if outputs and not providers.comfyui_url:
+        missing.append("KILN_COMFYUI_URL")
+    if missing:
+        raise ArtedError(503, f"Not configured: set {', '.join(missing)}", status="not_configured",
+                         details={"missing_settings": missing})
+
+
+def valid_run_id(value: str | None) -> str:
+    if value is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ArtedError(400, "run_id must be a UUID") from None
+
+
+async def create_run(session: AsyncSession, kernel: Any, *, run_id: str, mode: str, config: Config,
+                     outputs: list[Config], text: str, level: str, execution_mode: str, seed: int | None,
+                     user_id: str, session_id: str, options: dict[str, Any], client_id: bool = False) -> Run:
+    if client_id and await session.get(Run, run_id) is not None:
+        raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
+    job = await kernel.jobs.create(session, JOB_KIND, {"run_id": run_id}, owner_id=None, max_attempts=1)
+    run = Run(id=run_id, job_id=job.id, mode=mode, config_id=config.id, user_id=user_id, session_id=session_id,
+              safety_level=level, execution_mode=execution_mode[:16], input_text=text, requested_seed=seed,
+              options={**options, "outputs": [o.id for o in outputs]}, backend_info=[], outputs=[])
+    session.add(run)
+    await session.commit()
+    return run
+
+
+async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str | None:
+    """Kick the job; with a timeout, wait for its end and return its status (None when time ran out)."""
+    if timeout is None:
+        await kernel.jobs.kick(job_id)
+        return None
+    async with kernel.events.subscribe("job.updated", where=("id", job_id)) as sub:
+        await kernel.jobs.kick(job_id)
+        try:
+            async with asyncio.timeout(timeout):
+                async for _topic, data in sub:
+                    if data.get("status") in FINISHED:
+                        return str(data["status"])
+        except TimeoutError:
+            job = await kernel.jobs.get(job_id)
+            return job.status if job is not None and job.status in FINISHED else None
+    return None
+
+
+async def load_run(session: AsyncSession, run_id: str) -> Run:
+    try:
+        key = str(uuid.UUID(run_id))
+    except ValueError:
+        key = None
+    run = (await session.execute(select(Run).where(Run.id == key))).scalar_one_or_none() if key else None
+    if run is None:
+        raise ArtedError(404, "Run not found", run_id=run_id[:64])
+    return run

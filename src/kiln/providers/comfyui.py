@@ -1,0 +1,225 @@
+"""ComfyUI: queue an API-format graph, follow it on the WebSocket, fetch exactly that prompt's files.
+
+Protocol: `POST /prompt {prompt, client_id}` → `{prompt_id, number}` (400 `{error, node_errors}` for
+an invalid graph); WebSocket `/ws?clientId=` sends `executing {node, prompt_id}` (node null = done),
+`progress {value, max}`, `execution_success`, `execution_error`, `execution_interrupted`;
+`GET /history/{prompt_id}` → `{prompt_id: {outputs: {node: {images|audio|gifs|video: [{filename,
+subfolder, type}]}}, status: {status_str, completed, messages}}}`; `GET /view?filename&subfolder&type`.
+When the socket cannot be opened, the client polls `/history/{prompt_id}` instead. Files are only
+ever taken from that prompt's history entry (never "the newest file" of an output folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from kiln.providers.config import ProviderSettings
+from kiln.providers.http import (
+    OfflineGuard,
+    ProviderClient,
+    ProviderError,
+    ProviderNotConfigured,
+    ProviderProtocolError,
+    ProviderTimeout,
+    shared_client,
+)
+
+HISTORY_CHECK = 2.0  # seconds of socket silence before the history is asked
+OUTPUT_KINDS = ("images", "audio", "gifs", "video", "videos", "files")
+ProgressFn = Callable[[float, str], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    node_id: str
+    kind: str  # images | audio | gifs | video ...
+    filename: str
+    subfolder: str
+    type: str  # output | temp
+
+
+def output_files(entry: dict[str, Any]) -> list[OutputFile]:
+    """The files a history entry lists, in node order; previews (`type: temp`) last."""
+    files = []
+    for node_id, produced in (entry.get("outputs") or {}).items():
+        if not isinstance(produced, dict):
+            continue
+        for kind in OUTPUT_KINDS:
+            for item in produced.get(kind) or []:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    files.append(OutputFile(str(node_id), kind, item["filename"], str(item.get("subfolder") or ""),
+                                            str(item.get("type") or "output")))
+    return sorted(files, key=lambda f: f.type != "output")
+
+
+def _finished(entry: dict[str, Any] | None) -> bool:
+    if not entry:
+        return False
+    status = entry.get("status") or {}
+    return bool(status.get("completed") or status.get("status_str") in ("success", "error")
+                or (entry.get("outputs") and not status))
+
+
+def _execution_error(entry: dict[str, Any]) -> str | None:
+    status = entry.get("status") or {}
+    if status.get("status_str") != "error":
+        return None
+    for message in status.get("messages") or []:
+        if isinstance(message, list) and len(message) == 2 and message[0] == "execution_error":
+            data = message[1] or {}
+            return f"{data.get('node_type', 'node')}: {str(data.get('exception_message', 'failed'))[:300]}"
+    return "execution failed"
+
+
+class ComfyUIClient:
+    def __init__(self, http: ProviderClient, *, timeout: float = 600.0, poll_interval: float = 0.5):
+        self.http = http
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings, *, offline_guard: OfflineGuard | None = None) -> ComfyUIClient:
+        url = settings.comfyui_url
+        if not url:
+            raise ProviderNotConfigured("comfyui", "KILN_COMFYUI_URL")
+
+        def make() -> ProviderClient:
+            return ProviderClient(url, name="comfyui", timeout=60.0,
+                                  connect_timeout=settings.provider_connect_timeout_seconds,
+                                  max_retries=settings.provider_max_retries, offline_guard=offline_guard)
+
+        http = shared_client(("comfyui", url, settings.provider_connect_timeout_seconds,
+                              settings.provider_max_retries, offline_guard), make)
+        return cls(http, timeout=settings.comfyui_timeout_seconds)
+
+    def ws_url(self, client_id: str) -> str:
+        parts = urlsplit(self.http.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", urlencode({"clientId": client_id}),
+                           ""))
+
+    async def submit(self, graph: dict[str, Any], client_id: str) -> str:
+        response = await self.http.request("POST", "/prompt", json={"prompt": graph, "client_id": client_id},
+                                           expect_ok=False)
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not response.is_success:
+            raise _prompt_error(response.status_code, data, self.http, response.content)
+        if not isinstance(data, dict) or not isinstance(data.get("prompt_id"), str):
+            raise ProviderProtocolError("comfyui", "/prompt answer without prompt_id")
+        if data.get("node_errors"):
+            raise ProviderError("comfyui", f"graph refused: {json.dumps(data['node_errors'])[:300]}", status=400)
+        return data["prompt_id"]
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        data = await self.http.json("GET", f"/history/{prompt_id}")
+        entry = data.get(prompt_id) if isinstance(data, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    async def view(self, file: OutputFile) -> bytes:
+        response = await self.http.request(
+            "GET", "/view", params={"filename": file.filename, "subfolder": file.subfolder, "type": file.type})
+        return response.content
+
+    async def run(self, graph: dict[str, Any], *, progress: ProgressFn | None = None) -> tuple[str, dict[str, Any]]:
+        """Queue `graph`, wait until it finished, return (prompt_id, its history entry).
+
+        Raises ProviderError for a refused graph or a failed execution, ProviderTimeout after
+        `self.timeout` seconds.
+        """
+        client_id = uuid.uuid4().hex
+        await self.http.check_offline()
+        deadline = time.monotonic() + self.timeout
+        socket = None
+        try:
+            prompt_id = await self.submit(graph, client_id)
+            entry = await self.history(prompt_id)
+            if not _finished(entry):
+                socket = await self._open_socket(client_id)
+                # events sent before the socket was open are not replayed: look once more first
+                if socket is not None and not _finished(await self.history(prompt_id)):
+                    await self._follow(socket, prompt_id, deadline, progress)
+                entry = await self._poll(prompt_id, deadline)
+        finally:
+            if socket is not None:
+                await socket.close()
+        assert entry is not None
+        error = _execution_error(entry)
+        if error:
+            raise ProviderError("comfyui", f"prompt {prompt_id} failed: {error}")
+        return prompt_id, entry
+
+    async def _open_socket(self, client_id: str) -> Any:
+        from websockets.asyncio.client import connect
+
+        try:
+            return await asyncio.wait_for(connect(self.ws_url(client_id), max_size=2**24, open_timeout=5), 5)
+        except (OSError, TimeoutError, Exception):  # no socket: fall back to polling /history
+            return None
+
+    async def _follow(self, socket: Any, prompt_id: str, deadline: float, progress: ProgressFn | None) -> None:
+        """Read socket events for `prompt_id` until it is done (or the socket goes away); every
+        `HISTORY_CHECK` seconds of silence the history is asked too (events sent before the socket
+        was open are not replayed)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProviderTimeout("comfyui", f"prompt {prompt_id} did not finish in {self.timeout:.0f} s")
+            try:
+                message = await asyncio.wait_for(socket.recv(), timeout=min(remaining, HISTORY_CHECK))
+            except TimeoutError:
+                if _finished(await self.history(prompt_id)):
+                    return
+                continue
+            except Exception:  # closed socket: the history poll decides
+                return
+            if not isinstance(message, str):
+                continue  # binary preview frames
+            try:
+                event = json.loads(message)
+            except ValueError:
+                continue
+            kind, data = event.get("type"), event.get("data") or {}
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if kind == "progress" and progress is not None and data.get("max"):
+                result = progress(float(data.get("value", 0)) / float(data["max"]), f"node {data.get('node')}")
+                if asyncio.iscoroutine(result):
+                    await result
+            if kind in ("execution_success", "execution_error", "execution_interrupted"):
+                return
+            if kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                return
+
+    async def _poll(self, prompt_id: str, deadline: float) -> dict[str, Any]:
+        delay = 0.02
+        while True:
+            entry = await self.history(prompt_id)
+            if entry is not None and _finished(entry):
+                return entry
+            if time.monotonic() + delay > deadline:
+                raise ProviderTimeout("comfyui", f"prompt {prompt_id} did not finish in {self.timeout:.0f} s")
+            await asyncio.sleep(delay)
+            delay = min(self.poll_interval, delay * 2)
+
+
+def _prompt_error(status: int, data: Any, http: ProviderClient, raw: bytes) -> ProviderError:
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        text = str(err.get("message") or err.get("type") or "refused")
+        details = err.get("details")
+        if details:
+            text += f": {details}"
+        return ProviderError("comfyui", f"graph refused (HTTP {status}): {text[:300]}", status=status)
+    from httpx import Response
+
+    return http.error_for(Response(status), raw)
