@@ -1,0 +1,1 @@
+"""Clients for outside AI services (one module each); they import only `kiln.core`."""

@@ -1,0 +1,19 @@
+"""All LoRA routes on one router; `install()` mounts it under `/v1` and `/api/v1`.
+
+Each domain folder has its own router using the surface's route class (`errors.LoraRoute`),
+so every refusal is the `{"type","title","status"}` envelope whatever the app's handlers.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from kiln.apps.lora.deps import ApiKeyGuard
+from kiln.apps.lora.errors import LoraRoute
+from kiln.apps.lora.library.router import router as library_router
+from kiln.core.auth.deps import OpenSurfaceGuard
+
+router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard])
+router.include_router(library_router)
+
+PREFIXES = ("/v1", "/api/v1")
