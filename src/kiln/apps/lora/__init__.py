@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 
 def install(app: FastAPI) -> None:
-    from kiln.apps.lora.router import PREFIXES, router
+    from kiln.apps.lora.router import PREFIXES, ROUTERS
 
     for prefix in PREFIXES:
-        app.include_router(router, prefix=prefix)
+        for router in ROUTERS:
+            app.include_router(router, prefix=prefix)

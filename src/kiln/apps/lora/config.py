@@ -43,9 +43,11 @@ class LoraSettings(BaseSettings):
                                          description="How long an immediate /generation/generate waits for its job.")
     max_import_bytes: int = Field(default=64 * 1024**3, ge=1,
                                   description="Largest total uncompressed size of an imported archive.")
+    delivery_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Hosts `http` deliveries may post to (comma-separated); none by default.")
     max_import_members: int = Field(default=100_000, ge=1, description="Most members of an imported archive.")
 
-    @field_validator("roots", mode="before")
+    @field_validator("roots", "delivery_hosts", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,7 +1,8 @@
-"""All LoRA routes on one router; `install()` mounts it under `/v1` and `/api/v1`.
+"""All LoRA routes; `install()` mounts them under `/v1` and `/api/v1`.
 
 Each domain folder has its own router using the surface's route class (`errors.LoraRoute`),
 so every refusal is the `{"type","title","status"}` envelope whatever the app's handlers.
+The WebSocket router checks the same guards itself (dependencies cannot answer a socket).
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from fastapi import APIRouter
 
 from kiln.apps.lora.deps import ApiKeyGuard
 from kiln.apps.lora.errors import LoraRoute
+from kiln.apps.lora.generation.router import router as generation_router
+from kiln.apps.lora.generation.ws import router as ws_router
 from kiln.apps.lora.library.router import router as library_router
 from kiln.core.auth.deps import OpenSurfaceGuard
 
 router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard])
 router.include_router(library_router)
+router.include_router(generation_router)
 
 PREFIXES = ("/v1", "/api/v1")
+ROUTERS = (router, ws_router)
