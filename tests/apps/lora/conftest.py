@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.sdnext import fake_sdnext  # noqa: F401  (fixture)
+
 
 @pytest.fixture
 def lora_dir(tmp_path: Path) -> Path:

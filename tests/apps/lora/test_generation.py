@@ -15,7 +15,7 @@ from PIL import Image
 
 from kiln.providers.sdnext import SDNextClient, SDNextError, parse_info
 from tests.apps.lora.kit import configure, create, write_lora
-from tests.fakes.sdnext import FakeSDNext, fake_sdnext  # noqa: F401  (fixture)
+from tests.fakes.sdnext import FakeSDNext
 
 SMALL = {"prompt": "a cat", "steps": 4, "width": 64, "height": 64, "seed": 42}
 
