@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from kiln.apps.lora.archive.router import router as archive_router
 from kiln.apps.lora.deps import ApiKeyGuard
 from kiln.apps.lora.errors import LoraRoute
 from kiln.apps.lora.generation.router import router as generation_router
@@ -21,6 +22,7 @@ router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKey
 router.include_router(library_router)
 router.include_router(generation_router)
 router.include_router(insights_router)
+router.include_router(archive_router)
 
 PREFIXES = ("/v1", "/api/v1")
 ROUTERS = (router, ws_router)
