@@ -16,6 +16,7 @@ from kiln.apps.lora.generation.router import router as generation_router
 from kiln.apps.lora.generation.ws import router as ws_router
 from kiln.apps.lora.insights.router import router as insights_router
 from kiln.apps.lora.library.router import router as library_router
+from kiln.apps.lora.recommend.router import router as recommend_router
 from kiln.core.auth.deps import OpenSurfaceGuard
 
 router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard])
@@ -23,6 +24,7 @@ router.include_router(library_router)
 router.include_router(generation_router)
 router.include_router(insights_router)
 router.include_router(archive_router)
+router.include_router(recommend_router)
 
 PREFIXES = ("/v1", "/api/v1")
 ROUTERS = (router, ws_router)
