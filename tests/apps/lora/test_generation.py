@@ -80,6 +80,13 @@ async def test_generate_immediate_and_results(client, app, lora_dir: Path, fake_
     assert done["result"]["images"][0].startswith(prefix)
     progress = (await client.get(f"{prefix}/generation/progress/{deferred['job_id']}")).json()
     assert progress["status"] == "completed" and progress["progress"] == 1.0
+    download = await client.get(f"{prefix}/generation/results/{deferred['job_id']}/download")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    assert (await client.delete(f"{prefix}/generation/results/{deferred['job_id']}")).status_code == 204
+    assert (await client.get(f"{prefix}/generation/results/{deferred['job_id']}/images/0")).status_code == 404
+    assert len((await client.get(f"{prefix}/generation/results")).json()) == 1
+    settings = (await client.get("/frontend/settings")).json()
+    assert settings == {"backendUrl": "/api/v1", "backendApiKey": None}
 
 
 async def test_failure_message_and_unconfigured(client, app, lora_dir: Path, fake_sdnext: FakeSDNext) -> None:

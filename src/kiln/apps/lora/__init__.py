@@ -11,8 +11,9 @@ from fastapi import FastAPI
 
 
 def install(app: FastAPI) -> None:
-    from kiln.apps.lora.router import PREFIXES, ROUTERS
+    from kiln.apps.lora.router import PREFIXES, ROUTERS, frontend_router
 
     for prefix in PREFIXES:
         for router in ROUTERS:
             app.include_router(router, prefix=prefix)
+    app.include_router(frontend_router)

@@ -7,7 +7,9 @@ The WebSocket router checks the same guards itself (dependencies cannot answer a
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 
 from kiln.apps.lora.archive.router import router as archive_router
 from kiln.apps.lora.deps import ApiKeyGuard
@@ -25,6 +27,15 @@ router.include_router(generation_router)
 router.include_router(insights_router)
 router.include_router(archive_router)
 router.include_router(recommend_router)
+
+frontend_router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard], tags=["lora: frontend"])
+
+
+@frontend_router.get("/frontend/settings")
+async def frontend_settings(request: Request) -> dict[str, Any]:
+    """Where the reference's SPA finds the API; never the API key (the reference handed it out)."""
+    return {"backendUrl": request.scope.get("root_path", "") + "/api/v1", "backendApiKey": None}
+
 
 PREFIXES = ("/v1", "/api/v1")
 ROUTERS = (router, ws_router)

@@ -168,3 +168,26 @@ async def image(job_id: str, index: int, request: Request, session: SessionDep, 
 @router.get("/generation/results/{job_id}/thumbnails/{index}")
 async def thumbnail(job_id: str, index: int, request: Request, session: SessionDep, kernel: KernelDep) -> Response:
     return await _image(request, session, kernel, job_id, index, True)
+
+
+@router.get("/generation/results/{job_id}/download")
+async def download(job_id: str, request: Request, session: SessionDep, kernel: KernelDep) -> Response:
+    job = await service.get_job(session, job_id, (service.GENERATE,))
+    if job.status != "succeeded":
+        raise not_found("image")
+    try:
+        return await range_response(request, (kernel.blobs, image_key(job.id, 0)), "image/png",
+                                    filename=f"generation-{job.id}.png")
+    except FileNotFoundError:
+        raise not_found("image") from None
+
+
+@router.delete("/generation/results/{job_id}", status_code=204)
+async def delete_result(job_id: str, session: SessionDep, kernel: KernelDep) -> Response:
+    job = await service.get_job(session, job_id, (service.GENERATE,))
+    if job.status in ("queued", "running"):
+        raise LoraError(400, "Cancel the job before deleting it")
+    await kernel.blobs.delete_prefix(f"lora/generations/{job.id}/")
+    await session.delete(job)
+    await session.commit()
+    return Response(status_code=204)
