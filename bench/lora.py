@@ -1,0 +1,390 @@
+"""LoRA surface performance, in one run, each figure beside its baseline measured in the same run.
+
+1. list/search with 50,000 adapters (SQLite; `--pg` adds PostgreSQL): p50/p99 of GET /v1/adapters
+   (default page, a search, a tag filter, a sort) through a real server (uvicorn on loopback);
+   baseline: GET /healthz through the same server and client. Goal p99 < 20 ms.
+2. Directory import (`lora.scan` job) of 5,000 generated `.safetensors` files against the raw
+   header-read rate of the same files (8-byte length + JSON parse, one thread). Goal >= 50 %.
+3. Export of ~2 GB (`--export-gb`) streamed by a real server and read by a streaming client, in
+   a fresh process (peak RSS of that process), against a plain `zipfile` copy (stored) of the same
+   files in another fresh process. Goals: peak RSS < 200 MB, throughput >= 50 %.
+4. Kiln's own overhead per generation against an instant fake SDNext (1 step, 64x64): POST
+   /v1/generation/generate (immediate: a job, progress, images to the BlobStore, thumbnails)
+   minus the direct txt2img call to the same fake. Goal < 10 ms.
+
+    .venv/bin/python bench/lora.py [--quick] [--only list,scan,export,generate] [--pg] [--export-gb 2]
+
+Generated files are kept under bench/.work/lora/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / ".work" / "lora"
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from kiln.app import create_app  # noqa: E402
+from kiln.apps.lora.config import LoraSettings, set_lora_settings  # noqa: E402
+from kiln.core.db import utcnow  # noqa: E402
+from kiln.core.migrations import upgrade  # noqa: E402
+from kiln.settings import Settings  # noqa: E402
+
+PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serve(home: Path, db_url: str, lora: LoraSettings) -> AsyncIterator[str]:
+    """The app `kiln serve` runs, on uvicorn on loopback, embedded engine."""
+    import uvicorn
+
+    settings = Settings(_env_file=None, home=home, database_url=db_url, broker_url="memory://",
+                        apps=["lora"], log_level="warning")  # type: ignore[call-arg]
+    await asyncio.to_thread(upgrade, db_url)
+    app = create_app(settings, migrate=False)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    set_lora_settings(app.state.kernel, lora)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def _pg_url() -> str:
+    import asyncpg
+
+    name = f"bench_lora_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+
+
+# ---------------------------------------------------------------- 1. list/search
+async def _fill(app_url: str, db_url: str, count: int) -> None:
+    from sqlalchemy import insert
+
+    from kiln.apps.lora.models import Adapter, AdapterTag
+    from kiln.core.db import Database
+
+    db = Database(db_url)
+    words = ["ink", "anime", "portrait", "landscape", "style", "car", "cat", "neon", "watercolor", "pixel"]
+    now = utcnow()
+    async with db.session() as session:
+        for start in range(0, count, 2000):
+            rows, tags = [], []
+            for i in range(start, min(count, start + 2000)):
+                aid = str(uuid.uuid4())
+                tag = [words[i % 10], words[(i * 7) % 10]]
+                name = f"{words[(i * 3) % 10]}-{i:06d}"
+                rows.append({"id": aid, "name": name, "version": None, "version_key": "", "visibility": "Public",
+                             "tags": tag, "trained_words": [f"{words[i % 10]} word"], "triggers": [], "nsfw_level": 0,
+                             "supports_generation": False, "stats": {}, "extra": {},
+                             "file_path": f"/loras/{name}.safetensors", "file_stem": name,
+                             "primary_file_size_kb": i % 5000, "trigger_candidates": [], "header_metadata": {},
+                             "weight": 1.0, "active": i % 50 == 0, "ordinal": None,
+                             "search_text": "\n".join([name, *tag, f"{words[i % 10]} word"]),
+                             "created_at": now, "updated_at": now})
+                tags += [{"adapter_id": aid, "tag_norm": t, "tag": t} for t in dict.fromkeys(tag)]
+            await session.execute(insert(Adapter), rows)
+            await session.execute(insert(AdapterTag), tags)
+        await session.commit()
+    await db.dispose()
+
+
+async def bench_list(db_url: str, count: int, rounds: int) -> dict[str, Any]:
+    import httpx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lora = LoraSettings(_env_file=None, dir=Path(tmp))  # type: ignore[call-arg]
+        async with serve(Path(tmp) / "home", db_url, lora) as url:
+            await _fill(url, db_url, count)
+            queries = {"page": {}, "search": {"search": "neon"}, "tags": {"tags": "watercolor,pixel"},
+                       "sort": {"sort": "created_at", "page": 20}, "search+tag": {"search": "ink", "tags": "cat"}}
+            out: dict[str, Any] = {}
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                for _ in range(20):
+                    await client.get("/healthz")
+                    await client.get("/v1/adapters")
+                base = []
+                for _ in range(rounds):
+                    t = time.perf_counter()
+                    await client.get("/healthz")
+                    base.append((time.perf_counter() - t) * 1000)
+                out["baseline /healthz"] = {"p50": _pct(base, 50), "p99": _pct(base, 99)}
+                for label, params in queries.items():
+                    times = []
+                    for _ in range(rounds):
+                        t = time.perf_counter()
+                        r = await client.get("/v1/adapters", params=params)
+                        times.append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200 and r.json()["total"] == count
+                    out[label] = {"p50": _pct(times, 50), "p99": _pct(times, 99)}
+    return out
+
+
+# ---------------------------------------------------------------- 2. scan
+def _make_files(folder: Path, count: int) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = len(list(folder.glob("*.safetensors")))
+    for i in range(existing, count):
+        meta = {"ss_output_name": f"lora_{i}", "ss_base_model_version": "sdxl_base_v1-0", "ss_network_dim": "4",
+                "ss_network_alpha": "2", "ss_tag_frequency": json.dumps({"d": {f"tag{i % 97}": 10, "style": 3}})}
+        tensors = {"lora_unet_a.lora_down.weight": np.zeros((4, 16), dtype=np.float16),
+                   "lora_unet_a.lora_up.weight": np.zeros((16, 4), dtype=np.float16)}
+        save_file(tensors, str(folder / f"lora_{i:05d}.safetensors"), metadata=meta)
+
+
+def _raw_headers(files: list[Path]) -> float:
+    t = time.perf_counter()
+    for path in files:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            json.loads(fh.read(n))
+    return time.perf_counter() - t
+
+
+async def bench_scan(count: int) -> dict[str, Any]:
+    import httpx
+
+    folder = WORK / f"scan{count}"
+    await asyncio.to_thread(_make_files, folder, count)
+    files = sorted(folder.glob("*.safetensors"))[:count]
+    raw = min([_raw_headers(files) for _ in range(3)])
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite+aiosqlite:///{tmp}/kiln.db"
+        lora = LoraSettings(_env_file=None, dir=folder)  # type: ignore[call-arg]
+        async with serve(Path(tmp) / "home", db_url, lora) as url, httpx.AsyncClient(base_url=url, timeout=60) as c:
+            t = time.perf_counter()
+            job = (await c.post("/v1/adapters/scan", json={})).json()["job_id"]
+            while True:
+                status = (await c.get(f"/v1/adapters/scan/{job}")).json()
+                if status["status"] in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.02)
+            kiln = time.perf_counter() - t
+            assert status["status"] == "succeeded" and status["result"]["imported"] == count, status
+    return {"files": count, "raw_files_per_s": count / raw, "kiln_files_per_s": count / kiln,
+            "ratio": raw / kiln}
+
+
+# ---------------------------------------------------------------- 3. export
+def _big_files(gb: float) -> list[Path]:
+    folder = WORK / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    per = 100 * 1024 * 1024
+    count = max(1, round(gb * 1024**3 / per))
+    files = []
+    for i in range(count):
+        path = folder / f"big_{i:03d}.safetensors"
+        if not path.exists() or path.stat().st_size < per:
+            header = json.dumps({"w": {"dtype": "U8", "shape": [per], "data_offsets": [0, per]}}).encode()
+            header += b" " * (-len(header) % 8)
+            with open(path, "wb") as fh:
+                fh.write(struct.pack("<Q", len(header)) + header)
+                block = os.urandom(1024 * 1024)
+                for _ in range(per // len(block)):
+                    fh.write(block)
+        files.append(path)
+    return files
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def phase_export_zip(gb: float) -> dict[str, Any]:
+    files = _big_files(gb)
+    t = time.perf_counter()
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:  # type: ignore[arg-type]
+        for path in files:
+            zf.write(path, path.name)
+    seconds = time.perf_counter() - t
+    return {"bytes": sink.n, "seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def phase_export_kiln(gb: float) -> dict[str, Any]:
+    import httpx
+    from sqlalchemy import insert
+
+    from kiln.apps.lora.models import Adapter
+    from kiln.core.db import Database
+
+    files = _big_files(gb)
+    with tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite+aiosqlite:///{tmp}/kiln.db"
+        lora = LoraSettings(_env_file=None, dir=files[0].parent)  # type: ignore[call-arg]
+        async with serve(Path(tmp) / "home", db_url, lora) as url:
+            db = Database(db_url)
+            now = utcnow()
+            async with db.session() as s:
+                await s.execute(insert(Adapter), [{
+                    "id": str(uuid.uuid4()), "name": p.stem, "version_key": "", "visibility": "Public", "tags": [],
+                    "trained_words": [], "triggers": [], "nsfw_level": 0, "supports_generation": False, "stats": {},
+                    "extra": {}, "file_path": str(p), "file_stem": p.stem, "trigger_candidates": [],
+                    "header_metadata": {}, "weight": 1.0, "active": False, "search_text": p.stem,
+                    "created_at": now, "updated_at": now} for p in files])
+                await s.commit()
+            await db.dispose()
+            total = 0
+            t = time.perf_counter()
+            async with httpx.AsyncClient(base_url=url, timeout=600) as client, \
+                    client.stream("POST", "/v1/export", json={}) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    total += len(chunk)
+            seconds = time.perf_counter() - t
+    return {"bytes": total, "seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_export(gb: float) -> dict[str, Any]:
+    _big_files(gb)
+    results = {}
+    for phase in ("export-zip", "export-kiln"):
+        out = subprocess.run([sys.executable, __file__, "--phase", phase, "--export-gb", str(gb)],
+                             capture_output=True, text=True, check=True)
+        results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
+    z, k = results["export-zip"], results["export-kiln"]
+    return {"zipfile_mb_per_s": z["bytes"] / z["seconds"] / 1e6, "kiln_mb_per_s": k["bytes"] / k["seconds"] / 1e6,
+            "ratio": z["seconds"] / k["seconds"], "kiln_peak_rss_mb": k["maxrss_mb"],
+            "zipfile_peak_rss_mb": z["maxrss_mb"], "bytes": k["bytes"]}
+
+
+# ---------------------------------------------------------------- 4. generation overhead
+async def bench_generate(rounds: int) -> dict[str, Any]:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import httpx
+    from tests.fakes.sdnext import FakeSDNext, _handler
+
+    from kiln.providers.sdnext import SDNextClient
+
+    fake = FakeSDNext(step_seconds=0.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = {"prompt": "a cat", "steps": 1, "width": 64, "height": 64, "seed": 1}
+    try:
+        direct = []
+        async with SDNextClient(fake.url) as sd:
+            for _ in range(rounds + 5):
+                t = time.perf_counter()
+                await sd.txt2img(body)
+                direct.append((time.perf_counter() - t) * 1000)
+        direct = direct[5:]
+        with tempfile.TemporaryDirectory() as tmp:
+            db_url = f"sqlite+aiosqlite:///{tmp}/kiln.db"
+            lora = LoraSettings(_env_file=None, dir=Path(tmp), sdnext_url=fake.url)  # type: ignore[call-arg]
+            async with serve(Path(tmp) / "home", db_url, lora) as url, httpx.AsyncClient(base_url=url, timeout=60) as c:
+                kiln = []
+                for _ in range(rounds + 5):
+                    t = time.perf_counter()
+                    r = (await c.post("/v1/generation/generate", json=body)).json()
+                    kiln.append((time.perf_counter() - t) * 1000)
+                    assert r["status"] == "completed", r
+                kiln = kiln[5:]
+    finally:
+        server.shutdown()
+        server.server_close()
+    return {"direct_ms_p50": statistics.median(direct), "kiln_ms_p50": statistics.median(kiln),
+            "overhead_ms_p50": statistics.median(kiln) - statistics.median(direct),
+            "overhead_ms_mean": statistics.mean(kiln) - statistics.mean(direct)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="list,scan,export,generate")
+    parser.add_argument("--pg", action="store_true")
+    parser.add_argument("--export-gb", type=float, default=2.0)
+    parser.add_argument("--phase", default=None)
+    args = parser.parse_args()
+    if args.phase == "export-zip":
+        print(json.dumps(phase_export_zip(args.export_gb)))
+        return
+    if args.phase == "export-kiln":
+        print(json.dumps(asyncio.run(phase_export_kiln(args.export_gb))))
+        return
+    only = set(args.only.split(","))
+    count = 5000 if args.quick else 50_000
+    if "list" in only:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = asyncio.run(bench_list(f"sqlite+aiosqlite:///{tmp}/kiln.db", count, 100 if args.quick else 300))
+        print(f"1. list/search, {count} adapters, SQLite (ms; goal p99 < 20):")
+        for label, v in res.items():
+            print(f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}")
+        if args.pg:
+            res = asyncio.run(bench_list(_pg_url(), count, 100 if args.quick else 300))
+            print(f"   PostgreSQL, {count} adapters:")
+            for label, v in res.items():
+                print(f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}")
+    if "scan" in only:
+        res = asyncio.run(bench_scan(500 if args.quick else 5000))
+        print(f"2. directory import of {res['files']} files: Kiln {res['kiln_files_per_s']:.0f} files/s, "
+              f"raw header read {res['raw_files_per_s']:.0f} files/s -> {100 * res['ratio']:.1f} % (goal >= 50 %)")
+    if "export" in only:
+        gb = 0.2 if args.quick else args.export_gb
+        res = bench_export(gb)
+        print(f"3. export of {res['bytes'] / 1e9:.2f} GB: Kiln {res['kiln_mb_per_s']:.0f} MB/s, plain zipfile "
+              f"{res['zipfile_mb_per_s']:.0f} MB/s -> {100 * res['ratio']:.1f} % (goal >= 50 %); peak RSS Kiln "
+              f"{res['kiln_peak_rss_mb']:.0f} MB (goal < 200), zipfile {res['zipfile_peak_rss_mb']:.0f} MB")
+    if "generate" in only:
+        res = asyncio.run(bench_generate(30 if args.quick else 100))
+        print(f"4. generation against an instant fake SDNext: direct txt2img {res['direct_ms_p50']:.2f} ms, "
+              f"through Kiln {res['kiln_ms_p50']:.2f} ms (p50) -> Kiln overhead {res['overhead_ms_p50']:.2f} ms "
+              f"(mean {res['overhead_ms_mean']:.2f} ms; goal < 10)")
+
+
+if __name__ == "__main__":
+    main()

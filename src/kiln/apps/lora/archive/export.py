@@ -1,0 +1,182 @@
+"""Export: a ZIP of adapters (metadata + files + manifest) streamed as it is written.
+
+A thread writes the archive into a bounded queue of chunks and the response reads from it, so
+memory stays at a few MiB whatever the size. Files are stored (safetensors barely compress),
+JSON is deflated. The manifest comes last, so it carries each file's size and sha256 as
+actually written; it holds no host path (only names relative to the archive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import zipfile
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kiln.apps.lora.library.values import adapter_view
+
+FORMAT_VERSION = 2
+CHUNK = 1024 * 1024
+QUEUE_CHUNKS = 8
+HOST_PATH_KEYS = ("file_path", "primary_file_local_path", "json_file_path", "preview_path")
+
+
+class _QueueWriter:
+    """A write-only file object that hands full chunks to a bounded queue."""
+
+    def __init__(self, out: queue.Queue[bytes | BaseException | None], stop: threading.Event):
+        self._out = out
+        self._stop = stop
+        self._buffer = bytearray()
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        if self._stop.is_set():
+            raise OSError("export cancelled by the client")
+        self._buffer += data
+        self._written += len(data)
+        while len(self._buffer) >= CHUNK:
+            self._put(bytes(self._buffer[:CHUNK]))
+            del self._buffer[:CHUNK]
+        return len(data)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while True:
+            try:
+                self._out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    raise OSError("export cancelled by the client") from None
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._buffer:
+            self._put(bytes(self._buffer))
+            self._buffer.clear()
+
+
+def adapter_files(view: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(kind, path) of the adapter's files that exist, de-duplicated."""
+    seen: set[str] = set()
+    out: list[tuple[str, Path]] = []
+    for kind, key in (("primary", "file_path"), ("metadata", "json_file_path"), ("preview", "preview_path")):
+        raw = view.get(key)
+        if not raw:
+            continue
+        path = Path(raw)
+        if str(path) in seen or not path.is_file():
+            continue
+        seen.add(str(path))
+        out.append((kind, path))
+    return out
+
+
+def portable(view: dict[str, Any]) -> dict[str, Any]:
+    """The adapter's metadata without host paths."""
+    data = {k: v for k, v in view.items() if k not in HOST_PATH_KEYS and k not in ("id", "created_at", "updated_at")}
+    data["primary_file_name"] = view.get("primary_file_name") or Path(view.get("file_path") or "x").name
+    return data
+
+
+def write_archive(fileobj: Any, views: Iterable[dict[str, Any]], *, include_files: bool = True,
+                  on_file: Callable[[int], None] | None = None) -> dict[str, Any]:
+    entries = []
+    totals = {"file_total_bytes": 0, "metadata_total_bytes": 0}
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for view in views:
+            adapter_id = view["id"]
+            meta_path = f"adapters/{adapter_id}/metadata.json"
+            meta = json.dumps(portable(view), ensure_ascii=False, indent=1).encode()
+            zf.writestr(zipfile.ZipInfo(meta_path), meta, compress_type=zipfile.ZIP_DEFLATED)
+            totals["metadata_total_bytes"] += len(meta)
+            files = []
+            for index, (kind, path) in enumerate(adapter_files(view) if include_files else []):
+                name = f"adapters/{adapter_id}/files/{index}_{path.name}"
+                digest = hashlib.sha256()
+                size = 0
+                with open(path, "rb") as src, zf.open(zipfile.ZipInfo(name), "w", force_zip64=True) as dst:
+                    while block := src.read(CHUNK):
+                        digest.update(block)
+                        dst.write(block)
+                        size += len(block)
+                files.append({"kind": kind, "name": path.name, "size": size, "sha256": digest.hexdigest(),
+                              "archive_path": name})
+                totals["file_total_bytes"] += size
+                if on_file:
+                    on_file(size)
+            entries.append({"id": adapter_id, "name": view["name"], "version": view.get("version"),
+                            "metadata_path": meta_path, "files": files})
+        manifest = {"format_version": FORMAT_VERSION, "generator": "kiln", "adapter_count": len(entries),
+                    **totals, "total_bytes": totals["file_total_bytes"] + totals["metadata_total_bytes"],
+                    "adapters": entries}
+        zf.writestr(zipfile.ZipInfo("manifest.json"), json.dumps(manifest, indent=1).encode(),
+                    compress_type=zipfile.ZIP_DEFLATED)
+    return manifest
+
+
+async def stream_archive(views: list[dict[str, Any]], *, include_files: bool = True) -> AsyncIterator[bytes]:
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+    stop = threading.Event()
+
+    def produce() -> None:
+        writer = _QueueWriter(chunks, stop)
+        try:
+            write_archive(writer, views, include_files=include_files)
+            writer.close()
+            writer._put(None)
+        except BaseException as exc:  # handed to the reader, which raises it
+            if not stop.is_set():
+                with contextlib.suppress(OSError):
+                    writer._put(exc)
+
+    thread = threading.Thread(target=produce, name="lora-export", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(chunks.get)
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                chunks.get_nowait()
+            await asyncio.sleep(0.01)
+
+
+def estimate(views: list[dict[str, Any]], include_files: bool = True) -> tuple[int, str, str]:
+    size = 0
+    for view in views:
+        size += len(json.dumps(portable(view))) + 200
+        if include_files:
+            size += sum(os.path.getsize(p) for _, p in adapter_files(view))
+    seconds = max(1, round(size / (50 * 1024 * 1024)))
+    return size, human_size(size), f"{seconds} seconds" if seconds < 120 else f"{round(seconds / 60)} minutes"
+
+
+def human_size(size: float) -> str:
+    for unit in ("Bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.2f} {unit}" if unit != "Bytes" else f"{int(size)} Bytes"
+        size /= 1024
+    return f"{size:.2f} TB"
+
+
+def views_of(adapters: Iterable[Any]) -> list[dict[str, Any]]:
+    return [adapter_view(a) for a in adapters]

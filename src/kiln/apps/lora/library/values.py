@@ -1,0 +1,135 @@
+"""Checked field values of an adapter (create and PATCH share them) and its JSON view."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kiln.apps.lora.errors import LoraError
+from kiln.apps.lora.models import Adapter
+
+MAX_WEIGHT = 10.0
+MAX_LIST = 200
+MAX_ITEM = 255
+MAX_TEXT = 100_000
+
+PATCHABLE = (
+    "weight", "active", "ordinal", "tags", "description", "activation_text", "trained_words", "triggers",
+    "archetype", "archetype_confidence", "visibility", "nsfw_level", "supports_generation", "sd_version",
+)
+
+
+def _bad(key: str, what: str) -> LoraError:
+    return LoraError(400, f"{key} must be {what}")
+
+
+def check_number(key: str, value: Any, low: float, high: float, *, nullable: bool = False) -> float | None:
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(key, "a number")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _bad(key, f"a finite number between {low:g} and {high:g}")
+    return float(value)
+
+
+def check_int(key: str, value: Any, low: int, high: int, *, nullable: bool = False) -> int | None:
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(key, f"an integer between {low} and {high}" + (" or null" if nullable else ""))
+    return value
+
+
+def check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false")
+    return value
+
+
+def check_text(key: str, value: Any, *, nullable: bool = True, limit: int = MAX_TEXT) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _bad(key, f"a string of at most {limit} characters")
+    return value
+
+
+def check_words(key: str, value: Any) -> list[str]:
+    """A list of short strings, trimmed, blanks dropped, de-duplicated case-insensitively."""
+    if not isinstance(value, list) or len(value) > MAX_LIST:
+        raise _bad(key, f"a list of at most {MAX_LIST} strings")
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_ITEM:
+            raise _bad(key, f"a list of strings of at most {MAX_ITEM} characters")
+        item = item.strip()
+        if item and item.casefold() not in seen:
+            seen.add(item.casefold())
+            out.append(item)
+    return out
+
+
+def check_field(key: str, value: Any) -> Any:
+    if key == "weight":
+        return check_number(key, value, -MAX_WEIGHT, MAX_WEIGHT)
+    if key == "archetype_confidence":
+        return check_number(key, value, 0.0, 1.0, nullable=True)
+    if key in ("active", "supports_generation"):
+        return check_bool(key, value)
+    if key == "ordinal":
+        return check_int(key, value, -1_000_000, 1_000_000, nullable=True)
+    if key == "nsfw_level":
+        return check_int(key, value, 0, 1000)
+    if key in ("tags", "trained_words", "triggers"):
+        return check_words(key, value)
+    if key == "visibility":
+        return check_text(key, value, nullable=False, limit=32)
+    if key in ("sd_version",):
+        return check_text(key, value, limit=64)
+    if key in ("archetype",):
+        return check_text(key, value, limit=MAX_ITEM)
+    return check_text(key, value)
+
+
+def check_patch(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise LoraError(400, "Request body must be a JSON object")
+    unknown = sorted(k for k in body if k not in PATCHABLE)
+    if unknown:
+        raise LoraError(400, f"Unsupported fields: {', '.join(unknown[:10])}; allowed: {', '.join(PATCHABLE)}")
+    if not body:
+        raise LoraError(400, "No valid fields provided for update")
+    return {key: check_field(key, value) for key, value in body.items()}
+
+
+def search_text(adapter: Adapter) -> str:
+    parts = [adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name, adapter.version,
+             *(adapter.tags or []), *(adapter.trained_words or []), *(adapter.triggers or [])]
+    return "\n".join(p for p in parts if p).casefold()
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def adapter_view(a: Adapter) -> dict[str, Any]:
+    return {
+        "id": a.id, "name": a.name, "version": a.version, "canonical_version_name": a.canonical_version_name,
+        "description": a.description, "author_username": a.author_username, "visibility": a.visibility,
+        "published_at": _iso(a.published_at), "tags": list(a.tags or []), "trained_words": list(a.trained_words or []),
+        "triggers": list(a.triggers or []), "activation_text": a.activation_text, "archetype": a.archetype,
+        "archetype_confidence": a.archetype_confidence, "sd_version": a.sd_version, "nsfw_level": a.nsfw_level,
+        "supports_generation": a.supports_generation, "stats": dict(a.stats or {}), "extra": dict(a.extra or {}),
+        "file_path": a.file_path, "file_stem": a.file_stem, "alias": a.alias,
+        "primary_file_name": a.primary_file_name, "primary_file_size_kb": a.primary_file_size_kb,
+        "primary_file_sha256": a.primary_file_sha256, "primary_file_download_url": a.primary_file_download_url,
+        "primary_file_local_path": a.primary_file_local_path, "base_model": a.base_model,
+        "network_module": a.network_module, "network_dim": a.network_dim, "network_alpha": a.network_alpha,
+        "model_hash": a.model_hash, "trigger_candidates": list(a.trigger_candidates or []),
+        "header_metadata": dict(a.header_metadata or {}), "weight": a.weight, "active": a.active,
+        "ordinal": a.ordinal, "json_file_path": a.json_file_path, "json_file_mtime": a.json_file_mtime,
+        "json_file_size": a.json_file_size, "last_ingested_at": _iso(a.last_ingested_at),
+        "created_at": _iso(a.created_at), "updated_at": _iso(a.updated_at),
+    }

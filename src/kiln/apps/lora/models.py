@@ -1,0 +1,127 @@
+"""The LoRA surface's tables (all prefixed `lora_`).
+
+Generations are the engine's `jobs` rows (kind `lora.generate`); their images are blobs.
+`lora_adapter_tags` holds each adapter's tags lower-cased, so tag filters and the tag list
+are plain indexed SQL on both databases. `search_text` is the lower-cased text a search
+matches (name, alias, file stem, tags, trigger words).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kiln.core.db import Base, JSONType, UTCDateTime, UUIDStr, new_id, utcnow
+
+
+class Adapter(Base):
+    __tablename__ = "lora_adapters"
+    __table_args__ = (
+        Index("ux_lora_adapters_name_version", "name", "version_key", unique=True),
+        Index("ix_lora_adapters_name_lower", func.lower("name")),
+        Index("ix_lora_adapters_active_ordinal", "active", "ordinal"),
+    )
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version_key: Mapped[str] = mapped_column(String(255), default="")
+    canonical_version_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    author_username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(32), default="Public")
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    trained_words: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    triggers: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    activation_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    archetype: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    archetype_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sd_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    nsfw_level: Mapped[int] = mapped_column(Integer, default=0)
+    supports_generation: Mapped[bool] = mapped_column(Boolean, default=False)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # file
+    file_path: Mapped[str] = mapped_column(Text, index=True)
+    file_stem: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
+    alias: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    primary_file_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    primary_file_size_kb: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    primary_file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    primary_file_download_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    primary_file_local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # read from the safetensors header
+    base_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    network_module: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    network_dim: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    network_alpha: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trigger_candidates: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    header_metadata: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # composition
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    ordinal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # ingestion
+    json_file_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    json_file_mtime: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    json_file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class AdapterTag(Base):
+    __tablename__ = "lora_adapter_tags"
+
+    adapter_id: Mapped[str] = mapped_column(
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
+    tag_norm: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),)
+
+
+class Embedding(Base):
+    """An adapter's sentence embedding, float32 little-endian bytes (never a pickle)."""
+
+    __tablename__ = "lora_embeddings"
+
+    adapter_id: Mapped[str] = mapped_column(
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    source_hash: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    __tablename__ = "lora_feedback"
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
+    adapter_id: Mapped[str] = mapped_column(
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
+    feedback_type: Mapped[str] = mapped_column(String(32))
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Backup(Base):
+    __tablename__ = "lora_backups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backup_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    blob_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
