@@ -19,7 +19,7 @@ MAX_WAKE_BODY = 16 * 1024
 
 
 @router.get("/health")
-async def health() -> dict[str, Any]:
+async def genai_health() -> dict[str, Any]:
     return {"status": "ok", "service": "backend"}
 
 
