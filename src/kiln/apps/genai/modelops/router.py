@@ -1,4 +1,4 @@
-"""`/v1/modelops/*` routes: saved provider credentials (own ones; superadmins also platform ones)."""
+"""`/v1/modelops/*` and `/v1/models/*`: credentials here, models/sharing/inference in routes_models."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep
 from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.modelops import credentials
+from kiln.apps.genai.modelops.routes_models import router as models_router
 from kiln.apps.genai.modelops.schemas import CredentialBody
 
 router = genai_router(tags=["genai"])
@@ -51,3 +52,6 @@ async def delete_credential(credential_id: str, user: CurrentUser, session: Sess
     await session.delete(row)
     await session.commit()
     return {"deleted": True, "credential_id": credential_id}
+
+
+router.include_router(models_router)
