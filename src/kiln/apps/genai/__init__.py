@@ -3,7 +3,32 @@ platform providers and deployments, ModelOps, registry and catalog, knowledge ba
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
+
+
+def _flush_on_shutdown(app: FastAPI) -> None:
+    """Buffered usage is written and pooled provider clients closed before the kernel stops."""
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        async with original(application) as state:
+            try:
+                yield state
+            finally:
+                from kiln.providers.http import close_shared_clients
+
+                kernel = getattr(application.state, "kernel", None)
+                buffer = getattr(kernel, "genai_usage", None)
+                if buffer is not None:
+                    await buffer.close()
+                await close_shared_clients()
+
+    app.router.lifespan_context = lifespan
 
 
 def install(app: FastAPI) -> None:
@@ -13,3 +38,4 @@ def install(app: FastAPI) -> None:
 
     app.include_router(router)
     install_process_guard(app)
+    _flush_on_shutdown(app)

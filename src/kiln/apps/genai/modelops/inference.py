@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import date
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.config import genai_settings
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.modelops.access import model_for
 from kiln.apps.genai.modelops.lifecycle import usable_credential_any
-from kiln.apps.genai.modelops.models import GenaiModelUsage
+from kiln.apps.genai.modelops.usage import buffer_of
 from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.models import (
     GenaiActiveDeployment,
@@ -60,12 +57,21 @@ def coerce_history(value: Any) -> list[dict[str, str]]:
     return out
 
 
-async def active_llm_binding(session: AsyncSession) -> tuple[GenaiProviderInstance, list[GenaiBindingResource]]:
+async def bound_llm_resource(
+    session: AsyncSession, model_id: str
+) -> tuple[GenaiProviderInstance, GenaiBindingResource]:
+    """The active llm_inference binding's provider and its resource for `model_id`, in one query."""
     row = (
         await session.execute(
-            select(GenaiDeploymentBinding, GenaiProviderInstance)
-            .join(GenaiActiveDeployment, GenaiActiveDeployment.deployment_id == GenaiDeploymentBinding.deployment_id)
+            select(GenaiProviderInstance, GenaiBindingResource)
+            .select_from(GenaiActiveDeployment)
+            .join(GenaiDeploymentBinding, GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id)
             .join(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
+            .outerjoin(
+                GenaiBindingResource,
+                (GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
+                & (GenaiBindingResource.resource_id == model_id),
+            )
             .where(GenaiDeploymentBinding.capability_key == families.LLM)
         )
     ).first()
@@ -75,13 +81,15 @@ async def active_llm_binding(session: AsyncSession) -> tuple[GenaiProviderInstan
             "capability_not_configured",
             "The active deployment has no llm_inference binding; bind a provider first",
         )
-    binding, provider = row
-    resources = list(
-        (
-            await session.execute(select(GenaiBindingResource).where(GenaiBindingResource.binding_id == binding.id))
-        ).scalars()
-    )
-    return provider, resources
+    provider, resource = row
+    if resource is None:
+        raise GenaiError(
+            409,
+            "model_not_bound",
+            "Requested model is not bound by the active LLM deployment binding",
+            {"model_id": model_id, "provider": provider.slug},
+        )
+    return provider, resource
 
 
 async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderInstance) -> LLMClient:
@@ -144,15 +152,7 @@ async def invoke(
         raise GenaiError(409, "offline_not_allowed", "Runtime profile is offline; the model is online-only")
     if model.credential_id:
         await usable_credential_any(session, model.credential_id)
-    provider, resources = await active_llm_binding(session)
-    resource = next((r for r in resources if r.resource_id == model_id), None)
-    if resource is None:
-        raise GenaiError(
-            409,
-            "model_not_bound",
-            "Requested model is not bound by the active LLM deployment binding",
-            {"model_id": model_id, "provider": provider.slug},
-        )
+    provider, resource = await bound_llm_resource(session, model_id)
     llm = await _client(session, kernel, provider)
     runtime = resource.provider_resource_id or model.provider_model_id or model.model_id
     started = time.perf_counter()
@@ -161,7 +161,7 @@ async def invoke(
     except ProviderError as exc:
         raise GenaiError(502, "llm_unreachable", f"LLM provider {provider.slug} failed: {exc.message}") from None
     latency = (time.perf_counter() - started) * 1000
-    await record_usage(session, model.model_id, user.id, latency, result.usage)
+    buffer_of(kernel).add(model.model_id, user.id, latency, result.usage)
     return {
         "output": result.content,
         "model": model.model_id,
@@ -172,40 +172,3 @@ async def invoke(
             "output": [{"role": "assistant", "content": [{"type": "text", "text": result.content}]}],
         },
     }
-
-
-async def record_usage(
-    session: AsyncSession, model_id: str, user_id: str, latency_ms: float, usage: dict[str, Any]
-) -> None:
-    day = date.today()
-    metrics = {"calls": 1.0, "latency_ms": latency_ms}
-    for key in ("prompt_tokens", "completion_tokens"):
-        if isinstance(usage.get(key), int | float):
-            metrics[key] = float(usage[key])
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(GenaiModelUsage).values(
-        [
-            {"day": day, "model_id": model_id, "user_id": user_id, "metric": metric, "value": value, "requests": 1}
-            for metric, value in metrics.items()
-        ]
-    )
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["day", "model_id", "user_id", "metric"],
-            set_={"value": GenaiModelUsage.value + stmt.excluded.value, "requests": GenaiModelUsage.requests + 1},
-        )
-    )
-
-
-async def usage_summary(session: AsyncSession, model_id: str) -> dict[str, Any]:
-    rows = await session.execute(
-        select(GenaiModelUsage.metric, GenaiModelUsage.value, GenaiModelUsage.requests).where(
-            GenaiModelUsage.model_id == model_id
-        )
-    )
-    metrics: dict[str, dict[str, float]] = {}
-    for metric, value, requests in rows:
-        entry = metrics.setdefault(metric, {"value": 0.0, "requests": 0})
-        entry["value"] += float(value)
-        entry["requests"] += int(requests)
-    return {"total_requests": int(metrics.get("calls", {}).get("requests", 0)), "metrics": metrics}

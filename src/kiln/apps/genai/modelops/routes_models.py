@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from kiln.apps.genai.deps import AdminUser, CurrentUser, GenaiSettingsDep, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
-from kiln.apps.genai.modelops import inference, lifecycle, testing
+from kiln.apps.genai.modelops import inference, lifecycle, testing, usage
 from kiln.apps.genai.modelops.access import model_for
 from kiln.apps.genai.modelops.models import GenaiCredential, GenaiModel, GenaiModelScope, GenaiModelTestRun
 from kiln.apps.genai.modelops.models import GenaiModelValidation as Validation
@@ -20,9 +20,9 @@ JsonBody = Body(default_factory=dict)
 ModelPath = "/v1/modelops/models/{model_id:path}"
 
 
-async def dto(session, model: GenaiModel, *, usage: bool = False) -> dict[str, Any]:
+async def dto(session, model: GenaiModel, kernel: Any = None) -> dict[str, Any]:
     credential = await session.get(GenaiCredential, model.credential_id) if model.credential_id else None
-    summary = await inference.usage_summary(session, model.model_id) if usage else None
+    summary = await usage.usage_summary(session, kernel, model.model_id) if kernel is not None else None
     return model_dto(model, credential, summary)
 
 
@@ -123,9 +123,9 @@ async def list_validations(
 
 
 @router.get("/v1/modelops/models/{model_id:path}/usage")
-async def model_usage(model_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+async def model_usage(model_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
     model = await model_for(session, user, model_id)
-    return {"model_id": model.model_id, "usage": await inference.usage_summary(session, model.model_id)}
+    return {"model_id": model.model_id, "usage": await usage.usage_summary(session, kernel, model.model_id)}
 
 
 @router.patch("/v1/modelops/models/{model_id:path}/credential")
@@ -138,9 +138,9 @@ async def model_credential(
 
 
 @router.get(ModelPath)
-async def get_model(model_id: str, user: CurrentUser, session: SessionDep) -> dict[str, Any]:
+async def get_model(model_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
     model = await model_for(session, user, model_id)
-    out = await dto(session, model, usage=True)
+    out = await dto(session, model, kernel)
     out["validation_history"] = [
         validation_dto(r) for r in await testing.history(session, Validation, model.model_id, 20)
     ]
@@ -209,7 +209,6 @@ async def models_inference(
         raise GenaiError(400, "invalid_prompt", "prompt is required")
     messages = inference.coerce_history(body.get("history")) + [{"role": "user", "content": prompt}]
     result = await inference.invoke(session, kernel, user, model_id, messages)
-    await session.commit()
     return {"output": result["output"], "response": result["response"]}
 
 
@@ -235,5 +234,4 @@ async def models_generate(
         max_tokens=_number(body.get("max_tokens"), int, 1, 1_000_000, "max_tokens"),
         temperature=_number(body.get("temperature"), float, 0, 2, "temperature"),
     )
-    await session.commit()
     return result
