@@ -7,6 +7,7 @@ from typing import Any
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep
 from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.modelops import credentials
+from kiln.apps.genai.modelops.routes_hub import router as hub_router
 from kiln.apps.genai.modelops.routes_models import router as models_router
 from kiln.apps.genai.modelops.schemas import CredentialBody
 
@@ -55,3 +56,4 @@ async def delete_credential(credential_id: str, user: CurrentUser, session: Sess
 
 
 router.include_router(models_router)
+router.include_router(hub_router)
