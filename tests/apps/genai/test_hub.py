@@ -124,8 +124,9 @@ async def test_cdn_redirect_gets_no_token(hub_env, app, client, monkeypatch):
     h = await role_headers(app, client)
     sa = h["superadmin"]
     await client.put("/v1/runtime/profile", json={"profile": "online"}, headers=sa)
-    r = await client.post("/v1/modelops/downloads", headers=sa,
-                          json={"source_id": "acme/tiny-llm", "allow_patterns": ["*.safetensors"]})
+    r = await client.post(
+        "/v1/modelops/downloads", headers=sa, json={"source_id": "acme/tiny-llm", "allow_patterns": ["*.safetensors"]}
+    )
     job = await wait_job(client, sa, r.json()["job"]["job_id"])
     assert job["status"] == "succeeded", job
     assert hub_env.cdn_auth == [None]

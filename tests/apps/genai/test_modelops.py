@@ -235,3 +235,35 @@ async def test_visibility_and_ownership(app, client):
     assert_envelope(
         await client.post("/v1/modelops/models/mine/test", json={}, headers=h["user"]), 403, "insufficient_role"
     )
+
+
+async def test_loaded_model_slot(local_llm, app, client):
+    h = await role_headers(app, client)
+    sa = h["superadmin"]
+    await client.post("/v1/modelops/models", json=LOCAL, headers=sa)
+    await client.post(
+        "/v1/modelops/models", json={**LOCAL, "id": "absent", "provider_model_id": "not-served"}, headers=sa
+    )
+    providers = (await client.get("/v1/platform/providers", headers=sa)).json()["providers"]
+    llm = next(p for p in providers if p["slug"] == "llm-local")
+    assert llm["load_state"] == "empty"
+    r = await client.post(
+        f"/v1/platform/providers/{llm['id']}/loaded-model", json={"managed_model_id": "qwen-local"}, headers=sa
+    )
+    assert r.status_code == 200, r.text
+    slot = r.json()["provider"]
+    assert slot["load_state"] == "loaded" and slot["loaded_runtime_model_id"] == "fake-chat"
+    r = await client.post(
+        f"/v1/platform/providers/{llm['id']}/loaded-model", json={"managed_model_id": "absent"}, headers=sa
+    )
+    assert r.json()["provider"]["load_state"] == "error" and "not-served" in r.json()["provider"]["load_error"]
+    r = await client.delete(f"/v1/platform/providers/{llm['id']}/loaded-model", headers=sa)
+    assert r.json()["provider"]["load_state"] == "empty"
+    emb = next(p for p in providers if p["slug"] == "kiln-local-embeddings")
+    assert_envelope(
+        await client.post(
+            f"/v1/platform/providers/{emb['id']}/loaded-model", json={"managed_model_id": "qwen-local"}, headers=sa
+        ),
+        409,
+        "loaded_model_unsupported",
+    )

@@ -9,7 +9,7 @@ from fastapi import Body
 from kiln.apps.genai.config import genai_settings
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import genai_router
-from kiln.apps.genai.platform import deployments, families, providers
+from kiln.apps.genai.platform import deployments, families, providers, slots
 
 router = genai_router(tags=["genai"])
 JsonBody = Body(default_factory=dict)
@@ -70,6 +70,24 @@ async def validate_provider(
     if "error" in result:
         validation["error"] = result["error"]
     return {"provider": {"id": row.id, "slug": row.slug}, "validation": validation}
+
+
+@router.post("/v1/platform/providers/{provider_id}/loaded-model")
+async def load_model(
+    provider_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
+    row = await slots.load(session, kernel, provider_id, str(body.get("managed_model_id") or ""))
+    await session.commit()
+    return {"provider": providers.provider_dto(row)}
+
+
+@router.delete("/v1/platform/providers/{provider_id}/loaded-model")
+async def unload_model(
+    provider_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep
+) -> dict[str, Any]:
+    row = await slots.unload(session, kernel, provider_id)
+    await session.commit()
+    return {"provider": providers.provider_dto(row)}
 
 
 @router.get("/v1/platform/deployments")
