@@ -1,13 +1,5 @@
-"""Genai job handlers: Hugging Face model downloads."""
+"""Job handlers and periodic tasks of the genai surface, registered on import (one module per domain)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from kiln.apps.genai.modelops.hub import DOWNLOAD_KIND, run_download
-from kiln.core.jobs import JobContext, job_handler
-
-
-@job_handler(DOWNLOAD_KIND, surface="genai", max_attempts=1)
-async def model_download(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    return await run_download(ctx, str(payload["download_id"]))
+from kiln.apps.genai.modelops import jobs as modelops_jobs  # noqa: F401  (genai.model_download)
