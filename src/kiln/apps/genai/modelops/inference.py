@@ -19,6 +19,7 @@ from kiln.apps.genai.config import genai_settings
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.modelops.access import model_for
 from kiln.apps.genai.modelops.lifecycle import usable_credential_any
+from kiln.apps.genai.modelops.models import GenaiModel
 from kiln.apps.genai.modelops.usage import buffer_of
 from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.models import (
@@ -57,39 +58,36 @@ def coerce_history(value: Any) -> list[dict[str, str]]:
     return out
 
 
-async def bound_llm_resource(
-    session: AsyncSession, model_id: str
-) -> tuple[GenaiProviderInstance, GenaiBindingResource]:
-    """The active llm_inference binding's provider and its resource for `model_id`, in one query."""
+async def resolve_target(
+    session: AsyncSession, user: User, model_id: str
+) -> tuple[GenaiModel, GenaiProviderInstance, GenaiBindingResource]:
+    """The model, and the active llm_inference binding's provider and resource for it, in one query.
+
+    Visibility follows `access.model_for` (a model the caller may not see is 404)."""
+    binding_on = (GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id) & (
+        GenaiDeploymentBinding.capability_key == families.LLM
+    )
     row = (
         await session.execute(
-            select(GenaiProviderInstance, GenaiBindingResource)
-            .select_from(GenaiActiveDeployment)
-            .join(GenaiDeploymentBinding, GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id)
-            .join(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
+            select(GenaiModel, GenaiProviderInstance, GenaiBindingResource)
+            .select_from(GenaiModel)
+            .outerjoin(GenaiActiveDeployment, GenaiActiveDeployment.singleton_key == "active")
+            .outerjoin(GenaiDeploymentBinding, binding_on)
+            .outerjoin(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
             .outerjoin(
                 GenaiBindingResource,
                 (GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
-                & (GenaiBindingResource.resource_id == model_id),
+                & (GenaiBindingResource.resource_id == GenaiModel.model_id),
             )
-            .where(GenaiDeploymentBinding.capability_key == families.LLM)
+            .where(GenaiModel.model_id == model_id)
         )
     ).first()
     if row is None:
-        raise GenaiError(
-            409,
-            "capability_not_configured",
-            "The active deployment has no llm_inference binding; bind a provider first",
-        )
-    provider, resource = row
-    if resource is None:
-        raise GenaiError(
-            409,
-            "model_not_bound",
-            "Requested model is not bound by the active LLM deployment binding",
-            {"model_id": model_id, "provider": provider.slug},
-        )
-    return provider, resource
+        raise GenaiError(404, "not_found", "Model not found")
+    model, provider, resource = row
+    if not (user.role == "superadmin" or model.owner_user_id == user.id or model.visibility_scope == "platform"):
+        await model_for(session, user, model_id, "read")  # shared to the caller's role, else 404
+    return model, provider, resource
 
 
 async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderInstance) -> LLMClient:
@@ -138,7 +136,7 @@ async def invoke(
 ) -> dict[str, Any]:
     if not model_id:
         raise GenaiError(400, "invalid_model", "model is required")
-    model = await model_for(session, user, model_id, "read")
+    model, provider, resource = await resolve_target(session, user, model_id)
     if not (
         model.lifecycle_state == "active" and model.is_validation_current and model.last_validation_status == "success"
     ):
@@ -152,7 +150,19 @@ async def invoke(
         raise GenaiError(409, "offline_not_allowed", "Runtime profile is offline; the model is online-only")
     if model.credential_id:
         await usable_credential_any(session, model.credential_id)
-    provider, resource = await bound_llm_resource(session, model_id)
+    if provider is None:
+        raise GenaiError(
+            409,
+            "capability_not_configured",
+            "The active deployment has no llm_inference binding; bind a provider first",
+        )
+    if resource is None:
+        raise GenaiError(
+            409,
+            "model_not_bound",
+            "Requested model is not bound by the active LLM deployment binding",
+            {"model_id": model_id, "provider": provider.slug},
+        )
     llm = await _client(session, kernel, provider)
     runtime = resource.provider_resource_id or model.provider_model_id or model.model_id
     started = time.perf_counter()
