@@ -113,7 +113,8 @@ class _Collection:
             return self._top(keys, scores[keys], top_k)
         wanted = top_k if allowed is None else min(self.size, top_k * 8)
         matches = self.hnsw.search(query, wanted)
-        found = [(int(key), 1.0 - float(distance)) for key, distance in zip(matches.keys, matches.distances, strict=True)]
+        pairs = zip(matches.keys, matches.distances, strict=True)
+        found = [(int(key), 1.0 - float(distance)) for key, distance in pairs]
         if allowed is not None:
             found = [item for item in found if item[0] in allowed]
             if len(found) < top_k:  # the subset lies far from the query: answer it exactly
@@ -125,10 +126,7 @@ class _Collection:
     def _top(keys: np.ndarray, scores: np.ndarray, top_k: int) -> list[tuple[int, float]]:
         if len(keys) == 0:
             return []
-        if len(keys) > top_k:
-            part = np.argpartition(-scores, top_k - 1)[:top_k]
-        else:
-            part = np.arange(len(keys))
+        part = np.argpartition(-scores, top_k - 1)[:top_k] if len(keys) > top_k else np.arange(len(keys))
         part = part[np.argsort(-scores[part], kind="stable")]
         return [(int(keys[i]), float(scores[i])) for i in part]
 
