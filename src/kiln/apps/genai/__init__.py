@@ -9,5 +9,7 @@ from fastapi import FastAPI
 def install(app: FastAPI) -> None:
     from kiln.apps.genai import models  # noqa: F401  (tables)
     from kiln.apps.genai.router import router
+    from kiln.apps.genai.runtime.guard import install_process_guard
 
     app.include_router(router)
+    install_process_guard(app)

@@ -50,8 +50,7 @@ def require(role: str) -> Callable[..., Awaitable[User]]:
 
     async def dependency(user: Annotated[User, Depends(current_user)]) -> User:
         if not user.has_role(role):
-            raise GenaiError(403, "insufficient_role", f"Requires role {role} or higher",
-                             {"required_role": role})
+            raise GenaiError(403, "insufficient_role", f"Requires role {role} or higher", {"required_role": role})
         return user
 
     dependency.__name__ = f"require_{role}"

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from kiln.core.auth import AuthError
+from kiln.providers.http import OfflineBlocked
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,11 @@ class GenaiError(Exception):
     """An error answered as the genai envelope; raise it from services and routers."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
@@ -67,7 +72,10 @@ def conflict(code: str, message: str, **details: Any) -> GenaiError:
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": code, "message": message}
@@ -89,8 +97,11 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
     errors = []
     for item in exc.errors()[:MAX_VALIDATION_ERRORS]:
         # The offending input is not echoed: it may be huge, binary, or not encodable (1e400).
-        entry = {"loc": [_safe(part) for part in item.get("loc", ())], "msg": _safe(item.get("msg", "")),
-                 "type": _safe(item.get("type", ""))}
+        entry = {
+            "loc": [_safe(part) for part in item.get("loc", ())],
+            "msg": _safe(item.get("msg", "")),
+            "type": _safe(item.get("type", "")),
+        }
         errors.append(entry)
     return {"errors": errors}
 
@@ -107,12 +118,18 @@ def render_exception(exc: Exception) -> Response | None:
     """The envelope for a known exception, or None for anything else."""
     if isinstance(exc, GenaiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, OfflineBlocked):
+        return error_response(
+            409,
+            "offline_provider_blocked",
+            f"Runtime profile is offline; cloud provider {exc.provider} is not called",
+            {"provider_slug": exc.provider},
+        )
     if isinstance(exc, RequestValidationError):
         details = _validation_details(exc)
         return error_response(400, "invalid_payload", _validation_message(details), details)
     if isinstance(exc, AuthError):
-        return error_response(exc.status_code, AUTH_CODES.get(exc.code, exc.code), str(exc.detail), None,
-                              exc.headers)
+        return error_response(exc.status_code, AUTH_CODES.get(exc.code, exc.code), str(exc.detail), None, exc.headers)
     if isinstance(exc, HTTPException):
         detail = exc.detail
         message = detail if isinstance(detail, str) else "Request failed"

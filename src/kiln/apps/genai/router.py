@@ -8,6 +8,9 @@ catalog (`/v1/catalog/*`), policy (`/v1/policy/rules`), content (`/v1/quotes*`,
 
 from __future__ import annotations
 
+from fastapi import Depends
+
+from kiln.apps.genai.bootstrap import ensure_bootstrapped
 from kiln.apps.genai.catalog.router import router as catalog_router
 from kiln.apps.genai.content.router import router as content_router
 from kiln.apps.genai.errors import genai_router
@@ -19,7 +22,8 @@ from kiln.apps.genai.registry.router import router as registry_router
 from kiln.apps.genai.runtime.router import router as runtime_router
 from kiln.apps.genai.system.router import router as system_router
 
-router = genai_router()
+# The first request of a process seeds the superadmin, platform and content (idempotent).
+router = genai_router(dependencies=[Depends(ensure_bootstrapped)])
 for domain_router in (
     system_router,
     identity_router,

@@ -1,0 +1,99 @@
+"""OpenAI-compatible chat (plain and streamed), embeddings and models against the fake server."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiln.providers.config import ProviderSettings
+from kiln.providers.http import ProviderError, ProviderNotConfigured, ProviderProtocolError
+from kiln.providers.llm import LLMClient, collect, uses_completion_tokens
+from tests.fakes.openai_llm import FakeLLM, Reply
+
+
+def llm(fake: FakeLLM, **kw: object) -> LLMClient:
+    settings = ProviderSettings(_env_file=None, llm_url=fake.url, llm_model="fake-chat",
+                                provider_max_retries=0, **kw)  # type: ignore[arg-type]
+    return LLMClient.from_settings(settings, shared=False)
+
+
+async def test_chat_sends_options_and_reads_the_answer(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(content="Hallo Welt", model="served-model"))
+    client = llm(fake_llm)
+    result = await client.chat([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                               temperature=0.3, top_p=0.9, max_tokens=50)
+    await client.http.aclose()
+    assert result.content == "Hallo Welt" and result.model == "served-model" and result.finish_reason == "stop"
+    sent = fake_llm.chat_calls[0]["json"]
+    assert sent["model"] == "fake-chat" and sent["temperature"] == 0.3 and sent["top_p"] == 0.9
+    assert sent["max_tokens"] == 50 and "stream" not in sent
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+
+
+@pytest.mark.parametrize("model", ["gpt-5-mini", "o1", "o3-mini", "o4-mini", "openrouter/openai/o3"])
+async def test_reasoning_models_get_max_completion_tokens(fake_llm: FakeLLM, model: str) -> None:
+    client = llm(fake_llm)
+    await client.chat([{"role": "user", "content": "x"}], model=model, max_tokens=20, temperature=0.5)
+    await client.http.aclose()
+    sent = fake_llm.chat_calls[0]["json"]
+    assert sent["max_completion_tokens"] == 20 and "max_tokens" not in sent and "temperature" not in sent
+
+
+def test_uses_completion_tokens() -> None:
+    assert not uses_completion_tokens("llama3.2:1b")
+    assert not uses_completion_tokens("gpt-4o")
+    assert not uses_completion_tokens("ollama/mistral")
+    assert uses_completion_tokens("GPT-5")
+
+
+async def test_stream_yields_deltas(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(pieces=["Ein ", "surrealer ", "Traum"]))
+    client = llm(fake_llm)
+    seen: list[str] = []
+    text = await collect(client.chat_stream([{"role": "user", "content": "x"}]), seen.append)
+    await client.http.aclose()
+    assert text == "Ein surrealer Traum" and seen == ["Ein ", "surrealer ", "Traum"]
+    assert fake_llm.chat_calls[0]["json"]["stream"] is True
+
+
+async def test_stream_error_chunk_raises(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(pieces=["a"], stream_error="model crashed"))
+    client = llm(fake_llm)
+    with pytest.raises(ProviderError, match="model crashed"):
+        await collect(client.chat_stream([{"role": "user", "content": "x"}]))
+    await client.http.aclose()
+
+
+async def test_stream_http_error(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(status=400, content="context too long"))
+    client = llm(fake_llm)
+    with pytest.raises(ProviderError, match="context too long") as err:
+        await collect(client.chat_stream([{"role": "user", "content": "x"}]))
+    await client.http.aclose()
+    assert err.value.status == 400
+
+
+async def test_bad_shape_is_protocol_error(fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(body=b'{"choices": []}'))
+    client = llm(fake_llm)
+    with pytest.raises(ProviderProtocolError):
+        await client.chat([{"role": "user", "content": "x"}])
+    await client.http.aclose()
+
+
+async def test_embeddings_and_models(fake_llm: FakeLLM) -> None:
+    client = llm(fake_llm)
+    result = await client.embed(["a", "b", "a"], model="fake-embed")
+    models = await client.models()
+    await client.http.aclose()
+    assert len(result.vectors) == 3 and len(result.vectors[0]) == fake_llm.dimensions
+    assert result.vectors[0] == result.vectors[2] != result.vectors[1]
+    assert [m["id"] for m in models] == ["fake-chat", "fake-embed"]
+
+
+def test_unset_settings_name_the_variable() -> None:
+    with pytest.raises(ProviderNotConfigured, match="KILN_LLM_URL"):
+        LLMClient.from_settings(ProviderSettings(_env_file=None, llm_url=None))  # type: ignore[call-arg]
+    client = LLMClient.from_settings(ProviderSettings(_env_file=None, llm_url="http://127.0.0.1:1/v1"),  # type: ignore[call-arg]
+                                     shared=False)
+    with pytest.raises(ProviderNotConfigured, match="KILN_LLM_MODEL"):
+        client.resolve_model(None)
