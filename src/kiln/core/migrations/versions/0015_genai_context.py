@@ -3,7 +3,7 @@ and the keyword index over chunks (SQLite FTS5 table kept by triggers; PostgreSQ
 tsvector column with a GIN index).
 
 Revision ID: 0015_genai_context
-Revises: 0007_media_grid_lng
+Revises: 0014_genai_core
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from alembic import op
 from kiln.core.db import JSONType, UTCDateTime
 
 revision = "0015_genai_context"
-down_revision = "0007_media_grid_lng"
+down_revision = "0014_genai_core"
 branch_labels = None
 depends_on = None
 
 
-def _uuid(name: str, **kwargs: object) -> sa.Column:
-    return sa.Column(name, sa.String(36), **kwargs)
+def _uuid(name: str, *args: object, **kwargs: object) -> sa.Column:
+    return sa.Column(name, sa.String(36), *args, **kwargs)
 
 
 def _times() -> list[sa.Column]:
@@ -29,8 +29,8 @@ def _times() -> list[sa.Column]:
 
 
 def _kb_fk() -> sa.Column:
-    return _uuid("knowledge_base_id", sa.ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE",
-                                                    name=None), nullable=False)
+    return _uuid("knowledge_base_id", sa.ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"),
+                 nullable=False)
 
 
 def upgrade() -> None:

@@ -1,0 +1,5 @@
+"""Job handlers and periodic tasks of the genai surface, registered on import (one module per domain)."""
+
+from __future__ import annotations
+
+from kiln.apps.genai.context import jobs as context_jobs  # noqa: F401  (genai.context.sync)
