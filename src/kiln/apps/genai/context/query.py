@@ -83,6 +83,27 @@ async def check_bindings(session: AsyncSession, kb: KnowledgeBase, method: str) 
                          {"knowledge_base_model": kb.embedding_resource_id, "active_model": served})
 
 
+async def _search_live(session: AsyncSession, kb: KnowledgeBase, runtime: Runtime | None,
+                       params: dict[str, Any]) -> list[Any]:
+    """The search, run again when a blue/green swap landed while it ran (the generation it read
+    may have been dropped under it)."""
+    for attempt in range(2):
+        generation = kb.generation
+        try:
+            found = await retrieval.search(session, kb, runtime, params["text"], top_k=params["top_k"],
+                                           method=params["method"], filters=params["filters"],
+                                           fusion=params["fusion"], alpha=params["alpha"],
+                                           score_threshold=params["threshold"])
+        except VectorStoreError as exc:
+            if exc.code != "vector_index_not_found" or attempt:
+                raise
+            found = None
+        await session.refresh(kb)
+        if kb.generation == generation and found is not None:
+            return found
+    return found or []
+
+
 def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -99,9 +120,7 @@ async def run_query(session: AsyncSession, kernel: Any, kb: KnowledgeBase, body:
         if params["method"] != "keyword":
             runtime = await Runtime.of(session, kernel, kb)
             await ensure_embedded_index(session, kernel, kb)
-        found = await retrieval.search(session, kb, runtime, params["text"], top_k=params["top_k"],
-                                       method=params["method"], filters=params["filters"], fusion=params["fusion"],
-                                       alpha=params["alpha"], score_threshold=params["threshold"])
+        found = await _search_live(session, kb, runtime, params)
     except IngestError as exc:
         raise GenaiError(409, exc.code, exc.message) from exc
     except (EmbeddingsError, ProviderError) as exc:
