@@ -37,6 +37,7 @@ class _Collection:
         self.ids: list[str | None] = []  # key -> id (None: free row)
         self.keys: dict[str, int] = {}
         self.free: list[int] = []
+        self.payloads: dict[str, dict[str, Any]] = {}  # only the non-empty ones (the proof routes')
         self.hnsw: Any = None
         self.dirty = False
         self.lock = threading.RLock()
@@ -78,6 +79,7 @@ class _Collection:
 
     def delete(self, ids: Sequence[str]) -> None:
         for record_id in ids:
+            self.payloads.pop(record_id, None)
             key = self.keys.pop(record_id, None)
             if key is None:
                 continue
@@ -175,6 +177,11 @@ class EmbeddedVectorStore:
         collection.ids = ids
         collection.keys = {record_id: key for key, record_id in enumerate(ids) if record_id is not None}
         collection.free = [key for key, record_id in enumerate(ids) if record_id is None]
+        if (directory / "payloads.json").is_file():
+            try:
+                collection.payloads = json.loads((directory / "payloads.json").read_text())
+            except ValueError:
+                return None
         if collection.size > self.hnsw_threshold:
             try:
                 from usearch.index import Index
@@ -201,6 +208,11 @@ class EmbeddedVectorStore:
             os.replace(directory / "hnsw.tmp", directory / "hnsw.usearch")
         else:
             (directory / "hnsw.usearch").unlink(missing_ok=True)
+        if collection.payloads:
+            (directory / "payloads.tmp").write_text(json.dumps(collection.payloads))
+            os.replace(directory / "payloads.tmp", directory / "payloads.json")
+        else:
+            (directory / "payloads.json").unlink(missing_ok=True)
         (directory / "meta.json").write_text(json.dumps({"dimension": collection.dimension, "count": collection.size}))
         collection.dirty = False
 
@@ -226,6 +238,11 @@ class EmbeddedVectorStore:
         def run() -> None:
             with collection.lock:
                 collection.upsert(list(ids), vectors, self.hnsw_threshold)
+                for record_id, payload in zip(ids, payloads, strict=False):
+                    if payload:
+                        collection.payloads[record_id] = dict(payload)
+                    else:
+                        collection.payloads.pop(record_id, None)
 
         await asyncio.to_thread(run)
 
@@ -253,8 +270,8 @@ class EmbeddedVectorStore:
             if allowed_ids is not None:
                 allowed = {collection.keys[i] for i in allowed_ids if i in collection.keys}
             found = collection.search(vector, top_k, allowed)
-            return [VectorHit(collection.ids[key] or "", score) for key, score in found
-                    if collection.ids[key] is not None]
+            return [VectorHit(record_id, score, collection.payloads.get(record_id, {})) for key, score in found
+                    if (record_id := collection.ids[key]) is not None]
 
     async def drop_index(self, name: str) -> None:
         with self._lock:

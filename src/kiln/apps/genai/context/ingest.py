@@ -114,7 +114,9 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
                                                  kb.embedding_dimension)
         ids = [str(uuid.uuid4()) for _ in pieces]
         if pieces:
-            await runtime.store.upsert(index, ids, vectors, [payload_for(kb, doc, p) for p in pieces])
+            # The embedded store needs no payloads: hits are resolved against the chunk rows.
+            payloads = [{} if runtime.store.kind == "embedded" else payload_for(kb, doc, p) for p in pieces]
+            await runtime.store.upsert(index, ids, vectors, payloads)
         await session.execute(delete(Chunk).where(Chunk.document_id == doc.id, Chunk.generation == generation))
         session.add_all([
             Chunk(id=chunk_id, knowledge_base_id=kb.id, document_id=doc.id, generation=generation,
