@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kiln.apps.genai.content.models import GenaiQuote
+from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase, KnowledgeSource, SchemaProfile, SyncRun
 from kiln.apps.genai.modelops.models import (
     GenaiCredential,
     GenaiDownload,
@@ -25,6 +26,12 @@ from kiln.apps.genai.registry.models import GenaiEntityShare, GenaiRegistryEntit
 from kiln.apps.genai.runtime.models import GenaiRuntimeConfig
 
 __all__ = [
+    "Chunk",
+    "Document",
+    "KnowledgeBase",
+    "KnowledgeSource",
+    "SchemaProfile",
+    "SyncRun",
     "GenaiActivationAudit",
     "GenaiActiveDeployment",
     "GenaiBindingResource",

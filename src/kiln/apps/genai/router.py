@@ -13,6 +13,8 @@ from fastapi import Depends
 from kiln.apps.genai.bootstrap import ensure_bootstrapped
 from kiln.apps.genai.catalog.router import router as catalog_router
 from kiln.apps.genai.content.router import router as content_router
+from kiln.apps.genai.context.proof import router as proof_router
+from kiln.apps.genai.context.router import router as context_router
 from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.identity.router import router as identity_router
 from kiln.apps.genai.modelops.router import router as modelops_router
@@ -34,5 +36,7 @@ for domain_router in (
     catalog_router,
     policy_router,
     content_router,
+    context_router,
+    proof_router,
 ):
     router.include_router(domain_router)
