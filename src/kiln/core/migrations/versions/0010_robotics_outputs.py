@@ -4,7 +4,7 @@ Listing outputs and the dashboard then scan only folders whose mtime changed (a 
 removed or renamed) instead of every run folder on every request.
 
 Revision ID: 0010_robotics_outputs
-Revises: 0007_media_grid_lng
+Revises: 0008_engine_token_scopes
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_robotics_outputs"
-down_revision = "0007_media_grid_lng"
+down_revision = "0008_engine_token_scopes"
 branch_labels = None
 depends_on = None
 

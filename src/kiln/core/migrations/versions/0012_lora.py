@@ -1,7 +1,7 @@
 """LoRA: adapters, their tags, embeddings, recommendation feedback, backups.
 
 Revision ID: 0012_lora
-Revises: 0007_media_grid_lng
+Revises: 0010_robotics_outputs
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from kiln.core.db import JSONType, UTCDateTime
 
 revision = "0012_lora"
-down_revision = "0007_media_grid_lng"
+down_revision = "0010_robotics_outputs"
 branch_labels = None
 depends_on = None
 

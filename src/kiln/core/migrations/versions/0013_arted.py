@@ -1,7 +1,7 @@
 """Arted: runs (= execution-history records, with their recorder entities and history items).
 
 Revision ID: 0013_arted
-Revises: 0007_media_grid_lng
+Revises: 0012_lora
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from kiln.core.db import JSONType, UTCDateTime
 
 revision = "0013_arted"
-down_revision = "0007_media_grid_lng"
+down_revision = "0012_lora"
 branch_labels = None
 depends_on = None
 

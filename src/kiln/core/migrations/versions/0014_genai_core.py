@@ -1,7 +1,7 @@
 """Genai part 1: runtime config, platform control plane, ModelOps, registry, policy, quotes.
 
 Revision ID: 0014_genai_core
-Revises: 0007_media_grid_lng
+Revises: 0013_arted
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from kiln.core.db import JSONType, UTCDateTime
 
 revision = "0014_genai_core"
-down_revision = "0007_media_grid_lng"
+down_revision = "0013_arted"
 branch_labels = None
 depends_on = None
 
