@@ -178,3 +178,20 @@ async def test_upstream_errors(arted: httpx.AsyncClient, fake_llm: FakeLLM, fake
     fake_llm.responder = respond
     r = await arted.post("/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Baum"})
     assert r.status_code == 502 and r.json()["details"] == {"stage": "interception"}
+
+
+async def test_cancelled_run_is_closed_as_failed(arted: httpx.AsyncClient, app, fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(content="SAFE", delay=1.5))
+    r = await arted.post("/api/schema/pipeline/execute?async=true", json={"schema": "dada", "input_text": "Ein Baum"})
+    run_id = r.json()["run_id"]
+    kernel = app.state.kernel
+    from kiln.apps.arted.models import Run
+
+    async with kernel.db.session() as s:
+        job_id = (await s.get(Run, run_id)).job_id
+    await asyncio.sleep(0.3)
+    await kernel.jobs.cancel(job_id)
+    final = await wait_status(arted, run_id)
+    assert final["status"] == "failed" and final["error"]["error_type"] == "job_cancelled"
+    record = (await arted.get("/api/runs", params={"limit": 5})).json()["executions"][0]
+    assert record["execution_id"] == run_id and record["status"] == "failed"

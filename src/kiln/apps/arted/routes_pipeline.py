@@ -57,10 +57,7 @@ async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, re
     if status is None:
         raise ArtedError(504, "The run is still in progress; follow it on its status route", run_id=run.id,
                          details={"status_url": f"{root(request)}/api/pipeline/{run.id}/status"})
-    run = await _reload(session, run.id)
-    if run.status not in ("completed", FAILED):
-        raise ArtedError(500, "The run ended without a result", status="internal_error", run_id=run.id)
-    return run
+    return await service.settle(session, kernel, await _reload(session, run.id))
 
 
 @router.post("/api/schema/pipeline/execute")

@@ -29,8 +29,8 @@ async def _serve(request: Request, kernel: Any, run_id: str, entity: dict[str, A
 
 
 @router.get("/api/pipeline/{run_id}/status")
-async def run_status(run_id: str, session: SessionDep) -> dict[str, Any]:
-    return status_view(await service.load_run(session, run_id))
+async def run_status(run_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return status_view(await service.settle(session, kernel, await service.load_run(session, run_id)))
 
 
 @router.get("/api/pipeline/{run_id}/entities")
