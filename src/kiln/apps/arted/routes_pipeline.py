@@ -70,7 +70,8 @@ async def execute(request: Request, body: ExecuteRequest, session: SessionDep, k
     config = service.get_config(reg, body.schema_)
     outputs = service.choose_outputs(reg, config, body.output_config)
     service.check_configured(providers, outputs)
-    options = {"user_language": body.user_language[:8], "context_prompt": body.context_prompt,
+    options = {"user_language": body.user_language[:8],
+               "context_prompt": service.clean(body.context_prompt) if body.context_prompt else None,
                "interception_result": service.clean(body.interception_result) if body.interception_result else None}
     run = await service.create_run(
         session, kernel, run_id=service.valid_run_id(None), mode="full", config=config, outputs=outputs, text=text,
