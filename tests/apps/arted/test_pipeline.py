@@ -195,3 +195,15 @@ async def test_cancelled_run_is_closed_as_failed(arted: httpx.AsyncClient, app, 
     assert final["status"] == "failed" and final["error"]["error_type"] == "job_cancelled"
     record = (await arted.get("/api/runs", params={"limit": 5})).json()["executions"][0]
     assert record["execution_id"] == run_id and record["status"] == "failed"
+
+
+async def test_urls_carry_the_mount_prefix(app, arted: httpx.AsyncClient) -> None:
+    transport = httpx.ASGITransport(app=app, root_path="/arted")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as prefixed:
+        r = await prefixed.post("/arted/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Ei"})
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        assert r.json()["media_output"]["url"] == f"/arted/api/media/image/{run_id}"
+        entities = (await prefixed.get(f"/arted/api/pipeline/{run_id}/entities")).json()["entities"]
+        assert entities[0]["url"] == f"/arted/api/pipeline/{run_id}/entity/input"
+        assert (await prefixed.get(f"/arted/api/media/image/{run_id}")).status_code == 200
