@@ -126,7 +126,7 @@ async def _stages(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, ll
                                  "meta": {"source": "client"}}], run_values={"final_output": prompt},
                          then=next_state)
     else:
-        await rec.log([], {"final_output": prompt})
+        rec.pend(final_output=prompt)
     # ---- stages 3 and 4, per output config
     results = []
     used_seed = None

@@ -153,9 +153,9 @@ class Recorder:
             await self._commit(run_values or {}, view)
         return view
 
-    async def log(self, items: list[dict[str, Any]], run_values: dict[str, Any] | None = None) -> None:
-        self._add_items(items)
-        await self._commit(run_values or {})
+    def pend(self, **values: Any) -> None:
+        """Run values to write with the next transaction."""
+        self._pending.update(values)
 
     async def finish(self, status: str, items: list[dict[str, Any]], **values: Any) -> None:
         self.step = "complete" if status != "failed" else "failed"
