@@ -270,10 +270,13 @@ async def main() -> None:
         kiln_rps = await concurrent(kiln_url, args.users, args.concurrent_runs)
         cpu_per_run = (sum(proc.cpu_times()[:2]) - cpu) / args.concurrent_runs * 1000
         INTERVALS.clear()
+        ref_proc = psutil.Process(ref.pid)
+        cpu = sum(ref_proc.cpu_times()[:2])
         ref_rps = await concurrent(ref_url, args.users, args.concurrent_runs)
+        ref_cpu = (sum(ref_proc.cpu_times()[:2]) - cpu) / args.concurrent_runs * 1000
         print(f"{args.users} concurrent users, {args.concurrent_runs} runs: Kiln {kiln_rps:.1f} runs/s, "
               f"reference simulation {ref_rps:.1f} runs/s, ratio {kiln_rps / ref_rps:.2f}x "
-              f"(Kiln server CPU {cpu_per_run:.1f} ms per run)")
+              f"(server CPU per run: Kiln {cpu_per_run:.1f} ms, simulation {ref_cpu:.1f} ms)")
     finally:
         kiln.terminate()
         kiln.wait(timeout=30)

@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image, PngImagePlugin
 
+from tests.fakes.loopback import running, serve
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SAVE_NODES = {"SaveImage": "images", "SaveAudio": "audio"}
 
@@ -263,20 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 def start_fake_comfyui() -> tuple[FakeComfyUI, ThreadingHTTPServer]:
     fake = FakeComfyUI()
-    handler = type("BoundHandler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = serve(_Handler, {"fake": fake}, "fake-comfyui")
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     name="fake-comfyui", daemon=True).start()
     return fake, server
 
 
 @pytest.fixture
 def fake_comfyui() -> Iterator[FakeComfyUI]:
     fake, server = start_fake_comfyui()
-    try:
+    with running(server):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.loopback import running, serve
+
 
 @dataclass
 class Reply:
@@ -186,20 +188,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 def start_fake_llm() -> tuple[FakeLLM, ThreadingHTTPServer]:
     fake = FakeLLM()
-    handler = type("BoundHandler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = serve(_Handler, {"fake": fake}, "fake-openai")
     fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     name="fake-openai", daemon=True).start()
     return fake, server
 
 
 @pytest.fixture
 def fake_llm() -> Iterator[FakeLLM]:
     fake, server = start_fake_llm()
-    try:
+    with running(server):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -32,6 +32,7 @@ from kiln.providers.http import (
 )
 
 HISTORY_CHECK = 2.0  # seconds of socket silence before the history is asked
+QUICK_LOOK = 0.01  # seconds before the second look, after which the socket is opened
 OUTPUT_KINDS = ("images", "audio", "gifs", "video", "videos", "files")
 ProgressFn = Callable[[float, str], Awaitable[None] | None]
 
@@ -143,6 +144,9 @@ class ComfyUIClient:
         try:
             prompt_id = await self.submit(graph, client_id)
             entry = await self.history(prompt_id)
+            if not _finished(entry):  # a cached or tiny graph is done at once: one more quick look
+                await asyncio.sleep(QUICK_LOOK)
+                entry = await self.history(prompt_id)
             if not _finished(entry):
                 socket = await self._open_socket(client_id)
                 # events sent before the socket was open are not replayed: look once more first

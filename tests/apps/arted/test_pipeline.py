@@ -178,3 +178,32 @@ async def test_upstream_errors(arted: httpx.AsyncClient, fake_llm: FakeLLM, fake
     fake_llm.responder = respond
     r = await arted.post("/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Baum"})
     assert r.status_code == 502 and r.json()["details"] == {"stage": "interception"}
+
+
+async def test_cancelled_run_is_closed_as_failed(arted: httpx.AsyncClient, app, fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(content="SAFE", delay=1.5))
+    r = await arted.post("/api/schema/pipeline/execute?async=true", json={"schema": "dada", "input_text": "Ein Baum"})
+    run_id = r.json()["run_id"]
+    kernel = app.state.kernel
+    from kiln.apps.arted.models import Run
+
+    async with kernel.db.session() as s:
+        job_id = (await s.get(Run, run_id)).job_id
+    await asyncio.sleep(0.3)
+    await kernel.jobs.cancel(job_id)
+    final = await wait_status(arted, run_id)
+    assert final["status"] == "failed" and final["error"]["error_type"] == "job_cancelled"
+    record = (await arted.get("/api/runs", params={"limit": 5})).json()["executions"][0]
+    assert record["execution_id"] == run_id and record["status"] == "failed"
+
+
+async def test_urls_carry_the_mount_prefix(app, arted: httpx.AsyncClient) -> None:
+    transport = httpx.ASGITransport(app=app, root_path="/arted")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as prefixed:
+        r = await prefixed.post("/arted/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Ei"})
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        assert r.json()["media_output"]["url"] == f"/arted/api/media/image/{run_id}"
+        entities = (await prefixed.get(f"/arted/api/pipeline/{run_id}/entities")).json()["entities"]
+        assert entities[0]["url"] == f"/arted/api/pipeline/{run_id}/entity/input"
+        assert (await prefixed.get(f"/arted/api/media/image/{run_id}")).status_code == 200

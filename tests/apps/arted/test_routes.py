@@ -116,7 +116,7 @@ async def test_unknown_runs_are_404(arted: httpx.AsyncClient) -> None:
     body = envelope(await arted.get(f"/api/runs/{rid}"), 404)
     assert body["error"] == "Execution not found" and body["execution_id"] == rid
     envelope(await arted.get(f"/api/runs/{rid}/export/txt"), 404)
-    envelope(await arted.get(f"/api/media/gif/{rid}"), 404)
+    assert (await arted.get(f"/api/media/gif/{rid}")).status_code == 404
 
 
 async def test_history_filters_pages_stats_and_exports(arted: httpx.AsyncClient, fake_llm: FakeLLM) -> None:
@@ -205,3 +205,23 @@ async def test_token_user_is_recorded(arted: httpx.AsyncClient, app) -> None:
     assert record["user_id"] == "artist@example.org"
     envelope(await arted.post(EXEC, json={"schema": "dada", "input_text": "x"},
                               headers={"Authorization": "Bearer nonsense"}), 401)
+
+
+async def test_token_required_off_loopback(tmp_path: Path, db_url: str) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from kiln.app import create_app
+    from kiln.core.auth.service import create_api_token, create_user
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(tmp_path / "home", db_url, host="0.0.0.0", apps=["arted"]), migrate=False)
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                      base_url="http://testserver") as http:
+        body = envelope(await http.get("/api/schema/list"), 401)
+        assert body["status"] == "unauthorized"
+        async with app.state.kernel.db.session() as s:
+            user = await create_user(s, "teacher@example.org", "pw-123456789")
+            _, token = await create_api_token(s, user, "arted")
+            await s.commit()
+        ok = await http.get("/api/schema/list", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and ok.json()["schemas"]

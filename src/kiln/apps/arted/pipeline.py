@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
@@ -25,17 +26,21 @@ from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderError, ProviderTimeout
 from kiln.providers.llm import LLMClient
 
+RUN_FIELDS = ("id", "mode", "config_id", "user_id", "session_id", "safety_level", "execution_mode", "input_text",
+              "requested_seed", "options", "started_at")
+
 
 def backend_of(llm: LLMClient) -> str:
     return "llm-cloud" if llm.http.origin == "cloud" else "llm"
 
 
 async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
-    async with kernel.db.session() as session:
-        run = (await session.execute(select(Run).where(Run.id == run_id))).scalar_one_or_none()
-        if run is None:
-            return {"outcome": "missing"}
-        session.expunge(run)
+    columns = [Run.__table__.c[name] for name in RUN_FIELDS]
+    async with kernel.db.engine.connect() as conn:
+        row = (await conn.execute(select(*columns).where(Run.__table__.c.id == run_id))).mappings().first()
+    if row is None:
+        return {"outcome": "missing"}
+    run = SimpleNamespace(**row)
     cfg = kernel.surface_settings(ArtedSettings)
     providers = kernel.surface_settings(ProviderSettings)
     reg = registry(cfg.config_dir)
@@ -52,7 +57,7 @@ async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
         return {"outcome": "failed"}
 
 
-async def _fail(rec: Recorder, run: Run, stage: str, exc: ProviderError, **values: Any) -> None:
+async def _fail(rec: Recorder, run: Any, stage: str, exc: ProviderError, **values: Any) -> None:
     status = 504 if isinstance(exc, ProviderTimeout) else 502
     error = {"stage": stage, "error_type": type(exc).__name__, "message": str(exc)[:500], "http_status": status}
     item = {"stage": rec.stage, "item_type": "pipeline_error", "media_type": "metadata",
@@ -62,7 +67,7 @@ async def _fail(rec: Recorder, run: Run, stage: str, exc: ProviderError, **value
     await rec.finish(FAILED, [], error=error, **values)
 
 
-async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
+async def _stages(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
                   comfy: ComfyUIClient | None) -> dict[str, Any]:
     level, options = run.safety_level, run.options
     config = reg.configs[run.config_id]
@@ -121,7 +126,7 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
                                  "meta": {"source": "client"}}], run_values={"final_output": prompt},
                          then=next_state)
     else:
-        await rec.log([], {"final_output": prompt})
+        rec.pend(final_output=prompt)
     # ---- stages 3 and 4, per output config
     results = []
     used_seed = None
@@ -144,7 +149,7 @@ async def _stages(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, ll
     return {"outcome": "failed" if failed else "completed"}
 
 
-async def _output(rec: Recorder, run: Run, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
+async def _output(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
                   comfy: ComfyUIClient | None, output: Config, prompt: str, backend_info: list[dict[str, Any]],
                   index: int, *, last: bool) -> tuple[dict[str, Any], int | None]:
     level = run.safety_level

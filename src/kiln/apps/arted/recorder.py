@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from kiln.apps.arted.models import IN_PROGRESS, Run
 from kiln.core.db import utcnow
@@ -54,6 +55,14 @@ def sniff(data: bytes) -> tuple[str, str]:
     return "application/octet-stream", "bin"
 
 
+@lru_cache(maxsize=64)
+def _update_for(columns: frozenset[str]) -> Any:
+    """A prepared `UPDATE arted_runs SET <columns> WHERE id = :run_id`, built once per column set
+    (constructing and cache-keying a statement per step cost more than executing it)."""
+    return update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
+        {RUNS.c[name]: bindparam(name, type_=RUNS.c[name].type) for name in sorted(columns)})
+
+
 class Recorder:
     def __init__(self, kernel: Any, run_id: str):
         self.kernel = kernel
@@ -70,13 +79,12 @@ class Recorder:
     async def _commit(self, values: dict[str, Any], entity: dict[str, Any] | None = None,
                       status: str = IN_PROGRESS) -> None:
         """One UPDATE of the run row on a bare connection (Core, no ORM unit of work)."""
-        statement = update(RUNS).where(RUNS.c.id == self.run_id).values(
-            current_stage=self.stage, current_step=self.step, entities=self.entities, items=self.items,
-            entity_count=len(self.entities), items_count=len(self.items), stored_bytes=self.stored,
-            **{**self._pending, **values})
+        params = {"current_stage": self.stage, "current_step": self.step, "entities": self.entities,
+                  "items": self.items, "entity_count": len(self.entities), "items_count": len(self.items),
+                  "stored_bytes": self.stored, **self._pending, **values}
         self._pending = {}
         async with self.kernel.db.engine.begin() as conn:
-            await conn.execute(statement)
+            await conn.execute(_update_for(frozenset(params)), {"run_id": self.run_id, **params})
         views = self._deferred + ([entity] if entity is not None else [])
         self._deferred = []
         for view in views or [None]:
@@ -145,9 +153,9 @@ class Recorder:
             await self._commit(run_values or {}, view)
         return view
 
-    async def log(self, items: list[dict[str, Any]], run_values: dict[str, Any] | None = None) -> None:
-        self._add_items(items)
-        await self._commit(run_values or {})
+    def pend(self, **values: Any) -> None:
+        """Run values to write with the next transaction."""
+        self._pending.update(values)
 
     async def finish(self, status: str, items: list[dict[str, Any]], **values: Any) -> None:
         self.step = "complete" if status != "failed" else "failed"

@@ -57,10 +57,7 @@ async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, re
     if status is None:
         raise ArtedError(504, "The run is still in progress; follow it on its status route", run_id=run.id,
                          details={"status_url": f"{root(request)}/api/pipeline/{run.id}/status"})
-    run = await _reload(session, run.id)
-    if run.status not in ("completed", FAILED):
-        raise ArtedError(500, "The run ended without a result", status="internal_error", run_id=run.id)
-    return run
+    return await service.settle(session, kernel, await _reload(session, run.id))
 
 
 @router.post("/api/schema/pipeline/execute")
@@ -73,7 +70,8 @@ async def execute(request: Request, body: ExecuteRequest, session: SessionDep, k
     config = service.get_config(reg, body.schema_)
     outputs = service.choose_outputs(reg, config, body.output_config)
     service.check_configured(providers, outputs)
-    options = {"user_language": body.user_language[:8], "context_prompt": body.context_prompt,
+    options = {"user_language": body.user_language[:8],
+               "context_prompt": service.clean(body.context_prompt) if body.context_prompt else None,
                "interception_result": service.clean(body.interception_result) if body.interception_result else None}
     run = await service.create_run(
         session, kernel, run_id=service.valid_run_id(None), mode="full", config=config, outputs=outputs, text=text,

@@ -29,8 +29,8 @@ async def _serve(request: Request, kernel: Any, run_id: str, entity: dict[str, A
 
 
 @router.get("/api/pipeline/{run_id}/status")
-async def run_status(run_id: str, session: SessionDep) -> dict[str, Any]:
-    return status_view(await service.load_run(session, run_id))
+async def run_status(run_id: str, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return status_view(await service.settle(session, kernel, await service.load_run(session, run_id)))
 
 
 @router.get("/api/pipeline/{run_id}/entities")
@@ -85,10 +85,7 @@ async def media_run(request: Request, run_id: str, session: SessionDep) -> dict[
             "entities": [entity_view(root(request), run.id, e) for e in entities]}
 
 
-@router.get("/api/media/{kind}/{run_id}")
-async def media_file(request: Request, kind: str, run_id: str, session: SessionDep, kernel: KernelDep) -> Response:
-    if kind not in MEDIA_TYPES:
-        raise ArtedError(404, f"Unknown media type {kind[:32]!r}", details={"valid": sorted(MEDIA_TYPES)})
+async def _media_file(request: Request, kind: str, run_id: str, session: Any, kernel: Any) -> Response:
     run = await service.load_run(session, run_id)
     for entity_type in MEDIA_TYPES[kind]:
         found = [e for e in run.entities or [] if e["type"] == entity_type and e.get("blob_key")]
@@ -96,6 +93,23 @@ async def media_file(request: Request, kind: str, run_id: str, session: SessionD
             ext = found[0]["filename"].rsplit(".", 1)[-1]
             return await _serve(request, kernel, run.id, found[0], f"{run.id}.{ext}")
     raise ArtedError(404, f"No {kind} found for run {run.id}", run_id=run.id)
+
+
+# One static route per media type (not `/api/media/{kind}/...`), so the media surface's
+# `/api/media/{media_id}/image` is never shadowed when both are mounted at the root.
+@router.get("/api/media/image/{run_id}")
+async def media_image(request: Request, run_id: str, session: SessionDep, kernel: KernelDep) -> Response:
+    return await _media_file(request, "image", run_id, session, kernel)
+
+
+@router.get("/api/media/audio/{run_id}")
+async def media_audio(request: Request, run_id: str, session: SessionDep, kernel: KernelDep) -> Response:
+    return await _media_file(request, "audio", run_id, session, kernel)
+
+
+@router.get("/api/media/video/{run_id}")
+async def media_video(request: Request, run_id: str, session: SessionDep, kernel: KernelDep) -> Response:
+    return await _media_file(request, "video", run_id, session, kernel)
 
 
 @router.get("/api/runs/stats")

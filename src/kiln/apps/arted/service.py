@@ -12,14 +12,15 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.config import ArtedSettings
 from kiln.apps.arted.errors import ArtedError
-from kiln.apps.arted.models import Run
+from kiln.apps.arted.models import FAILED, IN_PROGRESS, QUEUED, Run
 from kiln.apps.arted.registry import Config, Registry
 from kiln.apps.arted.safety import LEVELS
+from kiln.core.db import utcnow
 from kiln.core.jobs.models import FINISHED
 from kiln.providers.config import ProviderSettings
 
@@ -134,6 +135,23 @@ async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str
             job = await kernel.jobs.get(job_id)
             return job.status if job is not None and job.status in FINISHED else None
     return None
+
+
+async def settle(session: AsyncSession, kernel: Any, run: Run) -> Run:
+    """A run still open whose job has ended (crashed worker, cancel, an error outside the stages)
+    is closed as failed, with the job's error, so it never stays `in_progress` for ever."""
+    if run.status not in (QUEUED, IN_PROGRESS) or run.job_id is None:
+        return run
+    job = await kernel.jobs.get(run.job_id)
+    if job is None or job.status not in FINISHED:
+        return run
+    error = {"stage": run.current_step, "error_type": f"job_{job.status}",
+             "message": f"the run stopped: its job {job.status}", "http_status": 500}
+    await session.execute(update(Run).where(Run.id == run.id, Run.status.in_((QUEUED, IN_PROGRESS)))
+                          .values(status=FAILED, error=error, finished_at=job.finished_at or utcnow()))
+    await session.commit()
+    return (await session.execute(select(Run).where(Run.id == run.id)
+                                  .execution_options(populate_existing=True))).scalar_one()
 
 
 async def load_run(session: AsyncSession, run_id: str) -> Run:

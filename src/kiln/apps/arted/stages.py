@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.apps.arted.registry import Chunk, Config, Registry, pick
-from kiln.apps.arted.safety import normalise
 from kiln.providers.comfyui import ComfyUIClient, output_files
 from kiln.providers.http import ProviderError
 from kiln.providers.llm import LLMClient, collect
@@ -119,7 +118,3 @@ async def generate(comfy: ComfyUIClient, chunk: Chunk, graph: dict[str, Any], *,
     if len(data) > max_bytes:
         raise ProviderError("comfyui", f"output larger than {max_bytes} bytes")
     return Generated(data, prompt_id, chosen[0].filename, time.perf_counter() - started)
-
-
-def same_text(a: str, b: str) -> bool:
-    return normalise(a).strip() == normalise(b).strip()
