@@ -82,6 +82,11 @@ async def test_off_loopback_only_scoped_tokens_and_admins(tmp_path: Path, db_url
         assert (await http.get("/api/auth/me", headers=bearer(robotics_api))).status_code == 403
         assert (await http.get("/media/api/auth/me", headers=bearer(lora_api))).status_code == 200
         assert (await http.get("/api/auth/me", headers=bearer(user_jwt))).status_code == 200
+        for path in ("/api/upload/ws/updates", "/media/api/upload/ws/updates"):  # media's socket too
+            async with aconnect_ws(path, http, params={"token": robotics_api}) as ws:
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    await ws.receive_json()
+            assert closed.value.code == 1008 and "limited to robotics" in closed.value.reason
         # Engine probes stay reachable; docs and metrics need a token (any).
         assert (await http.get("/healthz")).status_code == 200
         for path in ("/metrics", "/docs", "/openapi.json", "/robotics/openapi.json", "/media/docs"):

@@ -66,7 +66,11 @@ def _install(name: str):
         async def teapot(_request: Request, _exc: Exception) -> JSONResponse:
             return JSONResponse({"error": "teapot", "service": name}, status_code=418)
 
+        def started() -> None:  # state is shared with the main app, so the test can see it
+            setattr(app.state, f"{name}_started", True)
+
         app.include_router(_router(name))
+        app.router.add_event_handler("startup", started)
         app.add_exception_handler(Teapot, teapot)
         app.add_middleware(StampMiddleware, name=name)
 

@@ -37,6 +37,7 @@ def lora(monkeypatch: pytest.MonkeyPatch) -> str:
 async def test_each_surface_whole_under_its_prefix_and_at_the_root(tmp_path, db_url, lora):
     async with serving(tmp_path, db_url, apps=["robotics", "media", "lora"]) as (app, http):
         assert app.state.surfaces == ["robotics", "media", "lora"]
+        assert app.state.lora_started  # a surface's startup handlers run with the server
         robotics = {"status": "ok", "app_name": "Kiln Robotics"}
         assert (await http.get("/robotics/health")).json() == robotics
         assert (await http.get("/robotics/assets")).json() == (await http.get("/assets")).json() == []

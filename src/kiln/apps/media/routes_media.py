@@ -19,7 +19,7 @@ from kiln.apps.media.deps import AUTH_MESSAGES, MediaSettingsDep, MediaUser
 from kiln.apps.media.models import STATUSES, UPLOADED, MediaItem, MediaTaskLog
 from kiln.apps.media.schemas import RecentItem, Recents, VaultItem, VaultPage
 from kiln.apps.media.status import TOPIC, StatusEvent
-from kiln.core.auth import AuthError, authenticate_token, token_from_request
+from kiln.core.auth import AuthError, authenticate_token, surface_of, token_from_request
 from kiln.core.deps import KernelDep, RootPathDep, SessionDep
 from kiln.core.events import forward_events
 from kiln.core.files import range_response
@@ -265,7 +265,7 @@ async def status_updates(websocket: WebSocket) -> None:
         return
     try:
         # Its own short session, closed before streaming: an idle socket holds no DB connection.
-        user_id = (await authenticate_token(kernel, token)).user.id
+        user_id = (await authenticate_token(kernel, token, surface=surface_of(websocket))).user.id
     except AuthError as exc:
         await websocket.close(1008, AUTH_MESSAGES.get(exc.code, exc.detail))
         return

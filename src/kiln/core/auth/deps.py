@@ -81,13 +81,12 @@ def surface_of(conn: HTTPConnection) -> str | None:
     return None
 
 
-def _check_scope(context: AuthContext, conn: HTTPConnection | None) -> None:
-    surface = surface_of(conn) if conn is not None else None
+def _scope_refusal(context: AuthContext, surface: str | None) -> str | None:
+    """Why an API token may not open `surface`, or None when it may."""
     if surface is None or context.scopes is None or surface in context.scopes:
-        return
-    detail = (f"This API token is limited to {', '.join(sorted(context.scopes))} and does not open {surface}; "
-              f"create one with `kiln user token EMAIL --scope {surface}`")
-    raise _fail(conn, 403, "token_scope", detail)
+        return None
+    return (f"This API token is limited to {', '.join(sorted(context.scopes))} and does not open {surface}; "
+            f"create one with `kiln user token EMAIL --scope {surface}`")
 
 
 def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) -> str | None:
@@ -108,10 +107,14 @@ def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) 
     return None
 
 
-async def authenticate_token(kernel: Any, token: str, conn: HTTPConnection | None = None) -> AuthContext:
-    """Resolve a token to its active user or raise AuthError (WebSocketException on a socket).
+async def authenticate_token(
+    kernel: Any, token: str, conn: HTTPConnection | None = None, *, surface: str | None = None
+) -> AuthContext:
+    """Resolve a token to its active user or raise AuthError (WebSocketException when `conn` is a socket).
 
-    Usable outside dependencies, e.g. by a WebSocket route that receives the token in a message.
+    Usable outside dependencies, e.g. by a WebSocket route that receives the token in a message
+    (pass `surface=surface_of(websocket)` so an API token scoped to other surfaces is refused: 403
+    `token_scope`). With `conn`, the surface comes from it.
     """
 
     def fail(status_code: int, code: str, detail: str) -> Exception:
@@ -126,7 +129,9 @@ async def authenticate_token(kernel: Any, token: str, conn: HTTPConnection | Non
                 raise fail(401, "invalid_token", "API token invalid, expired or revoked; create a new one")
             await session.commit()  # persists last_used_at
             context = AuthContext(user=found[1], method="api_token", scopes=found[0].scope_set)
-            _check_scope(context, conn)
+            refusal = _scope_refusal(context, surface or (surface_of(conn) if conn is not None else None))
+            if refusal is not None:
+                raise fail(403, "token_scope", refusal)
             return context
         try:
             claims = decode_access_token(kernel.settings.resolved_secret_key, token)
