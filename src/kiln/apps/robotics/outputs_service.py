@@ -204,7 +204,7 @@ def _int(params: dict[str, str], key: str, default: int, lo: int, hi: int) -> in
     return value
 
 
-async def list_outputs(session: AsyncSession, params: dict[str, str]) -> list[dict[str, Any]]:
+async def list_outputs(session: AsyncSession, params: dict[str, str], root_path: str = "") -> list[dict[str, Any]]:
     limit, offset = _int(params, "limit", 100, 1, 500), _int(params, "offset", 0, 0, 10**9)
     run_id, asset_id = _lower(params, "conversion_id"), _lower(params, "asset_id")
     await refresh_outputs(session, run_id=run_id, asset_id=asset_id)
@@ -227,7 +227,7 @@ async def list_outputs(session: AsyncSession, params: dict[str, str]) -> list[di
             OutputArtifact.file_name, OutputArtifact.relative_path, OutputArtifact.format, OutputArtifact.role,
             OutputArtifact.conversion_run_id))))
     q = q.order_by(OutputArtifact.created_at.desc(), OutputArtifact.id.desc()).limit(limit).offset(offset)
-    return [output_summary(o, r) for o, r in (await session.execute(q)).all()]
+    return [output_summary(o, r, root_path) for o, r in (await session.execute(q)).all()]
 
 
 async def get_output(session: AsyncSession, output_id: str) -> tuple[OutputArtifact, ConversionRun | None]:
@@ -243,9 +243,9 @@ async def get_output(session: AsyncSession, output_id: str) -> tuple[OutputArtif
     return art, run
 
 
-async def output_detail_by_id(session: AsyncSession, output_id: str) -> dict[str, Any]:
+async def output_detail_by_id(session: AsyncSession, output_id: str, root_path: str = "") -> dict[str, Any]:
     art, run = await get_output(session, output_id)
-    return output_detail(art, run)
+    return output_detail(art, run, root_path)
 
 
 async def content_source(session: AsyncSession, output_id: str) -> tuple[Path, str, str]:

@@ -113,12 +113,12 @@ async def duplicate_config(
 # ------------------------------------------------------------------------------ outputs
 @router.get("/outputs")
 async def list_outputs(request: Request, session: SessionDep) -> list[dict[str, Any]]:
-    return await outputs_service.list_outputs(session, dict(request.query_params))
+    return await outputs_service.list_outputs(session, dict(request.query_params), request.scope.get("root_path", ""))
 
 
 @router.get("/outputs/{output_id}")
-async def get_output(output_id: str, session: SessionDep) -> dict[str, Any]:
-    return await outputs_service.output_detail_by_id(session, output_id)
+async def get_output(output_id: str, request: Request, session: SessionDep) -> dict[str, Any]:
+    return await outputs_service.output_detail_by_id(session, output_id, request.scope.get("root_path", ""))
 
 
 @router.get("/outputs/{output_id}/content")

@@ -108,7 +108,9 @@ def conversion_summary(run: ConversionRun, job: Job | None) -> dict[str, Any]:
     }
 
 
-def output_summary(o: OutputArtifact, run: ConversionRun | None) -> dict[str, Any]:
+def output_summary(o: OutputArtifact, run: ConversionRun | None, root_path: str = "") -> dict[str, Any]:
+    """`root_path` is the prefix the request came in on (e.g. `/robotics`), so `content_url` works
+    under any mount."""
     asset_ids = [o.source_asset_id] if o.source_asset_id else list(run.asset_ids or []) if run else []
     return {
         "id": o.id,
@@ -123,11 +125,11 @@ def output_summary(o: OutputArtifact, run: ConversionRun | None) -> dict[str, An
         "size_bytes": o.size_bytes,
         "availability_status": o.availability_status,
         "metadata": o.metadata_json or {},
-        "content_url": f"/outputs/{o.id}/content",
+        "content_url": f"{root_path}/outputs/{o.id}/content",
         "created_at": iso(o.created_at),
         "updated_at": iso(o.updated_at),
     }
 
 
-def output_detail(o: OutputArtifact, run: ConversionRun | None) -> dict[str, Any]:
-    return {**output_summary(o, run), "file_path": o.output_path}
+def output_detail(o: OutputArtifact, run: ConversionRun | None, root_path: str = "") -> dict[str, Any]:
+    return {**output_summary(o, run, root_path), "file_path": o.output_path}
