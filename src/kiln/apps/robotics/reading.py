@@ -39,8 +39,8 @@ DecodeFailure = Literal["skip", "warn", "fail"]
 SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
 
 
-_METADATA_LIMIT = 4 * 1024 * 1024
-_POOL_BUFFERS = 16  # chunk buffers one MCAP reader keeps for reuse  # a rosbag2 metadata.yaml larger than this is not one
+_METADATA_LIMIT = 4 * 1024 * 1024  # a rosbag2 metadata.yaml larger than this is not one
+_POOL_BUFFERS = 16  # chunk buffers one MCAP reader keeps for reuse
 
 
 @dataclass(frozen=True)
