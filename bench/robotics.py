@@ -40,7 +40,14 @@ import bagfactory as bf  # noqa: E402
 GOALS = {"speedup_vs_hephaes": 10.0, "ratio_vs_raw": 0.40, "peak_rss_mb": 600, "index_s": 1.0, "preview_s": 0.5}
 
 
-def plan_for(size_mb: float) -> bf.RecordingPlan:
+def plan_for(size_mb: float, mix: str = "mixed") -> bf.RecordingPlan:
+    if mix == "issue":  # the recording of issue 9's measurement: camera 10 Hz, IMU 100 Hz, a string
+        topics = [bf.TopicPlan("/camera/image_raw", bf.IMAGE, 10.0),
+                  bf.TopicPlan("/imu", bf.IMU, 100.0, offset_ns=1_000_000),
+                  bf.TopicPlan("/status", bf.STRING, 1.0, offset_ns=4_000_000)]
+        per_second = 10 * 640 * 480 * 3 + 100 * 330
+        return bf.RecordingPlan(duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480),
+                                topics=topics)
     topics = [
         bf.TopicPlan("/camera/image_raw", bf.IMAGE, 30.0),
         bf.TopicPlan("/imu", bf.IMU, 200.0, offset_ns=1_000_000),
@@ -53,10 +60,21 @@ def plan_for(size_mb: float) -> bf.RecordingPlan:
                             cloud_points=20_000, topics=topics)
 
 
-def bench_spec() -> dict:
+def bench_spec(mix: str = "mixed") -> dict:
     def src(topic: str, field: str) -> dict:
         return {"kind": "path", "topic": topic, "field_path": field}
 
+    if mix == "issue":
+        return {
+            "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": [
+                {"topic": "/imu", "sync_policy": "last-known-before", "required": False}]},
+            "features": {
+                "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
+                "acc_x": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float32"},
+                "gyro_z": {"source": src("/imu", "angular_velocity.z"), "dtype": "float32"},
+            },
+            "output": {"format": "parquet", "compression": "none"},
+        }
     return {
         "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": [
             {"topic": "/imu", "sync_policy": "last-known-before", "required": False},
@@ -101,7 +119,7 @@ def legacy_mapping(path: Path) -> dict[str, list[str]]:
     return auto_mapping([t.name for t in index_recording(path).topics])
 
 
-def child_convert(path: str, out: str, shards: str, mode: str = "spec") -> None:
+def child_convert(path: str, out: str, shards: str, mode: str = "spec", mix: str = "mixed") -> None:
     from kiln.apps.robotics.conversion import run_conversion
     from kiln.apps.robotics.spec.migrate import build_legacy_spec
 
@@ -109,7 +127,7 @@ def child_convert(path: str, out: str, shards: str, mode: str = "spec") -> None:
         spec = build_legacy_spec(legacy_mapping(Path(path)), output={"format": "parquet", "compression": "none"})
         spec = spec.model_copy(update={"output": spec.output.model_copy(update={"shards": int(shards)})})
     else:
-        spec = bench_spec()
+        spec = bench_spec(mix)
         spec["output"]["shards"] = int(shards)
     cpu0 = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
@@ -166,8 +184,10 @@ def main() -> None:
     ap.add_argument("--skip-hephaes", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="raw read + conversion pairs (the median counts)")
     ap.add_argument("--modes", default="legacy,spec", help="conversions to measure: legacy, spec or both")
+    ap.add_argument("--mix", choices=("mixed", "issue"), default="mixed",
+                    help="mixed: camera 30 Hz, IMU, odometry, clouds, string; issue: camera 10 Hz, IMU 100 Hz, string")
     ap.add_argument("--out-dir", type=Path, default=WORK, help="where outputs go (e.g. /dev/shm to leave out the disk)")
-    ap.add_argument("--child-convert", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--child-convert", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_convert:
         child_convert(*args.child_convert)
@@ -177,10 +197,10 @@ def main() -> None:
     from kiln.apps.robotics.indexing import index_recording
 
     WORK.mkdir(parents=True, exist_ok=True)
-    rec = WORK / f"robotics-{int(args.size_mb)}mb.mcap"
+    rec = WORK / f"robotics-{int(args.size_mb)}mb{'' if args.mix == 'mixed' else '-' + args.mix}.mcap"
     if not rec.exists():
         t = time.perf_counter()
-        bf.write_recording(rec.with_suffix(".tmp.mcap"), "mcap", plan_for(args.size_mb)).rename(rec)
+        bf.write_recording(rec.with_suffix(".tmp.mcap"), "mcap", plan_for(args.size_mb, args.mix)).rename(rec)
         print(f"wrote {rec.name} in {time.perf_counter() - t:.1f} s")
     size_mb = rec.stat().st_size / 1e6
     print(f"recording: {size_mb:.0f} MB, {os.cpu_count()} cpu(s)")
@@ -196,7 +216,8 @@ def main() -> None:
 
     def convert(mode: str, shards: int = 1, target: Path = out) -> dict:
         shutil.rmtree(target, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards), mode],
+        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards), mode,
+                               args.mix],
                               capture_output=True, text=True, check=True)
         shutil.rmtree(target, ignore_errors=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,7 +229,7 @@ def main() -> None:
             return None
         hout = args.out_dir / "hephaes-out"
         shutil.rmtree(hout, ignore_errors=True)
-        payload = legacy_mapping(rec) if mode == "legacy" else bench_spec()
+        payload = legacy_mapping(rec) if mode == "legacy" else bench_spec(args.mix)
         proc = subprocess.run([str(hpy), "-c", HEPHAES_SCRIPT, str(rec), str(hout), mode, json.dumps(payload)],
                               capture_output=True, text=True)
         shutil.rmtree(hout, ignore_errors=True)
@@ -258,7 +279,7 @@ def main() -> None:
             (f"{mode}: peak RSS", "< 600 MB", f"{peak_rss:.0f} MB", peak_rss < GOALS["peak_rss_mb"]),
         ]
 
-    preview_s = timed(lambda: preview(rec, bench_spec(), 5), repeat=5)
+    preview_s = timed(lambda: preview(rec, bench_spec(args.mix), 5), repeat=5)
     print(f"preview 5 rows: {preview_s * 1000:.0f} ms")
     rows = [("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]), *verdicts,
             ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"])]

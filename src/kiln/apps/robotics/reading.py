@@ -233,12 +233,9 @@ class _McapChunks:
         """A pooled buffer nothing points into any more (reusing it spares the page faults of a
         fresh allocation per chunk), else a new one."""
         for buf in self._pool:
-            if len(buf) >= length:
-                try:  # a bytearray with live views (messages still in use) refuses to resize
-                    buf.append(0)
-                except BufferError:
-                    continue
-                del buf[-1]
+            # free = referenced only by the pool, this loop and getrefcount itself: any view into
+            # it (a message still in use) holds one more reference through its buffer export
+            if len(buf) >= length and sys.getrefcount(buf) <= 3:
                 return buf
         buf = bytearray(length)
         if len(self._pool) < _POOL_BUFFERS:
