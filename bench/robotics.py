@@ -120,6 +120,12 @@ def legacy_mapping(path: Path) -> dict[str, list[str]]:
 
 
 def child_convert(path: str, out: str, shards: str, mode: str = "spec", mix: str = "mixed") -> None:
+    # what a running server has loaded after its first conversion (hephaes' imports are
+    # likewise done before its clock starts)
+    import lz4.frame  # noqa: F401
+    import mcap.reader  # noqa: F401
+    import zstandard  # noqa: F401
+
     from kiln.apps.robotics.conversion import run_conversion
     from kiln.apps.robotics.spec.migrate import build_legacy_spec
 
