@@ -41,6 +41,7 @@ SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
 
 _METADATA_LIMIT = 4 * 1024 * 1024  # a rosbag2 metadata.yaml larger than this is not one
 _POOL_BUFFERS = 16  # chunk buffers one MCAP reader keeps for reuse
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,16 @@ class _McapChunks:
         """A pooled buffer nothing points into any more (reusing it spares the page faults of a
         fresh allocation per chunk), else a new one."""
         for buf in self._pool:
-            # free = referenced only by the pool, this loop and getrefcount itself: any view into
-            # it (a message still in use) holds one more reference through its buffer export
-            if len(buf) >= length and sys.getrefcount(buf) <= 3:
+            if len(buf) >= length:
+                try:  # a bytearray with live views (messages still in use) refuses to resize
+                    buf.append(0)
+                except BufferError:
+                    continue
+                del buf[-1]  # within the spare capacity: neither call reallocates
                 return buf
-        buf = bytearray(length)
+        size = -(-length // _MIB) * _MIB
+        buf = bytearray(size + 64)
+        del buf[size:]  # keep 64 spare bytes of capacity for the probe above
         if len(self._pool) < _POOL_BUFFERS:
             self._pool.append(buf)
         return buf
