@@ -214,3 +214,20 @@ async def test_index_job_failure_of_any_kind_is_recorded(client, tmp_path, monke
     assert detail["asset"]["indexing_status"] == "failed" and "KeyError" in detail["metadata"]["indexing_error"]
     job = (await client.get("/jobs", params={"type": "index"})).json()[0]
     assert (await wait_job(client, job["id"]))["status"] == "failed"
+
+
+async def test_content_urls_carry_the_mount_prefix(app, client, tmp_path):
+    import httpx
+
+    asset = await register(client, recording(tmp_path))
+    run = await convert(client, {"asset_ids": [asset["id"]], "spec": trigger_spec()})
+    transport = httpx.ASGITransport(app=app, root_path="/robotics")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as mounted:
+        r = await mounted.get("/robotics/outputs", params={"conversion_id": run["id"]})
+        assert r.status_code == 200, r.text
+        urls = [o["content_url"] for o in r.json()]
+        assert urls and all(u.startswith("/robotics/outputs/") for u in urls)
+        detail = await mounted.get(f"/robotics/outputs/{r.json()[0]['id']}")
+        assert detail.json()["content_url"] == urls[0]
+    plain = (await client.get("/outputs", params={"conversion_id": run["id"]})).json()
+    assert all(o["content_url"].startswith("/outputs/") for o in plain)

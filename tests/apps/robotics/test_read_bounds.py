@@ -147,3 +147,19 @@ async def test_a_truncated_recording_fails_the_conversion_job(client, tmp_path):
     job = await wait_job(client, r.json()["job_id"])
     assert job["status"] == "failed" and job["error_message"].startswith("conversion failed")
     assert (await client.get("/health")).status_code == 200
+
+
+def test_chunk_buffers_are_reused_only_when_no_message_points_into_them(tmp_path):
+    plan = bf.RecordingPlan(duration_s=3.0, image_size=(640, 480))  # ~9 MB a second: several chunks
+    path = bf.write_recording(tmp_path / "rec.mcap", "mcap", plan)
+    with open_recording(path) as reader:
+        assert reader._fast is not None
+        kept = [(m.topic, m.data) for m in reader.iter_raw(["/camera/image_raw"])]  # every view kept alive
+        decode = reader.deserializer(bf.IMAGE)
+        fills = [int(decode(data).data[0]) for _t, data in kept]
+        assert fills == [bf.image_fill(i) for i in range(plan.count("/camera/image_raw"))]  # none overwritten
+        pooled = len(reader._fast._pool)
+        del kept
+        for _ in range(3):  # views gone: the same buffers serve every later pass
+            assert sum(1 for _ in reader.iter_raw()) > 0
+        assert len(reader._fast._pool) == pooled

@@ -74,9 +74,10 @@ def test_default_roots_depend_on_where_kiln_listens(tmp_path):
 def test_roots_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("KILN_ROBOTICS_ROOTS", f"{tmp_path}/x")
     monkeypatch.setenv("KILN_ROBOTICS_MAX_CHUNK_MB", "8")
+    monkeypatch.setenv("KILN_ROBOTICS_APP_NAME", "My Sidecar")
     cfg = RoboticsSettings(_env_file=None)
     assert cfg.allowed_roots(tmp_path, loopback=True) == [tmp_path / "x"]
-    assert cfg.max_chunk_bytes == 8 * 1024 * 1024
+    assert cfg.max_chunk_bytes == 8 * 1024 * 1024 and cfg.app_name == "My Sidecar"
 
 
 async def test_outside_the_roots_one_answer_whether_it_exists_or_not(client, app, tmp_path):

@@ -40,6 +40,8 @@ SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
 
 
 _METADATA_LIMIT = 4 * 1024 * 1024  # a rosbag2 metadata.yaml larger than this is not one
+_POOL_BUFFERS = 16  # chunk buffers one MCAP reader keeps for reuse
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class _McapChunks:
             self._fh.close()
             raise LookupError("no usable chunk index")
         self.chunks = chunks
+        self._pool: list[bytearray] = []
         self.channels = {cid: (ch.topic, summary.schemas[ch.schema_id].name if ch.schema_id else "")
                          for cid, ch in summary.channels.items()}
 
@@ -220,11 +223,30 @@ class _McapChunks:
         return found
 
     def _read(self, offset: int, length: int) -> memoryview:
-        data = os.pread(self._fh.fileno(), length, offset)
-        if len(data) < length:
+        buf = self._free_buffer(length)
+        view = memoryview(buf)[:length]
+        if os.preadv(self._fh.fileno(), [view], offset) < length:
             raise RecordingError(f"recording changed while it was read: {self.path.name} is shorter than "
                                  "its index says (truncated or rewritten)")
-        return memoryview(data)
+        return view
+
+    def _free_buffer(self, length: int) -> bytearray:
+        """A pooled buffer nothing points into any more (reusing it spares the page faults of a
+        fresh allocation per chunk), else a new one."""
+        for buf in self._pool:
+            if len(buf) >= length:
+                try:  # a bytearray with live views (messages still in use) refuses to resize
+                    buf.append(0)
+                except BufferError:
+                    continue
+                del buf[-1]  # within the spare capacity: neither call reallocates
+                return buf
+        size = -(-length // _MIB) * _MIB
+        buf = bytearray(size + 64)
+        del buf[size:]  # keep 64 spare bytes of capacity for the probe above
+        if len(self._pool) < _POOL_BUFFERS:
+            self._pool.append(buf)
+        return buf
 
     def close(self) -> None:
         self._fh.close()
@@ -338,12 +360,15 @@ class RecordingReader:
                     raise RecordingError(f"unknown message type: {msgtype}")
                 store.register({msgtype: self._fallback_store.fielddefs[msgtype]})
                 store.register(_dependencies(self._fallback_store, msgtype))
+            msgdef = store.get_msgdef(msgtype)  # the generated functions, called directly
             if self._reader.is2:
-                def fn(data, _t=msgtype, _d=store.deserialize_cdr):
-                    return _d(data, _t)
+                def fn(data, _le=msgdef.deserialize_cdr_le, _be=msgdef.deserialize_cdr_be, _c=msgdef.cls, _s=store):
+                    if len(data) < 4 or data[0] != 0 or data[1] > 1:
+                        raise ValueError("invalid or unsupported CDR encapsulation")
+                    return (_le if data[1] else _be)(data[4:], 0, _c, _s)[0]
             else:
-                def fn(data, _t=msgtype, _d=store.deserialize_ros1):
-                    return _d(data, _t)
+                def fn(data, _d=msgdef.deserialize_ros1, _c=msgdef.cls, _s=store):
+                    return _d(data, 0, _c, _s)[0]
             self._deser[msgtype] = fn
         return fn
 

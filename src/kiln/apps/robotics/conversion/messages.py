@@ -101,6 +101,8 @@ class _Struct(Column):
             [pa.field("_", pa.bool_())])
 
     def build(self, values: list[Any], mask: np.ndarray | None = None) -> pa.Array:
+        if mask is not None and len(mask) and mask.all():  # rows without this topic: one call
+            return pa.nulls(len(values), self.type)
         if not self.fields:  # an empty message (std_msgs/Empty): one placeholder child
             children = [pa.nulls(len(values), pa.bool_())]
             names = ["_"]
