@@ -36,6 +36,7 @@ import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,7 @@ def _pg_url() -> str:
 async def _fill(app_url: str, db_url: str, count: int) -> None:
     from sqlalchemy import insert
 
+    from kiln.apps.lora.library.values import search_text
     from kiln.apps.lora.models import Adapter, AdapterTag
     from kiln.core.db import Database
 
@@ -121,7 +123,10 @@ async def _fill(app_url: str, db_url: str, count: int) -> None:
                              "file_path": f"/loras/{name}.safetensors", "file_stem": name,
                              "primary_file_size_kb": i % 5000, "trigger_candidates": [], "header_metadata": {},
                              "weight": 1.0, "active": i % 50 == 0, "ordinal": None,
-                             "search_text": "\n".join([name, *tag, f"{words[i % 10]} word"]),
+                             "search_text": search_text(SimpleNamespace(
+                                 name=name, alias=None, file_stem=name, primary_file_name=None, version=None,
+                                 tags=list(dict.fromkeys(tag)), trained_words=[f"{words[i % 10]} word"],
+                                 triggers=[])),
                              "created_at": now, "updated_at": now})
                 tags += [{"adapter_id": aid, "tag_norm": t, "tag": t} for t in dict.fromkeys(tag)]
             await session.execute(insert(Adapter), rows)
@@ -137,7 +142,8 @@ async def bench_list(db_url: str, count: int, rounds: int) -> dict[str, Any]:
         lora = LoraSettings(_env_file=None, dir=Path(tmp))  # type: ignore[call-arg]
         async with serve(Path(tmp) / "home", db_url, lora) as url:
             await _fill(url, db_url, count)
-            queries = {"page": {}, "search": {"search": "neon"}, "tags": {"tags": "watercolor,pixel"},
+            queries = {"page": {}, "search common": {"search": "neon"}, "search rare": {"search": "neon-01234"},
+                       "tag": {"tags": "watercolor"}, "two tags (40%)": {"tags": "watercolor,pixel"},
                        "sort": {"sort": "created_at", "page": 20}, "search+tag": {"search": "ink", "tags": "cat"}}
             out: dict[str, Any] = {}
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:

@@ -134,6 +134,16 @@ async def test_patch_type_checked(client, app, lora_dir: Path) -> None:
     listed = (await client.get("/v1/adapters", params={"tags": "b"})).json()
     assert listed["filtered"] == 1
 
+    async def found(term: str) -> int:
+        return (await client.get("/v1/adapters", params={"search": term})).json()["filtered"]
+
+    await client.patch(url, json={"trained_words": ["Zebra Stripes"]})
+    assert await found("zebra") == 1 and await found("STRIPES zeb") == 1 and await found("ze") == 1
+    await client.patch(url, json={"trained_words": ["giraffe"]})
+    assert await found("zebra") == 0 and await found("giraffe") == 1
+    await client.delete(url)
+    assert await found("giraffe") == 0
+
 
 async def test_activate_bulk_delete(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import column, delete, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.lora.config import LoraSettings
@@ -22,6 +22,7 @@ from kiln.core.db import utcnow
 
 CREATE_TEXT = ("version", "canonical_version_name", "author_username", "primary_file_download_url")
 SORTS = {"name", "created_at", "updated_at", "file_size"}
+FEW = 2000
 
 
 def set_tags(session: AsyncSession, adapter: Adapter, tags: list[str]) -> None:
@@ -136,27 +137,68 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _filters(search: str, active_only: bool | None, tags: list[str]) -> list[Any]:
-    where: list[Any] = []
-    for term in search.split()[:8]:
-        where.append(Adapter.search_text.like(_like(term), escape="\\"))
+def _quoted(text_: str) -> str:
+    return '"' + text_.replace('"', '""') + '"'
+
+
+def _fts_query(terms: list[str]) -> str:
+    return " AND ".join(_quoted(t.casefold()) for t in terms)
+
+
+def _fts_ok(dialect: str, terms: list[str]) -> bool:
+    return dialect == "sqlite" and all(len(t) >= 3 for t in terms)
+
+
+def _search(dialect: str, terms: list[str], *, indexed: bool) -> list[Any]:
+    """Substring match of every term: SQLite's trigram index for terms of 3+ characters, LIKE
+    otherwise (PostgreSQL's LIKE uses the pg_trgm index when the extension is there). When many
+    rows match, LIKE on rows walked in sort order fills a page sooner than the index would."""
+    if not terms:
+        return []
+    if indexed and _fts_ok(dialect, terms):
+        ids = text("SELECT s.adapter_id FROM lora_search s JOIN lora_adapters_fts f ON f.rowid = s.id "
+                   "WHERE lora_adapters_fts MATCH :fts_query").bindparams(fts_query=_fts_query(terms))
+        return [Adapter.id.in_(ids.columns(column("adapter_id")))]
+    return [Adapter.search_text.like(_like(term), escape="\\") for term in terms]
+
+
+def _filters(dialect: str, terms: list[str], active_only: bool | None, tags: list[str], *,
+             tags_exist: bool) -> list[Any]:
+    """WHERE terms; tags as EXISTS (walking a sort index) or as IN (from the tag index)."""
+    where = _search(dialect, terms, indexed=not tags_exist)
     if active_only:
         where.append(Adapter.active.is_(True))
     if tags:
-        where.append(exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag_norm.in_(tags)))
+        if tags_exist:
+            where.append(exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag_norm.in_(tags)))
+        else:
+            where.append(Adapter.id.in_(select(AdapterTag.adapter_id).where(AdapterTag.tag_norm.in_(tags))))
     return where
+
+
+def _count_stmt(dialect: str, terms: list[str], active_only: bool | None, tags: list[str]) -> Any:
+    """One statement answering (total, filtered)."""
+    total = select(func.count()).select_from(Adapter).scalar_subquery()
+    if not terms and not active_only and not tags:
+        return select(total, total)
+    if terms and not tags and not active_only and _fts_ok(dialect, terms):
+        return text("SELECT (SELECT count(*) FROM lora_adapters), count(*) FROM lora_adapters_fts "
+                    "WHERE lora_adapters_fts MATCH :fts_query").bindparams(fts_query=_fts_query(terms))
+    if tags and not terms and not active_only:
+        return select(total, func.count(func.distinct(AdapterTag.adapter_id))).where(AdapterTag.tag_norm.in_(tags))
+    return select(total, func.count()).select_from(Adapter).where(
+        *_filters(dialect, terms, active_only, tags, tags_exist=False))
 
 
 def _order(sort: str) -> list[Any]:
     key = sort if sort in SORTS else "name"
-    name = func.lower(Adapter.name)
     if key == "created_at":
-        return [Adapter.created_at.desc(), name, Adapter.id]
+        return [Adapter.created_at.desc(), Adapter.id.desc()]
     if key == "updated_at":
-        return [Adapter.updated_at.desc(), name, Adapter.id]
+        return [Adapter.updated_at.desc(), Adapter.id.desc()]
     if key == "file_size":
-        return [Adapter.primary_file_size_kb.desc().nulls_last(), name, Adapter.id]
-    return [name, Adapter.id]
+        return [Adapter.primary_file_size_kb.desc(), Adapter.id.desc()]
+    return [func.lower(Adapter.name), Adapter.id]
 
 
 def parse_tags(raw: str | None) -> list[str]:
@@ -171,13 +213,26 @@ async def list_adapters(
 ) -> dict[str, Any]:
     page = max(1, page)
     per_page = min(max(1, per_page), max_per_page)
-    where = _filters(search or "", active_only, tags or [])
-    total = int(await session.scalar(select(func.count()).select_from(Adapter)) or 0)
-    filtered = total if not where else int(
-        await session.scalar(select(func.count()).select_from(Adapter).where(and_(*where))) or 0)
-    rows = (await session.scalars(
-        select(Adapter).where(*where).order_by(*_order(sort)).limit(per_page).offset((page - 1) * per_page)
-    )).all()
+    terms = (search or "").split()[:8]
+    tags = tags or []
+    dialect = session.bind.dialect.name
+    total, filtered = (int(v or 0) for v in (await session.execute(
+        _count_stmt(dialect, terms, active_only, tags))).one())
+    rows: Any = []
+    offset = (page - 1) * per_page
+    if filtered and offset < filtered:
+        table = Adapter.__table__
+        if filtered == total:
+            stmt = select(table)
+        elif filtered <= FEW:
+            # Few matches: collect their ids from the narrow indexes, then sort only those.
+            ids = select(Adapter.id).where(*_filters(dialect, terms, active_only, tags, tags_exist=False))
+            stmt = select(table).where(Adapter.id.in_(ids))
+        else:
+            # Many matches: walk the sort index; a page fills after a few rows.
+            stmt = select(table).where(*_filters(dialect, terms, active_only, tags, tags_exist=True))
+        # Plain rows (no ORM objects): the view reads them by column name.
+        rows = (await session.execute(stmt.order_by(*_order(sort)).limit(per_page).offset(offset))).all()
     return {"items": rows, "total": total, "filtered": filtered, "page": page,
             "pages": math.ceil(filtered / per_page) if filtered else 0, "per_page": per_page}
 
