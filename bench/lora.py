@@ -128,7 +128,8 @@ async def _fill(app_url: str, db_url: str, count: int) -> None:
                                  tags=list(dict.fromkeys(tag)), trained_words=[f"{words[i % 10]} word"],
                                  triggers=[])),
                              "created_at": now, "updated_at": now})
-                tags += [{"adapter_id": aid, "tag_norm": t, "tag": t} for t in dict.fromkeys(tag)]
+                tags += [{"adapter_id": aid, "tag_norm": t, "tag": t, "name_key": name.lower()}
+                         for t in dict.fromkeys(tag)]
             await session.execute(insert(Adapter), rows)
             await session.execute(insert(AdapterTag), tags)
         await session.commit()

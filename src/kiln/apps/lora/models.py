@@ -87,8 +87,11 @@ class AdapterTag(Base):
         UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
     tag_norm: Mapped[str] = mapped_column(String(255), primary_key=True)
     tag: Mapped[str] = mapped_column(String(255))
+    # the adapter's lower-cased name, so a tag's adapters come out of an index in name order
+    name_key: Mapped[str] = mapped_column(String(512))
 
-    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),)
+    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),
+                      Index("ix_lora_adapter_tags_by_name", "tag_norm", "name_key", "adapter_id"))
 
 
 class Embedding(Base):

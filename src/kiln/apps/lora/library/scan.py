@@ -141,7 +141,8 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[tuple[Pat
             names.add((name, version_key))
             row = _new_row(path, name, clean, tags, now)
             new_rows.append(row)
-            tag_rows += [{"adapter_id": row["id"], "tag_norm": t.casefold()[:255], "tag": t[:255]} for t in tags]
+            tag_rows += [{"adapter_id": row["id"], "tag_norm": t.casefold()[:255], "tag": t[:255],
+                          "name_key": name.lower()} for t in tags]
             by_hash[fields["primary_file_sha256"]] = row["id"]
             report["imported"] += 1
         if new_rows:

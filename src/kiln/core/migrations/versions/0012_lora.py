@@ -75,9 +75,11 @@ def upgrade() -> None:
     t = "lora_adapter_tags"
     op.create_table(
         t, _str("adapter_id", 36, False), _str("tag_norm", 255, False), _str("tag", 255, False),
+        _str("name_key", 512, False),
         _pk(t, "adapter_id", "tag_norm"), _adapter_fk(t),
     )
     op.create_index("ix_lora_adapter_tags_norm", t, ["tag_norm", "adapter_id"])
+    op.create_index("ix_lora_adapter_tags_by_name", t, ["tag_norm", "name_key", "adapter_id"])
 
     t = "lora_embeddings"
     op.create_table(
