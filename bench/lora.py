@@ -99,9 +99,22 @@ def _pg_url() -> str:
     return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
 
 
+def _drop_pg(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(drop())
+
+
 # ---------------------------------------------------------------- 1. list/search
 async def _fill(app_url: str, db_url: str, count: int) -> None:
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from kiln.apps.lora.library.values import search_text
     from kiln.apps.lora.models import Adapter, AdapterTag
@@ -133,6 +146,16 @@ async def _fill(app_url: str, db_url: str, count: int) -> None:
             await session.execute(insert(Adapter), rows)
             await session.execute(insert(AdapterTag), tags)
         await session.commit()
+    # What autovacuum / a periodic ANALYZE would have done after a bulk load of this size.
+    if db_url.startswith("postgresql"):
+        async with db.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("VACUUM ANALYZE lora_adapters")
+            await conn.exec_driver_sql("VACUUM ANALYZE lora_adapter_tags")
+    else:
+        async with db.session() as session:
+            await session.execute(text("ANALYZE"))
+            await session.commit()
     await db.dispose()
 
 
@@ -413,7 +436,11 @@ def main() -> None:
         for label, v in res.items():
             print(f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}")
         if args.pg:
-            res = asyncio.run(bench_list(_pg_url(), count, 100 if args.quick else 300))
+            url = _pg_url()
+            try:
+                res = asyncio.run(bench_list(url, count, 100 if args.quick else 300))
+            finally:
+                _drop_pg(url)
             print(f"   PostgreSQL, {count} adapters:")
             for label, v in res.items():
                 print(f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}")
