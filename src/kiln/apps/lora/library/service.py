@@ -204,7 +204,8 @@ def _count_stmt(dialect: str, terms: list[str], active_only: bool | None, tags: 
     """One statement answering (total, filtered)."""
     total = select(func.count()).select_from(Adapter).scalar_subquery()
     if not terms and not active_only and not tags:
-        return select(total, total)
+        everything = select(func.count()).select_from(Adapter).subquery()
+        return select(everything.c[0], everything.c[0])  # one count, not two
     if terms and not tags and not active_only and _fts_ok(dialect, terms):
         return text("SELECT (SELECT count(*) FROM lora_adapters), count(*) FROM lora_adapters_fts "
                     "WHERE lora_adapters_fts MATCH :fts_query").bindparams(fts_query=_fts_query(terms))
