@@ -197,3 +197,17 @@ async def test_progress_websocket(app, lora_dir: Path, fake_sdnext: FakeSDNext) 
             assert (await _next(ws))["data"] == {"job_ids": [job_id]}
             snapshot = await _next(ws)
             assert snapshot["type"] == "generation_complete" and snapshot["data"]["job_id"] == job_id
+
+
+async def test_http_delivery_to_allowed_host(client, app, lora_dir: Path, fake_sdnext: FakeSDNext) -> None:
+    port = int(fake_sdnext.url.rsplit(":", 1)[1])
+    configure(app, lora_dir, delivery_hosts=["127.0.0.1"])
+    ok = (await client.post("/v1/deliveries", json={"prompt": "p", "mode": "http", "params": {
+        "host": "127.0.0.1", "port": port, "path": "/sdapi/v1/refresh-loras"}})).json()
+    for _ in range(200):
+        got = (await client.get(f"/v1/deliveries/{ok['delivery_id']}")).json()["delivery"]
+        if got["status"] in ("succeeded", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    assert got["status"] == "succeeded" and got["result"]["status"] == 200
+    assert ("POST", "/sdapi/v1/refresh-loras", {"prompt": "p"}) in fake_sdnext.requests

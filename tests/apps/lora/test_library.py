@@ -134,6 +134,16 @@ async def test_patch_type_checked(client, app, lora_dir: Path) -> None:
     listed = (await client.get("/v1/adapters", params={"tags": "b"})).json()
     assert listed["filtered"] == 1
 
+    async def found(term: str) -> int:
+        return (await client.get("/v1/adapters", params={"search": term})).json()["filtered"]
+
+    await client.patch(url, json={"trained_words": ["Zebra Stripes"]})
+    assert await found("zebra") == 1 and await found("STRIPES zeb") == 1 and await found("ze") == 1
+    await client.patch(url, json={"trained_words": ["giraffe"]})
+    assert await found("zebra") == 0 and await found("giraffe") == 1
+    await client.delete(url)
+    assert await found("giraffe") == 0
+
 
 async def test_activate_bulk_delete(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)
@@ -202,3 +212,21 @@ async def test_api_key(client, app, lora_dir: Path) -> None:
     _envelope(await client.get("/v1/adapters", headers={"X-API-Key": "wrong"}), 403)
     ok = await client.get("/api/v1/adapters", headers={"X-API-Key": "s3cret-key"})
     assert ok.status_code == 200 and "s3cret" not in ok.text
+
+
+async def test_tag_pages_in_name_order(client, app, lora_dir: Path) -> None:
+    configure(app, lora_dir)
+    expected = []
+    for i in range(12):
+        tags = [["red"], ["blue"], ["red", "blue"], ["green"]][i % 4]
+        name = f"{'zyxwvutsrqpo'[i]}-{i}"
+        await create(client, write_lora(lora_dir / f"t{i}.safetensors"), name, tags=tags)
+        if {"red", "blue"} & set(tags):
+            expected.append(name)
+    expected.sort()
+    seen = []
+    for page in (1, 2, 3):
+        body = (await client.get("/v1/adapters", params={"tags": "RED,blue", "per_page": 4, "page": page})).json()
+        assert body["filtered"] == 9
+        seen += [a["name"] for a in body["items"]]
+    assert seen == expected

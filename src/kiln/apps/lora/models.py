@@ -21,7 +21,10 @@ class Adapter(Base):
     __tablename__ = "lora_adapters"
     __table_args__ = (
         Index("ux_lora_adapters_name_version", "name", "version_key", unique=True),
-        Index("ix_lora_adapters_name_lower", func.lower("name")),
+        Index("ix_lora_adapters_name_lower", func.lower("name"), "id"),
+        Index("ix_lora_adapters_created", "created_at", "id"),
+        Index("ix_lora_adapters_updated", "updated_at", "id"),
+        Index("ix_lora_adapters_size", "primary_file_size_kb", "id"),
         Index("ix_lora_adapters_active_ordinal", "active", "ordinal"),
     )
 
@@ -50,7 +53,7 @@ class Adapter(Base):
     file_stem: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
     alias: Mapped[str | None] = mapped_column(String(512), nullable=True)
     primary_file_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    primary_file_size_kb: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    primary_file_size_kb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     primary_file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     primary_file_download_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     primary_file_local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -73,8 +76,8 @@ class Adapter(Base):
     json_file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     search_text: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AdapterTag(Base):
@@ -84,8 +87,11 @@ class AdapterTag(Base):
         UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
     tag_norm: Mapped[str] = mapped_column(String(255), primary_key=True)
     tag: Mapped[str] = mapped_column(String(255))
+    # the adapter's lower-cased name, so a tag's adapters come out of an index in name order
+    name_key: Mapped[str] = mapped_column(String(512))
 
-    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),)
+    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),
+                      Index("ix_lora_adapter_tags_by_name", "tag_norm", "name_key", "adapter_id"))
 
 
 class Embedding(Base):

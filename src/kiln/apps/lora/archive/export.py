@@ -2,15 +2,15 @@
 
 A thread writes the archive into a bounded queue of chunks and the response reads from it, so
 memory stays at a few MiB whatever the size. Files are stored (safetensors barely compress),
-JSON is deflated. The manifest comes last, so it carries each file's size and sha256 as
-actually written; it holds no host path (only names relative to the archive).
+JSON is deflated. The manifest comes last, so it carries each file's size and CRC-32 as
+actually written (the reader checks the CRC of every member it extracts); it holds no host
+path (only names relative to the archive).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import queue
@@ -23,8 +23,8 @@ from typing import Any
 from kiln.apps.lora.library.values import adapter_view
 
 FORMAT_VERSION = 2
-CHUNK = 1024 * 1024
-QUEUE_CHUNKS = 8
+CHUNK = 4 * 1024 * 1024
+QUEUE_CHUNKS = 4
 HOST_PATH_KEYS = ("file_path", "primary_file_local_path", "json_file_path", "preview_path")
 
 
@@ -34,17 +34,19 @@ class _QueueWriter:
     def __init__(self, out: queue.Queue[bytes | BaseException | None], stop: threading.Event):
         self._out = out
         self._stop = stop
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
         self._written = 0
 
     def write(self, data: bytes) -> int:
         if self._stop.is_set():
             raise OSError("export cancelled by the client")
-        self._buffer += data
+        self._parts.append(bytes(data))
+        self._size += len(data)
         self._written += len(data)
-        while len(self._buffer) >= CHUNK:
-            self._put(bytes(self._buffer[:CHUNK]))
-            del self._buffer[:CHUNK]
+        if self._size >= CHUNK:
+            self._put(b"".join(self._parts))
+            self._parts, self._size = [], 0
         return len(data)
 
     def _put(self, item: bytes | BaseException | None) -> None:
@@ -63,9 +65,9 @@ class _QueueWriter:
         pass
 
     def close(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
+        if self._parts:
+            self._put(b"".join(self._parts))
+            self._parts, self._size = [], 0
 
 
 def adapter_files(view: dict[str, Any]) -> list[tuple[str, Path]]:
@@ -105,14 +107,12 @@ def write_archive(fileobj: Any, views: Iterable[dict[str, Any]], *, include_file
             files = []
             for index, (kind, path) in enumerate(adapter_files(view) if include_files else []):
                 name = f"adapters/{adapter_id}/files/{index}_{path.name}"
-                digest = hashlib.sha256()
-                size = 0
-                with open(path, "rb") as src, zf.open(zipfile.ZipInfo(name), "w", force_zip64=True) as dst:
+                info = zipfile.ZipInfo(name)
+                with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
                     while block := src.read(CHUNK):
-                        digest.update(block)
                         dst.write(block)
-                        size += len(block)
-                files.append({"kind": kind, "name": path.name, "size": size, "sha256": digest.hexdigest(),
+                size = info.file_size
+                files.append({"kind": kind, "name": path.name, "size": size, "crc32": f"{info.CRC:08x}",
                               "archive_path": name})
                 totals["file_total_bytes"] += size
                 if on_file:

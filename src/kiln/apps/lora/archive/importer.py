@@ -4,9 +4,9 @@ Every member name is checked (no absolute path, drive, backslash, `..`, NUL; bou
 and total uncompressed size); the manifest must be a JSON object whose adapter ids are plain
 identifiers and whose metadata/file paths are members under `adapters/<id>/`. Primary files
 are extracted to `KILN_LORA_DIR/imports/<id>/<name>` (names sanitised, sizes checked against
-the manifest, sha256 verified, safetensors header read) and the database work of one archive
-is one transaction. A non-ZIP upload is a per-file error. Conflicts by (name, version):
-`skip` (default), `overwrite` or `rename`.
+the manifest, CRC-32 checked, sha256 too when the manifest gives one, safetensors header
+read) and the database work of one archive is one transaction. A non-ZIP upload is a per-file error.
+Conflicts by (name, version): `skip` (default), `overwrite` or `rename`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -122,10 +123,14 @@ def extract(zf: zipfile.ZipFile, cfg: LoraSettings, item: Planned) -> None:
             raise ArchiveError(f"adapter {item.entry_id}: the primary file must be a .safetensors file")
         target = folder / name
         digest = hashlib.sha256()
-        with zf.open(f["archive_path"]) as src, open(target, "wb") as dst:
-            while block := src.read(1024 * 1024):
-                digest.update(block)
-                dst.write(block)
+        try:
+            with zf.open(f["archive_path"]) as src, open(target, "wb") as dst:
+                while block := src.read(1024 * 1024):
+                    digest.update(block)
+                    dst.write(block)
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            target.unlink(missing_ok=True)
+            raise ArchiveError(f"adapter {item.entry_id}: {name} is corrupt in the archive") from None
         if f.get("sha256") and f["sha256"] != digest.hexdigest():
             target.unlink(missing_ok=True)
             raise ArchiveError(f"adapter {item.entry_id}: checksum of {name} differs from the manifest")

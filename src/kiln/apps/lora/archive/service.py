@@ -111,29 +111,27 @@ async def create_backup(session: AsyncSession, kernel: Any, backup_type: str) ->
             "size": 0, "created_at": now.isoformat(), "job_id": job.id}
 
 
-@job_handler("lora.backup", surface="lora", max_attempts=1)
-async def backup_job(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    backup_id = payload["backup_id"]
-    async with ctx.session() as session:
-        backup = await session.get(Backup, backup_id)
-        if backup is None:
-            return {"status": "gone"}
-        views = views_of((await session.scalars(select(Adapter).order_by(Adapter.name, Adapter.id))).all())
-        key = backup.blob_key or f"lora/backups/{backup_id}.zip"
-    try:
-        info = await ctx.kernel.blobs.write_stream(key, stream_archive(views))
-    except Exception as exc:
-        async with ctx.session() as session:
-            backup = await session.get(Backup, backup_id)
-            if backup is not None:
-                backup.status, backup.error = "failed", str(exc)[:500]
-                await session.commit()
-        raise
+async def _set_backup(ctx: JobContext, backup_id: str, **values: Any) -> None:
     async with ctx.session() as session:
         backup = await session.get(Backup, backup_id)
         if backup is not None:
-            backup.status, backup.size = "completed", info.size
+            for key, value in values.items():
+                setattr(backup, key, value)
             await session.commit()
+
+
+@job_handler("lora.backup", surface="lora", max_attempts=1)
+async def backup_job(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Write a full export of the library to the BlobStore; the backup row follows the outcome."""
+    backup_id = payload["backup_id"]
+    async with ctx.session() as session:
+        views = views_of((await session.scalars(select(Adapter).order_by(Adapter.name, Adapter.id))).all())
+    try:
+        info = await ctx.kernel.blobs.write_stream(f"lora/backups/{backup_id}.zip", stream_archive(views))
+    except Exception as exc:
+        await _set_backup(ctx, backup_id, status="failed", error=str(exc)[:500])
+        raise
+    await _set_backup(ctx, backup_id, status="completed", size=info.size)
     return {"backup_id": backup_id, "size": info.size, "adapters": len(views)}
 
 

@@ -25,7 +25,8 @@ from kiln.providers.sdnext import SDNextClient, SDNextError
 
 PROGRESS_TOPIC = "lora.progress"
 THUMB_SIZE = 256
-_locks: dict[str, asyncio.Lock] = {}
+_locks: dict[tuple[int, str], asyncio.Lock] = {}
+_clients: dict[tuple[Any, ...], SDNextClient] = {}
 
 
 def sdnext_client(cfg: LoraSettings, **kw: Any) -> SDNextClient:
@@ -34,6 +35,19 @@ def sdnext_client(cfg: LoraSettings, **kw: Any) -> SDNextClient:
     password = cfg.sdnext_password.get_secret_value() if cfg.sdnext_password else None
     return SDNextClient(cfg.sdnext_url, username=cfg.sdnext_username, password=password,
                         timeout=cfg.sdnext_timeout, **kw)
+
+
+def shared_client(cfg: LoraSettings) -> SDNextClient:
+    """One client (connection pool) per server, credentials and event loop, kept for the process."""
+    loop = asyncio.get_running_loop()
+    password = cfg.sdnext_password.get_secret_value() if cfg.sdnext_password else None
+    key = (id(loop), cfg.sdnext_url, cfg.sdnext_username, password, cfg.sdnext_timeout)
+    client = _clients.get(key)
+    if client is None:
+        for stale in [k for k in _clients if k[0] != id(loop)]:
+            _clients.pop(stale, None)
+        client = _clients[key] = sdnext_client(cfg)
+    return client
 
 
 def task_id_for(job_id: str) -> str:
@@ -125,16 +139,14 @@ async def generate(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     body = dict(payload["params"])
     task = task_id_for(job_id)
     body.update({"force_task_id": task, "send_images": True, "save_images": False})
-    lock = _locks.setdefault(cfg.sdnext_url or "", asyncio.Lock())
-    async with sdnext_client(cfg) as client:
-        await ctx.progress(0.0, "waiting for SDNext")
-        await _acquire(ctx, lock)
-        try:
-            started = time.monotonic()
-            await ctx.progress(0.0, "generating")
-            result = await _txt2img(ctx, client, body, task, started)
-        finally:
-            lock.release()
+    lock = _locks.setdefault((id(asyncio.get_running_loop()), cfg.sdnext_url or ""), asyncio.Lock())
+    client = shared_client(cfg)
+    await _acquire(ctx, lock)
+    try:
+        started = time.monotonic()
+        result = await _txt2img(ctx, client, body, task, started)
+    finally:
+        lock.release()
     ctx.raise_if_cancelled()
     images, sizes = [], []
     for index, data in enumerate(result.images):

@@ -15,29 +15,18 @@ router = APIRouter(route_class=LoraRoute, tags=["lora: analytics"])
 Range = Literal["24h", "7d", "30d"]
 
 
-@router.get("/analytics/summary")
-async def summary(session: SessionDep, time_range: Range = "24h") -> dict[str, Any]:
-    return await analytics.summary(session, time_range)
+def _analytics_route(name: str) -> None:
+    compute = getattr(analytics, name)
+
+    async def route(session: SessionDep, time_range: Range = "24h") -> Any:
+        return await compute(session, time_range)
+
+    route.__name__ = f"analytics_{name}"
+    router.add_api_route(f"/analytics/{name}", route, methods=["GET"], name=f"analytics_{name}")
 
 
-@router.get("/analytics/stats")
-async def stats(session: SessionDep, time_range: Range = "24h") -> dict[str, Any]:
-    return await analytics.stats(session, time_range)
-
-
-@router.get("/analytics/errors")
-async def errors(session: SessionDep, time_range: Range = "24h") -> list[dict[str, Any]]:
-    return await analytics.errors(session, time_range)
-
-
-@router.get("/analytics/timeseries")
-async def timeseries(session: SessionDep, time_range: Range = "24h") -> dict[str, Any]:
-    return await analytics.timeseries(session, time_range)
-
-
-@router.get("/analytics/insights")
-async def insights(session: SessionDep, time_range: Range = "24h") -> list[dict[str, Any]]:
-    return await analytics.insights(session, time_range)
+for _name in ("summary", "stats", "errors", "timeseries", "insights"):
+    _analytics_route(_name)
 
 
 @router.get("/dashboard/stats")

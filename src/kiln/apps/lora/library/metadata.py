@@ -45,20 +45,14 @@ class FileFacts:
     sha256: str | None = None
 
 
-def read_header(path: str | os.PathLike[str], max_header: int = 16 * 1024 * 1024) -> tuple[dict[str, Any], int]:
-    """The parsed JSON header and the file size; raises InvalidAdapterFile."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            head = fh.read(8)
-            if len(head) < 8:
-                raise InvalidAdapterFile("not a safetensors file: header too small")
-            (length,) = struct.unpack("<Q", head)
-            if length < 2 or length > max_header or 8 + length > size:
-                raise InvalidAdapterFile("not a safetensors file: header length out of range")
-            raw = fh.read(length)
-    except OSError as exc:
-        raise InvalidAdapterFile(f"file not readable: {exc.strerror or 'error'}") from None
+def _parse_header(fh: Any, size: int, max_header: int) -> tuple[dict[str, Any], bytes]:
+    head = fh.read(8)
+    if len(head) < 8:
+        raise InvalidAdapterFile("not a safetensors file: header too small")
+    (length,) = struct.unpack("<Q", head)
+    if length < 2 or length > max_header or 8 + length > size:
+        raise InvalidAdapterFile("not a safetensors file: header length out of range")
+    raw = fh.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -73,27 +67,42 @@ def read_header(path: str | os.PathLike[str], max_header: int = 16 * 1024 * 1024
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= data_size):
             raise InvalidAdapterFile(f"not a safetensors file: bad entry for tensor {name[:64]!r}")
+    return header, head + raw
+
+
+def read_header(path: str | os.PathLike[str], max_header: int = 16 * 1024 * 1024) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header and the file size; raises InvalidAdapterFile."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            header, _ = _parse_header(fh, size, max_header)
+    except OSError as exc:
+        raise InvalidAdapterFile(f"file not readable: {exc.strerror or 'error'}") from None
     return header, size
 
 
 def read_facts(path: str | os.PathLike[str], *, max_header: int = 16 * 1024 * 1024, sha256: bool = True) -> FileFacts:
-    header, size = read_header(path, max_header)
+    """Header facts; with `sha256`, the whole-file hash from the same open (the header bytes
+    feed the hash, then the rest of the file streams through it)."""
+    try:
+        with open(path, "rb") as fh:
+            stat = os.fstat(fh.fileno())
+            header, head = _parse_header(fh, stat.st_size, max_header)
+            digest = None
+            if sha256:
+                hasher = hashlib.sha256(head)
+                while block := fh.read(1024 * 1024):
+                    hasher.update(block)
+                digest = hasher.hexdigest()
+    except OSError as exc:
+        raise InvalidAdapterFile(f"file not readable: {exc.strerror or 'error'}") from None
     raw_meta = header.get("__metadata__") or {}
     metadata = {str(k): str(v) for k, v in raw_meta.items()} if isinstance(raw_meta, dict) else {}
-    p = Path(path)
-    facts = FileFacts(path=str(p), stem=p.stem, size=size, mtime=p.stat().st_mtime, metadata=metadata,
-                      tensor_count=sum(1 for k in header if k != "__metadata__"))
-    if sha256:
-        facts.sha256 = file_sha256(p)
-    return facts
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1024 * 1024) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    name = os.fspath(path)
+    base = os.path.basename(name)
+    return FileFacts(path=name, stem=base[: -len(".safetensors")] if base.lower().endswith(".safetensors")
+                     else os.path.splitext(base)[0], size=stat.st_size, mtime=stat.st_mtime, metadata=metadata,
+                     tensor_count=sum(1 for k in header if k != "__metadata__"), sha256=digest)
 
 
 def base_model_of(meta: dict[str, str]) -> str | None:
@@ -165,8 +174,11 @@ def _str_list(value: Any) -> list[str]:
     return [str(v).strip() for v in value if isinstance(v, str | int | float) and str(v).strip()][:100]
 
 
-def adapter_fields(facts: FileFacts) -> dict[str, Any]:
-    """Adapter columns derived from the header and the sidecars (the caller's values win)."""
+def adapter_fields(facts: FileFacts, siblings: set[str] | None = None) -> dict[str, Any]:
+    """Adapter columns derived from the header and the sidecars (the caller's values win).
+
+    `siblings` (the names in the file's folder, when the caller listed it) saves a stat per
+    possible sidecar."""
     meta = facts.metadata
     path = Path(facts.path)
     kept = {k: meta[k] for k in KEPT_HEADER_KEYS if k in meta}
@@ -189,8 +201,15 @@ def adapter_fields(facts: FileFacts) -> dict[str, Any]:
         "trained_words": _str_list(meta.get("modelspec.trigger_phrase") or []),
         "title": (meta.get("modelspec.title") or "").strip() or None,
     }
-    _apply_sidecars(path, fields)
+    stem = path.with_suffix("").name
+    if siblings is None or _candidates(siblings, stem):
+        _apply_sidecars(path, fields)
     return fields
+
+
+def _candidates(siblings: set[str], stem: str) -> list[str]:
+    return [stem + suffix for suffix in (".json", ".civitai.info", ".metadata.json", *PREVIEW_SUFFIXES)
+            if stem + suffix in siblings]
 
 
 def _apply_sidecars(path: Path, fields: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
@@ -45,12 +46,12 @@ async def list_adapters(
     sort: Annotated[str, Query(max_length=32)] = "name",
     page: int = 1,
     per_page: int = 24,
-) -> dict[str, Any]:
+) -> Response:
     result = await service.list_adapters(
         session, search=search, active_only=active_only if active_only is not None else active,
         tags=service.parse_tags(tags), sort=sort, page=page, per_page=per_page, max_per_page=cfg.max_per_page)
     result["items"] = [adapter_view(a) for a in result["items"]]
-    return result
+    return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/adapters/tags")

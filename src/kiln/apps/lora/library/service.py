@@ -4,13 +4,15 @@ activate/deactivate, bulk actions in one transaction, the tag list. Plain functi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import column, delete, exists, func, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from kiln.apps.lora.config import LoraSettings
 from kiln.apps.lora.errors import LoraError, not_found
@@ -22,13 +24,15 @@ from kiln.core.db import utcnow
 
 CREATE_TEXT = ("version", "canonical_version_name", "author_username", "primary_file_download_url")
 SORTS = {"name", "created_at", "updated_at", "file_size"}
+FEW = 2000
 
 
 def set_tags(session: AsyncSession, adapter: Adapter, tags: list[str]) -> None:
     """Add the tag rows of a new adapter (tags already de-duplicated case-insensitively)."""
     adapter.tags = tags
     for tag in tags:
-        session.add(AdapterTag(adapter_id=adapter.id, tag_norm=tag.casefold()[:255], tag=tag[:255]))
+        session.add(AdapterTag(adapter_id=adapter.id, tag_norm=tag.casefold()[:255], tag=tag[:255],
+                               name_key=adapter.name.lower()))
 
 
 async def replace_tags(session: AsyncSession, adapter: Adapter, tags: list[str]) -> None:
@@ -136,27 +140,123 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _filters(search: str, active_only: bool | None, tags: list[str]) -> list[Any]:
-    where: list[Any] = []
-    for term in search.split()[:8]:
-        where.append(Adapter.search_text.like(_like(term), escape="\\"))
+def _quoted(text_: str) -> str:
+    return '"' + text_.replace('"', '""') + '"'
+
+
+def _fts_query(terms: list[str]) -> str:
+    return " AND ".join(_quoted(t.casefold()) for t in terms)
+
+
+def _fts_ok(dialect: str, terms: list[str]) -> bool:
+    return dialect == "sqlite" and all(len(t) >= 3 for t in terms)
+
+
+def _search(dialect: str, terms: list[str], *, indexed: bool) -> list[Any]:
+    """Substring match of every term: SQLite's trigram index for terms of 3+ characters, LIKE
+    otherwise (PostgreSQL's LIKE uses the pg_trgm index when the extension is there). When many
+    rows match, LIKE on rows walked in sort order fills a page sooner than the index would."""
+    if not terms:
+        return []
+    if indexed and _fts_ok(dialect, terms):
+        ids = text("SELECT s.adapter_id FROM lora_search s JOIN lora_adapters_fts f ON f.rowid = s.id "
+                   "WHERE lora_adapters_fts MATCH :fts_query").bindparams(fts_query=_fts_query(terms))
+        return [Adapter.id.in_(ids.columns(column("adapter_id")))]
+    return [Adapter.search_text.like(_like(term), escape="\\") for term in terms]
+
+
+def _filters(dialect: str, terms: list[str], active_only: bool | None, tags: list[str], *,
+             tags_exist: bool) -> list[Any]:
+    """WHERE terms; tags as EXISTS (walking a sort index) or as IN (from the tag index)."""
+    where = _search(dialect, terms, indexed=not tags_exist)
     if active_only:
         where.append(Adapter.active.is_(True))
     if tags:
-        where.append(exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag_norm.in_(tags)))
+        if tags_exist:
+            where.append(exists().where(AdapterTag.adapter_id == Adapter.id, AdapterTag.tag_norm.in_(tags)))
+        else:
+            where.append(Adapter.id.in_(select(AdapterTag.adapter_id).where(AdapterTag.tag_norm.in_(tags))))
     return where
+
+
+def _tag_union_count(tags: list[str]) -> Any:
+    """How many adapters have any of `tags`. Up to three tags by inclusion-exclusion over index
+    counts (each a range of the tag index, or a join probing the primary key): no de-duplication
+    of thousands of ids. More tags: COUNT(DISTINCT)."""
+    if len(tags) > 3:
+        return select(func.count(func.distinct(AdapterTag.adapter_id))).where(
+            AdapterTag.tag_norm.in_(tags)).scalar_subquery()
+    terms: list[Any] = []
+    for size in range(1, len(tags) + 1):
+        for combo in itertools.combinations(tags, size):
+            aliases = [aliased(AdapterTag) for _ in combo]
+            stmt = select(func.count()).select_from(aliases[0]).where(aliases[0].tag_norm == combo[0])
+            for alias, tag in zip(aliases[1:], combo[1:], strict=True):
+                stmt = stmt.join(alias, alias.adapter_id == aliases[0].adapter_id).where(alias.tag_norm == tag)
+            terms.append(stmt.scalar_subquery() * (1 if size % 2 else -1))
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _count_stmt(dialect: str, terms: list[str], active_only: bool | None, tags: list[str]) -> Any:
+    """One statement answering (total, filtered)."""
+    total = select(func.count()).select_from(Adapter).scalar_subquery()
+    if not terms and not active_only and not tags:
+        everything = select(func.count()).select_from(Adapter).subquery()
+        return select(everything.c[0], everything.c[0])  # one count, not two
+    if terms and not tags and not active_only and _fts_ok(dialect, terms):
+        return text("SELECT (SELECT count(*) FROM lora_adapters), count(*) FROM lora_adapters_fts "
+                    "WHERE lora_adapters_fts MATCH :fts_query").bindparams(fts_query=_fts_query(terms))
+    if tags and not terms and not active_only:
+        return select(total, _tag_union_count(tags))
+    return select(total, func.count()).select_from(Adapter).where(
+        *_filters(dialect, terms, active_only, tags, tags_exist=False))
 
 
 def _order(sort: str) -> list[Any]:
     key = sort if sort in SORTS else "name"
-    name = func.lower(Adapter.name)
     if key == "created_at":
-        return [Adapter.created_at.desc(), name, Adapter.id]
+        return [Adapter.created_at.desc(), Adapter.id.desc()]
     if key == "updated_at":
-        return [Adapter.updated_at.desc(), name, Adapter.id]
+        return [Adapter.updated_at.desc(), Adapter.id.desc()]
     if key == "file_size":
-        return [Adapter.primary_file_size_kb.desc().nulls_last(), name, Adapter.id]
-    return [name, Adapter.id]
+        return [Adapter.primary_file_size_kb.desc(), Adapter.id.desc()]
+    return [func.lower(Adapter.name), Adapter.id]
+
+
+async def _page(session: AsyncSession, dialect: str, terms: list[str], active_only: bool | None, tags: list[str],
+                sort: str, offset: int, limit: int, *, everything: bool, few: bool) -> list[Any]:
+    table = Adapter.__table__
+    if everything:
+        stmt = select(table)
+    elif few:
+        # Few matches: collect their ids from the narrow indexes, then sort only those.
+        ids = select(Adapter.id).where(*_filters(dialect, terms, active_only, tags, tags_exist=False))
+        stmt = select(table).where(Adapter.id.in_(ids))
+    else:
+        # Many matches: walk the sort index; a page fills after a few rows.
+        stmt = select(table).where(*_filters(dialect, terms, active_only, tags, tags_exist=True))
+    # Plain rows (no ORM objects): the view reads them by column name.
+    return list((await session.execute(stmt.order_by(*_order(sort)).limit(limit).offset(offset))).all())
+
+
+async def _tag_page(session: AsyncSession, tags: list[str], offset: int, limit: int) -> list[Any]:
+    """A page of adapters having any of `tags`, by name: each tag's first offset+limit adapters come
+    in name order from (tag_norm, name_key) (any adapter of the page is among them), then merge."""
+    depth = offset + limit
+    branches = [select(AdapterTag.adapter_id, AdapterTag.name_key).where(AdapterTag.tag_norm == tag)
+                .order_by(AdapterTag.name_key, AdapterTag.adapter_id).limit(depth).subquery() for tag in tags]
+    merged = union_all(*(select(b.c.adapter_id, b.c.name_key) for b in branches)).subquery()
+    key = func.min(merged.c.name_key).label("key")
+    ids = [r[0] for r in (await session.execute(
+        select(merged.c.adapter_id, key).group_by(merged.c.adapter_id).order_by(key, merged.c.adapter_id)
+        .limit(limit).offset(offset))).all()]
+    if not ids:
+        return []
+    rows = {r.id: r for r in (await session.execute(select(Adapter.__table__).where(Adapter.id.in_(ids)))).all()}
+    return [rows[i] for i in ids if i in rows]
 
 
 def parse_tags(raw: str | None) -> list[str]:
@@ -171,13 +271,19 @@ async def list_adapters(
 ) -> dict[str, Any]:
     page = max(1, page)
     per_page = min(max(1, per_page), max_per_page)
-    where = _filters(search or "", active_only, tags or [])
-    total = int(await session.scalar(select(func.count()).select_from(Adapter)) or 0)
-    filtered = total if not where else int(
-        await session.scalar(select(func.count()).select_from(Adapter).where(and_(*where))) or 0)
-    rows = (await session.scalars(
-        select(Adapter).where(*where).order_by(*_order(sort)).limit(per_page).offset((page - 1) * per_page)
-    )).all()
+    terms = (search or "").split()[:8]
+    tags = tags or []
+    dialect = session.bind.dialect.name
+    total, filtered = (int(v or 0) for v in (await session.execute(
+        _count_stmt(dialect, terms, active_only, tags))).one())
+    rows: list[Any] = []
+    offset = (page - 1) * per_page
+    if filtered and offset < filtered:
+        if tags and not terms and not active_only and (sort if sort in SORTS else "name") == "name":
+            rows = await _tag_page(session, tags, offset, per_page)
+        else:
+            rows = await _page(session, dialect, terms, active_only, tags, sort, offset, per_page,
+                               everything=filtered == total, few=filtered <= FEW)
     return {"items": rows, "total": total, "filtered": filtered, "page": page,
             "pages": math.ceil(filtered / per_page) if filtered else 0, "per_page": per_page}
 

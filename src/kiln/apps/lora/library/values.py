@@ -12,6 +12,7 @@ MAX_WEIGHT = 10.0
 MAX_LIST = 200
 MAX_ITEM = 255
 MAX_TEXT = 100_000
+MAX_SEARCH_TEXT = 2000
 
 PATCHABLE = (
     "weight", "active", "ordinal", "tags", "description", "activation_text", "trained_words", "triggers",
@@ -107,7 +108,7 @@ def check_patch(body: Any) -> dict[str, Any]:
 def search_text(adapter: Adapter) -> str:
     parts = [adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name, adapter.version,
              *(adapter.tags or []), *(adapter.trained_words or []), *(adapter.triggers or [])]
-    return "\n".join(p for p in parts if p).casefold()
+    return "\n".join(p for p in parts if p).casefold()[:MAX_SEARCH_TEXT]
 
 
 def _iso(value: Any) -> str | None:

@@ -62,17 +62,24 @@ def upgrade() -> None:
         _pk(t, "id"),
     )
     op.create_index("ux_lora_adapters_name_version", t, ["name", "version_key"], unique=True)
-    op.create_index("ix_lora_adapters_name_lower", t, [sa.text("lower(name)")])
+    op.create_index("ix_lora_adapters_name_lower", t, [sa.text("lower(name)"), "id"])
+    op.create_index("ix_lora_adapters_created", t, ["created_at", "id"])
+    op.create_index("ix_lora_adapters_updated", t, ["updated_at", "id"])
+    op.create_index("ix_lora_adapters_size", t, ["primary_file_size_kb", "id"])
     op.create_index("ix_lora_adapters_active_ordinal", t, ["active", "ordinal"])
-    for col in ("file_path", "file_stem", "primary_file_size_kb", "primary_file_sha256", "created_at", "updated_at"):
+    for col in ("file_path", "file_stem", "primary_file_sha256"):
         op.create_index(op.f(f"ix_{t}_{col}"), t, [col])
+
+    _search_index()
 
     t = "lora_adapter_tags"
     op.create_table(
         t, _str("adapter_id", 36, False), _str("tag_norm", 255, False), _str("tag", 255, False),
+        _str("name_key", 512, False),
         _pk(t, "adapter_id", "tag_norm"), _adapter_fk(t),
     )
     op.create_index("ix_lora_adapter_tags_norm", t, ["tag_norm", "adapter_id"])
+    op.create_index("ix_lora_adapter_tags_by_name", t, ["tag_norm", "name_key", "adapter_id"])
 
     t = "lora_embeddings"
     op.create_table(
@@ -98,6 +105,49 @@ def upgrade() -> None:
     op.create_index(op.f("ix_lora_backups_created_at"), t, ["created_at"])
 
 
+SQLITE_SEARCH = (
+    # Trigram full-text index of search_text (substring search in the index, not a table scan).
+    # Its rowids come from lora_search's INTEGER PRIMARY KEY, which VACUUM keeps.
+    "CREATE TABLE lora_search (id INTEGER PRIMARY KEY, adapter_id VARCHAR(36) NOT NULL UNIQUE)",
+    "CREATE VIRTUAL TABLE lora_adapters_fts USING fts5(search_text, tokenize='trigram')",
+    """CREATE TRIGGER lora_adapters_fts_ai AFTER INSERT ON lora_adapters BEGIN
+        INSERT INTO lora_search (adapter_id) VALUES (new.id);
+        INSERT INTO lora_adapters_fts (rowid, search_text) VALUES (last_insert_rowid(), new.search_text);
+    END""",
+    """CREATE TRIGGER lora_adapters_fts_ad AFTER DELETE ON lora_adapters BEGIN
+        DELETE FROM lora_adapters_fts WHERE rowid = (SELECT id FROM lora_search WHERE adapter_id = old.id);
+        DELETE FROM lora_search WHERE adapter_id = old.id;
+    END""",
+    """CREATE TRIGGER lora_adapters_fts_au AFTER UPDATE OF search_text ON lora_adapters BEGIN
+        UPDATE lora_adapters_fts SET search_text = new.search_text
+        WHERE rowid = (SELECT id FROM lora_search WHERE adapter_id = new.id);
+    END""",
+)
+
+
+def _search_index() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        for statement in SQLITE_SEARCH:
+            op.execute(statement)
+    elif bind.dialect.name == "postgresql":
+        # pg_trgm lets LIKE '%term%' use a GIN index; without the privilege to create the
+        # extension, search still works (a sequential scan).
+        with bind.begin_nested() as savepoint:
+            try:
+                bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            except sa.exc.DBAPIError:
+                savepoint.rollback()
+                return
+        op.execute("CREATE INDEX ix_lora_adapters_search_trgm ON lora_adapters USING gin (search_text gin_trgm_ops)")
+
+
 def downgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        for name in ("lora_adapters_fts_ai", "lora_adapters_fts_ad", "lora_adapters_fts_au"):
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+        op.execute("DROP TABLE IF EXISTS lora_adapters_fts")
+        op.execute("DROP TABLE IF EXISTS lora_search")
     for t in ("lora_backups", "lora_feedback", "lora_embeddings", "lora_adapter_tags", "lora_adapters"):
         op.drop_table(t)
