@@ -1,0 +1,27 @@
+"""What the reference's Vue frontend reads, found by driving it against Kiln (docs/arted.md, "The frontend")."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_configs_with_properties_feeds_the_selection_screen(arted: httpx.AsyncClient) -> None:
+    # The start screen (`/select`, configSelection store) and the execution view's config lookup both
+    # fetch this route; a 404 left the selection screen on "Fehler beim Laden" and the execution view
+    # without its config.
+    r = await arted.get("/pipeline_configs_with_properties")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    by_id = {c["id"]: c for c in body["configs"]}
+    assert {"dada", "bauhaus", "surrealism", "haiku", "soundscape"} <= set(by_id)
+    assert "sd35_large" not in by_id and "stableaudio" not in by_id  # output configs are not user-facing
+    dada = by_id["dada"]
+    assert dada["properties"] and all(isinstance(p, str) for p in dada["properties"])
+    # tiles render name[lang] and short_description[lang] for lang in (de, en)
+    for key in ("name", "description", "short_description"):
+        assert set(dada[key]) >= {"en", "de"} and all(dada[key].values()), key
+    assert dada["pipeline"] == "text_transformation" and dada["icon"] and dada["owner"] == "system"
+    assert dada["media_preferences"]["default_output"] == "image"
+    assert isinstance(body["property_pairs"], list) and body["symbols_enabled"] is False
+    # a category symbol per category: every config of a category carries an icon
+    assert all(c.get("icon") for c in body["configs"])
