@@ -25,3 +25,15 @@ async def test_configs_with_properties_feeds_the_selection_screen(arted: httpx.A
     assert isinstance(body["property_pairs"], list) and body["symbols_enabled"] is False
     # a category symbol per category: every config of a category carries an icon
     assert all(c.get("icon") for c in body["configs"])
+
+
+async def test_overdrive_is_shipped_for_the_views_opened_without_a_config(arted: httpx.AsyncClient) -> None:
+    # `/text-transformation` and `/direct` send `schema: selectedConfig?.id || 'overdrive'`; opened
+    # directly (no config chosen on the start screen) their Start button answered "Config 'overdrive'
+    # not found".
+    r = await arted.post("/api/schema/pipeline/stage2", json={
+        "schema": "overdrive", "input_text": "Ein Hund spielt Schach", "user_language": "de", "safety_level": "youth"})
+    assert r.status_code == 200, r.text
+    assert r.json()["success"] is True and r.json()["interception_result"]
+    listed = {c["id"] for c in (await arted.get("/pipeline_configs_with_properties")).json()["configs"]}
+    assert "overdrive" in listed
