@@ -37,3 +37,17 @@ async def test_overdrive_is_shipped_for_the_views_opened_without_a_config(arted:
     assert r.json()["success"] is True and r.json()["interception_result"]
     listed = {c["id"] for c in (await arted.get("/pipeline_configs_with_properties")).json()["configs"]}
     assert "overdrive" in listed
+
+
+async def test_a_block_tells_the_user_why_in_their_language(arted: httpx.AsyncClient) -> None:
+    # The views show `error` as is (`alert("Fehler: " + error)`): a German UI showed "Blocked by the
+    # safety check", in English and without the reason the reference gives (§86a / Jugendschutz / ...).
+    body = {"schema": "dada", "input_text": "Eine Hakenkreuz Fahne", "user_language": "de", "safety_level": "youth"}
+    for path in ("/api/schema/pipeline/stage2", "/api/schema/pipeline/execute"):
+        r = await arted.post(path, json=body)
+        assert r.status_code == 403, r.text
+        assert "§86a" in r.json()["error"] and "blockiert" in r.json()["error"], r.json()
+        assert r.json()["metadata"]["safety_codes"] == ["§86a"]
+    r = await arted.post("/api/schema/pipeline/stage2", json={**body, "input_text": "hardcore pictures",
+                                                               "user_language": "en"})
+    assert r.status_code == 403 and "youth protection" in r.json()["error"], r.text
