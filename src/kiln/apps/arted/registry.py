@@ -28,6 +28,11 @@ MediaType = Literal["image", "audio", "video", "music", "text"]
 Text = str | dict[str, str]
 
 
+def both(text: Text | None) -> dict[str, str]:
+    """A text as `{en, de}` (each falling back to the other), as the frontend indexes it by language."""
+    return {lang: pick(text, lang) for lang in ("en", "de")}
+
+
 def pick(text: Text | None, lang: str = "en") -> str:
     """One language of a `{en, de}` text (falling back to the other), or the string itself."""
     if text is None:
@@ -91,7 +96,16 @@ class Config(_Doc):
     display: dict[str, Any] | None = None
     tags: dict[str, list[str]] | None = None
     audience: dict[str, Any] | None = None
+    properties: list[str] = Field(default_factory=list, max_length=16)  # selection-screen categories
     source: str = "kiln"  # kiln | operator
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not ID.match(value) or len(value) > 32:
+                raise ValueError(f"property {value[:40]!r} must be a lower-case id of up to 32 characters")
+        return values
 
     @property
     def media_type(self) -> str:

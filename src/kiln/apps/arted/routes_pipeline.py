@@ -23,7 +23,6 @@ from kiln.providers.llm import LLMClient
 
 router = APIRouter(route_class=ArtedRoute)
 AsyncFlag = Annotated[bool, Query(alias="async")]
-BLOCKED = "Blocked by the safety check"
 
 
 async def _reload(session: Any, run_id: str) -> Run:
@@ -38,7 +37,8 @@ def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
         metadata = {"stage": "pre_interception", "safety_codes": error.get("safety_codes", [])}
         if stage_api:
             extra.update(success=False, blocked_at_stage=1, safety_level=run.safety_level)
-        return ArtedError(403, BLOCKED, status="error", details=error.get("message"), metadata=metadata,
+        message = safety.block_message(metadata["safety_codes"], (run.options or {}).get("user_language"))
+        return ArtedError(403, message, status="error", details=error.get("message"), metadata=metadata,
                           schema=run.config_id, **extra)
     if stage_api:
         extra["success"] = False
@@ -98,7 +98,8 @@ async def stage2(body: Stage2Request, cfg: CfgDep, providers: ProvidersDep, reg:
     verdict = await safety.check(llm, reg.chunks["safety_guard"], text, level, model=cfg.safety_model)
     stage1 = time.perf_counter() - started
     if not verdict.safe:
-        raise ArtedError(403, BLOCKED, status="error", details=verdict.reason, success=False, blocked_at_stage=1,
+        raise ArtedError(403, safety.block_message(verdict.codes, body.user_language), status="error",
+                         details=verdict.reason, success=False, blocked_at_stage=1,
                          safety_level=level, metadata={"stage": "pre_interception", "safety_codes": verdict.codes})
     optimization = reg.output_chunk(outputs[0]).meta.get("optimization_instruction") if outputs else None
     try:
@@ -138,7 +139,8 @@ async def stage34(request: Request, body: Stage34Request, session: SessionDep, k
         raise _failure(done, stage_api=True)
     result = (execute_response(root(request), done, pick(output.name)).get("media_output")) or {}
     if result.get("status") == "blocked":
-        raise ArtedError(403, BLOCKED, status="error", details=result.get("reason"), success=False,
+        raise ArtedError(403, safety.block_message(result.get("safety_codes", []), None), status="error",
+                         details=result.get("reason"), success=False,
                          blocked_at_stage=3, safety_level=level, run_id=done.id,
                          metadata={"stage": "pre_output", "safety_codes": result.get("safety_codes", [])})
     media = {"url": result.get("url"), "filename": result.get("filename"), "run_id": done.id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from kiln.apps.arted import service
 from kiln.apps.arted.deps import RegistryDep
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.registry import Config, Registry, pick
+from kiln.apps.arted.registry import Config, Registry, both, pick
 
 router = APIRouter(route_class=ArtedRoute)
 
@@ -66,6 +66,41 @@ async def configs_metadata(reg: RegistryDep) -> dict[str, Any]:
                 entry[key] = getattr(c, key)
         configs.append(entry)
     return {"configs": configs}
+
+
+def short_description(text: str, limit: int = 220) -> str:
+    """The tile text: the whole description if it fits, else its first one or two sentences, else cut at a word."""
+    if len(text) <= limit:
+        return text
+    sentences = [s for s in text.replace(".\n", ". ").split(". ") if s]
+    first = sentences[0].rstrip(".") + "."
+    if len(sentences) > 1 and len(first) <= limit:
+        two = f"{first} {sentences[1].rstrip('.')}."
+        return two if len(two) <= limit else first
+    return text[:limit].rsplit(" ", 1)[0].strip() + "..."
+
+
+def _with_properties(c: Config) -> dict[str, Any]:
+    description = both(c.description)
+    entry: dict[str, Any] = {"id": c.id, "name": both(c.name or c.id), "description": description,
+                             "short_description": {k: short_description(v) for k, v in description.items()},
+                             "category": both(c.category), "pipeline": c.pipeline, "properties": c.properties,
+                             "media_preferences": c.media_preferences.model_dump(), "owner": "system"}
+    display = c.display or {}
+    entry.update(icon=display.get("icon", "🎨"), color=display.get("color", "#888888"),
+                 difficulty=display.get("difficulty", 3),
+                 phase1_description=display.get("phase1_description", c.description))
+    for key in ("tags", "audience"):
+        if getattr(c, key) is not None:
+            entry[key] = getattr(c, key)
+    return entry
+
+
+@router.get("/pipeline_configs_with_properties")
+async def configs_with_properties(reg: RegistryDep) -> dict[str, Any]:
+    """The selection screen's list: interception configs that name `properties` (their categories)."""
+    configs = [_with_properties(c) for c in reg.interception() if c.properties]
+    return {"configs": configs, "property_pairs": [], "symbols_enabled": False}
 
 
 @router.get("/api/config/{config_id}/context")

@@ -118,6 +118,30 @@ def parse_verdict(reply: str) -> tuple[bool, str | None, list[str]] | None:
     return None
 
 
+_BLOCK_MESSAGES = {
+    "de": {"§86a": "Dein Text wurde blockiert: Er enthält ein verbotenes Symbol oder einen verbotenen Begriff "
+                   "(§86a StGB, Kennzeichen verfassungswidriger Organisationen).",
+           "kids_filter": "Dein Text wurde vom Kinderschutz-Filter (6–12 Jahre) blockiert.",
+           "youth_filter": "Dein Text wurde vom Jugendschutz-Filter (13–17 Jahre) blockiert.",
+           "guard_unavailable": "Dein Text wurde blockiert: Die Sicherheitsprüfung ist gerade nicht erreichbar.",
+           "guard_unparseable": "Dein Text wurde blockiert: Die Sicherheitsprüfung gab keine eindeutige Antwort.",
+           "": "Dein Text wurde von der Sicherheitsprüfung blockiert."},
+    "en": {"§86a": "Your text was blocked: it contains a prohibited symbol or term (§86a StGB, symbols of "
+                   "unconstitutional organisations).",
+           "kids_filter": "Your text was blocked by the child protection filter (ages 6–12).",
+           "youth_filter": "Your text was blocked by the youth protection filter (ages 13–17).",
+           "guard_unavailable": "Your text was blocked: the safety check cannot be reached right now.",
+           "guard_unparseable": "Your text was blocked: the safety check gave no clear answer.",
+           "": "Your text was blocked by the safety check."},
+}
+
+
+def block_message(codes: list[str], lang: str | None) -> str:
+    """What a user is told of a block, in their language (German unless `en`): the first code's reason."""
+    messages = _BLOCK_MESSAGES["en" if (lang or "").lower().startswith("en") else "de"]
+    return next((messages[c] for c in codes if c in messages), messages[""])
+
+
 def guard_messages(chunk: Chunk, level: str, text: str) -> list[dict[str, str]]:
     rules = chunk.meta.get("levels", {}).get(level, "")
     system = chunk.template.replace("{{AUDIENCE}}", AUDIENCES[level]).replace("{{LEVEL_RULES}}", rules)
