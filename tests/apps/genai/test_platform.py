@@ -253,3 +253,15 @@ async def test_role_table(app, client):
         assert_envelope(await client.request(method, path, headers=h["user"]), 403, "insufficient_role")
     for path in ("/health", "/system/health", "/v1/system/ping", "/voice/health"):
         assert (await client.get(path)).status_code == 200, path
+
+
+async def test_process_guard_lives_with_the_app(settings):
+    from asgi_lifespan import LifespanManager
+
+    from kiln.app import create_app
+    from kiln.providers import http
+
+    application = create_app(settings, migrate=False)
+    async with LifespanManager(application):
+        assert http._process_guard is not None and await http._process_guard() is True  # offline by default
+    assert http._process_guard is None
