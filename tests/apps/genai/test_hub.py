@@ -72,6 +72,10 @@ async def test_discovery_and_download(hub_env, app, client):
     assert model["lifecycle_state"] == "registered" and model["local_path"] == str(target)
     listed = (await client.get("/v1/modelops/downloads", headers=sa)).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job["job_id"]]
+    artifacts = (await client.get("/v1/modelops/local-artifacts", headers=sa)).json()["artifacts"]
+    assert [(a["source_id"], a["linked_model_id"], a["ready_for_registration"]) for a in artifacts] == [
+        ("acme/tiny-llm", "tiny-llm", False)
+    ]
     catalog = (await client.get("/v1/modelops/catalog", headers=sa)).json()["models"]
     assert [c["id"] for c in catalog] == ["tiny-llm"]
     assert_envelope(

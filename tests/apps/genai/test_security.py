@@ -70,6 +70,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/modelops/catalog"): S,
     ("POST", "/v1/modelops/catalog"): S,
     ("GET", "/v1/modelops/discovery/huggingface"): S,
+    ("GET", "/v1/modelops/local-artifacts"): S,
+    ("GET", "/v1/modelops/discovery/cloud"): U,
     ("GET", "/v1/modelops/discovery/huggingface/{source_id}"): S,
     ("GET", "/v1/modelops/downloads"): S,
     ("POST", "/v1/modelops/downloads"): S,

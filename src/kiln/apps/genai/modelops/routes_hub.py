@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import Body, Query
 from sqlalchemy import select
 
-from kiln.apps.genai.deps import GenaiSettingsDep, KernelDep, SessionDep, SuperadminUser
+from kiln.apps.genai.deps import CurrentUser, GenaiSettingsDep, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
-from kiln.apps.genai.modelops import hub, lifecycle
+from kiln.apps.genai.modelops import discovery, hub, lifecycle
 from kiln.apps.genai.modelops.models import GenaiDownload, GenaiModel
 
 router = genai_router(tags=["genai"])
@@ -42,6 +42,22 @@ async def create_catalog(user: SuperadminUser, session: SessionDep, body: dict[s
     model = await lifecycle.create_model(session, user, body)
     await session.commit()
     return {"model": catalog_item(model)}
+
+
+@router.get("/v1/modelops/discovery/cloud")
+async def discover_cloud(
+    user: CurrentUser,
+    session: SessionDep,
+    kernel: KernelDep,
+    credential_id: str = Query(max_length=64),
+    provider: str | None = Query(None, max_length=64),
+) -> dict[str, Any]:
+    return {"models": await discovery.cloud_models(session, kernel, user, credential_id)}
+
+
+@router.get("/v1/modelops/local-artifacts")
+async def list_local_artifacts(user: SuperadminUser, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return {"artifacts": await discovery.local_artifacts(session, kernel)}
 
 
 @router.get("/v1/modelops/discovery/huggingface")
