@@ -265,3 +265,49 @@ async def test_process_guard_lives_with_the_app(settings):
     async with LifespanManager(application):
         assert http._process_guard is not None and await http._process_guard() is True  # offline by default
     assert http._process_guard is None
+
+
+async def test_embeddings_preflight_embeds_with_the_default_resource(app, client, fake_llm, monkeypatch):
+    from tests.apps.genai.modelops_helpers import ready_model
+
+    monkeypatch.setenv("KILN_EMBEDDINGS_URL", fake_llm.url)
+    h = await role_headers(app, client)
+    sa = h["superadmin"]
+    providers = (await client.get("/v1/platform/providers", headers=sa)).json()["providers"]
+    emb = next(p for p in providers if p["slug"] == "embeddings-local")
+    await ready_model(
+        client,
+        sa,
+        {
+            "id": "emb-local",
+            "name": "Emb",
+            "backend": "local",
+            "task_key": "embeddings",
+            "provider_model_id": "fake-embed",
+        },
+        provider_instance_id=emb["id"],
+    )
+    local = (await deployments_by_slug(client, sa))["local-default"]
+    r = await client.post(f"/v1/platform/deployments/{local['id']}/clone", headers=sa, json={"slug": "emb"})
+    dep = r.json()["deployment"]
+    r = await client.put(
+        f"/v1/platform/deployments/{dep['id']}/bindings/embeddings",
+        headers=sa,
+        json={
+            "provider_id": emb["id"],
+            "resources": [{"managed_model_id": "emb-local"}],
+            "default_resource_id": "emb-local",
+        },
+    )
+    assert r.status_code == 200, r.text
+    fake_llm.calls.clear()
+    r = await client.post(f"/v1/platform/deployments/{dep['id']}/activate", headers=sa)
+    assert r.status_code == 200, r.text
+    assert [c["json"]["input"] for c in fake_llm.calls if c["path"].endswith("/embeddings")] == [["healthcheck"]]
+    fake_llm.models = ["fake-chat"]  # the server stops serving the bound model
+    body = assert_envelope(
+        await client.post(f"/v1/platform/deployments/{dep['id']}/activate", headers=sa),
+        409,
+        "deployment_profile_validation_failed",
+    )
+    assert body["details"]["failures"][0]["code"] == "resource_not_exposed"
