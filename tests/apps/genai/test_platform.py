@@ -118,7 +118,7 @@ async def test_offline_blocks_cloud_everywhere_and_nothing_leaves(app, client, f
         f"/v1/platform/deployments/{local['id']}/clone", headers=sa, json={"slug": "cloudy", "display_name": "Cloudy"}
     )
     assert r.status_code == 201, r.text
-    cloudy = r.json()["deployment"]
+    cloudy = r.json()["deployment_profile"]
     r = await client.put(
         f"/v1/platform/deployments/{cloudy['id']}/bindings/llm_inference",
         headers=sa,
@@ -140,7 +140,7 @@ async def test_offline_blocks_cloud_everywhere_and_nothing_leaves(app, client, f
     assert fake_llm.calls[-1]["headers"].get("Authorization") == "Bearer sk-test-secret-1234"
     assert "sk-test-secret-1234" not in r.text
     r = await client.post(f"/v1/platform/deployments/{cloudy['id']}/activate", headers=sa)
-    assert r.status_code == 200 and r.json()["deployment"]["is_active"] is True
+    assert r.status_code == 200 and r.json()["deployment_profile"]["is_active"] is True
     r = await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=sa)
     body = assert_envelope(r, 409, "offline_provider_blocked")
     assert body["details"]["providers"][0]["provider_slug"] == "cloud-llm"
@@ -180,7 +180,7 @@ async def test_activation_preflight_names_the_unreachable_provider(app, client):
         },
     )
     assert r.status_code == 201, r.text
-    broken = r.json()["deployment"]
+    broken = r.json()["deployment_profile"]
     assert broken["is_active"] is False
     body = assert_envelope(
         await client.post(f"/v1/platform/deployments/{broken['id']}/activate", headers=sa),
@@ -192,7 +192,10 @@ async def test_activation_preflight_names_the_unreachable_provider(app, client):
     r = await client.patch(
         f"/v1/platform/deployments/{broken['id']}", headers=sa, json={"display_name": "Renamed", "slug": "renamed"}
     )
-    assert r.json()["deployment"]["slug"] == "renamed" and r.json()["deployment"]["display_name"] == "Renamed"
+    assert (
+        r.json()["deployment_profile"]["slug"] == "renamed"
+        and r.json()["deployment_profile"]["display_name"] == "Renamed"
+    )
     assert_envelope(
         await client.put(
             f"/v1/platform/deployments/{broken['id']}/bindings/embeddings", headers=sa, json={"provider_id": dead["id"]}
@@ -289,7 +292,7 @@ async def test_embeddings_preflight_embeds_with_the_default_resource(app, client
     )
     local = (await deployments_by_slug(client, sa))["local-default"]
     r = await client.post(f"/v1/platform/deployments/{local['id']}/clone", headers=sa, json={"slug": "emb"})
-    dep = r.json()["deployment"]
+    dep = r.json()["deployment_profile"]
     r = await client.put(
         f"/v1/platform/deployments/{dep['id']}/bindings/embeddings",
         headers=sa,

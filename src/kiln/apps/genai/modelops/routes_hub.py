@@ -68,8 +68,10 @@ async def discover(
     query: str | None = Query(default=None, max_length=200),
     limit: int = Query(20, ge=1, le=100),
     task: str | None = Query(default=None, max_length=64),
+    task_key: str | None = Query(default=None, max_length=64),
+    sort: str = Query(default="downloads", max_length=32),
 ) -> dict[str, Any]:
-    return {"models": await hub.discover(session, kernel, query, limit, task)}
+    return {"models": await hub.discover(session, kernel, query, limit, task or task_key, sort)}
 
 
 @router.get("/v1/modelops/discovery/huggingface/{source_id:path}")

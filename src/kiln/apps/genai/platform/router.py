@@ -101,12 +101,12 @@ async def create_deployment(
 ) -> dict[str, Any]:
     row = await deployments.create_deployment(session, kernel, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.get("/v1/platform/deployments/{deployment_id}")
 async def get_deployment(deployment_id: str, user: SuperadminUser, session: SessionDep) -> dict[str, Any]:
-    return {"deployment": await deployments.one_deployment(session, deployment_id)}
+    return {"deployment_profile": await deployments.one_deployment(session, deployment_id)}
 
 
 @router.patch("/v1/platform/deployments/{deployment_id}")
@@ -115,7 +115,7 @@ async def patch_deployment(
 ) -> dict[str, Any]:
     row = await deployments.update_identity(session, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.put("/v1/platform/deployments/{deployment_id}")
@@ -124,7 +124,7 @@ async def put_deployment(
 ) -> dict[str, Any]:
     row = await deployments.replace_deployment(session, kernel, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.put("/v1/platform/deployments/{deployment_id}/bindings/{capability}")
@@ -140,7 +140,7 @@ async def put_binding(
     await deployments.put_binding(session, kernel, row, capability, body)
     row.updated_by_user_id = user.id
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.post("/v1/platform/deployments/{deployment_id}/clone", status_code=201)
@@ -149,7 +149,7 @@ async def clone_deployment(
 ) -> dict[str, Any]:
     row = await deployments.clone_deployment(session, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.delete("/v1/platform/deployments/{deployment_id}")
@@ -165,7 +165,7 @@ async def activate_deployment(
 ) -> dict[str, Any]:
     row = await activation.activate(session, kernel, deployment_id, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.get("/v1/platform/activation-audit")
