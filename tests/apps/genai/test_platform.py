@@ -314,3 +314,23 @@ async def test_embeddings_preflight_embeds_with_the_default_resource(app, client
         "deployment_profile_validation_failed",
     )
     assert body["details"]["failures"][0]["code"] == "resource_not_exposed"
+
+
+async def test_system_health_reports_services_and_capabilities(app, client, fake_llm, monkeypatch):
+    monkeypatch.setenv("KILN_QDRANT_URL", closed_port_url().removesuffix("/v1"))
+    monkeypatch.setenv("KILN_LLM_URL", fake_llm.url)
+    body = (await client.get("/system/health")).json()
+    rows = {s["container"]: s["reachable"] for s in body["services"]}
+    assert rows["backend"] is True and rows["llm"] is True and rows["qdrant"] is False
+    assert body["status"] == "degraded"
+    caps = {c["capability"] for c in body["platform"]["capabilities"]}
+    assert {"llm_inference", "embeddings", "vector_store"} <= caps
+    assert (await client.get("/v1/system/ping")).json() == {"status": "ok", "service": "backend", "api": "v1"}
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9, "event_id": "e1"})
+    assert r.status_code == 200 and r.json()["accepted"] is True
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9, "event_id": "e1"})
+    assert r.status_code == 202 and r.json()["reason"] == "duplicate_event_id"
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9})
+    assert r.json()["reason"] == "cooldown_active"
+    assert (await client.post("/voice/wake-events", json={"confidence": "x"})).status_code == 400
+    assert (await client.post("/voice/wake-events", json={"confidence": 0.1})).json()["reason"] == "below_threshold"
