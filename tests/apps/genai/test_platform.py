@@ -334,3 +334,18 @@ async def test_system_health_reports_services_and_capabilities(app, client, fake
     assert r.json()["reason"] == "cooldown_active"
     assert (await client.post("/voice/wake-events", json={"confidence": "x"})).status_code == 400
     assert (await client.post("/voice/wake-events", json={"confidence": 0.1})).json()["reason"] == "below_threshold"
+
+
+@pytest.fixture
+def forced_online(monkeypatch):
+    monkeypatch.setenv("KILN_RUNTIME_PROFILE_FORCE", "online")
+
+
+async def test_forced_profile_is_locked(forced_online, app, client):
+    h = await role_headers(app, client)
+    r = await client.get("/v1/runtime/profile", headers=h["user"])
+    assert r.json() == {"profile": "online", "locked": True, "source": "forced"}
+    assert_envelope(await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=h["superadmin"]),
+                    409, "runtime_profile_locked")
+    assert_envelope(await client.put("/v1/runtime/profile", json={"profile": "sideways"}, headers=h["superadmin"]),
+                    400, "invalid_profile")
