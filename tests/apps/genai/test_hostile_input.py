@@ -48,6 +48,15 @@ async def test_nul_surrogates_huge_numbers_and_nesting(app, client):
     assert 400 <= r.status_code < 500
     r = await client.post("/auth/login", content=b"{not json", headers={"content-type": "application/json"})
     assert_envelope(r, 400, "invalid_payload")
+    deep_raw = b"[" * 100_000 + b"]" * 100_000
+    r = await client.post("/v1/quotes", content=deep_raw, headers={**sa, "content-type": "application/json"})
+    assert_envelope(r, 400, "invalid_payload")
+    r = await client.post(
+        "/v1/quotes",
+        content=b'{"a": "\\u00e9", "b": ' + deep_raw + b"}",
+        headers={**sa, "content-type": "application/json"},
+    )
+    assert_envelope(r, 400, "invalid_payload")
     r = await client.put("/v1/quotes/1", content=b"\xad\xc6", headers={**sa, "content-type": "application/json"})
     assert_envelope(r, 400)  # not UTF-8: Starlette's own HTTPException, rendered in the envelope
     r = await client.post(

@@ -345,7 +345,13 @@ async def test_forced_profile_is_locked(forced_online, app, client):
     h = await role_headers(app, client)
     r = await client.get("/v1/runtime/profile", headers=h["user"])
     assert r.json() == {"profile": "online", "locked": True, "source": "forced"}
-    assert_envelope(await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=h["superadmin"]),
-                    409, "runtime_profile_locked")
-    assert_envelope(await client.put("/v1/runtime/profile", json={"profile": "sideways"}, headers=h["superadmin"]),
-                    400, "invalid_profile")
+    assert_envelope(
+        await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=h["superadmin"]),
+        409,
+        "runtime_profile_locked",
+    )
+    assert_envelope(
+        await client.put("/v1/runtime/profile", json={"profile": "sideways"}, headers=h["superadmin"]),
+        400,
+        "invalid_profile",
+    )

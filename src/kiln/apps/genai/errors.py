@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Codes for plain HTTPExceptions (FastAPI's own, e.g. a 404 from a dependency).
 STATUS_CODES = {
-    400: "bad_request",
+    400: "invalid_payload",  # FastAPI raises it for bodies it cannot parse
     401: "missing_auth",
     403: "forbidden",
     404: "not_found",
@@ -127,6 +127,8 @@ def render_exception(exc: Exception) -> Response | None:
             f"Runtime profile is offline; cloud provider {exc.provider} is not called",
             {"provider_slug": exc.provider},
         )
+    if isinstance(exc, RecursionError):  # a JSON body nested beyond what the parser can follow
+        return error_response(400, "invalid_payload", "Request body nested too deeply")
     if isinstance(exc, RequestValidationError):
         details = _validation_details(exc)
         return error_response(400, "invalid_payload", _validation_message(details), details)
@@ -165,6 +167,8 @@ async def unsafe_input(request: Request) -> bool:
                 return _bad_text(json.loads(body))
             except ValueError:
                 return False  # FastAPI answers the parse error
+            except RecursionError:
+                return True
     return False
 
 
