@@ -121,9 +121,16 @@ def credentials_key(kernel: Any) -> bytes:
         return _derive(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     value = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
+    try:
+        os.link(temp, path)  # atomic: the first process to generate a key wins, the others read it
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        temp.unlink()
     return _derive(value)
 
 
