@@ -99,8 +99,17 @@ async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, A
     async def claim(session: AsyncSession) -> tuple[MediaItem | None, StatusEvent | None]:
         return await _claim(session, ctx, payload["media_id"], cfg.max_attempts)
 
-    # Jobs kicked together start together: their claims share one transaction.
-    item, event = await batch.run(ctx.kernel, claim)
+    # Jobs kicked together start together: their claims share one transaction. That transaction
+    # runs on even if this task is cancelled meanwhile, so a cancel waits to learn whether the
+    # claim committed, and then undoes it like any cancel after the claim.
+    claiming = asyncio.ensure_future(batch.run(ctx.kernel, claim))
+    try:
+        item, event = await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        item, event = await claiming
+        if item is not None and event is not None:
+            await _cancelled(ctx, item)
+        raise
     if item is None:
         return {"skipped": "media deleted or handed to another job"}
     if event is None:
@@ -109,11 +118,16 @@ async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, A
     try:
         return await _run(ctx, cfg, item)
     except (JobCancelled, asyncio.CancelledError):
-        if ctx.cancelled.is_set():
-            await _fail(ctx, item, "processing cancelled")
-        else:  # the process is shutting down: the engine re-queues the job, so the item waits too
-            await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
+        await _cancelled(ctx, item)
         raise
+
+
+async def _cancelled(ctx: JobContext, item: MediaItem) -> None:
+    """The job was cancelled, or the process is stopping, after this attempt claimed the item."""
+    if ctx.cancelled.is_set():
+        await _fail(ctx, item, "processing cancelled")
+    else:  # the process is shutting down: the engine re-queues the job, so the item waits too
+        await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
 
 
 async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_attempts: int
