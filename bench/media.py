@@ -157,7 +157,18 @@ def serve_main() -> None:
                 await publish_all(kernel.events, [event])
             return {"published": len(users)}
 
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    profile = os.environ.get("KILN_BENCH_PROFILE")
+    if not profile:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return
+    import cProfile
+    import signal
+
+    # uvicorn re-raises the stop signal once it has shut down: let that return here instead.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    with cProfile.Profile() as prof:  # the server process only; the CPU pool runs elsewhere
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    prof.dump_stats(profile)
 
 
 @asynccontextmanager
@@ -212,13 +223,14 @@ def pct(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------- 1. pipeline
 
 
-async def pipeline(paths: list[Path], batch: int, concurrency: int) -> float:
+async def pipeline(paths: list[Path], batch: int, concurrency: int, profile: str | None = None) -> float:
     import httpx
     from websockets.asyncio.client import connect
 
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-media-"))
+    env = {"KILN_BENCH_PROFILE": str(Path(profile).resolve())} if profile else {}
     try:
-        async with server(home) as (base, pid), httpx.AsyncClient(base_url=base, timeout=600) as client:
+        async with server(home, **env) as (base, pid), httpx.AsyncClient(base_url=base, timeout=600) as client:
             await _upload_all(client, base, await login(client, "warm@bench.test"), paths[:4], 4, 1, connect)
             client.cookies.clear()
             creds = await login(client, "bench@bench.test")
@@ -536,6 +548,10 @@ async def main(args: argparse.Namespace) -> None:
         paths = images(n_images)
         # The machine is shared: the raw rate is measured right before and right after the
         # pipeline, and the pipeline is compared with their mean.
+        if args.profile:
+            await pipeline(paths, batch=args.batch, concurrency=args.concurrency, profile=args.profile)
+            print(f"pipeline  server profile written to {args.profile} (cProfile; figures inflated by it)")
+            return
         raw_before, raw_cpu = raw_rate(paths)
         e2e = await pipeline(paths, batch=args.batch, concurrency=args.concurrency)
         raw_after, raw_cpu_after = raw_rate(paths)
@@ -575,5 +591,6 @@ if __name__ == "__main__":
     parser.add_argument("--sockets", type=int, default=0)
     parser.add_argument("--batch", type=int, default=5, help="files per upload request")
     parser.add_argument("--concurrency", type=int, default=3, help="upload requests in flight")
+    parser.add_argument("--profile", metavar="FILE", help="pipeline only: cProfile the server into FILE")
     _raise_nofile()
     asyncio.run(main(parser.parse_args()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from kiln.apps.media.models import MediaItem
 from kiln.core.db import utcnow
 from tests.apps.media.mediakit import add_media, photo, register, second_client, settings, upload, wait_status  # noqa: F401
 
@@ -48,7 +49,10 @@ async def test_delete_one_and_all_remove_rows_and_files(app, client):
     await wait_status(client, second, {"READY"})
     user_id = (await client.get("/api/auth/me")).json()["id"]
     assert await kernel.blobs.exists(f"media/{user_id}/{first}/original")
-    assert await kernel.blobs.exists(f"media/{user_id}/{first}/thumbnail.jpg")
+    async with kernel.db.session() as session:
+        thumbnail = (await session.get(MediaItem, first)).thumbnail_key
+    # Each processing attempt has its own thumbnail key (a superseded attempt deletes only its own).
+    assert thumbnail.startswith(f"media/{user_id}/{first}/thumbnail-") and await kernel.blobs.exists(thumbnail)
 
     assert (await client.delete("/api/vault/not-a-uuid")).status_code == 422
     gone = await client.delete(f"/api/vault/{first}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from kiln.apps.media.jobs import process_media
 from kiln.apps.media.models import MediaItem
 from kiln.core.jobs import Job, JobContext
@@ -103,3 +105,24 @@ async def test_reprocessing_replaces_the_thumbnail_and_removes_the_old_one(app, 
     assert item.status == "READY" and item.thumbnail_key != before
     assert await kernel.blobs.exists(item.thumbnail_key) and not await kernel.blobs.exists(before)
     assert _files(kernel, user["id"], media_id) == sorted(["original", item.thumbnail_key.rsplit("/", 1)[1]])
+
+
+@pytest.mark.parametrize(("job_cancelled", "expected"), [(False, "UPLOADED"), (True, "FAILED")])
+async def test_a_cancel_during_the_grouped_claim_does_not_strand_the_item(app, client, job_cancelled, expected):
+    # The claim's shared transaction commits even when the task waiting on it is cancelled: the
+    # handler must learn that and hand the item back (stopping) or fail it (job cancelled).
+    kernel = app.state.kernel
+    user = await register(client, "ann@example.com")
+    media_id, job_id = await _uploaded_item(kernel, user["id"])
+    ctx = await _context(kernel, job_id, "Helios")
+    if job_cancelled:
+        ctx.cancelled.set()
+    task = asyncio.create_task(process_media(ctx, {"media_id": media_id}))
+    await asyncio.sleep(0)  # the handler has queued its claim
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.5)  # whatever the group commit still had queued has run by now
+    async with kernel.db.session() as session:
+        item = await session.get(MediaItem, media_id)
+    assert item.status == expected and item.attempts == 1 and item.worker_name is None

@@ -22,10 +22,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.media import imaging, pipeline
+from kiln.apps.media import batch, imaging, pipeline
 from kiln.apps.media.config import MediaSettings, media_settings
 from kiln.apps.media.decode_budget import decode_budget
 from kiln.apps.media.detection import DetectorError, DetectorUnavailable, summarize
@@ -46,7 +46,7 @@ from kiln.apps.media.models import (
 from kiln.apps.media.reaper import reap
 from kiln.apps.media.status import StatusEvent, add_log, logged, publish_all, transition, transition_through
 from kiln.apps.media.system_load import record_load_sample
-from kiln.core.db import utcnow
+from kiln.core.db import new_id, utcnow
 from kiln.core.jobs import QUEUED, JobCancelled, JobContext, TransientJobError, job_handler, periodic
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,17 @@ def _owner(item: MediaItem) -> tuple[str | None, int]:
 
 async def _step(ctx: JobContext, item: MediaItem, status: str, *, detail: str | None = None,
                 values: dict[str, Any] | None = None) -> bool:
-    """One transition of this attempt's item; False when the item is gone or no longer ours."""
-    async with ctx.session() as session:
-        event = await transition(session, item, status, detail=detail, worker=ctx.job.worker,
-                                 expect=RUNNABLE, values=values, owner=_owner(item))
-        if event is None:
-            return False
-        await session.commit()
+    """One transition of this attempt's item (in a transaction shared with other jobs' steps);
+    False when the item is gone or no longer ours."""
+    owner = _owner(item)
+
+    async def op(session: AsyncSession) -> StatusEvent | None:
+        return await transition(session, item, status, detail=detail, worker=ctx.job.worker,
+                                expect=RUNNABLE, values=values, owner=owner)
+
+    event = await batch.run(ctx.kernel, op)
+    if event is None:
+        return False
     await publish_all(ctx.kernel.events, [event])
     return True
 
@@ -91,10 +95,21 @@ async def _retry_later(ctx: JobContext, item: MediaItem, cfg: MediaSettings, rea
 @job_handler("media.process", surface="media", max_attempts=3)
 async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     cfg = media_settings(ctx.kernel)
-    async with ctx.session() as session:
-        item, event = await _claim(session, ctx, payload["media_id"], cfg.max_attempts)
-        if event is not None:
-            await session.commit()
+
+    async def claim(session: AsyncSession) -> tuple[MediaItem | None, StatusEvent | None]:
+        return await _claim(session, ctx, payload["media_id"], cfg.max_attempts)
+
+    # Jobs kicked together start together: their claims share one transaction. That transaction
+    # runs on even if this task is cancelled meanwhile, so a cancel waits to learn whether the
+    # claim committed, and then undoes it like any cancel after the claim.
+    claiming = asyncio.ensure_future(batch.run(ctx.kernel, claim))
+    try:
+        item, event = await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        item, event = await claiming
+        if item is not None and event is not None:
+            await _cancelled(ctx, item)
+        raise
     if item is None:
         return {"skipped": "media deleted or handed to another job"}
     if event is None:
@@ -103,11 +118,16 @@ async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, A
     try:
         return await _run(ctx, cfg, item)
     except (JobCancelled, asyncio.CancelledError):
-        if ctx.cancelled.is_set():
-            await _fail(ctx, item, "processing cancelled")
-        else:  # the process is shutting down: the engine re-queues the job, so the item waits too
-            await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
+        await _cancelled(ctx, item)
         raise
+
+
+async def _cancelled(ctx: JobContext, item: MediaItem) -> None:
+    """The job was cancelled, or the process is stopping, after this attempt claimed the item."""
+    if ctx.cancelled.is_set():
+        await _fail(ctx, item, "processing cancelled")
+    else:  # the process is shutting down: the engine re-queues the job, so the item waits too
+        await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
 
 
 async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_attempts: int
@@ -115,14 +135,18 @@ async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_atte
     """Load and claim the item (-> EXTRACTING) in one statement: (item, event) when claimed,
     (item, None) when it ran out of attempts, (None, None) when it is gone or not this job's."""
     now = utcnow()
-    claimed = (await session.scalars(
-        update(MediaItem)
-        .where(MediaItem.id == media_id, MediaItem.job_id == ctx.job.id, MediaItem.status.in_(RUNNABLE),
-               MediaItem.attempts < max_attempts)
-        .values(status=EXTRACTING, updated_at=now, worker_name=ctx.job.worker, attempts=MediaItem.attempts + 1,
+    items = MediaItem.__table__
+    # A Core statement (an ORM-enabled UPDATE ... RETURNING costs several times more); the
+    # object built from the row is only read and mirrored, never added to a session.
+    row = (await session.execute(
+        update(items)
+        .where(items.c.id == media_id, items.c.job_id == ctx.job.id, items.c.status.in_(RUNNABLE),
+               items.c.attempts < max_attempts)
+        .values(status=EXTRACTING, updated_at=now, worker_name=ctx.job.worker, attempts=items.c.attempts + 1,
                 error=None)
-        .returning(MediaItem).execution_options(synchronize_session=False))).first()
-    if claimed is not None:
+        .returning(*items.c))).first()
+    if row is not None:
+        claimed = MediaItem(**row._asdict())
         (event,) = await logged(session, claimed, [(EXTRACTING, None, now)], worker=ctx.job.worker)
         return claimed, event
     item = await session.get(MediaItem, media_id)  # why not: gone, not ours, or out of attempts
@@ -168,14 +192,16 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         # No detector configured: say so; never invent detections. PROCESSING and READY are
         # written in one statement (two log rows, two messages, one commit).
         technical = {**technical, "detection": "skipped: no detector configured"}
-        async with ctx.session() as session:
-            events = await transition_through(
+
+        async def finish(session: AsyncSession) -> list[StatusEvent]:
+            return await transition_through(
                 session, item, [(PROCESSING, "Extracted EXIF and GPS data"),
                                 (READY, "detection skipped: no detector configured")],
                 worker=ctx.job.worker, expect=RUNNABLE, values={
                     **processing, "technical_metadata": technical, "has_trash": False, "confidence": None,
                     "detector": None}, owner=owner)
-            await session.commit()
+
+        events = await batch.run(ctx.kernel, finish)
         if not events:
             await blobs.delete(thumb_key)
             return {"skipped": "media deleted or taken over by another attempt"}
@@ -198,23 +224,32 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     except DetectorError as exc:
         raise await _fail(ctx, item, f"Processing failed: {exc}") from None
     summary = summarize(found_boxes)
-    async with ctx.session() as session:
-        await session.execute(delete(MediaDetection).where(MediaDetection.media_id == item.id))
-        for d in found_boxes:
-            session.add(MediaDetection(media_id=item.id, label=d.label, confidence=round(d.confidence, 4),
-                                       bbox=d.normalized(image.width, image.height), detector=detector))
-        technical = {**technical, "has_trash": summary.has_trash, "confidence": summary.confidence,
-                     "detections_count": summary.detections_count, "detector": detector}
-        event = await transition(session, item, READY, worker=ctx.job.worker, expect=RUNNABLE, values={
-            "technical_metadata": technical, "has_trash": summary.has_trash,
-            "confidence": summary.confidence, "detector": detector,
-        }, owner=owner)
-        if event is None:
-            # Our thumbnail stays: the row may still name it (the attempt that took over
-            # replaces and then deletes it), or the item was deleted with all its files.
-            await session.rollback()
-            return {"skipped": "media deleted or taken over by another attempt"}
-        await session.commit()
+    technical = {**technical, "has_trash": summary.has_trash, "confidence": summary.confidence,
+                 "detections_count": summary.detections_count, "detector": detector}
+
+    async def ready(session: AsyncSession) -> StatusEvent | None:
+        # A savepoint: the detections are written first (the grid sync of READY reads their
+        # labels) and undone alone if the item is no longer this attempt's.
+        async with session.begin_nested() as savepoint:
+            await session.execute(delete(MediaDetection).where(MediaDetection.media_id == item.id))
+            if found_boxes:
+                await session.execute(insert(MediaDetection.__table__), [
+                    {"id": new_id(), "media_id": item.id, "label": d.label, "confidence": round(d.confidence, 4),
+                     "bbox": d.normalized(image.width, image.height), "detector": detector}
+                    for d in found_boxes])
+            event = await transition(session, item, READY, worker=ctx.job.worker, expect=RUNNABLE, values={
+                "technical_metadata": technical, "has_trash": summary.has_trash,
+                "confidence": summary.confidence, "detector": detector,
+            }, owner=owner)
+            if event is None:
+                await savepoint.rollback()
+        return event
+
+    event = await batch.run(ctx.kernel, ready)
+    if event is None:
+        # Our thumbnail stays: the row may still name it (the attempt that took over replaces
+        # and then deletes it), or the item was deleted with all its files.
+        return {"skipped": "media deleted or taken over by another attempt"}
     await publish_all(ctx.kernel.events, [event])
     await _maybe_publish(ctx, cfg)
     return {"media_id": item.id, "detections": summary.detections_count, "has_trash": summary.has_trash}

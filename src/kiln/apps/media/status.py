@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from kiln.apps.media import grid
+from kiln.apps.media.batch import insert_logs
 from kiln.apps.media.models import READY, UPLOADED, MediaItem, MediaTaskLog
 from kiln.core.db import new_id, utcnow
 
 TOPIC = "media.status"
 _ITEMS = MediaItem.__table__
-_LOGS = MediaTaskLog.__table__
 MESSAGE_TYPE = "MEDIA_STATUS_UPDATE"
 
 
@@ -128,15 +128,19 @@ async def transition_through(
     return await logged(session, item, logged_steps, worker=worker)
 
 
+def log_row(media_id: str, status: str, detail: str | None, worker: str | None, at: datetime) -> dict[str, Any]:
+    """The task-log row of one status change, for a Core insert (`batch.insert_logs`)."""
+    return {"id": new_id(), "media_id": media_id, "action": "STATUS_CHANGE", "status": status,
+            "message": status_message(status, detail), "worker_name": worker, "at": at}
+
+
 async def logged(session: AsyncSession, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
                  worker: str | None = None) -> list[StatusEvent]:
     """The task-log rows and events of status changes ((status, detail, at) triples) the caller
     has just written."""
-    # A Core insert, executed now: the ORM unit of work would cost more than the rows.
-    await session.execute(insert(_LOGS), [
-        {"id": new_id(), "media_id": item.id, "action": "STATUS_CHANGE", "status": status,
-         "message": status_message(status, detail), "worker_name": worker, "at": at}
-        for status, detail, at in steps])
+    # A Core insert (the ORM unit of work would cost more than the rows), executed now or, in a
+    # grouped transaction (`batch.run`), together with the other ops' rows.
+    await insert_logs(session, [log_row(item.id, status, detail, worker, at) for status, detail, at in steps])
     return [StatusEvent(user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=at,
                         address=item.address,
                         img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None)

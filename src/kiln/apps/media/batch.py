@@ -1,0 +1,105 @@
+"""Status transitions of concurrent media jobs, grouped into shared transactions.
+
+Ten worker slots claim, advance and finish their items at nearly the same moments (a batch of
+uploads is kicked together; results come back from the CPU pool together). Each of those steps
+is a couple of statements; a transaction of its own for each costs more than the statements.
+``run(kernel, op)`` hands ``op(session)`` to the kernel's group commit: while one transaction is
+in flight the next ops queue up, and the next transaction takes them all. The task-log rows the
+ops write (``status.logged``) are collected and inserted with one statement per transaction.
+
+An op must be safe to retry: when a grouped transaction fails, each of its ops is run again
+alone in its own transaction, so one bad op (a constraint the others did not break) fails only
+its own caller. An idle server pays nothing: a lone op is flushed at once.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kiln.apps.media.models import MediaTaskLog
+from kiln.core.jobs.batching import GroupCommit
+
+T = TypeVar("T")
+Op = Callable[[AsyncSession], Awaitable[Any]]
+LOG_BUFFER = "media.log_rows"  # session.info key: task-log rows waiting for the transaction's insert
+_LOGS = MediaTaskLog.__table__
+
+
+@dataclass(slots=True)
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+
+
+async def insert_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Task-log rows, buffered when the session belongs to a grouped transaction."""
+    buffer = session.info.get(LOG_BUFFER)
+    if buffer is not None:
+        buffer.extend(rows)
+    elif rows:
+        await session.execute(insert(_LOGS), rows)
+
+
+class _Batcher:
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = weakref.ref(kernel)
+        self._group: GroupCommit[Op, _Outcome] = GroupCommit(self._flush, max_batch=64)
+        self.ops = self.transactions = 0  # how well grouping works (bench, tests)
+
+    async def run(self, op: Op) -> Any:
+        outcome = await self._group.submit(op)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    async def _transaction(self, ops: Sequence[Op]) -> list[Any]:
+        kernel = self._kernel()
+        assert kernel is not None
+        self.ops += len(ops)
+        self.transactions += 1
+        async with kernel.db.session() as session:
+            buffer: list[dict[str, Any]] = []
+            session.info[LOG_BUFFER] = buffer
+            values = [await op(session) for op in ops]
+            del session.info[LOG_BUFFER]
+            if buffer:
+                await session.execute(insert(_LOGS), buffer)
+            await session.commit()
+        return values
+
+    async def _flush(self, ops: Sequence[Op]) -> list[_Outcome]:
+        try:
+            return [_Outcome(value) for value in await self._transaction(ops)]
+        except Exception as exc:
+            if len(ops) == 1:
+                return [_Outcome(error=exc)]
+        outcomes = []
+        for op in ops:  # the group failed: each op alone, so only the bad one fails
+            try:
+                (value,) = await self._transaction([op])
+                outcomes.append(_Outcome(value))
+            except Exception as exc:
+                outcomes.append(_Outcome(error=exc))
+        return outcomes
+
+
+_batchers: weakref.WeakKeyDictionary[Any, _Batcher] = weakref.WeakKeyDictionary()
+
+
+def batcher(kernel: Any) -> _Batcher:
+    found = _batchers.get(kernel)
+    if found is None:
+        found = _batchers[kernel] = _Batcher(kernel)
+    return found
+
+
+async def run(kernel: Any, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``await op(session)`` in a transaction shared with the ops of other jobs queued meanwhile,
+    committed before this returns (so the caller may publish what it changed)."""
+    return await batcher(kernel).run(op)
