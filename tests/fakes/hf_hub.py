@@ -12,6 +12,13 @@ Endpoints (``{kind}`` is ``models``/``datasets``/``spaces``; repos are created o
 * ``POST /api/{kind}/{owner}/{name}/paths-info/{rev}`` (form ``paths``) -> existing files;
 * ``GET /api/{kind}/{owner}/{name}/revision/{rev}`` -> minimal repo info with the head ``sha``.
 
+Model discovery and downloads (public reads, no token needed, as on the Hub):
+* ``GET /api/models?search=&pipeline_tag=&limit=`` -> ``[{id, downloads, likes, tags, pipeline_tag}]``;
+* ``GET /api/models/{owner}/{name}`` -> ``{id, sha, tags, pipeline_tag, siblings[{rfilename, size}]}``;
+* ``GET /{owner}/{name}/resolve/{rev}/{path}`` -> the file's bytes (``hub.slow_bytes`` per second
+  throttles it so a test can cancel mid-download).
+Models are made with ``hub.add_model(repo_id, files, downloads=..., tags=..., pipeline_tag=...)``.
+
 Files live in memory: ``hub.files(repo_id)`` returns ``{path: bytes}``, ``hub.commits`` lists
 every commit received. ``hub.fail_next(status, headers)`` makes the next commit answer an error
 (e.g. 429 with ``Retry-After``). The token, when set, must arrive as ``Bearer`` or 401.
@@ -57,6 +64,20 @@ class FakeHub:
     requests: list[tuple[str, str]] = field(default_factory=list)
     _fail: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    meta: dict[str, dict] = field(default_factory=dict)
+    slow_bytes: int | None = None
+    downloads: list[str] = field(default_factory=list)
+    cdn_redirect: bool = False  # resolve answers 302 to another origin (localhost), as the Hub does for LFS
+    cdn_auth: list[str | None] = field(default_factory=list)
+
+    def add_model(self, repo_id: str, files: dict[str, bytes], *, downloads: int = 0, likes: int = 0,
+                  tags: tuple[str, ...] = (), pipeline_tag: str | None = None) -> None:
+        key = f"models/{repo_id}"
+        with self.lock:
+            self.repos[key] = dict(files)
+            self.heads[key] = hashlib.sha1(repo_id.encode()).hexdigest()
+            self.meta[key] = {"downloads": downloads, "likes": likes, "tags": list(tags),
+                              "pipeline_tag": pipeline_tag}
 
     def create_repo(self, repo_id: str, kind: str = "datasets") -> str:
         with self.lock:
@@ -132,7 +153,70 @@ class _Handler(BaseHTTPRequestHandler):
         return handler(key, repo, kind, body)
 
     def do_GET(self) -> None:  # noqa: N802
+        parsed = urlparse(self.path)
+        parts = [unquote(p) for p in parsed.path.split("/")][1:]
+        if parts[:2] == ["api", "models"] and len(parts) in (2, 4):
+            self.hub.requests.append(("GET", self.path))
+            return self._model_list(parse_qs(parsed.query)) if len(parts) == 2 else self._model_info(
+                f"{parts[2]}/{parts[3]}")
+        if len(parts) >= 5 and parts[2] == "resolve":
+            self.hub.requests.append(("GET", self.path))
+            if self.hub.cdn_redirect:
+                port = self.server.server_address[1]
+                location = f"http://localhost:{port}/cdn/{parts[0]}/{parts[1]}/{'/'.join(parts[4:])}"
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+        if len(parts) >= 4 and parts[0] == "cdn":
+            self.hub.cdn_auth.append(self.headers.get("Authorization"))
+            return self._resolve(f"{parts[1]}/{parts[2]}", "main", "/".join(parts[3:]))
         self._dispatch("GET")
+
+    def _model_list(self, query: dict[str, list[str]]) -> None:
+        search = (query.get("search") or [""])[0].lower()
+        task = (query.get("pipeline_tag") or [None])[0]
+        limit = int((query.get("limit") or ["20"])[0])
+        with self.hub.lock:
+            items = [{"id": key.split("/", 1)[1], **meta} for key, meta in self.hub.meta.items()
+                     if search in key.lower() and (task is None or meta["pipeline_tag"] == task)]
+        items.sort(key=lambda item: -item["downloads"])
+        self._send(200, items[:limit])
+
+    def _model_info(self, repo: str) -> None:
+        key = f"models/{repo}"
+        with self.hub.lock:
+            if key not in self.hub.meta:
+                return self._error(404, "RepoNotFound", "Repository not found")
+            files = self.hub.repos[key]
+            body = {"id": repo, "sha": self.hub.heads[key], **self.hub.meta[key],
+                    "siblings": [{"rfilename": p, "size": len(b)} for p, b in sorted(files.items())]}
+        self._send(200, body)
+
+    def _resolve(self, repo: str, rev: str, path: str) -> None:
+        import time
+
+        key = f"models/{repo}"
+        with self.hub.lock:
+            data = self.hub.repos.get(key, {}).get(path)
+        if data is None or rev != "main":
+            return self._error(404, "EntryNotFound", "File not found")
+        self.hub.downloads.append(f"{repo}/{path}")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        step = self.hub.slow_bytes or len(data) or 1
+        try:
+            for start in range(0, len(data), step):
+                self.wfile.write(data[start:start + step])
+                self.wfile.flush()
+                if self.hub.slow_bytes:
+                    time.sleep(1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")

@@ -31,10 +31,14 @@ async def _superadmin(session: AsyncSession, kernel: Any) -> None:
 
 
 def steps() -> list[Step]:
+    from kiln.apps.genai.catalog.service import ensure_builtin_entities
     from kiln.apps.genai.content.seed import seed_quotes
     from kiln.apps.genai.platform.seed import seed_platform
 
-    return [_superadmin, seed_platform, seed_quotes]
+    async def seed_registry(session: AsyncSession, kernel: Any) -> None:
+        await ensure_builtin_entities(session)
+
+    return [_superadmin, seed_platform, seed_registry, seed_quotes]
 
 
 async def run_bootstrap(kernel: Any) -> None:

@@ -101,10 +101,14 @@ def genai_settings(kernel: Any) -> GenaiSettings:
 
 def signup_open(kernel: Any) -> bool:
     """Self-registration: `KILN_SIGNUP=open|closed`; default open on loopback, closed elsewhere."""
-    value = getattr(kernel.settings, "signup", None) or os.environ.get("KILN_SIGNUP")
+    settings = kernel.settings
+    if hasattr(type(settings), "signup_open"):  # the engine's rule, in builds that have it
+        value = settings.signup_open
+        return bool(value() if callable(value) else value)
+    value = getattr(settings, "signup", None) or os.environ.get("KILN_SIGNUP")
     if value is not None:
         return str(value).strip().lower() == "open"
-    return not kernel.settings.token_required_on_open_surfaces
+    return not settings.token_required_on_open_surfaces
 
 
 def credentials_key(kernel: Any) -> bytes:

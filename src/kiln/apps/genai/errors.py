@@ -6,6 +6,7 @@ other surfaces keep their shapes. Every genai router is made with `genai_router(
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Coroutine
@@ -138,6 +139,34 @@ def render_exception(exc: Exception) -> Response | None:
     return None
 
 
+def _bad_text(value: Any, depth: int = 0) -> bool:
+    """NUL or a lone surrogate anywhere in a decoded JSON value (PostgreSQL text refuses both)."""
+    if depth > 64:
+        return True
+    if isinstance(value, str):
+        return "\x00" in value or any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, dict):
+        return any(_bad_text(k, depth + 1) or _bad_text(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_bad_text(v, depth + 1) for v in value)
+    return False
+
+
+async def unsafe_input(request: Request) -> bool:
+    """True for NUL bytes in the path or query, or NUL / lone surrogates in a JSON body."""
+    raw_path = request.scope.get("raw_path") or b""
+    if b"%00" in raw_path or "\x00" in request.url.path or "%00" in request.url.query:
+        return True
+    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
+        body = await request.body()
+        if b"\\u" in body:  # only escaped text can carry either
+            try:
+                return _bad_text(json.loads(body))
+            except ValueError:
+                return False  # FastAPI answers the parse error
+    return False
+
+
 class GenaiRoute(APIRoute):
     """Renders validation errors, HTTPExceptions (auth included) and GenaiError as the envelope."""
 
@@ -146,6 +175,8 @@ class GenaiRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             try:
+                if await unsafe_input(request):
+                    return error_response(400, "invalid_payload", "NUL characters and unpaired surrogates are refused")
                 return await original(request)
             except Exception as exc:
                 response = render_exception(exc)

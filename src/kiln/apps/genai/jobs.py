@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 from kiln.apps.genai.context import jobs as context_jobs  # noqa: F401  (genai.context.sync)
+from kiln.apps.genai.modelops import jobs as modelops_jobs  # noqa: F401  (genai.model_download)
