@@ -83,10 +83,16 @@ async def test_rules_and_roles(app, client):
     assert_envelope(await client.get(KB, headers=user), 403, "insufficient_role")
     assert_envelope(await client.get(KB), 401)
     assert_envelope(await client.get(f"{KB}/nope", headers=headers), 404, "knowledge_base_not_found")
-    # Text with NUL and control characters is stored clean (PostgreSQL refuses NUL).
+    # Control characters are stripped; NUL in JSON is refused by the surface, NUL in a file stripped
+    # (PostgreSQL text refuses NUL).
     response = await client.post(f"{KB}/{kb['id']}/documents", headers=headers,
-                                 json={"title": "Ctl", "text": "null\x00byte and \x07bell"})
-    assert response.status_code == 201 and response.json()["document"]["text"] == "nullbyte and bell"
+                                 json={"title": "Ctl", "text": "bell \x07 and \x1b escape"})
+    assert response.status_code == 201 and response.json()["document"]["text"] == "bell  and  escape"
+    assert_envelope(await client.post(f"{KB}/{kb['id']}/documents", headers=headers,
+                                      json={"title": "Nul", "text": "null\x00byte"}), 400, "invalid_payload")
+    response = await client.post(f"{KB}/{kb['id']}/uploads", headers=headers,
+                                 files={"files": ("nul.txt", b"null\x00byte", "text/plain")})
+    assert response.status_code == 201 and response.json()["documents"][0]["text"] == "nullbyte"
     assert (await client.delete(f"{KB}/{kb['id']}", headers=headers)).status_code == 200
     assert (await client.get(f"{KB}/{kb['id']}", headers=headers)).status_code == 404
 
