@@ -175,6 +175,10 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
             await session.execute(update(Document).where(
                 Document.id.in_([str(i) for i in run.payload.get("document_ids", [])]),
                 Document.ingest_status == "pending").values(ingest_status="error", ingest_error=message[:1000]))
+        if run.source_id:
+            source = await session.get(KnowledgeSource, run.source_id)
+            if source is not None:
+                source.last_sync_status, source.last_sync_error = "error", message[:1000]
         if kb is not None:
             kb.sync_status, kb.last_sync_error = ("ready" if run.operation_type != "source_sync" else "error"), \
                 message[:1000]
