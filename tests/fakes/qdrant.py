@@ -6,17 +6,17 @@ unsigned integers nor UUIDs, and vectors of another size than the collection's."
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.fakes.json_routes import serve
 
 
 @dataclass
@@ -58,111 +58,72 @@ def _matches(point_id: str, payload: dict[str, Any], flt: dict[str, Any] | None)
     return True
 
 
-def _handler(state: FakeQdrant) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, status: int, body: Any) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _body(self) -> Any:
-            length = int(self.headers.get("content-length") or 0)
-            return json.loads(self.rfile.read(length)) if length else {}
-
-        def _route(self, method: str) -> None:
-            path = self.path.split("?")[0]
-            state.requests.append((method, path))
-            body = self._body() if method in ("PUT", "POST") else {}
-            if path == "/collections" and method == "GET":
-                return self._send(200, {"result": {"collections": [{"name": n} for n in state.collections]}})
-            found = re.fullmatch(r"/collections/([A-Za-z0-9_\-]+)(/.*)?", path)
-            if not found:
-                return self._send(404, {"status": {"error": "Not found"}})
-            name, tail = found.group(1), found.group(2) or ""
-            with state.lock:
-                coll = state.collections.get(name)
-                if tail == "" and method == "PUT":
-                    if coll is not None:
-                        return self._send(409, {"status": {"error": f"Collection `{name}` already exists!"}})
-                    state.collections[name] = Collection(int(body["vectors"]["size"]))
-                    return self._send(200, {"result": True, "status": "ok"})
-                if coll is None:
-                    return self._send(404, {"status": {"error": f"Collection `{name}` doesn't exist!"}})
-                if tail == "" and method == "GET":
-                    return self._send(200, {"result": {"status": "green", "points_count": len(coll.points),
-                                                       "config": {"params": {"vectors": {"size": coll.size,
-                                                                                         "distance": "Cosine"}}}}})
-                if tail == "" and method == "DELETE":
-                    del state.collections[name]
-                    return self._send(200, {"result": True})
-                if tail == "/index" and method == "PUT":
-                    coll.indexes[body["field_name"]] = body["field_schema"]
-                    return self._send(200, {"result": {"status": "completed"}})
-                if tail == "/points" and method == "PUT":
-                    for point in body["points"]:
-                        if not _valid_id(point["id"]):
-                            return self._send(400, {"status": {"error": f"Unable to parse UUID: {point['id']}"}})
-                        if len(point["vector"]) != coll.size:
-                            return self._send(400, {"status": {"error": "Wrong input: Vector dimension error"}})
-                    for point in body["points"]:
-                        coll.points[str(point["id"])] = (np.asarray(point["vector"], np.float32),
-                                                         point.get("payload") or {})
-                    return self._send(200, {"result": {"status": "completed"}})
-                if tail == "/points/delete" and method == "POST":
-                    if "points" in body:
-                        for pid in body["points"]:
-                            coll.points.pop(str(pid), None)
-                    else:
-                        for pid in [p for p, (_, pl) in coll.points.items() if _matches(p, pl, body.get("filter"))]:
-                            del coll.points[pid]
-                    return self._send(200, {"result": {"status": "completed"}})
-                if tail == "/points/count" and method == "POST":
-                    return self._send(200, {"result": {"count": len(coll.points)}})
-                if tail == "/points/query" and method == "POST":
-                    query = np.asarray(body["query"], np.float32)
-                    if len(query) != coll.size:
-                        return self._send(400, {"status": {"error": "Wrong input: Vector dimension error"}})
-                    scored = []
-                    for pid, (vector, payload) in coll.points.items():
-                        if _matches(pid, payload, body.get("filter")):
-                            denom = float(np.linalg.norm(vector) * np.linalg.norm(query)) or 1.0
-                            scored.append((float(vector @ query) / denom, pid, payload))
-                    scored.sort(key=lambda item: -item[0])
-                    points = [{"id": pid, "version": 1, "score": score, "payload": payload}
-                              for score, pid, payload in scored[: int(body.get("limit", 10))]]
-                    return self._send(200, {"result": {"points": points}, "status": "ok"})
-            return self._send(404, {"status": {"error": "Not found"}})
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._route("GET")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._route("PUT")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._route("POST")
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            self._route("DELETE")
-
-    return Handler
+def _route(state: FakeQdrant, method: str, path: str, body: Any) -> tuple[int, Any]:
+    state.requests.append((method, path))
+    if path == "/collections" and method == "GET":
+        return (200, {"result": {"collections": [{"name": n} for n in state.collections]}})
+    found = re.fullmatch(r"/collections/([A-Za-z0-9_\-]+)(/.*)?", path)
+    if not found:
+        return (404, {"status": {"error": "Not found"}})
+    name, tail = found.group(1), found.group(2) or ""
+    with state.lock:
+        coll = state.collections.get(name)
+        if tail == "" and method == "PUT":
+            if coll is not None:
+                return (409, {"status": {"error": f"Collection `{name}` already exists!"}})
+            state.collections[name] = Collection(int(body["vectors"]["size"]))
+            return (200, {"result": True, "status": "ok"})
+        if coll is None:
+            return (404, {"status": {"error": f"Collection `{name}` doesn't exist!"}})
+        if tail == "" and method == "GET":
+            return (200, {"result": {"status": "green", "points_count": len(coll.points),
+                                               "config": {"params": {"vectors": {"size": coll.size,
+                                                                                 "distance": "Cosine"}}}}})
+        if tail == "" and method == "DELETE":
+            del state.collections[name]
+            return (200, {"result": True})
+        if tail == "/index" and method == "PUT":
+            coll.indexes[body["field_name"]] = body["field_schema"]
+            return (200, {"result": {"status": "completed"}})
+        if tail == "/points" and method == "PUT":
+            for point in body["points"]:
+                if not _valid_id(point["id"]):
+                    return (400, {"status": {"error": f"Unable to parse UUID: {point['id']}"}})
+                if len(point["vector"]) != coll.size:
+                    return (400, {"status": {"error": "Wrong input: Vector dimension error"}})
+            for point in body["points"]:
+                coll.points[str(point["id"])] = (np.asarray(point["vector"], np.float32),
+                                                 point.get("payload") or {})
+            return (200, {"result": {"status": "completed"}})
+        if tail == "/points/delete" and method == "POST":
+            if "points" in body:
+                for pid in body["points"]:
+                    coll.points.pop(str(pid), None)
+            else:
+                for pid in [p for p, (_, pl) in coll.points.items() if _matches(p, pl, body.get("filter"))]:
+                    del coll.points[pid]
+            return (200, {"result": {"status": "completed"}})
+        if tail == "/points/count" and method == "POST":
+            return (200, {"result": {"count": len(coll.points)}})
+        if tail == "/points/query" and method == "POST":
+            query = np.asarray(body["query"], np.float32)
+            if len(query) != coll.size:
+                return (400, {"status": {"error": "Wrong input: Vector dimension error"}})
+            scored = []
+            for pid, (vector, payload) in coll.points.items():
+                if _matches(pid, payload, body.get("filter")):
+                    denom = float(np.linalg.norm(vector) * np.linalg.norm(query)) or 1.0
+                    scored.append((float(vector @ query) / denom, pid, payload))
+            scored.sort(key=lambda item: -item[0])
+            points = [{"id": pid, "version": 1, "score": score, "payload": payload}
+                      for score, pid, payload in scored[: int(body.get("limit", 10))]]
+            return (200, {"result": {"points": points}, "status": "ok"})
+    return (404, {"status": {"error": "Not found"}})
 
 
 @pytest.fixture
 def fake_qdrant() -> Iterator[FakeQdrant]:
     state = FakeQdrant()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(lambda method, path, body: _route(state, method, path, body)) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -12,11 +12,12 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.fakes.json_routes import serve
 
 ENUMS = ("Equal", "And", "Or", "ContainsAny")
 
@@ -59,115 +60,80 @@ def _where(object_id: str, props: dict[str, Any], cond: dict[str, Any] | None) -
     return value == _value(cond)
 
 
-def _handler(state: FakeWeaviate) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+def _graphql(state: FakeWeaviate, query: str) -> tuple[int, Any]:
+    agg = re.search(r"Aggregate\s*{\s*(\w+)", query)
+    if agg:
+        cls = state.classes.get(agg.group(1))
+        if cls is None:
+            return (200, {"errors": [{"message": f"class {agg.group(1)} not found"}]})
+        return (200, {"data": {"Aggregate": {agg.group(1): [{"meta": {"count": len(cls.objects)}}]}}})
+    found = re.search(r"Get\s*{\s*(\w+)\((.*)\)\s*{", query, re.S)
+    if not found or found.group(1) not in state.classes:
+        return (200, {"errors": [{"message": "cannot query that class"}]})
+    name, args = found.group(1), graphql_literal(found.group(2))
+    cls = state.classes[name]
+    vector = np.asarray(args["nearVector"]["vector"], np.float32)
+    if cls.size is not None and len(vector) != cls.size:
+        return (200, {"errors": [{"message": "vector lengths don't match"}]})
+    scored = []
+    for oid, (vec, props) in cls.objects.items():
+        if _where(oid, props, args.get("where")):
+            cosine = float(vec @ vector) / (float(np.linalg.norm(vec) * np.linalg.norm(vector)) or 1.0)
+            scored.append((1.0 - cosine, oid, props))
+    scored.sort(key=lambda item: item[0])
+    rows = [{**props, "_additional": {"id": oid, "distance": distance}}
+            for distance, oid, props in scored[: int(args.get("limit", 10))]]
+    return (200, {"data": {"Get": {name: rows}}})
 
-        def _send(self, status: int, body: Any = None) -> None:
-            raw = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
 
-        def _body(self) -> Any:
-            length = int(self.headers.get("content-length") or 0)
-            return json.loads(self.rfile.read(length)) if length else {}
-
-        def _graphql(self, query: str) -> None:
-            agg = re.search(r"Aggregate\s*{\s*(\w+)", query)
-            if agg:
-                cls = state.classes.get(agg.group(1))
-                if cls is None:
-                    return self._send(200, {"errors": [{"message": f"class {agg.group(1)} not found"}]})
-                return self._send(200, {"data": {"Aggregate": {agg.group(1): [{"meta": {"count": len(cls.objects)}}]}}})
-            found = re.search(r"Get\s*{\s*(\w+)\((.*)\)\s*{", query, re.S)
-            if not found or found.group(1) not in state.classes:
-                return self._send(200, {"errors": [{"message": "cannot query that class"}]})
-            name, args = found.group(1), graphql_literal(found.group(2))
-            cls = state.classes[name]
-            vector = np.asarray(args["nearVector"]["vector"], np.float32)
-            if cls.size is not None and len(vector) != cls.size:
-                return self._send(200, {"errors": [{"message": "vector lengths don't match"}]})
-            scored = []
-            for oid, (vec, props) in cls.objects.items():
-                if _where(oid, props, args.get("where")):
-                    cosine = float(vec @ vector) / (float(np.linalg.norm(vec) * np.linalg.norm(vector)) or 1.0)
-                    scored.append((1.0 - cosine, oid, props))
-            scored.sort(key=lambda item: item[0])
-            rows = [{**props, "_additional": {"id": oid, "distance": distance}}
-                    for distance, oid, props in scored[: int(args.get("limit", 10))]]
-            return self._send(200, {"data": {"Get": {name: rows}}})
-
-        def _route(self, method: str) -> None:
-            path = self.path.split("?")[0]
-            state.requests.append((method, path))
-            body = self._body() if method in ("POST", "PUT", "DELETE") else {}
-            with state.lock:
-                if path == "/v1/.well-known/ready":
-                    return self._send(200)
-                if path == "/v1/graphql" and method == "POST":
-                    return self._graphql(body["query"])
-                found = re.fullmatch(r"/v1/schema/(\w+)", path)
-                if found:
-                    cls = state.classes.get(found.group(1))
-                    if cls is None:
-                        return self._send(404)
-                    if method == "DELETE":
-                        del state.classes[found.group(1)]
-                        return self._send(200)
-                    return self._send(200, {"class": found.group(1), "properties": cls.properties})
-                if path == "/v1/schema" and method == "POST":
-                    if body["class"] in state.classes:
-                        return self._send(422, {"error": [{"message": "class already exists"}]})
-                    state.classes[body["class"]] = WeaviateClass(body.get("properties", []))
-                    return self._send(200, body)
-                if path == "/v1/batch/objects" and method == "POST":
-                    results = []
-                    for obj in body["objects"]:
-                        cls = state.classes.get(obj["class"])
-                        vector = np.asarray(obj["vector"], np.float32)
-                        if cls is None or (cls.size is not None and len(vector) != cls.size):
-                            results.append({**obj, "result": {"errors": {"error": [{"message": "refused"}]}}})
-                            continue
-                        cls.size = cls.size or len(vector)
-                        cls.objects[obj["id"]] = (vector, obj.get("properties") or {})
-                        results.append({"id": obj["id"], "result": {}})
-                    return self._send(200, results)
-                if path == "/v1/batch/objects" and method == "DELETE":
-                    match = body["match"]
-                    cls = state.classes.get(match["class"])
-                    if cls is None:
-                        return self._send(422, {"error": [{"message": "no such class"}]})
-                    gone = [oid for oid, (_, props) in cls.objects.items() if _where(oid, props, match["where"])]
-                    for oid in gone:
-                        del cls.objects[oid]
-                    return self._send(200, {"results": {"matches": len(gone), "successful": len(gone)}})
-            return self._send(404)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._route("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._route("POST")
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            self._route("DELETE")
-
-    return Handler
+def _route(state: FakeWeaviate, method: str, path: str, body: Any) -> tuple[int, Any]:
+    state.requests.append((method, path))
+    with state.lock:
+        if path == "/v1/.well-known/ready":
+            return 200, None
+        if path == "/v1/graphql" and method == "POST":
+            return _graphql(state, body["query"])
+        found = re.fullmatch(r"/v1/schema/(\w+)", path)
+        if found:
+            cls = state.classes.get(found.group(1))
+            if cls is None:
+                return 404, None
+            if method == "DELETE":
+                del state.classes[found.group(1)]
+                return 200, None
+            return (200, {"class": found.group(1), "properties": cls.properties})
+        if path == "/v1/schema" and method == "POST":
+            if body["class"] in state.classes:
+                return (422, {"error": [{"message": "class already exists"}]})
+            state.classes[body["class"]] = WeaviateClass(body.get("properties", []))
+            return (200, body)
+        if path == "/v1/batch/objects" and method == "POST":
+            results = []
+            for obj in body["objects"]:
+                cls = state.classes.get(obj["class"])
+                vector = np.asarray(obj["vector"], np.float32)
+                if cls is None or (cls.size is not None and len(vector) != cls.size):
+                    results.append({**obj, "result": {"errors": {"error": [{"message": "refused"}]}}})
+                    continue
+                cls.size = cls.size or len(vector)
+                cls.objects[obj["id"]] = (vector, obj.get("properties") or {})
+                results.append({"id": obj["id"], "result": {}})
+            return (200, results)
+        if path == "/v1/batch/objects" and method == "DELETE":
+            match = body["match"]
+            cls = state.classes.get(match["class"])
+            if cls is None:
+                return (422, {"error": [{"message": "no such class"}]})
+            gone = [oid for oid, (_, props) in cls.objects.items() if _where(oid, props, match["where"])]
+            for oid in gone:
+                del cls.objects[oid]
+            return (200, {"results": {"matches": len(gone), "successful": len(gone)}})
+    return 404, None
 
 
 @pytest.fixture
 def fake_weaviate() -> Iterator[FakeWeaviate]:
     state = FakeWeaviate()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(lambda method, path, body: _route(state, method, path, body)) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -63,6 +63,27 @@ class VectorStore(Protocol):
     async def health(self) -> None: ...
 
 
+async def call_json(client: Any, service: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One request through the shared provider client, its failures as VectorStoreError
+    (404 -> `vector_index_not_found`); None for an empty body."""
+    from kiln.providers.http import ProviderError
+
+    try:
+        response = await client.request(method, path, expect_ok=False, **kwargs)
+    except ProviderError as exc:
+        raise VectorStoreError("vector_store_unavailable", exc.message) from exc
+    if response.status_code == 404:
+        raise VectorStoreError("vector_index_not_found", f"{service} has no {path}")
+    if response.status_code >= 400:
+        raise VectorStoreError("vector_store_error", f"{service} answered HTTP {response.status_code} to {path}")
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise VectorStoreError("vector_store_error", f"{service} answered non-JSON") from None
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero), float32."""
     array = np.asarray(vectors, dtype=np.float32)

@@ -94,7 +94,7 @@ class _Collection:
         from usearch.index import Index
 
         index = Index(ndim=self.dimension, metric="ip", dtype="f32", connectivity=16,
-                      expansion_add=128, expansion_search=64)
+                      expansion_add=128, expansion_search=128)
         keys = np.fromiter(self.keys.values(), dtype=np.uint64, count=self.size)
         if len(keys):
             index.add(keys, self.matrix[keys.astype(np.int64)])

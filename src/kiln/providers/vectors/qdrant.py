@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.providers.http import ProviderClient, ProviderError
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError
+from kiln.providers.http import ProviderClient
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 BATCH = 256
@@ -38,18 +38,7 @@ class QdrantStore:
         self.client = client
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self.client.request(method, path, expect_ok=False, **kwargs)
-        except ProviderError as exc:
-            raise VectorStoreError("vector_store_unavailable", exc.message) from exc
-        if response.status_code == 404:
-            raise VectorStoreError("vector_index_not_found", f"Qdrant has no {path}")
-        if response.status_code >= 400:
-            raise VectorStoreError("vector_store_error", f"Qdrant answered HTTP {response.status_code} to {path}")
-        try:
-            return response.json()
-        except ValueError:
-            raise VectorStoreError("vector_store_error", "Qdrant answered non-JSON") from None
+        return await call_json(self.client, "Qdrant", method, path, **kwargs)
 
     async def health(self) -> None:
         await self._call("GET", "/collections")

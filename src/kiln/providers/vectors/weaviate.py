@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.providers.http import ProviderClient, ProviderError
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError
+from kiln.providers.http import ProviderClient
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 BATCH = 200
@@ -52,20 +52,7 @@ class WeaviateStore:
         self.client = client
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self.client.request(method, path, expect_ok=False, **kwargs)
-        except ProviderError as exc:
-            raise VectorStoreError("vector_store_unavailable", exc.message) from exc
-        if response.status_code == 404:
-            raise VectorStoreError("vector_index_not_found", f"Weaviate has no {path}")
-        if response.status_code >= 400:
-            raise VectorStoreError("vector_store_error", f"Weaviate answered HTTP {response.status_code} to {path}")
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise VectorStoreError("vector_store_error", "Weaviate answered non-JSON") from None
+        return await call_json(self.client, "Weaviate", method, path, **kwargs)
 
     async def _graphql(self, query: str) -> dict[str, Any]:
         data = await self._call("POST", "/v1/graphql", json={"query": query})

@@ -131,6 +131,16 @@ async def test_local_directory_source_sync(app, client, tmp_path):
     assert "thirty" in top["text"]
     listed = (await client.get(sources, headers=headers)).json()["sources"][0]
     assert listed["last_sync_status"] == "ready" and listed["last_sync_at"]
+    # The directory disappears: the run fails with the reason, the documents stay searchable.
+    import shutil
+
+    shutil.rmtree(root)
+    await client.post(f"{sources}/{source['id']}/sync", headers=headers)
+    runs = await wait_runs(client, headers, kb["id"])
+    assert runs[0]["status"] == "error" and runs[0]["error_summary"], runs[0]
+    listed = (await client.get(sources, headers=headers)).json()["sources"][0]
+    assert listed["last_sync_status"] == "error" and listed["last_sync_error"]
+    assert (await query(client, headers, kb["id"], "paid vacation", search_method="keyword"))["results"]
 
 
 async def test_blue_green_resync_under_queries_and_restart(app, client, settings):

@@ -83,10 +83,16 @@ async def test_rules_and_roles(app, client):
     assert_envelope(await client.get(KB, headers=user), 403, "insufficient_role")
     assert_envelope(await client.get(KB), 401)
     assert_envelope(await client.get(f"{KB}/nope", headers=headers), 404, "knowledge_base_not_found")
-    # Text with NUL and control characters is stored clean (PostgreSQL refuses NUL).
+    # Control characters are stripped; NUL in JSON is refused by the surface, NUL in a file stripped
+    # (PostgreSQL text refuses NUL).
     response = await client.post(f"{KB}/{kb['id']}/documents", headers=headers,
-                                 json={"title": "Ctl", "text": "null\x00byte and \x07bell"})
-    assert response.status_code == 201 and response.json()["document"]["text"] == "nullbyte and bell"
+                                 json={"title": "Ctl", "text": "bell \x07 and \x1b escape"})
+    assert response.status_code == 201 and response.json()["document"]["text"] == "bell  and  escape"
+    assert_envelope(await client.post(f"{KB}/{kb['id']}/documents", headers=headers,
+                                      json={"title": "Nul", "text": "null\x00byte"}), 400, "invalid_payload")
+    response = await client.post(f"{KB}/{kb['id']}/uploads", headers=headers,
+                                 files={"files": ("nul.txt", b"null\x00byte", "text/plain")})
+    assert response.status_code == 201 and response.json()["documents"][0]["text"] == "nullbyte"
     assert (await client.delete(f"{KB}/{kb['id']}", headers=headers)).status_code == 200
     assert (await client.get(f"{KB}/{kb['id']}", headers=headers)).status_code == 404
 
@@ -130,3 +136,32 @@ async def test_query_checks_active_bindings(app, client, method):
                     409, "knowledge_base_embeddings_resource_mismatch")
     keyword = await query(client, headers, kb["id"], "bees", search_method="keyword")
     assert keyword["results"][0]["title"] == "Honey bees"
+
+
+async def test_binding_a_knowledge_base(app, client):
+    headers = await superadmin(app, client)
+    _, store = await providers(client, headers)
+    kb = await create_kb(client, headers, "bindme")
+    other = await create_kb(client, headers, "unbound")
+    deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
+    items = deployments.get("deployment_profiles") or deployments.get("deployments")
+    local = next(d for d in items if d["slug"] == "local-default")
+    url = f"/v1/platform/deployments/{local['id']}/bindings/vector_store"
+    response = await client.put(url, headers=headers, json={
+        "provider_id": store, "resource_policy": {"selection_mode": "explicit"},
+        "resources": [{"ref_type": "knowledge_base", "knowledge_base_id": kb["id"]}],
+        "default_resource_id": kb["id"]})
+    assert response.status_code == 200, response.text
+    assert_envelope(await client.put(url, headers=headers, json={
+        "provider_id": store, "resources": [{"ref_type": "knowledge_base", "knowledge_base_id": "missing"}]}),
+        400, "knowledge_base_not_found")
+    detail = (await client.get(f"{KB}/{kb['id']}", headers=headers)).json()["knowledge_base"]
+    assert detail["binding_count"] == 1
+    assert_envelope(await client.delete(f"{KB}/{kb['id']}", headers=headers), 409, "knowledge_base_in_use")
+    assert_envelope(await client.put(f"{KB}/{kb['id']}", headers=headers, json={"lifecycle_state": "archived"}),
+                    409, "knowledge_base_in_use")
+    assert (await client.post(f"{KB}/{kb['id']}/query", headers=headers,
+                              json={"query_text": "x", "search_method": "keyword"})).status_code == 200
+    assert_envelope(await client.post(f"{KB}/{other['id']}/query", headers=headers,
+                                      json={"query_text": "x", "search_method": "keyword"}),
+                    409, "knowledge_base_not_bound")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Body
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context import runtime as rt
-from kiln.apps.genai.context.ingest import embed_checked
+from kiln.apps.genai.context.ingest import IngestError, embed_checked
 from kiln.apps.genai.context.models import KnowledgeBase
 from kiln.apps.genai.deps import KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
@@ -71,19 +73,25 @@ def _failure(exc: Exception) -> GenaiError:
     return GenaiError(502, "embeddings_provider_error", getattr(exc, "message", None) or str(exc))
 
 
+@asynccontextmanager
+async def _guarded(*closing: Any) -> AsyncIterator[None]:
+    """Provider failures as the envelope; the adapters' clients closed in any case."""
+    try:
+        yield
+    except (EmbeddingsError, IngestError, VectorStoreError, ProviderError) as exc:
+        raise _failure(exc) from exc
+    finally:
+        for thing in closing:
+            await rt.close_store(thing)
+
+
 @router.post("/v1/platform/embeddings")
 async def embeddings(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
                      body: dict[str, Any] = JsonBody) -> dict[str, Any]:
     texts = _texts(body.get("input", body.get("texts")))
     provider, embedder = await _embedder(session, kernel)
-    try:
+    async with _guarded(embedder):
         vectors = await embed_checked(embedder, texts, None)
-    except Exception as exc:
-        if isinstance(exc, EmbeddingsError | ProviderError) or hasattr(exc, "code"):
-            raise _failure(exc) from exc
-        raise
-    finally:
-        await rt.close_store(embedder)
     return {"provider": {"id": provider.id, "slug": provider.slug, "provider_key": provider.provider_key},
             "model": embedder.model_id, "dimension": int(vectors.shape[1]), "count": len(texts),
             "embeddings": [[round(float(x), 7) for x in row] for row in vectors]}
@@ -101,18 +109,14 @@ async def ensure_index(user: SuperadminUser, session: SessionDep, kernel: Kernel
     dimension = body.get("dimension")
     if dimension is None:
         _, embedder = await _embedder(session, kernel)
-        dimension = embedder.dimension or int((await embedder.embed(["dimension probe"])).shape[1])
-        await rt.close_store(embedder)
+        async with _guarded(embedder):
+            dimension = embedder.dimension or int((await embed_checked(embedder, ["probe"], None)).shape[1])
     if not isinstance(dimension, int) or isinstance(dimension, bool) or not 1 <= dimension <= 8192:
         raise GenaiError(400, "invalid_dimension", "dimension must be an integer 1..8192")
     provider, store = await _store(session, kernel)
-    try:
+    async with _guarded(store):
         await store.ensure_index(name, dimension)
         await store.flush(name)
-    except (VectorStoreError, ProviderError) as exc:
-        raise _failure(exc) from exc
-    finally:
-        await rt.close_store(store)
     return {"index": {"name": name, "dimension": dimension, "provider_id": provider.id,
                       "provider_key": provider.provider_key}}
 
@@ -136,17 +140,10 @@ async def upsert(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
         payloads.append({"document_id": doc["id"], "text": texts[-1], "metadata": metadata})
     _, embedder = await _embedder(session, kernel)
     provider, store = await _store(session, kernel)
-    try:
+    async with _guarded(store, embedder):
         vectors = await embed_checked(embedder, texts, None)
         await store.upsert(name, [str(uuid.uuid5(RECORD_NS, f"{name}:{i}")) for i in ids], vectors, payloads)
         await store.flush(name)
-    except Exception as exc:
-        if hasattr(exc, "code") or isinstance(exc, ProviderError):
-            raise _failure(exc) from exc
-        raise
-    finally:
-        await rt.close_store(store)
-        await rt.close_store(embedder)
     return {"index": name, "count": len(ids), "ids": ids}
 
 
@@ -160,16 +157,9 @@ async def vector_query(user: SuperadminUser, session: SessionDep, kernel: Kernel
         raise GenaiError(400, "invalid_top_k", "top_k must be an integer 1..100")
     _, embedder = await _embedder(session, kernel)
     provider, store = await _store(session, kernel)
-    try:
+    async with _guarded(store, embedder):
         vector = (await embed_checked(embedder, [text], None))[0]
         hits = await store.query(name, vector, top_k)
-    except Exception as exc:
-        if hasattr(exc, "code") or isinstance(exc, ProviderError):
-            raise _failure(exc) from exc
-        raise
-    finally:
-        await rt.close_store(store)
-        await rt.close_store(embedder)
     return {"index": name, "results": [{"id": h.payload.get("document_id", h.id), "text": h.payload.get("text"),
                                         "metadata": h.payload.get("metadata") or {}, "score": round(h.score, 6)}
                                        for h in hits]}
@@ -183,11 +173,7 @@ async def delete(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
     if not isinstance(ids, list) or not 0 < len(ids) <= 1000 or not all(isinstance(i, str) for i in ids):
         raise GenaiError(400, "invalid_payload", "ids must be a list of 1..1000 strings")
     provider, store = await _store(session, kernel)
-    try:
+    async with _guarded(store):
         await store.delete(name, [str(uuid.uuid5(RECORD_NS, f"{name}:{i}")) for i in ids])
         await store.flush(name)
-    except (VectorStoreError, ProviderError) as exc:
-        raise _failure(exc) from exc
-    finally:
-        await rt.close_store(store)
     return {"index": name, "deleted": len(ids)}

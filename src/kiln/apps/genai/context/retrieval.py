@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from kiln.apps.genai.context.ingest import Runtime, embed_checked, physical_index
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase
@@ -73,15 +74,15 @@ async def semantic(session: AsyncSession, kb: KnowledgeBase, runtime: Runtime, q
 
 async def keyword(session: AsyncSession, kb: KnowledgeBase, query: str, limit: int,
                   allowed: list[str] | None) -> list[Hit]:
-    """All-terms match first (fast, precise); when it finds fewer than `limit`, any-term match."""
+    """All-terms match first (fast: the index intersects the terms' posting lists); only when no
+    chunk holds every term, any-term match ranked by bm25 (slow on common terms: it scores every
+    chunk holding any of them)."""
     terms = query_terms(query)
     if not terms or (allowed is not None and not allowed):
         return []
     hits = await _keyword(session, kb, terms, limit, allowed, every=True)
-    if len(hits) < limit and len(terms) > 1:
-        seen = {hit.chunk_id for hit in hits}
-        more = await _keyword(session, kb, terms, limit, allowed, every=False)
-        hits += [hit for hit in more if hit.chunk_id not in seen][: limit - len(hits)]
+    if not hits and len(terms) > 1:
+        hits = await _keyword(session, kb, terms, limit, allowed, every=False)
     return hits
 
 
@@ -157,9 +158,13 @@ async def _resolve(session: AsyncSession, kb: KnowledgeBase, hits: list[Hit],
     if not hits:
         return []
     ids = [hit.chunk_id for hit in hits[: top_k * 2 + 10]]
-    rows = (await session.execute(select(Chunk, Document).join(Document, Document.id == Chunk.document_id).where(
-        Chunk.id.in_(ids), Chunk.generation == kb.generation, Chunk.knowledge_base_id == kb.id))).all()
-    by_id = {chunk.id: (chunk, doc) for chunk, doc in rows}
+    # By primary key only (a planner offered the (kb, generation) index would scan the whole KB);
+    # the live generation is checked on the few rows found. The vector column is not loaded.
+    rows = (await session.execute(
+        select(Chunk, Document).join(Document, Document.id == Chunk.document_id).where(Chunk.id.in_(ids))
+        .options(defer(Chunk.vector)))).all()
+    by_id = {chunk.id: (chunk, doc) for chunk, doc in rows
+             if chunk.generation == kb.generation and chunk.knowledge_base_id == kb.id}
     out = [(hit, *by_id[hit.chunk_id]) for hit in hits if hit.chunk_id in by_id]
     return out[:top_k]  # type: ignore[return-value]
 
