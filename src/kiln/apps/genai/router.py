@@ -19,6 +19,7 @@ from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.identity.router import router as identity_router
 from kiln.apps.genai.modelops.router import router as modelops_router
 from kiln.apps.genai.platform.router import router as platform_router
+from kiln.apps.genai.playgrounds.router import router as playgrounds_router
 from kiln.apps.genai.policy.router import router as policy_router
 from kiln.apps.genai.registry.router import router as registry_router
 from kiln.apps.genai.runtime.router import router as runtime_router
@@ -38,5 +39,6 @@ for domain_router in (
     content_router,
     context_router,
     proof_router,
+    playgrounds_router,
 ):
     router.include_router(domain_router)
