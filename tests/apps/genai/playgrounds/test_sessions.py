@@ -12,7 +12,15 @@ import pytest
 
 from kiln.apps.genai.playgrounds import chat
 from tests.apps.genai.helpers import assert_envelope
-from tests.apps.genai.playgrounds.helpers import MODEL, P, LiveServer, chat_ready, new_session, parse_events, read_events
+from tests.apps.genai.playgrounds.helpers import (
+    MODEL,
+    LiveServer,
+    P,
+    chat_ready,
+    new_session,
+    parse_events,
+    read_events,
+)
 from tests.fakes.openai_llm import Reply
 
 

@@ -156,7 +156,8 @@ async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> 
     return list((await session.execute(stmt)).scalars())
 
 
-async def messages_of(session: AsyncSession, session_id: str, limit: int = MAX_MESSAGES_SHOWN) -> list[PlaygroundMessage]:
+async def messages_of(session: AsyncSession, session_id: str,
+                      limit: int = MAX_MESSAGES_SHOWN) -> list[PlaygroundMessage]:
     rows = (await session.execute(
         select(PlaygroundMessage).where(PlaygroundMessage.session_id == session_id)
         .order_by(PlaygroundMessage.message_index.desc()).limit(limit))).scalars()
