@@ -24,8 +24,9 @@ DEFAULT_TOP_K = 5
 SNIPPET_CHARS = 220
 REFERENCE_CHARS = 2000
 # Words that point back at an earlier turn: a prompt using them is retrieved with that turn's subject.
-ANAPHORA = frozenset(
-    ["it", "its", "they", "them", "their", "theirs", "this", "that", "these", "those", "he", "him", "his", "she", "her", "hers", "there", "one", "ones", "former", "latter", "same", "such"])
+ANAPHORA = frozenset((
+    "it", "its", "they", "them", "their", "theirs", "this", "that", "these", "those", "he", "him", "his", "she",
+    "her", "hers", "there", "one", "ones", "former", "latter", "same", "such"))
 FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also ", "but ", "then ", "why ", "how come")
 CITATION = re.compile(r"\[(\d{1,3})\]")
 INSTRUCTIONS = ("Answer the question using the numbered references below. Cite a reference as [n] right after "
