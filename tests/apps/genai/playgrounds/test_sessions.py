@@ -127,9 +127,10 @@ async def test_stream_forwards_deltas_while_generating(llm, app, client):
             seen = [(t - started, e, d) async for t, e, d in read_events(response)]
     deltas = [x for x in seen if x[1] == "delta"]
     assert [d["text"] for _, _, d in deltas] == ["One ", "two ", "three ", "four"]
-    # The first delta arrived while the model still had ~0.9 s of generating ahead of it.
-    assert deltas[0][0] < 0.3 + 0.25 and seen[-1][0] > 1.1, seen
-    assert deltas[1][0] - deltas[0][0] > 0.2
+    # The first delta arrived while the model still had ~0.9 s of generating ahead of it, and each
+    # later one as it was produced (request setup time varies with the machine's load; gaps do not).
+    assert seen[-1][0] - deltas[0][0] > 0.75, seen
+    assert all(b[0] - a[0] > 0.2 for a, b in zip(deltas, deltas[1:], strict=False)), seen
     assert seen[-1][1] == "complete" and seen[-1][2]["output"] == "One two three four"
     detail = (await client.get(f"{P}/sessions/{s['id']}", headers=h["ann"])).json()["session"]
     assert detail["messages"][-1]["content"] == "One two three four"
