@@ -43,8 +43,8 @@ class MCPClient:
                  offline_guard: OfflineGuard | None = None, origin: Any = None):
         parts = urlsplit(url)
         self.path = parts.path or "/"
-        self.http = ProviderClient(f"{parts.scheme}://{parts.netloc}", name="mcp", timeout=timeout, api_key=api_key, max_retries=1,
-                                   offline_guard=offline_guard, origin=origin,
+        self.http = ProviderClient(f"{parts.scheme}://{parts.netloc}", name="mcp", timeout=timeout,
+                                   api_key=api_key, max_retries=1, offline_guard=offline_guard, origin=origin,
                                    headers={"Accept": "application/json, text/event-stream"})
         self._ids = itertools.count(1)
         self.session_id: str | None = None
