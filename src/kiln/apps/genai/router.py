@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import Depends
 
+from kiln.apps.genai.agents.router import router as agents_router
 from kiln.apps.genai.bootstrap import ensure_bootstrapped
 from kiln.apps.genai.catalog.router import router as catalog_router
 from kiln.apps.genai.content.router import router as content_router
@@ -40,5 +41,6 @@ for domain_router in (
     context_router,
     proof_router,
     playgrounds_router,
+    agents_router,
 ):
     router.include_router(domain_router)
