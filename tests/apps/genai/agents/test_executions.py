@@ -10,7 +10,7 @@ import pytest
 
 from kiln.apps.genai.agents.config import AgentSettings
 from kiln.providers.sandbox import SandboxSettings
-from tests.apps.genai.agents.helpers import EXECUTIONS, PROJECTS, project_body, published_agent
+from tests.apps.genai.agents.helpers import EXECUTIONS, project_body, published_agent
 from tests.apps.genai.context.helpers import add_docs, create_kb
 from tests.apps.genai.helpers import assert_envelope
 from tests.apps.genai.playgrounds.helpers import MODEL, chat_ready
