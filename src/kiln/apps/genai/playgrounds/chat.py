@@ -230,8 +230,19 @@ async def _events(turn: Turn) -> AsyncIterator[bytes]:
     _relays.add(task)
     task.add_done_callback(_relays.discard)
     try:
-        while (item := await queue.get()) is not None:
-            yield item
+        while True:
+            item = await queue.get()
+            # Events that queued up while the last write was in flight go out in one write.
+            batch = [item]
+            while item is not None and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+            if batch[-1] is None:
+                batch.pop()
+                if batch:
+                    yield b"".join(batch)  # type: ignore[arg-type]
+                return
+            yield b"".join(batch)  # type: ignore[arg-type]
     finally:
         if not task.done():
             task.cancel()
