@@ -35,4 +35,4 @@ async def bind_llm(client, headers, deployment_id: str, provider_id: str, model_
         },
     )
     assert r.status_code == 200, r.text
-    return r.json()["deployment"]
+    return r.json()["deployment_profile"]

@@ -50,8 +50,23 @@ async def test_credentials_lifecycle(app, client, fake_llm):
         "insufficient_role",
     )
 
-    # Used through a provider's secret ref: the decrypted key reaches the provider, nowhere else.
+    # Cloud discovery through the credential: offline refused, online lists the provider's models.
+    assert_envelope(
+        await client.get(f"/v1/modelops/discovery/cloud?credential_id={cred['id']}", headers=h["superadmin"]),
+        403,
+        "runtime_profile_blocks_internet",
+    )
     await client.put("/v1/runtime/profile", json={"profile": "online"}, headers=h["superadmin"])
+    found = (
+        await client.get(f"/v1/modelops/discovery/cloud?credential_id={cred['id']}", headers=h["superadmin"])
+    ).json()["models"]
+    assert {m["provider_model_id"]: m["task_key"] for m in found} == {"fake-chat": "llm", "fake-embed": "embeddings"}
+    assert_envelope(
+        await client.get(f"/v1/modelops/discovery/cloud?credential_id={cred['id']}", headers=h["user"]),
+        404,
+        "credential_not_found",
+    )
+    # Used through a provider's secret ref: the decrypted key reaches the provider, nowhere else.
     r = await client.post(
         "/v1/platform/providers",
         headers=h["superadmin"],

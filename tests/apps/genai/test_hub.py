@@ -47,6 +47,8 @@ async def test_discovery_and_download(hub_env, app, client):
     await client.put("/v1/runtime/profile", json={"profile": "online"}, headers=sa)
     models = (await client.get("/v1/modelops/discovery/huggingface?query=acme", headers=sa)).json()["models"]
     assert [m["source_id"] for m in models] == ["acme/tiny-llm", "acme/embedder"]
+    models = (await client.get("/v1/modelops/discovery/huggingface?task_key=embeddings", headers=sa)).json()["models"]
+    assert [m["source_id"] for m in models] == ["acme/embedder"]
     one = (await client.get("/v1/modelops/discovery/huggingface/acme/tiny-llm", headers=sa)).json()["model"]
     assert one["pipeline_tag"] == "text-generation"
     assert {f["path"]: f["size"] for f in one["files"]}["model.safetensors"] == len(WEIGHTS)
@@ -72,6 +74,10 @@ async def test_discovery_and_download(hub_env, app, client):
     assert model["lifecycle_state"] == "registered" and model["local_path"] == str(target)
     listed = (await client.get("/v1/modelops/downloads", headers=sa)).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job["job_id"]]
+    artifacts = (await client.get("/v1/modelops/local-artifacts", headers=sa)).json()["artifacts"]
+    assert [(a["source_id"], a["linked_model_id"], a["ready_for_registration"]) for a in artifacts] == [
+        ("acme/tiny-llm", "tiny-llm", False)
+    ]
     catalog = (await client.get("/v1/modelops/catalog", headers=sa)).json()["models"]
     assert [c["id"] for c in catalog] == ["tiny-llm"]
     assert_envelope(
@@ -114,6 +120,8 @@ async def test_unsafe_file_names_are_refused(hub_env, app, client):
     r = await client.post("/v1/modelops/downloads", headers=sa, json={"source_id": "evil/repo"})
     job = await wait_job(client, sa, r.json()["job"]["job_id"])
     assert job["status"] == "failed" and "unsafe file name" in job["error_message"]
+    model = (await client.get("/v1/modelops/models/evil--repo", headers=sa)).json()["model"]
+    assert model["status"] == "failed" and model["lifecycle_state"] == "created"
     home = app.state.kernel.settings.home
     assert not (home.parent / "escape.txt").exists() and not (home / "escape.txt").exists()
 

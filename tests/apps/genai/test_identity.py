@@ -73,8 +73,12 @@ async def test_register_rules(app, client):
     )
 
 
-async def test_signup_closed_refuses_self_registration(app, client, monkeypatch):
+@pytest.fixture
+def closed_signup(monkeypatch):
     monkeypatch.setenv("KILN_SIGNUP", "closed")
+
+
+async def test_signup_closed_refuses_self_registration(closed_signup, app, client):
     assert_envelope(
         await client.post("/auth/register", json={"email": "c@example.com", "username": "c", "password": PASSWORD}),
         403,

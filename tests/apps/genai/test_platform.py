@@ -118,7 +118,7 @@ async def test_offline_blocks_cloud_everywhere_and_nothing_leaves(app, client, f
         f"/v1/platform/deployments/{local['id']}/clone", headers=sa, json={"slug": "cloudy", "display_name": "Cloudy"}
     )
     assert r.status_code == 201, r.text
-    cloudy = r.json()["deployment"]
+    cloudy = r.json()["deployment_profile"]
     r = await client.put(
         f"/v1/platform/deployments/{cloudy['id']}/bindings/llm_inference",
         headers=sa,
@@ -140,7 +140,7 @@ async def test_offline_blocks_cloud_everywhere_and_nothing_leaves(app, client, f
     assert fake_llm.calls[-1]["headers"].get("Authorization") == "Bearer sk-test-secret-1234"
     assert "sk-test-secret-1234" not in r.text
     r = await client.post(f"/v1/platform/deployments/{cloudy['id']}/activate", headers=sa)
-    assert r.status_code == 200 and r.json()["deployment"]["is_active"] is True
+    assert r.status_code == 200 and r.json()["deployment_profile"]["is_active"] is True
     r = await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=sa)
     body = assert_envelope(r, 409, "offline_provider_blocked")
     assert body["details"]["providers"][0]["provider_slug"] == "cloud-llm"
@@ -180,7 +180,7 @@ async def test_activation_preflight_names_the_unreachable_provider(app, client):
         },
     )
     assert r.status_code == 201, r.text
-    broken = r.json()["deployment"]
+    broken = r.json()["deployment_profile"]
     assert broken["is_active"] is False
     body = assert_envelope(
         await client.post(f"/v1/platform/deployments/{broken['id']}/activate", headers=sa),
@@ -192,7 +192,10 @@ async def test_activation_preflight_names_the_unreachable_provider(app, client):
     r = await client.patch(
         f"/v1/platform/deployments/{broken['id']}", headers=sa, json={"display_name": "Renamed", "slug": "renamed"}
     )
-    assert r.json()["deployment"]["slug"] == "renamed" and r.json()["deployment"]["display_name"] == "Renamed"
+    assert (
+        r.json()["deployment_profile"]["slug"] == "renamed"
+        and r.json()["deployment_profile"]["display_name"] == "Renamed"
+    )
     assert_envelope(
         await client.put(
             f"/v1/platform/deployments/{broken['id']}/bindings/embeddings", headers=sa, json={"provider_id": dead["id"]}
@@ -253,3 +256,102 @@ async def test_role_table(app, client):
         assert_envelope(await client.request(method, path, headers=h["user"]), 403, "insufficient_role")
     for path in ("/health", "/system/health", "/v1/system/ping", "/voice/health"):
         assert (await client.get(path)).status_code == 200, path
+
+
+async def test_process_guard_lives_with_the_app(settings):
+    from asgi_lifespan import LifespanManager
+
+    from kiln.app import create_app
+    from kiln.providers import http
+
+    application = create_app(settings, migrate=False)
+    async with LifespanManager(application):
+        assert http._process_guard is not None and await http._process_guard() is True  # offline by default
+    assert http._process_guard is None
+
+
+async def test_embeddings_preflight_embeds_with_the_default_resource(app, client, fake_llm, monkeypatch):
+    from tests.apps.genai.modelops_helpers import ready_model
+
+    monkeypatch.setenv("KILN_EMBEDDINGS_URL", fake_llm.url)
+    h = await role_headers(app, client)
+    sa = h["superadmin"]
+    providers = (await client.get("/v1/platform/providers", headers=sa)).json()["providers"]
+    emb = next(p for p in providers if p["slug"] == "embeddings-local")
+    await ready_model(
+        client,
+        sa,
+        {
+            "id": "emb-local",
+            "name": "Emb",
+            "backend": "local",
+            "task_key": "embeddings",
+            "provider_model_id": "fake-embed",
+        },
+        provider_instance_id=emb["id"],
+    )
+    local = (await deployments_by_slug(client, sa))["local-default"]
+    r = await client.post(f"/v1/platform/deployments/{local['id']}/clone", headers=sa, json={"slug": "emb"})
+    dep = r.json()["deployment_profile"]
+    r = await client.put(
+        f"/v1/platform/deployments/{dep['id']}/bindings/embeddings",
+        headers=sa,
+        json={
+            "provider_id": emb["id"],
+            "resources": [{"managed_model_id": "emb-local"}],
+            "default_resource_id": "emb-local",
+        },
+    )
+    assert r.status_code == 200, r.text
+    fake_llm.calls.clear()
+    r = await client.post(f"/v1/platform/deployments/{dep['id']}/activate", headers=sa)
+    assert r.status_code == 200, r.text
+    assert [c["json"]["input"] for c in fake_llm.calls if c["path"].endswith("/embeddings")] == [["healthcheck"]]
+    fake_llm.models = ["fake-chat"]  # the server stops serving the bound model
+    body = assert_envelope(
+        await client.post(f"/v1/platform/deployments/{dep['id']}/activate", headers=sa),
+        409,
+        "deployment_profile_validation_failed",
+    )
+    assert body["details"]["failures"][0]["code"] == "resource_not_exposed"
+
+
+async def test_system_health_reports_services_and_capabilities(app, client, fake_llm, monkeypatch):
+    monkeypatch.setenv("KILN_QDRANT_URL", closed_port_url().removesuffix("/v1"))
+    monkeypatch.setenv("KILN_LLM_URL", fake_llm.url)
+    body = (await client.get("/system/health")).json()
+    rows = {s["container"]: s["reachable"] for s in body["services"]}
+    assert rows["backend"] is True and rows["llm"] is True and rows["qdrant"] is False
+    assert body["status"] == "degraded"
+    caps = {c["capability"] for c in body["platform"]["capabilities"]}
+    assert {"llm_inference", "embeddings", "vector_store"} <= caps
+    assert (await client.get("/v1/system/ping")).json() == {"status": "ok", "service": "backend", "api": "v1"}
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9, "event_id": "e1"})
+    assert r.status_code == 200 and r.json()["accepted"] is True
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9, "event_id": "e1"})
+    assert r.status_code == 202 and r.json()["reason"] == "duplicate_event_id"
+    r = await client.post("/voice/wake-events", json={"wake_word": "kiln", "confidence": 0.9})
+    assert r.json()["reason"] == "cooldown_active"
+    assert (await client.post("/voice/wake-events", json={"confidence": "x"})).status_code == 400
+    assert (await client.post("/voice/wake-events", json={"confidence": 0.1})).json()["reason"] == "below_threshold"
+
+
+@pytest.fixture
+def forced_online(monkeypatch):
+    monkeypatch.setenv("KILN_RUNTIME_PROFILE_FORCE", "online")
+
+
+async def test_forced_profile_is_locked(forced_online, app, client):
+    h = await role_headers(app, client)
+    r = await client.get("/v1/runtime/profile", headers=h["user"])
+    assert r.json() == {"profile": "online", "locked": True, "source": "forced"}
+    assert_envelope(
+        await client.put("/v1/runtime/profile", json={"profile": "offline"}, headers=h["superadmin"]),
+        409,
+        "runtime_profile_locked",
+    )
+    assert_envelope(
+        await client.put("/v1/runtime/profile", json={"profile": "sideways"}, headers=h["superadmin"]),
+        400,
+        "invalid_profile",
+    )

@@ -163,6 +163,17 @@ async def test_policy_rules(app, client):
     )
     rules = (await client.get("/v1/policy/rules?scope_id=u1", headers=h["superadmin"])).json()["rules"]
     assert len(rules) == 1
+    await client.post(
+        "/v1/policy/rules",
+        headers=h["superadmin"],
+        json={"scope_type": "user", "scope_id": "u1", "resource_id": "*", "effect": "allow", "rule": {"action": "*"}},
+    )
+    from kiln.apps.genai.policy.service import decide
+
+    async with app.state.kernel.db.session() as session:
+        assert await decide(session, "u1", "agent.x", "execute") == "deny"  # a matching deny wins
+        assert await decide(session, "u1", "agent.y", "execute") == "allow"
+        assert await decide(session, "u2", "agent.x", "execute") is None
     assert_envelope(await client.get("/v1/policy/rules", headers=h["admin"]), 403, "insufficient_role")
 
 

@@ -70,6 +70,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/modelops/catalog"): S,
     ("POST", "/v1/modelops/catalog"): S,
     ("GET", "/v1/modelops/discovery/huggingface"): S,
+    ("GET", "/v1/modelops/local-artifacts"): S,
+    ("GET", "/v1/modelops/discovery/cloud"): U,
     ("GET", "/v1/modelops/discovery/huggingface/{source_id}"): S,
     ("GET", "/v1/modelops/downloads"): S,
     ("POST", "/v1/modelops/downloads"): S,
@@ -128,8 +130,14 @@ def concrete(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: VALUES.get(m.group(1), "x"), path)
 
 
-async def test_the_table_covers_every_genai_route(app):
-    spec = app.openapi()
+async def test_the_table_covers_every_genai_route():
+    from fastapi import FastAPI
+
+    from kiln.apps.genai.router import router
+
+    probe = FastAPI()  # the surface's own routes, however the engine mounts them
+    probe.include_router(router)
+    spec = probe.openapi()
     served = {
         (m.upper(), p)
         for p, ops in spec["paths"].items()

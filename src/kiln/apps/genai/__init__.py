@@ -10,18 +10,24 @@ from typing import Any
 from fastapi import FastAPI
 
 
-def _flush_on_shutdown(app: FastAPI) -> None:
-    """Buffered usage is written and pooled provider clients closed before the kernel stops."""
+def _wrap_lifespan(app: FastAPI) -> None:
+    """While the app runs, the runtime profile guards every cloud-origin provider call of the
+    process; at shutdown buffered usage is written and pooled provider clients are closed before
+    the kernel stops."""
     original = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(application: Any) -> AsyncIterator[Any]:
+        from kiln.apps.genai.runtime.guard import clear_process_guard, install_process_guard
+
         async with original(application) as state:
+            install_process_guard(application)
             try:
                 yield state
             finally:
                 from kiln.providers.http import close_shared_clients
 
+                clear_process_guard()
                 kernel = getattr(application.state, "kernel", None)
                 buffer = getattr(kernel, "genai_usage", None)
                 if buffer is not None:
@@ -34,8 +40,6 @@ def _flush_on_shutdown(app: FastAPI) -> None:
 def install(app: FastAPI) -> None:
     from kiln.apps.genai import models  # noqa: F401  (tables)
     from kiln.apps.genai.router import router
-    from kiln.apps.genai.runtime.guard import install_process_guard
 
     app.include_router(router)
-    install_process_guard(app)
-    _flush_on_shutdown(app)
+    _wrap_lifespan(app)

@@ -101,10 +101,14 @@ def genai_settings(kernel: Any) -> GenaiSettings:
 
 def signup_open(kernel: Any) -> bool:
     """Self-registration: `KILN_SIGNUP=open|closed`; default open on loopback, closed elsewhere."""
-    value = getattr(kernel.settings, "signup", None) or os.environ.get("KILN_SIGNUP")
+    settings = kernel.settings
+    if hasattr(type(settings), "signup_open"):  # the engine's rule, in builds that have it
+        value = settings.signup_open
+        return bool(value() if callable(value) else value)
+    value = getattr(settings, "signup", None) or os.environ.get("KILN_SIGNUP")
     if value is not None:
         return str(value).strip().lower() == "open"
-    return not kernel.settings.token_required_on_open_surfaces
+    return not settings.token_required_on_open_surfaces
 
 
 def credentials_key(kernel: Any) -> bytes:
@@ -117,9 +121,16 @@ def credentials_key(kernel: Any) -> bytes:
         return _derive(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     value = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
+    try:
+        os.link(temp, path)  # atomic: the first process to generate a key wins, the others read it
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        temp.unlink()
     return _derive(value)
 
 

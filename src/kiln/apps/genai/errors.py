@@ -6,15 +6,17 @@ other surfaces keep their shapes. Every genai router is made with `genai_router(
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from kiln.core.auth import AuthError
 from kiln.providers.http import OfflineBlocked
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Codes for plain HTTPExceptions (FastAPI's own, e.g. a 404 from a dependency).
 STATUS_CODES = {
-    400: "bad_request",
+    400: "invalid_payload",  # FastAPI raises it for bodies it cannot parse
     401: "missing_auth",
     403: "forbidden",
     404: "not_found",
@@ -125,6 +127,8 @@ def render_exception(exc: Exception) -> Response | None:
             f"Runtime profile is offline; cloud provider {exc.provider} is not called",
             {"provider_slug": exc.provider},
         )
+    if isinstance(exc, RecursionError):  # a JSON body nested beyond what the parser can follow
+        return error_response(400, "invalid_payload", "Request body nested too deeply")
     if isinstance(exc, RequestValidationError):
         details = _validation_details(exc)
         return error_response(400, "invalid_payload", _validation_message(details), details)
@@ -138,6 +142,36 @@ def render_exception(exc: Exception) -> Response | None:
     return None
 
 
+def _bad_text(value: Any, depth: int = 0) -> bool:
+    """NUL or a lone surrogate anywhere in a decoded JSON value (PostgreSQL text refuses both)."""
+    if depth > 64:
+        return True
+    if isinstance(value, str):
+        return "\x00" in value or any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, dict):
+        return any(_bad_text(k, depth + 1) or _bad_text(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_bad_text(v, depth + 1) for v in value)
+    return False
+
+
+async def unsafe_input(request: Request) -> bool:
+    """True for NUL bytes in the path or query, or NUL / lone surrogates in a JSON body."""
+    raw_path = request.scope.get("raw_path") or b""
+    if b"%00" in raw_path or "\x00" in request.url.path or "%00" in request.url.query:
+        return True
+    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
+        body = await request.body()
+        if b"\\u" in body:  # only escaped text can carry either
+            try:
+                return _bad_text(json.loads(body))
+            except ValueError:
+                return False  # FastAPI answers the parse error
+            except RecursionError:
+                return True
+    return False
+
+
 class GenaiRoute(APIRoute):
     """Renders validation errors, HTTPExceptions (auth included) and GenaiError as the envelope."""
 
@@ -146,6 +180,8 @@ class GenaiRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             try:
+                if await unsafe_input(request):
+                    return error_response(400, "invalid_payload", "NUL characters and unpaired surrogates are refused")
                 return await original(request)
             except Exception as exc:
                 response = render_exception(exc)

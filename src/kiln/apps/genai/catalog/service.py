@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.errors import GenaiError
@@ -136,16 +135,7 @@ def item_dto(entity: GenaiRegistryEntity, version: GenaiRegistryVersion | None) 
 
 
 async def list_items(session: AsyncSession, kind: str) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(GenaiRegistryEntity, GenaiRegistryVersion)
-        .outerjoin(
-            GenaiRegistryVersion,
-            (GenaiRegistryVersion.entity_id == GenaiRegistryEntity.entity_id)
-            & GenaiRegistryVersion.is_current.is_(True),
-        )
-        .where(GenaiRegistryEntity.entity_type == kind)
-        .order_by(GenaiRegistryEntity.entity_id)
-    )
+    rows = await session.execute(registry.with_current(kind).order_by(GenaiRegistryEntity.entity_id))
     return [item_dto(e, v) for e, v in rows]
 
 

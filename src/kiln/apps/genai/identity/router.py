@@ -51,7 +51,13 @@ async def login(
             {"retry_after_seconds": int(decision.retry_after) + 1},
             headers={"Retry-After": decision.retry_after_header},
         )
-    user = await core_auth.authenticate(session, identifier, body.password)
+    try:
+        user = await core_auth.authenticate(session, identifier, body.password)
+    except BaseException:
+        release = getattr(limiter, "release", None)  # settles a reserved attempt, in builds that reserve
+        if release is not None:
+            release(identifier, client)
+        raise
     if user is None:
         limiter.record_failure(identifier, client)
         raise GenaiError(401, "invalid_credentials", "Invalid credentials")

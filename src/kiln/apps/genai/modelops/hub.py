@@ -56,13 +56,19 @@ def _hub_error(exc: Exception) -> GenaiError:
     return GenaiError(502, "huggingface_unavailable", f"Hugging Face Hub failed: {getattr(exc, 'message', exc)}")
 
 
+TASK_PIPELINES = {"llm": "text-generation", "embeddings": "feature-extraction"}
+SORTS = ("downloads", "likes", "lastModified", "createdAt", "trendingScore")
+
+
 async def discover(
-    session: AsyncSession, kernel: Any, query: str | None, limit: int, task: str | None
+    session: AsyncSession, kernel: Any, query: str | None, limit: int, task: str | None, sort: str = "downloads"
 ) -> list[dict[str, Any]]:
     await ensure_online(session, kernel)
     client = hub_client(kernel)
     try:
-        return await client.search(query, limit=limit, task=task)
+        return await client.search(
+            query, limit=limit, task=TASK_PIPELINES.get(task or "", task), sort=sort if sort in SORTS else "downloads"
+        )
     except Exception as exc:  # ProviderError / HubError → the genai envelope
         raise _hub_error(exc) from None
     finally:
@@ -153,8 +159,11 @@ async def start_download(session: AsyncSession, kernel: Any, user: User, body: d
     if busy:
         raise GenaiError(409, "download_in_progress", f"{source_id} is already being downloaded", {"job_id": busy})
     target = models_root(kernel) / repo_dir_name(source_id)
-    model_id = str(body.get("model_id") or "").strip() or None
-    if model_id:
+    # Every download is a platform model (the reference: id = owner--name), created now and
+    # registered when the files are in place; downloading again refreshes the same model.
+    model_id = str(body.get("model_id") or "").strip() or repo_dir_name(source_id)
+    model = await session.get(GenaiModel, model_id) if len(model_id) <= 200 else None
+    if model is None:
         from kiln.apps.genai.modelops.lifecycle import create_model
 
         model = await create_model(
@@ -162,7 +171,7 @@ async def start_download(session: AsyncSession, kernel: Any, user: User, body: d
             user,
             {
                 "id": model_id,
-                "name": str(body.get("name") or source_id.rsplit("/", 1)[-1]),
+                "name": str(body.get("name") or source_id.rsplit("/", 1)[-1])[:255],
                 "backend": "local",
                 "owner_type": "platform",
                 "task_key": str(body.get("task_key") or "llm"),
@@ -175,7 +184,9 @@ async def start_download(session: AsyncSession, kernel: Any, user: User, body: d
             },
         )
         model.lifecycle_state = "created"
-        model.status = "downloading"
+    elif model.source_id != source_id or model.backend_kind != "local":
+        raise GenaiError(409, "duplicate_model", f"Model {model_id!r} exists and is not a download of {source_id}")
+    model.status = "downloading"
     row = GenaiDownload(
         source_id=source_id,
         target_dir=str(target),

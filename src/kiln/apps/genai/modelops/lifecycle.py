@@ -144,7 +144,8 @@ async def list_models(
         query = query.where(GenaiModel.task_key == CAPABILITY_TASK.get(capability, capability))
     if eligible:
         query = query.where(GenaiModel.lifecycle_state == "active", GenaiModel.is_validation_current.is_(True))
-    if await is_offline(session, settings):
+    if (eligible or user.role != "superadmin") and await is_offline(session, settings):
+        # Offline, online-only models drop out of pickers and of non-superadmin listings.
         query = query.where(GenaiModel.runtime_mode_policy != "online_only")
     return list((await session.execute(query.limit(1000))).scalars())
 

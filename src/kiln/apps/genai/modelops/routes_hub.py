@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import Body, Query
 from sqlalchemy import select
 
-from kiln.apps.genai.deps import GenaiSettingsDep, KernelDep, SessionDep, SuperadminUser
+from kiln.apps.genai.deps import CurrentUser, GenaiSettingsDep, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
-from kiln.apps.genai.modelops import hub, lifecycle
+from kiln.apps.genai.modelops import discovery, hub, lifecycle
 from kiln.apps.genai.modelops.models import GenaiDownload, GenaiModel
 
 router = genai_router(tags=["genai"])
@@ -44,6 +44,22 @@ async def create_catalog(user: SuperadminUser, session: SessionDep, body: dict[s
     return {"model": catalog_item(model)}
 
 
+@router.get("/v1/modelops/discovery/cloud")
+async def discover_cloud(
+    user: CurrentUser,
+    session: SessionDep,
+    kernel: KernelDep,
+    credential_id: str = Query(max_length=64),
+    provider: str | None = Query(None, max_length=64),
+) -> dict[str, Any]:
+    return {"models": await discovery.cloud_models(session, kernel, user, credential_id)}
+
+
+@router.get("/v1/modelops/local-artifacts")
+async def list_local_artifacts(user: SuperadminUser, session: SessionDep, kernel: KernelDep) -> dict[str, Any]:
+    return {"artifacts": await discovery.local_artifacts(session, kernel)}
+
+
 @router.get("/v1/modelops/discovery/huggingface")
 async def discover(
     user: SuperadminUser,
@@ -52,8 +68,10 @@ async def discover(
     query: str | None = Query(default=None, max_length=200),
     limit: int = Query(20, ge=1, le=100),
     task: str | None = Query(default=None, max_length=64),
+    task_key: str | None = Query(default=None, max_length=64),
+    sort: str = Query(default="downloads", max_length=32),
 ) -> dict[str, Any]:
-    return {"models": await hub.discover(session, kernel, query, limit, task)}
+    return {"models": await hub.discover(session, kernel, query, limit, task or task_key, sort)}
 
 
 @router.get("/v1/modelops/discovery/huggingface/{source_id:path}")

@@ -9,7 +9,7 @@ from fastapi import Body
 from kiln.apps.genai.config import genai_settings
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import genai_router
-from kiln.apps.genai.platform import deployments, families, providers, slots
+from kiln.apps.genai.platform import activation, deployments, families, providers, slots
 
 router = genai_router(tags=["genai"])
 JsonBody = Body(default_factory=dict)
@@ -17,7 +17,7 @@ JsonBody = Body(default_factory=dict)
 
 @router.get("/v1/platform/capabilities")
 async def list_capabilities(user: CurrentUser, session: SessionDep) -> dict[str, Any]:
-    return {"capabilities": await deployments.capabilities(session)}
+    return {"capabilities": await activation.capabilities(session)}
 
 
 @router.get("/v1/platform/provider-families")
@@ -101,12 +101,12 @@ async def create_deployment(
 ) -> dict[str, Any]:
     row = await deployments.create_deployment(session, kernel, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.get("/v1/platform/deployments/{deployment_id}")
 async def get_deployment(deployment_id: str, user: SuperadminUser, session: SessionDep) -> dict[str, Any]:
-    return {"deployment": await deployments.one_deployment(session, deployment_id)}
+    return {"deployment_profile": await deployments.one_deployment(session, deployment_id)}
 
 
 @router.patch("/v1/platform/deployments/{deployment_id}")
@@ -115,7 +115,7 @@ async def patch_deployment(
 ) -> dict[str, Any]:
     row = await deployments.update_identity(session, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.put("/v1/platform/deployments/{deployment_id}")
@@ -124,7 +124,7 @@ async def put_deployment(
 ) -> dict[str, Any]:
     row = await deployments.replace_deployment(session, kernel, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.put("/v1/platform/deployments/{deployment_id}/bindings/{capability}")
@@ -140,7 +140,7 @@ async def put_binding(
     await deployments.put_binding(session, kernel, row, capability, body)
     row.updated_by_user_id = user.id
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.post("/v1/platform/deployments/{deployment_id}/clone", status_code=201)
@@ -149,7 +149,7 @@ async def clone_deployment(
 ) -> dict[str, Any]:
     row = await deployments.clone_deployment(session, deployment_id, body, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.delete("/v1/platform/deployments/{deployment_id}")
@@ -163,11 +163,11 @@ async def delete_deployment(deployment_id: str, user: SuperadminUser, session: S
 async def activate_deployment(
     deployment_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep
 ) -> dict[str, Any]:
-    row = await deployments.activate(session, kernel, deployment_id, user.id)
+    row = await activation.activate(session, kernel, deployment_id, user.id)
     await session.commit()
-    return {"deployment": await deployments.one_deployment(session, row.id)}
+    return {"deployment_profile": await deployments.one_deployment(session, row.id)}
 
 
 @router.get("/v1/platform/activation-audit")
 async def activation_audit(user: SuperadminUser, session: SessionDep) -> dict[str, Any]:
-    return {"activation_audit": await deployments.activation_audit(session)}
+    return {"activation_audit": await activation.activation_audit(session)}

@@ -133,6 +133,6 @@ async def seed_platform(session: AsyncSession, kernel: Any) -> None:
             {**base, families.VECTOR_STORE: qdrant},
         )
     if await session.get(GenaiActiveDeployment, "active") is None:
-        from kiln.apps.genai.platform.deployments import activate
+        from kiln.apps.genai.platform.activation import activate
 
         await activate(session, kernel, default.id, None, check=False)

@@ -124,8 +124,9 @@ async def current_version(session: AsyncSession, entity_id: str) -> GenaiRegistr
     )
 
 
-async def list_entities(session: AsyncSession, user: User, kind: str) -> list[dict[str, Any]]:
-    query = (
+def with_current(kind: str):
+    """Entities of `kind` with their current version (None when they have none), at most 1000."""
+    return (
         select(GenaiRegistryEntity, GenaiRegistryVersion)
         .outerjoin(
             GenaiRegistryVersion,
@@ -133,9 +134,12 @@ async def list_entities(session: AsyncSession, user: User, kind: str) -> list[di
             & GenaiRegistryVersion.is_current.is_(True),
         )
         .where(GenaiRegistryEntity.entity_type == kind)
-        .order_by(GenaiRegistryEntity.updated_at.desc(), GenaiRegistryEntity.entity_id)
         .limit(1000)
     )
+
+
+async def list_entities(session: AsyncSession, user: User, kind: str) -> list[dict[str, Any]]:
+    query = with_current(kind).order_by(GenaiRegistryEntity.updated_at.desc(), GenaiRegistryEntity.entity_id)
     clause = listed_clause(user)
     if clause is not None:
         query = query.where(clause)

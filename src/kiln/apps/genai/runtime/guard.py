@@ -30,7 +30,8 @@ def offline_guard(kernel: Any) -> Callable[[], Awaitable[bool]]:
     return guard
 
 
-def install_process_guard(app: FastAPI) -> None:
+def process_guard(app: FastAPI) -> Callable[[], Awaitable[bool]]:
+    """The process-wide guard of a running app (set at start-up, cleared at shutdown)."""
     ref = weakref.ref(app)
 
     async def guard() -> bool:
@@ -40,4 +41,14 @@ def install_process_guard(app: FastAPI) -> None:
             return False
         return await offline_guard(kernel)()
 
+    return guard
+
+
+def install_process_guard(app: FastAPI) -> Callable[[], Awaitable[bool]]:
+    guard = process_guard(app)
     set_offline_guard(guard)
+    return guard
+
+
+def clear_process_guard() -> None:
+    set_offline_guard(None)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from kiln.apps.genai.config import VoiceSettings
 from kiln.apps.genai.deps import GenaiSettingsDep, KernelDep
 from kiln.apps.genai.errors import GenaiError, genai_router
+from kiln.apps.genai.platform import activation
 from kiln.apps.genai.system import service
 
 router = genai_router(tags=["genai"])
@@ -31,27 +32,39 @@ async def ping() -> dict[str, Any]:
 @router.get("/system/health")
 async def system_health(kernel: KernelDep, settings: GenaiSettingsDep) -> dict[str, Any]:
     targets = [
-        (name, url, path)
-        for name, url, path in (
-            ("LLM API", settings.llm_url, "/models"),
-            ("Embeddings", settings.embeddings_url, "/models"),
-            ("Qdrant", settings.qdrant_url, "/healthz"),
-            ("Weaviate", settings.weaviate_url, "/v1/.well-known/ready"),
-            ("MCP Gateway", settings.mcp_url, "/health"),
-            ("Sandbox", settings.sandbox_url, "/health"),
+        (name, container, url, path)
+        for name, container, url, path in (
+            ("LLM API", "llm", settings.llm_url, "/models"),
+            ("LLM Runtime Embeddings", "llm_runtime_embeddings", settings.embeddings_url, "/models"),
+            ("Qdrant", "qdrant", settings.qdrant_url, "/healthz"),
+            ("Weaviate", "weaviate", settings.weaviate_url, "/v1/.well-known/ready"),
+            ("MCP Gateway", "mcp_gateway", settings.mcp_url, "/health"),
+            ("Sandbox", "sandbox", settings.sandbox_url, "/health"),
         )
         if url
     ]
-    services = [{"service": "Backend", "target": "kiln", "reachable": True}]
-    services += await service.service_checks(targets)
+    checks = await service.service_checks([(name, url, path) for name, _, url, path in targets])
+    services = [{"service": "Backend", "container": "backend", "target": "kiln", "reachable": True}]
+    services += [{**check, "container": container} for check, (_, container, _, _) in zip(checks, targets, strict=True)]
     try:
         async with kernel.db.session() as session:
             await asyncio.wait_for(session.execute(text("SELECT 1")), timeout=3)
+            capabilities = await activation.capabilities(session)
         db_ok = True
     except Exception:  # reported, not raised: this route says what is down
-        db_ok = False
-    services.append({"service": "Database", "target": "sql", "reachable": db_ok})
-    return {"status": "ok" if all(s["reachable"] for s in services) else "degraded", "services": services}
+        db_ok, capabilities = False, []
+    database = "postgres" if not kernel.db.is_sqlite else "sqlite"
+    services.append({"service": "Database", "container": database, "target": database, "reachable": db_ok})
+    platform = (
+        {"capabilities": capabilities}
+        if db_ok
+        else {"error": "platform_health_unavailable", "message": "Platform capability health is currently unavailable"}
+    )
+    return {
+        "status": "ok" if all(s["reachable"] for s in services) else "degraded",
+        "services": services,
+        "platform": platform,
+    }
 
 
 def _wake_events(request: Request) -> service.WakeEvents:
