@@ -130,3 +130,32 @@ async def test_query_checks_active_bindings(app, client, method):
                     409, "knowledge_base_embeddings_resource_mismatch")
     keyword = await query(client, headers, kb["id"], "bees", search_method="keyword")
     assert keyword["results"][0]["title"] == "Honey bees"
+
+
+async def test_binding_a_knowledge_base(app, client):
+    headers = await superadmin(app, client)
+    _, store = await providers(client, headers)
+    kb = await create_kb(client, headers, "bindme")
+    other = await create_kb(client, headers, "unbound")
+    deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
+    items = deployments.get("deployment_profiles") or deployments.get("deployments")
+    local = next(d for d in items if d["slug"] == "local-default")
+    url = f"/v1/platform/deployments/{local['id']}/bindings/vector_store"
+    response = await client.put(url, headers=headers, json={
+        "provider_id": store, "resource_policy": {"selection_mode": "explicit"},
+        "resources": [{"ref_type": "knowledge_base", "knowledge_base_id": kb["id"]}],
+        "default_resource_id": kb["id"]})
+    assert response.status_code == 200, response.text
+    assert_envelope(await client.put(url, headers=headers, json={
+        "provider_id": store, "resources": [{"ref_type": "knowledge_base", "knowledge_base_id": "missing"}]}),
+        400, "knowledge_base_not_found")
+    detail = (await client.get(f"{KB}/{kb['id']}", headers=headers)).json()["knowledge_base"]
+    assert detail["binding_count"] == 1
+    assert_envelope(await client.delete(f"{KB}/{kb['id']}", headers=headers), 409, "knowledge_base_in_use")
+    assert_envelope(await client.put(f"{KB}/{kb['id']}", headers=headers, json={"lifecycle_state": "archived"}),
+                    409, "knowledge_base_in_use")
+    assert (await client.post(f"{KB}/{kb['id']}/query", headers=headers,
+                              json={"query_text": "x", "search_method": "keyword"})).status_code == 200
+    assert_envelope(await client.post(f"{KB}/{other['id']}/query", headers=headers,
+                                      json={"query_text": "x", "search_method": "keyword"}),
+                    409, "knowledge_base_not_bound")

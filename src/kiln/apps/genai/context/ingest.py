@@ -89,7 +89,12 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
     index = physical_index(kb, generation)
     length, overlap = chunk_config(kb)
     await runtime.store.ensure_index(index, int(kb.embedding_dimension or 0) or 384, _fields(kb))
+    dimension = int(kb.embedding_dimension or 0)
     done = chunks_written = 0
+    # Chunk every document first, then embed their new chunks together in large batches (a run of
+    # many small documents embeds as fast as one long one), then swap each document's rows.
+    plan: list[tuple[Document, list[ChunkPiece], list[Any], np.ndarray]] = []
+    wanted: list[tuple[int, int, str]] = []  # (plan position, piece position, text)
     for doc_id in document_ids:
         doc = await session.get(Document, doc_id)
         if doc is None or doc.knowledge_base_id != kb.id:
@@ -103,15 +108,19 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
             select(Chunk.id, Chunk.text_hash, Chunk.vector).where(
                 Chunk.document_id == doc.id, Chunk.generation == generation))).all()
         reuse = {row.text_hash: row.vector for row in old if row.vector}
-        vectors = np.empty((len(pieces), int(kb.embedding_dimension or 0)), dtype=np.float32)
-        missing = [i for i, piece in enumerate(pieces) if piece.hash not in reuse]
+        vectors = np.empty((len(pieces), dimension), dtype=np.float32)
         for i, piece in enumerate(pieces):
             if piece.hash in reuse:
                 vectors[i] = np.frombuffer(reuse[piece.hash], dtype=np.float32)
-        for start in range(0, len(missing), EMBED_GROUP):
-            group = missing[start:start + EMBED_GROUP]
-            vectors[group] = await embed_checked(runtime.embedder, [pieces[i].text for i in group],
-                                                 kb.embedding_dimension)
+            else:
+                wanted.append((len(plan), i, piece.text))
+        plan.append((doc, pieces, old, vectors))
+    for start in range(0, len(wanted), EMBED_GROUP):
+        group = wanted[start:start + EMBED_GROUP]
+        embedded = await embed_checked(runtime.embedder, [text for _, _, text in group], kb.embedding_dimension)
+        for (position, i, _), vector in zip(group, embedded, strict=True):
+            plan[position][3][i] = vector
+    for doc, pieces, old, vectors in plan:
         ids = [str(uuid.uuid4()) for _ in pieces]
         if pieces:
             # The embedded store needs no payloads: hits are resolved against the chunk rows.

@@ -68,6 +68,13 @@ async def check_bindings(session: AsyncSession, kb: KnowledgeBase, method: str) 
     if vector is None or vector[1].id != kb.backing_provider_instance_id:
         raise GenaiError(409, "knowledge_base_provider_mismatch",
                          "The active deployment's vector store is not this knowledge base's backing provider")
+    policy = vector[0].resource_policy or {}
+    if policy.get("selection_mode", "explicit") == "explicit" and vector[2] \
+            and kb.id not in {r.knowledge_base_id for r in vector[2]}:
+        raise GenaiError(409, "knowledge_base_not_bound", "The active deployment does not bind this knowledge base")
+    if policy.get("selection_mode") == "dynamic_namespace" \
+            and not kb.index_name.startswith(str(policy.get("namespace_prefix") or "")):
+        raise GenaiError(409, "knowledge_base_not_bound", "The knowledge base is outside the binding's namespace")
     if method == "keyword":
         return
     embeddings = bindings.get(families.EMBEDDINGS)

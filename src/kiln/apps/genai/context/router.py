@@ -18,8 +18,10 @@ from kiln.apps.genai.context.query import run_query
 from kiln.apps.genai.context.sync import enqueue, run_dto
 from kiln.apps.genai.deps import AdminUser, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
+from kiln.apps.genai.platform.resources import register_resource_resolver
 
 router = genai_router(tags=["genai"])
+register_resource_resolver("knowledge_base", service.knowledge_base_resource)
 JsonBody = Body(default_factory=dict)
 KB = "/v1/context/knowledge-bases"
 

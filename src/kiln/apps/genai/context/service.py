@@ -307,3 +307,22 @@ async def delete_kb(session: AsyncSession, kernel: Any, kb: KnowledgeBase) -> No
         await rt.close_store(store)
     await session.delete(kb)
     await session.commit()
+
+
+async def knowledge_base_resource(session: AsyncSession, provider: GenaiProviderInstance,
+                                  item: dict[str, Any]) -> dict[str, Any]:
+    """A vector_store binding resource naming a KB: it must exist, be eligible (active and ready)
+    and be backed by the binding's own provider instance."""
+    kb_id = str(item.get("knowledge_base_id") or item.get("id") or "")
+    kb = await session.get(KnowledgeBase, kb_id) if 0 < len(kb_id) <= 64 else None
+    if kb is None:
+        raise GenaiError(400, "knowledge_base_not_found", "The binding names no existing knowledge base")
+    if kb.backing_provider_instance_id != provider.id:
+        raise GenaiError(400, "knowledge_base_provider_mismatch",
+                         "The knowledge base is backed by another vector store provider than the binding's")
+    if not (kb.lifecycle_state == "active" and kb.sync_status == "ready"):
+        raise GenaiError(400, "knowledge_base_not_eligible", "Only active, ready knowledge bases can be bound")
+    return {"resource_id": kb.id, "resource_kind": "knowledge_base", "ref_type": "knowledge_base",
+            "knowledge_base_id": kb.id, "provider_resource_id": kb.index_name, "display_name": kb.display_name,
+            "resource_metadata": {"slug": kb.slug, "embedding_model": kb.embedding_model,
+                                  "embedding_dimension": kb.embedding_dimension}}

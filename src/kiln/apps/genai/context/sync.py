@@ -97,12 +97,48 @@ async def drain(kernel: Any, kb_id: str, progress: Any = None) -> dict[str, Any]
             if not await _claim(session, kb_id, owner, settings.sync_stale_seconds):
                 return {"processed": processed, "deferred": True}
             while (run := await _next_run(session, kb_id)) is not None:
+                merged = await _merge_ingests(session, run)
                 await execute(session, kernel, run, owner, progress)
-                processed += 1
+                await _finish_merged(session, run, merged)
+                processed += 1 + len(merged)
                 await _claim(session, kb_id, owner, settings.sync_stale_seconds)  # heartbeat
             await _release(session, kb_id, owner)
             if await _next_run(session, kb_id) is None:  # none slipped in while releasing
                 return {"processed": processed}
+
+
+MAX_MERGED_DOCUMENTS = 1000
+
+
+async def _merge_ingests(session: AsyncSession, run: SyncRun) -> list[SyncRun]:
+    """Queued document-ingest runs right behind `run` join it (one embedding pass for all their
+    documents); they end with its outcome."""
+    if run.operation_type != "document_ingest":
+        return []
+    queued = (await session.execute(select(SyncRun).where(
+        SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id)
+        .order_by(SyncRun.created_at, SyncRun.id).limit(200))).scalars().all()
+    merged, ids = [], list(run.payload.get("document_ids", []))
+    for other in queued:
+        if other.operation_type != "document_ingest" or len(ids) >= MAX_MERGED_DOCUMENTS:
+            break
+        ids += other.payload.get("document_ids", [])
+        other.status, other.started_at, other.current_step = "running", utcnow(), f"merged into {run.id}"
+        merged.append(other)
+    if merged:
+        run.payload = {**run.payload, "document_ids": ids}
+        await session.commit()
+    return merged
+
+
+async def _finish_merged(session: AsyncSession, run: SyncRun, merged: list[SyncRun]) -> None:
+    run = await session.get(SyncRun, run.id)  # type: ignore[assignment]
+    for other in merged:
+        other = await session.get(SyncRun, other.id)  # type: ignore[assignment]
+        other.status, other.error_summary, other.finished_at = run.status, run.error_summary, run.finished_at
+        other.total_document_count = other.processed_document_count = len(other.payload.get("document_ids", []))
+    if merged:
+        await session.commit()
 
 
 async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, progress: Any) -> None:
