@@ -26,19 +26,15 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from genai_gateway import ANSWER, MODELS, PASSWORD, free_port, pct, setup  # noqa: E402
+from genai_gateway import ANSWER, MODELS, pct, processes, setup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACE = re.compile(r"tokens=(\d+) gap_ms=([\d.]+) ttft_ms=([\d.]+)")
@@ -94,43 +90,6 @@ def fake_main(port: int) -> None:
             await server.serve_forever()
 
     asyncio.run(run())
-
-
-@asynccontextmanager
-async def processes(database_url: str | None) -> Any:
-    fake_port, kiln_port = free_port(), free_port()
-    home = Path(tempfile.mkdtemp(prefix="kiln-bench-chat-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KILN_HOME": str(home), "KILN_PORT": str(kiln_port),
-           "KILN_HOST": "127.0.0.1", "KILN_APPS": "genai", "KILN_LOG_LEVEL": "warning",
-           "KILN_LLM_URL": f"http://127.0.0.1:{fake_port}/v1",
-           "KILN_BOOTSTRAP_SUPERADMIN_EMAIL": "root@example.com", "KILN_BOOTSTRAP_SUPERADMIN_PASSWORD": PASSWORD}
-    if database_url:
-        env["KILN_DATABASE_URL"] = database_url
-    procs = [subprocess.Popen([sys.executable, __file__, "--fake", str(fake_port)], env=env),
-             subprocess.Popen([sys.executable, str(ROOT / "bench" / "genai_gateway.py"), "--serve"], env=env,
-                              cwd=str(home))]
-    base = f"http://127.0.0.1:{kiln_port}"
-    try:
-        deadline = time.monotonic() + 120
-        async with httpx.AsyncClient() as probe:
-            while True:
-                if procs[1].poll() is not None:
-                    raise SystemExit(f"kiln exited with {procs[1].returncode}")
-                with suppress(httpx.HTTPError):
-                    if (await probe.get(base + "/readyz")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit("kiln did not become ready")
-                await asyncio.sleep(0.2)
-        yield base, f"http://127.0.0.1:{fake_port}/v1"
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 # ------------------------------------------------------------------ measurements
@@ -249,7 +208,7 @@ async def measure(args: argparse.Namespace) -> None:
         db = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     try:
-        async with (processes(db) as (base, fake),
+        async with (processes(db, __file__) as (base, fake),
                     httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as kiln,
                     httpx.AsyncClient(timeout=60) as direct):
             user = await setup(kiln)
