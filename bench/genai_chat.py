@@ -34,9 +34,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from genai_gateway import ANSWER, MODELS, pct, processes, setup  # noqa: E402
+from genai_gateway import ANSWER, MODELS, fake_main, pct, processes, setup  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PACE = re.compile(r"tokens=(\d+) gap_ms=([\d.]+) ttft_ms=([\d.]+)")
 
 
@@ -81,15 +80,6 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         pass
     finally:
         writer.close()
-
-
-def fake_main(port: int) -> None:
-    async def run() -> None:
-        server = await asyncio.start_server(_fake_conn, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(run())
 
 
 # ------------------------------------------------------------------ measurements
@@ -227,7 +217,7 @@ async def measure(args: argparse.Namespace) -> None:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--fake":
-        fake_main(int(sys.argv[2]))
+        fake_main(int(sys.argv[2]), _fake_conn)
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)

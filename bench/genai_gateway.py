@@ -75,9 +75,9 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         writer.close()
 
 
-def fake_main(port: int) -> None:
+def fake_main(port: int, handler: Any = None) -> None:
     async def run() -> None:
-        server = await asyncio.start_server(_fake_conn, "127.0.0.1", port)
+        server = await asyncio.start_server(handler or _fake_conn, "127.0.0.1", port)
         async with server:
             await server.serve_forever()
 
