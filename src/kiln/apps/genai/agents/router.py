@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Body
 from fastapi.responses import JSONResponse
 
 from kiln.apps.genai.agents import executions, projects
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep
-from kiln.apps.genai.errors import GenaiError, error_response, genai_router
+from kiln.apps.genai.errors import error_response, genai_router
+from kiln.apps.genai.playgrounds.router import JsonBody, body_object
 
 router = genai_router(tags=["genai agents"])
-JsonBody = Body(default_factory=dict)
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise GenaiError(400, "invalid_payload", "Body must be a JSON object")
-    return body
 
 
 @router.get("/v1/agent-projects")
@@ -28,7 +21,7 @@ async def list_projects(user: CurrentUser, session: SessionDep) -> dict[str, Any
 
 @router.post("/v1/agent-projects", status_code=201)
 async def create_project(user: CurrentUser, session: SessionDep, body: Any = JsonBody) -> dict[str, Any]:
-    row = await projects.create_project(session, user, _object(body))
+    row = await projects.create_project(session, user, body_object(body))
     await session.commit()
     return {"agent_project": projects.project_dto(row)}
 
@@ -41,7 +34,7 @@ async def get_project(project_id: str, user: CurrentUser, session: SessionDep) -
 @router.put("/v1/agent-projects/{project_id}")
 async def update_project(project_id: str, user: CurrentUser, session: SessionDep,
                          body: Any = JsonBody) -> dict[str, Any]:
-    row = await projects.update_project(session, user, project_id, _object(body))
+    row = await projects.update_project(session, user, project_id, body_object(body))
     await session.commit()
     return {"agent_project": projects.project_dto(row)}
 
@@ -63,7 +56,7 @@ async def publish_project(project_id: str, user: CurrentUser, session: SessionDe
 @router.post("/v1/agent-executions")
 async def create_execution(user: CurrentUser, session: SessionDep, kernel: KernelDep,
                            body: Any = JsonBody) -> JSONResponse:
-    row = await executions.create(session, kernel, user, _object(body))
+    row = await executions.create(session, kernel, user, body_object(body))
     settings = executions.settings_of(kernel)
     row = await executions.wait(kernel, row.id, settings.agent_sync_wait_seconds)
     dto = executions.execution_dto(row)

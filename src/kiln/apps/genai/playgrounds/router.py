@@ -23,7 +23,7 @@ router = genai_router(prefix="/v1/playgrounds", tags=["genai playgrounds"])
 JsonBody = Body(default_factory=dict)
 
 
-def _object(body: Any) -> dict[str, Any]:
+def body_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GenaiError(400, "invalid_payload", "Body must be a JSON object")
     return body
@@ -37,7 +37,7 @@ async def list_sessions(user: CurrentUser, session: SessionDep,
 
 @router.post("/sessions", status_code=201)
 async def create_session(user: CurrentUser, session: SessionDep, body: Any = JsonBody) -> dict[str, Any]:
-    row = await svc.create_session(session, user, _object(body))
+    row = await svc.create_session(session, user, body_object(body))
     await session.commit()
     return {"session": svc.session_dto(row, [])}
 
@@ -51,7 +51,7 @@ async def get_session(session_id: str, user: CurrentUser, session: SessionDep) -
 @router.patch("/sessions/{session_id}")
 async def patch_session(session_id: str, user: CurrentUser, session: SessionDep,
                         body: Any = JsonBody) -> dict[str, Any]:
-    row = await svc.update_session(session, user, session_id, _object(body))
+    row = await svc.update_session(session, user, session_id, body_object(body))
     await session.commit()
     return {"session": svc.session_dto(row)}
 
@@ -67,7 +67,7 @@ async def delete_session(session_id: str, user: CurrentUser, session: SessionDep
 async def send_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
                        body: Any = JsonBody) -> dict[str, Any]:
     row = await svc.owned(session, user, session_id)
-    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(_object(body)))
+    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(body_object(body)))
     await session.rollback()  # nothing written; release the connection before the model call
     return await chat.answer(turn)
 
@@ -76,7 +76,7 @@ async def send_message(session_id: str, user: CurrentUser, session: SessionDep, 
 async def stream_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
                          body: Any = JsonBody) -> Response:
     row = await svc.owned(session, user, session_id)
-    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(_object(body)))
+    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(body_object(body)))
     await session.rollback()
     return chat.stream(turn)
 
@@ -84,7 +84,7 @@ async def stream_message(session_id: str, user: CurrentUser, session: SessionDep
 @router.post("/temporary/messages")
 async def temporary_message(user: CurrentUser, session: SessionDep, kernel: KernelDep,
                             body: Any = JsonBody) -> dict[str, Any]:
-    turn = await chat.prepare_temporary(session, kernel, user, _object(body))
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
     await session.rollback()
     return await chat.answer(turn)
 
@@ -92,7 +92,7 @@ async def temporary_message(user: CurrentUser, session: SessionDep, kernel: Kern
 @router.post("/temporary/messages/stream")
 async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep,
                            body: Any = JsonBody) -> Response:
-    turn = await chat.prepare_temporary(session, kernel, user, _object(body))
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
     await session.rollback()
     return chat.stream(turn)
 
