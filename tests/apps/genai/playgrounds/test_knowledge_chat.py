@@ -115,6 +115,13 @@ async def test_knowledge_chat_checks_bindings_at_request_time(llm, app, client):
                     409, "knowledge_base_not_bound")
     opts = (await client.get(f"{P}/options", headers=h["ann"])).json()
     assert [k["id"] for k in opts["knowledge_bases"]] == [other["id"]]
+    # Bound explicitly as a resource of the vector binding: usable again.
+    r = await client.put(f"/v1/platform/deployments/{dep['id']}/bindings/vector_store", headers=h["sa"], json={
+        "provider_id": vector["provider"]["id"], "resources": [{"knowledge_base_id": kb["id"]}],
+        "resource_policy": {"selection_mode": "explicit"}})
+    assert r.status_code == 200, r.text
+    r = await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "bees?"})
+    assert r.status_code == 200 and r.json()["sources"], r.text
     missing = await knowledge_session(client, h["ann"], "0" * 36)
     assert_envelope(await client.post(f"{P}/sessions/{missing['id']}/messages", headers=h["ann"],
                                       json={"prompt": "x"}), 404, "knowledge_base_not_found")
