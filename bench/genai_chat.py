@@ -178,9 +178,10 @@ async def concurrent(kiln: httpx.AsyncClient, user: dict, n: int) -> None:
     errors = [r for r in results if isinstance(r, BaseException)]
     ok = [r for r in results if not isinstance(r, BaseException) and r[3] and r[2] == 50]
     persisted = 0
-    for sid in sessions:
-        r = await kiln.get(f"/v1/playgrounds/sessions/{sid}", headers=user)
-        persisted += r.json()["session"]["message_count"] == 2
+    async with httpx.AsyncClient(base_url=str(kiln.base_url), timeout=60) as fresh:  # no idle keep-alives
+        for sid in sessions:
+            r = await fresh.get(f"/v1/playgrounds/sessions/{sid}", headers=user)
+            persisted += r.json()["session"]["message_count"] == 2
     firsts = [r[0] for r in results if not isinstance(r, BaseException)]
     print(f"3. {n} concurrent streaming sessions (50 tokens, 5 ms apart = 250 ms of generation each)")
     print(f"  complete {len(ok)}/{n}, errors {len(errors)}, persisted {persisted}/{n}, wall {wall:.2f} s"

@@ -113,10 +113,10 @@ async def prepare(session: AsyncSession, kernel: Any, user: User, *, kind: str, 
                 knowledge=found)
 
 
-async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, row: PlaygroundSession,
+async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str,
                               prompt: str) -> Turn:
-    history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}}
-               for m in await svc.messages_of(session, row.id, limit=HISTORY_MESSAGES)]
+    row, recent = await svc.owned_with_recent(session, user, session_id, HISTORY_MESSAGES)
+    history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in recent]
     return await prepare(session, kernel, user, kind=row.playground_kind, model_id=row.model_id,
                          assistant_ref=row.assistant_ref, kb_id=row.knowledge_base_id,
                          retrieval=row.retrieval_json or {}, history=history, prompt=prompt, session_id=row.id)

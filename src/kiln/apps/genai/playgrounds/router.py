@@ -66,8 +66,7 @@ async def delete_session(session_id: str, user: CurrentUser, session: SessionDep
 @router.post("/sessions/{session_id}/messages")
 async def send_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
                        body: Any = JsonBody) -> dict[str, Any]:
-    row = await svc.owned(session, user, session_id)
-    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(body_object(body)))
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
     await session.rollback()  # nothing written; release the connection before the model call
     return await chat.answer(turn)
 
@@ -75,8 +74,7 @@ async def send_message(session_id: str, user: CurrentUser, session: SessionDep, 
 @router.post("/sessions/{session_id}/messages/stream")
 async def stream_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
                          body: Any = JsonBody) -> Response:
-    row = await svc.owned(session, user, session_id)
-    turn = await chat.prepare_for_session(session, kernel, user, row, chat.parse_prompt(body_object(body)))
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
     await session.rollback()
     return chat.stream(turn)
 

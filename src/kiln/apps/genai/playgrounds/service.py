@@ -148,6 +148,22 @@ async def owned(session: AsyncSession, user: User, session_id: str, *, lock: boo
     return row
 
 
+async def owned_with_recent(session: AsyncSession, user: User, session_id: str,
+                            limit: int) -> tuple[PlaygroundSession, list[PlaygroundMessage]]:
+    """The caller's session and its last `limit` messages (oldest first), in one query."""
+    recent = (select(PlaygroundMessage.id).where(PlaygroundMessage.session_id == session_id)
+              .order_by(PlaygroundMessage.message_index.desc()).limit(limit).scalar_subquery())
+    rows = (await session.execute(
+        select(PlaygroundSession, PlaygroundMessage)
+        .outerjoin(PlaygroundMessage, (PlaygroundMessage.session_id == PlaygroundSession.id)
+                   & PlaygroundMessage.id.in_(recent))
+        .where(PlaygroundSession.id == session_id, PlaygroundSession.owner_user_id == user.id)
+        .order_by(PlaygroundMessage.message_index))).all() if len(session_id) <= 64 else []
+    if not rows:
+        raise GenaiError(404, "playground_session_not_found", "Playground session not found")
+    return rows[0][0], [m for _, m in rows if m is not None]
+
+
 async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> list[PlaygroundSession]:
     stmt = select(PlaygroundSession).where(PlaygroundSession.owner_user_id == user.id)
     if kind is not None:
