@@ -125,3 +125,29 @@ async def test_knowledge_chat_checks_bindings_at_request_time(llm, app, client):
     missing = await knowledge_session(client, h["ann"], "0" * 36)
     assert_envelope(await client.post(f"{P}/sessions/{missing['id']}/messages", headers=h["ann"],
                                       json={"prompt": "x"}), 404, "knowledge_base_not_found")
+
+
+async def test_source_file_of_a_cited_local_document(llm, app, client, tmp_path):
+    from kiln.apps.genai.context.config import ContextSettings
+    from tests.apps.genai.context.helpers import KB, wait_runs
+
+    root = tmp_path / "roots" / "docs"
+    root.mkdir(parents=True)
+    (root / "holidays.txt").write_text("Employees have twenty-five days of paid holiday a year.")
+    app.state.kernel.set_surface_settings(ContextSettings(source_roots=[str(tmp_path / "roots")]))
+    h = await chat_ready(app, client)
+    kb = await create_kb(client, h["sa"], "handbook")
+    source = (await client.post(f"{KB}/{kb['id']}/sources", headers=h["sa"],
+                                json={"relative_path": "docs", "display_name": "Handbook"})).json()["source"]
+    await client.post(f"{KB}/{kb['id']}/sources/{source['id']}/sync", headers=h["sa"])
+    await wait_runs(client, h["sa"], kb["id"])
+    doc = (await client.get(f"{KB}/{kb['id']}/documents", headers=h["sa"])).json()["documents"][0]
+    url = f"{P}/knowledge-bases/{kb['id']}/documents/{doc['id']}/source-file"
+    r = await client.get(url, headers=h["ann"])
+    assert r.status_code == 200 and r.text.startswith("Employees have")
+    assert r.headers["content-type"].startswith("text/")
+    assert_envelope(await client.get(url), 401)
+    assert_envelope(await client.get(f"{P}/knowledge-bases/{kb['id']}/documents/{'0' * 36}/source-file",
+                                     headers=h["ann"]), 404, "document_not_found")
+    (root / "holidays.txt").unlink()
+    assert_envelope(await client.get(url, headers=h["ann"]), 404, "source_file_not_found")
