@@ -75,9 +75,9 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         writer.close()
 
 
-def fake_main(port: int) -> None:
+def fake_main(port: int, handler: Any = None) -> None:
     async def run() -> None:
-        server = await asyncio.start_server(_fake_conn, "127.0.0.1", port)
+        server = await asyncio.start_server(handler or _fake_conn, "127.0.0.1", port)
         async with server:
             await server.serve_forever()
 
@@ -95,7 +95,8 @@ def serve_main() -> None:
 
 
 @asynccontextmanager
-async def processes(database_url: str | None) -> Any:
+async def processes(database_url: str | None, fake_script: str | None = None) -> Any:
+    """The fake (this file's, or `fake_script --fake PORT`) and `kiln serve`, both on loopback."""
     import httpx
 
     fake_port, kiln_port = free_port(), free_port()
@@ -115,7 +116,7 @@ async def processes(database_url: str | None) -> Any:
     if database_url:
         env["KILN_DATABASE_URL"] = database_url
     procs = [
-        subprocess.Popen([sys.executable, __file__, "--fake", str(fake_port)], env=env),
+        subprocess.Popen([sys.executable, fake_script or __file__, "--fake", str(fake_port)], env=env),
         subprocess.Popen([sys.executable, __file__, "--serve"], env=env, cwd=str(home)),
     ]
     base = f"http://127.0.0.1:{kiln_port}"

@@ -42,6 +42,8 @@ class Reply:
     stream_error: str | None = None  # send an error chunk after the pieces
     model: str | None = None
     finish_reason: str = "stop"
+    piece_delay: float = 0.0  # seconds between stream pieces (a model still generating)
+    tool_calls: list[dict[str, Any]] | None = None  # [{"name": ..., "arguments": {...}}] → an assistant tool call
 
 
 @dataclass
@@ -136,10 +138,18 @@ class _Handler(BaseHTTPRequestHandler):
         model = reply.model or body["model"]
         if body.get("stream"):
             return self._stream(reply, model)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        finish = reply.finish_reason
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function",
+                 "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))}}
+                for i, call in enumerate(reply.tool_calls)]
+            message["content"] = reply.content or None
+            finish = "tool_calls"
         answer = {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
-                         "finish_reason": reply.finish_reason}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": 1, "completion_tokens": max(1, len(reply.content.split())),
                       "total_tokens": 1 + max(1, len(reply.content.split()))},
         }
@@ -176,7 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
 
         self._chunk(event({"role": "assistant", "content": ""}))
         for piece in pieces:
-            self._chunk(event({"content": piece}))
+            if reply.piece_delay:
+                time.sleep(reply.piece_delay)
+            try:
+                self._chunk(event({"content": piece}))
+            except OSError:  # the client went away mid-stream
+                return
         if reply.stream_error:
             self._chunk(b"data: " + json.dumps({"error": {"message": reply.stream_error}}).encode() + b"\n\n")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kiln.apps.genai.agents.models import AgentExecution, AgentProject, AgentProjectVersion
 from kiln.apps.genai.content.models import GenaiQuote
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase, KnowledgeSource, SchemaProfile, SyncRun
 from kiln.apps.genai.modelops.models import (
@@ -21,11 +22,17 @@ from kiln.apps.genai.platform.models import (
     GenaiDeploymentBinding,
     GenaiProviderInstance,
 )
+from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
 from kiln.apps.genai.policy.models import GenaiPolicyRule
 from kiln.apps.genai.registry.models import GenaiEntityShare, GenaiRegistryEntity, GenaiRegistryVersion
 from kiln.apps.genai.runtime.models import GenaiRuntimeConfig
 
 __all__ = [
+    "AgentExecution",
+    "AgentProject",
+    "AgentProjectVersion",
+    "PlaygroundMessage",
+    "PlaygroundSession",
     "Chunk",
     "Document",
     "KnowledgeBase",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import Depends
 
+from kiln.apps.genai.agents.router import router as agents_router
 from kiln.apps.genai.bootstrap import ensure_bootstrapped
 from kiln.apps.genai.catalog.router import router as catalog_router
 from kiln.apps.genai.content.router import router as content_router
@@ -19,6 +20,7 @@ from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.identity.router import router as identity_router
 from kiln.apps.genai.modelops.router import router as modelops_router
 from kiln.apps.genai.platform.router import router as platform_router
+from kiln.apps.genai.playgrounds.router import router as playgrounds_router
 from kiln.apps.genai.policy.router import router as policy_router
 from kiln.apps.genai.registry.router import router as registry_router
 from kiln.apps.genai.runtime.router import router as runtime_router
@@ -38,5 +40,7 @@ for domain_router in (
     content_router,
     context_router,
     proof_router,
+    playgrounds_router,
+    agents_router,
 ):
     router.include_router(domain_router)

@@ -124,16 +124,10 @@ async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderIns
     return LLMClient(shared_client(cache_key, make))
 
 
-async def invoke(
-    session: AsyncSession,
-    kernel: Any,
-    user: User,
-    model_id: str,
-    messages: list[dict[str, Any]],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-) -> dict[str, Any]:
+async def prepare(
+    session: AsyncSession, kernel: Any, user: User, model_id: str
+) -> tuple[GenaiModel, GenaiProviderInstance, LLMClient, str]:
+    """The checks every inference path runs, then the client and the runtime model id to call."""
     if not model_id:
         raise GenaiError(400, "invalid_model", "model is required")
     model, provider, resource = await resolve_target(session, user, model_id)
@@ -164,7 +158,20 @@ async def invoke(
             {"model_id": model_id, "provider": provider.slug},
         )
     llm = await _client(session, kernel, provider)
-    runtime = resource.provider_resource_id or model.provider_model_id or model.model_id
+    return model, provider, llm, resource.provider_resource_id or model.provider_model_id or model.model_id
+
+
+async def invoke(
+    session: AsyncSession,
+    kernel: Any,
+    user: User,
+    model_id: str,
+    messages: list[dict[str, Any]],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    model, provider, llm, runtime = await prepare(session, kernel, user, model_id)
     started = time.perf_counter()
     try:
         result = await llm.chat(messages, model=runtime, max_tokens=max_tokens, temperature=temperature)

@@ -1,0 +1,1 @@
+"""Agent projects (authoring, validate, publish) and agent executions (the in-process engine)."""

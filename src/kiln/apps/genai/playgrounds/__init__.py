@@ -1,0 +1,1 @@
+"""Playgrounds: persisted, owner-scoped chat and knowledge sessions, streamed over SSE."""

@@ -1,0 +1,272 @@
+"""One playground turn: prepare (model checks, history, knowledge retrieval, prompt), then either
+answer at once or relay the model's tokens as Server-Sent Events (`delta`, `complete`, `error`).
+
+A streamed turn runs in its own task, so what the model produced is persisted even when the client
+goes away: the relay then stops the upstream call and stores the partial answer marked
+`incomplete`. Persistence uses its own database session (the request's is gone by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from kiln.apps.genai.errors import GenaiError
+from kiln.apps.genai.modelops.inference import prepare as prepare_model
+from kiln.apps.genai.modelops.usage import buffer_of
+from kiln.apps.genai.playgrounds import knowledge
+from kiln.apps.genai.playgrounds import service as svc
+from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
+from kiln.apps.genai.registry.service import current_version
+from kiln.core.auth import User
+from kiln.providers.http import ProviderError
+from kiln.providers.llm import LLMClient
+
+HISTORY_MESSAGES = 14
+HISTORY_CHARS = 8000
+MAX_PROMPT_CHARS = 20000
+TITLE_CHARS = 64
+_relays: set[asyncio.Task[Any]] = set()
+
+
+@dataclass
+class Turn:
+    kernel: Any
+    user_id: str
+    kind: str
+    model_id: str
+    provider_slug: str
+    llm: LLMClient
+    runtime_model: str
+    prompt: str
+    messages: list[dict[str, Any]]
+    session_id: str | None  # None: a temporary turn, nothing is persisted
+    knowledge: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def parse_prompt(body: Any) -> str:
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+        raise GenaiError(400, "invalid_prompt", f"prompt is required (at most {MAX_PROMPT_CHARS} characters)")
+    return prompt
+
+
+def trim_history(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last messages within the history budget (count and characters), oldest first."""
+    out: list[dict[str, Any]] = []
+    used = 0
+    for item in reversed(items[-HISTORY_MESSAGES:]):
+        used += len(item["content"])
+        if used > HISTORY_CHARS:
+            break
+        out.append(item)
+    return list(reversed(out))
+
+
+def previous_queries(items: list[dict[str, Any]]) -> list[str]:
+    """The retrieval queries of earlier turns (an assistant's recorded query, else the user's text)."""
+    out: list[str] = []
+    for item in items:
+        recorded = ((item.get("metadata") or {}).get("retrieval") or {}).get("query")
+        if item["role"] == "assistant" and recorded:
+            if out:
+                out[-1] = recorded
+        elif item["role"] == "user":
+            out.append(item["content"])
+    return out
+
+
+async def _instructions(session: AsyncSession, assistant_ref: str) -> str | None:
+    version = await current_version(session, assistant_ref) if assistant_ref.startswith("agent.") else None
+    return (version.spec or {}).get("instructions") if version is not None else None
+
+
+async def prepare(session: AsyncSession, kernel: Any, user: User, *, kind: str, model_id: str | None,
+                  assistant_ref: str, kb_id: str | None, retrieval: dict[str, Any],
+                  history: list[dict[str, Any]], prompt: str, session_id: str | None) -> Turn:
+    if not model_id:
+        raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
+    model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id)
+    context = [{"role": m["role"], "content": m["content"]} for m in trim_history(history)]
+    messages: list[dict[str, Any]] = []
+    found = None
+    if kind == "knowledge":
+        query = knowledge.rewrite_query(prompt, previous_queries(history))
+        found = await knowledge.retrieve(session, kernel, kb_id, retrieval, query)
+        messages.append({"role": "system", "content": knowledge.system_prompt(
+            await _instructions(session, assistant_ref), found["sources"])})
+    elif (instructions := await _instructions(session, assistant_ref)) is not None:
+        messages.append({"role": "system", "content": instructions})
+    messages += context + [{"role": "user", "content": prompt}]
+    return Turn(kernel=kernel, user_id=user.id, kind=kind, model_id=model.model_id, provider_slug=provider.slug,
+                llm=llm, runtime_model=runtime, prompt=prompt, messages=messages, session_id=session_id,
+                knowledge=found)
+
+
+async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str,
+                              prompt: str) -> Turn:
+    row, recent = await svc.owned_with_recent(session, user, session_id, HISTORY_MESSAGES)
+    history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in recent]
+    return await prepare(session, kernel, user, kind=row.playground_kind, model_id=row.model_id,
+                         assistant_ref=row.assistant_ref, kb_id=row.knowledge_base_id,
+                         retrieval=row.retrieval_json or {}, history=history, prompt=prompt, session_id=row.id)
+
+
+async def prepare_temporary(session: AsyncSession, kernel: Any, user: User, body: dict[str, Any]) -> Turn:
+    """A turn that is not persisted: the client sends the kind, model, KB and its own history."""
+    kind = svc.parse_kind(body.get("playground_kind"), "chat")
+    kb_id, retrieval = svc.parse_knowledge_binding(body.get("knowledge_binding"))
+    raw = body.get("messages") or body.get("history") or []
+    if not isinstance(raw, list) or len(raw) > 200:
+        raise GenaiError(400, "invalid_history", "messages must be a list of at most 200 items")
+    history = []
+    for item in raw:
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant") \
+                or not isinstance(item.get("content"), str) or len(item["content"]) > MAX_PROMPT_CHARS:
+            raise GenaiError(400, "invalid_history", "each message needs role user|assistant and text content")
+        history.append({"role": item["role"], "content": item["content"], "metadata": {}})
+    model_id = (body.get("model_selection") or {}).get("model_id") if isinstance(
+        body.get("model_selection"), dict) else None
+    return await prepare(session, kernel, user, kind=kind, model_id=model_id,
+                         assistant_ref=svc._assistant(kind, body.get("assistant_ref")), kb_id=kb_id,
+                         retrieval=retrieval, history=history, prompt=parse_prompt(body), session_id=None)
+
+
+async def finish(turn: Turn, text: str, *, incomplete: bool = False, error: str | None = None,
+                 usage: dict[str, Any] | None = None, finish_reason: str | None = None) -> dict[str, Any]:
+    """The turn's answer payload; for a session turn the user and assistant messages are persisted."""
+    buffer_of(turn.kernel).add(turn.model_id, turn.user_id, (time.perf_counter() - turn.started) * 1000,
+                               usage or {})
+    sources: list[dict[str, Any]] = []
+    references: list[dict[str, Any]] = []
+    retrieval = None
+    if turn.knowledge is not None:
+        text, sources, references = knowledge.cite(text, turn.knowledge["sources"])
+        retrieval = turn.knowledge["retrieval"]
+    metadata: dict[str, Any] = {"model_id": turn.model_id}
+    if turn.knowledge is not None:
+        metadata.update({"sources": sources, "references": references, "retrieval": retrieval,
+                         "knowledge_base_id": turn.knowledge["knowledge_base_id"]})
+    if incomplete:
+        metadata["incomplete"] = True
+    if error:
+        metadata["error"] = error
+    response = {"model": turn.model_id, "finish_reason": finish_reason, "usage": usage or {},
+                "output": [{"role": "assistant", "content": [{"type": "text", "text": text}]}]}
+    out: dict[str, Any] = {"output": text, "response": response, "sources": sources, "references": references,
+                           "retrieval": retrieval}
+    if turn.session_id is None:
+        out["messages"] = [{"role": "user", "content": turn.prompt, "metadata": {}},
+                           {"role": "assistant", "content": text, "metadata": metadata}]
+        return out
+    async with turn.kernel.db.session() as session:
+        row = (await session.execute(select(PlaygroundSession).where(PlaygroundSession.id == turn.session_id)
+                                     .with_for_update())).scalar_one_or_none()
+        if row is None:  # deleted while the model answered
+            out.update(session=None, messages=[])
+            return out
+        if row.title_source == "auto" and row.message_count == 0:
+            row.title = " ".join(turn.prompt.split())[:TITLE_CHARS] or row.title
+        added = await svc.append(session, row, [("user", turn.prompt, {}), ("assistant", text, metadata)])
+        await session.commit()
+        messages: list[PlaygroundMessage] = await svc.messages_of(session, row.id)
+        out.update(session=svc.session_dto(row, messages), messages=[svc.message_dto(m) for m in added])
+    return out
+
+
+async def answer(turn: Turn) -> dict[str, Any]:
+    try:
+        result = await turn.llm.chat(turn.messages, model=turn.runtime_model)
+    except ProviderError as exc:
+        raise GenaiError(502, "llm_unreachable", f"LLM provider {turn.provider_slug} failed: {exc.message}") from None
+    return await finish(turn, result.content, usage=result.usage, finish_reason=result.finish_reason)
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+
+
+async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
+    """Forward the model's deltas to `queue` as they arrive; persist whatever was produced."""
+    parts: list[str] = []
+    finish_reason = None
+    try:
+        async for delta in turn.llm.chat_stream(turn.messages, model=turn.runtime_model):
+            if delta.content:
+                parts.append(delta.content)
+                queue.put_nowait(sse("delta", {"text": delta.content}))
+            finish_reason = delta.finish_reason or finish_reason
+    except asyncio.CancelledError:  # the client went away: keep what was produced
+        await finish(turn, "".join(parts), incomplete=True, error="client_disconnected")
+        return
+    except ProviderError as exc:
+        await finish(turn, "".join(parts), incomplete=True, error="llm_unreachable")
+        queue.put_nowait(sse("error", {"error": "llm_unreachable", "status_code": 502,
+                                       "message": f"LLM provider {turn.provider_slug} failed: {exc.message}"}))
+        queue.put_nowait(None)
+        return
+    except Exception:
+        queue.put_nowait(sse("error", {"error": "internal_error", "status_code": 500,
+                                       "message": "Internal server error"}))
+        queue.put_nowait(None)
+        raise
+    queue.put_nowait(sse("complete", await finish(turn, "".join(parts), finish_reason=finish_reason)))
+    queue.put_nowait(None)
+
+
+async def _events(turn: Turn) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    task = asyncio.create_task(_relay(turn, queue))
+    _relays.add(task)
+    task.add_done_callback(_relays.discard)
+    try:
+        while True:
+            item = await queue.get()
+            # Events that queued up while the last write was in flight go out in one write.
+            batch = [item]
+            while item is not None and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+            if batch[-1] is None:
+                batch.pop()
+                if batch:
+                    yield b"".join(batch)  # type: ignore[arg-type]
+                return
+            yield b"".join(batch)  # type: ignore[arg-type]
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+class EventStream(StreamingResponse):
+    """SSE whose generator is closed as soon as the response ends (also when the client is gone),
+    so the relay learns at once that nobody listens."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def stream(turn: Turn) -> EventStream:
+    return EventStream(_events(turn), media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def settle() -> None:
+    """Wait for relays still persisting (tests, shutdown)."""
+    while _relays:
+        await asyncio.gather(*list(_relays), return_exceptions=True)
