@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 import tests.core.job_handlers  # noqa: F401  (registers test.fanout)
-from kiln.core.jobs import RUNNING
-from kiln.core.jobs import processes
+from kiln.core.jobs import RUNNING, processes
 from kiln.core.jobs.processes import child_init
 from kiln.core.kernel import Kernel
 from tests.conftest import make_settings
