@@ -68,3 +68,26 @@ async def cpu(ctx: JobContext, payload: dict) -> dict:
 async def stubborn(ctx: JobContext, payload: dict) -> None:
     """Never checks for cancellation: only asyncio cancellation can stop it."""
     await asyncio.sleep(float(payload.get("seconds", 30)))
+
+
+def _spin_logged(seconds: float, log: str) -> int:
+    with open(log, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return _spin(seconds)
+
+
+def _fan_out(pool_factory, workers: int, seconds: float, log: str) -> int:
+    with pool_factory(workers) as pool:
+        futures = [pool.submit(_spin_logged, seconds, log) for _ in range(workers)]
+        return sum(f.result() for f in futures)
+
+
+@job_handler("test.fanout", surface="test", max_attempts=1)
+async def fanout(ctx: JobContext, payload: dict) -> dict:
+    """CPU work over several processes of the job's own pool, none of which looks at cancellation;
+    each process appends its pid to `payload["log"]`. `cpu_step` adds a step in the shared CPU pool."""
+    if payload.get("cpu_step"):
+        asyncio.ensure_future(ctx.run_cpu(_spin_logged, float(payload["seconds"]), payload["log"]))
+    spins = await ctx.run_blocking(_fan_out, ctx.process_pool, int(payload.get("workers", 3)),
+                                   float(payload.get("seconds", 30)), payload["log"])
+    return {"spins": spins}

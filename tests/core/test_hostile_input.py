@@ -130,3 +130,21 @@ async def test_openapi_describes_text_422s(client):
     assert {"type": "string"} in detail["anyOf"]
     response = await client.get("/jobs?type=nope")
     assert response.status_code == 422 and isinstance(response.json()["detail"], str)
+
+
+async def test_nul_in_a_multipart_file_name(client):
+    from tests.apps.media.mediakit import photo
+
+    await register(client, "form@example.com")
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a\x00b.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + photo() + f"\r\n--{boundary}--\r\n".encode()
+    response = await client.post("/api/upload/files", content=body,
+                                 headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code < 500, response.text
+
+
+def test_storable():
+    from kiln.core.inputs import storable
+
+    assert storable("a\x00b\ud800c\U0001f600") == "a\ufffdb\ufffdc\U0001f600"

@@ -31,6 +31,9 @@ SHA_XATTR = "user.kiln.sha256"
 SHA_ATTRIBUTE = "sha256"  # S3 user metadata (x-amz-meta-sha256)
 
 
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".upload-", ".part"  # a local write in progress: <dir>/.upload-XXXX.part
+
+
 class UnsafePathError(ValueError):
     """A key or client path that is malformed or would escape its root."""
 
@@ -93,6 +96,10 @@ class BlobStore(ABC):
 
     @abstractmethod
     async def stat(self, key: str) -> BlobInfo | None: ...
+
+    async def remove_partials(self) -> int:
+        """Remove what interrupted writes left (none for stores whose writes are atomic)."""
+        return 0
 
     async def exists(self, key: str) -> bool:
         return await self.stat(key) is not None
@@ -176,13 +183,28 @@ class LocalBlobStore(BlobStore):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    async def remove_partials(self) -> int:
+        """Delete the temp files of writes a crash interrupted (`.upload-*.part`); their count."""
+
+        def sweep() -> int:
+            removed = 0
+            for folder, _dirs, files in os.walk(self.root):
+                for name in files:
+                    if name.startswith(PARTIAL_PREFIX) and name.endswith(PARTIAL_SUFFIX):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(folder, name))
+                            removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
+
     async def write_stream(
         self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
     ) -> BlobInfo:
         path = self._path(key)
         created = self._missing_parents(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-", suffix=".part")
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
         tmp = Path(tmp_name)
         hasher = _Hasher(max_bytes)
         try:

@@ -7,6 +7,7 @@
   body fails FastAPI's own JSON decoding step, so each surface renders the refusal as its usual
   request-validation error, in its own envelope (`loc: ["body", <offset>]`, the reason in
   `ctx.error`).
+* Text a surface parses itself goes through `storable()` (NUL, unpaired surrogates -> U+FFFD).
 * URLs: a NUL in the path or a `%00` in the query string becomes U+FFFD, so it can reach
   no file name and no SQL text (a name with U+FFFD is simply not found).
 
@@ -118,6 +119,18 @@ class UrlTextGuard:
                     scope["raw_path"] = _NUL_QUERY.sub(b"%EF%BF%BD", scope["raw_path"].replace(b"\x00", b"%00"))
                 scope["query_string"] = _NUL_QUERY.sub(b"%EF%BF%BD", query)
         await self.app(scope, receive, send)
+
+
+def storable(text: str) -> str:
+    """`text` as something every database and file system can hold: NUL and unpaired surrogates
+    become U+FFFD. For text a surface parses itself (a multipart header, a file name)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def install_input_guards(app: Any) -> None:

@@ -16,7 +16,7 @@ from kiln.core.blobs import BlobStore, blob_store_from_settings
 from kiln.core.db import Database
 from kiln.core.events import EventBus
 from kiln.core.jobs.broker import JobBroker
-from kiln.core.jobs.registry import PeriodicSpec
+from kiln.core.jobs.registry import PeriodicSpec, startup_cleanups
 from kiln.core.jobs.runner import JobRunner, recover_jobs, schedule_future_retries
 from kiln.core.jobs.scheduler import PeriodicRunner
 from kiln.core.jobs.service import JobService
@@ -45,6 +45,7 @@ class Kernel:
         self._stop = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._surface_settings: dict[type, Any] = {}
+        self.startup_report: dict[str, int] = {}
 
     def surface_settings(self, cls: type[T]) -> T:
         """A surface's own settings object (e.g. `KILN_MEDIA_*`), read from the environment once."""
@@ -82,13 +83,32 @@ class Kernel:
         self.broker.set_executor(self.runner.execute)
         await self.runner.start()
         if role == "serve":
-            # Embedded: this process is the only executor, so anything "running" was lost with the last one.
+            # Embedded: this process is the only executor, so anything "running" was lost with the last one
+            # (and any upload in progress: nothing else writes).
+            await self.clean_up_after_crash()
             await recover_jobs(self, orphan_all_running=True)
             await schedule_future_retries(self, self.runner)
         self.periodic = PeriodicRunner(self, use_lock=role == "worker", extra=[self._engine_periodic()])
         self.periodic.start()
         if role == "worker":
             self._listener = asyncio.create_task(self.broker.listen(self._stop))
+
+    async def clean_up_after_crash(self) -> dict[str, int]:
+        """Run the start-up clean-ups (the engine's partial blob files, then the surfaces' own);
+        log and keep what each cleaned. A failing clean-up is logged and does not stop the start."""
+        cleanups = {"engine.partial_blobs": lambda kernel: kernel.blobs.remove_partials(), **startup_cleanups()}
+        report: dict[str, int] = {}
+        for name, fn in cleanups.items():
+            try:
+                report[name] = int(await fn(self))
+            except Exception:
+                log.exception("start-up clean-up %s failed", name)
+        cleaned = {name: n for name, n in report.items() if n}
+        if cleaned:
+            log.warning("start-up clean-up after an unclean stop: %s",
+                        ", ".join(f"{name}: {n}" for name, n in cleaned.items()))
+        self.startup_report = report
+        return report
 
     async def stop(self) -> None:
         self._stop.set()

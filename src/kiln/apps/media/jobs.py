@@ -43,11 +43,19 @@ from kiln.apps.media.models import (
     MediaItem,
     MediaTaskLog,
 )
-from kiln.apps.media.reaper import reap
+from kiln.apps.media.reaper import fail_interrupted_uploads, reap
 from kiln.apps.media.status import StatusEvent, add_log, logged, publish_all, transition, transition_through
 from kiln.apps.media.system_load import record_load_sample
 from kiln.core.db import new_id, utcnow
-from kiln.core.jobs import QUEUED, JobCancelled, JobContext, TransientJobError, job_handler, periodic
+from kiln.core.jobs import (
+    QUEUED,
+    JobCancelled,
+    JobContext,
+    TransientJobError,
+    job_handler,
+    periodic,
+    startup_cleanup,
+)
 
 log = logging.getLogger(__name__)
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)
@@ -422,6 +430,9 @@ async def publish_sweep(kernel: Any) -> None:
 @periodic("media.reaper", every=_defaults.reaper_every_seconds)
 async def reaper_task(kernel: Any) -> None:
     await reap(kernel)
+
+
+startup_cleanup("media.interrupted_uploads")(fail_interrupted_uploads)
 
 
 @periodic("media.load_sample", every=_defaults.load_sample_seconds)

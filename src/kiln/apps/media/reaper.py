@@ -63,6 +63,29 @@ async def _requeue(kernel: Any, session: AsyncSession, item: MediaItem, max_atte
     return None
 
 
+async def _fail_pending(session: AsyncSession, cutoff: datetime, now: datetime, why: str) -> list[StatusEvent | None]:
+    """PENDING items not touched since `cutoff` -> FAILED (the upload never completed)."""
+    events: list[StatusEvent | None] = []
+    stale = (await session.scalars(select(MediaItem).where(
+        MediaItem.status == PENDING, MediaItem.updated_at <= cutoff))).all()
+    for item in stale:
+        last = await _last_log(session, item.id)
+        detail = f"{why}: failed {infer_step(last)} (last log: {last or 'none'})"
+        events.append(await transition(session, item, FAILED, detail=detail, expect=(PENDING,),
+                                       values={"worker_name": None, "error": "upload did not complete"}, at=now))
+    return events
+
+
+async def fail_interrupted_uploads(kernel: Any) -> int:
+    """Start-up of an embedded server: every PENDING upload was cut off when the last process ended."""
+    now = clock()
+    async with kernel.db.session() as session:
+        events = await _fail_pending(session, now, now, "upload interrupted by a restart")
+        await session.commit()
+    await publish_all(kernel.events, events)
+    return sum(event is not None for event in events)
+
+
 async def reap(kernel: Any, now: datetime | None = None) -> dict[str, int]:
     cfg = media_settings(kernel)
     now = now or clock()
@@ -70,17 +93,10 @@ async def reap(kernel: Any, now: datetime | None = None) -> dict[str, int]:
     kicks: list[str] = []
     counts = {"failed_pending": 0, "recovered": 0, "requeued": 0}
     async with kernel.db.session() as session:
-        stale_pending = (await session.scalars(select(MediaItem).where(
-            MediaItem.status == PENDING,
-            MediaItem.updated_at <= now - timedelta(seconds=cfg.pending_timeout_seconds),
-        ))).all()
-        for item in stale_pending:
-            last = await _last_log(session, item.id)
-            detail = f"reaper pending timeout: failed {infer_step(last)} (last log: {last or 'none'})"
-            event = await transition(session, item, FAILED, detail=detail, expect=(PENDING,),
-                                     values={"worker_name": None, "error": "upload did not complete"}, at=now)
-            counts["failed_pending"] += event is not None
-            events.append(event)
+        failed = await _fail_pending(session, now - timedelta(seconds=cfg.pending_timeout_seconds), now,
+                                     "reaper pending timeout")
+        counts["failed_pending"] = sum(event is not None for event in failed)
+        events += failed
 
         offline_before = now - timedelta(seconds=cfg.worker_offline_seconds)
         workers = {w.name: w for w in (await session.scalars(select(Worker))).all()}

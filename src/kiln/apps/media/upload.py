@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from kiln.core.inputs import storable
+
 _PART, _DATA, _END = 0, 1, 2
 
 
@@ -46,7 +48,7 @@ def boundary_of(content_type: str | None) -> bytes:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", errors="replace")
+    return storable(value.decode("utf-8", errors="replace"))
 
 
 class _Reader:

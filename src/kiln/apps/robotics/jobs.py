@@ -138,9 +138,9 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
 
     await ctx.progress(0.0, "starting conversion")
     try:
-        result = await asyncio.to_thread(
+        result = await ctx.run_blocking(
             run_conversion, paths, spec, out_dir, progress=progress, should_cancel=ctx.cancelled.is_set,
-            max_workers=conversion_workers(ctx.kernel))
+            max_workers=conversion_workers(ctx.kernel), pool_factory=ctx.process_pool)
     except ConversionCancelled:
         raise JobCancelled("conversion cancelled") from None
     except (ValueError, RecordingError, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import time
@@ -11,6 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from kiln.core.jobs.processes import JobProcesses, child_init, kill_pool
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,11 +36,6 @@ class TransientJobError(Exception):
         self.retry_after = retry_after
 
 
-def _lower_priority(increment: int) -> None:
-    if increment and hasattr(os, "nice"):
-        os.nice(increment)
-
-
 class CpuPool:
     """Processes for CPU-heavy steps, one call per process so a cancelled call can be killed alone.
 
@@ -57,15 +55,10 @@ class CpuPool:
     def _take(self) -> ProcessPoolExecutor:
         if self._idle:
             return self._idle.pop()
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=_lower_priority,
-                                   initargs=(self.nice,))
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=child_init,
+                                   initargs=(os.getpid(), self.nice))
 
-    @staticmethod
-    def _kill(executor: ProcessPoolExecutor) -> None:
-        processes = list((getattr(executor, "_processes", None) or {}).values())
-        for process in processes:
-            process.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
+    _kill = staticmethod(kill_pool)
 
     async def run(
         self, fn: Callable[..., T], *args: Any, cancelled: asyncio.Event, grace: float
@@ -99,7 +92,8 @@ class CpuPool:
 
 
 class JobContext:
-    """Handed to every handler: `progress`, `raise_if_cancelled`, `run_cpu`, `session`, `kernel`."""
+    """Handed to every handler: `progress`, `raise_if_cancelled`, `run_cpu`, `run_blocking`,
+    `process_pool`, `session`, `kernel`."""
 
     def __init__(
         self,
@@ -115,6 +109,7 @@ class JobContext:
         self.job = job
         self.kernel = kernel
         self.cancelled = asyncio.Event()
+        self.processes = JobProcesses(cpu.nice)
         self._save_progress = save_progress
         self._publish_progress = publish_progress
         self._cpu = cpu
@@ -156,3 +151,28 @@ class JobContext:
         """Run `fn(*args)` in the process pool; on cancel it is killed after the grace period."""
         self.raise_if_cancelled()
         return await self._cpu.run(fn, *args, cancelled=self.cancelled, grace=self._grace)
+
+    def process_pool(self, max_workers: int, **kwargs: Any) -> ProcessPoolExecutor:
+        """A process pool for this job's own fan-out (kwargs: `mp_context`, `initializer`,
+        `initargs`): its processes die with the server, and are killed when a cancel's grace
+        period ends. Callable from the thread of `run_blocking`."""
+        return self.processes.pool(max_workers, **kwargs)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking `fn` in a thread; the job does not end before the thread does.
+
+        `asyncio.to_thread` would let a cancelled job be marked cancelled (and retried) while its
+        thread still deletes or writes files; here a cancelled handler first kills the job's
+        process pools, then waits for the thread (it should watch `ctx.cancelled.is_set`)."""
+        future = asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self.processes.kill()
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout=max(5.0, 4 * self._grace))
+            except TimeoutError:
+                logging.getLogger(__name__).warning("job %s: its thread still runs after the cancel", self.job.id)
+            except BaseException:  # the thread's own end (its error or result) no longer matters
+                pass
+            raise

@@ -1,4 +1,4 @@
-"""Job handlers and periodic tasks, registered by kind at import time of a surface's `jobs.py`."""
+"""Job handlers, periodic tasks and start-up clean-ups, registered at import time of a surface's `jobs.py`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[["JobContext", dict[str, Any]], Awaitable[Any]]
 PeriodicFn = Callable[[Any], Awaitable[None]]
+CleanupFn = Callable[[Any], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class PeriodicSpec:
 
 _handlers: dict[str, HandlerSpec] = {}
 _periodic: dict[str, PeriodicSpec] = {}
+_cleanups: dict[str, CleanupFn] = {}
 
 
 def job_handler(kind: str, *, surface: str | None = None, max_attempts: int | None = None):
@@ -50,6 +52,22 @@ def periodic(name: str, *, every: float):
         return fn
 
     return register
+
+
+def startup_cleanup(name: str):
+    """Register `fn(kernel) -> int` to run when an embedded `kiln serve` starts, before any job:
+    it repairs what a crash of the previous process left half-done and returns how many things
+    it cleaned (logged and kept in `kernel.startup_report`)."""
+
+    def register(fn: CleanupFn) -> CleanupFn:
+        _cleanups[name] = fn
+        return fn
+
+    return register
+
+
+def startup_cleanups() -> dict[str, CleanupFn]:
+    return dict(_cleanups)
 
 
 def get_handler(kind: str) -> HandlerSpec | None:

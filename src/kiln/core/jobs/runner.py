@@ -254,9 +254,15 @@ class JobRunner:
         if item is None or item.ctx.cancelled.is_set():
             return
         item.ctx.cancelled.set()
-        # Cooperative first; a handler that does not look is cancelled at its next await.
+        # Cooperative first; then the job's processes are killed and a handler that does not look
+        # is cancelled at its next await.
         grace = self.settings.job_cancel_grace_seconds
-        item.cancel_timer = asyncio.get_running_loop().call_later(grace, item.task.cancel)
+
+        def stop() -> None:
+            item.ctx.processes.kill()
+            item.task.cancel()
+
+        item.cancel_timer = asyncio.get_running_loop().call_later(grace, stop)
 
     async def _cancel_listener(self) -> None:
         async with self.kernel.events.subscribe(JOB_CANCEL) as sub:

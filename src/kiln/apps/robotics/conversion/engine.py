@@ -13,7 +13,7 @@ import os
 import queue as queue_mod
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
+PoolFactory = Callable[..., Executor]
 MEDIA_TYPES = {"parquet": "application/x-parquet", "tfrecord": "application/octet-stream",
                "json": "application/json", "md": "text/markdown"}
 
@@ -115,11 +116,14 @@ def run_conversion(
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     max_workers: int | None = None,
+    pool_factory: PoolFactory | None = None,
 ) -> ConversionResult:
     """Convert recordings (one episode each) into dataset files under `output_dir`.
 
     Raises ConversionCancelled when `should_cancel()` turns true (partial files removed),
     ValueError subclasses for spec/recording problems (messages safe to show).
+    `pool_factory(workers, mp_context=..., initializer=..., initargs=...)` makes the process pool
+    (a job passes `ctx.process_pool`, whose processes a cancel kills); default ProcessPoolExecutor.
     """
     spec = spec if isinstance(spec, ConversionSpec) else load_spec(spec)
     path_list = [paths] if isinstance(paths, str | Path) else list(paths)
@@ -143,19 +147,19 @@ def run_conversion(
                 report((k + f) / len(jobs), label)
             outcomes.append(convert_window(job, Ticker(tick, cancelled)))
     else:
-        outcomes = _run_pool(jobs, workers, report, cancelled, out)
+        outcomes = _run_pool(jobs, workers, report, cancelled, out, pool_factory or ProcessPoolExecutor)
     result = _collect(outcomes, spec, out)
     report(1.0, f"wrote {result.rows_written} rows")
     return result
 
 
 def _run_pool(jobs: list[WindowJob], workers: int, report: ProgressFn, cancelled: CancelFn,
-              out: Path) -> list[WindowOutcome]:
+              out: Path, pool_factory: PoolFactory) -> list[WindowOutcome]:
     ctx = _context()
     q, cancel = ctx.Queue(), ctx.Event()
     fractions = [0.0] * len(jobs)
     results: dict[int, WindowOutcome] = {}
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q, cancel)) as pool:
+    with pool_factory(workers, mp_context=ctx, initializer=_init_worker, initargs=(q, cancel)) as pool:
         futures = {pool.submit(_run_in_worker, job, k): k for k, job in enumerate(jobs)}
         pending = set(futures)
         try:
@@ -177,9 +181,8 @@ def _run_pool(jobs: list[WindowJob], workers: int, report: ProgressFn, cancelled
                 report(sum(fractions) / len(jobs), f"{len(results)}/{len(jobs)} parts done")
         except BaseException:
             cancel.set()
-            for fut in pending:
-                fut.cancel()
-            wait(pending)
+            # a cancelled future never finishes once its pool is dead: wait only for the running ones
+            wait([fut for fut in pending if not fut.cancel()])
             for o in results.values():  # drop what finished parts wrote: the run failed as a whole
                 for f in o.files:
                     Path(f["path"]).unlink(missing_ok=True)

@@ -1,0 +1,53 @@
+"""A conversion spread over several processes: a cancel stops every one of them within the
+grace period + 1 s, and a retry right after the cancel succeeds (the cancelled attempt must not
+still be deleting or writing files in the run's folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+
+from tests.apps.robotics import bagfactory as bf
+from tests.apps.robotics.api_helpers import recording, register, trigger_spec, wait_job
+
+
+def _conversion_processes() -> list[psutil.Process]:
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+async def test_cancel_stops_all_conversion_processes_then_retry_succeeds(client, tmp_path, settings):
+    plan = bf.RecordingPlan(duration_s=60.0, image_size=(160, 120))
+    asset = await register(client, recording(tmp_path, "long.mcap", "mcap", plan))
+    body = {"asset_ids": [asset["id"]], "spec": trigger_spec(shards=4)}
+    run = (await client.post("/conversions", json=body)).json()
+    await wait_job(client, run["job_id"], {"running"})
+    deadline = time.monotonic() + 30
+    while len(_conversion_processes()) < 2:  # the pool's processes are at work
+        assert time.monotonic() < deadline, "the conversion never fanned out"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    assert (await client.post(f"/jobs/{run['job_id']}/cancel")).status_code == 200
+    limit = settings.job_cancel_grace_seconds + 1.0
+    while _conversion_processes():
+        assert time.monotonic() - started < limit, [p.pid for p in _conversion_processes()]
+        await asyncio.sleep(0.02)
+    job = await wait_job(client, run["job_id"], timeout=limit)
+    assert job["status"] == "cancelled" and time.monotonic() - started < limit
+
+    retried = await client.post(f"/jobs/{run['job_id']}/retry")
+    assert retried.status_code == 200, retried.text
+    job = await wait_job(client, run["job_id"], timeout=120)
+    assert job["status"] == "succeeded", job
+    detail = (await client.get(f"/conversions/{run['id']}")).json()
+    datasets = [f for f in detail["output_files"] if f["role"] == "dataset"]
+    assert len(datasets) == 4 and all(f["availability_status"] == "ready" for f in datasets), datasets
