@@ -16,4 +16,6 @@ def install(app: FastAPI) -> None:
     for prefix in PREFIXES:
         for router in ROUTERS:
             app.include_router(router, prefix=prefix)
+        # The SPA asks for its settings under its API base (`/api/v1/frontend/settings`).
+        app.include_router(frontend_router, prefix=prefix)
     app.include_router(frontend_router)
