@@ -103,6 +103,7 @@ def _ids(value: Any) -> list[str] | None:
 
 
 @router.websocket("/ws/progress")
+@router.websocket("/generation/ws/progress")  # where the SPA looks for it (its generation base + /ws/progress)
 async def progress_socket(websocket: WebSocket) -> None:
     kernel = websocket.app.state.kernel
     await open_surface_guard(websocket)
