@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import httpx
+from httpx_ws import aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+
+from tests.apps.lora.kit import configure
+
+
+async def _next(ws, timeout: float = 20) -> dict:
+    return json.loads(await asyncio.wait_for(ws.receive_text(), timeout))
+
 
 async def test_frontend_settings_under_the_api_base(client) -> None:
     # The SPA builds the settings URL from its backend base: GET /api/v1/frontend/settings.
@@ -22,3 +35,39 @@ async def test_doubled_api_prefix_of_the_spa_screens(client) -> None:
     assert missing.status_code == 404
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert not any(p.startswith(doubled) for p in paths)
+
+
+async def test_spa_progress_socket(app, lora_dir, fake_sdnext) -> None:
+    # The SPA opens <base>/generation/ws/progress, never subscribes, and reads flat messages.
+    configure(app, lora_dir, sdnext_url=fake_sdnext.url)
+    fake_sdnext.step_seconds = 0.05
+    async with httpx.AsyncClient(transport=ASGIWebSocketTransport(app), base_url="http://testserver") as http:
+        async with aconnect_ws("/api/v1/generation/ws/progress", http) as ws:
+            assert (await _next(ws))["type"] == "connected"
+            body = {"prompt": "a lighthouse", "negative_prompt": "fog", "steps": 8, "width": 64, "height": 64,
+                    "seed": 42, "cfg_scale": 6}
+            job_id = (await http.post("/api/v1/generation/queue-generation", json=body)).json()["delivery_id"]
+            seen: list[dict] = []
+            while not seen or seen[-1]["type"] not in ("generation_complete", "generation_error"):
+                message = await _next(ws)
+                if message.get("job_id") == job_id:
+                    seen.append(message)
+            progress = [m for m in seen if m["type"] == "generation_progress"]
+            assert progress and all(0 <= m["progress"] <= 1 and "data" not in m for m in progress)
+            done = seen[-1]
+            assert done["type"] == "generation_complete" and done["status"] == "completed"
+            assert done["image_url"] == f"/api/v1/generation/results/{job_id}/images/0"
+            assert (done["result_id"], done["prompt"], done["width"], done["seed"]) == (job_id, "a lighthouse", 64, 42)
+            assert (await http.get(done["image_url"])).status_code == 200
+
+            fake_sdnext.step_seconds = 0.2
+            job_id = (await http.post("/api/v1/generation/queue-generation", json={**body, "steps": 50})).json()[
+                "delivery_id"]
+            while (await _next(ws)).get("type") != "generation_progress":
+                pass
+            await http.post(f"/api/v1/generation/jobs/{job_id}/cancel")
+            message = await _next(ws)
+            while message.get("job_id") != job_id or message["type"] == "generation_progress":
+                message = await _next(ws)
+            assert message == {"type": "generation_error", "job_id": job_id, "error": "Generation cancelled",
+                               "status": "cancelled"}
