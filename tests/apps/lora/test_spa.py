@@ -9,7 +9,7 @@ import httpx
 from httpx_ws import aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 
-from tests.apps.lora.kit import configure
+from tests.apps.lora.kit import configure, create, write_lora
 
 
 async def _next(ws, timeout: float = 20) -> dict:
@@ -71,3 +71,18 @@ async def test_spa_progress_socket(app, lora_dir, fake_sdnext) -> None:
                 message = await _next(ws)
             assert message == {"type": "generation_error", "job_id": job_id, "error": "Generation cancelled",
                                "status": "cancelled"}
+
+
+async def test_activate_deactivate_patch_answer_a_bare_adapter_too(client, app, lora_dir) -> None:
+    # The SPA parses these answers as an AdapterRead (id, name, active, weight at the top level).
+    configure(app, lora_dir)
+    write_lora(lora_dir / "ink.safetensors")
+    adapter = await create(client, lora_dir / "ink.safetensors", "ink")
+    for method, path, body, check in (
+        ("POST", f"/api/v1/adapters/{adapter['id']}/activate", None, ("active", True)),
+        ("PATCH", f"/api/v1/adapters/{adapter['id']}", {"weight": 0.6}, ("weight", 0.6)),
+        ("POST", f"/api/v1/adapters/{adapter['id']}/deactivate", None, ("active", False)),
+    ):
+        answer = (await client.request(method, path, json=body)).json()
+        assert answer["id"] == adapter["id"] and answer["name"] == "ink" and answer[check[0]] == check[1]
+        assert answer["adapter"][check[0]] == check[1]
