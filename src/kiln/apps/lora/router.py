@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from kiln.apps.lora.archive.router import router as archive_router
 from kiln.apps.lora.deps import ApiKeyGuard
 from kiln.apps.lora.errors import LoraRoute
+from kiln.apps.lora.generation.results import router as results_router
 from kiln.apps.lora.generation.router import router as generation_router
 from kiln.apps.lora.generation.ws import router as ws_router
 from kiln.apps.lora.insights.router import router as insights_router
@@ -23,6 +24,7 @@ from kiln.core.auth.deps import OpenSurfaceGuard
 
 router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard])
 router.include_router(library_router)
+router.include_router(results_router)  # before generation's DELETE /generation/results/{id}
 router.include_router(generation_router)
 router.include_router(insights_router)
 router.include_router(archive_router)
