@@ -129,3 +129,15 @@ async def test_history_rating_favourite_bulk_export(client, app, lora_dir, fake_
     assert [r["id"] for r in (await client.get(base)).json()] == [third]
     assert (await client.get(f"{base}/{first}/images/0")).status_code == 404
     assert (await client.request("DELETE", f"{base}/bulk-delete", json={"ids": "x"})).status_code == 422
+
+
+async def test_similar_answer_readable_through_data(client, app, lora_dir) -> None:
+    # The SPA's recommendations screen parses `body.data` of the similar answer.
+    configure(app, lora_dir)
+    for name in ("ink", "brush"):
+        write_lora(lora_dir / f"{name}.safetensors", output_name=name)
+    ink = await create(client, lora_dir / "ink.safetensors", "ink", tags=["ink", "painting"])
+    await create(client, lora_dir / "brush.safetensors", "brush", tags=["ink", "brush"])
+    answer = (await client.get(f"/api/v1/recommendations/similar/{ink['id']}", params={"limit": 5})).json()
+    assert answer["target_lora_id"] == ink["id"] and answer["recommendations"]
+    assert {k: v for k, v in answer.items() if k != "data"} == answer["data"]
