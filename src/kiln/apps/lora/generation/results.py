@@ -95,20 +95,21 @@ async def bulk_delete(body: IdsBody, session: SessionDep, kernel: KernelDep) -> 
     return {"deleted": len(jobs)}
 
 
-@router.put("/generation/results/{job_id}/rating")
-async def rate(job_id: str, body: RatingBody, request: Request, session: SessionDep) -> dict[str, Any]:
+async def _set(request: Request, session: Any, job_id: str, **values: Any) -> dict[str, Any]:
     job = await _result(session, job_id)
-    _mark(job, rating=body.rating)
+    _mark(job, **values)
     await session.commit()
     return result_summary(job, api_base(request))
+
+
+@router.put("/generation/results/{job_id}/rating")
+async def rate(job_id: str, body: RatingBody, request: Request, session: SessionDep) -> dict[str, Any]:
+    return await _set(request, session, job_id, rating=body.rating)
 
 
 @router.put("/generation/results/{job_id}/favorite")
 async def favorite(job_id: str, body: FavoriteBody, request: Request, session: SessionDep) -> dict[str, Any]:
-    job = await _result(session, job_id)
-    _mark(job, is_favorite=body.is_favorite)
-    await session.commit()
-    return result_summary(job, api_base(request))
+    return await _set(request, session, job_id, is_favorite=body.is_favorite)
 
 
 @router.post("/generation/results/export")
