@@ -11,9 +11,12 @@ from fastapi import FastAPI
 
 
 def install(app: FastAPI) -> None:
-    from kiln.apps.lora.router import PREFIXES, ROUTERS, frontend_router
+    from kiln.apps.lora.router import DOUBLED_PREFIX, PREFIXES, ROUTERS, doubled_router, frontend_router
 
     for prefix in PREFIXES:
         for router in ROUTERS:
             app.include_router(router, prefix=prefix)
+        # The SPA asks for its settings under its API base (`/api/v1/frontend/settings`).
+        app.include_router(frontend_router, prefix=prefix)
     app.include_router(frontend_router)
+    app.include_router(doubled_router, prefix=DOUBLED_PREFIX)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from kiln.apps.lora.archive.router import router as archive_router
 from kiln.apps.lora.deps import ApiKeyGuard
 from kiln.apps.lora.errors import LoraRoute
+from kiln.apps.lora.generation.results import router as results_router
 from kiln.apps.lora.generation.router import router as generation_router
 from kiln.apps.lora.generation.ws import router as ws_router
 from kiln.apps.lora.insights.router import router as insights_router
@@ -23,10 +24,20 @@ from kiln.core.auth.deps import OpenSurfaceGuard
 
 router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard])
 router.include_router(library_router)
+router.include_router(results_router)  # before generation's DELETE /generation/results/{id}
 router.include_router(generation_router)
 router.include_router(insights_router)
 router.include_router(archive_router)
 router.include_router(recommend_router)
+
+# The SPA's import/export, backup and analytics screens join paths that already start with
+# `/api/v1` onto their `/api/v1` base (`/api/v1/api/v1/export/estimate`); those routers answer
+# there too, out of the OpenAPI schema, so the screens work unchanged.
+doubled_router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard],
+                           include_in_schema=False)
+doubled_router.include_router(archive_router)
+doubled_router.include_router(insights_router)
+DOUBLED_PREFIX = "/api/v1/api/v1"
 
 frontend_router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard], tags=["lora: frontend"])
 

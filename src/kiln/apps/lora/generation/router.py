@@ -143,9 +143,19 @@ async def progress(job_id: str, session: SessionDep) -> dict[str, Any]:
 
 @router.get("/generation/results")
 async def results(request: Request, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                  offset: Annotated[int, Query(ge=0)] = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+                  page_size: Annotated[int | None, Query(ge=1, le=100)] = None,
+                  search: Annotated[str | None, Query(max_length=200)] = None,
+                  sort: Annotated[str | None, Query(max_length=40)] = None,
+                  min_rating: Annotated[int | None, Query(ge=0, le=5)] = None) -> list[dict[str, Any]]:
+    """`limit`/`offset` (contract) or the history screen's `page`/`page_size`, `search` (prompt
+    words), `min_rating` and `sort` (`created_at` / `created_at_desc` newest first, `created_at_asc`)."""
     base = api_base(request)
-    return [result_summary(job, base) for job in await service.results(session, limit, offset)]
+    if page_size is not None:
+        limit, offset = page_size, ((page or 1) - 1) * page_size
+    jobs = await service.results(session, limit, offset, oldest_first=sort == "created_at_asc",
+                                 search=search, min_rating=min_rating)
+    return [result_summary(job, base) for job in jobs]
 
 
 async def _image(request: Request, session: Any, kernel: Any, job_id: str, index: int, thumb: bool) -> Response:

@@ -115,8 +115,25 @@ async def active_jobs(session: AsyncSession, limit: int) -> list[Job]:
     return list(rows.all())
 
 
-async def results(session: AsyncSession, limit: int, offset: int) -> list[Job]:
-    rows = await session.scalars(
-        select(Job).where(Job.kind == GENERATE, Job.status == "succeeded")
-        .order_by(Job.finished_at.desc(), Job.id).limit(limit).offset(offset))
-    return list(rows.all())
+FILTER_SCAN = 2000
+
+
+def _matches(job: Job, words: list[str], min_rating: int | None) -> bool:
+    prompt = str((job.payload or {}).get("prompt") or "").casefold()
+    rating = (job.result or {}).get("rating") if isinstance(job.result, dict) else None
+    return all(w in prompt for w in words) and (
+        min_rating is None or (isinstance(rating, int) and rating >= min_rating))
+
+
+async def results(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
+                  search: str | None = None, min_rating: int | None = None) -> list[Job]:
+    """Succeeded generations, newest first; a prompt search or rating filter looks through the
+    newest FILTER_SCAN results (prompt and rating live in the job's JSON documents)."""
+    order = (Job.finished_at.asc() if oldest_first else Job.finished_at.desc(), Job.id)
+    query = select(Job).where(Job.kind == GENERATE, Job.status == "succeeded").order_by(*order)
+    words = (search or "").casefold().split()
+    if not words and min_rating is None:
+        return list((await session.scalars(query.limit(limit).offset(offset))).all())
+    found = [job for job in (await session.scalars(query.limit(FILTER_SCAN))).all()
+             if _matches(job, words, min_rating)]
+    return found[offset:offset + limit]

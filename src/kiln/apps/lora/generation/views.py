@@ -92,4 +92,7 @@ def result_summary(job: Job, base: str) -> dict[str, Any]:
             "image_url": urls[0] if urls else None, "thumbnail_url": thumbs[0] if thumbs else None,
             "images": urls, "width": params.get("width"), "height": params.get("height"),
             "steps": params.get("steps"), "cfg_scale": params.get("cfg_scale"), "seed": seed,
-            "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at), "generation_info": info}
+            "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at), "generation_info": info,
+            "rating": result.get("rating"), "is_favorite": result.get("is_favorite") is True,
+            "rating_updated_at": result.get("rating_updated_at"),
+            "favorite_updated_at": result.get("favorite_updated_at")}

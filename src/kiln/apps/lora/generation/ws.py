@@ -25,6 +25,7 @@ from kiln.apps.lora.config import lora_settings
 from kiln.apps.lora.deps import key_allows
 from kiln.apps.lora.generation.jobs import PROGRESS_TOPIC
 from kiln.apps.lora.generation.service import GENERATE, STARTED_TOPIC
+from kiln.apps.lora.generation.spa_ws import spa_message
 from kiln.apps.lora.generation.views import NORMAL
 from kiln.apps.lora.urls import api_base
 from kiln.core.auth.deps import open_surface_guard
@@ -103,6 +104,7 @@ def _ids(value: Any) -> list[str] | None:
 
 
 @router.websocket("/ws/progress")
+@router.websocket("/generation/ws/progress")  # where the SPA looks for it (its generation base + /ws/progress)
 async def progress_socket(websocket: WebSocket) -> None:
     kernel = websocket.app.state.kernel
     await open_surface_guard(websocket)
@@ -112,6 +114,9 @@ async def progress_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     base = api_base(websocket)
     sub = _Subscription()
+    # The SPA's path: it never subscribes and reads its own flat messages (spa_ws).
+    spa = websocket.scope.get("path", "").endswith("/generation/ws/progress")
+    sub.all = spa
     send_lock = asyncio.Lock()
 
     async def send(message: dict[str, Any]) -> None:
@@ -131,7 +136,7 @@ async def progress_socket(websocket: WebSocket) -> None:
             if message is not None and sub.wants(job_id):
                 if message["type"] == "progress_update" and not sub.previews:
                     message["data"]["preview_image"] = None
-                await send(message)
+                await send(spa_message(message, data if topic == JOB_UPDATED else None) if spa else message)
 
     async def receive() -> None:
         while True:

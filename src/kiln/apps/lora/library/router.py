@@ -31,6 +31,13 @@ def _wrap(adapter: Any) -> dict[str, Any]:
     return {"adapter": adapter_view(adapter)}
 
 
+def _wrap_flat(adapter: Any) -> dict[str, Any]:
+    """`{"adapter": ...}` as the contract says, plus the fields at the top level: the SPA reads
+    the answers of PATCH, activate and deactivate as a bare adapter."""
+    view = adapter_view(adapter)
+    return {**view, "adapter": view}
+
+
 @router.post("/adapters", status_code=201)
 async def create_adapter(session: SessionDep, cfg: LoraSettingsDep, body: Annotated[Any, Body()]) -> dict[str, Any]:
     return _wrap(await service.create_adapter(session, cfg, body))
@@ -87,7 +94,7 @@ async def get_adapter(adapter_id: str, session: SessionDep) -> dict[str, Any]:
 
 @router.patch("/adapters/{adapter_id}")
 async def patch_adapter(adapter_id: str, session: SessionDep, body: Annotated[Any, Body()]) -> dict[str, Any]:
-    return _wrap(await service.patch_adapter(session, adapter_id, body))
+    return _wrap_flat(await service.patch_adapter(session, adapter_id, body))
 
 
 @router.delete("/adapters/{adapter_id}", status_code=204)
@@ -104,9 +111,9 @@ async def activate(adapter_id: str, session: SessionDep, ordinal: str | None = N
             value = check_int("ordinal", int(ordinal), -1_000_000, 1_000_000)
         except ValueError:
             raise LoraError(400, "ordinal must be an integer") from None
-    return _wrap(await service.set_active(session, adapter_id, True, value))
+    return _wrap_flat(await service.set_active(session, adapter_id, True, value))
 
 
 @router.post("/adapters/{adapter_id}/deactivate")
 async def deactivate(adapter_id: str, session: SessionDep) -> dict[str, Any]:
-    return _wrap(await service.set_active(session, adapter_id, False))
+    return _wrap_flat(await service.set_active(session, adapter_id, False))

@@ -61,9 +61,12 @@ async def similar(lora_id: str, request: Request, session: SessionDep,
                   diversify_results: bool = True) -> dict[str, Any]:
     eng, started = engine(request), time.perf_counter()
     items = await service.similar(session, eng, lora_id, limit=limit, threshold=similarity_threshold)
-    return _response(eng, started, items, target_lora_id=lora_id, recommendation_config={
+    answer = _response(eng, started, items, target_lora_id=lora_id, recommendation_config={
         "device": "cpu", "gpu_enabled": False, "similarity_threshold": similarity_threshold,
         "model": eng.encoder.model_id})
+    # The SPA's recommendations screen reads this answer's `data` (it unwraps an already
+    # unwrapped body), so the answer carries itself once more there.
+    return {**answer, "data": dict(answer)}
 
 
 @router.post("/recommendations/for-prompt")
