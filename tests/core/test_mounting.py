@@ -38,7 +38,7 @@ async def test_each_surface_whole_under_its_prefix_and_at_the_root(tmp_path, db_
     async with serving(tmp_path, db_url, apps=["robotics", "media", "lora"]) as (app, http):
         assert app.state.surfaces == ["robotics", "media", "lora"]
         assert app.state.lora_started  # a surface's startup handlers run with the server
-        robotics = {"status": "ok", "app_name": "Kiln Robotics"}
+        robotics = {"status": "ok", "app_name": "Hephaes Backend"}
         assert (await http.get("/robotics/health")).json() == robotics
         assert (await http.get("/robotics/assets")).json() == (await http.get("/assets")).json() == []
         assert (await http.get("/media/api/health")).json()["status"] == "healthy"
@@ -87,7 +87,7 @@ async def test_collisions_go_to_the_first_in_kiln_apps_order_and_are_logged(tmp_
     caplog.set_level(logging.WARNING, logger="kiln.surfaces")
     async with serving(tmp_path, db_url, apps=["lora", "robotics"]) as (app, http):
         assert (await http.get("/health")).json() == {"status": "healthy", "service": "lora"}
-        assert (await http.get("/robotics/health")).json()["app_name"] == "Kiln Robotics"
+        assert (await http.get("/robotics/health")).json()["app_name"] == "Hephaes Backend"
     messages = [r.getMessage() for r in caplog.records if r.name == "kiln.surfaces"]
     assert any("GET /health" in m and "/robotics/health" in m for m in messages), messages
     assert [(c.method, c.path, c.winner, c.loser) for c in app.state.collisions] == [
@@ -134,12 +134,12 @@ async def test_robotics_content_urls_carry_the_prefix(tmp_path, db_url):
 
     async with serving(tmp_path, db_url, apps=["robotics"]) as (_app, http):
         asset = await register(http, recording(tmp_path, "run.bag"))
-        run = await convert(http, {"asset_ids": [asset["id"]], "spec": trigger_spec()})
-        output_id = run["output_files"][0]["id"]
-        assert run["output_files"][0]["content_url"] == f"/outputs/{output_id}/content"
-        detail = (await http.get(f"/robotics/conversions/{run['id']}")).json()
-        assert {f["content_url"] for f in detail["output_files"]} == {
-            f"/robotics/outputs/{f['id']}/content" for f in detail["output_files"]}
+        await convert(http, {"asset_ids": [asset["id"]], "spec": trigger_spec()})
+        # `output_files` of a conversion are path strings (the contract's list[str]); the records
+        # with their content URLs are at /outputs.
+        (root_item, *_) = (await http.get("/outputs")).json()
+        output_id = root_item["id"]
+        assert root_item["content_url"] == f"/outputs/{output_id}/content"
         listed = (await http.get("/robotics/outputs")).json()
         assert all(item["content_url"].startswith("/robotics/outputs/") for item in listed) and listed
         one = (await http.get(f"/robotics/outputs/{output_id}")).json()
