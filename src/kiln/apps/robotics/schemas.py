@@ -17,7 +17,11 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-def _unique_nonblank(values: list[str], field: str) -> list[str]:
+def _unique_nonblank(values: object, field: str) -> object:
+    """Runs before type validation, so anything that is not a list of strings (None, a number, a
+    nested object) is handed on untouched for pydantic to accept or refuse in its own words."""
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return values
     out: list[str] = []
     for v in values:
         v = v.strip()

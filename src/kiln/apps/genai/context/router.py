@@ -19,6 +19,7 @@ from kiln.apps.genai.context.sync import enqueue, run_dto
 from kiln.apps.genai.deps import AdminUser, KernelDep, SessionDep, SuperadminUser
 from kiln.apps.genai.errors import GenaiError, genai_router
 from kiln.apps.genai.platform.resources import register_resource_resolver
+from kiln.core.params import Offset
 
 router = genai_router(tags=["genai"])
 register_resource_resolver("knowledge_base", service.knowledge_base_resource)
@@ -173,7 +174,7 @@ async def list_runs(kb_id: str, user: AdminUser, session: SessionDep,
 @router.get(KB + "/{kb_id}/documents")
 async def list_documents(kb_id: str, user: AdminUser, session: SessionDep,
                          limit: int = Query(default=100, ge=1, le=1000),
-                         offset: int = Query(default=0, ge=0)) -> dict[str, Any]:
+                         offset: Offset = 0) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     rows, total = await docs_service.list_documents(session, kb, limit, offset)
     return {"documents": [docs_service.document_dto(d) for d in rows], "count": total}

@@ -22,6 +22,7 @@ from kiln.apps.lora.generation.views import (
 from kiln.apps.lora.urls import api_base
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
+from kiln.core.params import Offset
 
 router = APIRouter(route_class=LoraRoute, tags=["lora: generation"])
 
@@ -143,7 +144,7 @@ async def progress(job_id: str, session: SessionDep) -> dict[str, Any]:
 
 @router.get("/generation/results")
 async def results(request: Request, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Annotated[int, Query(ge=0)] = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+                  offset: Offset = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
                   page_size: Annotated[int | None, Query(ge=1, le=100)] = None,
                   search: Annotated[str | None, Query(max_length=200)] = None,
                   sort: Annotated[str | None, Query(max_length=40)] = None,
