@@ -71,9 +71,12 @@ def binding_status(
     if not provider.enabled:
         issues.append({"code": "provider_disabled", "message": f"Provider {provider.slug} is disabled"})
     cap = binding.capability_key
+    fam = families.family(provider.provider_key)
+    built_in = fam is not None and fam.adapter_kind in families.IN_PROCESS_ADAPTERS
     if cap in families.MODEL_BEARING:
         if not resources:
-            issues.append({"code": "resources_missing", "message": "Bind at least one model resource"})
+            if not built_in:  # an in-process adapter serves its own embedded model
+                issues.append({"code": "resources_missing", "message": "Bind at least one model resource"})
         elif not any(r.is_default for r in resources):
             issues.append({"code": "default_resource_missing", "message": "Choose a default resource"})
     if cap == families.VECTOR_STORE:
