@@ -48,6 +48,7 @@ async def test_cancel_stops_all_conversion_processes_then_retry_succeeds(client,
     assert retried.status_code == 200, retried.text
     job = await wait_job(client, run["job_id"], timeout=120)
     assert job["status"] == "succeeded", job
-    detail = (await client.get(f"/conversions/{run['id']}")).json()
-    datasets = [f for f in detail["output_files"] if f["role"] == "dataset"]
+    # the conversion's `output_files` are path strings; the records (role, availability) are at /outputs
+    outputs = (await client.get("/outputs", params={"conversion_id": run["id"]})).json()
+    datasets = [f for f in outputs if f["role"] == "dataset"]
     assert len(datasets) == 4 and all(f["availability_status"] == "ready" for f in datasets), datasets
