@@ -31,8 +31,15 @@ def test_redact_secrets(line: str, expected: str):
     assert redact_secrets(line) == expected
 
 
-async def test_a_real_server_logs_no_query_secrets(tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture):
+async def test_a_real_server_logs_no_query_secrets(tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch):
     caplog.set_level(logging.INFO)
+    # An earlier test that ran uvicorn with its default logging config leaves `uvicorn.access`
+    # not propagating (and may disable it); caplog listens at the root, so undo that here.
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        caplog.set_level(logging.INFO, logger=name)  # a server started with log_level="warning" set it higher
     app = create_app(make_settings(tmp_path / "home", db_url, apps=["media"]), migrate=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=True,
                                            lifespan="on", ws="websockets-sansio"))

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context import runtime as rt
@@ -294,6 +295,9 @@ def _same_vectorization(kb: KnowledgeBase, value: Any) -> bool:
         and value.get("embedding_resource_id", kb.embedding_resource_id) == kb.embedding_resource_id
 
 
+DELETE_ATTEMPTS = 3
+
+
 async def delete_kb(session: AsyncSession, kernel: Any, kb: KnowledgeBase) -> None:
     if await binding_count(session, kb.id):
         raise GenaiError(409, "knowledge_base_in_use", "A deployment binding uses this knowledge base")
@@ -305,8 +309,20 @@ async def delete_kb(session: AsyncSession, kernel: Any, kb: KnowledgeBase) -> No
         raise GenaiError(409, "vector_store_unavailable", f"The vector store did not drop the index: {exc}") from exc
     finally:
         await rt.close_store(store)
-    await session.delete(kb)
-    await session.commit()
+    for attempt in range(DELETE_ATTEMPTS):
+        try:
+            await session.delete(kb)
+            await session.commit()
+            return
+        except DBAPIError as exc:
+            # A sync job writing this KB's chunks while the cascade deletes them can deadlock on
+            # PostgreSQL; the database aborts one side, and the delete is simply tried again.
+            await session.rollback()
+            if "deadlock" not in str(exc.orig).lower():
+                raise
+            if attempt == DELETE_ATTEMPTS - 1:
+                raise GenaiError(409, "knowledge_base_busy",
+                                 "A sync of this knowledge base is writing; try the delete again") from None
 
 
 async def knowledge_base_resource(session: AsyncSession, provider: GenaiProviderInstance,
