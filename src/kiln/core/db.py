@@ -42,6 +42,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_or_none(value: datetime | None) -> str | None:
+    """An optional timestamp as ISO-8601 (None stays None), as the surfaces' JSON views write it."""
+    return value.isoformat() if value is not None else None
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

@@ -5,18 +5,14 @@ URLs carry the prefix the request came in on (`root`, from `request.scope["root_
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from kiln.apps.arted.models import COMPLETED, FAILED, IN_PROGRESS, QUEUED, Run
+from kiln.core.db import iso_or_none as iso
 from kiln.core.db import utcnow
 
 EXPECTED = ["input", "safety", "interception", "translation", "safety_pre_output", "output"]
 PUBLIC_STATUS = {QUEUED: IN_PROGRESS, IN_PROGRESS: IN_PROGRESS, COMPLETED: COMPLETED, FAILED: FAILED}
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _elapsed(run: Run) -> float | None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.apps.genai.modelops.models import GenaiCredential, GenaiModel, GenaiModelTestRun, GenaiModelValidation
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+from kiln.core.db import iso_or_none as _iso
 
 
 def credential_summary(model: GenaiModel, credential: GenaiCredential | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.deployments import active_deployment_id, bindings_of
 from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
 from kiln.core.auth import User
+from kiln.core.db import iso_or_none as _iso
 from kiln.core.db import utcnow
 
 KINDS = ("chat", "knowledge")
@@ -37,10 +38,6 @@ SEARCH_METHODS = ("semantic", "keyword", "hybrid")
 MAX_TITLE = 200
 MAX_SESSIONS_LISTED = 500
 MAX_MESSAGES_SHOWN = 1000
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def message_dto(m: PlaygroundMessage) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.registry.models import GenaiEntityShare, GenaiRegistryEntity, GenaiRegistryVersion
 from kiln.core.auth import User
+from kiln.core.db import iso_or_none as _iso
 from kiln.core.db import utcnow
 
 ENTITY_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
@@ -33,10 +34,6 @@ def entity_type_of(value: str) -> str:
     if kind is None:
         raise GenaiError(400, "invalid_entity_type", "entity type must be agents, tools or models")
     return kind
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def entity_dto(entity: GenaiRegistryEntity, current: GenaiRegistryVersion | None) -> dict[str, Any]:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.core.db import iso_or_none as _iso
 from kiln.core.jobs import Job
 
 NORMAL = {"queued": "queued", "running": "processing", "succeeded": "completed", "failed": "failed",
           "cancelled": "cancelled"}
 RAW = {"queued": "pending", "running": "running", "succeeded": "succeeded", "failed": "failed",
        "cancelled": "cancelled"}
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def image_urls(base: str, job: Job, thumbs: bool = False) -> list[str]:

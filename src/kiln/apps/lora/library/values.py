@@ -7,6 +7,7 @@ from typing import Any
 
 from kiln.apps.lora.errors import LoraError
 from kiln.apps.lora.models import Adapter
+from kiln.core.db import iso_or_none as _iso
 
 MAX_WEIGHT = 10.0
 MAX_LIST = 200
@@ -109,10 +110,6 @@ def search_text(adapter: Adapter) -> str:
     parts = [adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name, adapter.version,
              *(adapter.tags or []), *(adapter.trained_words or []), *(adapter.triggers or [])]
     return "\n".join(p for p in parts if p).casefold()[:MAX_SEARCH_TEXT]
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def adapter_view(a: Adapter) -> dict[str, Any]:
