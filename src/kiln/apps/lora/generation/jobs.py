@@ -155,7 +155,8 @@ async def generate(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
         await ctx.kernel.blobs.write_bytes(image_key(job_id, index, thumb=True), thumb)
         images.append(image_key(job_id, index))
         sizes.append([width, height])
-    return {"status": "completed", "images": images, "sizes": sizes, "generation_info": result.info,
+    return {"status": "completed", "images": images, "sizes": sizes, "bytes": sum(map(len, result.images)),
+            "generation_info": result.info,
             "duration_seconds": round(time.monotonic() - started, 3)}
 
 

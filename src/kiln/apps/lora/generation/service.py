@@ -125,15 +125,49 @@ def _matches(job: Job, words: list[str], min_rating: int | None) -> bool:
         min_rating is None or (isinstance(rating, int) and rating >= min_rating))
 
 
+def _results_query(oldest_first: bool) -> Any:
+    order = (Job.finished_at.asc() if oldest_first else Job.finished_at.desc(), Job.id)
+    return select(Job).where(Job.kind == GENERATE, Job.status == "succeeded").order_by(*order)
+
+
 async def results(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
                   search: str | None = None, min_rating: int | None = None) -> list[Job]:
     """Succeeded generations, newest first; a prompt search or rating filter looks through the
     newest FILTER_SCAN results (prompt and rating live in the job's JSON documents)."""
-    order = (Job.finished_at.asc() if oldest_first else Job.finished_at.desc(), Job.id)
-    query = select(Job).where(Job.kind == GENERATE, Job.status == "succeeded").order_by(*order)
     words = (search or "").casefold().split()
     if not words and min_rating is None:
-        return list((await session.scalars(query.limit(limit).offset(offset))).all())
-    found = [job for job in (await session.scalars(query.limit(FILTER_SCAN))).all()
-             if _matches(job, words, min_rating)]
-    return found[offset:offset + limit]
+        return list((await session.scalars(_results_query(oldest_first).limit(limit).offset(offset))).all())
+    return (await _filtered(session, oldest_first, words, min_rating))[offset:offset + limit]
+
+
+async def _filtered(session: AsyncSession, oldest_first: bool, words: list[str], min_rating: int | None) -> list[Job]:
+    return [job for job in (await session.scalars(_results_query(oldest_first).limit(FILTER_SCAN))).all()
+            if _matches(job, words, min_rating)]
+
+
+def _stats(count: int, ratings: list[float], favorites: int, size: int) -> dict[str, Any]:
+    return {"total_results": count, "avg_rating": round(sum(ratings) / len(ratings), 2) if ratings else 0,
+            "total_favorites": favorites, "total_size": size}
+
+
+async def results_page(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
+                       search: str | None = None, min_rating: int | None = None) -> tuple[list[Job], dict[str, Any]]:
+    """A page of results and the history screen's summary of every result the filter matches:
+    `total_results`, `avg_rating` (of the rated ones), `total_favorites`, `total_size` (bytes of
+    the stored full-size images, recorded per generation as `bytes`)."""
+    words = (search or "").casefold().split()
+    if words or min_rating is not None:
+        found = await _filtered(session, oldest_first, words, min_rating)
+        docs = [job.result if isinstance(job.result, dict) else {} for job in found]
+        ratings = [float(d["rating"]) for d in docs if isinstance(d.get("rating"), int)]
+        size = sum(d["bytes"] for d in docs if isinstance(d.get("bytes"), int))
+        return found[offset:offset + limit], _stats(len(found), ratings, sum(d.get("is_favorite") is True
+                                                                             for d in docs), size)
+    rating, favorite, size = (Job.result["rating"].as_float(), Job.result["is_favorite"].as_boolean(),
+                              Job.result["bytes"].as_integer())
+    count, avg, favorites, total = (await session.execute(
+        select(func.count(), func.avg(rating), func.count().filter(favorite.is_(True)), func.sum(size))
+        .where(Job.kind == GENERATE, Job.status == "succeeded"))).one()
+    jobs = await results(session, limit, offset, oldest_first=oldest_first)
+    return jobs, {"total_results": count, "avg_rating": round(float(avg), 2) if avg is not None else 0,
+                  "total_favorites": favorites or 0, "total_size": int(total or 0)}
