@@ -36,10 +36,12 @@ async def _run(request: Request, kernel: Any, cfg: Any, params: GenerationParams
         return failed_result(f"Unknown generation backend '{backend[:50]}'")
     if not cfg.sdnext_url:
         return failed_result("SDNext backend not configured (set KILN_SDNEXT_URL)")
-    job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
-                                          return_format=return_format)
     if mode == "immediate":
-        job = await service.wait_for(kernel, job.id, cfg.generate_wait_seconds)
+        job = await service.generate_and_wait(kernel, params, cfg.generate_wait_seconds, backend=backend,
+                                              save_images=save_images, return_format=return_format)
+    else:
+        job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
+                                              return_format=return_format)
     return generation_result(job, api_base(request))
 
 

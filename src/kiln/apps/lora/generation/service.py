@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,19 +30,55 @@ def check_backend(backend: str) -> None:
         raise LoraError(400, f"Unknown generation backend '{backend[:50]}'; available: sdnext")
 
 
-async def submit_generation(kernel: Any, params: GenerationParams, *, backend: str = "sdnext", mode: str = "deferred",
-                            save_images: bool = True, return_format: str = "url") -> Job:
-    async with kernel.db.session() as session:
-        job = await kernel.jobs.create(session, GENERATE, {
-            "prompt": params.prompt, "params": params.sdnext_payload(), "backend": backend, "mode": mode,
-            "save_images": save_images, "return_format": return_format})
-        await session.commit()
+def _generation_payload(params: GenerationParams, backend: str, mode: str, save_images: bool,
+                        return_format: str) -> dict[str, Any]:
+    return {"prompt": params.prompt, "params": params.sdnext_payload(), "backend": backend, "mode": mode,
+            "save_images": save_images, "return_format": return_format}
+
+
+async def _announce_and_kick(kernel: Any, job: Job, params: GenerationParams) -> None:
     # Announced before it can run, so a watcher sees generation_started first.
     await kernel.events.publish(STARTED_TOPIC, {"job_id": job.id, "params": params.model_dump(),
                                                 "estimated_duration": None})
     await kernel.events.publish(JOB_UPDATED, job_to_dict(job))
     await kernel.jobs.kick(job.id)
+
+
+async def submit_generation(kernel: Any, params: GenerationParams, *, backend: str = "sdnext", mode: str = "deferred",
+                            save_images: bool = True, return_format: str = "url") -> Job:
+    async with kernel.db.session() as session:
+        job = await kernel.jobs.create(session, GENERATE, _generation_payload(params, backend, mode, save_images,
+                                                                              return_format))
+        await session.commit()
+    await _announce_and_kick(kernel, job, params)
     return job
+
+
+async def generate_and_wait(kernel: Any, params: GenerationParams, timeout: float, *, backend: str = "sdnext",
+                            save_images: bool = True, return_format: str = "url") -> Job:
+    """Submit a generation and wait (up to `timeout` s) for it to end. The job's events are
+    subscribed to before it is kicked, so its end cannot be missed and the terminal event (the
+    engine's full view of the job, published after its row is written) is the answer: no
+    database read before or after. After `timeout`, the job as it is then."""
+    async with contextlib.AsyncExitStack() as stack:
+        async with kernel.db.session() as session:
+            job = await kernel.jobs.create(session, GENERATE, _generation_payload(
+                params, backend, "immediate", save_images, return_format))
+            updates = await stack.enter_async_context(kernel.events.subscribe(JOB_UPDATED, where=("id", job.id)))
+            await session.commit()
+        await _announce_and_kick(kernel, job, params)
+
+        async def until_done() -> dict[str, Any]:
+            async for _topic, data in updates:
+                if data.get("status") in TERMINAL:
+                    return data
+            raise TimeoutError
+
+        with contextlib.suppress(TimeoutError):
+            data = await asyncio.wait_for(until_done(), timeout)
+            return Job(id=data["id"], kind=data["kind"], status=data["status"], payload=data.get("payload"),
+                       result=data.get("result"), progress=data.get("progress") or 0.0, error=data.get("error"))
+    return await kernel.jobs.get(job.id) or job
 
 
 def check_http_target(cfg: LoraSettings, params: dict[str, Any]) -> None:
@@ -67,25 +104,6 @@ async def submit_delivery(kernel: Any, cfg: LoraSettings, prompt: str, mode: str
         raise LoraError(400, f"Unknown delivery mode '{mode[:32]}'; available: sdnext, http, cli")
     return await kernel.jobs.submit(DELIVER, {"prompt": prompt, "mode": mode, "mode_name": mode,
                                               "params": params, "delivery_params": params})
-
-
-async def wait_for(kernel: Any, job_id: str, timeout: float) -> Job:
-    """The job once it ended, or as it is after `timeout` seconds."""
-    async with kernel.events.subscribe(JOB_UPDATED, where=("id", job_id)) as updates:
-        job = await kernel.jobs.get(job_id)
-        if job is None or job.status in TERMINAL:
-            return job
-
-        async def until_done() -> None:
-            async for _topic, data in updates:
-                if data.get("status") in TERMINAL:
-                    return
-
-        try:
-            await asyncio.wait_for(until_done(), timeout)
-        except TimeoutError:
-            pass
-    return await kernel.jobs.get(job_id)
 
 
 async def get_job(session: AsyncSession, job_id: str, kinds: tuple[str, ...] = KINDS) -> Job:
