@@ -77,8 +77,9 @@ async def test_basic_auth_and_offline_guard() -> None:
         await c.progress()
     assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"ann:pw").decode()
     # A server outside loopback/LAN counts as cloud: not called while the profile is offline.
-    async with SDNextClient("https://sdnext.example.com", offline_guard=lambda: True,
-                            transport=_mock([], seen)) as remote:
+    async with SDNextClient(
+        "https://sdnext.example.com", offline_guard=lambda: True, transport=_mock([], seen)
+    ) as remote:
         with pytest.raises(SDNextUnavailable, match="offline"):
             await remote.options()
     assert len(seen) == 1
