@@ -76,8 +76,9 @@ async def generate_and_wait(kernel: Any, params: GenerationParams, timeout: floa
 
         with contextlib.suppress(TimeoutError):
             data = await asyncio.wait_for(until_done(), timeout)
-            return Job(id=data["id"], kind=data["kind"], status=data["status"], payload=data.get("payload"),
-                       result=data.get("result"), progress=data.get("progress") or 0.0, error=data.get("error"))
+            return Job(id=data["id"], kind=data.get("kind", GENERATE), status=data["status"],
+                       payload=data.get("payload"), result=data.get("result"), progress=data.get("progress") or 0.0,
+                       error=data.get("error"))
     return await kernel.jobs.get(job.id) or job
 
 
