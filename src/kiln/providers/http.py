@@ -203,18 +203,19 @@ class ProviderClient:
             raise ProviderProtocolError(self.name, f"{method} {path}: the answer is not JSON") from None
 
     @asynccontextmanager
-    async def stream(self, method: str, path: str, *, expect_ok: bool = True, **kwargs: Any) -> AsyncIterator[
-        httpx.Response
-    ]:
-        """A streamed response; retries happen only before the first byte of a good answer."""
+    async def stream(self, method: str, path: str, *, expect_ok: bool = True, retries: int | None = None,
+                     **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """A streamed response; retries happen only before the first byte of a good answer.
+        `retries` overrides the client's `max_retries` for this call (0 for work that must not repeat)."""
         await self.check_offline()
+        max_retries = self.max_retries if retries is None else max(0, retries)
         attempt = 0
         while True:
             request = self._http.build_request(method, path, **kwargs)
             try:
                 response = await self._http.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout) as exc:
-                if attempt < self.max_retries:
+                if attempt < max_retries:
                     await asyncio.sleep(self._delay(attempt, None))
                     attempt += 1
                     continue
@@ -222,7 +223,7 @@ class ProviderClient:
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc) from None
             try:
-                if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                if response.status_code in RETRY_STATUSES and attempt < max_retries:
                     await response.aread()
                     log.info("%s %s %s -> %s, retrying", self.name, method, path, response.status_code)
                     await asyncio.sleep(self._delay(attempt, response))

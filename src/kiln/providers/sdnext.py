@@ -9,9 +9,13 @@
   running txt2img call returns early with what it has.
 * `options()`, `version()`, `loras()`, `refresh_loras()` for status and the library.
 
-Errors: `SDNextUnavailable` (connection refused, timeout) and `SDNextError` carrying the
-server's own message ("CUDA out of memory ..."), never a traceback. HTTP Basic auth when a
-user is given (`--auth`).
+Every call goes through the shared `ProviderClient` (`providers/http.py`): its timeouts, its
+retries with backoff on 429/5xx and connect errors for the reads and `/interrupt` (never for
+txt2img, which must not run twice: an "out of memory" 500 would just repeat), and its offline
+guard (an SDNext server that is not on loopback/LAN counts as cloud). Errors: `SDNextUnavailable`
+(connection refused, timeout, 5xx after the retries) and `SDNextError` carrying the server's own
+message ("CUDA out of memory ..."), never a traceback. HTTP Basic auth when a user is given
+(`--auth`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from kiln.providers.http import (
+    OfflineBlocked,
+    OfflineGuard,
+    ProviderClient,
+    ProviderError,
+    ProviderTimeout,
+)
 
 MAX_MESSAGE = 500
 
@@ -116,11 +128,16 @@ def _error_message(response: httpx.Response) -> str:
 
 class SDNextClient:
     def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None,
-                 timeout: float = 600.0, transport: httpx.AsyncBaseTransport | None = None):
-        auth = httpx.BasicAuth(username, password or "") if username else None
+                 timeout: float = 600.0, max_retries: int = 2, offline_guard: OfflineGuard | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        headers = {}
+        if username:
+            token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, auth=auth, transport=transport,
-                                       timeout=httpx.Timeout(timeout, connect=10.0))
+        self.http = ProviderClient(self.base_url, name="sdnext", timeout=timeout, connect_timeout=10.0,
+                                   max_retries=max_retries, headers=headers, offline_guard=offline_guard,
+                                   transport=transport)
 
     async def __aenter__(self) -> SDNextClient:
         return self
@@ -129,16 +146,19 @@ class SDNextClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.http.aclose()
 
     async def _request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> httpx.Response:
         try:
             extra = {"timeout": timeout} if timeout is not None else {}
-            response = await self._http.request(method, path, **kw, **extra)
-        except httpx.TimeoutException:
+            response = await self.http.request(method, path, expect_ok=False, **kw, **extra)
+        except OfflineBlocked:
+            raise SDNextUnavailable("SDNext is not called while the runtime profile is offline") from None
+        except ProviderTimeout:
             raise SDNextUnavailable("SDNext did not answer in time") from None
-        except httpx.HTTPError as exc:
-            raise SDNextUnavailable(f"SDNext is not reachable ({type(exc).__name__})") from None
+        except ProviderError as exc:
+            detail = exc.message.removeprefix("unreachable (").rstrip(")")
+            raise SDNextUnavailable(f"SDNext is not reachable ({detail})") from None
         if response.status_code == 401:
             raise SDNextError("SDNext refused the credentials (HTTP 401)", 401)
         if response.status_code >= 400:
@@ -155,7 +175,7 @@ class SDNextClient:
             raise SDNextError(f"SDNext sent a non-JSON answer to {path}") from None
 
     async def txt2img(self, payload: dict[str, Any]) -> Txt2ImgResult:
-        body = await self._json("POST", "/sdapi/v1/txt2img", json=payload)
+        body = await self._json("POST", "/sdapi/v1/txt2img", json=payload, retries=0)
         if not isinstance(body, dict):
             raise SDNextError("SDNext sent an unexpected txt2img answer")
         images = [decode_image(i) for i in body.get("images") or [] if isinstance(i, str) and i]

@@ -132,3 +132,26 @@ async def test_backups(client, app, lora_dir: Path) -> None:
     missing = await client.delete(f"/v1/backups/{backup_id}")
     assert missing.status_code == 404 and missing.json()["title"] == "Backup not found"
     assert not await app.state.kernel.blobs.exists(f"lora/backups/{backup_id}.zip")
+
+
+async def test_export_stream_bounded_and_stops_with_its_reader(tmp_path: Path) -> None:
+    import threading
+    import zlib
+
+    from kiln.apps.lora.archive import export
+
+    data = bytes(range(256)) * (12 * 4096)  # 12 MiB: more than the chunks allowed in flight
+    (tmp_path / "big.safetensors").write_bytes(data)
+    views = [{"id": "a1", "name": "big", "file_path": str(tmp_path / "big.safetensors")}]
+    whole = b"".join([chunk async for chunk in export.stream_archive(views)])
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        member = "adapters/a1/files/0_big.safetensors"
+        assert archive.read(member) == data
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["adapters"][0]["files"][0]["crc32"] == f"{zlib.crc32(data):08x}"
+    # A reader that goes away (client disconnect) stops the writer thread, which was blocked for room.
+    stream = export.stream_archive(views)
+    assert len(await stream.__anext__()) <= export.CHUNK + 4096
+    await asyncio.sleep(0.05)
+    await stream.aclose()
+    assert not [t for t in threading.enumerate() if t.name == "lora-export"]

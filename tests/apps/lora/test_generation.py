@@ -13,7 +13,6 @@ from httpx_ws import aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 from PIL import Image
 
-from kiln.providers.sdnext import SDNextClient, SDNextError, parse_info
 from tests.apps.lora.kit import configure, create, write_lora
 from tests.fakes.sdnext import FakeSDNext
 
@@ -27,31 +26,6 @@ async def _wait_status(client, job_id: str, statuses: tuple[str, ...], prefix: s
             return got
         await asyncio.sleep(0.025)
     raise AssertionError(f"job {job_id} never reached {statuses}: {got}")
-
-
-def test_info_string_is_parsed() -> None:
-    info, raw = parse_info(json.dumps({"seed": 5, "prompt": "x"}))
-    assert info == {"seed": 5, "prompt": "x"} and raw is not None
-    assert parse_info({"seed": 1})[0] == {"seed": 1}
-    assert parse_info("not json")[0] == {"text": "not json"}
-
-
-async def test_client_against_fake(fake_sdnext: FakeSDNext) -> None:
-    async with SDNextClient(fake_sdnext.url) as client:
-        assert (await client.options())["sd_model_checkpoint"]
-        idle = await client.progress()
-        assert idle.progress == 0 and not idle.busy and idle.task_id is None
-        result = await client.txt2img({**SMALL, "force_task_id": "task(x)"})
-        assert len(result.images) == 1 and result.info["seed"] == 42
-        assert Image.open(io.BytesIO(result.images[0])).size == (64, 64)
-        fake_sdnext.fail_next("CUDA out of memory. Tried to allocate 2.00 GiB")
-        with pytest.raises(SDNextError, match="CUDA out of memory"):
-            await client.txt2img(SMALL)
-        await client.refresh_loras()
-        assert await client.loras() == []
-    async with SDNextClient("http://127.0.0.1:9") as down:
-        with pytest.raises(SDNextError, match="not reachable"):
-            await down.options()
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])

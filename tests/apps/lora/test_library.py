@@ -233,3 +233,24 @@ async def test_tag_pages_in_name_order(client, app, lora_dir: Path) -> None:
         assert body["filtered"] == 9
         seen += [a["name"] for a in body["items"]]
     assert seen == expected
+
+
+def test_search_text_leaves_out_contained_parts() -> None:
+    from types import SimpleNamespace
+
+    from kiln.apps.lora.library.values import search_text
+
+    adapter = SimpleNamespace(name="Ink", alias="ink", file_stem="ink", primary_file_name="ink.safetensors",
+                              version=None, tags=["Brush  Stroke", "ink", "stroke"], trained_words=["wash"],
+                              triggers=[])
+    # name, alias and stem sit inside the file name, "stroke" inside the tag: a third of the trigrams.
+    assert search_text(adapter) == "ink.safetensors\nbrush stroke\nwash"
+
+
+async def test_search_still_finds_every_part(client, app, lora_dir: Path) -> None:
+    configure(app, lora_dir)
+    write_lora(lora_dir / "inkwash.safetensors", output_name="inkwash")
+    await create(client, lora_dir / "inkwash.safetensors", "Inkwash", tags=["sumi-e", "sumi"])
+    for term in ("inkwash", "INKW", "safetensors", "sumi", "sumi-e", "ink sumi"):
+        found = (await client.get("/v1/adapters", params={"search": term})).json()
+        assert [a["name"] for a in found["items"]] == ["Inkwash"], term

@@ -110,11 +110,22 @@ async def test_history_rating_favourite_bulk_export(client, app, lora_dir, fake_
     assert fav.json()["is_favorite"] is True
     bulk = await client.put(f"{base}/bulk-favorite", json={"ids": [first, third, "nope"], "is_favorite": True})
     assert bulk.json()["updated"] == 2
-    listed = {r["id"]: r for r in (await client.get(base, params={"page": 1, "page_size": 50})).json()}
+    page = (await client.get(base, params={"page": 1, "page_size": 50})).json()
+    listed = {r["id"]: r for r in page["results"]}
     assert all(listed[i]["is_favorite"] for i in (first, second, third)) and listed[first]["rating"] == 4
+    image_bytes = sum([len((await client.get(f"{base}/{i}/images/0")).content) for i in (first, second, third)])
+    # What the history screen's summary reads (`stats`), over every result, not just this page.
+    assert page["stats"] == {"total_results": 3, "avg_rating": 4, "total_favorites": 3, "total_size": image_bytes}
+    assert (page["page"], page["page_size"], page["total"], page["pages"], page["has_more"]) == (1, 50, 3, 1, False)
     assert [r["id"] for r in (await client.get(base, params={"min_rating": 3})).json()] == [first]
     assert {r["id"] for r in (await client.get(base, params={"search": "red"})).json()} == {first, third}
-    assert [r["id"] for r in (await client.get(base, params={"page": 2, "page_size": 1})).json()] == [second]
+    second_page = (await client.get(base, params={"page": 2, "page_size": 1})).json()
+    assert [r["id"] for r in second_page["results"]] == [second] and second_page["has_more"] is True
+    assert second_page["stats"]["total_results"] == 3
+    await client.put(f"{base}/{third}/rating", json={"rating": 1})
+    searched = (await client.get(base, params={"page": 1, "page_size": 1, "search": "red"})).json()
+    assert searched["stats"]["total_results"] == 2 and searched["stats"]["avg_rating"] == 2.5
+    assert searched["pages"] == 2 and len(searched["results"]) == 1
 
     exported = await client.post(f"{base}/export", json={"ids": [first, second], "include_metadata": True})
     assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip"

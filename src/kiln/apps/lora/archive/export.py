@@ -1,7 +1,8 @@
 """Export: a ZIP of adapters (metadata + files + manifest) streamed as it is written.
 
-A thread writes the archive into a bounded queue of chunks and the response reads from it, so
-memory stays at a few MiB whatever the size. Files are stored (safetensors barely compress),
+A thread writes the archive in 1 MiB chunks and hands each to the event loop
+(`call_soon_threadsafe`, no thread hop per chunk on the reading side); a semaphore bounds the
+chunks in flight, so memory stays at a few MiB whatever the size. Files are stored (safetensors barely compress),
 JSON is deflated. The manifest comes last, so it carries each file's size and CRC-32 as
 actually written (the reader checks the CRC of every member it extracts); it holds no host
 path (only names relative to the archive).
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import queue
 import threading
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -23,16 +23,18 @@ from typing import Any
 from kiln.apps.lora.library.values import adapter_view
 
 FORMAT_VERSION = 2
-CHUNK = 4 * 1024 * 1024
-QUEUE_CHUNKS = 4
+# 1 MiB: measured 0.9 s of CPU per GB against 1.0–1.1 with 4 MiB chunks (fresh 4 MiB buffers
+# fault their pages in each time); 8 in flight keep the socket fed.
+CHUNK = 1024 * 1024
+QUEUE_CHUNKS = 8
 HOST_PATH_KEYS = ("file_path", "primary_file_local_path", "json_file_path", "preview_path")
 
 
-class _QueueWriter:
-    """A write-only file object that hands full chunks to a bounded queue."""
+class _ChunkWriter:
+    """A write-only file object that hands full chunks to `put` (which blocks while the reader is behind)."""
 
-    def __init__(self, out: queue.Queue[bytes | BaseException | None], stop: threading.Event):
-        self._out = out
+    def __init__(self, put: Callable[[bytes | BaseException | None], None], stop: threading.Event):
+        self._put = put
         self._stop = stop
         self._parts: list[bytes] = []
         self._size = 0
@@ -48,15 +50,6 @@ class _QueueWriter:
             self._put(b"".join(self._parts))
             self._parts, self._size = [], 0
         return len(data)
-
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while True:
-            try:
-                self._out.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._stop.is_set():
-                    raise OSError("export cancelled by the client") from None
 
     def tell(self) -> int:
         return self._written
@@ -128,25 +121,34 @@ def write_archive(fileobj: Any, views: Iterable[dict[str, Any]], *, include_file
 
 
 async def stream_archive(views: list[dict[str, Any]], *, include_files: bool = True) -> AsyncIterator[bytes]:
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    slots = threading.Semaphore(QUEUE_CHUNKS)
     stop = threading.Event()
 
+    def put(item: bytes | BaseException | None) -> None:  # on the writer thread
+        while not slots.acquire(timeout=0.5):
+            if stop.is_set():
+                raise OSError("export cancelled by the client")
+        loop.call_soon_threadsafe(ready.put_nowait, item)
+
     def produce() -> None:
-        writer = _QueueWriter(chunks, stop)
+        writer = _ChunkWriter(put, stop)
         try:
             write_archive(writer, views, include_files=include_files)
             writer.close()
-            writer._put(None)
+            put(None)
         except BaseException as exc:  # handed to the reader, which raises it
             if not stop.is_set():
-                with contextlib.suppress(OSError):
-                    writer._put(exc)
+                with contextlib.suppress(OSError, RuntimeError):
+                    put(exc)
 
     thread = threading.Thread(target=produce, name="lora-export", daemon=True)
     thread.start()
     try:
         while True:
-            item = await asyncio.to_thread(chunks.get)
+            item = await ready.get()
+            slots.release()
             if item is None:
                 return
             if isinstance(item, BaseException):
@@ -154,9 +156,9 @@ async def stream_archive(views: list[dict[str, Any]], *, include_files: bool = T
             yield item
     finally:
         stop.set()
+        for _ in range(QUEUE_CHUNKS):
+            slots.release()  # a writer waiting for room wakes, sees the stop and ends
         while thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                chunks.get_nowait()
             await asyncio.sleep(0.01)
 
 

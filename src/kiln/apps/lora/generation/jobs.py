@@ -96,6 +96,9 @@ async def _watch(ctx: JobContext, client: SDNextClient, task: str, started: floa
 
 async def _acquire(ctx: JobContext, lock: asyncio.Lock) -> None:
     """Wait for this process's turn on the server, or for a cancel."""
+    if not lock.locked() and not ctx.cancelled.is_set():
+        await lock.acquire()  # free: taken at once, no waiting tasks to set up
+        return
     acquire = asyncio.ensure_future(lock.acquire())
     cancelled = asyncio.ensure_future(ctx.cancelled.wait())
     try:
@@ -148,14 +151,22 @@ async def generate(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         lock.release()
     ctx.raise_if_cancelled()
-    images, sizes = [], []
-    for index, data in enumerate(result.images):
-        await ctx.kernel.blobs.write_bytes(image_key(job_id, index), data)
-        thumb, width, height = await asyncio.to_thread(_thumbnail, data)
-        await ctx.kernel.blobs.write_bytes(image_key(job_id, index, thumb=True), thumb)
-        images.append(image_key(job_id, index))
-        sizes.append([width, height])
-    return {"status": "completed", "images": images, "sizes": sizes, "generation_info": result.info,
+    blobs = ctx.kernel.blobs
+
+    async def store(index: int, data: bytes) -> list[int]:
+        # The thumbnail is made (in a thread) while the image is written.
+        made = asyncio.ensure_future(asyncio.to_thread(_thumbnail, data))
+        try:
+            await blobs.write_bytes(image_key(job_id, index), data)
+        finally:
+            thumb, width, height = await made
+        await blobs.write_bytes(image_key(job_id, index, thumb=True), thumb)
+        return [width, height]
+
+    sizes = [await store(index, data) for index, data in enumerate(result.images)]
+    images = [image_key(job_id, index) for index in range(len(result.images))]
+    return {"status": "completed", "images": images, "sizes": sizes, "bytes": sum(map(len, result.images)),
+            "generation_info": result.info,
             "duration_seconds": round(time.monotonic() - started, 3)}
 
 

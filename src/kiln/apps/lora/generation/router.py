@@ -36,10 +36,12 @@ async def _run(request: Request, kernel: Any, cfg: Any, params: GenerationParams
         return failed_result(f"Unknown generation backend '{backend[:50]}'")
     if not cfg.sdnext_url:
         return failed_result("SDNext backend not configured (set KILN_SDNEXT_URL)")
-    job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
-                                          return_format=return_format)
     if mode == "immediate":
-        job = await service.wait_for(kernel, job.id, cfg.generate_wait_seconds)
+        job = await service.generate_and_wait(kernel, params, cfg.generate_wait_seconds, backend=backend,
+                                              save_images=save_images, return_format=return_format)
+    else:
+        job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
+                                              return_format=return_format)
     return generation_result(job, api_base(request))
 
 
@@ -142,21 +144,27 @@ async def progress(job_id: str, session: SessionDep) -> dict[str, Any]:
             "message": status["message"], "error_message": status["error"]}
 
 
-@router.get("/generation/results")
+@router.get("/generation/results", response_model=None)
 async def results(request: Request, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                   offset: Offset = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
                   page_size: Annotated[int | None, Query(ge=1, le=100)] = None,
                   search: Annotated[str | None, Query(max_length=200)] = None,
                   sort: Annotated[str | None, Query(max_length=40)] = None,
-                  min_rating: Annotated[int | None, Query(ge=0, le=5)] = None) -> list[dict[str, Any]]:
-    """`limit`/`offset` (contract) or the history screen's `page`/`page_size`, `search` (prompt
+                  min_rating: Annotated[int | None, Query(ge=0, le=5)] = None) -> list[dict[str, Any]] | dict[str, Any]:
+    """`limit`/`offset` (contract): a list. The history screen's `page`/`page_size`: its
+    `{results, stats, page, page_size, total, pages, has_more}`. Both take `search` (prompt
     words), `min_rating` and `sort` (`created_at` / `created_at_desc` newest first, `created_at_asc`)."""
     base = api_base(request)
-    if page_size is not None:
-        limit, offset = page_size, ((page or 1) - 1) * page_size
-    jobs = await service.results(session, limit, offset, oldest_first=sort == "created_at_asc",
-                                 search=search, min_rating=min_rating)
-    return [result_summary(job, base) for job in jobs]
+    filters = {"oldest_first": sort == "created_at_asc", "search": search, "min_rating": min_rating}
+    if page is None and page_size is None:
+        return [result_summary(job, base) for job in await service.results(session, limit, offset, **filters)]
+    size = page_size or limit
+    number = page or 1
+    jobs, stats = await service.results_page(session, size, (number - 1) * size, **filters)
+    total = stats["total_results"]
+    pages = -(-total // size)
+    return {"results": [result_summary(job, base) for job in jobs], "stats": stats, "page": number,
+            "page_size": size, "total": total, "pages": pages, "has_more": number < pages}
 
 
 async def _image(request: Request, session: Any, kernel: Any, job_id: str, index: int, thumb: bool) -> Response:

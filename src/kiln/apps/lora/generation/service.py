@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,19 +30,56 @@ def check_backend(backend: str) -> None:
         raise LoraError(400, f"Unknown generation backend '{backend[:50]}'; available: sdnext")
 
 
-async def submit_generation(kernel: Any, params: GenerationParams, *, backend: str = "sdnext", mode: str = "deferred",
-                            save_images: bool = True, return_format: str = "url") -> Job:
-    async with kernel.db.session() as session:
-        job = await kernel.jobs.create(session, GENERATE, {
-            "prompt": params.prompt, "params": params.sdnext_payload(), "backend": backend, "mode": mode,
-            "save_images": save_images, "return_format": return_format})
-        await session.commit()
+def _generation_payload(params: GenerationParams, backend: str, mode: str, save_images: bool,
+                        return_format: str) -> dict[str, Any]:
+    return {"prompt": params.prompt, "params": params.sdnext_payload(), "backend": backend, "mode": mode,
+            "save_images": save_images, "return_format": return_format}
+
+
+async def _announce_and_kick(kernel: Any, job: Job, params: GenerationParams) -> None:
     # Announced before it can run, so a watcher sees generation_started first.
     await kernel.events.publish(STARTED_TOPIC, {"job_id": job.id, "params": params.model_dump(),
                                                 "estimated_duration": None})
     await kernel.events.publish(JOB_UPDATED, job_to_dict(job))
     await kernel.jobs.kick(job.id)
+
+
+async def submit_generation(kernel: Any, params: GenerationParams, *, backend: str = "sdnext", mode: str = "deferred",
+                            save_images: bool = True, return_format: str = "url") -> Job:
+    async with kernel.db.session() as session:
+        job = await kernel.jobs.create(session, GENERATE, _generation_payload(params, backend, mode, save_images,
+                                                                              return_format))
+        await session.commit()
+    await _announce_and_kick(kernel, job, params)
     return job
+
+
+async def generate_and_wait(kernel: Any, params: GenerationParams, timeout: float, *, backend: str = "sdnext",
+                            save_images: bool = True, return_format: str = "url") -> Job:
+    """Submit a generation and wait (up to `timeout` s) for it to end. The job's events are
+    subscribed to before it is kicked, so its end cannot be missed and the terminal event (the
+    engine's full view of the job, published after its row is written) is the answer: no
+    database read before or after. After `timeout`, the job as it is then."""
+    async with contextlib.AsyncExitStack() as stack:
+        async with kernel.db.session() as session:
+            job = await kernel.jobs.create(session, GENERATE, _generation_payload(
+                params, backend, "immediate", save_images, return_format))
+            updates = await stack.enter_async_context(kernel.events.subscribe(JOB_UPDATED, where=("id", job.id)))
+            await session.commit()
+        await _announce_and_kick(kernel, job, params)
+
+        async def until_done() -> dict[str, Any]:
+            async for _topic, data in updates:
+                if data.get("status") in TERMINAL:
+                    return data
+            raise TimeoutError
+
+        with contextlib.suppress(TimeoutError):
+            data = await asyncio.wait_for(until_done(), timeout)
+            return Job(id=data["id"], kind=data.get("kind", GENERATE), status=data["status"],
+                       payload=data.get("payload"), result=data.get("result"), progress=data.get("progress") or 0.0,
+                       error=data.get("error"))
+    return await kernel.jobs.get(job.id) or job
 
 
 def check_http_target(cfg: LoraSettings, params: dict[str, Any]) -> None:
@@ -67,25 +105,6 @@ async def submit_delivery(kernel: Any, cfg: LoraSettings, prompt: str, mode: str
         raise LoraError(400, f"Unknown delivery mode '{mode[:32]}'; available: sdnext, http, cli")
     return await kernel.jobs.submit(DELIVER, {"prompt": prompt, "mode": mode, "mode_name": mode,
                                               "params": params, "delivery_params": params})
-
-
-async def wait_for(kernel: Any, job_id: str, timeout: float) -> Job:
-    """The job once it ended, or as it is after `timeout` seconds."""
-    async with kernel.events.subscribe(JOB_UPDATED, where=("id", job_id)) as updates:
-        job = await kernel.jobs.get(job_id)
-        if job is None or job.status in TERMINAL:
-            return job
-
-        async def until_done() -> None:
-            async for _topic, data in updates:
-                if data.get("status") in TERMINAL:
-                    return
-
-        try:
-            await asyncio.wait_for(until_done(), timeout)
-        except TimeoutError:
-            pass
-    return await kernel.jobs.get(job_id)
 
 
 async def get_job(session: AsyncSession, job_id: str, kinds: tuple[str, ...] = KINDS) -> Job:
@@ -125,15 +144,49 @@ def _matches(job: Job, words: list[str], min_rating: int | None) -> bool:
         min_rating is None or (isinstance(rating, int) and rating >= min_rating))
 
 
+def _results_query(oldest_first: bool) -> Any:
+    order = (Job.finished_at.asc() if oldest_first else Job.finished_at.desc(), Job.id)
+    return select(Job).where(Job.kind == GENERATE, Job.status == "succeeded").order_by(*order)
+
+
 async def results(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
                   search: str | None = None, min_rating: int | None = None) -> list[Job]:
     """Succeeded generations, newest first; a prompt search or rating filter looks through the
     newest FILTER_SCAN results (prompt and rating live in the job's JSON documents)."""
-    order = (Job.finished_at.asc() if oldest_first else Job.finished_at.desc(), Job.id)
-    query = select(Job).where(Job.kind == GENERATE, Job.status == "succeeded").order_by(*order)
     words = (search or "").casefold().split()
     if not words and min_rating is None:
-        return list((await session.scalars(query.limit(limit).offset(offset))).all())
-    found = [job for job in (await session.scalars(query.limit(FILTER_SCAN))).all()
-             if _matches(job, words, min_rating)]
-    return found[offset:offset + limit]
+        return list((await session.scalars(_results_query(oldest_first).limit(limit).offset(offset))).all())
+    return (await _filtered(session, oldest_first, words, min_rating))[offset:offset + limit]
+
+
+async def _filtered(session: AsyncSession, oldest_first: bool, words: list[str], min_rating: int | None) -> list[Job]:
+    return [job for job in (await session.scalars(_results_query(oldest_first).limit(FILTER_SCAN))).all()
+            if _matches(job, words, min_rating)]
+
+
+def _stats(count: int, ratings: list[float], favorites: int, size: int) -> dict[str, Any]:
+    return {"total_results": count, "avg_rating": round(sum(ratings) / len(ratings), 2) if ratings else 0,
+            "total_favorites": favorites, "total_size": size}
+
+
+async def results_page(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
+                       search: str | None = None, min_rating: int | None = None) -> tuple[list[Job], dict[str, Any]]:
+    """A page of results and the history screen's summary of every result the filter matches:
+    `total_results`, `avg_rating` (of the rated ones), `total_favorites`, `total_size` (bytes of
+    the stored full-size images, recorded per generation as `bytes`)."""
+    words = (search or "").casefold().split()
+    if words or min_rating is not None:
+        found = await _filtered(session, oldest_first, words, min_rating)
+        docs = [job.result if isinstance(job.result, dict) else {} for job in found]
+        ratings = [float(d["rating"]) for d in docs if isinstance(d.get("rating"), int)]
+        size = sum(d["bytes"] for d in docs if isinstance(d.get("bytes"), int))
+        return found[offset:offset + limit], _stats(len(found), ratings, sum(d.get("is_favorite") is True
+                                                                             for d in docs), size)
+    rating, favorite, size = (Job.result["rating"].as_float(), Job.result["is_favorite"].as_boolean(),
+                              Job.result["bytes"].as_integer())
+    count, avg, favorites, total = (await session.execute(
+        select(func.count(), func.avg(rating), func.count().filter(favorite.is_(True)), func.sum(size))
+        .where(Job.kind == GENERATE, Job.status == "succeeded"))).one()
+    jobs = await results(session, limit, offset, oldest_first=oldest_first)
+    return jobs, {"total_results": count, "avg_rating": round(float(avg), 2) if avg is not None else 0,
+                  "total_favorites": favorites or 0, "total_size": int(total or 0)}

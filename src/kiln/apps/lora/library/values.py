@@ -107,9 +107,16 @@ def check_patch(body: Any) -> dict[str, Any]:
 
 
 def search_text(adapter: Adapter) -> str:
+    """What a search matches (every term a substring of it). A part contained in another part is
+    left out: terms hold no whitespace, so it matches nothing more, and every trigram it would
+    add to the index costs at import (name = alias = file stem inside `<stem>.safetensors` is
+    the usual case: one part instead of four)."""
     parts = [adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name, adapter.version,
              *(adapter.tags or []), *(adapter.trained_words or []), *(adapter.triggers or [])]
-    return "\n".join(p for p in parts if p).casefold()[:MAX_SEARCH_TEXT]
+    unique = list(dict.fromkeys(" ".join(p.split()).casefold() for p in parts if p and p.strip()))
+    joined = "\n".join(unique)
+    # Without newlines in a part, a second occurrence can only be inside another part.
+    return "\n".join(p for p in unique if joined.count(p) == 1)[:MAX_SEARCH_TEXT]
 
 
 def adapter_view(a: Adapter) -> dict[str, Any]:
