@@ -57,6 +57,18 @@ def check_roots(path: Path, roots: list[Path]) -> None:
         raise BadRequest(OUTSIDE_ROOTS)
 
 
+def readable_path(stored: str, roots: list[Path]) -> str:
+    """A registered recording's path, resolved again when it is read: refused with the
+    registration answer when its root left KILN_ROBOTICS_ROOTS or a symlink swapped in since
+    registration leads outside the roots."""
+    try:
+        path = Path(stored).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise BadRequest(OUTSIDE_ROOTS) from None
+    check_roots(path, roots)
+    return str(path)
+
+
 async def register_path(
     session: AsyncSession, raw_path: str, roots: list[Path], *, source: str = "path", sha256: str | None = None
 ) -> Asset:

@@ -20,6 +20,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Execution = Literal["background", "inline"]
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class RoboticsSettings(BaseSettings):
@@ -62,6 +63,18 @@ class RoboticsSettings(BaseSettings):
 def robotics_settings(kernel: Any) -> RoboticsSettings:
     """The kernel's robotics settings, built from the environment on first use."""
     return kernel.surface_settings(RoboticsSettings)
+
+
+def recording_roots(kernel: Any) -> list[Path]:
+    """The folders recordings may be registered from (KILN_ROBOTICS_ROOTS or its default)."""
+    settings = kernel.settings
+    return robotics_settings(kernel).allowed_roots(settings.home, settings.host in LOOPBACK_HOSTS)
+
+
+def reading_roots(kernel: Any) -> list[Path]:
+    """Where a registered recording may be read from: the roots as they are set *now* (checked at
+    every read, not only at registration), plus the uploads folder uploads always land in."""
+    return [*recording_roots(kernel), (kernel.settings.home / "robotics" / "uploads").resolve()]
 
 
 def set_robotics_settings(kernel: Any, cfg: RoboticsSettings) -> None:

@@ -147,7 +147,7 @@ async def create_conversion(
 
 
 async def start_conversion(
-    session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, req: ConversionCreateRequest, base: str = ""
+    session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings, req: ConversionCreateRequest
 ) -> dict[str, Any]:
     """Create a run and start its job. Background: answer it queued. Inline: answer once the
     job is done; a failure is a 422 with the job's error (the failed run and job stay)."""
@@ -161,10 +161,10 @@ async def start_conversion(
     if job is not None and job.status == CANCELLED:
         raise Conflict(f"conversion was cancelled: {detail['id']}")
     session.expire_all()
-    return await conversion_detail(session, detail["id"], base)  # still running if the wait ran out
+    return await conversion_detail(session, detail["id"])  # still running if the wait ran out
 
 
-async def conversion_detail(session: AsyncSession, run_id: str, base: str = "") -> dict[str, Any]:
+async def conversion_detail(session: AsyncSession, run_id: str) -> dict[str, Any]:
     run = await session.get(ConversionRun, run_id)
     if run is None:
         raise NotFound(f"conversion not found: {run_id}")

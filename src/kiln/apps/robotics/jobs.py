@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import delete
 
 from kiln.apps.robotics import bounds
-from kiln.apps.robotics.config import robotics_settings
+from kiln.apps.robotics.assets_service import readable_path
+from kiln.apps.robotics.common import RoboticsError
+from kiln.apps.robotics.config import reading_roots, robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
 from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.models import (
@@ -97,6 +99,11 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         if asset is None:
             raise RoboticsJobError(f"asset not found: {asset_id}")
         path = asset.file_path
+    try:
+        path = readable_path(path, reading_roots(ctx.kernel))
+    except RoboticsError as exc:
+        await _store_metadata(ctx, asset_id, None, str(exc))
+        raise RoboticsJobError(str(exc)) from None
     bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
     before = await _set_status(ctx, asset_id, INDEXING)
     await ctx.progress(0.1, "reading the recording's index")
@@ -127,6 +134,11 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
         # a retry starts from a clean folder: forget what an earlier attempt wrote
         await s.execute(delete(OutputArtifact).where(OutputArtifact.conversion_run_id == run_id))
         await s.commit()
+    try:
+        roots = reading_roots(ctx.kernel)
+        paths = [readable_path(p, roots) for p in paths]
+    except RoboticsError as exc:
+        raise RoboticsJobError(str(exc)) from None
     await asyncio.to_thread(shutil.rmtree, out_dir, True)
     bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
     spec = load_spec(spec_payload)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 
 from kiln.apps.robotics import assets_service, bounds, dialog, jobs_service, tags_service
-from kiln.apps.robotics.config import robotics_settings
+from kiln.apps.robotics.config import recording_roots, robotics_settings
 from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
@@ -21,8 +21,6 @@ from kiln.core.auth.deps import OpenSurfaceGuard
 from kiln.core.deps import KernelDep, SessionDep, SettingsDep
 from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
-
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 async def _apply_read_limits(kernel: KernelDep) -> None:
@@ -35,9 +33,8 @@ router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)],
 router.include_router(conversions_router)
 
 
-def _roots(kernel: KernelDep, cfg: RoboticsSettingsDep) -> list[Path]:
-    settings = kernel.settings
-    return cfg.allowed_roots(settings.home, settings.host in LOOPBACK_HOSTS)
+def _roots(kernel: KernelDep) -> list[Path]:
+    return recording_roots(kernel)
 
 
 RootsDep = Annotated[list[Path], Depends(_roots)]
