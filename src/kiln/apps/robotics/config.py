@@ -40,6 +40,8 @@ class RoboticsSettings(BaseSettings):
         "listens on loopback only, else $KILN_HOME/robotics."))
     max_chunk_mb: int = Field(default=256, ge=1, le=65536,
                               description="Largest (declared) uncompressed size of one MCAP/bag chunk or db3 blob.")
+    max_ratio: int = Field(default=1000, ge=1, description=(
+        "Largest uncompressed/compressed ratio of a chunk, message or compressed storage file (above 16 MiB)."))
     scan_max_entries: int = Field(default=100_000, ge=1,
                                   description="Directory entries one scan-directory request visits at most.")
     app_name: str = Field(default="Hephaes Backend", description="`app_name` of GET /health.")
@@ -47,6 +49,12 @@ class RoboticsSettings(BaseSettings):
     @property
     def max_chunk_bytes(self) -> int:
         return self.max_chunk_mb * 1024 * 1024
+
+    def apply_read_limits(self) -> None:
+        """Bound what readers in this process may decompress (bounds.set_limit)."""
+        from kiln.apps.robotics import bounds
+
+        bounds.set_limit(self.max_chunk_bytes, self.max_ratio)
 
     def allowed_roots(self, home: Path, loopback: bool) -> list[Path]:
         """The resolved folders recordings may be registered from."""

@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import delete
 
-from kiln.apps.robotics import bounds
 from kiln.apps.robotics.assets_service import readable_path
 from kiln.apps.robotics.common import RoboticsError
 from kiln.apps.robotics.config import reading_roots, robotics_settings
@@ -104,7 +103,7 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
     except RoboticsError as exc:
         await _store_metadata(ctx, asset_id, None, str(exc))
         raise RoboticsJobError(str(exc)) from None
-    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
+    robotics_settings(ctx.kernel).apply_read_limits()
     before = await _set_status(ctx, asset_id, INDEXING)
     await ctx.progress(0.1, "reading the recording's index")
     try:
@@ -140,7 +139,7 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     except RoboticsError as exc:
         raise RoboticsJobError(str(exc)) from None
     await asyncio.to_thread(shutil.rmtree, out_dir, True)
-    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
+    robotics_settings(ctx.kernel).apply_read_limits()
     spec = load_spec(spec_payload)
     loop = asyncio.get_running_loop()
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from kiln.apps.robotics import assets_service, bounds, dialog, jobs_service, tags_service
+from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
 from kiln.apps.robotics.config import recording_roots, robotics_settings
 from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
@@ -25,7 +25,7 @@ from kiln.core.params import Offset
 
 async def _apply_read_limits(kernel: KernelDep) -> None:
     """Readers in this process bound chunk sizes by KILN_ROBOTICS_MAX_CHUNK_MB."""
-    bounds.set_limit(robotics_settings(kernel).max_chunk_bytes)
+    robotics_settings(kernel).apply_read_limits()
 
 
 router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"],

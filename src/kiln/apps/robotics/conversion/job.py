@@ -39,6 +39,7 @@ class WindowJob:
     shard_index: int
     num_shards: int
     max_chunk_bytes: int = field(default_factory=read_bounds.limit)  # carried into worker processes
+    max_ratio: int = field(default_factory=read_bounds.ratio)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def expected_topics(spec: ConversionSpec) -> list[str]:
 
 def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) -> WindowOutcome:
     """Convert one window; `tick(fraction)` is called often and may raise ConversionCancelled."""
-    read_bounds.set_limit(job.max_chunk_bytes)
+    read_bounds.set_limit(job.max_chunk_bytes, job.max_ratio)
     spec = ConversionSpec.model_validate(job.spec)
     idx = index_recording(job.path)
     out = WindowOutcome(job.episode_id, job.path, job.shard_index)

@@ -292,7 +292,7 @@ class MessageParquetWriter(ParquetShardWriter):
     """The legacy per-topic layout: `timestamp_ns` plus one typed struct column per mapped
     topic (null where the row has no message of it); byte arrays are binary values."""
 
-    build_in_producer = False  # columns are zero-copy for big payloads: cheap to build anywhere
+    build_in_producer = True  # the writer thread only encodes (the longest stage): the producer builds
 
     def __init__(self, path: Path, columns: dict[str, Column], output: OutputSpec):
         self.columns = columns
