@@ -68,11 +68,15 @@ def _cap(compressed: int) -> int:
 
 def too_dense(what: str, compressed: int, size: int | None = None) -> RecordingError:
     if size is None:
-        return RecordingError(f"{what} decompresses to more than {_ratio}x its {compressed / 1024:.1f} KiB "
-                              "(KILN_ROBOTICS_MAX_RATIO); decompression stopped")
-    return RecordingError(f"{what} declares {size / _MIB:.1f} MiB uncompressed from {compressed / 1024:.1f} KiB, "
-                          f"more than the {_ratio}x ratio allowed (KILN_ROBOTICS_MAX_RATIO); refused before "
-                          "decompressing")
+        return RecordingError(
+            f"{what} decompresses to more than {_ratio}x its {compressed / 1024:.1f} KiB "
+            "(KILN_ROBOTICS_MAX_RATIO); decompression stopped"
+        )
+    return RecordingError(
+        f"{what} declares {size / _MIB:.1f} MiB uncompressed from {compressed / 1024:.1f} KiB, "
+        f"more than the {_ratio}x ratio allowed (KILN_ROBOTICS_MAX_RATIO); refused before "
+        "decompressing"
+    )
 
 
 def check_declared(what: str, declared: int, compressed: int) -> None:
@@ -90,8 +94,10 @@ def _overflow(what: str, compressed: int) -> RecordingError:
 
 def too_big(what: str, size: int | None = None) -> RecordingError:
     told = f" declares {size / _MIB:.1f} MiB uncompressed," if size is not None else " decompresses to"
-    return RecordingError(f"{what}{told} more than the {_limit / _MIB:g} MiB allowed "
-                          "(KILN_ROBOTICS_MAX_CHUNK_MB); refused before decompressing")
+    return RecordingError(
+        f"{what}{told} more than the {_limit / _MIB:g} MiB allowed "
+        "(KILN_ROBOTICS_MAX_CHUNK_MB); refused before decompressing"
+    )
 
 
 # ------------------------------------------------------------------------------ decompressors
@@ -242,6 +248,7 @@ def _bounded_open(original: Callable[..., Any]) -> Callable[..., Any]:
         except (AttributeError, OSError, io.UnsupportedOperation):
             compressed = 0  # unknown size: the floor alone
         return _BoundedFile(inner, compressed, Path(getattr(fileobj, "name", "storage file")).name)
+
     open_bounded.bounded = True  # type: ignore[attr-defined]
     return open_bounded
 
@@ -313,7 +320,7 @@ def _bag_fields(raw: bytes) -> dict[str, bytes]:
     pos = 0
     while pos + 4 <= len(raw):
         (flen,) = struct.unpack_from("<I", raw, pos)
-        name, _, value = raw[pos + 4:pos + 4 + flen].partition(b"=")
+        name, _, value = raw[pos + 4 : pos + 4 + flen].partition(b"=")
         fields[name.decode("latin-1")] = value
         pos += 4 + flen
     return fields
@@ -332,5 +339,7 @@ def _check_db3(path: Path) -> None:
     finally:
         con.close()
     if biggest is not None and biggest > _limit:
-        raise RecordingError(f"a message of {path.name} holds {biggest / _MIB:.1f} MiB, more than the "
-                             f"{_limit / _MIB:g} MiB allowed (KILN_ROBOTICS_MAX_CHUNK_MB)")
+        raise RecordingError(
+            f"a message of {path.name} holds {biggest / _MIB:.1f} MiB, more than the "
+            f"{_limit / _MIB:g} MiB allowed (KILN_ROBOTICS_MAX_CHUNK_MB)"
+        )

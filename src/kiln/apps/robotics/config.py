@@ -28,22 +28,39 @@ class RoboticsSettings(BaseSettings):
 
     execution: Execution = Field(default="background", description="background | inline (see module doc).")
     inline_timeout_seconds: float = Field(default=3600, gt=0, description="Longest wait of an inline request.")
-    index_wait_seconds: float = Field(default=30, gt=0,
-                                      description="Background mode: how long POST /assets/{id}/index waits.")
-    reindex_wait_seconds: float = Field(default=120, gt=0,
-                                        description="Background mode: how long POST /assets/reindex-all waits.")
-    conversion_workers: int = Field(default=0, ge=0,
-                                    description="Processes of one conversion; 0 = KILN_CPU_WORKERS (0 = cores).")
+    index_wait_seconds: float = Field(
+        default=30, gt=0, description="Background mode: how long POST /assets/{id}/index waits."
+    )
+    reindex_wait_seconds: float = Field(
+        default=120, gt=0, description="Background mode: how long POST /assets/reindex-all waits."
+    )
+    conversion_workers: int = Field(
+        default=0, ge=0, description="Processes of one conversion; 0 = KILN_CPU_WORKERS (0 = cores)."
+    )
 
-    roots: str = Field(default="", description=(
-        "Folders a recording may live under (os.pathsep- or comma-separated). Empty: `/` while Kiln "
-        "listens on loopback only, else $KILN_HOME/robotics."))
-    max_chunk_mb: int = Field(default=256, ge=1, le=65536,
-                              description="Largest (declared) uncompressed size of one MCAP/bag chunk or db3 blob.")
-    max_ratio: int = Field(default=1000, ge=1, description=(
-        "Largest uncompressed/compressed ratio of a chunk, message or compressed storage file (above 16 MiB)."))
-    scan_max_entries: int = Field(default=100_000, ge=1,
-                                  description="Directory entries one scan-directory request visits at most.")
+    roots: str = Field(
+        default="",
+        description=(
+            "Folders a recording may live under (os.pathsep- or comma-separated). Empty: `/` while Kiln "
+            "listens on loopback only, else $KILN_HOME/robotics."
+        ),
+    )
+    max_chunk_mb: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Largest (declared) uncompressed size of one MCAP/bag chunk or db3 blob.",
+    )
+    max_ratio: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Largest uncompressed/compressed ratio of a chunk, message or compressed storage file (above 16 MiB)."
+        ),
+    )
+    scan_max_entries: int = Field(
+        default=100_000, ge=1, description="Directory entries one scan-directory request visits at most."
+    )
     app_name: str = Field(default="Hephaes Backend", description="`app_name` of GET /health.")
 
     @property

@@ -62,13 +62,23 @@ async def _store_metadata(ctx: JobContext, asset_id: str, meta: dict[str, Any] |
             return
         row = await s.get(AssetMetadata, asset_id)
         if row is None:
-            row = AssetMetadata(asset_id=asset_id, topic_count=0, message_count=0, sensor_types=[], topics=[],
-                                raw_metadata={}, created_at=now)
+            row = AssetMetadata(
+                asset_id=asset_id,
+                topic_count=0,
+                message_count=0,
+                sensor_types=[],
+                topics=[],
+                raw_metadata={},
+                created_at=now,
+            )
             s.add(row)
         if meta is not None:
             row.duration, row.start_time = meta["duration"], _dt(meta["start_time"])
-            row.end_time, row.topic_count, row.message_count = _dt(meta["end_time"]), meta["topic_count"], \
-                meta["message_count"]
+            row.end_time, row.topic_count, row.message_count = (
+                _dt(meta["end_time"]),
+                meta["topic_count"],
+                meta["message_count"],
+            )
             row.sensor_types, row.topics = meta["sensor_types"], meta["topics"]
             row.default_episode = meta["default_episode"]
             row.visualization_summary, row.raw_metadata = meta.get("visualization_summary"), meta["raw_metadata"]
@@ -112,14 +122,20 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         await _set_status(ctx, asset_id, before if before in (PENDING, FAILED, INDEXED) else PENDING)
         raise
     except Exception as exc:  # any failure ends `failed` with the reason (never stuck `indexing`)
-        error = str(exc) if isinstance(exc, RecordingError | OSError) else \
-            f"cannot index {Path(path).name}: {type(exc).__name__}: {exc}"
+        error = (
+            str(exc)
+            if isinstance(exc, RecordingError | OSError)
+            else f"cannot index {Path(path).name}: {type(exc).__name__}: {exc}"
+        )
         await _store_metadata(ctx, asset_id, None, error)
         raise RoboticsJobError(error) from None
     meta = idx.to_metadata(asset_id)
     await _store_metadata(ctx, asset_id, meta, None)
-    return {"topic_count": meta["topic_count"], "message_count": meta["message_count"],
-            "index_source": idx.index_source}
+    return {
+        "topic_count": meta["topic_count"],
+        "message_count": meta["message_count"],
+        "index_source": idx.index_source,
+    }
 
 
 @job_handler("robotics.convert", surface="robotics", max_attempts=3)
@@ -150,8 +166,15 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     await ctx.progress(0.0, "starting conversion")
     try:
         result = await ctx.run_blocking(
-            run_conversion, paths, spec, out_dir, progress=progress, should_cancel=ctx.cancelled.is_set,
-            max_workers=conversion_workers(ctx.kernel), pool_factory=ctx.process_pool)
+            run_conversion,
+            paths,
+            spec,
+            out_dir,
+            progress=progress,
+            should_cancel=ctx.cancelled.is_set,
+            max_workers=conversion_workers(ctx.kernel),
+            pool_factory=ctx.process_pool,
+        )
     except ConversionCancelled:
         raise JobCancelled("conversion cancelled") from None
     except (ValueError, RecordingError, OSError) as exc:
@@ -166,8 +189,12 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
             run.output_paths = sorted(f.path for f in result.files)
             run.updated_at = utcnow()
             await s.commit()
-    return {"rows_written": result.rows_written, "dropped_rows": result.dropped_rows,
-            "files": len(result.files), "warnings": result.warnings[:20]}
+    return {
+        "rows_written": result.rows_written,
+        "dropped_rows": result.dropped_rows,
+        "files": len(result.files),
+        "warnings": result.warnings[:20],
+    }
 
 
 async def _report(ctx: JobContext, fraction: float, message: str) -> None:

@@ -63,7 +63,7 @@ def _mcap_profile_is_ros1(path: Path) -> bool:
     if len(head) < 21 or head[8] != 0x01:
         return False
     n = int.from_bytes(head[17:21], "little")
-    return head[21:21 + n] == b"ros1"
+    return head[21 : 21 + n] == b"ros1"
 
 
 def detect_source(path: str | Path) -> SourceInfo:
@@ -244,13 +244,16 @@ class RecordingReader:
                 store.register(_dependencies(self._fallback_store, msgtype))
             msgdef = store.get_msgdef(msgtype)  # the generated functions, called directly
             if self._reader.is2:
+
                 def fn(data, _le=msgdef.deserialize_cdr_le, _be=msgdef.deserialize_cdr_be, _c=msgdef.cls, _s=store):
                     if len(data) < 4 or data[0] != 0 or data[1] > 1:
                         raise ValueError("invalid or unsupported CDR encapsulation")
                     return (_le if data[1] else _be)(data[4:], 0, _c, _s)[0]
             else:
+
                 def fn(data, _d=msgdef.deserialize_ros1, _c=msgdef.cls, _s=store):
                     return _d(data, 0, _c, _s)[0]
+
             self._deser[msgtype] = fn
         return fn
 

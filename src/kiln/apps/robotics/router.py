@@ -28,8 +28,9 @@ async def _apply_read_limits(kernel: KernelDep) -> None:
     robotics_settings(kernel).apply_read_limits()
 
 
-router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"],
-                   responses=MESSAGE_OR_VALIDATION_422)
+router = APIRouter(
+    dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"], responses=MESSAGE_OR_VALIDATION_422
+)
 router.include_router(conversions_router)
 
 
@@ -53,7 +54,9 @@ async def register_asset(body: RegisterAssetRequest, session: SessionDep, roots:
 
 @router.post("/assets/upload", status_code=201)
 async def upload_asset(
-    request: Request, session: SessionDep, settings: SettingsDep,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
     x_file_name: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     name = assets_service.upload_name(x_file_name)
@@ -74,8 +77,9 @@ async def register_dialog(session: SessionDep, roots: RootsDep) -> dict[str, Any
 async def scan_directory(
     body: ScanDirectoryRequest, session: SessionDep, roots: RootsDep, cfg: RoboticsSettingsDep
 ) -> dict[str, Any]:
-    return await assets_service.scan_directory(session, body.directory_path, body.recursive, roots,
-                                               cfg.scan_max_entries)
+    return await assets_service.scan_directory(
+        session, body.directory_path, body.recursive, roots, cfg.scan_max_entries
+    )
 
 
 @router.post("/assets/reindex-all")

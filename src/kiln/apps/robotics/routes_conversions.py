@@ -93,8 +93,9 @@ async def list_configs(session: SessionDep) -> list[dict[str, Any]]:
 
 @router.post("/conversion-configs", status_code=201)
 async def create_config(body: ConfigCreateRequest, session: SessionDep) -> dict[str, Any]:
-    cfg = await configs_service.create_config(session, body.name, body.description, body.metadata, body.spec,
-                                              body.draft_revision_id)
+    cfg = await configs_service.create_config(
+        session, body.name, body.description, body.metadata, body.spec, body.draft_revision_id
+    )
     return await configs_service.config_detail(session, cfg)
 
 

@@ -17,11 +17,19 @@ import numpy as np
 import pyarrow as pa
 
 _PRIMS: dict[str, tuple[pa.DataType, Any]] = {
-    "bool": (pa.bool_(), np.bool_), "int8": (pa.int8(), np.int8), "uint8": (pa.uint8(), np.uint8),
-    "byte": (pa.uint8(), np.uint8), "char": (pa.uint8(), np.uint8),
-    "int16": (pa.int16(), np.int16), "uint16": (pa.uint16(), np.uint16), "int32": (pa.int32(), np.int32),
-    "uint32": (pa.uint32(), np.uint32), "int64": (pa.int64(), np.int64), "uint64": (pa.uint64(), np.uint64),
-    "float32": (pa.float32(), np.float32), "float64": (pa.float64(), np.float64),
+    "bool": (pa.bool_(), np.bool_),
+    "int8": (pa.int8(), np.int8),
+    "uint8": (pa.uint8(), np.uint8),
+    "byte": (pa.uint8(), np.uint8),
+    "char": (pa.uint8(), np.uint8),
+    "int16": (pa.int16(), np.int16),
+    "uint16": (pa.uint16(), np.uint16),
+    "int32": (pa.int32(), np.int32),
+    "uint32": (pa.uint32(), np.uint32),
+    "int64": (pa.int64(), np.int64),
+    "uint64": (pa.uint64(), np.uint64),
+    "float32": (pa.float32(), np.float32),
+    "float64": (pa.float64(), np.float64),
 }
 _BYTES = ("uint8", "int8", "byte", "char")
 _EMPTY = np.zeros(0, dtype=np.uint8)
@@ -73,17 +81,21 @@ class _Bytes(Column):
     type = pa.large_binary()
 
     def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
-        views = [_EMPTY if v is None else np.frombuffer(v if not isinstance(v, np.ndarray)
-                                                         else np.ascontiguousarray(v), dtype=np.uint8)
-                 for v in values]
+        views = [
+            _EMPTY
+            if v is None
+            else np.frombuffer(v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v), dtype=np.uint8)
+            for v in values
+        ]
         if hold:
             views = [_EMPTY if len(v) >= BLOB_BYTES else v for v in views]
         if sum(1 for v in views if len(v)) == 1:  # one payload (a frame alone): no copy at all
             data = next(v for v in views if len(v))
         else:
             data = np.concatenate(views) if views else _EMPTY
-        return pa.Array.from_buffers(self.type, len(values), [_validity(mask), _offsets([len(v) for v in views]),
-                                                              pa.py_buffer(data)])
+        return pa.Array.from_buffers(
+            self.type, len(values), [_validity(mask), _offsets([len(v) for v in views]), pa.py_buffer(data)]
+        )
 
 
 class _List(Column):
@@ -106,8 +118,9 @@ class _List(Column):
 class _Struct(Column):
     def __init__(self, fields: list[tuple[str, Column]]):
         self.fields = fields
-        self.type = pa.struct([pa.field(n, c.type) for n, c in fields]) if fields else pa.struct(
-            [pa.field("_", pa.bool_())])
+        self.type = (
+            pa.struct([pa.field(n, c.type) for n, c in fields]) if fields else pa.struct([pa.field("_", pa.bool_())])
+        )
 
     def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
         if mask is not None and len(mask) and mask.all():  # rows without this topic: one call
@@ -115,8 +128,9 @@ class _Struct(Column):
         if not self.fields:  # an empty message (std_msgs/Empty): one placeholder child
             children = [pa.nulls(len(values), pa.bool_())]
         else:
-            children = [c.build([None if v is None else getattr(v, n, None) for v in values], hold=hold)
-                        for n, c in self.fields]
+            children = [
+                c.build([None if v is None else getattr(v, n, None) for v in values], hold=hold) for n, c in self.fields
+            ]
         return pa.Array.from_buffers(self.type, len(values), [_validity(mask)], children=children)
 
 
@@ -153,8 +167,9 @@ def _put_blob(row: pa.StructArray, path: tuple[str, ...], blob: Any) -> pa.Struc
         children[k] = _put_blob(children[k], path[1:], blob)
     else:
         data = pa.py_buffer(blob if not isinstance(blob, np.ndarray) else np.ascontiguousarray(blob))
-        children[k] = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(
-            np.array([0, data.size], np.int64)), data])
+        children[k] = pa.Array.from_buffers(
+            pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, data.size], np.int64)), data]
+        )
     return pa.StructArray.from_arrays(children, fields=list(row.type))
 
 
@@ -237,5 +252,3 @@ def message_nbytes(obj: Any, _depth: int = 0) -> int:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return sum(message_nbytes(getattr(obj, f.name), _depth + 1) for f in dataclasses.fields(obj))
     return 8
-
-
