@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,21 @@ def test_read_ahead_stops_with_its_reader(tmp_path):
         assert not _read_ahead_threads() and len(first) == 5
         assert sum(1 for _ in reader.iter_raw()) == sum(PLAN.count(p.topic) for p in PLAN.topics)
     assert not _read_ahead_threads()
+
+
+def test_closing_a_reader_stops_a_stream_left_unfinished(tmp_path):
+    path = bf.write_recording(tmp_path / "rec.mcap", "mcap", PLAN)
+    reader = open_recording(path)
+    stream = reader.iter_raw()
+    next(stream)
+    reader.close()  # the stream is neither finished nor closed
+    deadline = time.monotonic() + 5
+    while _read_ahead_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _read_ahead_threads()
+    with pytest.raises(RecordingError):
+        for _ in stream:
+            pass
 
 
 def test_read_ahead_errors_reach_the_caller(tmp_path):

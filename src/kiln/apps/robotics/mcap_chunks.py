@@ -52,6 +52,7 @@ class McapChunks:
             raise LookupError("no usable chunk index")
         self.chunks = chunks
         self._pool: list[np.ndarray] = []
+        self._reading: set[threading.Event] = set()  # stop signals of the read-ahead threads running
         self.channels = {
             cid: (ch.topic, summary.schemas[ch.schema_id].name if ch.schema_id else "")
             for cid, ch in summary.channels.items()
@@ -89,6 +90,7 @@ class McapChunks:
             return
         ahead: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD)
         done = threading.Event()
+        self._reading.add(done)
 
         def put(item: Any) -> None:
             while not done.is_set():
@@ -111,12 +113,21 @@ class McapChunks:
         worker = threading.Thread(target=read_ahead, name="mcap-read-ahead", daemon=True)
         worker.start()
         try:
-            while (item := ahead.get()) is not None:
+            while True:
+                try:
+                    item = ahead.get(timeout=0.05)
+                except queue.Empty:
+                    if done.is_set():  # close() ran while this stream was suspended
+                        raise RecordingError(f"{self.path.name} was closed while it was read") from None
+                    continue
+                if item is None:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
             done.set()
+            self._reading.discard(done)
             worker.join()
 
     def _body(self, chunk: Any) -> memoryview:
@@ -181,4 +192,6 @@ class McapChunks:
         return buf
 
     def close(self) -> None:
+        for done in list(self._reading):  # a caller that kept an unfinished stream: stop its thread
+            done.set()
         self._fh.close()
