@@ -16,21 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-_PRIMS: dict[str, tuple[pa.DataType, Any]] = {
-    "bool": (pa.bool_(), np.bool_),
-    "int8": (pa.int8(), np.int8),
-    "uint8": (pa.uint8(), np.uint8),
-    "byte": (pa.uint8(), np.uint8),
-    "char": (pa.uint8(), np.uint8),
-    "int16": (pa.int16(), np.int16),
-    "uint16": (pa.uint16(), np.uint16),
-    "int32": (pa.int32(), np.int32),
-    "uint32": (pa.uint32(), np.uint32),
-    "int64": (pa.int64(), np.int64),
-    "uint64": (pa.uint64(), np.uint64),
-    "float32": (pa.float32(), np.float32),
-    "float64": (pa.float64(), np.float64),
-}
+_NUMERIC = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
+_PRIMS: dict[str, tuple[pa.DataType, Any]] = {n: (pa.from_numpy_dtype(np.dtype(n)), np.dtype(n).type) for n in _NUMERIC}
+_PRIMS.update(dict.fromkeys(("byte", "char"), _PRIMS["uint8"]))  # ROS aliases of uint8
 _BYTES = ("uint8", "int8", "byte", "char")
 _EMPTY = np.zeros(0, dtype=np.uint8)
 _MAX_DEPTH = 32
