@@ -10,21 +10,33 @@ from kiln.apps.robotics.config import RoboticsSettings, set_robotics_settings
 from kiln.apps.robotics.conversion.job import dataset_path
 from kiln.apps.robotics.spec.models import OutputSpec
 from tests.apps.robotics import bagfactory as bf
-from tests.apps.robotics.api_helpers import SMALL, convert, recording, register, trigger_spec
+from tests.apps.robotics.api_helpers import SMALL, convert, recording, register, trigger_spec, wait_job
 
 OUTSIDE = {"detail": "asset path is not inside a folder recordings may be registered from (KILN_ROBOTICS_ROOTS)"}
 
 
 def _roots(app, *roots: Path, **extra) -> None:
-    set_robotics_settings(app.state.kernel, RoboticsSettings(
-        _env_file=None, roots=",".join(str(r) for r in roots), **extra))
+    set_robotics_settings(
+        app.state.kernel, RoboticsSettings(_env_file=None, roots=",".join(str(r) for r in roots), **extra)
+    )
 
 
 # ------------------------------------------------------------------------------ filename_template
-@pytest.mark.parametrize("template", [
-    "/tmp/victim.txt", "../../../../trav_{episode_id}", "sub/{episode_id}", "a\\b", "x\x00y",
-    "..{episode_id}", "{episode_id}" + "x" * 250, "{nope}", "{episode_id", "   ",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "/tmp/victim.txt",
+        "../../../../trav_{episode_id}",
+        "sub/{episode_id}",
+        "a\\b",
+        "x\x00y",
+        "..{episode_id}",
+        "{episode_id}" + "x" * 250,
+        "{nope}",
+        "{episode_id",
+        "   ",
+    ],
+)
 async def test_filename_template_must_be_a_file_name(client, tmp_path, template):
     asset = await register(client, recording(tmp_path))
     body = {"asset_ids": [asset["id"]], "spec": trigger_spec("parquet", filename_template=template)}
@@ -36,8 +48,10 @@ async def test_filename_template_must_be_a_file_name(client, tmp_path, template)
 
 async def test_filename_template_names_stay_in_the_run_folder(client, tmp_path):
     asset = await register(client, recording(tmp_path))
-    body = {"asset_ids": [asset["id"]],
-            "spec": trigger_spec("parquet", filename_template="cam-{episode_id}-{shard}.{extension}")}
+    body = {
+        "asset_ids": [asset["id"]],
+        "spec": trigger_spec("parquet", filename_template="cam-{episode_id}-{shard}.{extension}"),
+    }
     run = await convert(client, body)
     folder = Path(run["output_path"])
     names = sorted(p.name for p in folder.iterdir())
@@ -55,11 +69,13 @@ def test_dataset_path_refuses_escapes_even_past_validation(tmp_path):
 
 async def test_shards_have_an_upper_bound(client, tmp_path):
     asset = await register(client, recording(tmp_path))
-    r = await client.post("/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec("tfrecord",
-                                                                                                 shards=257)})
+    r = await client.post(
+        "/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec("tfrecord", shards=257)}
+    )
     assert r.status_code == 422 and "shards" in r.text
-    r = await client.post("/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec("tfrecord",
-                                                                                                 shards=256)})
+    r = await client.post(
+        "/conversions", json={"asset_ids": [asset["id"]], "spec": trigger_spec("tfrecord", shards=256)}
+    )
     assert r.status_code == 201, r.text
 
 
@@ -142,3 +158,38 @@ async def test_bad_path_strings_answer_4xx(client):
     assert r.status_code == 422 and "NUL" in r.text
     r = await client.post("/assets/register", json={"file_path": "/tmp/" + "a" * 300 + ".bag"})
     assert r.status_code == 400 and r.json()["detail"] == "asset path is not a valid path"
+
+
+async def _reads_are_refused(client, asset_id: str) -> None:
+    """Every way of reading a registered recording answers the registration refusal."""
+    r = await client.post(f"/assets/{asset_id}/index")
+    assert (r.status_code, r.json()) == (422, OUTSIDE)
+    detail = (await client.get(f"/assets/{asset_id}")).json()
+    assert detail["asset"]["indexing_status"] == "failed" and detail["metadata"]["indexing_error"] == OUTSIDE["detail"]
+    for route, body in (("inspect", {}), ("draft", {}), ("preview", {"spec": trigger_spec("parquet")})):
+        r = await client.post(f"/conversions/{route}", json={"asset_id": asset_id, **body})
+        assert (r.status_code, r.json()) == (400, OUTSIDE), route
+    r = await client.post("/conversions", json={"asset_ids": [asset_id], "spec": trigger_spec("parquet")})
+    assert r.status_code == 201, r.text
+    job = await wait_job(client, r.json()["job_id"])
+    assert (job["status"], job["error_message"]) == ("failed", OUTSIDE["detail"])
+
+
+async def test_roots_are_checked_again_when_a_recording_is_read(client, app, tmp_path):
+    # a root removed from KILN_ROBOTICS_ROOTS after registration
+    kept, dropped = tmp_path / "kept", tmp_path / "dropped"
+    _roots(app, kept, dropped)
+    asset = await register(client, recording(dropped))
+    _roots(app, kept)
+    await _reads_are_refused(client, asset["id"])
+    _roots(app, kept, dropped)
+    assert (await client.post(f"/assets/{asset['id']}/index")).status_code == 200  # readable again
+
+    # a folder swapped for a symlink leading outside the roots after registration
+    sub = kept / "sub"
+    swapped = await register(client, recording(sub))
+    _roots(app, kept)
+    elsewhere = recording(tmp_path / "elsewhere").parent
+    sub.rename(tmp_path / "moved")
+    sub.symlink_to(elsewhere, target_is_directory=True)
+    await _reads_are_refused(client, swapped["id"])

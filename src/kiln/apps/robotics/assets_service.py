@@ -57,6 +57,18 @@ def check_roots(path: Path, roots: list[Path]) -> None:
         raise BadRequest(OUTSIDE_ROOTS)
 
 
+def readable_path(stored: str, roots: list[Path]) -> str:
+    """A registered recording's path, resolved again when it is read: refused with the
+    registration answer when its root left KILN_ROBOTICS_ROOTS or a symlink swapped in since
+    registration leads outside the roots."""
+    try:
+        path = Path(stored).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise BadRequest(OUTSIDE_ROOTS) from None
+    check_roots(path, roots)
+    return str(path)
+
+
 async def register_path(
     session: AsyncSession, raw_path: str, roots: list[Path], *, source: str = "path", sha256: str | None = None
 ) -> Asset:
@@ -66,9 +78,18 @@ async def register_path(
     if await session.scalar(select(Asset.id).where(Asset.file_path == str(path))):
         raise Conflict(f"asset already registered: {path}")
     now = utcnow()
-    asset = Asset(id=new_id(), file_path=str(path), file_name=path.name, file_type=file_type, file_size=size,
-                  indexing_status="pending", source=source, content_sha256=sha256, registered_at=now,
-                  updated_at=now)
+    asset = Asset(
+        id=new_id(),
+        file_path=str(path),
+        file_name=path.name,
+        file_type=file_type,
+        file_size=size,
+        indexing_status="pending",
+        source=source,
+        content_sha256=sha256,
+        registered_at=now,
+        updated_at=now,
+    )
     session.add(asset)
     try:
         await session.commit()
@@ -174,15 +195,21 @@ def _discover(directory: Path, recursive: bool, max_entries: int) -> tuple[list[
     return sorted(found), False
 
 
-async def scan_directory(session: AsyncSession, raw_dir: str, recursive: bool, roots: list[Path],
-                         max_entries: int) -> dict[str, Any]:
+async def scan_directory(
+    session: AsyncSession, raw_dir: str, recursive: bool, roots: list[Path], max_entries: int
+) -> dict[str, Any]:
     directory = await asyncio.to_thread(_resolve, raw_dir)
     check_roots(directory, roots)
     candidates, truncated = await asyncio.to_thread(_discover, directory, recursive, max_entries)
     registered, skipped = await register_many(session, [str(p) for p in candidates], roots, source="scan")
-    return {"discovered_file_count": len(candidates), "recursive": recursive,
-            "registered_assets": [asset_summary(a) for a in registered],
-            "scanned_directory": str(directory), "skipped": skipped, "truncated": truncated}
+    return {
+        "discovered_file_count": len(candidates),
+        "recursive": recursive,
+        "registered_assets": [asset_summary(a) for a in registered],
+        "scanned_directory": str(directory),
+        "skipped": skipped,
+        "truncated": truncated,
+    }
 
 
 async def register_many(
@@ -212,8 +239,11 @@ async def tags_of(session: AsyncSession, asset_ids: list[str]) -> dict[str, list
     if not asset_ids:
         return out
     rows = await session.execute(
-        select(AssetTag.asset_id, Tag).join(Tag, Tag.id == AssetTag.tag_id)
-        .where(AssetTag.asset_id.in_(asset_ids)).order_by(Tag.name))
+        select(AssetTag.asset_id, Tag)
+        .join(Tag, Tag.id == AssetTag.tag_id)
+        .where(AssetTag.asset_id.in_(asset_ids))
+        .order_by(Tag.name)
+    )
     for asset_id, tag in rows:
         out[asset_id].append(tag)
     return out
@@ -226,16 +256,33 @@ async def asset_detail(session: AsyncSession, asset_id: str) -> dict[str, Any]:
     asset = await get_asset(session, asset_id)
     meta = await session.get(AssetMetadata, asset_id, populate_existing=True)
     tags = (await tags_of(session, [asset_id]))[asset_id]
-    jobs = list(await session.scalars(
-        select(Job).join(JobAsset, JobAsset.job_id == Job.id).where(JobAsset.asset_id == asset_id)
-        .order_by(Job.created_at.desc(), Job.id.desc()).limit(10).execution_options(populate_existing=True)))
-    runs = (await session.execute(
-        select(ConversionRun, Job).join(JobAsset, JobAsset.job_id == ConversionRun.job_id)
-        .outerjoin(Job, Job.id == ConversionRun.job_id).where(JobAsset.asset_id == asset_id)
-        .order_by(ConversionRun.created_at.desc(), ConversionRun.id.desc()).limit(10))).all()
-    return {"asset": asset_summary(asset), "metadata": metadata_view(meta), "tags": [tag_view(t) for t in tags],
-            "related_jobs": [job_view(j) for j in jobs],
-            "conversions": [conversion_summary(r, j) for r, j in runs]}
+    jobs = list(
+        await session.scalars(
+            select(Job)
+            .join(JobAsset, JobAsset.job_id == Job.id)
+            .where(JobAsset.asset_id == asset_id)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(10)
+            .execution_options(populate_existing=True)
+        )
+    )
+    runs = (
+        await session.execute(
+            select(ConversionRun, Job)
+            .join(JobAsset, JobAsset.job_id == ConversionRun.job_id)
+            .outerjoin(Job, Job.id == ConversionRun.job_id)
+            .where(JobAsset.asset_id == asset_id)
+            .order_by(ConversionRun.created_at.desc(), ConversionRun.id.desc())
+            .limit(10)
+        )
+    ).all()
+    return {
+        "asset": asset_summary(asset),
+        "metadata": metadata_view(meta),
+        "tags": [tag_view(t) for t in tags],
+        "related_jobs": [job_view(j) for j in jobs],
+        "conversions": [conversion_summary(r, j) for r, j in runs],
+    }
 
 
 # ------------------------------------------------------------------------------ listing
@@ -275,6 +322,7 @@ def _number(params: dict[str, str], key: str, kind: type = float) -> Any:
 
 def parse_asset_filters(params: dict[str, str]) -> AssetFilters:
     """Query string -> filters; blank values are ignored, bad ones answer 422 naming the field."""
+
     def text(key: str) -> str | None:
         v = params.get(key)
         return v.strip() if v and v.strip() else None
@@ -283,18 +331,30 @@ def parse_asset_filters(params: dict[str, str]) -> AssetFilters:
         v = text(key)
         return parse_iso(v, key) if v else None
 
-    f = AssetFilters(search=text("search"), tag=text("tag"), type=(text("type") or "").lower() or None,
-                     status=(text("status") or "").lower() or None,
-                     min_duration=_number(params, "min_duration"), max_duration=_number(params, "max_duration"),
-                     start_after=when("start_after"), start_before=when("start_before"),
-                     min_size=_number(params, "min_size", int), max_size=_number(params, "max_size", int),
-                     registered_after=when("registered_after"), registered_before=when("registered_before"),
-                     limit=_number(params, "limit", int), offset=_number(params, "offset", int) or 0)
+    f = AssetFilters(
+        search=text("search"),
+        tag=text("tag"),
+        type=(text("type") or "").lower() or None,
+        status=(text("status") or "").lower() or None,
+        min_duration=_number(params, "min_duration"),
+        max_duration=_number(params, "max_duration"),
+        start_after=when("start_after"),
+        start_before=when("start_before"),
+        min_size=_number(params, "min_size", int),
+        max_size=_number(params, "max_size", int),
+        registered_after=when("registered_after"),
+        registered_before=when("registered_before"),
+        limit=_number(params, "limit", int),
+        offset=_number(params, "offset", int) or 0,
+    )
     if f.status and f.status not in INDEXING_STATUSES:
         raise RoboticsError(f"status must be one of {', '.join(INDEXING_STATUSES)}, got {f.status!r}")
-    for lo, hi, name in ((f.min_duration, f.max_duration, "min_duration"), (f.min_size, f.max_size, "min_size"),
-                         (f.start_after, f.start_before, "start_after"),
-                         (f.registered_after, f.registered_before, "registered_after")):
+    for lo, hi, name in (
+        (f.min_duration, f.max_duration, "min_duration"),
+        (f.min_size, f.max_size, "min_size"),
+        (f.start_after, f.start_before, "start_after"),
+        (f.registered_after, f.registered_before, "registered_after"),
+    ):
         if lo is not None and hi is not None and lo > hi:
             other = name.replace("min", "max").replace("after", "before")
             raise RoboticsError(f"{name} must be <= {other}")

@@ -10,13 +10,14 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.assets_service import get_asset
+from kiln.apps.robotics.assets_service import get_asset, readable_path
 from kiln.apps.robotics.common import RoboticsError, spec_refusal
 from kiln.apps.robotics.conversion.preview import preview as run_preview
 from kiln.apps.robotics.conversion.values import bytes_wrapper
@@ -86,56 +87,102 @@ def stored_policy_for(output: OutputSpec) -> dict[str, Any]:
 
 
 def _inspect_args(req: InspectRequest) -> dict[str, Any]:
-    return {"topics": req.topics or None, "sample_n": req.sample_n, "max_depth": req.max_depth,
-            "max_sequence_items": req.max_sequence_items, "on_failure": req.on_failure,
-            "topic_type_hints": req.topic_type_hints or None}
+    return {
+        "topics": req.topics or None,
+        "sample_n": req.sample_n,
+        "max_depth": req.max_depth,
+        "max_sequence_items": req.max_sequence_items,
+        "on_failure": req.on_failure,
+        "topic_type_hints": req.topic_type_hints or None,
+    }
 
 
 def _inspect_echo(req: InspectRequest) -> dict[str, Any]:
-    return {"asset_id": req.asset_id, "topics": req.topics, "sample_n": req.sample_n, "max_depth": req.max_depth,
-            "max_sequence_items": req.max_sequence_items, "on_failure": req.on_failure,
-            "topic_type_hints": req.topic_type_hints}
+    return {
+        "asset_id": req.asset_id,
+        "topics": req.topics,
+        "sample_n": req.sample_n,
+        "max_depth": req.max_depth,
+        "max_sequence_items": req.max_sequence_items,
+        "on_failure": req.on_failure,
+        "topic_type_hints": req.topic_type_hints,
+    }
 
 
-async def inspect(session: AsyncSession, req: InspectRequest) -> dict[str, Any]:
+async def inspect(session: AsyncSession, req: InspectRequest, roots: list[Path]) -> dict[str, Any]:
     asset = await get_asset(session, req.asset_id)
-    result = await _domain("inspection", asset.id, inspect_recording, asset.file_path, **_inspect_args(req))
-    return {"asset_id": asset.id, "request": _inspect_echo(req), "inspection": to_jsonable(result.to_dict()),
-            "representation_policy": _default_policy()}
+    result = await _domain(
+        "inspection", asset.id, inspect_recording, readable_path(asset.file_path, roots), **_inspect_args(req)
+    )
+    return {
+        "asset_id": asset.id,
+        "request": _inspect_echo(req),
+        "inspection": to_jsonable(result.to_dict()),
+        "representation_policy": _default_policy(),
+    }
 
 
-async def draft(session: AsyncSession, req: DraftRequest) -> dict[str, Any]:
+async def draft(session: AsyncSession, req: DraftRequest, roots: list[Path]) -> dict[str, Any]:
     asset = await get_asset(session, req.asset_id)
-    inspection = await _domain("draft generation", asset.id, inspect_recording, asset.file_path,
-                               **_inspect_args(req))
+    path = readable_path(asset.file_path, roots)
+    inspection = await _domain("draft generation", asset.id, inspect_recording, path, **_inspect_args(req))
     draft_req = req.draft_request.model_dump()
-    result = await _domain("draft generation", asset.id, build_draft, inspection, draft_req, asset.file_path)
+    result = await _domain("draft generation", asset.id, build_draft, inspection, draft_req, path)
     body = to_jsonable(result.to_dict())
     inspection_body = to_jsonable(inspection.to_dict())
     document = {"spec_version": 2, "spec": body["spec"], "metadata": {}}
-    preview_req = {"sample_n": req.draft_request.preview_rows, "topic_type_hints": req.topic_type_hints} \
-        if req.draft_request.include_preview else None
+    preview_req = (
+        {"sample_n": req.draft_request.preview_rows, "topic_type_hints": req.topic_type_hints}
+        if req.draft_request.include_preview
+        else None
+    )
     rev = await create_draft(
-        session, asset_id=asset.id, inspection_request=_inspect_echo(req), inspection=inspection_body,
-        draft_request=draft_req, draft_result=body, preview_request=preview_req, preview=body.get("preview"),
-        spec_document=document)
+        session,
+        asset_id=asset.id,
+        inspection_request=_inspect_echo(req),
+        inspection=inspection_body,
+        draft_request=draft_req,
+        draft_result=body,
+        preview_request=preview_req,
+        preview=body.get("preview"),
+        spec_document=document,
+    )
     policy = policy_for_response(stored_policy(result.spec, None))
-    return {"asset_id": asset.id, "request": {**_inspect_echo(req), "draft_request": draft_req},
-            "inspection": inspection_body, "draft": body, "draft_revision_id": rev.id,
-            "representation_policy": policy}
+    return {
+        "asset_id": asset.id,
+        "request": {**_inspect_echo(req), "draft_request": draft_req},
+        "inspection": inspection_body,
+        "draft": body,
+        "draft_revision_id": rev.id,
+        "representation_policy": policy,
+    }
 
 
-async def preview(session: AsyncSession, req: PreviewRequest) -> dict[str, Any]:
+async def preview(session: AsyncSession, req: PreviewRequest, roots: list[Path]) -> dict[str, Any]:
     asset = await get_asset(session, req.asset_id)
+    path = readable_path(asset.file_path, roots)
     try:
         doc, _ = load_spec_document(req.spec)
     except SpecError as exc:
         raise spec_refusal(exc) from None
-    result = await _domain("preview generation", asset.id, run_preview, asset.file_path, doc.spec, req.sample_n,
-                           topic_type_hints=req.topic_type_hints or None)
+    result = await _domain(
+        "preview generation",
+        asset.id,
+        run_preview,
+        path,
+        doc.spec,
+        req.sample_n,
+        topic_type_hints=req.topic_type_hints or None,
+    )
     requested = doc.spec.output.image_payload_contract if doc.spec.output.format == "tfrecord" else None
-    return {"asset_id": asset.id,
-            "request": {"asset_id": asset.id, "spec": doc.spec.model_dump(mode="json", by_alias=True),
-                        "sample_n": req.sample_n, "topic_type_hints": req.topic_type_hints},
-            "preview": to_jsonable(result.to_dict()),
-            "representation_policy": policy_for_response(stored_policy(doc.spec, requested))}
+    return {
+        "asset_id": asset.id,
+        "request": {
+            "asset_id": asset.id,
+            "spec": doc.spec.model_dump(mode="json", by_alias=True),
+            "sample_n": req.sample_n,
+            "topic_type_hints": req.topic_type_hints,
+        },
+        "preview": to_jsonable(result.to_dict()),
+        "representation_policy": policy_for_response(stored_policy(doc.spec, requested)),
+    }

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import delete
 
-from kiln.apps.robotics import bounds
-from kiln.apps.robotics.config import robotics_settings
+from kiln.apps.robotics.assets_service import readable_path
+from kiln.apps.robotics.common import RoboticsError
+from kiln.apps.robotics.config import reading_roots, robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
 from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.models import (
@@ -61,13 +62,23 @@ async def _store_metadata(ctx: JobContext, asset_id: str, meta: dict[str, Any] |
             return
         row = await s.get(AssetMetadata, asset_id)
         if row is None:
-            row = AssetMetadata(asset_id=asset_id, topic_count=0, message_count=0, sensor_types=[], topics=[],
-                                raw_metadata={}, created_at=now)
+            row = AssetMetadata(
+                asset_id=asset_id,
+                topic_count=0,
+                message_count=0,
+                sensor_types=[],
+                topics=[],
+                raw_metadata={},
+                created_at=now,
+            )
             s.add(row)
         if meta is not None:
             row.duration, row.start_time = meta["duration"], _dt(meta["start_time"])
-            row.end_time, row.topic_count, row.message_count = _dt(meta["end_time"]), meta["topic_count"], \
-                meta["message_count"]
+            row.end_time, row.topic_count, row.message_count = (
+                _dt(meta["end_time"]),
+                meta["topic_count"],
+                meta["message_count"],
+            )
             row.sensor_types, row.topics = meta["sensor_types"], meta["topics"]
             row.default_episode = meta["default_episode"]
             row.visualization_summary, row.raw_metadata = meta.get("visualization_summary"), meta["raw_metadata"]
@@ -97,7 +108,12 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         if asset is None:
             raise RoboticsJobError(f"asset not found: {asset_id}")
         path = asset.file_path
-    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
+    try:
+        path = readable_path(path, reading_roots(ctx.kernel))
+    except RoboticsError as exc:
+        await _store_metadata(ctx, asset_id, None, str(exc))
+        raise RoboticsJobError(str(exc)) from None
+    robotics_settings(ctx.kernel).apply_read_limits()
     before = await _set_status(ctx, asset_id, INDEXING)
     await ctx.progress(0.1, "reading the recording's index")
     try:
@@ -106,14 +122,20 @@ async def index_asset(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         await _set_status(ctx, asset_id, before if before in (PENDING, FAILED, INDEXED) else PENDING)
         raise
     except Exception as exc:  # any failure ends `failed` with the reason (never stuck `indexing`)
-        error = str(exc) if isinstance(exc, RecordingError | OSError) else \
-            f"cannot index {Path(path).name}: {type(exc).__name__}: {exc}"
+        error = (
+            str(exc)
+            if isinstance(exc, RecordingError | OSError)
+            else f"cannot index {Path(path).name}: {type(exc).__name__}: {exc}"
+        )
         await _store_metadata(ctx, asset_id, None, error)
         raise RoboticsJobError(error) from None
     meta = idx.to_metadata(asset_id)
     await _store_metadata(ctx, asset_id, meta, None)
-    return {"topic_count": meta["topic_count"], "message_count": meta["message_count"],
-            "index_source": idx.index_source}
+    return {
+        "topic_count": meta["topic_count"],
+        "message_count": meta["message_count"],
+        "index_source": idx.index_source,
+    }
 
 
 @job_handler("robotics.convert", surface="robotics", max_attempts=3)
@@ -127,8 +149,13 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
         # a retry starts from a clean folder: forget what an earlier attempt wrote
         await s.execute(delete(OutputArtifact).where(OutputArtifact.conversion_run_id == run_id))
         await s.commit()
+    try:
+        roots = reading_roots(ctx.kernel)
+        paths = [readable_path(p, roots) for p in paths]
+    except RoboticsError as exc:
+        raise RoboticsJobError(str(exc)) from None
     await asyncio.to_thread(shutil.rmtree, out_dir, True)
-    bounds.set_limit(robotics_settings(ctx.kernel).max_chunk_bytes)
+    robotics_settings(ctx.kernel).apply_read_limits()
     spec = load_spec(spec_payload)
     loop = asyncio.get_running_loop()
 
@@ -139,8 +166,15 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     await ctx.progress(0.0, "starting conversion")
     try:
         result = await ctx.run_blocking(
-            run_conversion, paths, spec, out_dir, progress=progress, should_cancel=ctx.cancelled.is_set,
-            max_workers=conversion_workers(ctx.kernel), pool_factory=ctx.process_pool)
+            run_conversion,
+            paths,
+            spec,
+            out_dir,
+            progress=progress,
+            should_cancel=ctx.cancelled.is_set,
+            max_workers=conversion_workers(ctx.kernel),
+            pool_factory=ctx.process_pool,
+        )
     except ConversionCancelled:
         raise JobCancelled("conversion cancelled") from None
     except (ValueError, RecordingError, OSError) as exc:
@@ -155,8 +189,12 @@ async def convert(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
             run.output_paths = sorted(f.path for f in result.files)
             run.updated_at = utcnow()
             await s.commit()
-    return {"rows_written": result.rows_written, "dropped_rows": result.dropped_rows,
-            "files": len(result.files), "warnings": result.warnings[:20]}
+    return {
+        "rows_written": result.rows_written,
+        "dropped_rows": result.dropped_rows,
+        "files": len(result.files),
+        "warnings": result.warnings[:20],
+    }
 
 
 async def _report(ctx: JobContext, fraction: float, message: str) -> None:

@@ -11,8 +11,6 @@ Timestamps are the recording's log (receive) times in nanoseconds.
 from __future__ import annotations
 
 import functools
-import os
-import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,9 +24,8 @@ from kiln.apps.robotics.bounds import (
     RecordingError,
     check_recording,
     install_bounded_decompressors,
-    lz4_bounded,
-    zstd_bounded,
 )
+from kiln.apps.robotics.mcap_chunks import McapChunks, RawMessage
 
 install_bounded_decompressors()
 
@@ -40,8 +37,6 @@ SUPPORTED_SUFFIXES = (".bag", ".mcap", ".db3")
 
 
 _METADATA_LIMIT = 4 * 1024 * 1024  # a rosbag2 metadata.yaml larger than this is not one
-_POOL_BUFFERS = 16  # chunk buffers one MCAP reader keeps for reuse
-_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,13 +46,6 @@ class SourceInfo:
     ros_version: RosVersion
     layout: Literal["file", "directory"]
     files: tuple[Path, ...]  # the storage files holding messages
-
-
-class RawMessage(NamedTuple):
-    topic: str
-    timestamp_ns: int
-    data: bytes | memoryview
-    msgtype: str
 
 
 class DecodedMessage(NamedTuple):
@@ -75,7 +63,7 @@ def _mcap_profile_is_ros1(path: Path) -> bool:
     if len(head) < 21 or head[8] != 0x01:
         return False
     n = int.from_bytes(head[17:21], "little")
-    return head[21:21 + n] == b"ros1"
+    return head[21 : 21 + n] == b"ros1"
 
 
 def detect_source(path: str | Path) -> SourceInfo:
@@ -146,112 +134,6 @@ def _reader_paths(src: SourceInfo) -> list[Path]:
     return [src.files[0]]
 
 
-class _McapChunks:
-    """Direct MCAP chunk reader: skips chunks without wanted channels, no per-message copy.
-
-    Used when the file has a summary with chunk indexes whose time ranges do not overlap
-    (what recorders write); about twice as fast as the generic reader, which verifies
-    every chunk CRC and copies each message. Each chunk is read with one `pread` (never
-    memory-mapped: a file truncated while mapped would kill the process with SIGBUS) and
-    decompressed within the chunk limit; messages are views into that one buffer.
-    """
-
-    def __init__(self, path: Path):
-        from mcap.reader import make_reader
-
-        self.path = path
-        self._fh = open(path, "rb")  # noqa: SIM115 - held open for the reader's lifetime
-        summary = make_reader(self._fh).get_summary()
-        chunks = sorted(summary.chunk_indexes, key=lambda c: c.message_start_time) if summary else []
-        overlap = any(b.message_start_time < a.message_end_time for a, b in zip(chunks, chunks[1:], strict=False))
-        size = self._fh.seek(0, 2)
-        if not chunks or overlap or any(c.chunk_start_offset + c.chunk_length > size for c in chunks):
-            self._fh.close()
-            raise LookupError("no usable chunk index")
-        self.chunks = chunks
-        self._pool: list[bytearray] = []
-        self.channels = {cid: (ch.topic, summary.schemas[ch.schema_id].name if ch.schema_id else "")
-                         for cid, ch in summary.channels.items()}
-
-    def messages(self, topics: set[str] | None, start: int | None, stop: int | None) -> Iterator[RawMessage]:
-        wanted = {c for c, (t, _) in self.channels.items() if topics is None or t in topics}
-        for chunk in self.chunks:
-            if stop is not None and chunk.message_start_time >= stop:
-                return
-            if (start is not None and chunk.message_end_time < start) or not (
-                    wanted & chunk.message_index_offsets.keys()):
-                continue
-            try:
-                found = self._chunk_messages(chunk, wanted, start, stop)
-            except (struct.error, IndexError, UnicodeDecodeError) as exc:
-                raise RecordingError(f"damaged MCAP chunk in {self.path.name} (was the recording changed "
-                                     f"while it was read?): {exc}") from None
-            found.sort(key=lambda m: m[0])  # stable: equal stamps keep file order
-            for t, cid, data in found:
-                topic, msgtype = self.channels[cid]
-                yield RawMessage(topic, t, data, msgtype)
-
-    def _chunk_messages(self, chunk: Any, wanted: set[int], start: int | None,
-                        stop: int | None) -> list[tuple[int, int, memoryview]]:
-        rec = self._read(chunk.chunk_start_offset, chunk.chunk_length)
-        if rec[0] != 0x06:
-            raise RecordingError(f"recording changed while it was read: {self.path.name} has no chunk "
-                                 "where its index points")
-        declared = struct.unpack_from("<Q", rec, 25)[0]
-        (clen,) = struct.unpack_from("<I", rec, 37)
-        comp = bytes(rec[41:41 + clen]).decode()
-        (body_len,) = struct.unpack_from("<Q", rec, 41 + clen)
-        body = rec[41 + clen + 8:41 + clen + 8 + body_len]
-        if comp == "zstd":
-            body = memoryview(zstd_bounded(body, declared))
-        elif comp == "lz4":
-            body = memoryview(lz4_bounded(body, declared))
-        elif comp:
-            raise RecordingError(f"unsupported MCAP chunk compression: {comp}")
-        found = []
-        pos, end = 0, len(body)
-        while pos < end:
-            op = body[pos]
-            (ln,) = struct.unpack_from("<Q", body, pos + 1)
-            if pos + 9 + ln > end:
-                raise RecordingError(f"damaged MCAP chunk in {self.path.name}: a record runs past its chunk")
-            if op == 0x05:
-                cid, _seq, t = struct.unpack_from("<HIQ", body, pos + 9)
-                if cid in wanted and (start is None or t >= start) and (stop is None or t < stop):
-                    found.append((t, cid, body[pos + 31:pos + 9 + ln]))
-            pos += 9 + ln
-        return found
-
-    def _read(self, offset: int, length: int) -> memoryview:
-        buf = self._free_buffer(length)
-        view = memoryview(buf)[:length]
-        if os.preadv(self._fh.fileno(), [view], offset) < length:
-            raise RecordingError(f"recording changed while it was read: {self.path.name} is shorter than "
-                                 "its index says (truncated or rewritten)")
-        return view
-
-    def _free_buffer(self, length: int) -> bytearray:
-        """A pooled buffer nothing points into any more (reusing it spares the page faults of a
-        fresh allocation per chunk), else a new one."""
-        for buf in self._pool:
-            if len(buf) >= length:
-                try:  # a bytearray with live views (messages still in use) refuses to resize
-                    buf.append(0)
-                except BufferError:
-                    continue
-                del buf[-1]  # within the spare capacity: neither call reallocates
-                return buf
-        size = -(-length // _MIB) * _MIB
-        buf = bytearray(size + 64)
-        del buf[size:]  # keep 64 spare bytes of capacity for the probe above
-        if len(self._pool) < _POOL_BUFFERS:
-            self._pool.append(buf)
-        return buf
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 class RecordingReader:
     """One open recording. Use as a context manager; not shareable across processes."""
 
@@ -278,12 +160,12 @@ class RecordingReader:
         for conn in self._reader.connections:
             self._by_topic.setdefault(conn.topic, []).append(conn)
         self._deser: dict[str, Callable[[Any], Any]] = {}
-        self._fast: _McapChunks | None = None
+        self._fast: McapChunks | None = None
         if self.source.storage_format == "mcap" and len(self.source.files) == 1 and self._reader.is2:
             file_compressed = any(getattr(r, "compression_mode", None) for r in self._reader.readers)
             if not file_compressed:
                 try:
-                    self._fast = _McapChunks(self.source.files[0])
+                    self._fast = McapChunks(self.source.files[0])
                 except (LookupError, OSError, ValueError, KeyError):
                     self._fast = None
 
@@ -362,13 +244,16 @@ class RecordingReader:
                 store.register(_dependencies(self._fallback_store, msgtype))
             msgdef = store.get_msgdef(msgtype)  # the generated functions, called directly
             if self._reader.is2:
+
                 def fn(data, _le=msgdef.deserialize_cdr_le, _be=msgdef.deserialize_cdr_be, _c=msgdef.cls, _s=store):
                     if len(data) < 4 or data[0] != 0 or data[1] > 1:
                         raise ValueError("invalid or unsupported CDR encapsulation")
                     return (_le if data[1] else _be)(data[4:], 0, _c, _s)[0]
             else:
+
                 def fn(data, _d=msgdef.deserialize_ros1, _c=msgdef.cls, _s=store):
                     return _d(data, 0, _c, _s)[0]
+
             self._deser[msgtype] = fn
         return fn
 

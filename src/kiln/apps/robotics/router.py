@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from kiln.apps.robotics import assets_service, bounds, dialog, jobs_service, tags_service
-from kiln.apps.robotics.config import robotics_settings
+from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
+from kiln.apps.robotics.config import recording_roots, robotics_settings
 from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
 from kiln.apps.robotics.routes_conversions import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
@@ -22,22 +22,20 @@ from kiln.core.deps import KernelDep, SessionDep, SettingsDep
 from kiln.core.errors import MESSAGE_OR_VALIDATION_422
 from kiln.core.params import Offset
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
 
 async def _apply_read_limits(kernel: KernelDep) -> None:
     """Readers in this process bound chunk sizes by KILN_ROBOTICS_MAX_CHUNK_MB."""
-    bounds.set_limit(robotics_settings(kernel).max_chunk_bytes)
+    robotics_settings(kernel).apply_read_limits()
 
 
-router = APIRouter(dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"],
-                   responses=MESSAGE_OR_VALIDATION_422)
+router = APIRouter(
+    dependencies=[OpenSurfaceGuard, Depends(_apply_read_limits)], tags=["robotics"], responses=MESSAGE_OR_VALIDATION_422
+)
 router.include_router(conversions_router)
 
 
-def _roots(kernel: KernelDep, cfg: RoboticsSettingsDep) -> list[Path]:
-    settings = kernel.settings
-    return cfg.allowed_roots(settings.home, settings.host in LOOPBACK_HOSTS)
+def _roots(kernel: KernelDep) -> list[Path]:
+    return recording_roots(kernel)
 
 
 RootsDep = Annotated[list[Path], Depends(_roots)]
@@ -56,7 +54,9 @@ async def register_asset(body: RegisterAssetRequest, session: SessionDep, roots:
 
 @router.post("/assets/upload", status_code=201)
 async def upload_asset(
-    request: Request, session: SessionDep, settings: SettingsDep,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
     x_file_name: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     name = assets_service.upload_name(x_file_name)
@@ -77,8 +77,9 @@ async def register_dialog(session: SessionDep, roots: RootsDep) -> dict[str, Any
 async def scan_directory(
     body: ScanDirectoryRequest, session: SessionDep, roots: RootsDep, cfg: RoboticsSettingsDep
 ) -> dict[str, Any]:
-    return await assets_service.scan_directory(session, body.directory_path, body.recursive, roots,
-                                               cfg.scan_max_entries)
+    return await assets_service.scan_directory(
+        session, body.directory_path, body.recursive, roots, cfg.scan_max_entries
+    )
 
 
 @router.post("/assets/reindex-all")

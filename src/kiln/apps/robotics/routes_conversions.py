@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,7 +15,7 @@ from kiln.apps.robotics import (
     outputs_service,
 )
 from kiln.apps.robotics.common import NotFound
-from kiln.apps.robotics.config import RoboticsSettings, robotics_settings
+from kiln.apps.robotics.config import RoboticsSettings, reading_roots, robotics_settings
 from kiln.apps.robotics.schemas import (
     ConfigCreateRequest,
     ConfigDuplicateRequest,
@@ -37,13 +38,19 @@ def _robotics_settings(kernel: KernelDep) -> RoboticsSettings:
 RoboticsSettingsDep = Annotated[RoboticsSettings, Depends(_robotics_settings)]
 
 
+def _reading_roots(kernel: KernelDep) -> list[Path]:
+    return reading_roots(kernel)
+
+
+ReadingRootsDep = Annotated[list[Path], Depends(_reading_roots)]
+
+
 # ------------------------------------------------------------------------------ conversions
 @router.post("/conversions", status_code=201)
 async def create_conversion(
-    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep,
-    base: RootPathDep,
+    body: ConversionCreateRequest, session: SessionDep, kernel: KernelDep, cfg: RoboticsSettingsDep
 ) -> dict[str, Any]:
-    return await conversions_service.start_conversion(session, kernel, cfg, body, base)
+    return await conversions_service.start_conversion(session, kernel, cfg, body)
 
 
 @router.get("/conversions")
@@ -59,23 +66,23 @@ async def capabilities() -> dict[str, Any]:
 
 
 @router.post("/conversions/inspect")
-async def inspect(body: InspectRequest, session: SessionDep) -> dict[str, Any]:
-    return await authoring_service.inspect(session, body)
+async def inspect(body: InspectRequest, session: SessionDep, roots: ReadingRootsDep) -> dict[str, Any]:
+    return await authoring_service.inspect(session, body, roots)
 
 
 @router.post("/conversions/draft")
-async def draft(body: DraftRequest, session: SessionDep) -> dict[str, Any]:
-    return await authoring_service.draft(session, body)
+async def draft(body: DraftRequest, session: SessionDep, roots: ReadingRootsDep) -> dict[str, Any]:
+    return await authoring_service.draft(session, body, roots)
 
 
 @router.post("/conversions/preview")
-async def preview(body: PreviewRequest, session: SessionDep) -> dict[str, Any]:
-    return await authoring_service.preview(session, body)
+async def preview(body: PreviewRequest, session: SessionDep, roots: ReadingRootsDep) -> dict[str, Any]:
+    return await authoring_service.preview(session, body, roots)
 
 
 @router.get("/conversions/{conversion_id}")
-async def get_conversion(conversion_id: str, session: SessionDep, base: RootPathDep) -> dict[str, Any]:
-    return await conversions_service.conversion_detail(session, conversion_id, base)
+async def get_conversion(conversion_id: str, session: SessionDep) -> dict[str, Any]:
+    return await conversions_service.conversion_detail(session, conversion_id)
 
 
 # ------------------------------------------------------------------------------ saved configs
@@ -86,8 +93,9 @@ async def list_configs(session: SessionDep) -> list[dict[str, Any]]:
 
 @router.post("/conversion-configs", status_code=201)
 async def create_config(body: ConfigCreateRequest, session: SessionDep) -> dict[str, Any]:
-    cfg = await configs_service.create_config(session, body.name, body.description, body.metadata, body.spec,
-                                              body.draft_revision_id)
+    cfg = await configs_service.create_config(
+        session, body.name, body.description, body.metadata, body.spec, body.draft_revision_id
+    )
     return await configs_service.config_detail(session, cfg)
 
 

@@ -39,6 +39,7 @@ class WindowJob:
     shard_index: int
     num_shards: int
     max_chunk_bytes: int = field(default_factory=read_bounds.limit)  # carried into worker processes
+    max_ratio: int = field(default_factory=read_bounds.ratio)
 
 
 @dataclass
@@ -61,8 +62,13 @@ def dataset_filename(output: Any, episode_id: str, split: str | None, shard: int
     ext = output.format
     if output.filename_template:
         name = output.filename_template.format(
-            episode_id=episode_id, split=split or "all", shard=shard, shard_index=shard,
-            num_shards=num_shards, extension=ext)
+            episode_id=episode_id,
+            split=split or "all",
+            shard=shard,
+            shard_index=shard,
+            num_shards=num_shards,
+            extension=ext,
+        )
         return name if "." in name else f"{name}.{ext}"
     base = episode_id + (f"-{split}" if split else "")
     if num_shards > 1:
@@ -70,8 +76,7 @@ def dataset_filename(output: Any, episode_id: str, split: str | None, shard: int
     return f"{base}.{ext}"
 
 
-def dataset_path(outdir: Path, output: Any, episode_id: str, split: str | None, shard: int,
-                 num_shards: int) -> Path:
+def dataset_path(outdir: Path, output: Any, episode_id: str, split: str | None, shard: int, num_shards: int) -> Path:
     """Where a dataset file goes; refuses any name that would leave the run's folder."""
     name = dataset_filename(output, episode_id, split, shard, num_shards)
     folder = outdir.resolve()
@@ -91,6 +96,7 @@ def split_router(split: SplitSpec, start: int, end: int) -> Callable[[int], str 
         def by_time(t: int) -> str:
             f = (t - start) / span
             return "train" if f < train else "val" if f < train + val else "test"
+
         return by_time
     seed = split.seed & 0xFFFFFFFFFFFFFFFF
 
@@ -101,6 +107,7 @@ def split_router(split: SplitSpec, start: int, end: int) -> Callable[[int], str 
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
         f = ((z ^ (z >> 31)) >> 11) / float(1 << 53)
         return "train" if f < train else "val" if f < train + val else "test"
+
     return by_hash
 
 
@@ -115,7 +122,7 @@ def expected_topics(spec: ConversionSpec) -> list[str]:
 
 def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) -> WindowOutcome:
     """Convert one window; `tick(fraction)` is called often and may raise ConversionCancelled."""
-    read_bounds.set_limit(job.max_chunk_bytes)
+    read_bounds.set_limit(job.max_chunk_bytes, job.max_ratio)
     spec = ConversionSpec.model_validate(job.spec)
     idx = index_recording(job.path)
     out = WindowOutcome(job.episode_id, job.path, job.shard_index)
@@ -139,8 +146,11 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
         stats = RowStats()
         builder: Any = FeatureBuilder(rspec)
         make = make_writer
-        if resolved.mapping_resolved is not None and rspec.output.format == "parquet" and not (
-                isinstance(rspec.row_strategy, ResampleStrategy) and rspec.row_strategy.method == "interpolate"):
+        if (
+            resolved.mapping_resolved is not None
+            and rspec.output.format == "parquet"
+            and not (isinstance(rspec.row_strategy, ResampleStrategy) and rspec.row_strategy.method == "interpolate")
+        ):
             builder = LegacyMessages(reader, decoder, resolved.mapping_resolved)
             make = builder.writer
         bounds = {t.name: (t.first_ns, t.last_ns) for t in idx.topics}
@@ -150,8 +160,9 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
         budget = rspec.validation.bad_record_budget
         first_ns = last_ns = None
         try:
-            for row in row_iterator(reader, resolved, decoder, stats, window=job.window, bounds=bounds,
-                                    counts=counts, tick=on_time):
+            for row in row_iterator(
+                reader, resolved, decoder, stats, window=job.window, bounds=bounds, counts=counts, tick=on_time
+            ):
                 try:
                     values, presence, bad = builder.build(row)
                 except RowDropped:
@@ -162,13 +173,15 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                     if rspec.validation.fail_fast or (budget is not None and out.bad_records > budget):
                         raise BadRecordError(
                             f"bad record at {row.timestamp_ns} ns: a required feature has no value "
-                            f"({out.bad_records} bad records, budget {budget if budget is not None else 'none'})")
+                            f"({out.bad_records} bad records, budget {budget if budget is not None else 'none'})"
+                        )
                     continue
                 split = route(row.timestamp_ns)
                 w = writers.get(split)
                 if w is None:
-                    paths[split] = dataset_path(outdir, rspec.output, job.episode_id, split,
-                                                job.shard_index, job.num_shards)
+                    paths[split] = dataset_path(
+                        outdir, rspec.output, job.episode_id, split, job.shard_index, job.num_shards
+                    )
                     w = writers[split] = make(paths[split], rspec.features, rspec.output)
                 w.add(row.timestamp_ns, values, presence, values.pop(_SIZE, None))
                 out.split_counts[split or "all"] = out.split_counts.get(split or "all", 0) + 1
@@ -178,9 +191,14 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
                 first_ns = row.timestamp_ns if first_ns is None else first_ns
                 last_ns = row.timestamp_ns
             if not writers:  # an empty shard still yields a valid (empty) dataset file
-                paths[None] = dataset_path(outdir, rspec.output, job.episode_id,
-                                           None if rspec.split.strategy == "none" else "train",
-                                           job.shard_index, job.num_shards)
+                paths[None] = dataset_path(
+                    outdir,
+                    rspec.output,
+                    job.episode_id,
+                    None if rspec.split.strategy == "none" else "train",
+                    job.shard_index,
+                    job.num_shards,
+                )
                 writers[None] = make(paths[None], rspec.features, rspec.output)
             rows_by_split = {s: w.close() for s, w in writers.items()}
         except BaseException:
@@ -192,23 +210,49 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
         out.rows_written = sum(rows_by_split.values())
         out.missing_feature_counts = dict(builder.counters.missing)
         out.warnings = stats.warnings + decoder.warnings + builder.counters.first_errors
-    source = {"path": str(idx.path), "ros_version": idx.ros_version, "storage_format": idx.storage_format,
-              "file_size_bytes": idx.file_size_bytes, "metadata": idx.to_metadata()}
+    source = {
+        "path": str(idx.path),
+        "ros_version": idx.ros_version,
+        "storage_format": idx.storage_format,
+        "file_size_bytes": idx.file_size_bytes,
+        "metadata": idx.to_metadata(),
+    }
     for split, path in paths.items():
         rows = rows_by_split[split]
-        entry = {"path": str(path), "role": "dataset", "format": rspec.output.format, "rows": rows,
-                 "split": split or "all", "shard_index": job.shard_index, "episode_id": job.episode_id,
-                 "source_path": job.path}
+        entry = {
+            "path": str(path),
+            "role": "dataset",
+            "format": rspec.output.format,
+            "rows": rows,
+            "split": split or "all",
+            "shard_index": job.shard_index,
+            "episode_id": job.episode_id,
+            "source_path": job.path,
+        }
         out.files.append(entry)
         if rspec.output.write_manifest and spec.write_manifest:
-            stats_d = {"bad_records": out.bad_records, "dropped_rows": out.dropped_rows,
-                       "split_counts": out.split_counts, "missing_feature_counts": out.missing_feature_counts,
-                       "missing_topic_counts": out.missing_topic_counts, "decode_failures": decoder.failures,
-                       "first_ns": first_ns, "last_ns": last_ns}
-            manifest = build_manifest(dataset=path, spec=spec, episode_id=job.episode_id, source=source,
-                                      rows_written=rows, split_name=split or "all", shard_index=job.shard_index,
-                                      num_shards=job.num_shards, stats=stats_d,
-                                      mapping_resolved=resolved.mapping_resolved)
+            stats_d = {
+                "bad_records": out.bad_records,
+                "dropped_rows": out.dropped_rows,
+                "split_counts": out.split_counts,
+                "missing_feature_counts": out.missing_feature_counts,
+                "missing_topic_counts": out.missing_topic_counts,
+                "decode_failures": decoder.failures,
+                "first_ns": first_ns,
+                "last_ns": last_ns,
+            }
+            manifest = build_manifest(
+                dataset=path,
+                spec=spec,
+                episode_id=job.episode_id,
+                source=source,
+                rows_written=rows,
+                split_name=split or "all",
+                shard_index=job.shard_index,
+                num_shards=job.num_shards,
+                stats=stats_d,
+                mapping_resolved=resolved.mapping_resolved,
+            )
             mpath, rpath = write_sidecars(path, manifest)
             common = {k: entry[k] for k in ("split", "shard_index", "episode_id", "source_path")}
             out.files.append({"path": str(mpath), "role": "manifest", "format": "json", "rows": None, **common})
@@ -251,8 +295,9 @@ class LegacyMessages:
         return MessageParquetWriter(path, self.columns, output)
 
 
-def plan_windows(start: int | None, end: int | None, n: int, spec: ConversionSpec,
-                 origin: int | None = None) -> list[tuple[int | None, int | None]]:
+def plan_windows(
+    start: int | None, end: int | None, n: int, spec: ConversionSpec, origin: int | None = None
+) -> list[tuple[int | None, int | None]]:
     """n contiguous windows covering the recording; edges on the resample grid when resampling."""
     if n <= 1:
         return [(None, None)]

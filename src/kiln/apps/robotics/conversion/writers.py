@@ -63,8 +63,9 @@ class ParquetShardWriter:
         self._thread = threading.Thread(target=self._drain, name="parquet-writer", daemon=True)
         self._thread.start()
 
-    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
-            nbytes: int | None = None) -> None:
+    def add(
+        self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int], nbytes: int | None = None
+    ) -> None:
         """Append a row; `nbytes` (when the caller knows it) saves sizing the values."""
         self._ts.append(timestamp_ns)
         for name, col in self._cols.items():
@@ -126,10 +127,14 @@ class ParquetShardWriter:
 
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
         # dictionary encoding hashes every value: ruinous for image/cloud blobs (10x slower)
-        small = ["timestamp_ns"] + [n for n, f in self.features.items() if f.dtype in _ARROW] + [
-            f"{n}__present" for n in self._present]
-        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=small[1:],
-                                write_statistics=small)
+        small = (
+            ["timestamp_ns"]
+            + [n for n, f in self.features.items() if f.dtype in _ARROW]
+            + [f"{n}__present" for n in self._present]
+        )
+        return pq.ParquetWriter(
+            self.path, schema, compression=self.compression, use_dictionary=small[1:], write_statistics=small
+        )
 
     def _schema(self) -> pa.Schema:
         fields = [pa.field("timestamp_ns", pa.int64(), nullable=False)]
@@ -162,8 +167,9 @@ class ParquetShardWriter:
         n = len(values)
         mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
         if f.dtype == "json":
-            return pa.array([None if v is None else json.dumps(v, separators=(",", ":")) for v in values],
-                            type=pa.string())
+            return pa.array(
+                [None if v is None else json.dumps(v, separators=(",", ":")) for v in values], type=pa.string()
+            )
         if f.dtype == "bytes":
             # one zero-copy chunk per value: the blob stays in the buffer it was decoded into
             chunks = []
@@ -172,8 +178,11 @@ class ParquetShardWriter:
                     chunks.append(pa.nulls(1, pa.large_binary()))
                     continue
                 buf = pa.py_buffer(v)
-                chunks.append(pa.Array.from_buffers(pa.large_binary(), 1,
-                                                    [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf]))
+                chunks.append(
+                    pa.Array.from_buffers(
+                        pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf]
+                    )
+                )
             return pa.chunked_array(chunks, type=pa.large_binary())
         np_type = {"int64": np.int64, "float32": np.float32, "float64": np.float64, "bool": np.bool_}[f.dtype]
         if not self._listy.get(name):
@@ -200,8 +209,9 @@ class TFRecordShardWriter:
         self.rows = 0
         self._fh = tfrecord.open_output(path, output.compression)
 
-    def add(self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
-            nbytes: int | None = None) -> None:
+    def add(
+        self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int], nbytes: int | None = None
+    ) -> None:
         feats = example_features(timestamp_ns, values, presence, self.features, self.output.image_payload_contract)
         tfrecord.write_record(self._fh, tfrecord.encode_example(feats))
         self.rows += 1
@@ -217,8 +227,9 @@ class TFRecordShardWriter:
         self._fh.close()
 
 
-def example_features(timestamp_ns: int, values: dict[str, Any], presence: dict[str, int],
-                     features: dict[str, FeatureSpec], contract: str) -> dict[str, tuple[str, Any]]:
+def example_features(
+    timestamp_ns: int, values: dict[str, Any], presence: dict[str, int], features: dict[str, FeatureSpec], contract: str
+) -> dict[str, tuple[str, Any]]:
     out: dict[str, tuple[str, Any]] = {"timestamp_ns": ("int64", [timestamp_ns])}
     for name, f in features.items():
         if f.presence_flag:
@@ -292,21 +303,27 @@ class MessageParquetWriter(ParquetShardWriter):
     """The legacy per-topic layout: `timestamp_ns` plus one typed struct column per mapped
     topic (null where the row has no message of it); byte arrays are binary values."""
 
-    build_in_producer = False  # columns are zero-copy for big payloads: cheap to build anywhere
+    build_in_producer = True  # the writer thread only encodes (the longest stage): the producer builds
 
     def __init__(self, path: Path, columns: dict[str, Column], output: OutputSpec):
         self.columns = columns
-        super().__init__(path, dict.fromkeys(columns, FeatureSpec.model_construct(dtype="json", presence_flag=False,
-                                                                                  shape=None)), output)
+        super().__init__(
+            path,
+            dict.fromkeys(columns, FeatureSpec.model_construct(dtype="json", presence_flag=False, shape=None)),
+            output,
+        )
         self._present = {}
 
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
-        return pq.ParquetWriter(self.path, schema, compression=self.compression, use_dictionary=False,
-                                write_statistics=["timestamp_ns"])
+        return pq.ParquetWriter(
+            self.path, schema, compression=self.compression, use_dictionary=False, write_statistics=["timestamp_ns"]
+        )
 
     def _schema(self) -> pa.Schema:
-        return pa.schema([pa.field("timestamp_ns", pa.int64(), nullable=False)]
-                         + [pa.field(n, c.type) for n, c in self.columns.items()])
+        return pa.schema(
+            [pa.field("timestamp_ns", pa.int64(), nullable=False)]
+            + [pa.field(n, c.type) for n, c in self.columns.items()]
+        )
 
     def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
         arrays = [pa.array(np.asarray(ts, dtype=np.int64))]
