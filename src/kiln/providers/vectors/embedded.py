@@ -28,6 +28,12 @@ from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_d
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 DEFAULT_HNSW_THRESHOLD = 20_000
+# Graph degree and build-time beam as measured at 100k x 384; the search beam is the recall knob:
+# 128 gave recall@10 0.94 vs exact there, 256 gives 0.98 for ~2x the HNSW time (still < 1 ms of
+# a query on a quiet machine). usearch does not persist the search beam: set it after a restore.
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 128
+HNSW_EXPANSION_SEARCH = 256
 
 
 class _Collection:
@@ -93,8 +99,8 @@ class _Collection:
     def build_hnsw(self) -> None:
         from usearch.index import Index
 
-        index = Index(ndim=self.dimension, metric="ip", dtype="f32", connectivity=16,
-                      expansion_add=128, expansion_search=128)
+        index = Index(ndim=self.dimension, metric="ip", dtype="f32", connectivity=HNSW_CONNECTIVITY,
+                      expansion_add=HNSW_EXPANSION_ADD, expansion_search=HNSW_EXPANSION_SEARCH)
         keys = np.fromiter(self.keys.values(), dtype=np.uint64, count=self.size)
         if len(keys):
             index.add(keys, self.matrix[keys.astype(np.int64)])
@@ -189,6 +195,7 @@ class EmbeddedVectorStore:
                 index = Index.restore(str(directory / "hnsw.usearch"))
                 if index is None or len(index) != collection.size:
                     raise ValueError("stale graph")
+                index.expansion_search = HNSW_EXPANSION_SEARCH  # a restored graph searches with usearch's 64
                 collection.hnsw = index
             except (OSError, ValueError, RuntimeError):
                 collection.build_hnsw()

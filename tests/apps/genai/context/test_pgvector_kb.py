@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from tests.apps.genai.context.helpers import KB, DOCS, add_docs, query, superadmin, wait_runs
+from tests.apps.genai.context.helpers import DOCS, KB, add_docs, query, superadmin, wait_runs
 from tests.apps.genai.helpers import assert_envelope
 from tests.providers.pgvector_server import pgvector_dsn  # noqa: F401  (fixture)
 
