@@ -16,6 +16,7 @@ from kiln.providers.embeddings import (
     EmbeddingsError,
     LocalSentenceEncoder,
     OpenAICompatibleEmbeddings,
+    length_batches,
     packaged_model_dir,
     parse_embeddings_response,
 )
@@ -31,6 +32,24 @@ def test_constructing_loads_nothing() -> None:
     encoder = LocalSentenceEncoder(batch_size=4)
     assert encoder.dimension == 384 and encoder.model_id.endswith("all-MiniLM-L6-v2")
     assert before == emb._LOADED  # lazily: the app never loads the model at start-up
+
+
+def test_batches_are_cut_where_padding_wastes() -> None:
+    cut = [list(batch) for batch in length_batches([29, 30, 31, 150, 200, 200, 200, 202], 3)]
+    assert cut == [[0, 1, 2], [3], [4, 5, 6], [7]]  # short tails never pad to a full chunk's length
+    assert [len(batch) for batch in length_batches([200] * 70, 32)] == [32, 32, 6]
+    assert length_batches([], 32) == []
+
+
+def test_batching_and_padding_do_not_change_vectors(encoder: LocalSentenceEncoder) -> None:
+    texts = ["short", "a medium sentence about bees and honey " * 3, "x", "long text on volcanoes " * 40,
+             "another short one", "a medium sentence about bees and honey " * 3]
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([text])[0] for text in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert np.allclose(together[1], together[5], atol=1e-6)
+    loaded = next(iter(emb._LOADED.values()))
+    assert loaded.encoder_tokenizer.padding is None  # padded per batch by encode, after grouping
 
 
 def test_real_limit_replaces_the_baked_in_truncation(encoder: LocalSentenceEncoder) -> None:

@@ -7,7 +7,8 @@ forbid). The tokenizer and the ONNX session are loaded lazily on first use and c
 directory for the life of the process. The shipped `tokenizer.json` bakes in truncation at 128
 tokens and padding to 128; both are replaced: truncation at the model's real limit
 (`max_seq_length` of `sentence_bert_config.json`, 256) and padding to the longest of each batch.
-Batches are formed from texts sorted by length (less padding), and results come back in input order.
+Texts are tokenized once, sorted by token count and cut into batches that waste little on padding;
+results come back in input order.
 
 `OpenAICompatibleEmbeddings` posts `{"model", "input"}` to `/embeddings`; the answer's items are
 re-ordered by their `index`, and a response with missing, duplicate or non-finite vectors, or
@@ -102,10 +103,11 @@ def model_max_tokens(model_dir: Path) -> int:
 
 @dataclass
 class _Loaded:
-    encoder_tokenizer: Any  # truncating at max_tokens, padding to the batch's longest
+    encoder_tokenizer: Any  # truncating at max_tokens, not padding
     plain_tokenizer: Any  # neither: for chunking and counting
     session: Any
     dimension: int
+    pad_id: int
 
 
 _LOADED: dict[tuple[str, int], _Loaded] = {}
@@ -131,8 +133,8 @@ def _load(model_dir: Path, max_tokens: int, threads: int | None) -> _Loaded:
             raise EmbeddingsError("embeddings_model_unavailable", f"No model files in {model_dir.name}")
         encoder_tokenizer = Tokenizer.from_file(str(tokenizer_path))
         encoder_tokenizer.enable_truncation(max_length=max_tokens)
+        encoder_tokenizer.no_padding()  # batches are padded by `encode`, after grouping by length
         pad_id = encoder_tokenizer.token_to_id("[PAD]") or 0
-        encoder_tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
         plain_tokenizer = Tokenizer.from_file(str(tokenizer_path))
         plain_tokenizer.no_truncation()
         plain_tokenizer.no_padding()
@@ -140,10 +142,14 @@ def _load(model_dir: Path, max_tokens: int, threads: int | None) -> _Loaded:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: in a server the encoder shares the cores
+        # with the event loop, and spinning threads took the CPU it needed (measured on 2 cores
+        # with the ingest's call pattern: 27 % less encoder CPU and less wall time without spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(build_bert_encoder(model_dir), options,
                                                providers=["CPUExecutionProvider"])
         dimension = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
-        loaded = _Loaded(encoder_tokenizer, plain_tokenizer, session, dimension)
+        loaded = _Loaded(encoder_tokenizer, plain_tokenizer, session, dimension, pad_id)
         _LOADED[key] = loaded
         return loaded
 
@@ -170,6 +176,28 @@ def _load_tokenizer_only(model_dir: str) -> Any:
         tokenizer.no_padding()
         _TOKENIZERS[model_dir] = tokenizer
     return tokenizer
+
+
+MAX_PADDING_WASTE = 0.1
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[range]:
+    """Positions of `lengths` (ascending) cut into batches of at most `batch_size`, each cut early
+    when padding every member to its longest would waste more than MAX_PADDING_WASTE of the
+    batch's token slots (a run of 200-token chunks and their documents' short tails pads to 200
+    otherwise: ~20 % of the encoder's time at chunk_length 200)."""
+    batches: list[range] = []
+    start = total = 0
+    for position, length in enumerate(lengths):
+        count = position - start
+        if count and (count >= batch_size or (count + 1) * length - (total + length) > MAX_PADDING_WASTE
+                      * (count + 1) * length):
+            batches.append(range(start, position))
+            start, total = position, 0
+        total += length
+    if start < len(lengths):
+        batches.append(range(start, len(lengths)))
+    return batches
 
 
 class LocalSentenceEncoder:
@@ -213,17 +241,21 @@ class LocalSentenceEncoder:
         out = np.empty((len(texts), loaded.dimension), dtype=np.float32)
         if not texts:
             return out
-        # Sort by length so each batch pads little; restore order on the way out.
-        lengths = [len(text) for text in texts]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        # Tokenize once, sort by token count and cut batches where padding would waste compute;
+        # results go back in input order.
+        tokens = [item.ids for item in loaded.encoder_tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
         with self._run_lock:
-            for start in range(0, len(order), self.batch_size):
-                index = order[start:start + self.batch_size]
-                batch = loaded.encoder_tokenizer.encode_batch([texts[i] for i in index])
-                ids = np.array([item.ids for item in batch], dtype=np.int64)
-                mask = np.array([item.attention_mask for item in batch], dtype=np.int64)
+            for index in length_batches([len(tokens[i]) for i in order], self.batch_size):
+                rows = [order[i] for i in index]
+                width = len(tokens[rows[-1]])  # the longest: the batch is sorted
+                ids = np.full((len(rows), width), loaded.pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for row, i in enumerate(rows):
+                    ids[row, : len(tokens[i])] = tokens[i]
+                    mask[row, : len(tokens[i])] = 1
                 (vectors,) = loaded.session.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})
-                out[index] = vectors
+                out[rows] = vectors
         return validate_vectors(out, len(texts), loaded.dimension)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -21,6 +21,7 @@ from kiln.apps.genai.context.runtime import embedder_for, store_for, tokenizer_f
 from kiln.providers.embeddings import EmbeddingsError, validate_vectors
 
 EMBED_GROUP = 256  # chunks embedded per call (the encoder batches inside)
+WRITE_GROUP = 64  # documents swapped per transaction
 Progress = Callable[[int, int], Awaitable[None]]
 
 
@@ -120,29 +121,40 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
         embedded = await embed_checked(runtime.embedder, [text for _, _, text in group], kb.embedding_dimension)
         for (position, i, _), vector in zip(group, embedded, strict=True):
             plan[position][3][i] = vector
-    for doc, pieces, old, vectors in plan:
-        ids = [str(uuid.uuid4()) for _ in pieces]
-        if pieces:
+    # Documents are swapped in groups: the group's vectors in one store call, then one transaction
+    # replaces every document's chunk rows (each document still changes all at once), then the old
+    # vectors go. One commit per document (plus one per progress step) left the encoder idle
+    # between runs for longer than it took to embed a small document.
+    for start in range(0, len(plan), WRITE_GROUP):
+        group = plan[start:start + WRITE_GROUP]
+        ids = [[str(uuid.uuid4()) for _ in pieces] for _, pieces, _, _ in group]
+        flat_ids = [chunk_id for doc_ids in ids for chunk_id in doc_ids]
+        if flat_ids:
             # The embedded store needs no payloads: hits are resolved against the chunk rows.
-            payloads = [{} if runtime.store.kind == "embedded" else payload_for(kb, doc, p) for p in pieces]
-            await runtime.store.upsert(index, ids, vectors, payloads)
-        await session.execute(delete(Chunk).where(Chunk.document_id == doc.id, Chunk.generation == generation))
-        session.add_all([
-            Chunk(id=chunk_id, knowledge_base_id=kb.id, document_id=doc.id, generation=generation,
-                  chunk_index=piece.index, text=piece.text, text_hash=piece.hash, token_count=piece.token_count,
-                  page_number=piece.page_number, vector=vectors[i].tobytes())
-            for i, (chunk_id, piece) in enumerate(zip(ids, pieces, strict=True))
-        ])
-        if generation == kb.generation:
-            doc.chunk_count = len(pieces)
-            doc.indexed_hash = doc.content_hash
-            doc.ingest_status = "ready"
-            doc.ingest_error = None
+            payloads = [{} if runtime.store.kind == "embedded" else payload_for(kb, doc, piece)
+                        for doc, pieces, _, _ in group for piece in pieces]
+            await runtime.store.upsert(index, flat_ids, np.concatenate([v for *_, v in group]), payloads)
+        stale: list[str] = []
+        await session.execute(delete(Chunk).where(Chunk.document_id.in_([doc.id for doc, *_ in group]),
+                                                  Chunk.generation == generation))
+        for (doc, pieces, old, vectors), doc_ids in zip(group, ids, strict=True):
+            session.add_all([
+                Chunk(id=chunk_id, knowledge_base_id=kb.id, document_id=doc.id, generation=generation,
+                      chunk_index=piece.index, text=piece.text, text_hash=piece.hash,
+                      token_count=piece.token_count, page_number=piece.page_number, vector=vectors[i].tobytes())
+                for i, (chunk_id, piece) in enumerate(zip(doc_ids, pieces, strict=True))
+            ])
+            if generation == kb.generation:
+                doc.chunk_count = len(pieces)
+                doc.indexed_hash = doc.content_hash
+                doc.ingest_status = "ready"
+                doc.ingest_error = None
+            stale += [row.id for row in old]
+            chunks_written += len(pieces)
         await session.commit()
-        if old:
-            await runtime.store.delete(index, [row.id for row in old])
-        done += 1
-        chunks_written += len(pieces)
+        if stale:
+            await runtime.store.delete(index, stale)
+        done += len(group)
         if progress is not None:
             await progress(done, len(document_ids))
     await runtime.store.flush(index)
