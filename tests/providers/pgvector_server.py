@@ -90,18 +90,51 @@ def embedded_pgvector() -> Iterator[str]:
             os.chown(root, uid, gid)
         extra = {"user": uid, "group": gid} if uid is not None else {}
         initdb = subprocess.run(
-            [str(bin_path / "initdb"), "-D", str(root / "data"), "--auth=trust", "-U", "postgres", "-E", "utf8",
-             "--no-sync"], capture_output=True, text=True, timeout=120, **extra)
+            [
+                str(bin_path / "initdb"),
+                "-D",
+                str(root / "data"),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "utf8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **extra,
+        )
         if initdb.returncode != 0:
             raise ServerUnavailable(f"initdb failed: {initdb.stderr.strip()[-300:]}")
         port = _spare_port()
         log = open(root / "log", "w")  # noqa: SIM115  (closed below)
-        settings = ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "shared_buffers=128MB",
-                    "maintenance_work_mem=256MB", "max_connections=40"]
+        settings = [
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "shared_buffers=128MB",
+            "maintenance_work_mem=256MB",
+            "max_connections=40",
+        ]
         server = subprocess.Popen(
-            [str(bin_path / "postgres"), "-D", str(root / "data"), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(root), *[arg for setting in settings for arg in ("-c", setting)]],
-            stdout=log, stderr=subprocess.STDOUT, **extra)
+            [
+                str(bin_path / "postgres"),
+                "-D",
+                str(root / "data"),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(root),
+                *[arg for setting in settings for arg in ("-c", setting)],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **extra,
+        )
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         # In a thread: callers may be inside an event loop (the bench) or not (the session fixture).
         with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -51,8 +51,12 @@ async def test_hnsw_above_threshold_recall_and_restart(tmp_path) -> None:
     await store.upsert("kb_h", ids[800:], vectors[800:], [{}] * 2200)
     assert store._collections["kb_h"].hnsw is not None
     queries = np.random.default_rng(5).standard_normal((30, 32)).astype(np.float32)
-    recall = np.mean([len({h.id for h in await store.query("kb_h", q, 10)}
-                          & {ids[i] for i in _exact(vectors, q, 10)}) / 10 for q in queries])
+    recall = np.mean(
+        [
+            len({h.id for h in await store.query("kb_h", q, 10)} & {ids[i] for i in _exact(vectors, q, 10)}) / 10
+            for q in queries
+        ]
+    )
     assert recall >= 0.9
     await store.delete("kb_h", ids[:10])
     assert ids[0] not in {h.id for h in await store.query("kb_h", vectors[0], 5)}

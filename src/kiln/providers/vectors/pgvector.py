@@ -61,8 +61,15 @@ def _error(exc: BaseException) -> VectorStoreError:
 
     if isinstance(exc, VectorStoreError):
         return exc
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.CannotConnectNowError
-                  | asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.InvalidAuthorizationSpecificationError
+        | asyncpg.InvalidPasswordError,
+    ):
         name = type(exc).__name__
         return VectorStoreError("vector_store_unavailable", f"pgvector: cannot reach the database ({name})")
     if isinstance(exc, asyncpg.UndefinedTableError):
@@ -73,8 +80,15 @@ def _error(exc: BaseException) -> VectorStoreError:
 class PgVectorStore:
     kind = "pgvector"
 
-    def __init__(self, dsn: str, *, password: str | None = None, ef_search: int = EF_SEARCH,
-                 max_connections: int = 4, connect_timeout: float = 5.0):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        password: str | None = None,
+        ef_search: int = EF_SEARCH,
+        max_connections: int = 4,
+        connect_timeout: float = 5.0,
+    ):
         self.dsn = dsn
         self._password = password
         self.ef_search = ef_search
@@ -91,9 +105,11 @@ class PgVectorStore:
         """Per connection: the vector codec and the search settings."""
         schema = await conn.fetchval(
             "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-            "WHERE e.extname = 'vector'")
-        await conn.set_type_codec("vector", schema=schema, encoder=encode_vector, decoder=decode_vector,
-                                  format="binary")
+            "WHERE e.extname = 'vector'"
+        )
+        await conn.set_type_codec(
+            "vector", schema=schema, encoder=encode_vector, decoder=decode_vector, format="binary"
+        )
         await conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}; SET hnsw.iterative_scan = strict_order")
 
     async def _get_pool(self) -> Any:
@@ -117,12 +133,18 @@ class PgVectorStore:
                     finally:
                         await conn.close()
                     self._pool = await asyncpg.create_pool(
-                        self.dsn, password=self._password, min_size=1, max_size=self.max_connections,
-                        timeout=self.connect_timeout, init=self._prepare)
+                        self.dsn,
+                        password=self._password,
+                        min_size=1,
+                        max_size=self.max_connections,
+                        timeout=self.connect_timeout,
+                        init=self._prepare,
+                    )
                 except asyncpg.InsufficientPrivilegeError as exc:
-                    raise VectorStoreError("vector_store_error",
-                                           "pgvector: the `vector` extension is not installed and this role "
-                                           "may not create it") from exc
+                    raise VectorStoreError(
+                        "vector_store_error",
+                        "pgvector: the `vector` extension is not installed and this role may not create it",
+                    ) from exc
                 except Exception as exc:
                     raise _error(exc) from exc
             return self._pool
@@ -166,32 +188,44 @@ class PgVectorStore:
         async def run(conn: Any) -> None:
             async with conn.transaction():
                 # One creator at a time per index (two syncs of one KB, a proof call during a sync).
-                await conn.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
-                                   "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
+                    "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)"
+                )
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
                 row = await conn.fetchrow(f"SELECT table_name, dimension FROM {CATALOG} WHERE name = $1", name)
                 if row is not None:
                     if int(row["dimension"]) != dimension:
-                        raise VectorStoreError("vector_dimension_mismatch",
-                                               f"Index {name} has dimension {row['dimension']}, not {dimension}")
+                        raise VectorStoreError(
+                            "vector_dimension_mismatch",
+                            f"Index {name} has dimension {row['dimension']}, not {dimension}",
+                        )
                     return
                 await conn.execute(
                     f'CREATE TABLE "{table}" (id text PRIMARY KEY, document_id text, '
-                    f"embedding vector({int(dimension)}) NOT NULL, payload jsonb NOT NULL DEFAULT '{{}}')")
-                await conn.execute(f'CREATE INDEX "{table}_hnsw" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
-                                   f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
+                    f"embedding vector({int(dimension)}) NOT NULL, payload jsonb NOT NULL DEFAULT '{{}}')"
+                )
+                await conn.execute(
+                    f'CREATE INDEX "{table}_hnsw" ON "{table}" USING hnsw (embedding vector_cosine_ops) '
+                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+                )
                 await conn.execute(f'CREATE INDEX "{table}_doc" ON "{table}" (document_id)')
                 await conn.execute(f'CREATE INDEX "{table}_payload" ON "{table}" USING gin (payload jsonb_path_ops)')
-                await conn.execute(f"INSERT INTO {CATALOG} (name, table_name, dimension) VALUES ($1, $2, $3)",
-                                   name, table, int(dimension))
+                await conn.execute(
+                    f"INSERT INTO {CATALOG} (name, table_name, dimension) VALUES ($1, $2, $3)",
+                    name,
+                    table,
+                    int(dimension),
+                )
             self._dimensions[name] = (table, int(dimension))
 
         if not 1 <= int(dimension) <= 16000:
             raise VectorStoreError("vector_dimension_mismatch", "pgvector indexes hold 1 to 16,000 dimensions")
         await self._run(run)
 
-    async def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray,
-                     payloads: Sequence[dict[str, Any]]) -> None:
+    async def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(ids) != len(vectors) or len(ids) != len(payloads):
             raise VectorStoreError("vector_records_invalid", "As many ids, vectors and payloads are needed")
@@ -203,15 +237,21 @@ class PgVectorStore:
         async def run(conn: Any) -> None:
             table, dimension = await self._table(conn, name)
             check_dimension(vectors, dimension)
-            sql = (f'INSERT INTO "{table}" (id, document_id, embedding, payload) VALUES ($1, $2, $3, $4::jsonb) '
-                   "ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, "
-                   "embedding = EXCLUDED.embedding, payload = EXCLUDED.payload")
+            sql = (
+                f'INSERT INTO "{table}" (id, document_id, embedding, payload) VALUES ($1, $2, $3, $4::jsonb) '
+                "ON CONFLICT (id) DO UPDATE SET document_id = EXCLUDED.document_id, "
+                "embedding = EXCLUDED.embedding, payload = EXCLUDED.payload"
+            )
             async with conn.transaction():
                 for start in range(0, len(ids), BATCH):
                     end = min(start + BATCH, len(ids))
-                    await conn.executemany(sql, [
-                        (str(ids[i]), _document_id(payloads[i]), vectors[i], json.dumps(payloads[i] or {}))
-                        for i in range(start, end)])
+                    await conn.executemany(
+                        sql,
+                        [
+                            (str(ids[i]), _document_id(payloads[i]), vectors[i], json.dumps(payloads[i] or {}))
+                            for i in range(start, end)
+                        ],
+                    )
 
         await self._run(run)
 
@@ -236,8 +276,15 @@ class PgVectorStore:
     async def delete_documents(self, name: str, document_ids: Sequence[str]) -> None:
         await self._delete_where(name, "document_id", document_ids)
 
-    async def query(self, name: str, vector: np.ndarray, top_k: int, *, filters: Filters | None = None,
-                    allowed_ids: Sequence[str] | None = None) -> list[VectorHit]:
+    async def query(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        *,
+        filters: Filters | None = None,
+        allowed_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
         vector = np.asarray(vector, dtype=np.float32)
         if top_k <= 0:
             return []
@@ -245,8 +292,9 @@ class PgVectorStore:
         async def run(conn: Any) -> list[VectorHit]:
             table, dimension = await self._table(conn, name)
             if vector.shape != (dimension,):
-                raise VectorStoreError("vector_dimension_mismatch",
-                                       f"Index {name} has dimension {dimension}, the query {vector.shape[-1]}")
+                raise VectorStoreError(
+                    "vector_dimension_mismatch", f"Index {name} has dimension {dimension}, the query {vector.shape[-1]}"
+                )
             where, args = [], [vector, int(top_k)]
             if filters:  # exact matches on the payload (GIN containment keeps the JSON types)
                 args.append(json.dumps(dict(filters)))
@@ -257,9 +305,10 @@ class PgVectorStore:
             clause = f"WHERE {' AND '.join(where)}" if where else ""
             rows = await conn.fetch(
                 f'SELECT id, payload, embedding <=> $1 AS distance FROM "{table}" {clause} '
-                "ORDER BY embedding <=> $1 LIMIT $2", *args)
-            return [VectorHit(row["id"], 1.0 - float(row["distance"]), json.loads(row["payload"]))
-                    for row in rows]
+                "ORDER BY embedding <=> $1 LIMIT $2",
+                *args,
+            )
+            return [VectorHit(row["id"], 1.0 - float(row["distance"]), json.loads(row["payload"])) for row in rows]
 
         return await self._run(run)
 
@@ -268,8 +317,10 @@ class PgVectorStore:
 
         async def run(conn: Any) -> None:
             async with conn.transaction():
-                await conn.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
-                                   "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
+                    "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)"
+                )
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
                 await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
                 await conn.execute(f"DELETE FROM {CATALOG} WHERE name = $1", name)

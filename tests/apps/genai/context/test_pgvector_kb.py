@@ -22,22 +22,37 @@ async def _bind_pgvector(client, headers, dsn: str) -> str:
     assert any(f["provider_key"] == "pgvector_local" for f in listed)
     bad = [("http://127.0.0.1:5432", "a postgresql:// DSN"), ("postgresql://u:hunter2@127.0.0.1/db", "password")]
     for url, message in bad:
-        response = await client.post(PROVIDERS, headers=headers, json={
-            "slug": "pg-bad", "provider_key": "pgvector_local", "endpoint_url": url})
+        response = await client.post(
+            PROVIDERS, headers=headers, json={"slug": "pg-bad", "provider_key": "pgvector_local", "endpoint_url": url}
+        )
         assert_envelope(response, 400, "invalid_endpoint_url")
         assert message in response.text and "hunter2" not in response.text
-    response = await client.post(PROVIDERS, headers=headers, json={
-        "slug": "pgvector-test", "provider_key": "pgvector_local", "display_name": "pgvector", "endpoint_url": dsn})
+    response = await client.post(
+        PROVIDERS,
+        headers=headers,
+        json={
+            "slug": "pgvector-test",
+            "provider_key": "pgvector_local",
+            "display_name": "pgvector",
+            "endpoint_url": dsn,
+        },
+    )
     assert response.status_code == 201, response.text
     provider = response.json().get("provider") or response.json()
     validated = await client.post(f"{PROVIDERS}/{provider['id']}/validate", headers=headers)
     assert validated.status_code == 200 and "true" in validated.text.lower(), validated.text
     deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
-    local = next(d for d in deployments.get("deployment_profiles") or deployments["deployments"]
-                 if d["slug"] == "local-default")
-    response = await client.put(f"/v1/platform/deployments/{local['id']}/bindings/vector_store", headers=headers,
-                                json={"provider_id": provider["id"], "resource_policy": {
-                                    "selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"}})
+    local = next(
+        d for d in deployments.get("deployment_profiles") or deployments["deployments"] if d["slug"] == "local-default"
+    )
+    response = await client.put(
+        f"/v1/platform/deployments/{local['id']}/bindings/vector_store",
+        headers=headers,
+        json={
+            "provider_id": provider["id"],
+            "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"},
+        },
+    )
     assert response.status_code == 200, response.text
     return provider["id"]
 
@@ -48,13 +63,21 @@ async def test_knowledge_base_on_pgvector(app, client, pgvector_dsn):  # noqa: F
     options = (await client.get("/v1/context/vectorization-options", headers=headers)).json()
     embeddings = next(p["id"] for p in options["embedding_providers"] if p["provider_key"] == "local_embeddings")
     assert any(p["id"] == store_id for p in options["vector_store_providers"])
-    response = await client.post(KB, headers=headers, json={
-        "slug": f"pg_{uuid.uuid4().hex[:8]}", "display_name": "On pgvector",  # one pgvector server per session
-        "backing_provider_instance_id": store_id,
-        "schema": {"properties": [{"name": "category", "data_type": "text"}, {"name": "year", "data_type": "int"}]},
-        "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": embeddings},
-        "chunking": {"strategy": "fixed_length", "config": {"unit": "tokens", "chunk_length": 120,
-                                                           "chunk_overlap": 20}}})
+    response = await client.post(
+        KB,
+        headers=headers,
+        json={
+            "slug": f"pg_{uuid.uuid4().hex[:8]}",
+            "display_name": "On pgvector",  # one pgvector server per session
+            "backing_provider_instance_id": store_id,
+            "schema": {"properties": [{"name": "category", "data_type": "text"}, {"name": "year", "data_type": "int"}]},
+            "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": embeddings},
+            "chunking": {
+                "strategy": "fixed_length",
+                "config": {"unit": "tokens", "chunk_length": 120, "chunk_overlap": 20},
+            },
+        },
+    )
     assert response.status_code == 201, response.text
     kb = response.json()["knowledge_base"]
     ids = await add_docs(client, headers, kb["id"])
@@ -72,8 +95,11 @@ async def test_knowledge_base_on_pgvector(app, client, pgvector_dsn):  # noqa: F
     recent = await query(client, headers, kb["id"], "electricity", filters={"year": "2023"}, top_k=10)
     assert [r["title"] for r in recent["results"]] == ["Solar panels"]
     # An edit replaces the document's vectors; a delete removes them.
-    response = await client.put(f"{KB}/{kb['id']}/documents/{ids['Volcanoes']}", headers=headers, json={
-        "text": "Glaciers are slow rivers of ice that carve valleys in mountains over thousands of years."})
+    response = await client.put(
+        f"{KB}/{kb['id']}/documents/{ids['Volcanoes']}",
+        headers=headers,
+        json={"text": "Glaciers are slow rivers of ice that carve valleys in mountains over thousands of years."},
+    )
     assert response.status_code == 200
     await wait_runs(client, headers, kb["id"])
     body = await query(client, headers, kb["id"], "rivers of ice carving valleys", top_k=1)

@@ -67,8 +67,14 @@ async def get_provider(session: AsyncSession, provider_id: str | None, capabilit
 def embedding_candidates(provider: GenaiProviderInstance) -> list[dict[str, Any]]:
     """Models a KB may pin on this embeddings provider without asking it (the local encoder's)."""
     if provider.provider_key == LOCAL_EMBEDDINGS:
-        return [{"id": LOCAL_MODEL_ID, "provider_resource_id": LOCAL_MODEL_ID, "display_name": "all-MiniLM-L6-v2",
-                 "metadata": {"dimension": LOCAL_MODEL_DIMENSION, "max_tokens": 256, "local": True}}]
+        return [
+            {
+                "id": LOCAL_MODEL_ID,
+                "provider_resource_id": LOCAL_MODEL_ID,
+                "display_name": "all-MiniLM-L6-v2",
+                "metadata": {"dimension": LOCAL_MODEL_DIMENSION, "max_tokens": 256, "local": True},
+            }
+        ]
     return []
 
 
@@ -89,7 +95,7 @@ class RemoteEmbeddings:
         parts = []
         texts = list(texts)
         for start in range(0, len(texts), REMOTE_EMBEDDINGS_BATCH):
-            batch = texts[start:start + REMOTE_EMBEDDINGS_BATCH]
+            batch = texts[start : start + REMOTE_EMBEDDINGS_BATCH]
             try:
                 payload = await self.client.json("POST", self.path, json={"model": self.model_id, "input": batch})
             except ProviderError as exc:
@@ -99,8 +105,9 @@ class RemoteEmbeddings:
         return np.concatenate(parts) if parts else np.empty((0, self._dimension or 0), np.float32)
 
 
-async def embedder_for(session: AsyncSession, kernel: Any, provider_id: str | None, model: str | None,
-                       dimension: int | None) -> Any:
+async def embedder_for(
+    session: AsyncSession, kernel: Any, provider_id: str | None, model: str | None, dimension: int | None
+) -> Any:
     provider = await get_provider(session, provider_id, families.EMBEDDINGS)
     if provider.provider_key == LOCAL_EMBEDDINGS:
         if model not in (None, LOCAL_MODEL_ID):
