@@ -357,31 +357,9 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
 
 async def use_pgvector(client, headers, dsn: str) -> None:
     """A pgvector provider bound into the active deployment; the bench's KBs are created on it."""
-    r = await client.post(
-        "/v1/platform/providers",
-        headers=headers,
-        json={
-            "slug": "bench-pgvector",
-            "provider_key": "pgvector_local",
-            "display_name": "pgvector",
-            "endpoint_url": dsn,
-        },
-    )
-    assert r.status_code == 201, r.text
-    provider = r.json().get("provider") or r.json()
-    deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
-    local = next(
-        d for d in deployments.get("deployment_profiles") or deployments["deployments"] if d["slug"] == "local-default"
-    )
-    r = await client.put(
-        f"/v1/platform/deployments/{local['id']}/bindings/vector_store",
-        headers=headers,
-        json={
-            "provider_id": provider["id"],
-            "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"},
-        },
-    )
-    assert r.status_code == 200, r.text
+    from tests.apps.genai.context.helpers import use_pgvector as bind
+
+    await bind(client, headers, dsn, "bench-pgvector")
     STORE_KEY["provider_key"] = "pgvector_local"
 
 

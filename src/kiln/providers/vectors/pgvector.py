@@ -77,6 +77,16 @@ def _error(exc: BaseException) -> VectorStoreError:
     return VectorStoreError("vector_store_error", f"pgvector: {type(exc).__name__}: {str(exc)[:200]}")
 
 
+async def _lock_index(conn: Any, name: str) -> None:
+    """In a transaction: the catalog exists, and this index is locked until it ends (one creator or
+    dropper at a time: two syncs of one KB, a proof call during a sync)."""
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
+        "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)"
+    )
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+
+
 class PgVectorStore:
     kind = "pgvector"
 
@@ -187,12 +197,7 @@ class PgVectorStore:
 
         async def run(conn: Any) -> None:
             async with conn.transaction():
-                # One creator at a time per index (two syncs of one KB, a proof call during a sync).
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
-                    "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)"
-                )
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+                await _lock_index(conn, name)
                 row = await conn.fetchrow(f"SELECT table_name, dimension FROM {CATALOG} WHERE name = $1", name)
                 if row is not None:
                     if int(row["dimension"]) != dimension:
@@ -317,11 +322,7 @@ class PgVectorStore:
 
         async def run(conn: Any) -> None:
             async with conn.transaction():
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {CATALOG} (name text PRIMARY KEY, "
-                    "table_name text NOT NULL UNIQUE, dimension integer NOT NULL)"
-                )
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
+                await _lock_index(conn, name)
                 await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
                 await conn.execute(f"DELETE FROM {CATALOG} WHERE name = $1", name)
             self._dimensions.pop(name, None)

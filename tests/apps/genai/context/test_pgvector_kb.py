@@ -9,7 +9,7 @@ import uuid
 
 import asyncpg
 
-from tests.apps.genai.context.helpers import DOCS, KB, add_docs, query, superadmin, wait_runs
+from tests.apps.genai.context.helpers import DOCS, KB, add_docs, query, superadmin, use_pgvector, wait_runs
 from tests.apps.genai.helpers import assert_envelope
 from tests.providers.pgvector_server import pgvector_dsn  # noqa: F401  (fixture)
 
@@ -27,34 +27,10 @@ async def _bind_pgvector(client, headers, dsn: str) -> str:
         )
         assert_envelope(response, 400, "invalid_endpoint_url")
         assert message in response.text and "hunter2" not in response.text
-    response = await client.post(
-        PROVIDERS,
-        headers=headers,
-        json={
-            "slug": "pgvector-test",
-            "provider_key": "pgvector_local",
-            "display_name": "pgvector",
-            "endpoint_url": dsn,
-        },
-    )
-    assert response.status_code == 201, response.text
-    provider = response.json().get("provider") or response.json()
-    validated = await client.post(f"{PROVIDERS}/{provider['id']}/validate", headers=headers)
+    provider_id = await use_pgvector(client, headers, dsn, "pgvector-test")
+    validated = await client.post(f"{PROVIDERS}/{provider_id}/validate", headers=headers)
     assert validated.status_code == 200 and "true" in validated.text.lower(), validated.text
-    deployments = (await client.get("/v1/platform/deployments", headers=headers)).json()
-    local = next(
-        d for d in deployments.get("deployment_profiles") or deployments["deployments"] if d["slug"] == "local-default"
-    )
-    response = await client.put(
-        f"/v1/platform/deployments/{local['id']}/bindings/vector_store",
-        headers=headers,
-        json={
-            "provider_id": provider["id"],
-            "resource_policy": {"selection_mode": "dynamic_namespace", "namespace_prefix": "kb_"},
-        },
-    )
-    assert response.status_code == 200, response.text
-    return provider["id"]
+    return provider_id
 
 
 async def test_knowledge_base_on_pgvector(app, client, pgvector_dsn):  # noqa: F811
