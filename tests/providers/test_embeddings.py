@@ -16,6 +16,7 @@ from kiln.providers.embeddings import (
     EmbeddingsError,
     LocalSentenceEncoder,
     OpenAICompatibleEmbeddings,
+    length_batches,
     packaged_model_dir,
     parse_embeddings_response,
 )
@@ -31,6 +32,30 @@ def test_constructing_loads_nothing() -> None:
     encoder = LocalSentenceEncoder(batch_size=4)
     assert encoder.dimension == 384 and encoder.model_id.endswith("all-MiniLM-L6-v2")
     assert before == emb._LOADED  # lazily: the app never loads the model at start-up
+
+
+def test_batches_are_cut_where_padding_wastes() -> None:
+    cut = [list(batch) for batch in length_batches([29, 30, 31, 150, 200, 200, 200, 202], 3)]
+    assert cut == [[0, 1, 2], [3], [4, 5, 6], [7]]  # short tails never pad to a full chunk's length
+    assert [len(batch) for batch in length_batches([200] * 70, 32)] == [32, 32, 6]
+    assert length_batches([], 32) == []
+
+
+def test_batching_and_padding_do_not_change_vectors(encoder: LocalSentenceEncoder) -> None:
+    texts = [
+        "short",
+        "a medium sentence about bees and honey " * 3,
+        "x",
+        "long text on volcanoes " * 40,
+        "another short one",
+        "a medium sentence about bees and honey " * 3,
+    ]
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([text])[0] for text in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert np.allclose(together[1], together[5], atol=1e-6)
+    loaded = next(iter(emb._LOADED.values()))
+    assert loaded.encoder_tokenizer.padding is None  # padded per batch by encode, after grouping
 
 
 def test_real_limit_replaces_the_baked_in_truncation(encoder: LocalSentenceEncoder) -> None:
@@ -49,8 +74,13 @@ def test_real_limit_replaces_the_baked_in_truncation(encoder: LocalSentenceEncod
 
 
 def test_vectors_unit_ordered_and_semantic(encoder: LocalSentenceEncoder) -> None:
-    texts = ["How do I reset my password?", "A cat sat on the warm windowsill.",
-             "Steps to recover a forgotten account password", "x " * 50, ""]
+    texts = [
+        "How do I reset my password?",
+        "A cat sat on the warm windowsill.",
+        "Steps to recover a forgotten account password",
+        "x " * 50,
+        "",
+    ]
     vectors = encoder.encode(texts)
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors[:4], axis=1), 1.0, atol=1e-4)
@@ -83,8 +113,10 @@ class _Embeddings(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         type(self).seen.append({"path": self.path, "auth": self.headers.get("authorization"), **body})
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(text)), float(i), 1.0]}
-                for i, text in enumerate(body["input"])]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(text)), float(i), 1.0]}
+            for i, text in enumerate(body["input"])
+        ]
         data.reverse()  # servers may answer out of order: the adapter must re-order by index
         if self.mode == "nan":
             data[0]["embedding"][0] = float("nan")
@@ -125,9 +157,14 @@ async def test_openai_compatible_reorders_and_batches(embeddings_server: str) ->
     assert _Embeddings.seen[0]["path"] == "/v1/embeddings" and _Embeddings.seen[0]["auth"] == "Bearer sk-test"
 
 
-@pytest.mark.parametrize(("mode", "code"), [("nan", "embeddings_invalid_vectors"),
-                                            ("short", "embeddings_invalid_response"),
-                                            ("error", "embeddings_provider_error")])
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("nan", "embeddings_invalid_vectors"),
+        ("short", "embeddings_invalid_response"),
+        ("error", "embeddings_provider_error"),
+    ],
+)
 async def test_openai_compatible_refuses_bad_answers(embeddings_server: str, mode: str, code: str) -> None:
     _Embeddings.mode = mode
     with pytest.raises(EmbeddingsError) as raised:

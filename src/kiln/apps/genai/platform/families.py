@@ -109,6 +109,15 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("weaviate_local", VECTOR_STORE, "weaviate_http", "local", "Weaviate local", "Weaviate server."),
         Family("qdrant_local", VECTOR_STORE, "qdrant_http", "local", "Qdrant local", "Qdrant server."),
+        Family(
+            "pgvector_local",
+            VECTOR_STORE,
+            "pgvector_sql",
+            "local",
+            "pgvector local",
+            "PostgreSQL with the pgvector extension; endpoint_url is a postgresql:// DSN, its password in "
+            "secret_refs.password.",
+        ),
         Family("mcp_gateway_local", MCP, "mcp_http", "local", "MCP gateway local", "MCP tool gateway."),
         Family("sandbox_local", SANDBOX, "sandbox_http", "local", "Sandbox local", "Code sandbox service."),
     )
@@ -116,6 +125,10 @@ FAMILIES: dict[str, Family] = {
 
 # Families served inside Kiln: no endpoint, always reachable.
 IN_PROCESS_ADAPTERS = frozenset({"local_embeddings", "embedded_vector"})
+
+
+# Families whose endpoint is a database DSN (postgresql://), not an HTTP URL.
+DSN_ADAPTERS = frozenset({"pgvector_sql"})
 
 
 def family(provider_key: str) -> Family | None:

@@ -69,14 +69,32 @@ def summary_dto(p: GenaiProviderInstance) -> dict[str, Any]:
     }
 
 
-def _check_url(value: Any, field: str, required: bool) -> str | None:
+def _check_url(value: Any, field: str, required: bool, dsn: bool = False) -> str | None:
     if value in (None, ""):
         if required:
             raise GenaiError(400, f"invalid_{field}", f"{field} is required")
         return None
+    if dsn:
+        return _check_dsn(value, field)
     if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("http://", "https://")):
         raise GenaiError(400, f"invalid_{field}", f"{field} must be an http(s) URL")
     return value.rstrip("/")
+
+
+def _check_dsn(value: Any, field: str) -> str:
+    """A postgresql:// DSN without a password (it would be returned by every provider read)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("postgresql://", "postgres://")):
+        raise GenaiError(400, f"invalid_{field}", f"{field} must be a postgresql:// DSN")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise GenaiError(400, f"invalid_{field}", f"{field} is not a valid DSN") from None
+    if parts.password is not None or "password=" in parts.query:
+        raise GenaiError(400, f"invalid_{field}", f"{field} must not hold a password: use secret_refs.password")
+    return value
 
 
 def _check_config(value: Any) -> dict[str, Any]:
@@ -105,7 +123,8 @@ def _apply(row: GenaiProviderInstance, body: dict[str, Any], fam: families.Famil
     in_process = fam.adapter_kind in families.IN_PROCESS_ADAPTERS
     row.display_name = str(body.get("display_name") or row.display_name or row.slug)[:200]
     row.description = str(body.get("description") or "")[:4000]
-    row.endpoint_url = _check_url(body.get("endpoint_url"), "endpoint_url", not in_process) or ""
+    dsn = fam.adapter_kind in families.DSN_ADAPTERS
+    row.endpoint_url = _check_url(body.get("endpoint_url"), "endpoint_url", not in_process, dsn) or ""
     row.healthcheck_url = _check_url(body.get("healthcheck_url"), "healthcheck_url", False)
     row.enabled = bool(body.get("enabled", True))
     row.config = _check_config(body.get("config"))
@@ -209,6 +228,8 @@ async def probe(
         return {"health": {"reachable": False, "status_code": 0}, "error": "unknown provider family"}
     if fam.adapter_kind in families.IN_PROCESS_ADAPTERS:
         return {"health": {"reachable": True, "status_code": 200}, "in_process": True}
+    if fam.adapter_kind in families.DSN_ADAPTERS:
+        return await _probe_database(session, kernel, provider, timeout)
     client = await provider_client(session, kernel, provider, action, timeout=timeout)
     result: dict[str, Any] = {"health": {"reachable": False, "status_code": 0}}
     try:
@@ -232,6 +253,24 @@ async def probe(
     finally:
         await client.aclose()
     return result
+
+
+async def _probe_database(
+    session: AsyncSession, kernel: Any, provider: GenaiProviderInstance, timeout: float
+) -> dict[str, Any]:
+    """A pgvector provider: connect, make sure the extension is there, `SELECT 1`."""
+    from kiln.providers.vectors import VectorStoreError
+    from kiln.providers.vectors.pgvector import PgVectorStore
+
+    secrets = await resolve_secret_refs(session, kernel, provider.secret_refs or {})
+    store = PgVectorStore(provider.endpoint_url, password=secrets.get("password"), connect_timeout=timeout)
+    try:
+        await store.health()
+        return {"health": {"reachable": True, "status_code": 200}}
+    except VectorStoreError as exc:
+        return {"health": {"reachable": False, "status_code": 0}, "error": exc.message}
+    finally:
+        await store.close()
 
 
 def _health_path(adapter_kind: str) -> str:

@@ -48,6 +48,7 @@ def seeded_providers(kernel: Any) -> list[dict[str, Any]]:
         ("embeddings-local", "vllm_embeddings_local", "Local embeddings server", cfg.embeddings_url),
         ("qdrant-local", "qdrant_local", "Qdrant", cfg.qdrant_url),
         ("weaviate-local", "weaviate_local", "Weaviate", cfg.weaviate_url),
+        ("pgvector-local", "pgvector_local", "pgvector", cfg.pgvector_url),
         ("mcp-gateway-local", "mcp_gateway_local", "MCP gateway", cfg.mcp_url),
         ("sandbox-local", "sandbox_local", "Code sandbox", cfg.sandbox_url),
     ):
