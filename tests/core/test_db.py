@@ -95,6 +95,44 @@ async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
         assert len(hops) == 1  # aiosqlite's own cursor: create, execute, fetch, close = 4
 
 
+async def test_a_transaction_costs_its_statements_and_one_commit_nothing_more(engine, monkeypatch):
+    # No hop for closing a fully fetched cursor (closed in its statement's hop), for the pool's
+    # rollback after a commit, or for ending a read-only connection (no transaction is open).
+    hops = []
+    real = sqlite_async.OneHopConnection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        hops.append(fn)
+        return await real(self, fn, *args, **kwargs)
+
+    async with engine.connect() as conn:  # a pooled connection, so no hop opens one below
+        await conn.execute(text("SELECT 1"))
+    monkeypatch.setattr(sqlite_async.OneHopConnection, "_execute", counted)
+    still_open = []  # cursors whose close would queue work for the connection's thread
+    real_close = sqlite_async.OneHopCursor.close
+
+    async def close(self):
+        still_open.append(self._cursor is not None)
+        await real_close(self)
+
+    monkeypatch.setattr(sqlite_async.OneHopCursor, "close", close)
+    async with engine.begin() as conn:
+        result = await conn.execute(text("INSERT INTO t VALUES (1), (2)"))
+        assert result.rowcount == 2
+    assert len(hops) == 2  # INSERT, COMMIT
+    assert still_open and not any(still_open)
+    hops.clear()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+    assert len(hops) == 1  # the SELECT; no rollback when nothing was begun
+    hops.clear()
+    async with engine.begin() as conn:  # rollback of a real transaction still happens
+        await conn.execute(text("INSERT INTO t VALUES (3)"))
+        await conn.rollback()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+
+
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
 async def test_an_in_memory_database_works(url):
     engine = make_engine(url)

@@ -215,7 +215,11 @@ async def _output(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, ll
 
 
 def _media_facts(data: bytes) -> dict[str, Any]:
-    if not data.startswith((b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8")):
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        # A PNG states its size in its first chunk; opening it with Pillow cost ~0.2 ms per run.
+        return {"width": int.from_bytes(data[16:20], "big"), "height": int.from_bytes(data[20:24], "big"),
+                "format": "png"}
+    if not data.startswith((b"\xff\xd8\xff", b"RIFF", b"GIF8")):
         return {}
     try:
         import io

@@ -2,21 +2,26 @@
 
 Entities are numbered by production order (`01_input.txt`, ...); text and JSON are kept inline,
 media bytes in the blob store under `arted/runs/<run_id>/`. The run row holds both lists, so each
-step is one UPDATE (lists, counters, stage and step together) in its own short transaction, then
-an `arted.run` event is published (`{run_id, status, stage, step, entity?}`).
+step is one UPDATE (lists, counters, stage and step together), committed before the step goes
+on, then an `arted.run` event is published (`{run_id, status, stage, step, entity?}`). Steps
+of runs going on at the same time share their transaction (group commit: one COMMIT, and one
+executemany per column set, for all the steps that arrived while the previous one was written).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import weakref
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, update
 
 from kiln.apps.arted.models import IN_PROGRESS, Run
-from kiln.core.db import utcnow
+from kiln.core.db import Database, utcnow
+from kiln.core.jobs.batching import GroupCommit
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -63,6 +68,36 @@ def _update_for(columns: frozenset[str]) -> Any:
         {RUNS.c[name]: bindparam(name, type_=RUNS.c[name].type) for name in sorted(columns)})
 
 
+RowWrite = tuple[frozenset[str], dict[str, Any]]  # (columns, parameters incl. run_id)
+
+
+class _RunWriter:
+    """The group commit of one database's run-row updates."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.batches: GroupCommit[RowWrite, None] = GroupCommit(self._flush)
+
+    async def _flush(self, writes: Sequence[RowWrite]) -> list[None]:
+        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for columns, params in writes:
+            by_columns.setdefault(columns, []).append(params)
+        async with self.db.engine.begin() as conn:
+            for columns, rows in by_columns.items():
+                await conn.execute(_update_for(columns), rows)
+        return [None] * len(writes)
+
+
+_writers: weakref.WeakKeyDictionary[Database, _RunWriter] = weakref.WeakKeyDictionary()
+
+
+def _writer(db: Database) -> _RunWriter:
+    writer = _writers.get(db)
+    if writer is None:
+        writer = _writers[db] = _RunWriter(db)
+    return writer
+
+
 class Recorder:
     def __init__(self, kernel: Any, run_id: str):
         self.kernel = kernel
@@ -78,13 +113,17 @@ class Recorder:
 
     async def _commit(self, values: dict[str, Any], entity: dict[str, Any] | None = None,
                       status: str = IN_PROGRESS) -> None:
-        """One UPDATE of the run row on a bare connection (Core, no ORM unit of work)."""
+        """One UPDATE of the run row (Core, no ORM unit of work), committed when this returns."""
         params = {"current_stage": self.stage, "current_step": self.step, "entities": self.entities,
                   "items": self.items, "entity_count": len(self.entities), "items_count": len(self.items),
                   "stored_bytes": self.stored, **self._pending, **values}
         self._pending = {}
-        async with self.kernel.db.engine.begin() as conn:
-            await conn.execute(_update_for(frozenset(params)), {"run_id": self.run_id, **params})
+        columns = frozenset(params)
+        params["run_id"] = self.run_id
+        # the lists are encoded when the batch is written; a step whose caller was cancelled is
+        # still written, so it gets copies that the caller cannot change afterwards
+        params["entities"], params["items"] = list(self.entities), list(self.items)
+        await _writer(self.kernel.db).batches.submit((columns, params))
         views = self._deferred + ([entity] if entity is not None else [])
         self._deferred = []
         for view in views or [None]:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from kiln.apps.arted import safety, service, stages
 from kiln.apps.arted.deps import CfgDep, ProvidersDep, RegistryDep, root, user_of
@@ -23,11 +22,6 @@ from kiln.providers.llm import LLMClient
 
 router = APIRouter(route_class=ArtedRoute)
 AsyncFlag = Annotated[bool, Query(alias="async")]
-
-
-async def _reload(session: Any, run_id: str) -> Run:
-    return (await session.execute(select(Run).where(Run.id == run_id).execution_options(populate_existing=True))
-            ).scalar_one()
 
 
 def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
@@ -47,7 +41,7 @@ def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
                       details={"stage": error.get("stage")}, **extra)
 
 
-async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, request: Request) -> Run | JSONResponse:
+async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, request: Request) -> Any:
     if async_:
         await service.start_and_wait(kernel, run.job_id, None)
         base = f"{root(request)}/api/pipeline/{run.id}"
@@ -57,7 +51,7 @@ async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, re
     if status is None:
         raise ArtedError(504, "The run is still in progress; follow it on its status route", run_id=run.id,
                          details={"status_url": f"{root(request)}/api/pipeline/{run.id}/status"})
-    return await service.settle(session, kernel, await _reload(session, run.id))
+    return await service.settle(session, kernel, await service.reload_run(session, run.id))
 
 
 @router.post("/api/schema/pipeline/execute")
