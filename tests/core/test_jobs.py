@@ -208,8 +208,15 @@ async def _make_orphan(kernel: Kernel, *, attempts: int, max_attempts: int) -> s
         await session.execute(
             update(Job)
             .where(Job.id == job.id)
-            .values(status=RUNNING, attempts=attempts, max_attempts=max_attempts, heartbeat_at=stale,
-                    finished_at=None, result=None, worker="gone/1")
+            .values(
+                status=RUNNING,
+                attempts=attempts,
+                max_attempts=max_attempts,
+                heartbeat_at=stale,
+                finished_at=None,
+                result=None,
+                worker="gone/1",
+            )
         )
         await session.commit()
     return job.id

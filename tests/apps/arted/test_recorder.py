@@ -18,10 +18,25 @@ RUNS = Run.__table__
 async def _new_runs(kernel, n: int) -> list[str]:
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
     async with kernel.db.engine.begin() as conn:
-        await conn.execute(insert(RUNS), [
-            {"id": run_id, "mode": "full", "config_id": "dada", "user_id": "u", "session_id": "s",
-             "safety_level": "kids", "execution_mode": "eco", "input_text": f"text {run_id}", "options": {},
-             "backend_info": [], "outputs": []} for run_id in ids])
+        await conn.execute(
+            insert(RUNS),
+            [
+                {
+                    "id": run_id,
+                    "mode": "full",
+                    "config_id": "dada",
+                    "user_id": "u",
+                    "session_id": "s",
+                    "safety_level": "kids",
+                    "execution_mode": "eco",
+                    "input_text": f"text {run_id}",
+                    "options": {},
+                    "backend_info": [],
+                    "outputs": [],
+                }
+                for run_id in ids
+            ],
+        )
     return ids
 
 
@@ -31,11 +46,13 @@ async def test_concurrent_runs_steps_share_commits_and_each_row_gets_its_own(ker
     listener = lambda conn: commits.append(1)  # noqa: E731
     event.listen(kernel.db.engine.sync_engine, "commit", listener)
     try:
+
         async def run(run_id: str) -> None:
             rec = Recorder(kernel, run_id)
             await rec.start({"config_name": "dada"}, fresh=True)
-            await rec.record("input", f"text {run_id}", items=[{"stage": 1, "item_type": "user_input_text"}],
-                             then=(1, "safety"))
+            await rec.record(
+                "input", f"text {run_id}", items=[{"stage": 1, "item_type": "user_input_text"}], then=(1, "safety")
+            )
             await rec.record("safety", {"safe": True}, run_values={"backend_info": [{"stage": 1}]})
             await rec.finish(COMPLETED, [], final_output=f"out {run_id}")
 

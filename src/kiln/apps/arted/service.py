@@ -72,8 +72,9 @@ def choose_outputs(reg: Registry, config: Config, requested: str | None) -> list
     if requested:
         chosen = reg.configs.get(requested)
         if chosen is None or chosen.kind != "output":
-            raise ArtedError(404, f"Output config {requested!r} not found",
-                             details={"valid_ids": [c.id for c in reg.outputs()]})
+            raise ArtedError(
+                404, f"Output config {requested!r} not found", details={"valid_ids": [c.id for c in reg.outputs()]}
+            )
         return [chosen]
     prefs = config.media_preferences
     if prefs.output_configs:
@@ -82,8 +83,7 @@ def choose_outputs(reg: Registry, config: Config, requested: str | None) -> list
         return []
     default = reg.default_output(prefs.default_output)
     if default is None:
-        raise ArtedError(501, f"No output config serves media type {prefs.default_output!r}",
-                         status="not_available")
+        raise ArtedError(501, f"No output config serves media type {prefs.default_output!r}", status="not_available")
     return [default]
 
 
@@ -94,8 +94,12 @@ def check_configured(providers: ProviderSettings, outputs: list[Config]) -> None
     if outputs and not providers.comfyui_url:
         missing.append("KILN_COMFYUI_URL")
     if missing:
-        raise ArtedError(503, f"Not configured: set {', '.join(missing)}", status="not_configured",
-                         details={"missing_settings": missing})
+        raise ArtedError(
+            503,
+            f"Not configured: set {', '.join(missing)}",
+            status="not_configured",
+            details={"missing_settings": missing},
+        )
 
 
 def valid_run_id(value: str | None) -> str:
@@ -107,16 +111,41 @@ def valid_run_id(value: str | None) -> str:
         raise ArtedError(400, "run_id must be a UUID") from None
 
 
-async def create_run(session: AsyncSession, kernel: Any, *, run_id: str, mode: str, config: Config,
-                     outputs: list[Config], text: str, level: str, execution_mode: str, seed: int | None,
-                     user_id: str, session_id: str, options: dict[str, Any], client_id: bool = False) -> Run:
+async def create_run(
+    session: AsyncSession,
+    kernel: Any,
+    *,
+    run_id: str,
+    mode: str,
+    config: Config,
+    outputs: list[Config],
+    text: str,
+    level: str,
+    execution_mode: str,
+    seed: int | None,
+    user_id: str,
+    session_id: str,
+    options: dict[str, Any],
+    client_id: bool = False,
+) -> Run:
     if client_id and await session.get(Run, run_id) is not None:
         raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
     job = await kernel.jobs.create(session, JOB_KIND, {"run_id": run_id}, owner_id=None, max_attempts=1)
-    values = {"id": run_id, "job_id": job.id, "mode": mode, "config_id": config.id, "user_id": user_id,
-              "session_id": session_id, "safety_level": level, "execution_mode": execution_mode[:16],
-              "input_text": text, "requested_seed": seed, "backend_info": [], "outputs": [],
-              "options": {**options, "outputs": [o.id for o in outputs]}}
+    values = {
+        "id": run_id,
+        "job_id": job.id,
+        "mode": mode,
+        "config_id": config.id,
+        "user_id": user_id,
+        "session_id": session_id,
+        "safety_level": level,
+        "execution_mode": execution_mode[:16],
+        "input_text": text,
+        "requested_seed": seed,
+        "backend_info": [],
+        "outputs": [],
+        "options": {**options, "outputs": [o.id for o in outputs]},
+    }
     # A Core INSERT (the columns' defaults apply): the ORM unit of work cost more than the statement.
     await session.execute(insert(RUNS), [values])
     await session.commit()
@@ -156,10 +185,17 @@ async def settle(session: AsyncSession, kernel: Any, run: Any) -> Any:
     job = await kernel.jobs.get(run.job_id)
     if job is None or job.status not in FINISHED:
         return run
-    error = {"stage": run.current_step, "error_type": f"job_{job.status}",
-             "message": f"the run stopped: its job {job.status}", "http_status": 500}
-    await session.execute(update(Run).where(Run.id == run.id, Run.status.in_((QUEUED, IN_PROGRESS)))
-                          .values(status=FAILED, error=error, finished_at=job.finished_at or utcnow()))
+    error = {
+        "stage": run.current_step,
+        "error_type": f"job_{job.status}",
+        "message": f"the run stopped: its job {job.status}",
+        "http_status": 500,
+    }
+    await session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_((QUEUED, IN_PROGRESS)))
+        .values(status=FAILED, error=error, finished_at=job.finished_at or utcnow())
+    )
     await session.commit()
     return await reload_run(session, run.id)
 

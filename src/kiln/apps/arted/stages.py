@@ -36,8 +36,9 @@ def _sampling(parameters: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def interception_messages(registry: Registry, config: Config, text: str, *, lang: str,
-                          context_override: str | None, optimization: str | None) -> list[dict[str, str]]:
+def interception_messages(
+    registry: Registry, config: Config, text: str, *, lang: str, context_override: str | None, optimization: str | None
+) -> list[dict[str, str]]:
     chunk = registry.chunks["manipulate"]
     context = (context_override or pick(config.context, lang))[:MAX_CONTEXT_CHARS]
     system = chunk.template.replace("{{CONTEXT}}", context)
@@ -46,12 +47,21 @@ def interception_messages(registry: Registry, config: Config, text: str, *, lang
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
-async def intercept(llm: LLMClient, registry: Registry, config: Config, text: str, *, lang: str,
-                    context_override: str | None, optimization: str | None) -> LLMStep:
+async def intercept(
+    llm: LLMClient,
+    registry: Registry,
+    config: Config,
+    text: str,
+    *,
+    lang: str,
+    context_override: str | None,
+    optimization: str | None,
+) -> LLMStep:
     model = llm.resolve_model(config.model)
     started = time.perf_counter()
-    messages = interception_messages(registry, config, text, lang=lang, context_override=context_override,
-                                     optimization=optimization)
+    messages = interception_messages(
+        registry, config, text, lang=lang, context_override=context_override, optimization=optimization
+    )
     out = await collect(llm.chat_stream(messages, model=model, **_sampling(config.parameters)))
     out = out.strip()
     if not out:
@@ -62,8 +72,9 @@ async def intercept(llm: LLMClient, registry: Registry, config: Config, text: st
 async def translate(llm: LLMClient, registry: Registry, text: str, model: str | None) -> LLMStep:
     chunk = registry.chunks["translate"]
     name = llm.resolve_model(model)
-    result = await llm.chat([{"role": "system", "content": chunk.template}, {"role": "user", "content": text}],
-                            model=name, temperature=0)
+    result = await llm.chat(
+        [{"role": "system", "content": chunk.template}, {"role": "user", "content": text}], model=name, temperature=0
+    )
     out = result.content.strip()
     if not out:
         raise ProviderError("llm", "the translation model answered nothing")
@@ -98,9 +109,17 @@ def fill_workflow(chunk: Chunk, values: dict[str, Any]) -> dict[str, Any]:
 
 def workflow_values(config: Config, prompt: str, seed: int, run_id: str) -> dict[str, Any]:
     p = config.parameters
-    return {"prompt": prompt, "negative_prompt": p.get("NEGATIVE_PROMPT", ""), "seed": seed, "steps": p.get("STEPS"),
-            "cfg": p.get("CFG"), "width": p.get("WIDTH"), "height": p.get("HEIGHT"), "duration": p.get("DURATION"),
-            "filename_prefix": f"kiln_arted/{run_id}"}
+    return {
+        "prompt": prompt,
+        "negative_prompt": p.get("NEGATIVE_PROMPT", ""),
+        "seed": seed,
+        "steps": p.get("STEPS"),
+        "cfg": p.get("CFG"),
+        "width": p.get("WIDTH"),
+        "height": p.get("HEIGHT"),
+        "duration": p.get("DURATION"),
+        "filename_prefix": f"kiln_arted/{run_id}",
+    }
 
 
 @dataclass

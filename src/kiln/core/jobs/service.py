@@ -30,8 +30,19 @@ Kicker = Callable[[Sequence[str]], Awaitable[None]]
 
 JOBS = Job.__table__
 # What a new job's row holds; written with a Core INSERT (an ORM flush costs several times more).
-_NEW_JOB_COLUMNS = ("id", "kind", "surface", "status", "progress", "attempts", "max_attempts", "payload",
-                    "owner_id", "created_at", "updated_at")
+_NEW_JOB_COLUMNS = (
+    "id",
+    "kind",
+    "surface",
+    "status",
+    "progress",
+    "attempts",
+    "max_attempts",
+    "payload",
+    "owner_id",
+    "created_at",
+    "updated_at",
+)
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -45,9 +56,7 @@ class JobService:
         self._kick = kick
         self.default_max_attempts = default_max_attempts
 
-    def _new_job(
-        self, kind: str, payload: dict[str, Any], owner_id: str | None, max_attempts: int | None
-    ) -> Job:
+    def _new_job(self, kind: str, payload: dict[str, Any], owner_id: str | None, max_attempts: int | None) -> Job:
         spec = get_handler(kind)
         if spec is None:
             raise JobError(f"no handler is registered for job kind {kind!r}")
