@@ -12,6 +12,10 @@ run in this process and time every request they serve (and ComfyUI's execution).
   ComfyUI's history every 50 ms (the reference: 2 s), which favours the baseline.
 
     PYTHONPATH=src:. .venv/bin/python bench/arted.py [--runs 100] [--concurrent-runs 300]
+        [--skip-reference] [--profile out.prof [--profile-phase sequential|concurrent]]
+
+Server CPU per run (user + system of the server process over the phase) is printed for both;
+on a shared machine it is the figure to compare, not runs/s.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -53,6 +58,7 @@ def _timed(method):  # noqa: ANN001, ANN202
             return method(self, *args, **kwargs)
         finally:
             INTERVALS.append((start, time.perf_counter()))
+
     return wrapper
 
 
@@ -108,8 +114,10 @@ def _get(url: str) -> bytes:
 
 
 def _chat(llm: str, system: str, user: str) -> str:
-    body = {"model": "fake-chat",
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
+    body = {
+        "model": "fake-chat",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+    }
     return _post(f"{llm}/chat/completions", body)["choices"][0]["message"]["content"]
 
 
@@ -134,9 +142,11 @@ def reference_run(llm: str, comfy: str, out: Path, text: str) -> dict:
         translated = _chat(llm, "Translate the text", interception)
         verdict = _chat(llm, "You are the safety check", translated)
         save("safety_pre_output", verdict)
-        graph = {"6": {"class_type": "CLIPTextEncode", "inputs": {"text": translated}},
-                 "3": {"class_type": "KSampler", "inputs": {"seed": 1}},
-                 "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"ref/{run_id}"}}}
+        graph = {
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": translated}},
+            "3": {"class_type": "KSampler", "inputs": {"seed": 1}},
+            "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"ref/{run_id}"}},
+        }
         prompt_id = _post(f"{comfy}/prompt", {"prompt": graph, "client_id": run_id})["prompt_id"]
         while True:
             history = json.loads(_get(f"{comfy}/history/{prompt_id}"))
@@ -190,10 +200,34 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def sequential(url: str, runs: int) -> tuple[list[float], list[float]]:
+class ServerCPU:
+    """CPU seconds (user + system) a server process spends over a phase; optionally profiled."""
+
+    def __init__(self, pid: int, profile: bool = False):
+        self.proc = psutil.Process(pid)
+        self.profile = profile
+        self.spent = 0.0
+
+    def __enter__(self) -> ServerCPU:
+        if self.profile:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+        self._start = sum(self.proc.cpu_times()[:2])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = sum(self.proc.cpu_times()[:2]) - self._start
+        if self.profile:
+            os.kill(self.proc.pid, signal.SIGUSR2)
+
+
+async def sequential(url: str, runs: int, pid: int, *, profile: bool = False) -> tuple[list[float], list[float], float]:
+    """Latencies and overheads of `runs` runs after 10 warm-up runs, and the server's CPU seconds per run."""
     totals, overheads = [], []
+    cpu = ServerCPU(pid, profile)
     async with httpx.AsyncClient(timeout=60) as client:
         for i in range(runs + 10):
+            if i == 10:
+                cpu.__enter__()
             start = time.perf_counter()
             r = await client.post(url, json=BODY)
             end = time.perf_counter()
@@ -201,7 +235,8 @@ async def sequential(url: str, runs: int) -> tuple[list[float], list[float]]:
             if i >= 10:
                 totals.append(end - start)
                 overheads.append(end - start - backend_time(start, end))
-    return totals, overheads
+    cpu.__exit__()
+    return totals, overheads, cpu.spent / runs
 
 
 async def concurrent(url: str, users: int, runs: int) -> float:
@@ -209,6 +244,7 @@ async def concurrent(url: str, users: int, runs: int) -> float:
     errors: list[str] = []
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
         async def user() -> None:
             while remaining[0] > 0:
                 remaining[0] -= 1
@@ -237,6 +273,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--concurrent-runs", type=int, default=300)
     parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--profile", metavar="PATH", help="run the Kiln server under cProfile, stats to PATH")
+    parser.add_argument("--profile-phase", choices=("sequential", "concurrent"), default="concurrent")
+    parser.add_argument("--skip-reference", action="store_true", help="Kiln only (quick iterations: no ratio)")
     args = parser.parse_args()
     ThreadingHTTPServer.request_queue_size = 256  # 50 users: the default backlog (5) drops connections
     llm, llm_server = fake_llm_mod.start_fake_llm()
@@ -244,39 +283,68 @@ async def main() -> None:
     llm.responder = guard_or_echo
     home = Path(tempfile.mkdtemp(prefix="bench-arted-"))
     port, ref_port = free_port(), free_port()
-    env = {**os.environ, "KILN_HOME": str(home / "kiln"), "KILN_APPS": "arted", "KILN_LLM_URL": llm.url,
-           "KILN_LLM_MODEL": "fake-chat", "KILN_COMFYUI_URL": comfy.url, "KILN_LOG_LEVEL": "warning",
-           "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
-    kiln = subprocess.Popen([sys.executable, "-c", "from kiln.cli import app; app()", "serve", "--port", str(port)],
-                            env=env)
+    env = {
+        **os.environ,
+        "KILN_HOME": str(home / "kiln"),
+        "KILN_APPS": "arted",
+        "KILN_LLM_URL": llm.url,
+        "KILN_LLM_MODEL": "fake-chat",
+        "KILN_COMFYUI_URL": comfy.url,
+        "KILN_LOG_LEVEL": "warning",
+        "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+    }
+    launch = "from kiln.cli import app; app()"
+    if args.profile:  # SIGUSR1 starts the profiler, SIGUSR2 stops it and writes the stats
+        env["KILN_BENCH_PROFILE"] = str(Path(args.profile).resolve())
+        launch = (
+            "import cProfile, os, signal; from kiln.cli import app; p = cProfile.Profile()\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: p.enable())\n"
+            "out = os.environ['KILN_BENCH_PROFILE']\n"
+            "signal.signal(signal.SIGUSR2, lambda *_: (p.disable(), p.dump_stats(out)))\n"
+            "app()"
+        )
+    kiln = subprocess.Popen([sys.executable, "-c", launch, "serve", "--port", str(port)], env=env)
     ref = multiprocessing.get_context("spawn").Process(
-        target=serve_reference, args=(ref_port, llm.url, comfy.url, str(home / "ref")), daemon=True)
+        target=serve_reference, args=(ref_port, llm.url, comfy.url, str(home / "ref")), daemon=True
+    )
     ref.start()
     try:
         await wait_ready(f"http://127.0.0.1:{port}/readyz")
         kiln_url = f"http://127.0.0.1:{port}/api/schema/pipeline/execute"
         ref_url = f"http://127.0.0.1:{ref_port}/api/schema/pipeline/execute"
-        totals, overheads = await sequential(kiln_url, args.runs)
-        print(f"Kiln sequential, {args.runs} runs: latency p50 {ms(totals, 50):.1f} ms p95 {ms(totals, 95):.1f} ms; "
-              f"own overhead (minus time inside the fakes) p50 {ms(overheads, 50):.1f} ms "
-              f"p95 {ms(overheads, 95):.1f} ms (goal p50 < 20 ms)")
+        profile_seq = bool(args.profile) and args.profile_phase == "sequential"
+        totals, overheads, seq_cpu = await sequential(kiln_url, args.runs, kiln.pid, profile=profile_seq)
+        print(
+            f"Kiln sequential, {args.runs} runs: latency p50 {ms(totals, 50):.1f} ms p95 {ms(totals, 95):.1f} ms; "
+            f"own overhead (minus time inside the fakes) p50 {ms(overheads, 50):.1f} ms "
+            f"p95 {ms(overheads, 95):.1f} ms (goal p50 < 20 ms); server CPU per run {seq_cpu * 1000:.1f} ms"
+        )
         INTERVALS.clear()
-        ref_totals, ref_over = await sequential(ref_url, min(args.runs, 50))
-        print(f"Reference simulation sequential: latency p50 {ms(ref_totals, 50):.1f} ms; "
-              f"overhead p50 {ms(ref_over, 50):.1f} ms")
+        if not args.skip_reference:
+            ref_totals, ref_over, ref_seq_cpu = await sequential(ref_url, min(args.runs, 50), ref.pid)
+            print(
+                f"Reference simulation sequential: latency p50 {ms(ref_totals, 50):.1f} ms; "
+                f"overhead p50 {ms(ref_over, 50):.1f} ms; server CPU per run {ref_seq_cpu * 1000:.1f} ms"
+            )
+            INTERVALS.clear()
+        with ServerCPU(kiln.pid, bool(args.profile) and not profile_seq) as kiln_cpu:
+            kiln_rps = await concurrent(kiln_url, args.users, args.concurrent_runs)
+        cpu_per_run = kiln_cpu.spent / args.concurrent_runs * 1000
         INTERVALS.clear()
-        proc = psutil.Process(kiln.pid)
-        cpu = sum(proc.cpu_times()[:2])
-        kiln_rps = await concurrent(kiln_url, args.users, args.concurrent_runs)
-        cpu_per_run = (sum(proc.cpu_times()[:2]) - cpu) / args.concurrent_runs * 1000
-        INTERVALS.clear()
-        ref_proc = psutil.Process(ref.pid)
-        cpu = sum(ref_proc.cpu_times()[:2])
-        ref_rps = await concurrent(ref_url, args.users, args.concurrent_runs)
-        ref_cpu = (sum(ref_proc.cpu_times()[:2]) - cpu) / args.concurrent_runs * 1000
-        print(f"{args.users} concurrent users, {args.concurrent_runs} runs: Kiln {kiln_rps:.1f} runs/s, "
-              f"reference simulation {ref_rps:.1f} runs/s, ratio {kiln_rps / ref_rps:.2f}x "
-              f"(server CPU per run: Kiln {cpu_per_run:.1f} ms, simulation {ref_cpu:.1f} ms)")
+        if args.skip_reference:
+            print(
+                f"{args.users} concurrent users, {args.concurrent_runs} runs: Kiln {kiln_rps:.1f} runs/s "
+                f"(server CPU per run: Kiln {cpu_per_run:.1f} ms)"
+            )
+            return
+        with ServerCPU(ref.pid) as ref_cpu_phase:
+            ref_rps = await concurrent(ref_url, args.users, args.concurrent_runs)
+        ref_cpu = ref_cpu_phase.spent / args.concurrent_runs * 1000
+        print(
+            f"{args.users} concurrent users, {args.concurrent_runs} runs: Kiln {kiln_rps:.1f} runs/s, "
+            f"reference simulation {ref_rps:.1f} runs/s, ratio {kiln_rps / ref_rps:.2f}x "
+            f"(server CPU per run: Kiln {cpu_per_run:.1f} ms, simulation {ref_cpu:.1f} ms)"
+        )
     finally:
         kiln.terminate()
         kiln.wait(timeout=30)

@@ -13,8 +13,9 @@ from sqlalchemy import text
 from kiln.core import sqlite_async
 from kiln.core.db import SqliteWriteGate, make_engine
 
-LONG_INSERT = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
-               "INSERT INTO t SELECT i FROM n")
+LONG_INSERT = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) INSERT INTO t SELECT i FROM n"
+)
 
 
 @pytest.fixture
@@ -80,7 +81,8 @@ async def test_results_larger_than_the_prefetch_come_back_whole(engine):
         assert (await conn.execute(text("SELECT x FROM t WHERE x = -1"))).first() is None
 
 
-async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
+def _count_hops(monkeypatch) -> list:
+    """The calls made on SQLite connection threads from now on."""
     hops = []
     real = sqlite_async.OneHopConnection._execute
 
@@ -89,10 +91,46 @@ async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
         return await real(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(sqlite_async.OneHopConnection, "_execute", counted)
+    return hops
+
+
+async def test_a_statement_is_one_thread_hop(engine, monkeypatch):
+    hops = _count_hops(monkeypatch)
     async with engine.connect() as conn:
         hops.clear()
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
         assert len(hops) == 1  # aiosqlite's own cursor: create, execute, fetch, close = 4
+
+
+async def test_a_transaction_costs_its_statements_and_one_commit_nothing_more(engine, monkeypatch):
+    # No hop for closing a fully fetched cursor (closed in its statement's hop), for the pool's
+    # rollback after a commit, or for ending a read-only connection (no transaction is open).
+    async with engine.connect() as conn:  # a pooled connection, so no hop opens one below
+        await conn.execute(text("SELECT 1"))
+    hops = _count_hops(monkeypatch)
+    still_open = []  # cursors whose close would queue work for the connection's thread
+    real_close = sqlite_async.OneHopCursor.close
+
+    async def close(self):
+        still_open.append(self._cursor is not None)
+        await real_close(self)
+
+    monkeypatch.setattr(sqlite_async.OneHopCursor, "close", close)
+    async with engine.begin() as conn:
+        result = await conn.execute(text("INSERT INTO t VALUES (1), (2)"))
+        assert result.rowcount == 2
+    assert len(hops) == 2  # INSERT, COMMIT
+    assert still_open and not any(still_open)
+    hops.clear()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+    assert len(hops) == 1  # the SELECT; no rollback when nothing was begun
+    hops.clear()
+    async with engine.begin() as conn:  # rollback of a real transaction still happens
+        await conn.execute(text("INSERT INTO t VALUES (3)"))
+        await conn.rollback()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
 
 
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])

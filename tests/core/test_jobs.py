@@ -208,8 +208,15 @@ async def _make_orphan(kernel: Kernel, *, attempts: int, max_attempts: int) -> s
         await session.execute(
             update(Job)
             .where(Job.id == job.id)
-            .values(status=RUNNING, attempts=attempts, max_attempts=max_attempts, heartbeat_at=stale,
-                    finished_at=None, result=None, worker="gone/1")
+            .values(
+                status=RUNNING,
+                attempts=attempts,
+                max_attempts=max_attempts,
+                heartbeat_at=stale,
+                finished_at=None,
+                result=None,
+                worker="gone/1",
+            )
         )
         await session.commit()
     return job.id
@@ -294,3 +301,18 @@ async def test_cpu_steps_run_at_a_lower_priority_than_the_server():
             assert await pool.run(_niceness, cancelled=asyncio.Event(), grace=1) == min(19, expected)
         finally:
             pool.shutdown()
+
+
+async def test_embedded_jobs_start_without_a_queue_message(kernel: Kernel, monkeypatch):
+    # The in-memory broker's message round trip (build, serialise, parse) cost ten times the task
+    # that runs the job; embedded kicks start the task directly.
+    from taskiq import InMemoryBroker
+
+    async def no_message(self, message):
+        raise AssertionError("an embedded kick went through a taskiq message")
+
+    monkeypatch.setattr(InMemoryBroker, "kick", no_message)
+    jobs = await kernel.jobs.submit_many("test.noop", [{"n": i} for i in range(5)])
+    await kernel.broker.drain()
+    for job in jobs:
+        assert (await wait_for_status(kernel, job.id, {SUCCEEDED})).result == {"n": jobs.index(job)}

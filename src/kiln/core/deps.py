@@ -16,7 +16,7 @@ from kiln.core.kernel import Kernel
 from kiln.settings import Settings
 
 
-def get_kernel(request: Request) -> Kernel:
+async def get_kernel(request: Request) -> Kernel:  # async: a plain `def` dependency costs a thread-pool hop
     return request.app.state.kernel
 
 

@@ -4,7 +4,9 @@ aiosqlite runs every call on the connection's own thread, and each call is a que
 thread wake-up and a loop wake-up. SQLAlchemy's adapter makes up to four calls per statement
 (create the cursor, execute, fetch, close), so a busy SQLite process spent more time switching
 threads than running SQL. Here the cursor is created inside the execute hop, the first rows
-are fetched in the same hop, and closing is queued without waiting for it.
+are fetched in the same hop, and a cursor with nothing left to fetch is closed in that hop too
+(else closing is queued without waiting for it). A commit or rollback with no transaction
+open (the pool's reset after a commit, a read-only connection's end) makes no hop at all.
 
 Rows beyond the first ``PREFETCH`` are fetched on demand, so a large result is never held
 whole. Used through ``create_async_engine(..., async_creator=connector(...))`` (``core.db``).
@@ -28,27 +30,39 @@ class OneHopCursor(aiosqlite.Cursor):
         self._cursor: sqlite3.Cursor | None = None  # type: ignore[assignment]
         self._rows: list[Any] = []
         self._more = False
+        # what the DBAPI reads after execute, kept here: a fully fetched cursor is closed in its hop
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
 
     def _sqlite_cursor(self) -> sqlite3.Cursor:  # on the connection's thread
         if self._cursor is None:
             self._cursor = self._conn._conn.cursor()
         return self._cursor
 
+    def _keep_state(self, cursor: sqlite3.Cursor, more: bool) -> None:  # on the connection's thread
+        self._description, self._rowcount, self._lastrowid = cursor.description, cursor.rowcount, cursor.lastrowid
+        if not more:
+            cursor.close()
+            self._cursor = None
+
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
         def run() -> tuple[list[Any], bool]:
             cursor = self._sqlite_cursor()
             cursor.execute(sql, () if parameters is None else parameters)
-            if cursor.description is None:
-                return [], False
-            rows = cursor.fetchmany(PREFETCH)
-            return rows, len(rows) == PREFETCH
+            rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
+            more = len(rows) == PREFETCH
+            self._keep_state(cursor, more)
+            return rows, more
 
         self._rows, self._more = await self._conn._execute(run)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> OneHopCursor:
         def run() -> None:
-            self._sqlite_cursor().executemany(sql, parameters)
+            cursor = self._sqlite_cursor()
+            cursor.executemany(sql, parameters)
+            self._keep_state(cursor, False)
 
         await self._conn._execute(run)
         self._rows, self._more = [], False
@@ -87,15 +101,15 @@ class OneHopCursor(aiosqlite.Cursor):
 
     @property
     def description(self) -> Any:
-        return self._cursor.description if self._cursor is not None else None
+        return self._description
 
     @property
     def rowcount(self) -> int:
-        return self._cursor.rowcount if self._cursor is not None else -1
+        return self._rowcount
 
     @property
     def lastrowid(self) -> int | None:
-        return self._cursor.lastrowid if self._cursor is not None else None
+        return self._lastrowid
 
 
 class _CursorReady:
@@ -120,6 +134,21 @@ class _CursorReady:
 class OneHopConnection(aiosqlite.Connection):
     def cursor(self) -> _CursorReady:  # type: ignore[override]
         return _CursorReady(OneHopCursor(self))
+
+    def _idle(self) -> bool:
+        # `in_transaction` only reads SQLite's autocommit flag; statements on this connection are
+        # awaited one at a time, so none runs on its thread now (a queued cursor close can, and
+        # does not change it). With no transaction, commit and rollback are no-ops in sqlite3.
+        conn = self._connection
+        return conn is not None and not conn.in_transaction
+
+    async def commit(self) -> None:
+        if not self._idle():
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if not self._idle():
+            await super().rollback()
 
 
 def connector(args: list[Any], kwargs: dict[str, Any]) -> Callable[[], OneHopConnection]:

@@ -12,16 +12,18 @@ from kiln.core.auth.models import User
 from kiln.providers.config import ProviderSettings
 
 
-def get_cfg(request: Request) -> ArtedSettings:
+# `async def` although nothing is awaited: FastAPI runs a plain `def` dependency in its thread
+# pool, a thread hop per dependency per request for what is a dictionary look-up.
+async def get_cfg(request: Request) -> ArtedSettings:
     return request.app.state.kernel.surface_settings(ArtedSettings)
 
 
-def get_providers(request: Request) -> ProviderSettings:
+async def get_providers(request: Request) -> ProviderSettings:
     return request.app.state.kernel.surface_settings(ProviderSettings)
 
 
-def get_registry(request: Request) -> Registry:
-    return registry(get_cfg(request).config_dir)
+async def get_registry(request: Request) -> Registry:
+    return registry(request.app.state.kernel.surface_settings(ArtedSettings).config_dir)
 
 
 def root(request: Request) -> str:

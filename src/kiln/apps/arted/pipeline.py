@@ -26,8 +26,19 @@ from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderError, ProviderTimeout
 from kiln.providers.llm import LLMClient
 
-RUN_FIELDS = ("id", "mode", "config_id", "user_id", "session_id", "safety_level", "execution_mode", "input_text",
-              "requested_seed", "options", "started_at")
+RUN_FIELDS = (
+    "id",
+    "mode",
+    "config_id",
+    "user_id",
+    "session_id",
+    "safety_level",
+    "execution_mode",
+    "input_text",
+    "requested_seed",
+    "options",
+    "started_at",
+)
 
 
 def backend_of(llm: LLMClient) -> str:
@@ -45,9 +56,16 @@ async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
     providers = kernel.surface_settings(ProviderSettings)
     reg = registry(cfg.config_dir)
     rec = Recorder(kernel, run_id)
-    await rec.start({"config_name": run.config_id, "execution_mode": run.execution_mode,
-                     "safety_level": run.safety_level, "user_id": run.user_id, "session_id": run.session_id},
-                    fresh=run.started_at is None)
+    await rec.start(
+        {
+            "config_name": run.config_id,
+            "execution_mode": run.execution_mode,
+            "safety_level": run.safety_level,
+            "user_id": run.user_id,
+            "session_id": run.session_id,
+        },
+        fresh=run.started_at is None,
+    )
     try:
         llm = LLMClient.from_settings(providers)
         comfy = ComfyUIClient.from_settings(providers) if run.options.get("outputs") else None
@@ -60,44 +78,101 @@ async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
 async def _fail(rec: Recorder, run: Any, stage: str, exc: ProviderError, **values: Any) -> None:
     status = 504 if isinstance(exc, ProviderTimeout) else 502
     error = {"stage": stage, "error_type": type(exc).__name__, "message": str(exc)[:500], "http_status": status}
-    item = {"stage": rec.stage, "item_type": "pipeline_error", "media_type": "metadata",
-            "meta": {"error_type": error["error_type"], "error_stage": stage, "error_message": error["message"],
-                     "recoverable": False}}
+    item = {
+        "stage": rec.stage,
+        "item_type": "pipeline_error",
+        "media_type": "metadata",
+        "meta": {
+            "error_type": error["error_type"],
+            "error_stage": stage,
+            "error_message": error["message"],
+            "recoverable": False,
+        },
+    }
     await rec.record("error", error, items=[item])
     await rec.finish(FAILED, [], error=error, **values)
 
 
-async def _stages(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
-                  comfy: ComfyUIClient | None) -> dict[str, Any]:
+async def _stages(
+    rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, llm: LLMClient, comfy: ComfyUIClient | None
+) -> dict[str, Any]:
     level, options = run.safety_level, run.options
     config = reg.configs[run.config_id]
     guard_chunk = reg.chunks["safety_guard"]
     backend_info: list[dict[str, Any]] = []
     text = run.input_text
-    await rec.record("input", text, items=[{"stage": 1, "item_type": "user_input_text", "content": text,
-                                            "meta": {"input_language": options.get("user_language", "de"),
-                                                     "char_count": len(text)}}], then=(1, "safety"))
+    await rec.record(
+        "input",
+        text,
+        items=[
+            {
+                "stage": 1,
+                "item_type": "user_input_text",
+                "content": text,
+                "meta": {"input_language": options.get("user_language", "de"), "char_count": len(text)},
+            }
+        ],
+        then=(1, "safety"),
+    )
     # ---- stage 1: safety on the user's own text
     verdict = await safety.check(llm, guard_chunk, text, level, model=cfg.safety_model)
-    backend_info.append({"stage": 1, "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
-                         "model": verdict.model})
-    items = [{"stage": 1, "item_type": "stage1_safety_check", "media_type": "metadata", "model_used": verdict.model,
-              "meta": {"safe": verdict.safe, "method": verdict.method, "found_terms": verdict.found_terms,
-                       "codes": verdict.codes}}]
+    backend_info.append(
+        {
+            "stage": 1,
+            "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
+            "model": verdict.model,
+        }
+    )
+    items = [
+        {
+            "stage": 1,
+            "item_type": "stage1_safety_check",
+            "media_type": "metadata",
+            "model_used": verdict.model,
+            "meta": {
+                "safe": verdict.safe,
+                "method": verdict.method,
+                "found_terms": verdict.found_terms,
+                "codes": verdict.codes,
+            },
+        }
+    ]
     if not verdict.safe:
-        items.append({"stage": 1, "item_type": "stage1_blocked", "media_type": "metadata",
-                      "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes}})
+        items.append(
+            {
+                "stage": 1,
+                "item_type": "stage1_blocked",
+                "media_type": "metadata",
+                "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes},
+            }
+        )
     outputs = [reg.configs[o] for o in options.get("outputs", []) if o in reg.configs]
     intercepting = run.mode == "full" and config.kind == "interception" and not options.get("interception_result")
     after = (2, "interception") if intercepting else (3, "translation") if outputs else None
     after = after if verdict.safe else None
-    await rec.record("safety", verdict.record(level), items=items, run_values={"backend_info": backend_info},
-                     then=after)
+    await rec.record(
+        "safety", verdict.record(level), items=items, run_values={"backend_info": backend_info}, then=after
+    )
     if not verdict.safe:
-        error = {"stage": "pre_interception", "error_type": "safety_blocked", "message": verdict.reason,
-                 "safety_codes": verdict.codes, "http_status": 403}
-        await rec.finish(FAILED, [{"stage": 1, "item_type": "pipeline_error", "media_type": "metadata",
-                                   "meta": {"error_type": "safety_blocked", "error_stage": 1}}], error=error)
+        error = {
+            "stage": "pre_interception",
+            "error_type": "safety_blocked",
+            "message": verdict.reason,
+            "safety_codes": verdict.codes,
+            "http_status": 403,
+        }
+        await rec.finish(
+            FAILED,
+            [
+                {
+                    "stage": 1,
+                    "item_type": "pipeline_error",
+                    "media_type": "metadata",
+                    "meta": {"error_type": "safety_blocked", "error_stage": 1},
+                }
+            ],
+            error=error,
+        )
         return {"outcome": "blocked"}
     # ---- stage 2: interception of the user's text
     prompt = text
@@ -107,51 +182,104 @@ async def _stages(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, ll
         if outputs:
             optimization = reg.output_chunk(outputs[0]).meta.get("optimization_instruction")
         try:
-            step = await stages.intercept(llm, reg, config, text, lang=options.get("user_language", "de"),
-                                          context_override=options.get("context_prompt"), optimization=optimization)
+            step = await stages.intercept(
+                llm,
+                reg,
+                config,
+                text,
+                lang=options.get("user_language", "de"),
+                context_override=options.get("context_prompt"),
+                optimization=optimization,
+            )
         except ProviderError as exc:
             await _fail(rec, run, "interception", exc, backend_info=backend_info)
             return {"outcome": "failed"}
         prompt = step.text
         backend_info.append({"stage": 2, "backend": backend_of(llm), "model": step.model})
-        await rec.record("interception", prompt, meta={"config": config.id, "model_used": step.model},
-                         items=[{"stage": 2, "item_type": "interception_final", "content": prompt,
-                                 "model_used": step.model, "backend_used": backend_of(llm),
-                                 "config_used": config.id, "execution_time": round(step.seconds, 4)}],
-                         run_values={"final_output": prompt, "backend_info": backend_info}, then=next_state)
+        await rec.record(
+            "interception",
+            prompt,
+            meta={"config": config.id, "model_used": step.model},
+            items=[
+                {
+                    "stage": 2,
+                    "item_type": "interception_final",
+                    "content": prompt,
+                    "model_used": step.model,
+                    "backend_used": backend_of(llm),
+                    "config_used": config.id,
+                    "execution_time": round(step.seconds, 4),
+                }
+            ],
+            run_values={"final_output": prompt, "backend_info": backend_info},
+            then=next_state,
+        )
     elif options.get("interception_result"):
         prompt = str(options["interception_result"])
-        await rec.record("interception", prompt, meta={"config": config.id, "source": "client"},
-                         items=[{"stage": 2, "item_type": "interception_final", "content": prompt,
-                                 "meta": {"source": "client"}}], run_values={"final_output": prompt},
-                         then=next_state)
+        await rec.record(
+            "interception",
+            prompt,
+            meta={"config": config.id, "source": "client"},
+            items=[{"stage": 2, "item_type": "interception_final", "content": prompt, "meta": {"source": "client"}}],
+            run_values={"final_output": prompt},
+            then=next_state,
+        )
     else:
         rec.pend(final_output=prompt)
     # ---- stages 3 and 4, per output config
     results = []
     used_seed = None
     for index, output in enumerate(outputs, start=1):
-        result, seed = await _output(rec, run, reg, cfg, llm, comfy, output, prompt, backend_info, index,
-                                     last=index == len(outputs))
+        result, seed = await _output(
+            rec, run, reg, cfg, llm, comfy, output, prompt, backend_info, index, last=index == len(outputs)
+        )
         results.append(result)
         used_seed = seed if seed is not None else used_seed
     errors = [r for r in results if r["status"] == "error"]
     failed = bool(results) and len(errors) == len(results)
     error = None
     if failed:
-        error = {"stage": "media_generation", "error_type": "upstream", "message": errors[0]["error"],
-                 "http_status": errors[0].get("http_status", 502)}
-    await rec.finish(FAILED if failed else COMPLETED, [{
-        "stage": 5, "item_type": "pipeline_complete", "media_type": "metadata",
-        "meta": {"outputs_generated": sum(r["status"] == "success" for r in results),
-                 "stages_completed": sorted({b["stage"] for b in backend_info})}}],
-        outputs=results, backend_info=backend_info, used_seed=used_seed, error=error)
+        error = {
+            "stage": "media_generation",
+            "error_type": "upstream",
+            "message": errors[0]["error"],
+            "http_status": errors[0].get("http_status", 502),
+        }
+    await rec.finish(
+        FAILED if failed else COMPLETED,
+        [
+            {
+                "stage": 5,
+                "item_type": "pipeline_complete",
+                "media_type": "metadata",
+                "meta": {
+                    "outputs_generated": sum(r["status"] == "success" for r in results),
+                    "stages_completed": sorted({b["stage"] for b in backend_info}),
+                },
+            }
+        ],
+        outputs=results,
+        backend_info=backend_info,
+        used_seed=used_seed,
+        error=error,
+    )
     return {"outcome": "failed" if failed else "completed"}
 
 
-async def _output(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, llm: LLMClient,
-                  comfy: ComfyUIClient | None, output: Config, prompt: str, backend_info: list[dict[str, Any]],
-                  index: int, *, last: bool) -> tuple[dict[str, Any], int | None]:
+async def _output(
+    rec: Recorder,
+    run: Any,
+    reg: Registry,
+    cfg: ArtedSettings,
+    llm: LLMClient,
+    comfy: ComfyUIClient | None,
+    output: Config,
+    prompt: str,
+    backend_info: list[dict[str, Any]],
+    index: int,
+    *,
+    last: bool,
+) -> tuple[dict[str, Any], int | None]:
     level = run.safety_level
     media = output.media_type
     base = {"config": output.id, "media_type": media, "safety_level": level}
@@ -160,30 +288,74 @@ async def _output(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, ll
     try:
         step = await stages.translate(llm, reg, prompt, cfg.translation_model)
     except ProviderError as exc:  # without a translation there is nothing safe to send on
-        verdict = safety.Verdict(False, "llm_unavailable", f"translation unavailable: {exc.message}",
-                                 ["guard_unavailable"])
+        verdict = safety.Verdict(
+            False, "llm_unavailable", f"translation unavailable: {exc.message}", ["guard_unavailable"]
+        )
         translated = None
     else:
         translated = step.text
         backend_info.append({"stage": 3, "backend": backend_of(llm), "model": step.model, "step": "translation"})
-        await rec.record("translation", translated, meta={"model_used": step.model, "config": output.id},
-                         items=[{"stage": 3, "item_type": "translation_result", "content": translated,
-                                 "model_used": step.model, "backend_used": backend_of(llm),
-                                 "loop_iteration": index, "meta": {"from_lang": "auto", "to_lang": "en"}}],
-                         then=(3, "pre_output_safety"))
-        verdict = await safety.check(llm, reg.chunks["safety_guard"], translated, level, model=cfg.safety_model,
-                                     extra_texts=(prompt, run.input_text))
-        backend_info.append({"stage": 3, "backend": "word_filter" if verdict.method == "word_filter"
-                             else backend_of(llm), "model": verdict.model, "step": "pre_output_safety"})
-    items = [{"stage": 3, "item_type": "stage3_safety_check", "media_type": "metadata", "model_used": verdict.model,
-              "loop_iteration": index, "meta": {"safe": verdict.safe, "method": verdict.method,
-                                                "safety_level": level, "codes": verdict.codes}}]
+        await rec.record(
+            "translation",
+            translated,
+            meta={"model_used": step.model, "config": output.id},
+            items=[
+                {
+                    "stage": 3,
+                    "item_type": "translation_result",
+                    "content": translated,
+                    "model_used": step.model,
+                    "backend_used": backend_of(llm),
+                    "loop_iteration": index,
+                    "meta": {"from_lang": "auto", "to_lang": "en"},
+                }
+            ],
+            then=(3, "pre_output_safety"),
+        )
+        verdict = await safety.check(
+            llm,
+            reg.chunks["safety_guard"],
+            translated,
+            level,
+            model=cfg.safety_model,
+            extra_texts=(prompt, run.input_text),
+        )
+        backend_info.append(
+            {
+                "stage": 3,
+                "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
+                "model": verdict.model,
+                "step": "pre_output_safety",
+            }
+        )
+    items = [
+        {
+            "stage": 3,
+            "item_type": "stage3_safety_check",
+            "media_type": "metadata",
+            "model_used": verdict.model,
+            "loop_iteration": index,
+            "meta": {"safe": verdict.safe, "method": verdict.method, "safety_level": level, "codes": verdict.codes},
+        }
+    ]
     if not verdict.safe:
-        items.append({"stage": 3, "item_type": "stage3_blocked", "media_type": "metadata", "loop_iteration": index,
-                      "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes}})
+        items.append(
+            {
+                "stage": 3,
+                "item_type": "stage3_blocked",
+                "media_type": "metadata",
+                "loop_iteration": index,
+                "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes},
+            }
+        )
     go = verdict.safe and translated is not None and comfy is not None
-    await rec.record("safety_pre_output", {**verdict.record(level), "media_type": media}, items=items,
-                     run_values={"backend_info": backend_info}, then=(4, "media_generation") if go else None)
+    await rec.record(
+        "safety_pre_output",
+        {**verdict.record(level), "media_type": media},
+        items=items,
+        run_values={"backend_info": backend_info},
+        then=(4, "media_generation") if go else None,
+    )
     if not go or comfy is None or translated is None:
         return {**base, "status": "blocked", "reason": verdict.reason, "safety_codes": verdict.codes}, None
     # ---- stage 4
@@ -199,23 +371,65 @@ async def _output(rec: Recorder, run: Any, reg: Registry, cfg: ArtedSettings, ll
     model = chunk.meta.get("model")
     backend_info.append({"stage": 4, "backend": "comfyui", "model": model})
     kind = MEDIA_KIND.get(media, media)
-    meta = {"config": output.id, "backend": "comfyui", "seed": seed, "prompt_id": made.prompt_id,
-            "source_filename": made.filename, "model": model}
+    meta = {
+        "config": output.id,
+        "backend": "comfyui",
+        "seed": seed,
+        "prompt_id": made.prompt_id,
+        "source_filename": made.filename,
+        "model": model,
+    }
     meta.update(_media_facts(made.data))
-    view = await rec.record(f"output_{kind}", made.data, meta=meta, items=[{
-        "stage": 4, "item_type": f"output_{kind}", "media_type": kind, "config_used": output.id, "model_used": model,
-        "backend_used": "comfyui", "execution_time": round(made.seconds, 4), "loop_iteration": index,
-        "file_path": None, "meta": {"seed": seed, "prompt_id": made.prompt_id}}],
-        run_values={"used_seed": seed, "backend_info": backend_info}, defer=last)
-    return {**base, "status": "success", "run_id": run.id, "output": run.id, "media_stored": True,
-            "execution_time": round(time.perf_counter() - started, 4), "filename": view["filename"],
-            "entity_sequence": view["sequence"], "mime_type": view["mime_type"], "kind": kind,
-            "metadata": {"seed": seed, "prompt_id": made.prompt_id, "model": model,
-                         **{k: v for k, v in meta.items() if k in ("width", "height", "format")}}}, seed
+    view = await rec.record(
+        f"output_{kind}",
+        made.data,
+        meta=meta,
+        items=[
+            {
+                "stage": 4,
+                "item_type": f"output_{kind}",
+                "media_type": kind,
+                "config_used": output.id,
+                "model_used": model,
+                "backend_used": "comfyui",
+                "execution_time": round(made.seconds, 4),
+                "loop_iteration": index,
+                "file_path": None,
+                "meta": {"seed": seed, "prompt_id": made.prompt_id},
+            }
+        ],
+        run_values={"used_seed": seed, "backend_info": backend_info},
+        defer=last,
+    )
+    return {
+        **base,
+        "status": "success",
+        "run_id": run.id,
+        "output": run.id,
+        "media_stored": True,
+        "execution_time": round(time.perf_counter() - started, 4),
+        "filename": view["filename"],
+        "entity_sequence": view["sequence"],
+        "mime_type": view["mime_type"],
+        "kind": kind,
+        "metadata": {
+            "seed": seed,
+            "prompt_id": made.prompt_id,
+            "model": model,
+            **{k: v for k, v in meta.items() if k in ("width", "height", "format")},
+        },
+    }, seed
 
 
 def _media_facts(data: bytes) -> dict[str, Any]:
-    if not data.startswith((b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8")):
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        # A PNG states its size in its first chunk; opening it with Pillow cost ~0.2 ms per run.
+        return {
+            "width": int.from_bytes(data[16:20], "big"),
+            "height": int.from_bytes(data[20:24], "big"),
+            "format": "png",
+        }
+    if not data.startswith((b"\xff\xd8\xff", b"RIFF", b"GIF8")):
         return {}
     try:
         import io

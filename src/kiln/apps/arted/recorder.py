@@ -2,27 +2,42 @@
 
 Entities are numbered by production order (`01_input.txt`, ...); text and JSON are kept inline,
 media bytes in the blob store under `arted/runs/<run_id>/`. The run row holds both lists, so each
-step is one UPDATE (lists, counters, stage and step together) in its own short transaction, then
-an `arted.run` event is published (`{run_id, status, stage, step, entity?}`).
+step is one UPDATE (lists, counters, stage and step together), committed before the step goes
+on, then an `arted.run` event is published (`{run_id, status, stage, step, entity?}`). Steps
+of runs going on at the same time share their transaction (group commit: one COMMIT, and one
+executemany per column set, for all the steps that arrived while the previous one was written).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import weakref
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, update
 
 from kiln.apps.arted.models import IN_PROGRESS, Run
-from kiln.core.db import utcnow
+from kiln.core.db import Database, utcnow
+from kiln.core.jobs.batching import GroupCommit
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 RUNS = Run.__table__
-ITEM_FIELDS = ("stage", "loop_iteration", "media_type", "item_type", "content", "file_path", "config_used",
-               "model_used", "backend_used", "execution_time")
+ITEM_FIELDS = (
+    "stage",
+    "loop_iteration",
+    "media_type",
+    "item_type",
+    "content",
+    "file_path",
+    "config_used",
+    "model_used",
+    "backend_used",
+    "execution_time",
+)
 MEDIA_KIND = {"image": "image", "audio": "audio", "video": "video", "music": "audio"}
 
 
@@ -59,8 +74,41 @@ def sniff(data: bytes) -> tuple[str, str]:
 def _update_for(columns: frozenset[str]) -> Any:
     """A prepared `UPDATE arted_runs SET <columns> WHERE id = :run_id`, built once per column set
     (constructing and cache-keying a statement per step cost more than executing it)."""
-    return update(RUNS).where(RUNS.c.id == bindparam("run_id")).values(
-        {RUNS.c[name]: bindparam(name, type_=RUNS.c[name].type) for name in sorted(columns)})
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run_id"))
+        .values({RUNS.c[name]: bindparam(name, type_=RUNS.c[name].type) for name in sorted(columns)})
+    )
+
+
+RowWrite = tuple[frozenset[str], dict[str, Any]]  # (columns, parameters incl. run_id)
+
+
+class _RunWriter:
+    """The group commit of one database's run-row updates."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.batches: GroupCommit[RowWrite, None] = GroupCommit(self._flush)
+
+    async def _flush(self, writes: Sequence[RowWrite]) -> list[None]:
+        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for columns, params in writes:
+            by_columns.setdefault(columns, []).append(params)
+        async with self.db.engine.begin() as conn:
+            for columns, rows in by_columns.items():
+                await conn.execute(_update_for(columns), rows)
+        return [None] * len(writes)
+
+
+_writers: weakref.WeakKeyDictionary[Database, _RunWriter] = weakref.WeakKeyDictionary()
+
+
+def _writer(db: Database) -> _RunWriter:
+    writer = _writers.get(db)
+    if writer is None:
+        writer = _writers[db] = _RunWriter(db)
+    return writer
 
 
 class Recorder:
@@ -76,15 +124,28 @@ class Recorder:
         self._pending: dict[str, Any] = {}  # run values written with the next transaction
         self._deferred: list[dict[str, Any]] = []  # entity events published with the next transaction
 
-    async def _commit(self, values: dict[str, Any], entity: dict[str, Any] | None = None,
-                      status: str = IN_PROGRESS) -> None:
-        """One UPDATE of the run row on a bare connection (Core, no ORM unit of work)."""
-        params = {"current_stage": self.stage, "current_step": self.step, "entities": self.entities,
-                  "items": self.items, "entity_count": len(self.entities), "items_count": len(self.items),
-                  "stored_bytes": self.stored, **self._pending, **values}
+    async def _commit(
+        self, values: dict[str, Any], entity: dict[str, Any] | None = None, status: str = IN_PROGRESS
+    ) -> None:
+        """One UPDATE of the run row (Core, no ORM unit of work), committed when this returns."""
+        params = {
+            "current_stage": self.stage,
+            "current_step": self.step,
+            "entities": self.entities,
+            "items": self.items,
+            "entity_count": len(self.entities),
+            "items_count": len(self.items),
+            "stored_bytes": self.stored,
+            **self._pending,
+            **values,
+        }
         self._pending = {}
-        async with self.kernel.db.engine.begin() as conn:
-            await conn.execute(_update_for(frozenset(params)), {"run_id": self.run_id, **params})
+        columns = frozenset(params)
+        params["run_id"] = self.run_id
+        # the lists are encoded when the batch is written; a step whose caller was cancelled is
+        # still written, so it gets copies that the caller cannot change afterwards
+        params["entities"], params["items"] = list(self.entities), list(self.items)
+        await _writer(self.kernel.db).batches.submit((columns, params))
         views = self._deferred + ([entity] if entity is not None else [])
         self._deferred = []
         for view in views or [None]:
@@ -114,10 +175,17 @@ class Recorder:
         self.stage, self.step = stage, step
         await self._commit({})
 
-    async def record(self, entity_type: str, value: str | dict[str, Any] | bytes, *,
-                     meta: dict[str, Any] | None = None, items: list[dict[str, Any]] | None = None,
-                     run_values: dict[str, Any] | None = None, then: tuple[int, str] | None = None,
-                     defer: bool = False) -> dict[str, Any]:
+    async def record(
+        self,
+        entity_type: str,
+        value: str | dict[str, Any] | bytes,
+        *,
+        meta: dict[str, Any] | None = None,
+        items: list[dict[str, Any]] | None = None,
+        run_values: dict[str, Any] | None = None,
+        then: tuple[int, str] | None = None,
+        defer: bool = False,
+    ) -> dict[str, Any]:
         """Store one entity (and the history items that go with it) in one transaction; `then` moves
         the run to its next (stage, step) in the same transaction. `defer` leaves the write to the
         next transaction (for the last entity, which `finish` writes a moment later)."""
@@ -137,15 +205,31 @@ class Recorder:
         else:
             mime, filename, content = TEXT, f"{seq:02d}_{entity_type}.txt", value
             size = len(value.encode())
-        self.entities.append({"sequence": seq, "type": entity_type, "filename": filename, "mime_type": mime,
-                              "size": size, "content": content, "blob_key": blob_key, "meta": meta or {},
-                              "created_at": utcnow().isoformat()})
+        self.entities.append(
+            {
+                "sequence": seq,
+                "type": entity_type,
+                "filename": filename,
+                "mime_type": mime,
+                "size": size,
+                "content": content,
+                "blob_key": blob_key,
+                "meta": meta or {},
+                "created_at": utcnow().isoformat(),
+            }
+        )
         self.stored += size
         self._add_items(items or [])
         if then is not None:
             self.stage, self.step = then
-        view = {"sequence": f"{seq:02d}", "type": entity_type, "filename": filename, "available": True,
-                "mime_type": mime.split(";")[0], "size": size}
+        view = {
+            "sequence": f"{seq:02d}",
+            "type": entity_type,
+            "filename": filename,
+            "available": True,
+            "mime_type": mime.split(";")[0],
+            "size": size,
+        }
         if defer:
             self._pending.update(run_values or {})
             self._deferred.append(view)
@@ -161,5 +245,6 @@ class Recorder:
         self.step = "complete" if status != "failed" else "failed"
         self._add_items(items)
         total = round(time.perf_counter() - self.started, 4)
-        await self._commit({"status": status, "finished_at": utcnow(), "total_execution_time": total, **values},
-                           status=status)
+        await self._commit(
+            {"status": status, "finished_at": utcnow(), "total_execution_time": total, **values}, status=status
+        )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.config import ArtedSettings
@@ -25,6 +26,7 @@ from kiln.core.jobs.models import FINISHED
 from kiln.providers.config import ProviderSettings
 
 JOB_KIND = "arted.run"
+RUNS = Run.__table__
 MAX_SEED = 2**63 - 1
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -70,8 +72,9 @@ def choose_outputs(reg: Registry, config: Config, requested: str | None) -> list
     if requested:
         chosen = reg.configs.get(requested)
         if chosen is None or chosen.kind != "output":
-            raise ArtedError(404, f"Output config {requested!r} not found",
-                             details={"valid_ids": [c.id for c in reg.outputs()]})
+            raise ArtedError(
+                404, f"Output config {requested!r} not found", details={"valid_ids": [c.id for c in reg.outputs()]}
+            )
         return [chosen]
     prefs = config.media_preferences
     if prefs.output_configs:
@@ -80,8 +83,7 @@ def choose_outputs(reg: Registry, config: Config, requested: str | None) -> list
         return []
     default = reg.default_output(prefs.default_output)
     if default is None:
-        raise ArtedError(501, f"No output config serves media type {prefs.default_output!r}",
-                         status="not_available")
+        raise ArtedError(501, f"No output config serves media type {prefs.default_output!r}", status="not_available")
     return [default]
 
 
@@ -92,8 +94,12 @@ def check_configured(providers: ProviderSettings, outputs: list[Config]) -> None
     if outputs and not providers.comfyui_url:
         missing.append("KILN_COMFYUI_URL")
     if missing:
-        raise ArtedError(503, f"Not configured: set {', '.join(missing)}", status="not_configured",
-                         details={"missing_settings": missing})
+        raise ArtedError(
+            503,
+            f"Not configured: set {', '.join(missing)}",
+            status="not_configured",
+            details={"missing_settings": missing},
+        )
 
 
 def valid_run_id(value: str | None) -> str:
@@ -105,18 +111,52 @@ def valid_run_id(value: str | None) -> str:
         raise ArtedError(400, "run_id must be a UUID") from None
 
 
-async def create_run(session: AsyncSession, kernel: Any, *, run_id: str, mode: str, config: Config,
-                     outputs: list[Config], text: str, level: str, execution_mode: str, seed: int | None,
-                     user_id: str, session_id: str, options: dict[str, Any], client_id: bool = False) -> Run:
+async def create_run(
+    session: AsyncSession,
+    kernel: Any,
+    *,
+    run_id: str,
+    mode: str,
+    config: Config,
+    outputs: list[Config],
+    text: str,
+    level: str,
+    execution_mode: str,
+    seed: int | None,
+    user_id: str,
+    session_id: str,
+    options: dict[str, Any],
+    client_id: bool = False,
+) -> Run:
     if client_id and await session.get(Run, run_id) is not None:
         raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
     job = await kernel.jobs.create(session, JOB_KIND, {"run_id": run_id}, owner_id=None, max_attempts=1)
-    run = Run(id=run_id, job_id=job.id, mode=mode, config_id=config.id, user_id=user_id, session_id=session_id,
-              safety_level=level, execution_mode=execution_mode[:16], input_text=text, requested_seed=seed,
-              options={**options, "outputs": [o.id for o in outputs]}, backend_info=[], outputs=[])
-    session.add(run)
+    values = {
+        "id": run_id,
+        "job_id": job.id,
+        "mode": mode,
+        "config_id": config.id,
+        "user_id": user_id,
+        "session_id": session_id,
+        "safety_level": level,
+        "execution_mode": execution_mode[:16],
+        "input_text": text,
+        "requested_seed": seed,
+        "backend_info": [],
+        "outputs": [],
+        "options": {**options, "outputs": [o.id for o in outputs]},
+    }
+    # A Core INSERT (the columns' defaults apply): the ORM unit of work cost more than the statement.
+    await session.execute(insert(RUNS), [values])
     await session.commit()
-    return run
+    return Run(**values)
+
+
+async def reload_run(session: AsyncSession, run_id: str) -> Any:
+    """The run's row as it is now, as a plain read-only object with the `Run` attributes
+    (a Core SELECT: no ORM identity map or instance state is needed for the answer)."""
+    row = (await session.execute(select(RUNS).where(RUNS.c.id == run_id))).mappings().one()
+    return SimpleNamespace(**row)
 
 
 async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str | None:
@@ -137,7 +177,7 @@ async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str
     return None
 
 
-async def settle(session: AsyncSession, kernel: Any, run: Run) -> Run:
+async def settle(session: AsyncSession, kernel: Any, run: Any) -> Any:
     """A run still open whose job has ended (crashed worker, cancel, an error outside the stages)
     is closed as failed, with the job's error, so it never stays `in_progress` for ever."""
     if run.status not in (QUEUED, IN_PROGRESS) or run.job_id is None:
@@ -145,13 +185,19 @@ async def settle(session: AsyncSession, kernel: Any, run: Run) -> Run:
     job = await kernel.jobs.get(run.job_id)
     if job is None or job.status not in FINISHED:
         return run
-    error = {"stage": run.current_step, "error_type": f"job_{job.status}",
-             "message": f"the run stopped: its job {job.status}", "http_status": 500}
-    await session.execute(update(Run).where(Run.id == run.id, Run.status.in_((QUEUED, IN_PROGRESS)))
-                          .values(status=FAILED, error=error, finished_at=job.finished_at or utcnow()))
+    error = {
+        "stage": run.current_step,
+        "error_type": f"job_{job.status}",
+        "message": f"the run stopped: its job {job.status}",
+        "http_status": 500,
+    }
+    await session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_((QUEUED, IN_PROGRESS)))
+        .values(status=FAILED, error=error, finished_at=job.finished_at or utcnow())
+    )
     await session.commit()
-    return (await session.execute(select(Run).where(Run.id == run.id)
-                                  .execution_options(populate_existing=True))).scalar_one()
+    return await reload_run(session, run.id)
 
 
 async def load_run(session: AsyncSession, run_id: str) -> Run:

@@ -2,6 +2,8 @@
 
 Messages carry nothing but a job id: the `jobs` table is the source of truth, so a lost
 or duplicated message costs at most a redundant claim attempt (claims are conditional).
+Embedded (`memory://`), a kick starts the job's task in this process directly, as taskiq's
+in-memory broker would, without building and parsing a taskiq message for it.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class JobBroker:
 
         self._task = self.broker.register_task(run_job, task_name=TASK_NAME)
         self._started = False
+        self._local: set[asyncio.Task[None]] = set()  # jobs started in this process (memory broker)
 
     @property
     def in_process(self) -> bool:
@@ -118,6 +121,14 @@ class JobBroker:
             # An admin command on an embedded deployment: the server's recovery sweep picks the job up.
             return
         ids = list(job_ids)
+        if self.in_process and self._execute is not None:
+            # Embedded: a task per job, as taskiq's in-memory broker makes, without building and
+            # parsing a taskiq message for it (that was ~60 us of CPU per job, ten times the task).
+            for job_id in ids:
+                task = asyncio.create_task(self._run_local(self._execute, job_id))
+                self._local.add(task)
+                task.add_done_callback(self._local.discard)
+            return
         kick_many = getattr(self.broker, "kick_many", None)
         if kick_many is not None and len(ids) > 1:
             kicker = self._task.kicker()
@@ -126,6 +137,13 @@ class JobBroker:
         # Concurrent sends: a batch of ids costs about one round trip to the broker, not one each.
         for start in range(0, len(ids), 64):
             await asyncio.gather(*(self._task.kiq(job_id) for job_id in ids[start : start + 64]))
+
+    @staticmethod
+    async def _run_local(execute: Execute, job_id: str) -> None:
+        try:
+            await execute(job_id)
+        except Exception:  # the job row stays as it was; recovery re-kicks it
+            log.exception("running job %s failed", job_id)
 
     async def ping(self) -> bool:
         """Whether the transport is reachable (readiness)."""
@@ -142,6 +160,8 @@ class JobBroker:
     async def drain(self) -> None:
         """Wait for jobs kicked in this process to finish (memory broker only; tests and shutdown)."""
         if isinstance(self.broker, InMemoryBroker):
+            while self._local:
+                await asyncio.gather(*list(self._local), return_exceptions=True)
             await self.broker.wait_all()
 
     async def listen(self, stop: asyncio.Event) -> None:
