@@ -29,6 +29,7 @@ T = TypeVar("T")
 Op = Callable[[AsyncSession], Awaitable[Any]]
 LOG_BUFFER = "media.log_rows"  # session.info key: task-log rows waiting for the transaction's insert
 _LOGS = MediaTaskLog.__table__
+INSERT_LOGS = insert(_LOGS)  # built once: its cache key is then computed once, not per transaction
 
 
 @dataclass(slots=True)
@@ -43,7 +44,7 @@ async def insert_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> None
     if buffer is not None:
         buffer.extend(rows)
     elif rows:
-        await session.execute(insert(_LOGS), rows)
+        await session.execute(INSERT_LOGS, rows)
 
 
 class _Batcher:
@@ -69,7 +70,7 @@ class _Batcher:
             values = [await op(session) for op in ops]
             del session.info[LOG_BUFFER]
             if buffer:
-                await session.execute(insert(_LOGS), buffer)
+                await session.execute(INSERT_LOGS, buffer)
             await session.commit()
         return values
 

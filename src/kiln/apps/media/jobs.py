@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.media import batch, imaging, pipeline
@@ -138,21 +138,29 @@ async def _cancelled(ctx: JobContext, item: MediaItem) -> None:
         await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
 
 
+_ITEMS = MediaItem.__table__
+# A Core statement built once (an ORM-enabled UPDATE ... RETURNING costs several times more, and
+# building it per claim costs about as much as running it); the object built from the row is
+# only read and mirrored, never added to a session.
+_CLAIM = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("c_id"), _ITEMS.c.job_id == bindparam("c_job"),
+           _ITEMS.c.status.in_([bindparam(f"c_state_{n}", state) for n, state in enumerate(RUNNABLE)]),
+           _ITEMS.c.attempts < bindparam("c_max"))
+    .values(status=EXTRACTING, updated_at=bindparam("c_now", type_=_ITEMS.c.updated_at.type),
+            worker_name=bindparam("c_worker"), attempts=_ITEMS.c.attempts + 1, error=None)
+    .returning(*_ITEMS.c)
+)
+
+
 async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_attempts: int
                  ) -> tuple[MediaItem | None, StatusEvent | None]:
     """Load and claim the item (-> EXTRACTING) in one statement: (item, event) when claimed,
     (item, None) when it ran out of attempts, (None, None) when it is gone or not this job's."""
     now = utcnow()
-    items = MediaItem.__table__
-    # A Core statement (an ORM-enabled UPDATE ... RETURNING costs several times more); the
-    # object built from the row is only read and mirrored, never added to a session.
-    row = (await session.execute(
-        update(items)
-        .where(items.c.id == media_id, items.c.job_id == ctx.job.id, items.c.status.in_(RUNNABLE),
-               items.c.attempts < max_attempts)
-        .values(status=EXTRACTING, updated_at=now, worker_name=ctx.job.worker, attempts=items.c.attempts + 1,
-                error=None)
-        .returning(*items.c))).first()
+    row = (await session.execute(_CLAIM, {
+        "c_id": media_id, "c_job": ctx.job.id, "c_max": max_attempts, "c_now": now, "c_worker": ctx.job.worker,
+    })).first()
     if row is not None:
         claimed = MediaItem(**row._asdict())
         (event,) = await logged(session, claimed, [(EXTRACTING, None, now)], worker=ctx.job.worker)

@@ -28,6 +28,7 @@ from kiln.core.jobs import QUEUED, RUNNING, JobError
 
 log = logging.getLogger(__name__)
 _ITEMS = MediaItem.__table__
+_INSERT_ITEM = insert(_ITEMS)  # built once (its cache key is computed once), values bound per upload
 ORDER_COLUMNS = {"created_at": MediaItem.created_at, "filename": MediaItem.filename, "status": MediaItem.status}
 
 
@@ -115,7 +116,7 @@ async def upload_one(
     # Core inserts: the ORM unit of work costs more than these two rows. The object mirrors the
     # row for the transitions below (never added to the session).
     item = MediaItem(**values)
-    await session.execute(insert(_ITEMS).values(**values))
+    await session.execute(_INSERT_ITEM, values)
     await insert_logs(session, [log_row(media_id, PENDING, None, None, now)])
     await session.commit()
     # Stamped like its log row, so a `since` replay and the live push name the same update.
