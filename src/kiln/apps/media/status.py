@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from kiln.apps.media import grid
 from kiln.apps.media.batch import insert_logs
+from kiln.apps.media.grid import Db
 from kiln.apps.media.models import READY, UPLOADED, MediaItem, MediaTaskLog
 from kiln.core.db import new_id, utcnow
 
@@ -61,7 +62,7 @@ def add_log(
 
 
 async def transition(
-    session: AsyncSession,
+    session: Db,
     item: MediaItem,
     status: str,
     *,
@@ -83,7 +84,7 @@ async def transition(
 
 
 async def transition_through(
-    session: AsyncSession,
+    session: Db,
     item: MediaItem,
     steps: list[tuple[str, str | None]],
     *,
@@ -153,7 +154,7 @@ def log_row(media_id: str, status: str, detail: str | None, worker: str | None, 
             "message": status_message(status, detail), "worker_name": worker, "at": at}
 
 
-async def logged(session: AsyncSession, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
+async def logged(session: Db, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
                  worker: str | None = None) -> list[StatusEvent]:
     """The task-log rows and events of status changes ((status, detail, at) triples) the caller
     has just written."""
