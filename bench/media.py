@@ -158,10 +158,23 @@ def serve_main() -> None:
                 await publish_all(kernel.events, [event])
             return {"published": len(users)}
 
-    if os.environ.get("PERF_SAMPLER"):  # TEMP
-        sys.path.insert(0, "/tmp/perf-media")
-        import perf_sampler
-        perf_sampler.install(os.environ["PERF_SAMPLER"])
+    sql_counts = {"statements": 0, "commits": 0}
+
+    @app.get("/_bench/sql")
+    async def sql(request: Request) -> dict[str, int]:
+        """Statements and commits the server ran so far (counting starts at the first call)."""
+        engine = request.app.state.kernel.db.engine.sync_engine
+        if not sql_counts.get("listening"):
+            from sqlalchemy import event
+
+            def count(key: str) -> Any:
+                return lambda *_args, **_kw: sql_counts.__setitem__(key, sql_counts[key] + 1)
+
+            event.listen(engine, "before_cursor_execute", count("statements"))
+            event.listen(engine, "commit", count("commits"))
+            sql_counts["listening"] = 1
+        return {k: v for k, v in sql_counts.items() if k != "listening"}
+
     profile = os.environ.get("KILN_BENCH_PROFILE")
     if not profile:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
@@ -239,13 +252,12 @@ async def pipeline(paths: list[Path], batch: int, concurrency: int, profile: str
 
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-media-"))
     env = {"KILN_BENCH_PROFILE": str(Path(profile).resolve())} if profile else {}
-    if os.environ.get("PERF_SAMPLER"):  # TEMP
-        profile = "x"
     try:
         async with server(home, **env) as (base, pid), httpx.AsyncClient(base_url=base, timeout=600) as client:
             await _upload_all(client, base, await login(client, "warm@bench.test"), paths[:4], 4, 1, connect)
             client.cookies.clear()
             creds = await login(client, "bench@bench.test")
+            sql_before = (await client.get("/_bench/sql")).json()
             if profile:
                 os.kill(pid, signal.SIGUSR1)
             before = _cpu_seconds(pid)
@@ -253,9 +265,12 @@ async def pipeline(paths: list[Path], batch: int, concurrency: int, profile: str
             after = _cpu_seconds(pid)
             if profile:
                 os.kill(pid, signal.SIGUSR2)
+            sql_after = (await client.get("/_bench/sql")).json()
             n = len(paths)
             print("pipeline  CPU ms per image: " + ", ".join(
-                f"{k} {(after[k] - before[k]) * 1000 / n:.1f}" for k in before), flush=True)
+                f"{k} {(after[k] - before[k]) * 1000 / n:.1f}" for k in before)
+                + "; per image " + ", ".join(f"{(sql_after[k] - sql_before[k]) / n:.1f} SQL {k}" for k in sql_after),
+                flush=True)
             return rate
     finally:
         shutil.rmtree(home, ignore_errors=True)
