@@ -152,10 +152,30 @@ class _Hasher:
         self.max_bytes = max_bytes
 
     def feed(self, chunk: bytes) -> None:
+        self.count(chunk)
+        self.sha.update(chunk)
+
+    def count(self, chunk: bytes) -> None:
+        """The size check alone (the caller hashes the chunk later, e.g. on a writer thread)."""
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise BlobTooLarge(self.max_bytes)
-        self.sha.update(chunk)
+
+
+def _write_hashed(fh: Any, sha: Any, batch: list[bytes]) -> None:
+    """On a worker thread: hash and write a batch. hashlib releases the GIL on large buffers, so
+    the event loop keeps serving while a multi-MB upload is hashed."""
+    for chunk in batch:
+        sha.update(chunk)
+    fh.writelines(batch)
+
+
+def _publish(tmp: Path, path: Path, digest: str) -> None:
+    """Make a finished temp file the blob: checksum cache, ordinary permissions, atomic rename."""
+    with contextlib.suppress(OSError):  # xattrs are a cache; some filesystems lack them
+        os.setxattr(tmp, SHA_XATTR, digest.encode())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; blobs are ordinary files
+    os.replace(tmp, path)
 
 
 def _discard(tmp: Path, created: list[Path]) -> None:
@@ -212,23 +232,40 @@ class LocalBlobStore(BlobStore):
                 batch: list[bytes] = []
                 pending = 0
                 async for chunk in chunks:
-                    hasher.feed(chunk)
+                    hasher.count(chunk)  # the limit as data arrives; the hash with the write
                     batch.append(chunk)
                     pending += len(chunk)
                     if pending >= WRITE_BATCH:
-                        await asyncio.to_thread(fh.writelines, batch)
+                        await asyncio.to_thread(_write_hashed, fh, hasher.sha, batch)
                         batch, pending = [], 0
                 if batch:
-                    await asyncio.to_thread(fh.writelines, batch)
+                    await asyncio.to_thread(_write_hashed, fh, hasher.sha, batch)
             digest = hasher.sha.hexdigest()
-            with contextlib.suppress(OSError):  # xattrs are a cache; some filesystems lack them
-                os.setxattr(tmp, SHA_XATTR, digest.encode())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; blobs are ordinary files
-            os.replace(tmp, path)
+            _publish(tmp, path, digest)
         except BaseException:
             _discard(tmp, created)
             raise
         return BlobInfo(key, hasher.size, digest, datetime.now(UTC))
+
+    async def write_bytes(self, key: str, data: bytes) -> BlobInfo:
+        # A small whole blob (a thumbnail): every step in one thread hop, not one per step.
+        path = self._path(key)
+        return await asyncio.to_thread(self._write_whole, key, path, data)
+
+    def _write_whole(self, key: str, path: Path, data: bytes) -> BlobInfo:
+        created = self._missing_parents(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            digest = hashlib.sha256(data).hexdigest()
+            _publish(tmp, path, digest)
+        except BaseException:
+            _discard(tmp, created)
+            raise
+        return BlobInfo(key, len(data), digest, datetime.now(UTC))
 
     def _missing_parents(self, path: Path) -> list[Path]:
         missing = []

@@ -3,9 +3,11 @@
 Ten worker slots claim, advance and finish their items at nearly the same moments (a batch of
 uploads is kicked together; results come back from the CPU pool together). Each of those steps
 is a couple of statements; a transaction of its own for each costs more than the statements.
-``run(kernel, op)`` hands ``op(session)`` to the kernel's group commit: while one transaction is
+``run(kernel, op)`` hands ``op(conn)`` to the kernel's group commit: while one transaction is
 in flight the next ops queue up, and the next transaction takes them all. The task-log rows the
 ops write (``status.logged``) are collected and inserted with one statement per transaction.
+The transaction is a Core connection, not an ORM session: every op is Core statements, and the
+session's unit-of-work bookkeeping cost more than they did.
 
 An op must be safe to retry: when a grouped transaction fails, each of its ops is run again
 alone in its own transaction, so one bad op (a constraint the others did not break) fails only
@@ -16,19 +18,22 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kiln.apps.media.models import MediaTaskLog
 from kiln.core.jobs.batching import GroupCommit
 
 T = TypeVar("T")
-Op = Callable[[AsyncSession], Awaitable[Any]]
-LOG_BUFFER = "media.log_rows"  # session.info key: task-log rows waiting for the transaction's insert
+Op = Callable[[AsyncConnection], Awaitable[Any]]
+# Task-log rows waiting for the grouped transaction's insert; set only while its ops run.
+_log_buffer: ContextVar[list[dict[str, Any]] | None] = ContextVar("media_log_buffer", default=None)
 _LOGS = MediaTaskLog.__table__
+INSERT_LOGS = insert(_LOGS)  # built once: its cache key is then computed once, not per transaction
 
 
 @dataclass(slots=True)
@@ -37,13 +42,13 @@ class _Outcome:
     error: BaseException | None = None
 
 
-async def insert_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Task-log rows, buffered when the session belongs to a grouped transaction."""
-    buffer = session.info.get(LOG_BUFFER)
+async def insert_logs(session: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Task-log rows, buffered when this runs inside a grouped transaction."""
+    buffer = _log_buffer.get()
     if buffer is not None:
         buffer.extend(rows)
     elif rows:
-        await session.execute(insert(_LOGS), rows)
+        await session.execute(INSERT_LOGS, rows)
 
 
 class _Batcher:
@@ -63,14 +68,15 @@ class _Batcher:
         assert kernel is not None
         self.ops += len(ops)
         self.transactions += 1
-        async with kernel.db.session() as session:
+        async with kernel.db.engine.begin() as conn:  # commits on leaving
             buffer: list[dict[str, Any]] = []
-            session.info[LOG_BUFFER] = buffer
-            values = [await op(session) for op in ops]
-            del session.info[LOG_BUFFER]
+            token = _log_buffer.set(buffer)
+            try:
+                values = [await op(conn) for op in ops]
+            finally:
+                _log_buffer.reset(token)
             if buffer:
-                await session.execute(insert(_LOGS), buffer)
-            await session.commit()
+                await conn.execute(INSERT_LOGS, buffer)
         return values
 
     async def _flush(self, ops: Sequence[Op]) -> list[_Outcome]:
@@ -99,7 +105,7 @@ def batcher(kernel: Any) -> _Batcher:
     return found
 
 
-async def run(kernel: Any, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """``await op(session)`` in a transaction shared with the ops of other jobs queued meanwhile,
+async def run(kernel: Any, op: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """``await op(conn)`` in a transaction shared with the ops of other jobs queued meanwhile,
     committed before this returns (so the caller may publish what it changed)."""
     return await batcher(kernel).run(op)

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, and_, bindparam, case, cast, delete, func, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kiln.apps.media.models import (
     READY,
@@ -39,6 +39,7 @@ from kiln.apps.media.models import (
     MediaItem,
 )
 
+Db = AsyncSession | AsyncConnection  # a session, or the connection of a grouped transaction (batch.py)
 NANO = 1_000_000_000
 MICRO = 1_000_000
 FINE_NANO = 5_000_000  # level 0: 0.005°
@@ -107,16 +108,21 @@ class Delta:
         return bool(self.cells)
 
 
+def _dialect_name(db: Db) -> str:
+    """A session's or a connection's dialect (grouped transitions run on a Core connection)."""
+    return db.dialect.name if isinstance(db, AsyncConnection) else db.bind.dialect.name
+
+
 def _insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-async def apply(session: AsyncSession, delta: Delta) -> None:
+async def apply(session: Db, delta: Delta) -> None:
     """Upsert the sums (keys sorted: concurrent writers lock rows in one order), drop rows that
     reached 0, bump each touched user's version."""
     if not delta:
         return
-    insert = _insert(session.bind.dialect.name)
+    insert = _insert(_dialect_name(session))
     cells = MediaGridCell.__table__
     rows = [{"user_id": k[0], "level": k[1], "lat_idx": k[2], "lng_idx": k[3], "count": v[0],
              "confidence_sum": v[1]} for k, v in sorted(delta.cells.items()) if v[0] or v[1]]
@@ -157,7 +163,7 @@ def _b(name: str) -> Any:
 
 # ------------------------------------------------------------------ membership
 
-async def _labels_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, dict[str, int]]:
+async def _labels_of(session: Db, ids: Sequence[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for start in range(0, len(ids), CHUNK):
         rows = await session.execute(
@@ -169,7 +175,7 @@ async def _labels_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, dic
     return out
 
 
-async def remove(session: AsyncSession, media_ids: Sequence[str], delta: Delta | None = None) -> Delta:
+async def remove(session: Db, media_ids: Sequence[str], delta: Delta | None = None) -> Delta:
     """Take these items out of the grid (if they were in). Returns the delta (applied unless the
     caller passes its own to collect into)."""
     own = delta is None
@@ -186,7 +192,7 @@ async def remove(session: AsyncSession, media_ids: Sequence[str], delta: Delta |
     return delta
 
 
-async def sync(session: AsyncSession, media_ids: Sequence[str]) -> None:
+async def sync(session: Db, media_ids: Sequence[str]) -> None:
     """Make the grid reflect these items' current rows: remove what they contributed, add what
     they contribute now. Call inside the transaction that changed them."""
     delta = await remove(session, media_ids, Delta())
@@ -198,7 +204,7 @@ async def sync(session: AsyncSession, media_ids: Sequence[str]) -> None:
                    MediaItem.has_trash == true(), MediaItem.lat.is_not(None), MediaItem.lng.is_not(None)))).all()
     if rows:
         labels = await _labels_of(session, [r.id for r in rows])
-        insert = _insert(session.bind.dialect.name)
+        insert = _insert(_dialect_name(session))
         members = MediaGridMember.__table__
         for r in rows:
             i, j, conf = nano(r.lat) // FINE_NANO, nano(r.lng) // FINE_NANO, micro(r.confidence)

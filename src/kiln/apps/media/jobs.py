@@ -22,8 +22,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.apps.media import batch, imaging, pipeline
 from kiln.apps.media.config import MediaSettings, media_settings
@@ -77,7 +77,7 @@ async def _step(ctx: JobContext, item: MediaItem, status: str, *, detail: str | 
     False when the item is gone or no longer ours."""
     owner = _owner(item)
 
-    async def op(session: AsyncSession) -> StatusEvent | None:
+    async def op(session: AsyncConnection) -> StatusEvent | None:
         return await transition(session, item, status, detail=detail, worker=ctx.job.worker,
                                 expect=RUNNABLE, values=values, owner=owner)
 
@@ -104,7 +104,7 @@ async def _retry_later(ctx: JobContext, item: MediaItem, cfg: MediaSettings, rea
 async def process_media(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
     cfg = media_settings(ctx.kernel)
 
-    async def claim(session: AsyncSession) -> tuple[MediaItem | None, StatusEvent | None]:
+    async def claim(session: AsyncConnection) -> tuple[MediaItem | None, StatusEvent | None]:
         return await _claim(session, ctx, payload["media_id"], cfg.max_attempts)
 
     # Jobs kicked together start together: their claims share one transaction. That transaction
@@ -138,29 +138,38 @@ async def _cancelled(ctx: JobContext, item: MediaItem) -> None:
         await _step(ctx, item, UPLOADED, detail="interrupted by shutdown", values={"worker_name": None})
 
 
-async def _claim(session: AsyncSession, ctx: JobContext, media_id: str, max_attempts: int
+_ITEMS = MediaItem.__table__
+# A Core statement built once (an ORM-enabled UPDATE ... RETURNING costs several times more, and
+# building it per claim costs about as much as running it); the object built from the row is
+# only read and mirrored, never added to a session.
+_CLAIM = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("c_id"), _ITEMS.c.job_id == bindparam("c_job"),
+           _ITEMS.c.status.in_([bindparam(f"c_state_{n}", state) for n, state in enumerate(RUNNABLE)]),
+           _ITEMS.c.attempts < bindparam("c_max"))
+    .values(status=EXTRACTING, updated_at=bindparam("c_now", type_=_ITEMS.c.updated_at.type),
+            worker_name=bindparam("c_worker"), attempts=_ITEMS.c.attempts + 1, error=None)
+    .returning(*_ITEMS.c)
+)
+
+
+async def _claim(session: AsyncConnection, ctx: JobContext, media_id: str, max_attempts: int
                  ) -> tuple[MediaItem | None, StatusEvent | None]:
     """Load and claim the item (-> EXTRACTING) in one statement: (item, event) when claimed,
     (item, None) when it ran out of attempts, (None, None) when it is gone or not this job's."""
     now = utcnow()
-    items = MediaItem.__table__
-    # A Core statement (an ORM-enabled UPDATE ... RETURNING costs several times more); the
-    # object built from the row is only read and mirrored, never added to a session.
-    row = (await session.execute(
-        update(items)
-        .where(items.c.id == media_id, items.c.job_id == ctx.job.id, items.c.status.in_(RUNNABLE),
-               items.c.attempts < max_attempts)
-        .values(status=EXTRACTING, updated_at=now, worker_name=ctx.job.worker, attempts=items.c.attempts + 1,
-                error=None)
-        .returning(*items.c))).first()
+    row = (await session.execute(_CLAIM, {
+        "c_id": media_id, "c_job": ctx.job.id, "c_max": max_attempts, "c_now": now, "c_worker": ctx.job.worker,
+    })).first()
     if row is not None:
         claimed = MediaItem(**row._asdict())
         (event,) = await logged(session, claimed, [(EXTRACTING, None, now)], worker=ctx.job.worker)
         return claimed, event
-    item = await session.get(MediaItem, media_id)  # why not: gone, not ours, or out of attempts
-    if item is None or item.job_id != ctx.job.id or item.status not in RUNNABLE:
+    # Why not: gone, not ours, or out of attempts.
+    row = (await session.execute(select(*_ITEMS.c).where(_ITEMS.c.id == media_id))).first()
+    if row is None or row.job_id != ctx.job.id or row.status not in RUNNABLE:
         return None, None
-    return item, None
+    return MediaItem(**row._asdict()), None
 
 
 async def _extract(ctx: JobContext, cfg: MediaSettings, item: MediaItem, working_size: int | None
@@ -201,7 +210,7 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         # written in one statement (two log rows, two messages, one commit).
         technical = {**technical, "detection": "skipped: no detector configured"}
 
-        async def finish(session: AsyncSession) -> list[StatusEvent]:
+        async def finish(session: AsyncConnection) -> list[StatusEvent]:
             return await transition_through(
                 session, item, [(PROCESSING, "Extracted EXIF and GPS data"),
                                 (READY, "detection skipped: no detector configured")],
@@ -235,7 +244,7 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     technical = {**technical, "has_trash": summary.has_trash, "confidence": summary.confidence,
                  "detections_count": summary.detections_count, "detector": detector}
 
-    async def ready(session: AsyncSession) -> StatusEvent | None:
+    async def ready(session: AsyncConnection) -> StatusEvent | None:
         # A savepoint: the detections are written first (the grid sync of READY reads their
         # labels) and undone alone if the item is no longer this attempt's.
         async with session.begin_nested() as savepoint:

@@ -28,6 +28,7 @@ from kiln.core.jobs import QUEUED, RUNNING, JobError
 
 log = logging.getLogger(__name__)
 _ITEMS = MediaItem.__table__
+_INSERT_ITEM = insert(_ITEMS)  # built once (its cache key is computed once), values bound per upload
 ORDER_COLUMNS = {"created_at": MediaItem.created_at, "filename": MediaItem.filename, "status": MediaItem.status}
 
 
@@ -112,12 +113,13 @@ async def upload_one(
     values = {"id": media_id, "user_id": user_id, "status": PENDING, "filename": filename[:255] or "file",
               "blob_key": f"{blob_prefix(user_id, media_id)}/original", "has_trash": False, "attempts": 0,
               "created_at": now, "updated_at": now}
-    # Core inserts: the ORM unit of work costs more than these two rows. The object mirrors the
-    # row for the transitions below (never added to the session).
+    # Core inserts on a connection of their own: the ORM session's unit of work and bookkeeping
+    # cost more than these two rows. The object mirrors the row for the transitions below (never
+    # added to a session).
     item = MediaItem(**values)
-    await session.execute(insert(_ITEMS).values(**values))
-    await insert_logs(session, [log_row(media_id, PENDING, None, None, now)])
-    await session.commit()
+    async with kernel.db.engine.begin() as conn:  # commits on leaving
+        await conn.execute(_INSERT_ITEM, values)
+        await insert_logs(conn, [log_row(media_id, PENDING, None, None, now)])
     # Stamped like its log row, so a `since` replay and the live push name the same update.
     await publish_all(kernel.events, [StatusEvent(user_id, media_id, PENDING, None, now)])
 

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from kiln.apps.media import grid
 from kiln.apps.media.batch import insert_logs
+from kiln.apps.media.grid import Db
 from kiln.apps.media.models import READY, UPLOADED, MediaItem, MediaTaskLog
 from kiln.core.db import new_id, utcnow
 
@@ -61,7 +62,7 @@ def add_log(
 
 
 async def transition(
-    session: AsyncSession,
+    session: Db,
     item: MediaItem,
     status: str,
     *,
@@ -83,7 +84,7 @@ async def transition(
 
 
 async def transition_through(
-    session: AsyncSession,
+    session: Db,
     item: MediaItem,
     steps: list[tuple[str, str | None]],
     *,
@@ -110,12 +111,11 @@ async def transition_through(
     times = [first + timedelta(microseconds=n) for n in range(len(steps))]
     status = steps[-1][0]
     changes = {"status": status, "updated_at": times[-1], **(values or {})}
-    stmt = update(_ITEMS).where(_ITEMS.c.id == item.id)
-    if expect is not None:
-        stmt = stmt.where(_ITEMS.c.status.in_(expect))
+    params = {f"v_{key}": value for key, value in changes.items()}
+    params["w_id"] = item.id
     if owner is not None:
-        stmt = stmt.where(_ITEMS.c.job_id == owner[0], _ITEMS.c.attempts == owner[1])
-    result = await session.execute(stmt.values(**changes))
+        params["w_job"], params["w_attempts"] = owner
+    result = await session.execute(_update_statement(tuple(changes), expect, owner is not None), params)
     if not result.rowcount:
         return []
     for key, value in changes.items():
@@ -128,13 +128,33 @@ async def transition_through(
     return await logged(session, item, logged_steps, worker=worker)
 
 
+_UPDATES: dict[tuple[tuple[str, ...], tuple[str, ...] | None, bool], Any] = {}
+
+
+def _update_statement(keys: tuple[str, ...], expect: tuple[str, ...] | None, owned: bool) -> Any:
+    """The conditional UPDATE of one item, built once per shape (columns written, expected states,
+    attempt-owned or not) with bound parameters: building the statement and its cache key on every
+    transition cost more than executing it."""
+    shape = (keys, expect, owned)
+    stmt = _UPDATES.get(shape)
+    if stmt is None:
+        stmt = update(_ITEMS).where(_ITEMS.c.id == bindparam("w_id"))
+        if expect is not None:  # the states as fixed parameters: no list expanded per execution
+            stmt = stmt.where(_ITEMS.c.status.in_(
+                [bindparam(f"w_expect_{n}", state, type_=_ITEMS.c.status.type) for n, state in enumerate(expect)]))
+        if owned:
+            stmt = stmt.where(_ITEMS.c.job_id == bindparam("w_job"), _ITEMS.c.attempts == bindparam("w_attempts"))
+        stmt = _UPDATES[shape] = stmt.values({key: bindparam(f"v_{key}", type_=_ITEMS.c[key].type) for key in keys})
+    return stmt
+
+
 def log_row(media_id: str, status: str, detail: str | None, worker: str | None, at: datetime) -> dict[str, Any]:
     """The task-log row of one status change, for a Core insert (`batch.insert_logs`)."""
     return {"id": new_id(), "media_id": media_id, "action": "STATUS_CHANGE", "status": status,
             "message": status_message(status, detail), "worker_name": worker, "at": at}
 
 
-async def logged(session: AsyncSession, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
+async def logged(session: Db, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
                  worker: str | None = None) -> list[StatusEvent]:
     """The task-log rows and events of status changes ((status, detail, at) triples) the caller
     has just written."""
