@@ -18,14 +18,14 @@ MODEL = {"id": "chat-local", "name": "Chat local", "provider": "vllm", "backend"
 P = "/v1/playgrounds"
 
 
-async def chat_ready(app, client) -> dict[str, dict[str, str]]:
+async def chat_ready(app, client, model: dict = MODEL) -> dict[str, dict[str, str]]:
     """Superadmin + two users; the model bound in the active llm_inference binding."""
     await make_user(app, "root@example.com", "superadmin")
     sa = await login(client, "root@example.com")
-    await ready_model(client, sa, MODEL)
+    await ready_model(client, sa, model)
     dep = await active_deployment(client, sa)
     llm = next(b for b in dep["bindings"] if b["capability"] == "llm_inference")
-    await bind_llm(client, sa, dep["id"], llm["provider"]["id"], [MODEL["id"]])
+    await bind_llm(client, sa, dep["id"], llm["provider"]["id"], [model["id"]])
     await make_user(app, "ann@example.com")
     await make_user(app, "bob@example.com")
     return {"sa": sa, "ann": await login(client, "ann@example.com"), "bob": await login(client, "bob@example.com")}

@@ -24,9 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.genai.helpers import login, make_user
-from tests.apps.genai.modelops_helpers import active_deployment, bind_llm, ready_model
-from tests.apps.genai.playgrounds.helpers import LiveServer, P, read_events
+from tests.apps.genai.playgrounds.helpers import LiveServer, P, chat_ready, read_events
 
 MODEL = {"id": "smollm2-local", "name": "SmolLM2 135M", "provider": "llamacpp", "backend": "local",
          "task_key": "llm", "provider_model_id": "smollm2"}
@@ -95,16 +93,8 @@ def llm_url(monkeypatch, llama_server) -> str:
 
 
 async def test_playground_streams_from_llamacpp(llm_url, app, client):
-    await make_user(app, "root@example.com", "superadmin")
-    sa = await login(client, "root@example.com")
     # Register → test (a real chat call to llama.cpp) → validate → activate, then bind it.
-    await ready_model(client, sa, MODEL)
-    dep = await active_deployment(client, sa)
-    llm = next(b for b in dep["bindings"] if b["capability"] == "llm_inference")
-    await bind_llm(client, sa, dep["id"], llm["provider"]["id"], [MODEL["id"]])
-    await make_user(app, "ann@example.com")
-    ann = await login(client, "ann@example.com")
-
+    ann = (await chat_ready(app, client, MODEL))["ann"]
     r = await client.post(f"{P}/sessions", headers=ann,
                           json={"playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}})
     assert r.status_code == 201, r.text
