@@ -37,24 +37,36 @@ class PrefixGuardedRouter(APIRouter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._included: list[tuple[str, APIRouter]] = []
+        self._parents: list[PrefixGuardedRouter] = []
         self._guard: tuple[int, tuple[str, ...] | None] | None = None
 
     def include_router(self, router: APIRouter, *args: Any, prefix: str = "", **kwargs: Any) -> None:
         super().include_router(router, *args, prefix=prefix, **kwargs)
         self._included.append((prefix, router))
+        if isinstance(router, PrefixGuardedRouter):
+            router._parents.append(self)
+        self.forget_prefixes()
 
-    def route_count(self) -> int:
-        """Routes of this router and of every router it includes (changes when one is added)."""
-        return len(self.routes) + sum(
-            router.route_count() if isinstance(router, PrefixGuardedRouter) else len(router.routes)
-            for _, router in self._included
-        )
+    def add_api_route(self, *args: Any, **kwargs: Any) -> None:
+        super().add_api_route(*args, **kwargs)
+        self.forget_prefixes()
+
+    def add_api_websocket_route(self, *args: Any, **kwargs: Any) -> None:
+        super().add_api_websocket_route(*args, **kwargs)
+        self.forget_prefixes()
+
+    def forget_prefixes(self) -> None:
+        """Drop the computed prefixes of this router and of every router that includes it."""
+        self._guard = None
+        for parent in self._parents:
+            parent.forget_prefixes()
 
     def literal_prefixes(self) -> tuple[str, ...] | None:
-        """Literal prefixes of every route reachable through this router; None when one is unknown."""
-        count = self.route_count()
-        if self._guard is None or self._guard[0] != count:
-            self._guard = (count, self._compute_prefixes())
+        """Literal prefixes of every route reachable through this router; None when one is unknown.
+
+        Computed once; adding a route through this class (or appending to `routes`) recomputes them."""
+        if self._guard is None or self._guard[0] != len(self.routes):
+            self._guard = (len(self.routes), self._compute_prefixes())
         return self._guard[1]
 
     def _compute_prefixes(self) -> tuple[str, ...] | None:

@@ -29,6 +29,39 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
+# The turn routes first: a route is matched by trying the router's routes in order.
+@router.post("/sessions/{session_id}/messages")
+async def send_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
+                       body: Any = JsonBody) -> dict[str, Any]:
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    await session.rollback()  # nothing written; release the connection before the model call
+    return await chat.answer(turn)
+
+
+@router.post("/sessions/{session_id}/messages/stream")
+async def stream_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
+                         body: Any = JsonBody) -> Response:
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    await session.rollback()
+    return chat.stream(turn)
+
+
+@router.post("/temporary/messages")
+async def temporary_message(user: CurrentUser, session: SessionDep, kernel: KernelDep,
+                            body: Any = JsonBody) -> dict[str, Any]:
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
+    await session.rollback()
+    return await chat.answer(turn)
+
+
+@router.post("/temporary/messages/stream")
+async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep,
+                           body: Any = JsonBody) -> Response:
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
+    await session.rollback()
+    return chat.stream(turn)
+
+
 @router.get("/sessions")
 async def list_sessions(user: CurrentUser, session: SessionDep,
                         playground_kind: str | None = Query(default=None)) -> dict[str, Any]:
@@ -61,38 +94,6 @@ async def delete_session(session_id: str, user: CurrentUser, session: SessionDep
     await svc.delete_session(session, user, session_id)
     await session.commit()
     return {"deleted": True}
-
-
-@router.post("/sessions/{session_id}/messages")
-async def send_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                       body: Any = JsonBody) -> dict[str, Any]:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
-    await session.rollback()  # nothing written; release the connection before the model call
-    return await chat.answer(turn)
-
-
-@router.post("/sessions/{session_id}/messages/stream")
-async def stream_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                         body: Any = JsonBody) -> Response:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
-    await session.rollback()
-    return chat.stream(turn)
-
-
-@router.post("/temporary/messages")
-async def temporary_message(user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                            body: Any = JsonBody) -> dict[str, Any]:
-    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
-    await session.rollback()
-    return await chat.answer(turn)
-
-
-@router.post("/temporary/messages/stream")
-async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                           body: Any = JsonBody) -> Response:
-    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
-    await session.rollback()
-    return chat.stream(turn)
 
 
 @router.get("/options")
