@@ -166,11 +166,21 @@ class LLMClient:
         """Yield the content deltas of a streamed answer as they arrive."""
         body = self.chat_body(messages, stream=True, **options)
         async with self.http.stream("POST", "/chat/completions", json=body) as response:
-            async for line in response.aiter_lines():
-                delta = _parse_sse_line(line)
-                if delta is _DONE:
-                    return
-                if delta is not None:
+            # Lines split from the raw bytes: httpx's text decoding and line splitting cost more
+            # per token than the JSON parse itself.
+            pending = b""
+            async for data in response.aiter_bytes():
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    delta = _parse_sse_line(line.rstrip(b"\r"))
+                    if delta is _DONE:
+                        return
+                    if delta is not None:
+                        yield delta
+            if pending.strip():
+                delta = _parse_sse_line(pending.rstrip(b"\r"))
+                if delta is not None and delta is not _DONE:
                     yield delta
 
     async def embed(self, inputs: list[str], *, model: str | None = None) -> Embeddings:
@@ -196,12 +206,14 @@ class LLMClient:
 _DONE = ChatDelta(content="", finish_reason="[DONE]")
 
 
-def _parse_sse_line(line: str) -> ChatDelta | None:
+def _parse_sse_line(line: str | bytes) -> ChatDelta | None:
     """One SSE line → a delta, `_DONE`, or None (comments, blank lines, events without content)."""
-    if not line.startswith("data:"):
+    if isinstance(line, str):
+        line = line.encode()
+    if not line.startswith(b"data:"):
         return None
     payload = line[5:].strip()
-    if payload == "[DONE]":
+    if payload == b"[DONE]":
         return _DONE
     try:
         chunk = json.loads(payload)

@@ -196,6 +196,14 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
+_encode_text = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def sse_delta(text: str) -> bytes:
+    """`sse("delta", {"text": text})`, byte for byte, without building a dict per token."""
+    return b'event: delta\ndata: {"text":' + _encode_text(text).encode() + b"}\n\n"
+
+
 async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
     """Forward the model's deltas to `queue` as they arrive; persist whatever was produced."""
     parts: list[str] = []
@@ -204,7 +212,7 @@ async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
         async for delta in turn.llm.chat_stream(turn.messages, model=turn.runtime_model):
             if delta.content:
                 parts.append(delta.content)
-                queue.put_nowait(sse("delta", {"text": delta.content}))
+                queue.put_nowait(sse_delta(delta.content))
             finish_reason = delta.finish_reason or finish_reason
     except asyncio.CancelledError:  # the client went away: keep what was produced
         await finish(turn, "".join(parts), incomplete=True, error="client_disconnected")
