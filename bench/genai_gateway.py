@@ -120,6 +120,10 @@ class Servers:
     fake: str
     """The fake's OpenAI base URL (`.../v1`)."""
     kiln_pid: int
+    home: Path
+    """Kiln's KILN_HOME."""
+    database_url: str
+    """The database Kiln serves from."""
 
     def kiln_cpu(self) -> float:
         """CPU seconds (user + system) the Kiln process has used so far."""
@@ -169,7 +173,8 @@ async def processes(database_url: str | None, fake_script: str | None = None, pr
                 if time.monotonic() > deadline:
                     raise SystemExit("kiln did not become ready")
                 await asyncio.sleep(0.2)
-        yield Servers(base, f"http://127.0.0.1:{fake_port}/v1", procs[1].pid)
+        yield Servers(base, f"http://127.0.0.1:{fake_port}/v1", procs[1].pid, home,
+                      database_url or f"sqlite+aiosqlite:///{home / 'kiln.db'}")
     finally:
         for proc in procs:
             proc.terminate()
