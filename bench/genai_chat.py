@@ -51,9 +51,15 @@ PACE = re.compile(r"tokens=(\d+) gap_ms=([\d.]+) ttft_ms=([\d.]+)")
 
 # ------------------------------------------------------------------ streaming fake (own process)
 
+
 def _chunk(text: str) -> bytes:
-    data = json.dumps({"object": "chat.completion.chunk", "model": "bench-chat",
-                       "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+    data = json.dumps(
+        {
+            "object": "chat.completion.chunk",
+            "model": "bench-chat",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        }
+    )
     event = f"data: {data}\n\n".encode()
     return b"%x\r\n%s\r\n" % (len(event), event)
 
@@ -62,13 +68,21 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             body = json.loads(await reader.readexactly(length)) if length else {}
             if head.startswith(b"GET") or not body.get("stream"):
                 payload = MODELS if head.startswith(b"GET") else ANSWER
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                             % (len(payload), payload))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(payload), payload)
+                )
                 await writer.drain()
                 continue
             prompt = str(body["messages"][-1]["content"])
@@ -94,6 +108,7 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 # ------------------------------------------------------------------ measurements
 
+
 async def direct_stream(client: httpx.AsyncClient, fake: str, prompt: str) -> tuple[float, float, int]:
     """(ms to first content chunk, ms from the first to the last chunk, content chunks), read directly."""
     body = {"model": "bench-chat", "stream": True, "messages": [{"role": "user", "content": prompt}]}
@@ -110,14 +125,16 @@ async def direct_stream(client: httpx.AsyncClient, fake: str, prompt: str) -> tu
     return (first - t0) * 1000, ((last or first) - first) * 1000, count
 
 
-async def kiln_stream(client: httpx.AsyncClient, headers: dict[str, str], session_id: str,
-                      prompt: str) -> tuple[float, float, int, bool]:
+async def kiln_stream(
+    client: httpx.AsyncClient, headers: dict[str, str], session_id: str, prompt: str
+) -> tuple[float, float, int, bool]:
     """(ms to the first delta event, ms from the first to the last delta, deltas, complete seen)."""
     t0 = time.perf_counter()
     first = last = None
     count, complete = 0, False
-    async with client.stream("POST", f"/v1/playgrounds/sessions/{session_id}/messages/stream",
-                             json={"prompt": prompt}, headers=headers) as response:
+    async with client.stream(
+        "POST", f"/v1/playgrounds/sessions/{session_id}/messages/stream", json={"prompt": prompt}, headers=headers
+    ) as response:
         if response.status_code != 200:
             raise SystemExit(f"stream refused: {response.status_code} {(await response.aread())[:200]!r}")
         async for line in response.aiter_lines():
@@ -132,8 +149,11 @@ async def kiln_stream(client: httpx.AsyncClient, headers: dict[str, str], sessio
 
 
 async def new_session(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
-    r = await client.post("/v1/playgrounds/sessions", headers=headers,
-                          json={"playground_kind": "chat", "model_selection": {"model_id": "bench-local"}})
+    r = await client.post(
+        "/v1/playgrounds/sessions",
+        headers=headers,
+        json={"playground_kind": "chat", "model_selection": {"model_id": "bench-local"}},
+    )
     r.raise_for_status()
     return r.json()["session"]["id"]
 
@@ -179,8 +199,7 @@ async def concurrent(kiln: httpx.AsyncClient, user: dict, n: int) -> None:
     prompt = "tokens=50 gap_ms=5 ttft_ms=0"
     sessions = [await new_session(kiln, user) for _ in range(n)]
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(kiln_stream(kiln, user, sid, prompt) for sid in sessions),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(kiln_stream(kiln, user, sid, prompt) for sid in sessions), return_exceptions=True)
     wall = time.perf_counter() - t0
     errors = [r for r in results if isinstance(r, BaseException)]
     ok = [r for r in results if not isinstance(r, BaseException) and r[3] and r[2] == 50]
@@ -191,8 +210,10 @@ async def concurrent(kiln: httpx.AsyncClient, user: dict, n: int) -> None:
             persisted += r.json()["session"]["message_count"] == 2
     firsts = [r[0] for r in results if not isinstance(r, BaseException)]
     print(f"3. {n} concurrent streaming sessions (50 tokens, 5 ms apart = 250 ms of generation each)")
-    print(f"  complete {len(ok)}/{n}, errors {len(errors)}, persisted {persisted}/{n}, wall {wall:.2f} s"
-          + (f"; first error: {errors[0]!r}" if errors else ""))
+    print(
+        f"  complete {len(ok)}/{n}, errors {len(errors)}, persisted {persisted}/{n}, wall {wall:.2f} s"
+        + (f"; first error: {errors[0]!r}" if errors else "")
+    )
     if firsts:
         print(row("time to first delta", firsts))
 
@@ -203,11 +224,20 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
     options = (await kiln.get("/v1/context/vectorization-options", headers=sa)).json()
     embeddings = next(p["id"] for p in options["embedding_providers"] if p["provider_key"] == "local_embeddings")
     store = next(p["id"] for p in options["vector_store_providers"] if p["provider_key"] == "embedded_vector")
-    r = await kiln.post("/v1/context/knowledge-bases", headers=sa, json={
-        "slug": "bench", "display_name": "Bench", "backing_provider_instance_id": store,
-        "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": embeddings},
-        "chunking": {"strategy": "fixed_length", "config": {"unit": "tokens", "chunk_length": 120,
-                                                              "chunk_overlap": 20}}})
+    r = await kiln.post(
+        "/v1/context/knowledge-bases",
+        headers=sa,
+        json={
+            "slug": "bench",
+            "display_name": "Bench",
+            "backing_provider_instance_id": store,
+            "vectorization": {"mode": "vanessa_embeddings", "embedding_provider_instance_id": embeddings},
+            "chunking": {
+                "strategy": "fixed_length",
+                "config": {"unit": "tokens", "chunk_length": 120, "chunk_overlap": 20},
+            },
+        },
+    )
     if r.status_code != 201:
         raise SystemExit(f"knowledge base refused: {r.status_code} {r.text[:300]}")
     kb = r.json()["knowledge_base"]
@@ -219,17 +249,26 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
     try:
         async with db.session() as session:
             await load_chunks(session, kb["id"], chunks, np.random.default_rng(11), generation=kb.get("generation", 1))
-            await session.execute(update(KnowledgeBase).where(KnowledgeBase.id == kb["id"]).values(
-                document_count=max(1, chunks // 100), chunk_count=chunks))
+            await session.execute(
+                update(KnowledgeBase)
+                .where(KnowledgeBase.id == kb["id"])
+                .values(document_count=max(1, chunks // 100), chunk_count=chunks)
+            )
             await session.commit()
     finally:
         await db.dispose()
     prompt = "tokens=5 gap_ms=0 ttft_ms=20 and what about w17 w230 or w4512?"
 
     async def knowledge_session() -> str:
-        r = await kiln.post("/v1/playgrounds/sessions", headers=user, json={
-            "playground_kind": "knowledge", "model_selection": {"model_id": "bench-local"},
-            "knowledge_binding": {"knowledge_base_id": kb["id"], "top_k": 5}})
+        r = await kiln.post(
+            "/v1/playgrounds/sessions",
+            headers=user,
+            json={
+                "playground_kind": "knowledge",
+                "model_selection": {"model_id": "bench-local"},
+                "knowledge_binding": {"knowledge_base_id": kb["id"], "top_k": 5},
+            },
+        )
         if r.status_code != 201:
             raise SystemExit(f"knowledge session refused: {r.status_code} {r.text[:300]}")
         return r.json()["session"]["id"]
@@ -248,8 +287,10 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
     print(f"4. knowledge chat, {rounds} rounds, KB of {chunks} chunks (embedded store, local embeddings)")
     print(row("chat TTFT (baseline)", chat_ms))
     print(row("knowledge TTFT", knowledge_ms))
-    print(row("retrieval + prompt (paired)", [k - c for k, c in zip(knowledge_ms, chat_ms, strict=True)])
-          + "   goal p50 < 25 ms")
+    print(
+        row("retrieval + prompt (paired)", [k - c for k, c in zip(knowledge_ms, chat_ms, strict=True)])
+        + "   goal p50 < 25 ms"
+    )
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -264,9 +305,11 @@ async def measure(args: argparse.Namespace) -> None:
         db = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     try:
-        async with (processes(db, __file__) as servers,
-                    httpx.AsyncClient(base_url=servers.base, timeout=120, limits=limits) as kiln,
-                    httpx.AsyncClient(timeout=60) as direct):
+        async with (
+            processes(db, __file__) as servers,
+            httpx.AsyncClient(base_url=servers.base, timeout=120, limits=limits) as kiln,
+            httpx.AsyncClient(timeout=60) as direct,
+        ):
             fake = servers.fake
             user = await setup(kiln)
             print(f"genai playground streaming, {'postgresql' if args.pg else 'sqlite'}")

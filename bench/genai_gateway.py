@@ -173,8 +173,13 @@ async def processes(database_url: str | None, fake_script: str | None = None, pr
                 if time.monotonic() > deadline:
                     raise SystemExit("kiln did not become ready")
                 await asyncio.sleep(0.2)
-        yield Servers(base, f"http://127.0.0.1:{fake_port}/v1", procs[1].pid, home,
-                      database_url or f"sqlite+aiosqlite:///{home / 'kiln.db'}")
+        yield Servers(
+            base,
+            f"http://127.0.0.1:{fake_port}/v1",
+            procs[1].pid,
+            home,
+            database_url or f"sqlite+aiosqlite:///{home / 'kiln.db'}",
+        )
     finally:
         for proc in procs:
             proc.terminate()

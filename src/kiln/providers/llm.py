@@ -98,15 +98,31 @@ class LLMClient:
 
         def make() -> ProviderClient:
             return ProviderClient(
-                settings.llm_url or "", name="llm", origin=origin, api_key=key,
-                timeout=settings.llm_timeout_seconds, connect_timeout=settings.provider_connect_timeout_seconds,
-                max_retries=settings.provider_max_retries, offline_guard=offline_guard, transport=transport,
+                settings.llm_url or "",
+                name="llm",
+                origin=origin,
+                api_key=key,
+                timeout=settings.llm_timeout_seconds,
+                connect_timeout=settings.provider_connect_timeout_seconds,
+                max_retries=settings.provider_max_retries,
+                offline_guard=offline_guard,
+                transport=transport,
             )
 
         if shared and transport is None:
             http = shared_client(
-                ("llm", settings.llm_url, key, origin, settings.llm_timeout_seconds,
-                 settings.provider_connect_timeout_seconds, settings.provider_max_retries, offline_guard), make)
+                (
+                    "llm",
+                    settings.llm_url,
+                    key,
+                    origin,
+                    settings.llm_timeout_seconds,
+                    settings.provider_connect_timeout_seconds,
+                    settings.provider_max_retries,
+                    offline_guard,
+                ),
+                make,
+            )
         else:
             http = make()
         return cls(http, settings.llm_model)
@@ -157,8 +173,10 @@ class LLMClient:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderProtocolError("llm", "chat answer without choices[0].message") from None
         return ChatResult(
-            content=content, model=str(data.get("model") or body["model"]),
-            finish_reason=choice.get("finish_reason"), usage=data.get("usage") or {},
+            content=content,
+            model=str(data.get("model") or body["model"]),
+            finish_reason=choice.get("finish_reason"),
+            usage=data.get("usage") or {},
             seconds=time.perf_counter() - started,
         )
 

@@ -84,9 +84,12 @@ class PrefixGuardedRouter(APIRouter):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         prefixes = self.literal_prefixes()
-        if prefixes is not None and scope["type"] in ("http", "websocket"):
-            if not get_route_path(scope).startswith(prefixes):
-                return Match.NONE, {}
+        if (
+            prefixes is not None
+            and scope["type"] in ("http", "websocket")
+            and not get_route_path(scope).startswith(prefixes)
+        ):
+            return Match.NONE, {}
         return super().matches(scope)
 
 
