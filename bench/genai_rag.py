@@ -180,7 +180,8 @@ class Lookup:
 async def load_chunks(session, kb_id: str, n: int, rng: np.random.Generator,
                       generation: int = 1) -> tuple[list[str], np.ndarray]:
     """`n` chunks (synthetic Zipf text, clustered unit 384-d vectors) of `n // 100` documents, put
-    straight into the tables of knowledge base `kb_id` (committed; the vector index is not built).
+    straight into the tables of knowledge base `kb_id` (committed every 5,000 rows; the vector index
+    is not built).
     Returns the chunk texts and the vectors, row i being chunk id `UUID(int=i + 1)`."""
     vocab = [f"w{i}" for i in range(20000)]
     weights = 1 / np.arange(1, len(vocab) + 1)
@@ -213,7 +214,7 @@ async def load_chunks(session, kb_id: str, n: int, rng: np.random.Generator,
                          "chunk_index": i % 100, "text": text, "text_hash": "-", "token_count": len(words),
                          "vector": vec.tobytes()})
         await session.execute(insert(Chunk), rows)
-    await session.commit()
+        await session.commit()  # per block: a running Kiln server sharing the database keeps writing
     return texts, matrix
 
 
