@@ -11,7 +11,7 @@ difference. Goal: p50 < 3 ms, p95 < 10 ms (LiteLLM's published proxy overhead: 2
 reference each round also times Kiln's public no-op `GET /v1/system/ping` (the HTTP floor of the
 server: uvicorn, middleware, routing; no auth, no database).
 
-    .venv/bin/python bench/genai_gateway.py [--requests 1000] [--warmup 100] [--pg]
+    .venv/bin/python bench/genai_gateway.py [--requests 1000] [--warmup 100] [--pg] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ import tempfile
 import time
 import uuid
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "Bench-horse-9"
@@ -91,12 +94,48 @@ def serve_main() -> None:
     from kiln.settings import Settings
 
     settings = Settings()
-    uvicorn.run(create_app(settings, migrate=True), host=settings.host, port=settings.port, log_level="warning")
+    app = create_app(settings, migrate=True)
+    profile = os.environ.get("BENCH_PROFILE")
+    if not profile:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return
+    import cProfile
+    import signal
+
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; a no-op handler lets run() return.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    profiler = cProfile.Profile()  # the whole server run; setup requests are few beside the measured ones
+    profiler.enable()
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
+
+
+@dataclass
+class Servers:
+    base: str
+    """Kiln's base URL."""
+    fake: str
+    """The fake's OpenAI base URL (`.../v1`)."""
+    kiln_pid: int
+    home: Path
+    """Kiln's KILN_HOME."""
+    database_url: str
+    """The database Kiln serves from."""
+
+    def kiln_cpu(self) -> float:
+        """CPU seconds (user + system) the Kiln process has used so far."""
+        times = psutil.Process(self.kiln_pid).cpu_times()
+        return times.user + times.system
 
 
 @asynccontextmanager
-async def processes(database_url: str | None, fake_script: str | None = None) -> Any:
-    """The fake (this file's, or `fake_script --fake PORT`) and `kiln serve`, both on loopback."""
+async def processes(database_url: str | None, fake_script: str | None = None, profile: str | None = None) -> Any:
+    """The fake (this file's, or `fake_script --fake PORT`) and `kiln serve`, both on loopback.
+
+    With `profile`, Kiln runs under cProfile and writes its stats there when it stops."""
     import httpx
 
     fake_port, kiln_port = free_port(), free_port()
@@ -115,6 +154,8 @@ async def processes(database_url: str | None, fake_script: str | None = None) ->
     }
     if database_url:
         env["KILN_DATABASE_URL"] = database_url
+    if profile:
+        env["BENCH_PROFILE"] = str(Path(profile).resolve())
     procs = [
         subprocess.Popen([sys.executable, fake_script or __file__, "--fake", str(fake_port)], env=env),
         subprocess.Popen([sys.executable, __file__, "--serve"], env=env, cwd=str(home)),
@@ -132,7 +173,13 @@ async def processes(database_url: str | None, fake_script: str | None = None) ->
                 if time.monotonic() > deadline:
                     raise SystemExit("kiln did not become ready")
                 await asyncio.sleep(0.2)
-        yield base, f"http://127.0.0.1:{fake_port}/v1"
+        yield Servers(
+            base,
+            f"http://127.0.0.1:{fake_port}/v1",
+            procs[1].pid,
+            home,
+            database_url or f"sqlite+aiosqlite:///{home / 'kiln.db'}",
+        )
     finally:
         for proc in procs:
             proc.terminate()
@@ -214,8 +261,8 @@ async def measure(args: argparse.Namespace) -> None:
         db = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
     try:
         async with (
-            processes(db) as (base, fake),
-            httpx.AsyncClient(base_url=base, timeout=30) as kiln,
+            processes(db, profile=args.profile) as servers,
+            httpx.AsyncClient(base_url=servers.base, timeout=30) as kiln,
             httpx.AsyncClient(timeout=30) as direct,
         ):
             user = await setup(kiln)
@@ -226,7 +273,7 @@ async def measure(args: argparse.Namespace) -> None:
             floor_ms: list[float] = []
             for i in range(args.warmup + args.requests):
                 t0 = time.perf_counter()
-                r = await direct.post(fake + "/chat/completions", json=chat)
+                r = await direct.post(servers.fake + "/chat/completions", json=chat)
                 t1 = time.perf_counter()
                 k = await kiln.post("/v1/models/inference", json=body, headers=user)
                 t2 = time.perf_counter()
@@ -238,6 +285,16 @@ async def measure(args: argparse.Namespace) -> None:
                     direct_ms.append((t1 - t0) * 1000)
                     kiln_ms.append((t2 - t1) * 1000)
                     floor_ms.append((t3 - t2) * 1000)
+            # CPU of the Kiln process per request (wall-clock-free, so it means something on a busy machine)
+            cpu: dict[str, float] = {}
+            for label, send in (
+                ("inference", lambda: kiln.post("/v1/models/inference", json=body, headers=user)),
+                ("no-op route", lambda: kiln.get("/v1/system/ping")),
+            ):
+                before = servers.kiln_cpu()
+                for _ in range(args.requests):
+                    (await send()).raise_for_status()
+                cpu[label] = (servers.kiln_cpu() - before) / args.requests * 1000
     finally:
         if db:
             import asyncpg
@@ -265,6 +322,10 @@ async def measure(args: argparse.Namespace) -> None:
         f"  Kiln minus direct: p50 {p50:.2f} ms (goal < 3), p95 {p95:.2f} ms (goal < 10); "
         f"ratio Kiln/direct p50 {pct(kiln_ms, 0.5) / pct(direct_ms, 0.5):.1f}x"
     )
+    print(
+        f"  Kiln process CPU per request: inference {cpu['inference']:.2f} ms, no-op route {cpu['no-op route']:.2f} ms "
+        f"(ratio {cpu['inference'] / cpu['no-op route']:.1f}x)"
+    )
 
 
 def main() -> None:
@@ -278,6 +339,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--profile", metavar="FILE", help="run Kiln under cProfile and write its stats to FILE")
     asyncio.run(measure(parser.parse_args()))
 
 

@@ -234,68 +234,55 @@ class Lookup:
         return np.stack([self.vectors[t] for t in texts])
 
 
-async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
-    kb_json = await create_kb(client, headers, "scale", 200)
-    kernel = app.state.kernel
-    rng = np.random.default_rng(11)
+async def load_chunks(session, kb_id: str, n: int, rng: np.random.Generator,
+                      generation: int = 1) -> tuple[list[str], np.ndarray]:
+    """`n` chunks (synthetic Zipf text, clustered unit 384-d vectors) of `n // 100` documents, put
+    straight into the tables of knowledge base `kb_id` (committed every 5,000 rows; the vector index
+    is not built).
+    Returns the chunk texts and the vectors, row i being chunk id `UUID(int=i + 1)`."""
     vocab = [f"w{i}" for i in range(20000)]
     weights = 1 / np.arange(1, len(vocab) + 1)
     weights /= weights.sum()
     # Sentence embeddings have a low intrinsic dimension: vectors from a 48-d latent space projected
     # to 384-d plus a little noise (uniform random 384-d vectors would be an unrealistically hard case).
     projection = rng.standard_normal((48, 384)).astype(np.float32)
-    print(f"scale: loading {n} chunks ...", flush=True)
-    start = time.perf_counter()
     texts = []
     matrix = rng.standard_normal((n, 48)).astype(np.float32) @ projection
     matrix += 0.3 * rng.standard_normal((n, 384)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    doc_ids = [str(uuid.uuid4()) for _ in range(max(1, n // 100))]
+    await session.execute(insert(Document), [{"id": d, "knowledge_base_id": kb_id, "title": f"doc {i}",
+                                              "source_type": "manual", "text": "-", "metadata_json": {},
+                                              "content_hash": "-", "chunk_count": 100, "ingest_status": "ready",
+                                              "managed_by_source": False} for i, d in enumerate(doc_ids)])
+    for start_row in range(0, n, 5000):
+        rows = []
+        lengths = rng.integers(60, 110, size=5000)
+        pool = rng.choice(len(vocab), size=int(lengths.sum()), p=weights)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for i in range(start_row, min(n, start_row + 5000)):
+            j = i - start_row
+            words = pool[offsets[j]:offsets[j + 1]]
+            text = " ".join(vocab[w] for w in words)
+            vec = matrix[i]
+            texts.append(text)
+            rows.append({"id": str(uuid.UUID(int=i + 1)), "knowledge_base_id": kb_id,
+                         "document_id": doc_ids[min(i // 100, len(doc_ids) - 1)], "generation": generation,
+                         "chunk_index": i % 100, "text": text, "text_hash": "-", "token_count": len(words),
+                         "vector": vec.tobytes()})
+        await session.execute(insert(Chunk), rows)
+        await session.commit()  # per block: a running Kiln server sharing the database keeps writing
+    return texts, matrix
+
+
+async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
+    kb_json = await create_kb(client, headers, "scale", 200)
+    kernel = app.state.kernel
+    rng = np.random.default_rng(11)
+    print(f"scale: loading {n} chunks ...", flush=True)
+    start = time.perf_counter()
     async with kernel.db.session() as s:
-        doc_ids = [str(uuid.uuid4()) for _ in range(n // 100)]
-        await s.execute(
-            insert(Document),
-            [
-                {
-                    "id": d,
-                    "knowledge_base_id": kb_json["id"],
-                    "title": f"doc {i}",
-                    "source_type": "manual",
-                    "text": "-",
-                    "metadata_json": {},
-                    "content_hash": "-",
-                    "chunk_count": 100,
-                    "ingest_status": "ready",
-                    "managed_by_source": False,
-                }
-                for i, d in enumerate(doc_ids)
-            ],
-        )
-        for start_row in range(0, n, 5000):
-            rows = []
-            lengths = rng.integers(60, 110, size=5000)
-            pool = rng.choice(len(vocab), size=int(lengths.sum()), p=weights)
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
-            for i in range(start_row, min(n, start_row + 5000)):
-                j = i - start_row
-                words = pool[offsets[j] : offsets[j + 1]]
-                text = " ".join(vocab[w] for w in words)
-                vec = matrix[i]
-                texts.append(text)
-                rows.append(
-                    {
-                        "id": str(uuid.UUID(int=i + 1)),
-                        "knowledge_base_id": kb_json["id"],
-                        "document_id": doc_ids[i // 100],
-                        "generation": 1,
-                        "chunk_index": i % 100,
-                        "text": text,
-                        "text_hash": "-",
-                        "token_count": len(words),
-                        "vector": vec.tobytes(),
-                    }
-                )
-            await s.execute(insert(Chunk), rows)
-        await s.commit()
+        texts, matrix = await load_chunks(s, kb_json["id"], n, rng)
         kb = await s.get(KnowledgeBase, kb_json["id"])
         store = await store_for(s, kernel, kb.backing_provider_instance_id)
         await rebuild_store_index(s, kb, store)

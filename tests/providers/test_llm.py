@@ -97,3 +97,31 @@ def test_unset_settings_name_the_variable() -> None:
                                      shared=False)
     with pytest.raises(ProviderNotConfigured, match="KILN_LLM_MODEL"):
         client.resolve_model(None)
+
+
+async def test_stream_lines_split_across_reads_and_multibyte_text_survive() -> None:
+    """The relay splits SSE lines from raw bytes: a line (even a UTF-8 character) cut between two
+    reads, CRLF endings and a last line without a newline still give every delta whole."""
+    import json
+
+    import httpx
+
+    from kiln.providers.http import ProviderClient
+
+    def chunk(text: str, finish: str | None = None) -> bytes:
+        body = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\r\n\r\n".encode()
+
+    raw = b": comment\n\n" + chunk("héllo ") + chunk("wörld 😀") + chunk("", "stop") + b"data: [DONE]"
+    pieces = [raw[i : i + 7] for i in range(0, len(raw), 7)]  # cuts lines and characters apart
+
+    async def body():
+        for piece in pieces:
+            yield piece
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body()))
+    client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
+    deltas = [d async for d in client.chat_stream([{"role": "user", "content": "hi"}])]
+    assert [d.content for d in deltas] == ["héllo ", "wörld 😀", ""]
+    assert deltas[-1].finish_reason == "stop"
+

@@ -98,15 +98,31 @@ class LLMClient:
 
         def make() -> ProviderClient:
             return ProviderClient(
-                settings.llm_url or "", name="llm", origin=origin, api_key=key,
-                timeout=settings.llm_timeout_seconds, connect_timeout=settings.provider_connect_timeout_seconds,
-                max_retries=settings.provider_max_retries, offline_guard=offline_guard, transport=transport,
+                settings.llm_url or "",
+                name="llm",
+                origin=origin,
+                api_key=key,
+                timeout=settings.llm_timeout_seconds,
+                connect_timeout=settings.provider_connect_timeout_seconds,
+                max_retries=settings.provider_max_retries,
+                offline_guard=offline_guard,
+                transport=transport,
             )
 
         if shared and transport is None:
             http = shared_client(
-                ("llm", settings.llm_url, key, origin, settings.llm_timeout_seconds,
-                 settings.provider_connect_timeout_seconds, settings.provider_max_retries, offline_guard), make)
+                (
+                    "llm",
+                    settings.llm_url,
+                    key,
+                    origin,
+                    settings.llm_timeout_seconds,
+                    settings.provider_connect_timeout_seconds,
+                    settings.provider_max_retries,
+                    offline_guard,
+                ),
+                make,
+            )
         else:
             http = make()
         return cls(http, settings.llm_model)
@@ -157,8 +173,10 @@ class LLMClient:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderProtocolError("llm", "chat answer without choices[0].message") from None
         return ChatResult(
-            content=content, model=str(data.get("model") or body["model"]),
-            finish_reason=choice.get("finish_reason"), usage=data.get("usage") or {},
+            content=content,
+            model=str(data.get("model") or body["model"]),
+            finish_reason=choice.get("finish_reason"),
+            usage=data.get("usage") or {},
             seconds=time.perf_counter() - started,
         )
 
@@ -166,11 +184,21 @@ class LLMClient:
         """Yield the content deltas of a streamed answer as they arrive."""
         body = self.chat_body(messages, stream=True, **options)
         async with self.http.stream("POST", "/chat/completions", json=body) as response:
-            async for line in response.aiter_lines():
-                delta = _parse_sse_line(line)
-                if delta is _DONE:
-                    return
-                if delta is not None:
+            # Lines split from the raw bytes: httpx's text decoding and line splitting cost more
+            # per token than the JSON parse itself.
+            pending = b""
+            async for data in response.aiter_bytes():
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    delta = _parse_sse_line(line.rstrip(b"\r"))
+                    if delta is _DONE:
+                        return
+                    if delta is not None:
+                        yield delta
+            if pending.strip():
+                delta = _parse_sse_line(pending.rstrip(b"\r"))
+                if delta is not None and delta is not _DONE:
                     yield delta
 
     async def embed(self, inputs: list[str], *, model: str | None = None) -> Embeddings:
@@ -196,12 +224,14 @@ class LLMClient:
 _DONE = ChatDelta(content="", finish_reason="[DONE]")
 
 
-def _parse_sse_line(line: str) -> ChatDelta | None:
+def _parse_sse_line(line: str | bytes) -> ChatDelta | None:
     """One SSE line → a delta, `_DONE`, or None (comments, blank lines, events without content)."""
-    if not line.startswith("data:"):
+    if isinstance(line, str):
+        line = line.encode()
+    if not line.startswith(b"data:"):
         return None
     payload = line[5:].strip()
-    if payload == "[DONE]":
+    if payload == b"[DONE]":
         return _DONE
     try:
         chunk = json.loads(payload)

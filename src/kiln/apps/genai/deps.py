@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from kiln.apps.genai.config import GenaiSettings, genai_settings
 from kiln.apps.genai.errors import GenaiError
-from kiln.core.auth import ROLE_RANK, AuthContext, User, get_auth_context
+from kiln.core.auth import ROLE_RANK, AuthContext, User, authenticate_connection
 from kiln.core.deps import KernelDep, SessionDep
 
 __all__ = [
@@ -26,9 +26,10 @@ __all__ = [
 ]
 
 
-async def current_auth(request: Request) -> AuthContext:
-    """The authenticated context; core auth re-loads the user row by id for every token."""
-    context = await get_auth_context(request)  # AuthError is rendered by GenaiRoute
+async def current_auth(request: Request, session: SessionDep) -> AuthContext:
+    """The authenticated context; core auth re-loads the user row by id for every token, in one
+    query run in the request's own session (the endpoint's SessionDep is the same session)."""
+    context = await authenticate_connection(request, session=session)  # AuthError is rendered by GenaiRoute
     assert context is not None
     return context
 
@@ -37,10 +38,10 @@ async def current_user(context: Annotated[AuthContext, Depends(current_auth)]) -
     return context.user
 
 
-async def optional_user(request: Request) -> User | None:
+async def optional_user(request: Request, session: SessionDep) -> User | None:
     if request.headers.get("authorization") is None and not request.cookies.get("access_token"):
         return None
-    return (await current_auth(request)).user
+    return (await current_auth(request, session)).user
 
 
 def require(role: str) -> Callable[..., Awaitable[User]]:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from kiln.apps.genai.routing import PrefixGuardedRouter
 from kiln.core.auth import AuthError
 from kiln.providers.http import OfflineBlocked
 
@@ -195,5 +196,6 @@ class GenaiRoute(APIRoute):
 
 
 def genai_router(**kwargs: Any) -> APIRouter:
-    """An APIRouter whose routes answer errors in the genai envelope."""
-    return APIRouter(route_class=GenaiRoute, **kwargs)
+    """An APIRouter whose routes answer errors in the genai envelope (and that skips a path none
+    of its routes can match without trying them: `genai.routing`)."""
+    return PrefixGuardedRouter(route_class=GenaiRoute, **kwargs)

@@ -19,6 +19,7 @@ from kiln.apps.genai.context.router import router as context_router
 from kiln.apps.genai.errors import genai_router
 from kiln.apps.genai.identity.router import router as identity_router
 from kiln.apps.genai.modelops.router import router as modelops_router
+from kiln.apps.genai.modelops.routes_models import inference_router
 from kiln.apps.genai.platform.router import router as platform_router
 from kiln.apps.genai.playgrounds.router import router as playgrounds_router
 from kiln.apps.genai.policy.router import router as policy_router
@@ -29,6 +30,8 @@ from kiln.apps.genai.system.router import router as system_router
 # The first request of a process seeds the superadmin, platform and content (idempotent).
 router = genai_router(dependencies=[Depends(ensure_bootstrapped)])
 for domain_router in (
+    inference_router,
+    playgrounds_router,
     system_router,
     identity_router,
     runtime_router,
@@ -40,7 +43,6 @@ for domain_router in (
     content_router,
     context_router,
     proof_router,
-    playgrounds_router,
     agents_router,
 ):
     router.include_router(domain_router)

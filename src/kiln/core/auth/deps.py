@@ -16,11 +16,12 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Response, WebSocketException, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
 from kiln.core.auth.models import ROLE_RANK, ROLES, User
 from kiln.core.auth.ratelimit import LoginRateLimiter
-from kiln.core.auth.service import get_user, is_revoked, lookup_api_token, revoke_token
+from kiln.core.auth.service import lookup_api_token, revoke_token, user_unless_revoked
 from kiln.core.auth.tokens import (
     InvalidToken,
     IssuedToken,
@@ -108,13 +109,21 @@ def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) 
 
 
 async def authenticate_token(
-    kernel: Any, token: str, conn: HTTPConnection | None = None, *, surface: str | None = None
+    kernel: Any,
+    token: str,
+    conn: HTTPConnection | None = None,
+    *,
+    surface: str | None = None,
+    session: AsyncSession | None = None,
 ) -> AuthContext:
     """Resolve a token to its active user or raise AuthError (WebSocketException when `conn` is a socket).
 
     Usable outside dependencies, e.g. by a WebSocket route that receives the token in a message
     (pass `surface=surface_of(websocket)` so an API token scoped to other surfaces is refused: 403
-    `token_scope`). With `conn`, the surface comes from it.
+    `token_scope`). With `conn`, the surface comes from it. With `session` (the request's own), the
+    lookup runs in it instead of a short session of its own, sparing a connection checkout and its
+    reset; an API token's last_used_at is then committed in it. The user comes back detached either
+    way, so a later rollback of the request's session cannot expire it.
     """
 
     def fail(status_code: int, code: str, detail: str) -> Exception:
@@ -122,27 +131,42 @@ async def authenticate_token(
             return AuthError(status_code, code, detail)
         return _fail(conn, status_code, code, detail)
 
-    async with kernel.db.sessions() as session:
-        if looks_like_api_token(token):
-            found = await lookup_api_token(session, token)
-            if found is None:
-                raise fail(401, "invalid_token", "API token invalid, expired or revoked; create a new one")
-            await session.commit()  # persists last_used_at
-            context = AuthContext(user=found[1], method="api_token", scopes=found[0].scope_set)
-            refusal = _scope_refusal(context, surface or (surface_of(conn) if conn is not None else None))
-            if refusal is not None:
-                raise fail(403, "token_scope", refusal)
-            return context
-        try:
-            claims = decode_access_token(kernel.settings.resolved_secret_key, token)
-        except InvalidToken as exc:
-            code = "token_expired" if exc.reason == "expired" else "invalid_token"
-            raise fail(401, code, exc.message) from None
-        if await is_revoked(session, claims["jti"]):
-            raise fail(401, "token_revoked", "Token has been revoked; log in again")
-        user = await get_user(session, claims["sub"])
-        if user is None:
-            raise fail(401, "user_not_found", "User not found; log in again")
+    if session is None:
+        async with kernel.db.sessions() as own:
+            return await _authenticate_in(own, kernel, token, conn, surface, fail)
+    return await _authenticate_in(session, kernel, token, conn, surface, fail)
+
+
+async def _authenticate_in(
+    session: AsyncSession,
+    kernel: Any,
+    token: str,
+    conn: HTTPConnection | None,
+    surface: str | None,
+    fail: Callable[[int, str, str], Exception],
+) -> AuthContext:
+    if looks_like_api_token(token):
+        found = await lookup_api_token(session, token)
+        if found is None:
+            raise fail(401, "invalid_token", "API token invalid, expired or revoked; create a new one")
+        await session.commit()  # persists last_used_at
+        session.expunge(found[1])
+        context = AuthContext(user=found[1], method="api_token", scopes=found[0].scope_set)
+        refusal = _scope_refusal(context, surface or (surface_of(conn) if conn is not None else None))
+        if refusal is not None:
+            raise fail(403, "token_scope", refusal)
+        return context
+    try:
+        claims = decode_access_token(kernel.settings.resolved_secret_key, token)
+    except InvalidToken as exc:
+        code = "token_expired" if exc.reason == "expired" else "invalid_token"
+        raise fail(401, code, exc.message) from None
+    user, revoked = await user_unless_revoked(session, claims["sub"], claims["jti"])
+    if revoked:
+        raise fail(401, "token_revoked", "Token has been revoked; log in again")
+    if user is None:
+        raise fail(401, "user_not_found", "User not found; log in again")
+    session.expunge(user)
     if not user.is_active:
         raise fail(401, "account_inactive", "Account is inactive; ask an administrator to activate it")
     return AuthContext(
@@ -166,21 +190,33 @@ def _auth_context_dependency(
 ) -> Callable[[HTTPConnection], Awaitable[AuthContext | None]]:
 
     async def dependency(conn: HTTPConnection) -> AuthContext | None:
-        token = token_from_request(conn, cookie_name)
-        if token is None:
-            if optional:
-                return None
-            raise _fail(
-                conn,
-                401,
-                "missing_auth",
-                "Not authenticated; send 'Authorization: Bearer <token>' or log in to get the cookie",
-            )
-        context = await authenticate_token(_kernel(conn), token, conn)
-        conn.state.auth = context
-        return context
+        return await authenticate_connection(conn, cookie_name=cookie_name, optional=optional)
 
     return dependency
+
+
+async def authenticate_connection(
+    conn: HTTPConnection,
+    *,
+    cookie_name: str = DEFAULT_COOKIE,
+    optional: bool = False,
+    session: AsyncSession | None = None,
+) -> AuthContext | None:
+    """What the auth dependencies do (the context is also left on `conn.state.auth`); a surface
+    that opens the request's database session anyway passes it as `session` (see authenticate_token)."""
+    token = token_from_request(conn, cookie_name)
+    if token is None:
+        if optional:
+            return None
+        raise _fail(
+            conn,
+            401,
+            "missing_auth",
+            "Not authenticated; send 'Authorization: Bearer <token>' or log in to get the cookie",
+        )
+    context = await authenticate_token(_kernel(conn), token, conn, session=session)
+    conn.state.auth = context
+    return context
 
 
 def current_user_dependency(cookie_name: str = DEFAULT_COOKIE) -> Callable[..., Awaitable[User]]:

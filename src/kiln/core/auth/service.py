@@ -249,6 +249,15 @@ async def is_revoked(session: AsyncSession, jti: str) -> bool:
     return result.first() is not None
 
 
+async def user_unless_revoked(session: AsyncSession, user_id: str, jti: str) -> tuple[User | None, bool]:
+    """(the user, whether `jti` is revoked) for a login JWT, in one query while the user exists."""
+    revoked = select(RevokedToken.jti).where(RevokedToken.jti == jti).exists()
+    row = (await session.execute(select(User, revoked).where(User.id == user_id))).first()
+    if row is None:
+        return None, await is_revoked(session, jti)
+    return row[0], bool(row[1])
+
+
 async def purge_expired_revocations(session: AsyncSession, *, now: datetime | None = None) -> int:
     """Delete revocations of tokens that have expired anyway; returns how many. Caller commits."""
     result = await session.execute(

@@ -16,6 +16,8 @@ from kiln.apps.genai.modelops.models import GenaiModelValidation as Validation
 from kiln.apps.genai.modelops.serialize import model_dto, test_run_dto, validation_dto
 
 router = genai_router(tags=["genai"])
+# `/v1/models/*`: the hot path, its own router so that matching a call tries only these two routes
+inference_router = genai_router(tags=["genai"])
 JsonBody = Body(default_factory=dict)
 ModelPath = "/v1/modelops/models/{model_id:path}"
 
@@ -197,7 +199,7 @@ def _number(value: Any, kind: type, low: float, high: float, name: str) -> Any:
     return kind(value)
 
 
-@router.post("/v1/models/inference")
+@inference_router.post("/v1/models/inference")
 async def models_inference(
     user: CurrentUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
 ) -> dict[str, Any]:
@@ -212,7 +214,7 @@ async def models_inference(
     return {"output": result["output"], "response": result["response"]}
 
 
-@router.post("/v1/models/generate")
+@inference_router.post("/v1/models/generate")
 async def models_generate(
     user: CurrentUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
 ) -> dict[str, Any]:

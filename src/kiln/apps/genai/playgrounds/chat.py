@@ -91,9 +91,20 @@ async def _instructions(session: AsyncSession, assistant_ref: str) -> str | None
     return (version.spec or {}).get("instructions") if version is not None else None
 
 
-async def prepare(session: AsyncSession, kernel: Any, user: User, *, kind: str, model_id: str | None,
-                  assistant_ref: str, kb_id: str | None, retrieval: dict[str, Any],
-                  history: list[dict[str, Any]], prompt: str, session_id: str | None) -> Turn:
+async def prepare(
+    session: AsyncSession,
+    kernel: Any,
+    user: User,
+    *,
+    kind: str,
+    model_id: str | None,
+    assistant_ref: str,
+    kb_id: str | None,
+    retrieval: dict[str, Any],
+    history: list[dict[str, Any]],
+    prompt: str,
+    session_id: str | None,
+) -> Turn:
     if not model_id:
         raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
     model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id)
@@ -103,23 +114,46 @@ async def prepare(session: AsyncSession, kernel: Any, user: User, *, kind: str, 
     if kind == "knowledge":
         query = knowledge.rewrite_query(prompt, previous_queries(history))
         found = await knowledge.retrieve(session, kernel, kb_id, retrieval, query)
-        messages.append({"role": "system", "content": knowledge.system_prompt(
-            await _instructions(session, assistant_ref), found["sources"])})
+        messages.append(
+            {
+                "role": "system",
+                "content": knowledge.system_prompt(await _instructions(session, assistant_ref), found["sources"]),
+            }
+        )
     elif (instructions := await _instructions(session, assistant_ref)) is not None:
         messages.append({"role": "system", "content": instructions})
     messages += context + [{"role": "user", "content": prompt}]
-    return Turn(kernel=kernel, user_id=user.id, kind=kind, model_id=model.model_id, provider_slug=provider.slug,
-                llm=llm, runtime_model=runtime, prompt=prompt, messages=messages, session_id=session_id,
-                knowledge=found)
+    return Turn(
+        kernel=kernel,
+        user_id=user.id,
+        kind=kind,
+        model_id=model.model_id,
+        provider_slug=provider.slug,
+        llm=llm,
+        runtime_model=runtime,
+        prompt=prompt,
+        messages=messages,
+        session_id=session_id,
+        knowledge=found,
+    )
 
 
-async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str,
-                              prompt: str) -> Turn:
+async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str, prompt: str) -> Turn:
     row, recent = await svc.owned_with_recent(session, user, session_id, HISTORY_MESSAGES)
     history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in recent]
-    return await prepare(session, kernel, user, kind=row.playground_kind, model_id=row.model_id,
-                         assistant_ref=row.assistant_ref, kb_id=row.knowledge_base_id,
-                         retrieval=row.retrieval_json or {}, history=history, prompt=prompt, session_id=row.id)
+    return await prepare(
+        session,
+        kernel,
+        user,
+        kind=row.playground_kind,
+        model_id=row.model_id,
+        assistant_ref=row.assistant_ref,
+        kb_id=row.knowledge_base_id,
+        retrieval=row.retrieval_json or {},
+        history=history,
+        prompt=prompt,
+        session_id=row.id,
+    )
 
 
 async def prepare_temporary(session: AsyncSession, kernel: Any, user: User, body: dict[str, Any]) -> Turn:
@@ -131,22 +165,43 @@ async def prepare_temporary(session: AsyncSession, kernel: Any, user: User, body
         raise GenaiError(400, "invalid_history", "messages must be a list of at most 200 items")
     history = []
     for item in raw:
-        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant") \
-                or not isinstance(item.get("content"), str) or len(item["content"]) > MAX_PROMPT_CHARS:
+        if (
+            not isinstance(item, dict)
+            or item.get("role") not in ("user", "assistant")
+            or not isinstance(item.get("content"), str)
+            or len(item["content"]) > MAX_PROMPT_CHARS
+        ):
             raise GenaiError(400, "invalid_history", "each message needs role user|assistant and text content")
         history.append({"role": item["role"], "content": item["content"], "metadata": {}})
-    model_id = (body.get("model_selection") or {}).get("model_id") if isinstance(
-        body.get("model_selection"), dict) else None
-    return await prepare(session, kernel, user, kind=kind, model_id=model_id,
-                         assistant_ref=svc._assistant(kind, body.get("assistant_ref")), kb_id=kb_id,
-                         retrieval=retrieval, history=history, prompt=parse_prompt(body), session_id=None)
+    model_id = (
+        (body.get("model_selection") or {}).get("model_id") if isinstance(body.get("model_selection"), dict) else None
+    )
+    return await prepare(
+        session,
+        kernel,
+        user,
+        kind=kind,
+        model_id=model_id,
+        assistant_ref=svc._assistant(kind, body.get("assistant_ref")),
+        kb_id=kb_id,
+        retrieval=retrieval,
+        history=history,
+        prompt=parse_prompt(body),
+        session_id=None,
+    )
 
 
-async def finish(turn: Turn, text: str, *, incomplete: bool = False, error: str | None = None,
-                 usage: dict[str, Any] | None = None, finish_reason: str | None = None) -> dict[str, Any]:
+async def finish(
+    turn: Turn,
+    text: str,
+    *,
+    incomplete: bool = False,
+    error: str | None = None,
+    usage: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
     """The turn's answer payload; for a session turn the user and assistant messages are persisted."""
-    buffer_of(turn.kernel).add(turn.model_id, turn.user_id, (time.perf_counter() - turn.started) * 1000,
-                               usage or {})
+    buffer_of(turn.kernel).add(turn.model_id, turn.user_id, (time.perf_counter() - turn.started) * 1000, usage or {})
     sources: list[dict[str, Any]] = []
     references: list[dict[str, Any]] = []
     retrieval = None
@@ -155,23 +210,43 @@ async def finish(turn: Turn, text: str, *, incomplete: bool = False, error: str 
         retrieval = turn.knowledge["retrieval"]
     metadata: dict[str, Any] = {"model_id": turn.model_id}
     if turn.knowledge is not None:
-        metadata.update({"sources": sources, "references": references, "retrieval": retrieval,
-                         "knowledge_base_id": turn.knowledge["knowledge_base_id"]})
+        metadata.update(
+            {
+                "sources": sources,
+                "references": references,
+                "retrieval": retrieval,
+                "knowledge_base_id": turn.knowledge["knowledge_base_id"],
+            }
+        )
     if incomplete:
         metadata["incomplete"] = True
     if error:
         metadata["error"] = error
-    response = {"model": turn.model_id, "finish_reason": finish_reason, "usage": usage or {},
-                "output": [{"role": "assistant", "content": [{"type": "text", "text": text}]}]}
-    out: dict[str, Any] = {"output": text, "response": response, "sources": sources, "references": references,
-                           "retrieval": retrieval}
+    response = {
+        "model": turn.model_id,
+        "finish_reason": finish_reason,
+        "usage": usage or {},
+        "output": [{"role": "assistant", "content": [{"type": "text", "text": text}]}],
+    }
+    out: dict[str, Any] = {
+        "output": text,
+        "response": response,
+        "sources": sources,
+        "references": references,
+        "retrieval": retrieval,
+    }
     if turn.session_id is None:
-        out["messages"] = [{"role": "user", "content": turn.prompt, "metadata": {}},
-                           {"role": "assistant", "content": text, "metadata": metadata}]
+        out["messages"] = [
+            {"role": "user", "content": turn.prompt, "metadata": {}},
+            {"role": "assistant", "content": text, "metadata": metadata},
+        ]
         return out
     async with turn.kernel.db.session() as session:
-        row = (await session.execute(select(PlaygroundSession).where(PlaygroundSession.id == turn.session_id)
-                                     .with_for_update())).scalar_one_or_none()
+        row = (
+            await session.execute(
+                select(PlaygroundSession).where(PlaygroundSession.id == turn.session_id).with_for_update()
+            )
+        ).scalar_one_or_none()
         if row is None:  # deleted while the model answered
             out.update(session=None, messages=[])
             return out
@@ -196,6 +271,14 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
+_encode_text = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def sse_delta(text: str) -> bytes:
+    """`sse("delta", {"text": text})`, byte for byte, without building a dict per token."""
+    return b'event: delta\ndata: {"text":' + _encode_text(text).encode() + b"}\n\n"
+
+
 async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
     """Forward the model's deltas to `queue` as they arrive; persist whatever was produced."""
     parts: list[str] = []
@@ -204,20 +287,29 @@ async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
         async for delta in turn.llm.chat_stream(turn.messages, model=turn.runtime_model):
             if delta.content:
                 parts.append(delta.content)
-                queue.put_nowait(sse("delta", {"text": delta.content}))
+                queue.put_nowait(sse_delta(delta.content))
             finish_reason = delta.finish_reason or finish_reason
     except asyncio.CancelledError:  # the client went away: keep what was produced
         await finish(turn, "".join(parts), incomplete=True, error="client_disconnected")
         return
     except ProviderError as exc:
         await finish(turn, "".join(parts), incomplete=True, error="llm_unreachable")
-        queue.put_nowait(sse("error", {"error": "llm_unreachable", "status_code": 502,
-                                       "message": f"LLM provider {turn.provider_slug} failed: {exc.message}"}))
+        queue.put_nowait(
+            sse(
+                "error",
+                {
+                    "error": "llm_unreachable",
+                    "status_code": 502,
+                    "message": f"LLM provider {turn.provider_slug} failed: {exc.message}",
+                },
+            )
+        )
         queue.put_nowait(None)
         return
     except Exception:
-        queue.put_nowait(sse("error", {"error": "internal_error", "status_code": 500,
-                                       "message": "Internal server error"}))
+        queue.put_nowait(
+            sse("error", {"error": "internal_error", "status_code": 500, "message": "Internal server error"})
+        )
         queue.put_nowait(None)
         raise
     queue.put_nowait(sse("complete", await finish(turn, "".join(parts), finish_reason=finish_reason)))
@@ -262,8 +354,9 @@ class EventStream(StreamingResponse):
 
 
 def stream(turn: Turn) -> EventStream:
-    return EventStream(_events(turn), media_type="text/event-stream",
-                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStream(
+        _events(turn), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 async def settle() -> None:

@@ -29,9 +29,45 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
+# The turn routes first: a route is matched by trying the router's routes in order.
+@router.post("/sessions/{session_id}/messages")
+async def send_message(
+    session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+) -> dict[str, Any]:
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    await session.rollback()  # nothing written; release the connection before the model call
+    return await chat.answer(turn)
+
+
+@router.post("/sessions/{session_id}/messages/stream")
+async def stream_message(
+    session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+) -> Response:
+    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    await session.rollback()
+    return chat.stream(turn)
+
+
+@router.post("/temporary/messages")
+async def temporary_message(
+    user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+) -> dict[str, Any]:
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
+    await session.rollback()
+    return await chat.answer(turn)
+
+
+@router.post("/temporary/messages/stream")
+async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody) -> Response:
+    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
+    await session.rollback()
+    return chat.stream(turn)
+
+
 @router.get("/sessions")
-async def list_sessions(user: CurrentUser, session: SessionDep,
-                        playground_kind: str | None = Query(default=None)) -> dict[str, Any]:
+async def list_sessions(
+    user: CurrentUser, session: SessionDep, playground_kind: str | None = Query(default=None)
+) -> dict[str, Any]:
     return {"sessions": [svc.session_dto(s) for s in await svc.list_sessions(session, user, playground_kind)]}
 
 
@@ -49,8 +85,9 @@ async def get_session(session_id: str, user: CurrentUser, session: SessionDep) -
 
 
 @router.patch("/sessions/{session_id}")
-async def patch_session(session_id: str, user: CurrentUser, session: SessionDep,
-                        body: Any = JsonBody) -> dict[str, Any]:
+async def patch_session(
+    session_id: str, user: CurrentUser, session: SessionDep, body: Any = JsonBody
+) -> dict[str, Any]:
     row = await svc.update_session(session, user, session_id, body_object(body))
     await session.commit()
     return {"session": svc.session_dto(row)}
@@ -63,47 +100,19 @@ async def delete_session(session_id: str, user: CurrentUser, session: SessionDep
     return {"deleted": True}
 
 
-@router.post("/sessions/{session_id}/messages")
-async def send_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                       body: Any = JsonBody) -> dict[str, Any]:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
-    await session.rollback()  # nothing written; release the connection before the model call
-    return await chat.answer(turn)
-
-
-@router.post("/sessions/{session_id}/messages/stream")
-async def stream_message(session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                         body: Any = JsonBody) -> Response:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
-    await session.rollback()
-    return chat.stream(turn)
-
-
-@router.post("/temporary/messages")
-async def temporary_message(user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                            body: Any = JsonBody) -> dict[str, Any]:
-    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
-    await session.rollback()
-    return await chat.answer(turn)
-
-
-@router.post("/temporary/messages/stream")
-async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                           body: Any = JsonBody) -> Response:
-    turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
-    await session.rollback()
-    return chat.stream(turn)
-
-
 @router.get("/options")
 async def options(user: CurrentUser, session: SessionDep) -> dict[str, Any]:
-    return {"assistants": svc.assistants_for(None), "models": await svc.model_options(session, user),
-            **await svc.knowledge_base_options(session)}
+    return {
+        "assistants": svc.assistants_for(None),
+        "models": await svc.model_options(session, user),
+        **await svc.knowledge_base_options(session),
+    }
 
 
 @router.get("/model-options")
-async def model_options(user: CurrentUser, session: SessionDep,
-                        playground_kind: str | None = Query(default=None)) -> dict[str, Any]:
+async def model_options(
+    user: CurrentUser, session: SessionDep, playground_kind: str | None = Query(default=None)
+) -> dict[str, Any]:
     kind = svc.parse_kind(playground_kind) if playground_kind is not None else None
     return {"assistants": svc.assistants_for(kind), "models": await svc.model_options(session, user)}
 
@@ -114,8 +123,9 @@ async def knowledge_base_options(user: CurrentUser, session: SessionDep) -> dict
 
 
 @router.get("/knowledge-bases/{kb_id}/documents/{document_id}/source-file")
-async def source_file(kb_id: str, document_id: str, request: Request, user: CurrentUser, session: SessionDep,
-                      kernel: KernelDep) -> Response:
+async def source_file(
+    kb_id: str, document_id: str, request: Request, user: CurrentUser, session: SessionDep, kernel: KernelDep
+) -> Response:
     """The file a local-directory document came from, for a KB the caller can chat with (bound in
     the active deployment, active and ready); the path is re-resolved under the source roots."""
     bound, _ = await svc.bound_knowledge_bases(session)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.models import KnowledgeBase
@@ -203,9 +203,11 @@ async def delete_session(session: AsyncSession, user: User, session_id: str) -> 
 
 async def append(session: AsyncSession, row: PlaygroundSession,
                  items: list[tuple[str, str, dict[str, Any]]]) -> list[PlaygroundMessage]:
-    """Append messages at the next indexes (the caller holds the session row's lock)."""
-    start = int(await session.scalar(select(func.coalesce(func.max(PlaygroundMessage.message_index), -1))
-                                     .where(PlaygroundMessage.session_id == row.id))) + 1
+    """Append messages at the next indexes (the caller holds the session row's lock).
+
+    Messages are only ever appended here and deleted with their session, so the session's
+    message_count is the next index: no max() query, and the title and count go out in one UPDATE."""
+    start = row.message_count
     out = []
     for offset, (role, content, metadata) in enumerate(items):
         message = PlaygroundMessage(session_id=row.id, message_index=start + offset, role=role, content=content,
