@@ -32,7 +32,6 @@ from kiln.providers.http import (
 )
 
 HISTORY_CHECK = 2.0  # seconds of socket silence before the history is asked
-QUICK_LOOK = 0.01  # seconds before the second look, after which the socket is opened
 OUTPUT_KINDS = ("images", "audio", "gifs", "video", "videos", "files")
 ProgressFn = Callable[[float, str], Awaitable[None] | None]
 
@@ -140,19 +139,15 @@ class ComfyUIClient:
         client_id = uuid.uuid4().hex
         await self.http.check_offline()
         deadline = time.monotonic() + self.timeout
-        socket = None
+        # The socket is opened before the prompt is queued (as ComfyUI's own API examples do): the
+        # server does not replay events, so every event of this prompt, its end included, reaches
+        # us and completion is heard the moment it happens instead of found by polling.
+        socket = await self._open_socket(client_id)
         try:
             prompt_id = await self.submit(graph, client_id)
-            entry = await self.history(prompt_id)
-            if not _finished(entry):  # a cached or tiny graph is done at once: one more quick look
-                await asyncio.sleep(QUICK_LOOK)
-                entry = await self.history(prompt_id)
-            if not _finished(entry):
-                socket = await self._open_socket(client_id)
-                # events sent before the socket was open are not replayed: look once more first
-                if socket is not None and not _finished(await self.history(prompt_id)):
-                    await self._follow(socket, prompt_id, deadline, progress)
-                entry = await self._poll(prompt_id, deadline)
+            if socket is not None:
+                await self._follow(socket, prompt_id, deadline, progress)
+            entry = await self._poll(prompt_id, deadline)
         finally:
             if socket is not None:
                 await socket.close()
