@@ -66,7 +66,11 @@ async def test_hnsw_above_threshold_recall_and_restart(tmp_path) -> None:
     assert await reopened.count("kb_h") == 2990
     # The restored graph searches with Kiln's beam, not usearch's default (recall 0.88 at 100k).
     assert reopened._collections["kb_h"].hnsw.expansion_search == HNSW_EXPANSION_SEARCH
-    assert (await reopened.query("kb_h", vectors[100], 1))[0].id == ids[100]
+    # The graph is approximate and usearch's threads build it in no fixed order: on this
+    # high-dimensional random data a rare build ranks another record first (CI saw it once). The
+    # record itself must be among the first hits, with its exact score.
+    hits = {h.id: h.score for h in await reopened.query("kb_h", vectors[100], 5)}
+    assert hits.get(ids[100]) == pytest.approx(1.0, abs=1e-4)
     filtered = await reopened.query("kb_h", vectors[100], 2, allowed_ids=[ids[2000], ids[2001]])
     assert {h.id for h in filtered} == {ids[2000], ids[2001]}
 
