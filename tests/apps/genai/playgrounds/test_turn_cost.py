@@ -1,13 +1,16 @@
-"""What a turn costs beyond the model: the relay's per-token encoding and the statements that
-persist a turn."""
+"""What a turn costs beyond the model: the relay's per-token encoding, the statements that
+persist a turn, and when the model call starts."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from sqlalchemy import event
 
-from kiln.apps.genai.playgrounds.chat import sse, sse_delta
-from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session
+from kiln.apps.genai.playgrounds.chat import Turn, settle, sse, sse_delta, stream
+from kiln.providers.llm import ChatDelta
+from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events
 
 
 @pytest.fixture
@@ -43,3 +46,67 @@ async def test_a_turn_is_persisted_with_one_update_of_its_session(llm, app, clie
         assert len(updates) == 1 and not [s for s in sql if "max(" in s], sql
     messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
     assert [m["content"] for m in messages] == ["first question", "answer 0", "second question", "answer 1"]
+
+
+class _RecordingLLM:
+    """An LLM client stand-in that notes when its stream is opened."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def chat_stream(self, messages, **options):
+        self.opened.set()
+        yield ChatDelta(content="hello ")
+        yield ChatDelta(content="there", finish_reason="stop")
+
+
+async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
+    """Time to first token: the model call starts with the response, overlapping the handler's
+    return and the header write, not after the first read of the body."""
+    llm = _RecordingLLM()
+    turn = Turn(
+        kernel=app.state.kernel,
+        user_id="u1",
+        kind="chat",
+        model_id="m",
+        provider_slug="fake",
+        llm=llm,
+        runtime_model="m",
+        prompt="hi",
+        messages=[{"role": "user", "content": "hi"}],
+        session_id=None,
+    )
+    response = stream(turn)
+    await asyncio.wait_for(llm.opened.wait(), 5)  # nobody has read the body yet
+    body = b"".join([chunk async for chunk in response.body_iterator])
+    assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
+    await settle()
+
+
+async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
+    """A response that ends before its body was read (the client left at once) still stops the relay."""
+    llm = _RecordingLLM()
+    turn = Turn(
+        kernel=app.state.kernel,
+        user_id="u1",
+        kind="chat",
+        model_id="m",
+        provider_slug="fake",
+        llm=llm,
+        runtime_model="m",
+        prompt="hi",
+        messages=[{"role": "user", "content": "hi"}],
+        session_id=None,
+    )
+    response = stream(turn)
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise RuntimeError("client gone")
+
+    with pytest.raises(RuntimeError):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    await settle()
+    assert response.relay.done()
