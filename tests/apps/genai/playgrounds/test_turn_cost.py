@@ -4,12 +4,14 @@ persist a turn, and when the model call starts."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from sqlalchemy import event
 
 from kiln.apps.genai.playgrounds.chat import Turn, settle, sse, sse_delta, stream
-from kiln.providers.llm import ChatDelta
+from kiln.providers.http import ProviderClient
+from kiln.providers.llm import ChatDelta, LLMClient, collect
 from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events
 
 
@@ -110,3 +112,56 @@ async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
         await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
     await settle()
     assert response.relay.done()
+
+
+async def _streaming_server(hold_open_after_done: bool) -> tuple[asyncio.Server, list[int]]:
+    """A keep-alive HTTP/1.1 server answering every request with a two-token SSE stream; it counts
+    the connections it accepted. With `hold_open_after_done` the body stays open after `[DONE]`."""
+    accepted = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
+                for event in (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n', b"data: [DONE]\n\n"):
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                if hold_open_after_done:
+                    await writer.drain()
+                    await asyncio.sleep(5)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), accepted
+
+
+async def test_streamed_answers_reuse_the_upstream_connection():
+    """Each turn used to close its connection at `[DONE]` (the body's end unread) and open a new
+    one before its first token."""
+    server, accepted = await _streaming_server(hold_open_after_done=False)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ProviderClient(f"http://127.0.0.1:{port}/v1", name="llm") as http:
+        llm = LLMClient(http, "m")
+        for _ in range(3):
+            assert await collect(llm.chat_stream([{"role": "user", "content": "hi"}])) == "a"
+    assert accepted[0] == 1
+
+
+async def test_a_body_held_open_after_done_does_not_hold_the_answer():
+    server, _ = await _streaming_server(hold_open_after_done=True)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ProviderClient(f"http://127.0.0.1:{port}/v1", name="llm") as http:
+        started = time.perf_counter()
+        assert await collect(LLMClient(http, "m").chat_stream([{"role": "user", "content": "hi"}])) == "a"
+        assert time.perf_counter() - started < 2
