@@ -62,11 +62,8 @@ class _RecordingLLM:
         yield ChatDelta(content="there", finish_reason="stop")
 
 
-async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
-    """Time to first token: the model call starts with the response, overlapping the handler's
-    return and the header write, not after the first read of the body."""
-    llm = _RecordingLLM()
-    turn = Turn(
+def _temporary_turn(app, llm: _RecordingLLM) -> Turn:
+    return Turn(
         kernel=app.state.kernel,
         user_id="u1",
         kind="chat",
@@ -78,7 +75,13 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
         messages=[{"role": "user", "content": "hi"}],
         session_id=None,
     )
-    response = stream(turn)
+
+
+async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
+    """Time to first token: the model call starts with the response, overlapping the handler's
+    return and the header write, not after the first read of the body."""
+    llm = _RecordingLLM()
+    response = stream(_temporary_turn(app, llm))
     await asyncio.wait_for(llm.opened.wait(), 5)  # nobody has read the body yet
     body = b"".join([chunk async for chunk in response.body_iterator])
     assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
@@ -88,19 +91,7 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
 async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
     """A response that ends before its body was read (the client left at once) still stops the relay."""
     llm = _RecordingLLM()
-    turn = Turn(
-        kernel=app.state.kernel,
-        user_id="u1",
-        kind="chat",
-        model_id="m",
-        provider_slug="fake",
-        llm=llm,
-        runtime_model="m",
-        prompt="hi",
-        messages=[{"role": "user", "content": "hi"}],
-        session_id=None,
-    )
-    response = stream(turn)
+    response = stream(_temporary_turn(app, llm))
 
     async def receive():
         return {"type": "http.disconnect"}
