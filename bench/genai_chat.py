@@ -24,6 +24,10 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    into the tables by bench/genai_rag.py's loader (local embeddings, embedded store). Goal: p50 < 25 ms.
 
     PYTHONPATH=src:. .venv/bin/python bench/genai_chat.py [--rounds 200] [--kb-chunks 100000] [--pg]
+        [--only ttft,relay,concurrent,knowledge] [--profile kiln.prof]
+
+Section 1 also prints Kiln's CPU time per streamed turn (server process, psutil), a figure that
+holds on a loaded machine where the wall-clock ones do not.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from sqlalchemy import update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -166,14 +171,24 @@ def row(label: str, values: list[float], unit: str = "ms") -> str:
     return f"  {label:30s} p50 {pct(values, 0.5):8.2f} {unit}  p95 {pct(values, 0.95):8.2f} {unit}"
 
 
-async def ttft(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, rounds: int) -> None:
+def server_cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def ttft(
+    kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, rounds: int, pid: int
+) -> None:
     prompt = "tokens=5 gap_ms=0 ttft_ms=20"
     sessions = [await new_session(kiln, user) for _ in range(rounds + 10)]
     d_ms, k_ms = [], []
+    cpu = 0.0
     for i, sid in enumerate(sessions):
         d = (await direct_stream(direct, fake, prompt))[0]
+        before = server_cpu(pid)
         k = (await kiln_stream(kiln, user, sid, prompt))[0]
         if i >= 10:
+            cpu += server_cpu(pid) - before
             d_ms.append(d)
             k_ms.append(k)
     added = [k - d for k, d in zip(k_ms, d_ms, strict=True)]
@@ -181,6 +196,7 @@ async def ttft(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, f
     print(row("direct (baseline)", d_ms))
     print(row("via Kiln (first delta event)", k_ms))
     print(row("added by Kiln (paired)", added) + "   goal p50 < 5 ms")
+    print(f"  Kiln CPU per streamed turn     {cpu / rounds * 1000:8.2f} ms (server process, whole turn)")
 
 
 async def throughput(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str) -> None:
@@ -314,17 +330,20 @@ async def measure(args: argparse.Namespace) -> None:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     try:
         async with (
-            processes(db, __file__) as servers,
+            processes(db, __file__, args.profile) as servers,
             httpx.AsyncClient(base_url=servers.base, timeout=120, limits=limits) as kiln,
             httpx.AsyncClient(timeout=60) as direct,
         ):
             fake = servers.fake
             user = await setup(kiln)
             print(f"genai playground streaming, {'postgresql' if args.pg else 'sqlite'}")
-            await ttft(kiln, direct, user, fake, args.rounds)
-            await throughput(kiln, direct, user, fake)
-            await concurrent(kiln, user, args.concurrency)
-            if args.kb_chunks:
+            if "ttft" in args.only:
+                await ttft(kiln, direct, user, fake, args.rounds, servers.kiln_pid)
+            if "relay" in args.only:
+                await throughput(kiln, direct, user, fake)
+            if "concurrent" in args.only:
+                await concurrent(kiln, user, args.concurrency)
+            if args.kb_chunks and "knowledge" in args.only:
                 await knowledge_overhead(kiln, user, servers, min(args.rounds, 100), args.kb_chunks)
     finally:
         if db:
@@ -344,6 +363,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--kb-chunks", type=int, default=100_000, help="chunks of the knowledge base (0: skip)")
     parser.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default={"ttft", "relay", "concurrent", "knowledge"},
+        help="sections to run, comma-separated: ttft,relay,concurrent,knowledge",
+    )
+    parser.add_argument("--profile", help="run Kiln under cProfile and write its stats to this file")
     asyncio.run(measure(parser.parse_args()))
 
 

@@ -9,9 +9,11 @@ chunks carrying `choices[0].delta.content`, ending with `data: [DONE]`), `POST {
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,12 +189,14 @@ class LLMClient:
             # Lines split from the raw bytes: httpx's text decoding and line splitting cost more
             # per token than the JSON parse itself.
             pending = b""
-            async for data in response.aiter_bytes():
+            chunks = response.aiter_bytes()
+            async for data in chunks:
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
                 for line in lines:
                     delta = _parse_sse_line(line.rstrip(b"\r"))
                     if delta is _DONE:
+                        await _drain(chunks)
                         return
                     if delta is not None:
                         yield delta
@@ -222,6 +226,21 @@ class LLMClient:
 
 
 _DONE = ChatDelta(content="", finish_reason="[DONE]")
+DRAIN_SECONDS = 0.05
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (normally just the body's end, in the same packet), so the
+    connection goes back to the pool: closing a response mid-body closes its connection, and
+    every turn then paid a new TCP connection before its first token. Bounded: a server that
+    keeps the body open after `[DONE]` costs at most `DRAIN_SECONDS` and its connection."""
+    with suppress(TimeoutError, httpx.HTTPError):
+        await asyncio.wait_for(_read_all(chunks), DRAIN_SECONDS)
+
+
+async def _read_all(chunks: AsyncIterator[bytes]) -> None:
+    async for _ in chunks:
+        pass
 
 
 def _parse_sse_line(line: str | bytes) -> ChatDelta | None:

@@ -1,13 +1,18 @@
-"""What a turn costs beyond the model: the relay's per-token encoding and the statements that
-persist a turn."""
+"""What a turn costs beyond the model: the relay's per-token encoding, the statements that
+persist a turn, and when the model call starts."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import pytest
 from sqlalchemy import event
 
-from kiln.apps.genai.playgrounds.chat import sse, sse_delta
-from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session
+from kiln.apps.genai.playgrounds.chat import Turn, settle, sse, sse_delta, stream
+from kiln.providers.http import ProviderClient
+from kiln.providers.llm import ChatDelta, LLMClient, collect
+from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events
 
 
 @pytest.fixture
@@ -43,3 +48,111 @@ async def test_a_turn_is_persisted_with_one_update_of_its_session(llm, app, clie
         assert len(updates) == 1 and not [s for s in sql if "max(" in s], sql
     messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
     assert [m["content"] for m in messages] == ["first question", "answer 0", "second question", "answer 1"]
+
+
+class _RecordingLLM:
+    """An LLM client stand-in that notes when its stream is opened."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def chat_stream(self, messages, **options):
+        self.opened.set()
+        yield ChatDelta(content="hello ")
+        yield ChatDelta(content="there", finish_reason="stop")
+
+
+def _temporary_turn(app, llm: _RecordingLLM) -> Turn:
+    return Turn(
+        kernel=app.state.kernel,
+        user_id="u1",
+        kind="chat",
+        model_id="m",
+        provider_slug="fake",
+        llm=llm,
+        runtime_model="m",
+        prompt="hi",
+        messages=[{"role": "user", "content": "hi"}],
+        session_id=None,
+    )
+
+
+async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
+    """Time to first token: the model call starts with the response, overlapping the handler's
+    return and the header write, not after the first read of the body."""
+    llm = _RecordingLLM()
+    response = stream(_temporary_turn(app, llm))
+    await asyncio.wait_for(llm.opened.wait(), 5)  # nobody has read the body yet
+    body = b"".join([chunk async for chunk in response.body_iterator])
+    assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
+    await settle()
+
+
+async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
+    """A response that ends before its body was read (the client left at once) still stops the relay."""
+    llm = _RecordingLLM()
+    response = stream(_temporary_turn(app, llm))
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise RuntimeError("client gone")
+
+    with pytest.raises(RuntimeError):
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    await settle()
+    assert response.relay.done()
+
+
+async def _streaming_server(hold_open_after_done: bool) -> tuple[asyncio.Server, list[int]]:
+    """A keep-alive HTTP/1.1 server answering every request with a two-token SSE stream; it counts
+    the connections it accepted. With `hold_open_after_done` the body stays open after `[DONE]`."""
+    accepted = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
+                for event in (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n', b"data: [DONE]\n\n"):
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                if hold_open_after_done:
+                    await writer.drain()
+                    await asyncio.sleep(5)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), accepted
+
+
+async def test_streamed_answers_reuse_the_upstream_connection():
+    """Each turn used to close its connection at `[DONE]` (the body's end unread) and open a new
+    one before its first token."""
+    server, accepted = await _streaming_server(hold_open_after_done=False)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ProviderClient(f"http://127.0.0.1:{port}/v1", name="llm") as http:
+        llm = LLMClient(http, "m")
+        for _ in range(3):
+            assert await collect(llm.chat_stream([{"role": "user", "content": "hi"}])) == "a"
+    assert accepted[0] == 1
+
+
+async def test_a_body_held_open_after_done_does_not_hold_the_answer():
+    server, _ = await _streaming_server(hold_open_after_done=True)
+    port = server.sockets[0].getsockname()[1]
+    async with server, ProviderClient(f"http://127.0.0.1:{port}/v1", name="llm") as http:
+        started = time.perf_counter()
+        assert await collect(LLMClient(http, "m").chat_stream([{"role": "user", "content": "hi"}])) == "a"
+        assert time.perf_counter() - started < 2

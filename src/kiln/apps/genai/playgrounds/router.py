@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Body, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.config import ContextSettings
 from kiln.apps.genai.context.models import Document, KnowledgeBase, KnowledgeSource
@@ -29,6 +30,18 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
+async def _stream_after_rollback(session: AsyncSession, turn: chat.Turn) -> Response:
+    """The turn's SSE response; its model call starts before the request's session is released,
+    so the upstream request is on its way while the rollback waits on the database."""
+    response = chat.stream(turn)
+    try:
+        await session.rollback()  # nothing written; release the connection before the model call
+    except BaseException:
+        response.relay.cancel()
+        raise
+    return response
+
+
 # The turn routes first: a route is matched by trying the router's routes in order.
 @router.post("/sessions/{session_id}/messages")
 async def send_message(
@@ -44,8 +57,7 @@ async def stream_message(
     session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
 ) -> Response:
     turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
-    await session.rollback()
-    return chat.stream(turn)
+    return await _stream_after_rollback(session, turn)
 
 
 @router.post("/temporary/messages")
@@ -60,8 +72,7 @@ async def temporary_message(
 @router.post("/temporary/messages/stream")
 async def temporary_stream(user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody) -> Response:
     turn = await chat.prepare_temporary(session, kernel, user, body_object(body))
-    await session.rollback()
-    return chat.stream(turn)
+    return await _stream_after_rollback(session, turn)
 
 
 @router.get("/sessions")

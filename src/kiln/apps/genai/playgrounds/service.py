@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.models import KnowledgeBase
@@ -23,15 +23,30 @@ from kiln.core.db import utcnow
 
 KINDS = ("chat", "knowledge")
 ASSISTANTS = [
-    {"assistant_ref": "assistant.playground.chat", "display_name": "Playground chat",
-     "description": "A plain conversation with the selected model.", "playground_kind": "chat",
-     "agent_id": None, "knowledge_required": False},
-    {"assistant_ref": "assistant.vanessa.core", "display_name": "Core assistant",
-     "description": "The general assistant.", "playground_kind": "chat", "agent_id": None,
-     "knowledge_required": False},
-    {"assistant_ref": "agent.knowledge_chat", "display_name": "Knowledge chat",
-     "description": "Answers from a knowledge base, citing the chunks it used.", "playground_kind": "knowledge",
-     "agent_id": "agent.knowledge_chat", "knowledge_required": True},
+    {
+        "assistant_ref": "assistant.playground.chat",
+        "display_name": "Playground chat",
+        "description": "A plain conversation with the selected model.",
+        "playground_kind": "chat",
+        "agent_id": None,
+        "knowledge_required": False,
+    },
+    {
+        "assistant_ref": "assistant.vanessa.core",
+        "display_name": "Core assistant",
+        "description": "The general assistant.",
+        "playground_kind": "chat",
+        "agent_id": None,
+        "knowledge_required": False,
+    },
+    {
+        "assistant_ref": "agent.knowledge_chat",
+        "display_name": "Knowledge chat",
+        "description": "Answers from a knowledge base, citing the chunks it used.",
+        "playground_kind": "knowledge",
+        "agent_id": "agent.knowledge_chat",
+        "knowledge_required": True,
+    },
 ]
 DEFAULT_ASSISTANT = {"chat": "assistant.playground.chat", "knowledge": "agent.knowledge_chat"}
 SEARCH_METHODS = ("semantic", "keyword", "hybrid")
@@ -41,16 +56,28 @@ MAX_MESSAGES_SHOWN = 1000
 
 
 def message_dto(m: PlaygroundMessage) -> dict[str, Any]:
-    return {"id": m.id, "role": m.role, "content": m.content, "metadata": m.metadata_json or {},
-            "createdAt": _iso(m.created_at), "created_at": _iso(m.created_at)}
+    return {
+        "id": m.id,
+        "role": m.role,
+        "content": m.content,
+        "metadata": m.metadata_json or {},
+        "createdAt": _iso(m.created_at),
+        "created_at": _iso(m.created_at),
+    }
 
 
 def session_dto(s: PlaygroundSession, messages: list[PlaygroundMessage] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": s.id, "playground_kind": s.playground_kind, "assistant_ref": s.assistant_ref, "title": s.title,
-        "title_source": s.title_source, "model_selection": {"model_id": s.model_id},
+        "id": s.id,
+        "playground_kind": s.playground_kind,
+        "assistant_ref": s.assistant_ref,
+        "title": s.title,
+        "title_source": s.title_source,
+        "model_selection": {"model_id": s.model_id},
         "knowledge_binding": {"knowledge_base_id": s.knowledge_base_id, **(s.retrieval_json or {})},
-        "message_count": s.message_count, "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "message_count": s.message_count,
+        "created_at": _iso(s.created_at),
+        "updated_at": _iso(s.updated_at),
     }
     if messages is not None:
         out["messages"] = [message_dto(m) for m in messages]
@@ -99,8 +126,11 @@ def parse_knowledge_binding(value: Any) -> tuple[str | None, dict[str, Any]]:
             raise GenaiError(400, "invalid_hybrid_alpha", "hybrid_alpha must be a number in 0..1")
         settings["hybrid_alpha"] = float(alpha)
     if (filters := value.get("filters")) is not None:
-        if not isinstance(filters, dict) or len(filters) > 20 or not all(
-                isinstance(v, str | int | float | bool) for v in filters.values()):
+        if (
+            not isinstance(filters, dict)
+            or len(filters) > 20
+            or not all(isinstance(v, str | int | float | bool) for v in filters.values())
+        ):
             raise GenaiError(400, "invalid_filters", "filters maps at most 20 fields to scalar values")
         settings["filters"] = filters
     return kb_id or None, settings
@@ -123,9 +153,13 @@ async def create_session(session: AsyncSession, user: User, body: dict[str, Any]
     kind = parse_kind(body.get("playground_kind"), "chat")
     kb_id, retrieval = parse_knowledge_binding(body.get("knowledge_binding"))
     row = PlaygroundSession(
-        owner_user_id=user.id, playground_kind=kind, assistant_ref=_assistant(kind, body.get("assistant_ref")),
-        model_id=_model_id(body), knowledge_base_id=kb_id if kind == "knowledge" else None,
-        retrieval_json=retrieval if kind == "knowledge" else {}, message_count=0,
+        owner_user_id=user.id,
+        playground_kind=kind,
+        assistant_ref=_assistant(kind, body.get("assistant_ref")),
+        model_id=_model_id(body),
+        knowledge_base_id=kb_id if kind == "knowledge" else None,
+        retrieval_json=retrieval if kind == "knowledge" else {},
+        message_count=0,
         title=_title(body["title"]) if body.get("title") is not None else "New conversation",
         title_source="manual" if body.get("title") is not None else "auto",
     )
@@ -135,8 +169,9 @@ async def create_session(session: AsyncSession, user: User, body: dict[str, Any]
 
 
 async def owned(session: AsyncSession, user: User, session_id: str, *, lock: bool = False) -> PlaygroundSession:
-    stmt = select(PlaygroundSession).where(PlaygroundSession.id == session_id,
-                                           PlaygroundSession.owner_user_id == user.id)
+    stmt = select(PlaygroundSession).where(
+        PlaygroundSession.id == session_id, PlaygroundSession.owner_user_id == user.id
+    )
     if lock:
         stmt = stmt.with_for_update()
     row = (await session.execute(stmt)).scalar_one_or_none() if len(session_id) <= 64 else None
@@ -145,17 +180,45 @@ async def owned(session: AsyncSession, user: User, session_id: str, *, lock: boo
     return row
 
 
-async def owned_with_recent(session: AsyncSession, user: User, session_id: str,
-                            limit: int) -> tuple[PlaygroundSession, list[PlaygroundMessage]]:
-    """The caller's session and its last `limit` messages (oldest first), in one query."""
-    recent = (select(PlaygroundMessage.id).where(PlaygroundMessage.session_id == session_id)
-              .order_by(PlaygroundMessage.message_index.desc()).limit(limit).scalar_subquery())
-    rows = (await session.execute(
+def _owned_with_recent_statement() -> Any:
+    recent = (
+        select(PlaygroundMessage.id)
+        .where(PlaygroundMessage.session_id == bindparam("session_id"))
+        .order_by(PlaygroundMessage.message_index.desc())
+        .limit(bindparam("limit"))
+        .scalar_subquery()
+    )
+    return (
         select(PlaygroundSession, PlaygroundMessage)
-        .outerjoin(PlaygroundMessage, (PlaygroundMessage.session_id == PlaygroundSession.id)
-                   & PlaygroundMessage.id.in_(recent))
-        .where(PlaygroundSession.id == session_id, PlaygroundSession.owner_user_id == user.id)
-        .order_by(PlaygroundMessage.message_index))).all() if len(session_id) <= 64 else []
+        .outerjoin(
+            PlaygroundMessage, (PlaygroundMessage.session_id == PlaygroundSession.id) & PlaygroundMessage.id.in_(recent)
+        )
+        .where(
+            PlaygroundSession.id == bindparam("session_id"),
+            PlaygroundSession.owner_user_id == bindparam("owner_user_id"),
+        )
+        .order_by(PlaygroundMessage.message_index)
+    )
+
+
+# Built once: every streamed turn runs it before its first token, and building the statement (and
+# its cache key) per call cost more CPU than running it on SQLite.
+_OWNED_WITH_RECENT = _owned_with_recent_statement()
+
+
+async def owned_with_recent(
+    session: AsyncSession, user: User, session_id: str, limit: int
+) -> tuple[PlaygroundSession, list[PlaygroundMessage]]:
+    """The caller's session and its last `limit` messages (oldest first), in one query."""
+    rows = (
+        (
+            await session.execute(
+                _OWNED_WITH_RECENT, {"session_id": session_id, "owner_user_id": user.id, "limit": limit}
+            )
+        ).all()
+        if len(session_id) <= 64
+        else []
+    )
     if not rows:
         raise GenaiError(404, "playground_session_not_found", "Playground session not found")
     return rows[0][0], [m for _, m in rows if m is not None]
@@ -169,11 +232,17 @@ async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> 
     return list((await session.execute(stmt)).scalars())
 
 
-async def messages_of(session: AsyncSession, session_id: str,
-                      limit: int = MAX_MESSAGES_SHOWN) -> list[PlaygroundMessage]:
-    rows = (await session.execute(
-        select(PlaygroundMessage).where(PlaygroundMessage.session_id == session_id)
-        .order_by(PlaygroundMessage.message_index.desc()).limit(limit))).scalars()
+async def messages_of(
+    session: AsyncSession, session_id: str, limit: int = MAX_MESSAGES_SHOWN
+) -> list[PlaygroundMessage]:
+    rows = (
+        await session.execute(
+            select(PlaygroundMessage)
+            .where(PlaygroundMessage.session_id == session_id)
+            .order_by(PlaygroundMessage.message_index.desc())
+            .limit(limit)
+        )
+    ).scalars()
     return list(reversed(list(rows)))
 
 
@@ -201,8 +270,9 @@ async def delete_session(session: AsyncSession, user: User, session_id: str) -> 
     await session.flush()
 
 
-async def append(session: AsyncSession, row: PlaygroundSession,
-                 items: list[tuple[str, str, dict[str, Any]]]) -> list[PlaygroundMessage]:
+async def append(
+    session: AsyncSession, row: PlaygroundSession, items: list[tuple[str, str, dict[str, Any]]]
+) -> list[PlaygroundMessage]:
     """Append messages at the next indexes (the caller holds the session row's lock).
 
     Messages are only ever appended here and deleted with their session, so the session's
@@ -210,8 +280,9 @@ async def append(session: AsyncSession, row: PlaygroundSession,
     start = row.message_count
     out = []
     for offset, (role, content, metadata) in enumerate(items):
-        message = PlaygroundMessage(session_id=row.id, message_index=start + offset, role=role, content=content,
-                                    metadata_json=metadata)
+        message = PlaygroundMessage(
+            session_id=row.id, message_index=start + offset, role=role, content=content, metadata_json=metadata
+        )
         session.add(message)
         out.append(message)
     row.message_count = start + len(items)
@@ -221,6 +292,7 @@ async def append(session: AsyncSession, row: PlaygroundSession,
 
 
 # --- options -------------------------------------------------------------------------------------
+
 
 async def active_bindings(session: AsyncSession) -> dict[str, Any]:
     deployment = await active_deployment_id(session)
@@ -240,8 +312,12 @@ async def model_options(session: AsyncSession, user: User) -> list[dict[str, Any
     shared = await shared_model_ids(session, user) if user.role != "superadmin" else set()
     out = []
     for m in models:
-        visible = user.role == "superadmin" or m.owner_user_id == user.id or m.visibility_scope == "platform" \
+        visible = (
+            user.role == "superadmin"
+            or m.owner_user_id == user.id
+            or m.visibility_scope == "platform"
             or m.model_id in shared
+        )
         ready = m.lifecycle_state == "active" and m.is_validation_current and m.last_validation_status == "success"
         if visible and ready:
             out.append({"id": m.model_id, "display_name": m.name, "task_key": m.task_key})
@@ -267,9 +343,13 @@ async def bound_knowledge_bases(session: AsyncSession) -> tuple[list[KnowledgeBa
     vector = (await active_bindings(session)).get(families.VECTOR_STORE)
     if vector is None:
         return [], None
-    kbs = (await session.execute(select(KnowledgeBase).where(
-        KnowledgeBase.lifecycle_state == "active", KnowledgeBase.sync_status == "ready")
-        .order_by(KnowledgeBase.display_name))).scalars()
+    kbs = (
+        await session.execute(
+            select(KnowledgeBase)
+            .where(KnowledgeBase.lifecycle_state == "active", KnowledgeBase.sync_status == "ready")
+            .order_by(KnowledgeBase.display_name)
+        )
+    ).scalars()
     bound = [kb for kb in kbs if kb_bound(vector, kb)]
     default = next((r.knowledge_base_id for r in vector[2] if r.is_default and r.knowledge_base_id), None)
     return bound, default if any(kb.id == default for kb in bound) else (bound[0].id if bound else None)
@@ -278,10 +358,21 @@ async def bound_knowledge_bases(session: AsyncSession) -> tuple[list[KnowledgeBa
 async def knowledge_base_options(session: AsyncSession) -> dict[str, Any]:
     bound, default = await bound_knowledge_bases(session)
     message = None if bound else "No active and ready knowledge base is bound in the active deployment"
-    return {"knowledge_bases": [{"id": kb.id, "display_name": kb.display_name, "slug": kb.slug,
-                                 "index_name": kb.index_name, "is_default": kb.id == default} for kb in bound],
-            "default_knowledge_base_id": default, "selection_required": len(bound) > 1,
-            "configuration_message": message}
+    return {
+        "knowledge_bases": [
+            {
+                "id": kb.id,
+                "display_name": kb.display_name,
+                "slug": kb.slug,
+                "index_name": kb.index_name,
+                "is_default": kb.id == default,
+            }
+            for kb in bound
+        ],
+        "default_knowledge_base_id": default,
+        "selection_required": len(bound) > 1,
+        "configuration_message": message,
+    }
 
 
 def assistants_for(kind: str | None) -> list[dict[str, Any]]:
