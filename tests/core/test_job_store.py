@@ -64,8 +64,11 @@ async def test_worker_rows_follow_claims_and_releases(tmp_path, db_url):
             session.add_all(Worker(name=n, status="idle", jobs_done=0, jobs_done_today=0) for n in ("a", "b", "c"))
             await session.execute(update(Job).where(Job.id == ids[2]).values(run_after=utcnow() + timedelta(hours=1)))
             await session.commit()
-        claimed = await store.claim([(ids[0], "a"), (ids[1], "b"), (ids[2], "c")], utcnow())
+        now = utcnow()
+        claimed = await store.claim([(ids[0], "a"), (ids[1], "b"), (ids[2], "c")], now)
         assert {i: job.worker for i, job in claimed.items()} == {ids[0]: "a", ids[1]: "b"}  # ids[2] is not due
+        async with kernel.db.session() as session:  # stored as every other timestamp is: it reads back equal
+            assert await session.scalar(select(Worker.heartbeat_at).where(Worker.name == "a")) == now
         assert await _workers(kernel) == {"a": ("busy", ids[0], 0), "b": ("busy", ids[1], 0), "c": ("idle", None, 0)}
 
         for job in claimed.values():

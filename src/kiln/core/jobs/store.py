@@ -10,11 +10,14 @@ data-modifying CTEs, uses a short transaction of two statements.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.core.db import Database
 from kiln.core.jobs.models import QUEUED, RUNNING, Job, Worker
@@ -50,11 +53,12 @@ RETURNING {_JOB_COLUMNS}
     .columns(*JOBS.c)
 )
 
-SQLITE_BUSY = text("""
+# The transaction's last write goes with its COMMIT in one hop (_commit_with): plain sqlite3 SQL.
+SQLITE_BUSY = """
 UPDATE workers SET status = 'busy', heartbeat_at = :now,
        current_job_id = (SELECT value FROM json_each(:job_of) WHERE key = workers.name)
 WHERE name IN (SELECT key FROM json_each(:job_of))
-""").bindparams(_NOW)
+"""
 
 SQLITE_OUTCOME = (
     update(JOBS)
@@ -69,12 +73,27 @@ SQLITE_WRITTEN = text(
     "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) AND updated_at = :now"
 ).bindparams(_NOW)
 
-SQLITE_RELEASE = text("""
+SQLITE_RELEASE = """
 UPDATE workers SET status = 'idle', current_job_id = NULL, jobs_done = jobs_done + 1,
        jobs_done_today = CASE WHEN jobs_done_day = :today THEN jobs_done_today + 1 ELSE 1 END,
        jobs_done_day = :today
 WHERE name IN (SELECT value FROM json_each(:slots))
-""")
+"""
+
+
+async def _commit_with(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> None:
+    """Run `sql` and COMMIT in one trip to the SQLite connection's thread instead of two.
+
+    The transaction was opened by a statement sent through SQLAlchemy, which took the write gate
+    (core.db); SQLAlchemy's own commit at the end of the block then finds no transaction open,
+    makes no trip, and frees the gate.
+    """
+
+    def run(sqlite: sqlite3.Connection) -> None:
+        sqlite.execute(sql, params)
+        sqlite.commit()
+
+    await conn.sync_connection.connection.driver_connection.run(run)
 
 
 # PostgreSQL: one fixed statement text per operation (arrays instead of IN lists / CASE maps), so
@@ -122,6 +141,8 @@ class JobStore:
     def __init__(self, db: Database):
         self.db = db
         self._autocommit = None if db.is_sqlite else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # a timestamp as SQLAlchemy stores it, for the plain sqlite3 statements
+        self._sqlite_time = JOBS.c.updated_at.type.bind_processor(db.engine.dialect)
 
     async def claim(self, items: Sequence[tuple[str, str]], now: datetime) -> dict[str, Job]:
         """Claim `(job_id, slot)` pairs; returns the jobs actually taken, by id."""
@@ -138,7 +159,7 @@ class JobStore:
                 )
                 if rows:
                     job_of = json.dumps({row["worker"]: row["id"] for row in rows})
-                    await conn.execute(SQLITE_BUSY, {"job_of": job_of, "now": now})
+                    await _commit_with(conn, SQLITE_BUSY, {"job_of": job_of, "now": self._sqlite_time(now)})
         return {row["id"]: Job(**row) for row in rows}
 
     async def write_outcomes(self, items: Sequence[Outcome], now: datetime) -> set[str]:
@@ -184,5 +205,6 @@ class JobStore:
             result = await conn.execute(SQLITE_OUTCOME, rows[0] if len(rows) == 1 else rows)
             if result.rowcount != len(items):
                 ids = list((await conn.execute(SQLITE_WRITTEN, {"ids": json.dumps(ids), "now": now})).scalars())
-            await conn.execute(SQLITE_RELEASE, {"slots": json.dumps([item.slot for item in items]), "today": today})
+            slots = json.dumps([item.slot for item in items])
+            await _commit_with(conn, SQLITE_RELEASE, {"slots": slots, "today": today})
         return ids
