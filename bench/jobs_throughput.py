@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -90,7 +92,9 @@ async def _warm_then_measure(kernel: Kernel, n: int, batch: int, procs: list[psu
     return rate, (_cpu_seconds(procs) - cpu) / n * 1000
 
 
-async def embedded(n: int, batch: int) -> tuple[float, float]:
+@asynccontextmanager
+async def _embedded_kernel() -> AsyncIterator[Kernel]:
+    """A started embedded kernel (SQLite, in-process workers) in a throwaway home."""
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     try:
         settings = Settings(_env_file=None, home=home, broker_url="memory://", log_level="warning")
@@ -98,42 +102,36 @@ async def embedded(n: int, batch: int) -> tuple[float, float]:
         kernel = Kernel(settings)
         await kernel.start("serve")
         try:
-            # this process submits, polls for completion and runs the jobs
-            return await _warm_then_measure(kernel, n, batch, [psutil.Process()])
+            yield kernel
         finally:
             await kernel.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def embedded(n: int, batch: int) -> tuple[float, float]:
+    async with _embedded_kernel() as kernel:
+        # this process submits, polls for completion and runs the jobs
+        return await _warm_then_measure(kernel, n, batch, [psutil.Process()])
 
 
 async def embedded_serial(n: int) -> float:
     """CPU ms per job with one job in flight at a time, as a surface's request sees the engine:
     submit, then wait for its `succeeded` event (no batching, no polling)."""
-    home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
-    try:
-        settings = Settings(_env_file=None, home=home, broker_url="memory://", log_level="warning")
-        await asyncio.to_thread(upgrade, settings.resolved_database_url)
-        kernel = Kernel(settings)
-        await kernel.start("serve")
-        try:
-            async with kernel.events.subscribe(JOB_UPDATED) as sub:
+    async with _embedded_kernel() as kernel, kernel.events.subscribe(JOB_UPDATED) as sub:
 
-                async def one(i: int) -> None:
-                    job = await kernel.jobs.submit("bench.noop", {"n": i})
-                    async for _topic, data in sub:
-                        if data["id"] == job.id and data["status"] == SUCCEEDED:
-                            return
+        async def one(i: int) -> None:
+            job = await kernel.jobs.submit("bench.noop", {"n": i})
+            async for _topic, data in sub:
+                if data["id"] == job.id and data["status"] == SUCCEEDED:
+                    return
 
-                for i in range(min(200, n)):  # warm-up
-                    await one(i)
-                started = time.process_time()
-                for i in range(n):
-                    await one(i)
-                return (time.process_time() - started) / n * 1000
-        finally:
-            await kernel.stop()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+        for i in range(min(200, n)):  # warm-up
+            await one(i)
+        started = time.process_time()
+        for i in range(n):
+            await one(i)
+        return (time.process_time() - started) / n * 1000
 
 
 async def _pg(sql: str) -> None:
