@@ -4,7 +4,8 @@ Both are batched (see batching.py) and fenced: a claim only takes `queued`, due 
 outcome is only written while the job is still `running` at the attempt that produced it.
 On PostgreSQL each batch is ONE autocommitted statement of fixed text (the worker-slot update
 rides in a data-modifying CTE), so it costs one round trip; SQLite, which has no
-data-modifying CTEs, uses a short transaction of two statements.
+data-modifying CTEs, uses a short transaction of two fixed-text statements, the second sent
+with the COMMIT in one trip to the connection's thread.
 """
 
 from __future__ import annotations
