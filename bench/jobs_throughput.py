@@ -4,7 +4,9 @@ Prints, in one run: Kiln embedded (SQLite, in-process workers); Kiln distributed
 Redis + 2 `kiln worker` processes); and Celery (Redis broker + result backend, 2 worker
 processes) on the same no-op task, with the ratio of Kiln distributed to Celery.
 
-    .venv/bin/python bench/jobs_throughput.py [--jobs 2000] [--skip-celery]
+Then the embedded CPU per job with one job in flight at a time (what a surface's request pays).
+
+    .venv/bin/python bench/jobs_throughput.py [--jobs 2000] [--serial 1000] [--skip-celery]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -31,6 +35,7 @@ import noop_jobs  # noqa: E402,F401  (registers bench.noop)
 from sqlalchemy import delete, func, select  # noqa: E402
 
 from kiln.core.jobs import SUCCEEDED, Job, Worker  # noqa: E402
+from kiln.core.jobs.service import JOB_UPDATED  # noqa: E402
 from kiln.core.kernel import Kernel  # noqa: E402
 from kiln.core.migrations import upgrade  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
@@ -87,7 +92,9 @@ async def _warm_then_measure(kernel: Kernel, n: int, batch: int, procs: list[psu
     return rate, (_cpu_seconds(procs) - cpu) / n * 1000
 
 
-async def embedded(n: int, batch: int) -> tuple[float, float]:
+@asynccontextmanager
+async def _embedded_kernel() -> AsyncIterator[Kernel]:
+    """A started embedded kernel (SQLite, in-process workers) in a throwaway home."""
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     try:
         settings = Settings(_env_file=None, home=home, broker_url="memory://", log_level="warning")
@@ -95,12 +102,36 @@ async def embedded(n: int, batch: int) -> tuple[float, float]:
         kernel = Kernel(settings)
         await kernel.start("serve")
         try:
-            # this process submits, polls for completion and runs the jobs
-            return await _warm_then_measure(kernel, n, batch, [psutil.Process()])
+            yield kernel
         finally:
             await kernel.stop()
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def embedded(n: int, batch: int) -> tuple[float, float]:
+    async with _embedded_kernel() as kernel:
+        # this process submits, polls for completion and runs the jobs
+        return await _warm_then_measure(kernel, n, batch, [psutil.Process()])
+
+
+async def embedded_serial(n: int) -> float:
+    """CPU ms per job with one job in flight at a time, as a surface's request sees the engine:
+    submit, then wait for its `succeeded` event (no batching, no polling)."""
+    async with _embedded_kernel() as kernel, kernel.events.subscribe(JOB_UPDATED) as sub:
+
+        async def one(i: int) -> None:
+            job = await kernel.jobs.submit("bench.noop", {"n": i})
+            async for _topic, data in sub:
+                if data["id"] == job.id and data["status"] == SUCCEEDED:
+                    return
+
+        for i in range(min(200, n)):  # warm-up
+            await one(i)
+        started = time.process_time()
+        for i in range(n):
+            await one(i)
+        return (time.process_time() - started) / n * 1000
 
 
 async def _pg(sql: str) -> None:
@@ -210,6 +241,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="jobs per submit_many call")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=10, help="slots per kiln worker")
+    parser.add_argument("--serial", type=int, default=1000, help="jobs run one at a time (CPU per serial job)")
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()
 
@@ -218,6 +250,8 @@ def main() -> None:
         f"kiln embedded (SQLite, in-process):       {emb:8.0f} jobs/s   goal >= 1000: {emb / 1000:.2f}x"
         f"   CPU per job {emb_cpu:.2f} ms (submit + run + polling, one process)"
     )
+    serial_cpu = asyncio.run(embedded_serial(args.serial))
+    print(f"kiln embedded, one job at a time:        CPU per job {serial_cpu:.2f} ms (submit -> succeeded event)")
     dist, dist_cpu = asyncio.run(distributed(args.jobs, args.batch, args.workers, args.concurrency))
     print(
         f"kiln distributed (PG + Redis, {args.workers} workers): {dist:8.0f} jobs/s"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from datetime import timedelta
+
+from sqlalchemy import select, update
 
 import tests.core.job_handlers  # noqa: F401
 from kiln.core.db import utcnow
-from kiln.core.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from kiln.core.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, Worker
 from kiln.core.jobs.store import JobStore, Outcome
 from kiln.core.kernel import Kernel
 
@@ -47,3 +49,38 @@ async def test_claim_takes_each_job_once_and_fences_outcomes(tmp_path, db_url):
         assert QUEUED not in {job.status for job in rows.values()}
     finally:
         await kernel.db.dispose()
+
+
+async def test_worker_rows_follow_claims_and_releases(tmp_path, db_url):
+    """Each slot of a batch shows the job it took, and only jobs actually taken mark a slot busy;
+    a release frees every slot of the batch and counts its job."""
+    from tests.conftest import make_settings
+
+    kernel = Kernel(make_settings(tmp_path / "home", db_url))
+    store = JobStore(kernel.db)
+    try:
+        ids = await _queued(kernel, 3)
+        async with kernel.db.session() as session:
+            session.add_all(Worker(name=n, status="idle", jobs_done=0, jobs_done_today=0) for n in ("a", "b", "c"))
+            await session.execute(update(Job).where(Job.id == ids[2]).values(run_after=utcnow() + timedelta(hours=1)))
+            await session.commit()
+        now = utcnow()
+        claimed = await store.claim([(ids[0], "a"), (ids[1], "b"), (ids[2], "c")], now)
+        assert {i: job.worker for i, job in claimed.items()} == {ids[0]: "a", ids[1]: "b"}  # ids[2] is not due
+        async with kernel.db.session() as session:  # stored as every other timestamp is: it reads back equal
+            assert await session.scalar(select(Worker.heartbeat_at).where(Worker.name == "a")) == now
+        assert await _workers(kernel) == {"a": ("busy", ids[0], 0), "b": ("busy", ids[1], 0), "c": ("idle", None, 0)}
+
+        for job in claimed.values():
+            job.status, job.finished_at = SUCCEEDED, utcnow()
+        outcomes = [Outcome(claimed[ids[0]], 1, "a"), Outcome(claimed[ids[1]], 1, "b")]
+        assert await store.write_outcomes(outcomes, utcnow()) == {ids[0], ids[1]}
+        assert await _workers(kernel) == {"a": ("idle", None, 1), "b": ("idle", None, 1), "c": ("idle", None, 0)}
+    finally:
+        await kernel.db.dispose()
+
+
+async def _workers(kernel: Kernel) -> dict[str, tuple[str, str | None, int]]:
+    async with kernel.db.session() as session:
+        rows = await session.scalars(select(Worker))
+        return {w.name: (w.status, w.current_job_id, w.jobs_done) for w in rows}

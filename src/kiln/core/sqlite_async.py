@@ -142,6 +142,11 @@ class OneHopConnection(aiosqlite.Connection):
         conn = self._connection
         return conn is not None and not conn.in_transaction
 
+    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Call ``fn(sqlite3_connection)`` on this connection's thread: several statements (a
+        transaction's last write and its COMMIT, say) for the price of one hop."""
+        return await self._execute(fn, self._conn)
+
     async def commit(self) -> None:
         if not self._idle():
             await super().commit()

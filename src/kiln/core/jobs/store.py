@@ -4,18 +4,21 @@ Both are batched (see batching.py) and fenced: a claim only takes `queued`, due 
 outcome is only written while the job is still `running` at the attempt that produced it.
 On PostgreSQL each batch is ONE autocommitted statement of fixed text (the worker-slot update
 rides in a data-modifying CTE), so it costs one round trip; SQLite, which has no
-data-modifying CTEs, uses a short transaction of two statements.
+data-modifying CTEs, uses a short transaction of two fixed-text statements, the second sent
+with the COMMIT in one trip to the connection's thread.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, text, update
+from sqlalchemy import bindparam, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.core.db import Database
 from kiln.core.jobs.models import QUEUED, RUNNING, Job, Worker
@@ -32,45 +35,66 @@ class Outcome:
     slot: str
 
 
-def _claim_statement(slot_of: dict[str, str], now: datetime) -> Any:
-    return (
-        update(JOBS)
-        .where(
-            JOBS.c.id.in_(list(slot_of)),
-            JOBS.c.status == QUEUED,
-            or_(JOBS.c.run_after.is_(None), JOBS.c.run_after <= now),
-        )
-        .values(
-            status=RUNNING,
-            attempts=JOBS.c.attempts + 1,
-            worker=case(slot_of, value=JOBS.c.id),
-            heartbeat_at=now,
-            started_at=case((JOBS.c.started_at.is_(None), now), else_=JOBS.c.started_at),
-            updated_at=now,
-        )
-        .returning(*JOBS.c)
-    )
+# SQLite: fixed statement texts too, built once. The per-batch variety (which job goes to which
+# slot, how many slots) travels as one JSON text read with json_each, so no statement is built,
+# and none compiled, per batch: building the IN lists and CASE maps cost as much as running them.
+_NOW = bindparam("now", type_=JOBS.c.updated_at.type)
+_JOB_COLUMNS = ", ".join(c.name for c in JOBS.c)
 
+SQLITE_CLAIM = (
+    text(f"""
+UPDATE jobs SET status = '{RUNNING}', attempts = attempts + 1,
+       worker = (SELECT value FROM json_each(:slot_of) WHERE key = jobs.id),
+       heartbeat_at = :now, started_at = COALESCE(started_at, :now), updated_at = :now
+WHERE id IN (SELECT key FROM json_each(:slot_of)) AND status = '{QUEUED}'
+  AND (run_after IS NULL OR run_after <= :now)
+RETURNING {_JOB_COLUMNS}
+""")
+    .bindparams(_NOW)
+    .columns(*JOBS.c)
+)
+
+# The transaction's last write goes with its COMMIT in one hop (_commit_with): plain sqlite3 SQL.
+SQLITE_BUSY = """
+UPDATE workers SET status = 'busy', heartbeat_at = :now,
+       current_job_id = (SELECT value FROM json_each(:job_of) WHERE key = workers.name)
+WHERE name IN (SELECT key FROM json_each(:job_of))
+"""
 
 SQLITE_OUTCOME = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("b_id"), JOBS.c.attempts == bindparam("b_attempt"), JOBS.c.status == RUNNING)
-    .values(**{name: bindparam(f"b_{name}", type_=JOBS.c[name].type) for name in OUTCOME_COLUMNS})
+    .values(
+        updated_at=bindparam("b_now", type_=JOBS.c.updated_at.type),
+        **{name: bindparam(f"b_{name}", type_=JOBS.c[name].type) for name in OUTCOME_COLUMNS},
+    )
 )
 
+SQLITE_WRITTEN = text(
+    "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) AND updated_at = :now"
+).bindparams(_NOW)
 
-def _release_statement(slots: list[str], today: str) -> Any:
-    return (
-        update(WORKERS)
-        .where(WORKERS.c.name.in_(slots))
-        .values(
-            status="idle",
-            current_job_id=None,
-            jobs_done=WORKERS.c.jobs_done + 1,
-            jobs_done_today=case((WORKERS.c.jobs_done_day == today, WORKERS.c.jobs_done_today + 1), else_=1),
-            jobs_done_day=today,
-        )
-    )
+SQLITE_RELEASE = """
+UPDATE workers SET status = 'idle', current_job_id = NULL, jobs_done = jobs_done + 1,
+       jobs_done_today = CASE WHEN jobs_done_day = :today THEN jobs_done_today + 1 ELSE 1 END,
+       jobs_done_day = :today
+WHERE name IN (SELECT value FROM json_each(:slots))
+"""
+
+
+async def _commit_with(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> None:
+    """Run `sql` and COMMIT in one trip to the SQLite connection's thread instead of two.
+
+    The transaction was opened by a statement sent through SQLAlchemy, which took the write gate
+    (core.db); SQLAlchemy's own commit at the end of the block then finds no transaction open,
+    makes no trip, and frees the gate.
+    """
+
+    def run(sqlite: sqlite3.Connection) -> None:
+        sqlite.execute(sql, params)
+        sqlite.commit()
+
+    await conn.sync_connection.connection.driver_connection.run(run)
 
 
 # PostgreSQL: one fixed statement text per operation (arrays instead of IN lists / CASE maps), so
@@ -118,6 +142,8 @@ class JobStore:
     def __init__(self, db: Database):
         self.db = db
         self._autocommit = None if db.is_sqlite else db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # a timestamp as SQLAlchemy stores it, for the plain sqlite3 statements
+        self._sqlite_time = JOBS.c.updated_at.type.bind_processor(db.engine.dialect)
 
     async def claim(self, items: Sequence[tuple[str, str]], now: datetime) -> dict[str, Job]:
         """Claim `(job_id, slot)` pairs; returns the jobs actually taken, by id."""
@@ -126,16 +152,15 @@ class JobStore:
             async with self._autocommit.connect() as conn:
                 rows = (await conn.execute(PG_CLAIM, params)).mappings().all()
         else:
-            slot_of = dict(items)
             async with self.db.engine.begin() as conn:
-                rows = (await conn.execute(_claim_statement(slot_of, now))).mappings().all()
-                busy_map = {row["worker"]: row["id"] for row in rows}
-                if busy_map:
-                    await conn.execute(
-                        update(WORKERS)
-                        .where(WORKERS.c.name.in_(list(busy_map)))
-                        .values(status="busy", current_job_id=case(busy_map, value=WORKERS.c.name), heartbeat_at=now)
-                    )
+                rows = (
+                    (await conn.execute(SQLITE_CLAIM, {"slot_of": json.dumps(dict(items)), "now": now}))
+                    .mappings()
+                    .all()
+                )
+                if rows:
+                    job_of = json.dumps({row["worker"]: row["id"] for row in rows})
+                    await _commit_with(conn, SQLITE_BUSY, {"job_of": job_of, "now": self._sqlite_time(now)})
         return {row["id"]: Job(**row) for row in rows}
 
     async def write_outcomes(self, items: Sequence[Outcome], now: datetime) -> set[str]:
@@ -167,13 +192,20 @@ class JobStore:
     async def _sqlite_outcomes(self, items: Sequence[Outcome], now: datetime, today: str) -> list[str]:
         # executemany of one cached statement; `updated_at = now` marks the rows this batch wrote,
         # which is only looked up when a fence kept some row out.
-        rows = [{"b_id": item.job.id, "b_attempt": item.attempt,
-                 **{f"b_{name}": getattr(item.job, name) for name in OUTCOME_COLUMNS}} for item in items]
+        rows = [
+            {
+                "b_id": item.job.id,
+                "b_attempt": item.attempt,
+                "b_now": now,
+                **{f"b_{name}": getattr(item.job, name) for name in OUTCOME_COLUMNS},
+            }
+            for item in items
+        ]
+        ids = [item.job.id for item in items]
         async with self.db.engine.begin() as conn:
-            result = await conn.execute(SQLITE_OUTCOME.values(updated_at=now), rows)
-            ids = [item.job.id for item in items]
+            result = await conn.execute(SQLITE_OUTCOME, rows[0] if len(rows) == 1 else rows)
             if result.rowcount != len(items):
-                ids = list((await conn.execute(
-                    select(JOBS.c.id).where(JOBS.c.id.in_(ids), JOBS.c.updated_at == now))).scalars())
-            await conn.execute(_release_statement([item.slot for item in items], today))
+                ids = list((await conn.execute(SQLITE_WRITTEN, {"ids": json.dumps(ids), "now": now})).scalars())
+            slots = json.dumps([item.slot for item in items])
+            await _commit_with(conn, SQLITE_RELEASE, {"slots": slots, "today": today})
         return ids
