@@ -125,3 +125,28 @@ async def test_stream_lines_split_across_reads_and_multibyte_text_survive() -> N
     assert [d.content for d in deltas] == ["héllo ", "wörld 😀", ""]
     assert deltas[-1].finish_reason == "stop"
 
+
+
+async def test_stream_line_without_end_is_refused_not_buffered(monkeypatch) -> None:
+    """A server that sends one endless line gets a protocol error once the line passes the bound;
+    the relay does not keep reading it into memory."""
+    import httpx
+
+    from kiln.providers import llm as llm_module
+    from kiln.providers.http import ProviderClient
+
+    monkeypatch.setattr(llm_module, "MAX_SSE_LINE", 64 * 1024)
+    sent = 0
+
+    async def body():
+        nonlocal sent
+        yield b'data: {"choices": [{"delta": {"content": "'
+        while sent < 10 * 1024 * 1024:
+            sent += 16 * 1024
+            yield b"x" * (16 * 1024)
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body()))
+    client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
+    with pytest.raises(ProviderProtocolError, match="without an end"):
+        [d async for d in client.chat_stream([{"role": "user", "content": "hi"}])]
+    assert sent < 1024 * 1024

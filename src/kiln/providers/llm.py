@@ -193,6 +193,8 @@ class LLMClient:
             async for data in chunks:
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
+                if len(pending) > MAX_SSE_LINE:  # a server that never ends its line must not fill memory
+                    raise ProviderProtocolError("llm", f"stream line over {MAX_SSE_LINE} bytes without an end")
                 for line in lines:
                     delta = _parse_sse_line(line.rstrip(b"\r"))
                     if delta is _DONE:
@@ -226,6 +228,7 @@ class LLMClient:
 
 
 _DONE = ChatDelta(content="", finish_reason="[DONE]")
+MAX_SSE_LINE = 4 * 1024 * 1024  # one event's data line; a token delta is tens of bytes
 DRAIN_SECONDS = 0.05
 
 
