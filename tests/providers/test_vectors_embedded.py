@@ -91,3 +91,19 @@ async def test_lost_files_and_bad_input(tmp_path) -> None:
         await store.ensure_index("../etc", 4)
     await store.drop_index("kb_l")
     assert not (tmp_path / "kb_l").exists() and await store.count("kb_l") is None
+
+
+@pytest.mark.parametrize("name", ["kb\n", "", "../kb", "kb h", "k" * 121, "kb\u00e9"])
+def test_index_names_every_store_refuses(name: str) -> None:
+    """One rule names an index in every store: a trailing newline (which `^...$` let through) or a
+    path, space, non-ASCII letter or 121 characters is refused before any store touches it."""
+    from kiln.providers.vectors import check_index_name
+    from kiln.providers.vectors.pgvector import table_name
+    from kiln.providers.vectors.qdrant import _path
+    from kiln.providers.vectors.weaviate import class_name
+
+    for check in (check_index_name, table_name, _path, class_name):
+        with pytest.raises(VectorStoreError) as err:
+            check(name)
+        assert err.value.code == "vector_index_invalid"
+    assert check_index_name("kb_1-a") == "kb_1-a"

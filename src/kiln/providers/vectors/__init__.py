@@ -9,6 +9,7 @@ cosine similarities in [-1, 1], higher is better, whatever the store measures in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,6 +94,17 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return array / norms
+
+
+INDEX_NAME = re.compile(r"[A-Za-z0-9_\-]{1,120}")
+
+
+def check_index_name(name: str) -> str:
+    """`name` when it can name an index in every store (a folder, a table, a collection, a class):
+    1-120 ASCII letters, digits, `_` or `-`, nothing else (a trailing newline included)."""
+    if not isinstance(name, str) or INDEX_NAME.fullmatch(name) is None:
+        raise VectorStoreError("vector_index_invalid", "Index names are 1-120 letters, digits, _ or -")
+    return name
 
 
 def check_dimension(vectors: np.ndarray, dimension: int) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_dimension, normalize
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_dimension, check_index_name, normalize
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 DEFAULT_HNSW_THRESHOLD = 20_000
 # Graph degree and build-time beam as measured at 100k x 384; the search beam is the recall knob:
 # 128 gave recall@10 0.94 vs exact there, 256 gives 0.98 for ~2x the HNSW time (still < 1 ms of
@@ -157,8 +155,7 @@ class EmbeddedVectorStore:
         self._lock = threading.Lock()
 
     def _dir(self, name: str) -> Path:
-        if not NAME_RE.match(name):
-            raise VectorStoreError("vector_index_invalid", "Index names are 1-120 letters, digits, _ or -")
+        check_index_name(name)
         return self.root / name
 
     def _get(self, name: str, dimension: int | None = None) -> _Collection:

@@ -17,16 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_dimension
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, check_dimension, check_index_name
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 CATALOG = "kiln_vector_indexes"
 EF_SEARCH = 100
 HNSW_M = 16
@@ -38,8 +36,7 @@ _HEADER = struct.Struct(">HH")
 def table_name(index: str) -> str:
     """The table of an index: `kv_<name>` lower-cased, shortened with a hash past PostgreSQL's
     63-byte identifiers (index names differ in case and length; tables must not collide)."""
-    if not NAME_RE.match(index):
-        raise VectorStoreError("vector_index_invalid", "Index names are 1-120 letters, digits, _ or -")
+    check_index_name(index)
     base = "kv_" + index.lower().replace("-", "_")
     if base == "kv_" + index and len(base) <= 60:
         return base

@@ -4,23 +4,20 @@ filter. Every call goes through the shared provider client (timeouts, retries, o
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from kiln.providers.http import ProviderClient
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json, check_index_name
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 BATCH = 256
 FIELD_SCHEMAS = {"text": "keyword", "int": "integer", "number": "float", "boolean": "bool"}
 
 
 def _path(name: str, tail: str = "") -> str:
-    if not NAME_RE.match(name):
-        raise VectorStoreError("vector_index_invalid", "Index names are 1-120 letters, digits, _ or -")
+    check_index_name(name)
     return f"/collections/{name}{tail}"
 
 

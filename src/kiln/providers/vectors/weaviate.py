@@ -13,17 +13,15 @@ from typing import Any
 import numpy as np
 
 from kiln.providers.http import ProviderClient
-from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json
+from kiln.providers.vectors import Filters, VectorHit, VectorStoreError, call_json, check_index_name
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
 BATCH = 200
 DATA_TYPES = {"text": "text", "int": "int", "number": "number", "boolean": "boolean"}
 VALUE_KEYS = {bool: "valueBoolean", int: "valueInt", float: "valueNumber", str: "valueText"}
 
 
 def class_name(index: str) -> str:
-    if not NAME_RE.match(index):
-        raise VectorStoreError("vector_index_invalid", "Index names are 1-120 letters, digits, _ or -")
+    check_index_name(index)
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-]+", index) if part)
 
 
