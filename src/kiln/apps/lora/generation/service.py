@@ -164,9 +164,10 @@ async def _filtered(session: AsyncSession, oldest_first: bool, words: list[str],
             if _matches(job, words, min_rating)]
 
 
-def _stats(count: int, ratings: list[float], favorites: int, size: int) -> dict[str, Any]:
-    return {"total_results": count, "avg_rating": round(sum(ratings) / len(ratings), 2) if ratings else 0,
-            "total_favorites": favorites, "total_size": size}
+def _stats(count: int, avg_rating: float | None, favorites: int | None, size: int | None) -> dict[str, Any]:
+    """The history screen's summary; every field a number (the screen checks Number.isFinite)."""
+    return {"total_results": count, "avg_rating": round(float(avg_rating), 2) if avg_rating is not None else 0,
+            "total_favorites": favorites or 0, "total_size": int(size or 0)}
 
 
 async def results_page(session: AsyncSession, limit: int, offset: int, *, oldest_first: bool = False,
@@ -180,13 +181,13 @@ async def results_page(session: AsyncSession, limit: int, offset: int, *, oldest
         docs = [job.result if isinstance(job.result, dict) else {} for job in found]
         ratings = [float(d["rating"]) for d in docs if isinstance(d.get("rating"), int)]
         size = sum(d["bytes"] for d in docs if isinstance(d.get("bytes"), int))
-        return found[offset:offset + limit], _stats(len(found), ratings, sum(d.get("is_favorite") is True
-                                                                             for d in docs), size)
+        favorites = sum(d.get("is_favorite") is True for d in docs)
+        average = sum(ratings) / len(ratings) if ratings else None
+        return found[offset:offset + limit], _stats(len(found), average, favorites, size)
     rating, favorite, size = (Job.result["rating"].as_float(), Job.result["is_favorite"].as_boolean(),
                               Job.result["bytes"].as_integer())
     count, avg, favorites, total = (await session.execute(
         select(func.count(), func.avg(rating), func.count().filter(favorite.is_(True)), func.sum(size))
         .where(Job.kind == GENERATE, Job.status == "succeeded"))).one()
     jobs = await results(session, limit, offset, oldest_first=oldest_first)
-    return jobs, {"total_results": count, "avg_rating": round(float(avg), 2) if avg is not None else 0,
-                  "total_favorites": favorites or 0, "total_size": int(total or 0)}
+    return jobs, _stats(count, avg, favorites, total)
