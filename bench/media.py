@@ -27,7 +27,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,76 +35,17 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, datetime, timedelta
-from fractions import Fraction
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common import free_port, pct
 from fastapi import Request
+from media_data import ROOT, WORK, fill_pg, fill_sqlite, images
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / ".work" / "media"
 PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "Bench-horse-9"
 EXTENT = (47.0, 48.0, 8.0, 9.0)  # min_lat, max_lat, min_lng, max_lng of the map points
-LABELS = ("bottle", "can", "plastic_bag", "cigarette", "paper", "tire")
-
-
-# ---------------------------------------------------------------- images
-
-_BASES: dict[int, Any] = {}
-
-
-def _dms(value: float) -> tuple[Any, ...]:
-    from PIL import TiffImagePlugin
-
-    value = abs(value)
-    d = int(value)
-    m = int((value - d) * 60)
-    s = Fraction((value - d - m / 60) * 3600).limit_denominator(10000)
-    R = TiffImagePlugin.IFDRational
-    return (R(d, 1), R(m, 1), R(s.numerator, s.denominator))
-
-
-def _make_image(args: tuple[int, str]) -> str:
-    """One unique 4000x3000 photo-like JPEG (smooth structure + grain) with GPS EXIF."""
-    import numpy as np
-    from PIL import Image, TiffImagePlugin
-
-    index, path = args
-    rng = np.random.default_rng(index)
-    seed = index % 2
-    if seed not in _BASES:
-        base_rng = np.random.default_rng(1000 + seed)
-        low = Image.fromarray(base_rng.integers(0, 256, (75, 100, 3), dtype=np.uint8))
-        smooth = np.asarray(low.resize((4000, 3000), Image.Resampling.BICUBIC), dtype=np.int16)
-        grain = base_rng.integers(-12, 13, (3000, 4000, 1), dtype=np.int16)
-        _BASES[seed] = (smooth + grain).clip(0, 255).astype(np.uint8)
-    arr = np.roll(_BASES[seed], (int(rng.integers(0, 3000)), int(rng.integers(0, 4000))), axis=(0, 1))
-    img = Image.fromarray(arr)
-    x, y = int(rng.integers(0, 3600)), int(rng.integers(0, 2600))
-    img.paste(tuple(int(v) for v in rng.integers(0, 256, 3)), (x, y, x + 400, y + 400))
-    exif = Image.Exif()
-    exif[0x010F], exif[0x0110] = "BenchCam", "B-12"
-    exif[0x0132] = "2024:05:01 12:00:00"
-    gps = exif.get_ifd(0x8825)
-    lat, lng = 47.37 + float(rng.uniform(-0.05, 0.05)), 8.54 + float(rng.uniform(-0.05, 0.05))
-    gps[1], gps[2], gps[3], gps[4] = "N", _dms(lat), "E", _dms(lng)
-    gps[5], gps[6] = b"\x00", TiffImagePlugin.IFDRational(4080, 10)
-    img.save(path, "JPEG", quality=88, exif=exif)
-    return path
-
-
-def images(n: int) -> list[Path]:
-    folder = WORK / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"img_{i:04d}.jpg" for i in range(n)]
-    missing = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
-    if missing:
-        print(f"generating {len(missing)} 12 MP JPEGs into {folder} (once) ...", flush=True)
-        with ProcessPoolExecutor(os.cpu_count()) as pool:
-            list(pool.map(_make_image, missing, chunksize=4))
-    return paths
 
 
 def raw_rate(paths: list[Path]) -> tuple[float, float]:
@@ -128,12 +68,6 @@ def raw_rate(paths: list[Path]) -> tuple[float, float]:
 # ---------------------------------------------------------------- a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_main() -> None:
     """`--serve`: what `kiln serve` runs, plus (KILN_BENCH_HOOK=1) a route that publishes a round of
     status updates through the media status path, for the fan-out measurement."""
@@ -153,8 +87,9 @@ def serve_main() -> None:
             users = (await request.json())["users"]
             kernel = request.app.state.kernel
             for user_id in users:
-                event = StatusEvent(user_id=user_id, media_id=str(uuid.uuid4()), status="READY",
-                                    worker="Helios", at=utcnow())
+                event = StatusEvent(
+                    user_id=user_id, media_id=str(uuid.uuid4()), status="READY", worker="Helios", at=utcnow()
+                )
                 await publish_all(kernel.events, [event])
             return {"published": len(users)}
 
@@ -196,10 +131,18 @@ def serve_main() -> None:
 
 @asynccontextmanager
 async def server(home: Path, database_url: str | None = None, hook: bool = False, **env: str) -> Any:
-    port = _free_port()
-    environ = {**os.environ, "KILN_HOME": str(home), "KILN_PORT": str(port), "KILN_HOST": "127.0.0.1",
-               "KILN_APPS": "media", "KILN_LOG_LEVEL": "warning", "KILN_BENCH_HOOK": "1" if hook else "0",
-               "PYTHONPATH": str(ROOT / "src"), **env}
+    port = free_port()
+    environ = {
+        **os.environ,
+        "KILN_HOME": str(home),
+        "KILN_PORT": str(port),
+        "KILN_HOST": "127.0.0.1",
+        "KILN_APPS": "media",
+        "KILN_LOG_LEVEL": "warning",
+        "KILN_BENCH_HOOK": "1" if hook else "0",
+        "PYTHONPATH": str(ROOT / "src"),
+        **env,
+    }
     if database_url:
         environ["KILN_DATABASE_URL"] = database_url
     proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=environ, cwd=str(home))
@@ -238,11 +181,6 @@ async def login(client: Any, email: str, signup: bool = True) -> tuple[str, str]
     return r.json()["user"]["id"], r.cookies["access_token"]
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 # ---------------------------------------------------------------- 1. pipeline
 
 
@@ -267,10 +205,13 @@ async def pipeline(paths: list[Path], batch: int, concurrency: int, profile: str
                 os.kill(pid, signal.SIGUSR2)
             sql_after = (await client.get("/_bench/sql")).json()
             n = len(paths)
-            print("pipeline  CPU ms per image: " + ", ".join(
-                f"{k} {(after[k] - before[k]) * 1000 / n:.1f}" for k in before)
-                + "; per image " + ", ".join(f"{(sql_after[k] - sql_before[k]) / n:.1f} SQL {k}" for k in sql_after),
-                flush=True)
+            print(
+                "pipeline  CPU ms per image: "
+                + ", ".join(f"{k} {(after[k] - before[k]) * 1000 / n:.1f}" for k in before)
+                + "; per image "
+                + ", ".join(f"{(sql_after[k] - sql_before[k]) / n:.1f} SQL {k}" for k in sql_after),
+                flush=True,
+            )
             return rate
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -292,19 +233,27 @@ def _cpu_seconds(server_pid: int) -> dict[str, float]:
         loop = next((t.user_time + t.system_time for t in proc.threads() if t.id == server_pid), 0.0)
     except psutil.Error:
         loop = 0.0
-    return {"server": used(proc), "server loop thread": loop,
-            "pool": sum(used(c) for c in proc.children(recursive=True)), "client": used(psutil.Process())}
+    return {
+        "server": used(proc),
+        "server loop thread": loop,
+        "pool": sum(used(c) for c in proc.children(recursive=True)),
+        "client": used(psutil.Process()),
+    }
 
 
-async def _upload_all(client: Any, base: str, creds: tuple[str, str], paths: list[Path], batch: int,
-                      concurrency: int, connect: Any) -> float:
+async def _upload_all(
+    client: Any, base: str, creds: tuple[str, str], paths: list[Path], batch: int, concurrency: int, connect: Any
+) -> float:
     _user_id, token = creds
     ready: set[str] = set()
     failed: set[str] = set()
     done = asyncio.Event()
     n = len(paths)
-    async with connect(base.replace("http", "ws") + "/api/upload/ws/updates",
-                       additional_headers={"Cookie": f"access_token={token}"}, max_size=None) as ws:
+    async with connect(
+        base.replace("http", "ws") + "/api/upload/ws/updates",
+        additional_headers={"Cookie": f"access_token={token}"},
+        max_size=None,
+    ) as ws:
 
         async def listen() -> None:
             async for raw in ws:
@@ -318,7 +267,7 @@ async def _upload_all(client: Any, base: str, creds: tuple[str, str], paths: lis
                     return
 
         listener = asyncio.create_task(listen())
-        chunks = [paths[i:i + batch] for i in range(0, n, batch)]
+        chunks = [paths[i : i + batch] for i in range(0, n, batch)]
         queue: asyncio.Queue[list[Path]] = asyncio.Queue()
         for chunk in chunks:
             queue.put_nowait(chunk)
@@ -345,73 +294,6 @@ async def _upload_all(client: Any, base: str, creds: tuple[str, str], paths: lis
 
 
 # ---------------------------------------------------------------- 2. map stats
-
-
-def backfill_sql(dialect: str) -> list[str]:
-    from kiln.apps.media.grid import backfill_sql as sql
-
-    return sql(dialect)
-
-
-def _rows(user_id: str, n: int, sqlite: bool) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    rng = random.Random(7)
-    now = datetime(2024, 5, 1, tzinfo=UTC)
-    items, dets = [], []
-    centres = [(rng.uniform(47.05, 47.95), rng.uniform(8.05, 8.95)) for _ in range(40)]
-    for i in range(n):
-        if i % 2:  # half clustered around "towns", half spread
-            c = centres[i % len(centres)]
-            lat, lng = min(max(rng.gauss(c[0], 0.03), 47.0), 48.0), min(max(rng.gauss(c[1], 0.03), 8.0), 9.0)
-        else:
-            lat, lng = rng.uniform(47.0, 48.0), rng.uniform(8.0, 9.0)
-        media_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        trash = rng.random() < 0.6
-        conf = round(rng.uniform(0.3, 0.99), 4) if trash else None
-        at = now + timedelta(seconds=i)
-        stamp = at.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at
-        items.append((media_id, user_id, "READY", f"p{i}.jpg", f"media/{user_id}/{media_id}/original",
-                      lat, lng, trash, conf, 0, stamp, stamp))
-        if trash:
-            for _ in range(1 + (i % 3 == 0)):
-                box = json.dumps({"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2})
-                dets.append((str(uuid.UUID(int=rng.getrandbits(128), version=4)), media_id,
-                             LABELS[int(rng.random() ** 2 * len(LABELS))], conf, box, False, "bench", stamp))
-    return items, dets
-
-
-ITEM_COLS = ("id", "user_id", "status", "filename", "blob_key", "lat", "lng", "has_trash", "confidence",
-             "attempts", "created_at", "updated_at")
-DET_COLS = ("id", "media_id", "label", "confidence", "bbox", "is_manual", "detector", "created_at")
-
-
-async def fill_sqlite(db: Path, user_id: str, n: int) -> None:
-    items, dets = _rows(user_id, n, sqlite=True)
-    con = sqlite3.connect(db, timeout=60)
-    with con:
-        con.executemany(f"INSERT INTO media_items ({','.join(ITEM_COLS)}) VALUES ({','.join('?' * len(ITEM_COLS))})",
-                        items)
-        con.executemany(f"INSERT INTO media_detections ({','.join(DET_COLS)}) VALUES ({','.join('?' * len(DET_COLS))})",
-                        dets)
-        for sql in backfill_sql("sqlite"):  # the map grid, as migration 0006 fills it
-            con.execute(sql)
-    con.execute("ANALYZE")
-    con.close()
-
-
-async def fill_pg(dsn: str, user_id: str, n: int) -> None:
-    import asyncpg
-
-    items, dets = _rows(user_id, n, sqlite=False)
-    con = await asyncpg.connect(dsn)
-    try:
-        await con.copy_records_to_table("media_items", records=items, columns=ITEM_COLS)
-        await con.copy_records_to_table("media_detections", records=dets, columns=DET_COLS)
-        for sql in backfill_sql("postgresql"):  # the map grid, as migration 0006 fills it
-            await con.execute(sql)
-        await con.execute("VACUUM ANALYZE media_items")
-        await con.execute("VACUUM ANALYZE media_detections")
-    finally:
-        await con.close()
 
 
 async def _analyze(kind: str, home: Path, database_url: str | None) -> None:
@@ -473,17 +355,24 @@ async def map_bench(kind: str, n: int, requests: int) -> dict[str, float]:
         out: dict[str, float] = {}
         # extent @0.05 is answered from the pre-aggregated grid; extent_rows @0.049 (not a multiple
         # of 0.005) by aggregating the rows: the baseline, measured in the same run
-        for label, span, resolution, count in (("viewport", 0.1, 0.005, requests),
-                                               ("extent", 1.0, 0.05, max(5, requests // 2)),
-                                               ("extent_rows", 1.0, 0.049, max(3, requests // 12))):
+        for label, span, resolution, count in (
+            ("viewport", 0.1, 0.005, requests),
+            ("extent", 1.0, 0.05, max(5, requests // 2)),
+            ("extent_rows", 1.0, 0.049, max(3, requests // 12)),
+        ):
             latencies = []
             for i in range(count + 2):
                 if span >= 1.0:  # whole extent, a slightly different box each time (uncached)
                     lo_lat, lo_lng = EXTENT[0] - rng.uniform(0, 0.01), EXTENT[2] - rng.uniform(0, 0.01)
                 else:
                     lo_lat, lo_lng = rng.uniform(47.0, 48.0 - span), rng.uniform(8.0, 9.0 - span)
-                params = {"min_lat": lo_lat, "max_lat": lo_lat + span + 0.001, "min_lng": lo_lng,
-                          "max_lng": lo_lng + span + 0.001, "resolution": resolution}
+                params = {
+                    "min_lat": lo_lat,
+                    "max_lat": lo_lat + span + 0.001,
+                    "min_lng": lo_lng,
+                    "max_lng": lo_lng + span + 0.001,
+                    "resolution": resolution,
+                }
                 t = time.perf_counter()
                 r = await c.get("/api/map/stats", params=params)
                 elapsed = (time.perf_counter() - t) * 1000
@@ -527,8 +416,12 @@ async def ws_bench(sockets: int, users: int, rounds: int, interval: float, **env
 
             async def open_one(k: int) -> Any:
                 async with sem:
-                    return await connect(ws_url, additional_headers={"Cookie": f"access_token={creds[k % users][1]}"},
-                                         open_timeout=60, ping_interval=None)
+                    return await connect(
+                        ws_url,
+                        additional_headers={"Cookie": f"access_token={creds[k % users][1]}"},
+                        open_timeout=60,
+                        ping_interval=None,
+                    )
 
             conns = await asyncio.gather(*(open_one(k) for k in range(sockets)))
             connect_s = time.perf_counter() - t
@@ -558,8 +451,15 @@ async def ws_bench(sockets: int, users: int, rounds: int, interval: float, **env
             for task in readers:
                 task.cancel()
             await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
-            return {"connect_s": connect_s, "p50": pct(latencies, 50), "p99": pct(latencies, 99),
-                    "max": max(latencies), "received": got, "expected": expected, "wrong": wrong}
+            return {
+                "connect_s": connect_s,
+                "p50": pct(latencies, 50),
+                "p99": pct(latencies, 99),
+                "max": max(latencies),
+                "received": got,
+                "expected": expected,
+                "wrong": wrong,
+            }
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -591,26 +491,35 @@ async def main(args: argparse.Namespace) -> None:
         e2e = await pipeline(paths, batch=args.batch, concurrency=args.concurrency)
         raw_after, raw_cpu_after = raw_rate(paths)
         raw = (raw_before + raw_after) / 2
-        print(f"pipeline  {n_images} x 12 MP JPEG: upload -> READY {e2e:.1f} images/s; raw Pillow "
-              f"decode+thumbnail ({os.cpu_count()} processes) {raw:.1f} images/s (before {raw_before:.1f}, "
-              f"after {raw_after:.1f}; CPU {(raw_cpu + raw_cpu_after) / 2:.1f} ms per image); "
-              f"ratio {e2e / raw:.0%} (goal >= 70 %)", flush=True)
+        print(
+            f"pipeline  {n_images} x 12 MP JPEG: upload -> READY {e2e:.1f} images/s; raw Pillow "
+            f"decode+thumbnail ({os.cpu_count()} processes) {raw:.1f} images/s (before {raw_before:.1f}, "
+            f"after {raw_after:.1f}; CPU {(raw_cpu + raw_cpu_after) / 2:.1f} ms per image); "
+            f"ratio {e2e / raw:.0%} (goal >= 70 %)",
+            flush=True,
+        )
     if "map" in only:
         kinds = ["sqlite"] + ([] if args.no_pg else ["postgresql"])
         for kind in kinds:
             m = await map_bench(kind, n_points, 12 if args.quick else 60)
-            print(f"map/stats {kind:10s} {n_points} points, uncached: viewport 0.1 deg @0.005 p50 "
-                  f"{m['viewport_p50']:.1f} ms p95 {m['viewport_p95']:.1f} ms; whole extent @0.05 "
-                  f"({int(m['extent_points'])} points in {int(m['extent_cells'])} cells) p50 {m['extent_p50']:.1f} ms "
-                  f"p95 {m['extent_p95']:.1f} ms (grid) vs @0.049 from rows p50 {m['extent_rows_p50']:.1f} ms, "
-                  f"ratio {m['extent_rows_p50'] / m['extent_p50']:.0f}x; cached {m['cached']:.1f} ms "
-                  f"(goal < 100 ms)", flush=True)
+            print(
+                f"map/stats {kind:10s} {n_points} points, uncached: viewport 0.1 deg @0.005 p50 "
+                f"{m['viewport_p50']:.1f} ms p95 {m['viewport_p95']:.1f} ms; whole extent @0.05 "
+                f"({int(m['extent_points'])} points in {int(m['extent_cells'])} cells) p50 {m['extent_p50']:.1f} ms "
+                f"p95 {m['extent_p95']:.1f} ms (grid) vs @0.049 from rows p50 {m['extent_rows_p50']:.1f} ms, "
+                f"ratio {m['extent_rows_p50'] / m['extent_p50']:.0f}x; cached {m['cached']:.1f} ms "
+                f"(goal < 100 ms)",
+                flush=True,
+            )
     if "ws" in only:
         users = max(1, n_sockets // 20)
         w = await ws_bench(n_sockets, users, rounds=20, interval=0.05)
-        print(f"websocket {n_sockets} sockets ({users} users), {int(w['received'])}/{int(w['expected'])} "
-              f"deliveries, {int(w['wrong'])} misrouted, connect {w['connect_s']:.1f} s: fan-out latency p50 "
-              f"{w['p50']:.1f} ms p99 {w['p99']:.1f} ms max {w['max']:.1f} ms (goal p99 < 200 ms)", flush=True)
+        print(
+            f"websocket {n_sockets} sockets ({users} users), {int(w['received'])}/{int(w['expected'])} "
+            f"deliveries, {int(w['wrong'])} misrouted, connect {w['connect_s']:.1f} s: fan-out latency p50 "
+            f"{w['p50']:.1f} ms p99 {w['p99']:.1f} ms max {w['max']:.1f} ms (goal p99 < 200 ms)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
