@@ -10,7 +10,7 @@ from kiln.apps.genai.context.models import KnowledgeBase
 from tests.apps.genai.context.helpers import add_docs, create_kb
 from tests.apps.genai.helpers import assert_envelope
 from tests.apps.genai.modelops_helpers import active_deployment
-from tests.apps.genai.playgrounds.helpers import MODEL, P, chat_ready, parse_events
+from tests.apps.genai.playgrounds.helpers import MODEL, P, chat_ready, parse_events, recorded_sql
 
 
 @pytest.fixture
@@ -200,26 +200,15 @@ async def test_source_file_of_a_cited_local_document(llm, app, client, tmp_path)
 async def test_a_knowledge_turn_reads_the_active_bindings_once(llm, app, client):
     """The chat path checks the KB's binding and the query path checks the same bindings again: one
     read serves both (it was two reads of the bindings and their resources per turn)."""
-    from sqlalchemy import event
-
     h = await chat_ready(app, client)
     kb = await create_kb(client, h["sa"])
     await add_docs(client, h["sa"], kb["id"])
     s = await knowledge_session(client, h["ann"], kb["id"], top_k=2)
-    sql: list[str] = []
-    recording = [False]
-
-    def record(_conn, _cursor, statement, *_args) -> None:
-        if recording[0]:
-            sql.append(" ".join(statement.split()).lower())
-
-    event.listen(app.state.kernel.db.engine.sync_engine, "before_cursor_execute", record)
     llm.script("Bees make honey [1]")
-    recording[0] = True
-    r = await client.post(
-        f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "How do bees make honey?"}
-    )
-    recording[0] = False
+    with recorded_sql(app) as sql:
+        r = await client.post(
+            f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "How do bees make honey?"}
+        )
     assert r.status_code == 200, r.text
     assert r.json()["references"][0]["title"] == "Honey bees"
     binding_reads = [q for q in sql if "from genai_deployment_bindings" in q]
