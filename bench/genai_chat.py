@@ -199,14 +199,17 @@ async def ttft(
     print(f"  Kiln CPU per streamed turn     {cpu / rounds * 1000:8.2f} ms (server process, whole turn)")
 
 
-async def throughput(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str) -> None:
+async def throughput(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, pid: int) -> None:
     print("2. relay throughput, 400-token answers (5 runs each, median)")
     for label, gap in (("paced 1 ms/token", 1), ("unpaced", 0)):
         prompt = f"tokens=400 gap_ms={gap} ttft_ms=0"
-        d_rates, k_rates, k_relay = [], [], []
+        d_rates, k_rates, k_relay, k_cpu = [], [], [], []
         for _ in range(5):
             _, d_total, d_count = await direct_stream(direct, fake, prompt)
-            k_first, k_total, k_count, complete = await kiln_stream(kiln, user, await new_session(kiln, user), prompt)
+            sid = await new_session(kiln, user)
+            before = server_cpu(pid)
+            k_first, k_total, k_count, complete = await kiln_stream(kiln, user, sid, prompt)
+            k_cpu.append(server_cpu(pid) - before)
             if not complete or k_count != d_count:
                 raise SystemExit(f"relay lost tokens: {k_count} of {d_count}")
             d_rates.append(d_count / d_total * 1000)
@@ -217,6 +220,7 @@ async def throughput(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: d
             f"  {label:18s} direct {d:8.0f} tok/s   via Kiln {k:8.0f} tok/s   ratio {k / d:6.1%}  (goal >= 95 %)"
             f"   [Kiln first to last delta: {statistics.median(k_relay):.1f} ms]"
         )
+        print(f"  {'':18s} Kiln CPU per 400-token turn {statistics.median(k_cpu) * 1000:.1f} ms (server process)")
 
 
 async def concurrent(kiln: httpx.AsyncClient, user: dict, n: int) -> None:
@@ -340,7 +344,7 @@ async def measure(args: argparse.Namespace) -> None:
             if "ttft" in args.only:
                 await ttft(kiln, direct, user, fake, args.rounds, servers.kiln_pid)
             if "relay" in args.only:
-                await throughput(kiln, direct, user, fake)
+                await throughput(kiln, direct, user, fake, servers.kiln_pid)
             if "concurrent" in args.only:
                 await concurrent(kiln, user, args.concurrency)
             if args.kb_chunks and "knowledge" in args.only:

@@ -43,27 +43,61 @@ async def test_uploads_of_each_type(app, client):
     files = [
         ("files", ("tides.txt", b"Ocean tides are caused by the gravitational pull of the Moon.", "text/plain")),
         ("files", ("guide.md", b"# Knitting\n\nCast on stitches, then knit rows with two needles.", "text/markdown")),
-        ("files", ("items.json", json.dumps([
-            {"title": "Chess", "text": "Chess openings such as the Sicilian Defence fight for the centre.",
-             "metadata": {"category": "games"}},
-            {"name": "Tea", "content": "Green tea leaves are steamed to stop oxidation."}]).encode(),
-                                  "application/json")),
-        ("files", ("lines.jsonl", b'{"title": "Rust", "text": "Iron rusts when exposed to oxygen and water."}\n'
-                                  b'{"title": "Bonsai", "text": "Bonsai trees are pruned to stay small."}\n',
-                   "application/x-ndjson")),
-        ("files", ("atlas.pdf", make_pdf(["Mount Everest is the highest mountain above sea level.",
-                                           "The Mariana Trench is the deepest part of the ocean."]),
-                   "application/pdf")),
+        (
+            "files",
+            (
+                "items.json",
+                json.dumps(
+                    [
+                        {
+                            "title": "Chess",
+                            "text": "Chess openings such as the Sicilian Defence fight for the centre.",
+                            "metadata": {"category": "games"},
+                        },
+                        {"name": "Tea", "content": "Green tea leaves are steamed to stop oxidation."},
+                    ]
+                ).encode(),
+                "application/json",
+            ),
+        ),
+        (
+            "files",
+            (
+                "lines.jsonl",
+                b'{"title": "Rust", "text": "Iron rusts when exposed to oxygen and water."}\n'
+                b'{"title": "Bonsai", "text": "Bonsai trees are pruned to stay small."}\n',
+                "application/x-ndjson",
+            ),
+        ),
+        (
+            "files",
+            (
+                "atlas.pdf",
+                make_pdf(
+                    [
+                        "Mount Everest is the highest mountain above sea level.",
+                        "The Mariana Trench is the deepest part of the ocean.",
+                    ]
+                ),
+                "application/pdf",
+            ),
+        ),
     ]
-    response = await client.post(f"{KB}/{kb['id']}/uploads", headers=headers, files=files,
-                                 data={"metadata": json.dumps({"year": 2024})})
+    response = await client.post(
+        f"{KB}/{kb['id']}/uploads", headers=headers, files=files, data={"metadata": json.dumps({"year": 2024})}
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["count"] == 7 and {d["title"] for d in body["documents"]} >= {"tides", "guide", "Chess", "Tea", "atlas"}
     runs = await wait_runs(client, headers, kb["id"])
     assert runs[0]["status"] == "ready" and runs[0]["progress_percent"] == 100
-    for question, title in [("What causes tides?", "tides"), ("how to knit", "guide"), ("Sicilian Defence", "Chess"),
-                            ("why does iron rust", "Rust"), ("deepest point of the ocean", "atlas")]:
+    for question, title in [
+        ("What causes tides?", "tides"),
+        ("how to knit", "guide"),
+        ("Sicilian Defence", "Chess"),
+        ("why does iron rust", "Rust"),
+        ("deepest point of the ocean", "atlas"),
+    ]:
         results = (await query(client, headers, kb["id"], question, top_k=2))["results"]
         assert results[0]["title"] == title, (question, results)
     trench = (await query(client, headers, kb["id"], "Mariana Trench", top_k=1, search_method="keyword"))["results"][0]
@@ -73,19 +107,31 @@ async def test_uploads_of_each_type(app, client):
     # Refusals: encrypted and text-less PDFs, unsupported types, bad JSON, too many files.
     upload = f"{KB}/{kb['id']}/uploads"
     pdf = make_pdf(["Secret text"])
-    assert_envelope(await client.post(upload, headers=headers, files={"files": ("s.pdf", encrypt(pdf))}),
-                    400, "pdf_encrypted")
-    assert_envelope(await client.post(upload, headers=headers, files={"files": ("scan.pdf", make_pdf([""]))}),
-                    400, "pdf_no_text")
-    assert_envelope(await client.post(upload, headers=headers, files={"files": ("x.exe", b"MZ")}),
-                    415, "unsupported_file_type")
-    assert_envelope(await client.post(upload, headers=headers, files={"files": ("x.json", b"{nope")}),
-                    400, "invalid_json")
+    assert_envelope(
+        await client.post(upload, headers=headers, files={"files": ("s.pdf", encrypt(pdf))}), 400, "pdf_encrypted"
+    )
+    assert_envelope(
+        await client.post(upload, headers=headers, files={"files": ("scan.pdf", make_pdf([""]))}), 400, "pdf_no_text"
+    )
+    assert_envelope(
+        await client.post(upload, headers=headers, files={"files": ("x.exe", b"MZ")}), 415, "unsupported_file_type"
+    )
+    assert_envelope(
+        await client.post(upload, headers=headers, files={"files": ("x.json", b"{nope")}), 400, "invalid_json"
+    )
     assert_envelope(await client.post(upload, headers=headers, files={"files": ("x.pdf", b"%PDF-garbage")}), 400)
     many = [("files", (f"f{i}.txt", b"text", "text/plain")) for i in range(11)]
     assert_envelope(await client.post(upload, headers=headers, files=many), 400, "upload_too_many_files")
-    assert_envelope(await client.post(upload, headers=headers, files=[("files", ("a.txt", b"t", "text/plain"))],
-                                      data={"metadata": '{"color": "red"}'}), 400, "invalid_metadata")
+    assert_envelope(
+        await client.post(
+            upload,
+            headers=headers,
+            files=[("files", ("a.txt", b"t", "text/plain"))],
+            data={"metadata": '{"color": "red"}'},
+        ),
+        400,
+        "invalid_metadata",
+    )
 
 
 async def test_local_directory_source_sync(app, client, tmp_path):
@@ -102,12 +148,20 @@ async def test_local_directory_source_sync(app, client, tmp_path):
     headers = await superadmin(app, client)
     kb = await create_kb(client, headers, "handbook")
     sources = f"{KB}/{kb['id']}/sources"
-    assert_envelope(await client.post(sources, headers=headers, json={"relative_path": "../"}), 400,
-                    "invalid_source_path")
+    assert_envelope(
+        await client.post(sources, headers=headers, json={"relative_path": "../"}), 400, "invalid_source_path"
+    )
     assert_envelope(await client.post(sources, headers=headers, json={"relative_path": "missing"}), 400)
-    response = await client.post(sources, headers=headers, json={
-        "relative_path": "docs", "display_name": "Handbook", "exclude_globs": ["drafts*"],
-        "metadata": {"category": "hr"}})
+    response = await client.post(
+        sources,
+        headers=headers,
+        json={
+            "relative_path": "docs",
+            "display_name": "Handbook",
+            "exclude_globs": ["drafts*"],
+            "metadata": {"category": "hr"},
+        },
+    )
     assert response.status_code == 201, response.text
     source = response.json()["source"]
     response = await client.post(f"{sources}/{source['id']}/sync", headers=headers)
@@ -181,3 +235,30 @@ async def test_blue_green_resync_under_queries_and_restart(app, client, settings
                 body = await query(second, headers, kb["id"], question, top_k=1)
                 assert body["results"][0]["title"] == title
     assert (home / after["active_index"] / "vectors.npy").is_file()
+
+
+async def test_a_document_named_twice_in_one_run_is_indexed_once(app, client):
+    """Merged ingest runs can name a document twice (updated again while queued): it is chunked,
+    embedded and written once, not given two sets of chunk rows."""
+    from sqlalchemy import func, select
+
+    from kiln.apps.genai.context.ingest import Runtime, index_documents
+    from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase
+
+    headers = await superadmin(app, client)
+    kb = await create_kb(client, headers, "twice")
+    ids = await add_docs(client, headers, kb["id"])
+    kernel = app.state.kernel
+    async with kernel.db.session() as session:
+        row = await session.get(KnowledgeBase, kb["id"])
+        runtime = await Runtime.of(session, kernel, row)
+        try:
+            doc_id = ids["Honey bees"]
+            counts = await index_documents(session, row, runtime, [doc_id, ids["Volcanoes"], doc_id], force=True)
+        finally:
+            await runtime.close()
+        per_doc = await session.scalar(select(func.count()).select_from(Chunk).where(Chunk.document_id == doc_id))
+        doc = await session.get(Document, doc_id)
+        assert per_doc == doc.chunk_count >= 1
+        assert counts["documents"] == 2
+    assert (await query(client, headers, kb["id"], "How do bees make honey?"))["results"][0]["title"] == "Honey bees"

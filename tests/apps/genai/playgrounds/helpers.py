@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import uvicorn
+from sqlalchemy import event as sa_event
 
 from tests.apps.genai.helpers import login, make_user
 from tests.apps.genai.modelops_helpers import active_deployment, bind_llm, ready_model
 
-MODEL = {"id": "chat-local", "name": "Chat local", "provider": "vllm", "backend": "local", "task_key": "llm",
-         "provider_model_id": "fake-chat"}
+MODEL = {
+    "id": "chat-local",
+    "name": "Chat local",
+    "provider": "vllm",
+    "backend": "local",
+    "task_key": "llm",
+    "provider_model_id": "fake-chat",
+}
 P = "/v1/playgrounds"
 
 
@@ -32,8 +41,11 @@ async def chat_ready(app, client, model: dict = MODEL) -> dict[str, dict[str, st
 
 
 async def new_session(client, headers, **body) -> dict:
-    r = await client.post(f"{P}/sessions", headers=headers,
-                          json={"playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}, **body})
+    r = await client.post(
+        f"{P}/sessions",
+        headers=headers,
+        json={"playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}, **body},
+    )
     assert r.status_code == 201, r.text
     return r.json()["session"]
 
@@ -61,12 +73,38 @@ async def read_events(response: httpx.Response) -> AsyncIterator[tuple[float, st
                 yield time.perf_counter(), event, data
 
 
+_recording: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("recorded_sql", default=None)
+
+
+@contextlib.contextmanager
+def recorded_sql(app) -> Iterator[list[str]]:
+    """The SQL statements run inside the block by this task and the tasks it starts (a request
+    through the ASGI transport, its relay), whitespace folded, lower case; the app's background
+    loops (jobs, usage flush) run in their own contexts and are not recorded."""
+    sql: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        target = _recording.get()
+        if target is not None:
+            target.append(" ".join(statement.split()).lower())
+
+    engine = app.state.kernel.db.engine.sync_engine
+    token = _recording.set(sql)
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sql
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+        _recording.reset(token)
+
+
 class LiveServer:
     """The app served by uvicorn on a loopback port (real sockets: streaming and disconnects)."""
 
     def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                                    access_log=False, lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off")
+        )
         self.task: asyncio.Task | None = None
 
     async def __aenter__(self) -> str:

@@ -7,12 +7,11 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy import event
 
 from kiln.apps.genai.playgrounds.chat import Turn, settle, sse, sse_delta, stream
 from kiln.providers.http import ProviderClient
 from kiln.providers.llm import ChatDelta, LLMClient, collect
-from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events
+from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events, recorded_sql
 
 
 @pytest.fixture
@@ -29,20 +28,10 @@ def test_delta_events_are_encoded_as_the_generic_event_writer_does() -> None:
 async def test_a_turn_is_persisted_with_one_update_of_its_session(llm, app, client):
     h = await chat_ready(app, client)
     sid = (await new_session(client, h["ann"]))["id"]
-    sql: list[str] = []
-    recording = [False]
-
-    def record(_conn, _cursor, statement, *_args) -> None:
-        if recording[0]:
-            sql.append(" ".join(statement.split()).lower())
-
-    event.listen(app.state.kernel.db.engine.sync_engine, "before_cursor_execute", record)
     for turn, prompt in enumerate(("first question", "second question")):
         llm.script(f"answer {turn}")
-        sql.clear()
-        recording[0] = True
-        r = await client.post(f"{P}/sessions/{sid}/messages", headers=h["ann"], json={"prompt": prompt})
-        recording[0] = False
+        with recorded_sql(app) as sql:
+            r = await client.post(f"{P}/sessions/{sid}/messages", headers=h["ann"], json={"prompt": prompt})
         assert r.status_code == 200, r.text
         updates = [s for s in sql if s.startswith("update genai_playground_sessions")]
         assert len(updates) == 1 and not [s for s in sql if "max(" in s], sql

@@ -22,6 +22,7 @@ from kiln.providers.embeddings import EmbeddingsError, validate_vectors
 
 EMBED_GROUP = 256  # chunks embedded per call (the encoder batches inside)
 WRITE_GROUP = 64  # documents swapped per transaction
+READ_GROUP = 500  # document ids per IN (...) read, under every database's bound-parameter limit
 Progress = Callable[[int, int], Awaitable[None]]
 
 
@@ -113,9 +114,26 @@ async def index_documents(
     # many small documents embeds as fast as one long one), then swap each document's rows.
     plan: list[tuple[Document, list[ChunkPiece], list[Any], np.ndarray]] = []
     wanted: list[tuple[int, int, str]] = []  # (plan position, piece position, text)
-    for doc_id in document_ids:
-        doc = await session.get(Document, doc_id)
-        if doc is None or doc.knowledge_base_id != kb.id:
+    # One read of the documents, one of their old chunks and one thread hop for all the chunking:
+    # a merged run of many small documents made three round trips per document (each a thread
+    # hop on SQLite) while the encoder waited for work and the request path for the CPU. A
+    # document named twice (updated again while queued) is indexed once, from its current text.
+    unique_ids = list(dict.fromkeys(str(i) for i in document_ids))
+    rows = {
+        doc.id: doc
+        for start in range(0, len(unique_ids), READ_GROUP)
+        for doc in (
+            await session.execute(
+                select(Document).where(
+                    Document.id.in_(unique_ids[start : start + READ_GROUP]), Document.knowledge_base_id == kb.id
+                )
+            )
+        ).scalars()
+    }
+    docs = []
+    for doc_id in unique_ids:
+        doc = rows.get(doc_id)
+        if doc is None:
             continue
         if (
             not force
@@ -125,14 +143,25 @@ async def index_documents(
         ):
             done += 1
             continue
-        pieces = await asyncio.to_thread(chunk_document, doc.text, doc.page_texts, runtime.tokenizer, length, overlap)
-        old = (
+        docs.append(doc)
+    texts = [(doc.text, doc.page_texts) for doc in docs]
+    tokenizer = runtime.tokenizer
+    chunked = await asyncio.to_thread(
+        lambda: [chunk_document(text, pages, tokenizer, length, overlap) for text, pages in texts]
+    )
+    old_by_doc: dict[str, list[Any]] = {doc.id: [] for doc in docs}
+    for start in range(0, len(docs), READ_GROUP):
+        for row in (
             await session.execute(
-                select(Chunk.id, Chunk.text_hash, Chunk.vector).where(
-                    Chunk.document_id == doc.id, Chunk.generation == generation
+                select(Chunk.document_id, Chunk.id, Chunk.text_hash, Chunk.vector).where(
+                    Chunk.document_id.in_([doc.id for doc in docs[start : start + READ_GROUP]]),
+                    Chunk.generation == generation,
                 )
             )
-        ).all()
+        ).all():
+            old_by_doc[row.document_id].append(row)
+    for doc, pieces in zip(docs, chunked, strict=True):
+        old = old_by_doc[doc.id]
         reuse = {row.text_hash: row.vector for row in old if row.vector}
         vectors = np.empty((len(pieces), dimension), dtype=np.float32)
         for i, piece in enumerate(pieces):
@@ -196,7 +225,7 @@ async def index_documents(
             await runtime.store.delete(index, stale)
         done += len(group)
         if progress is not None:
-            await progress(done, len(document_ids))
+            await progress(done, len(unique_ids))
     await runtime.store.flush(index)
     await refresh_counts(session, kb.id)
     return {"documents": done, "chunks": chunks_written}

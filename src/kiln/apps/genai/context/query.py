@@ -18,7 +18,7 @@ from kiln.apps.genai.context.schema import normalize_metadata
 from kiln.apps.genai.context.sync import ensure_embedded_index
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.platform import families
-from kiln.apps.genai.platform.deployments import active_deployment_id, bindings_of
+from kiln.apps.genai.platform.deployments import ActiveBindings, active_bindings
 from kiln.providers.embeddings import EmbeddingsError
 from kiln.providers.http import ProviderError
 from kiln.providers.vectors import VectorStoreError
@@ -56,51 +56,90 @@ def parse_query(kb: KnowledgeBase, body: Any) -> dict[str, Any]:
     filters = normalize_metadata(kb.schema_json, body.get("filters"), field="filters")
     if preprocessing == "normalize":
         text = retrieval.normalize_query(text) or text
-    return {"text": text, "top_k": top_k, "method": method, "preprocessing": preprocessing, "alpha": float(alpha),
-            "fusion": fusion, "threshold": threshold, "filters": filters or None}
+    return {
+        "text": text,
+        "top_k": top_k,
+        "method": method,
+        "preprocessing": preprocessing,
+        "alpha": float(alpha),
+        "fusion": fusion,
+        "threshold": threshold,
+        "filters": filters or None,
+    }
 
 
-async def check_bindings(session: AsyncSession, kb: KnowledgeBase, method: str) -> None:
-    deployment = await active_deployment_id(session)
-    bindings = {b.capability_key: (b, p, res) for b, p, res in await bindings_of(session, deployment)} \
-        if deployment else {}
+async def check_bindings(
+    session: AsyncSession, kb: KnowledgeBase, method: str, bindings: ActiveBindings | None = None
+) -> None:
+    """The KB against the active bindings (`bindings`: already read by the caller in this session)."""
+    if bindings is None:
+        bindings = await active_bindings(session)
     vector = bindings.get(families.VECTOR_STORE)
     if vector is None or vector[1].id != kb.backing_provider_instance_id:
-        raise GenaiError(409, "knowledge_base_provider_mismatch",
-                         "The active deployment's vector store is not this knowledge base's backing provider")
+        raise GenaiError(
+            409,
+            "knowledge_base_provider_mismatch",
+            "The active deployment's vector store is not this knowledge base's backing provider",
+        )
     policy = vector[0].resource_policy or {}
-    if policy.get("selection_mode", "explicit") == "explicit" and vector[2] \
-            and kb.id not in {r.knowledge_base_id for r in vector[2]}:
+    if (
+        policy.get("selection_mode", "explicit") == "explicit"
+        and vector[2]
+        and kb.id not in {r.knowledge_base_id for r in vector[2]}
+    ):
         raise GenaiError(409, "knowledge_base_not_bound", "The active deployment does not bind this knowledge base")
-    if policy.get("selection_mode") == "dynamic_namespace" \
-            and not kb.index_name.startswith(str(policy.get("namespace_prefix") or "")):
+    if policy.get("selection_mode") == "dynamic_namespace" and not kb.index_name.startswith(
+        str(policy.get("namespace_prefix") or "")
+    ):
         raise GenaiError(409, "knowledge_base_not_bound", "The knowledge base is outside the binding's namespace")
     if method == "keyword":
         return
     embeddings = bindings.get(families.EMBEDDINGS)
     if embeddings is None or embeddings[1].id != kb.embedding_provider_instance_id:
-        raise GenaiError(409, "knowledge_base_embeddings_provider_mismatch",
-                         "The active embeddings provider is not the one this knowledge base was embedded with")
+        raise GenaiError(
+            409,
+            "knowledge_base_embeddings_provider_mismatch",
+            "The active embeddings provider is not the one this knowledge base was embedded with",
+        )
     default = next((r for r in embeddings[2] if r.is_default), None)
-    served = (default.provider_resource_id or default.resource_id) if default else (
-        rt.embedding_candidates(embeddings[1])[0]["id"] if embeddings[1].provider_key == rt.LOCAL_EMBEDDINGS else None)
+    served = (
+        (default.provider_resource_id or default.resource_id)
+        if default
+        else (
+            rt.embedding_candidates(embeddings[1])[0]["id"]
+            if embeddings[1].provider_key == rt.LOCAL_EMBEDDINGS
+            else None
+        )
+    )
     if served != kb.embedding_resource_id and (default is None or default.resource_id != kb.embedding_resource_id):
-        raise GenaiError(409, "knowledge_base_embeddings_resource_mismatch",
-                         "The active embeddings model is not the one this knowledge base was embedded with",
-                         {"knowledge_base_model": kb.embedding_resource_id, "active_model": served})
+        raise GenaiError(
+            409,
+            "knowledge_base_embeddings_resource_mismatch",
+            "The active embeddings model is not the one this knowledge base was embedded with",
+            {"knowledge_base_model": kb.embedding_resource_id, "active_model": served},
+        )
 
 
-async def _search_live(session: AsyncSession, kb: KnowledgeBase, runtime: Runtime | None,
-                       params: dict[str, Any]) -> list[Any]:
+async def _search_live(
+    session: AsyncSession, kb: KnowledgeBase, runtime: Runtime | None, params: dict[str, Any]
+) -> list[Any]:
     """The search, run again when a blue/green swap landed while it ran (the generation it read
     may have been dropped under it)."""
     for attempt in range(2):
         generation = kb.generation
         try:
-            found = await retrieval.search(session, kb, runtime, params["text"], top_k=params["top_k"],
-                                           method=params["method"], filters=params["filters"],
-                                           fusion=params["fusion"], alpha=params["alpha"],
-                                           score_threshold=params["threshold"])
+            found = await retrieval.search(
+                session,
+                kb,
+                runtime,
+                params["text"],
+                top_k=params["top_k"],
+                method=params["method"],
+                filters=params["filters"],
+                fusion=params["fusion"],
+                alpha=params["alpha"],
+                score_threshold=params["threshold"],
+            )
         except VectorStoreError as exc:
             if exc.code != "vector_index_not_found" or attempt:
                 raise
@@ -115,13 +154,17 @@ def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-async def run_query(session: AsyncSession, kernel: Any, kb: KnowledgeBase, body: Any) -> dict[str, Any]:
+async def run_query(
+    session: AsyncSession, kernel: Any, kb: KnowledgeBase, body: Any, *, bindings: ActiveBindings | None = None
+) -> dict[str, Any]:
+    """The query's results; `bindings` are the active bindings when the caller has read them already
+    in this session (knowledge chat checks the KB's binding first), else they are read here."""
     params = parse_query(kb, body)
     if kb.lifecycle_state != "active":
         raise GenaiError(409, "knowledge_base_not_active", "The knowledge base is archived")
     if kb.vectorization_mode == "self_provided":
         raise GenaiError(409, "knowledge_base_self_provided", "Self-provided knowledge bases take no text queries")
-    await check_bindings(session, kb, params["method"])
+    await check_bindings(session, kb, params["method"], bindings)
     runtime = None
     try:
         if params["method"] != "keyword":
@@ -137,22 +180,41 @@ async def run_query(session: AsyncSession, kernel: Any, kb: KnowledgeBase, body:
     finally:
         if runtime is not None:
             await runtime.close()
-    retrieval_info: dict[str, Any] = {"index": physical_index(kb), "result_count": len(found),
-                                      "top_k": params["top_k"], "search_method": params["method"],
-                                      "query_preprocessing": params["preprocessing"]}
+    retrieval_info: dict[str, Any] = {
+        "index": physical_index(kb),
+        "result_count": len(found),
+        "top_k": params["top_k"],
+        "search_method": params["method"],
+        "query_preprocessing": params["preprocessing"],
+    }
     if params["method"] == "hybrid":
         retrieval_info.update({"hybrid_alpha": params["alpha"], "hybrid_fusion": params["fusion"]})
     results = []
     for hit, chunk, doc in found:
-        item = {"id": chunk.id, "document_id": doc.id, "chunk_index": chunk.chunk_index, "title": doc.title,
-                "text": _collapse(chunk.text), "uri": doc.uri, "source_type": doc.source_type,
-                "metadata": {**(doc.metadata_json or {}), "document_id": doc.id, "chunk_index": chunk.chunk_index,
-                             **({"page_number": chunk.page_number} if chunk.page_number is not None else {})},
-                "chunk_length_tokens": chunk.token_count, "relevance_score": round(hit.score, 6),
-                "relevance_kind": {"semantic": "similarity", "keyword": "keyword_score"}.get(
-                    params["method"], "rrf" if params["fusion"] == "rrf" else "weighted")}
+        item = {
+            "id": chunk.id,
+            "document_id": doc.id,
+            "chunk_index": chunk.chunk_index,
+            "title": doc.title,
+            "text": _collapse(chunk.text),
+            "uri": doc.uri,
+            "source_type": doc.source_type,
+            "metadata": {
+                **(doc.metadata_json or {}),
+                "document_id": doc.id,
+                "chunk_index": chunk.chunk_index,
+                **({"page_number": chunk.page_number} if chunk.page_number is not None else {}),
+            },
+            "chunk_length_tokens": chunk.token_count,
+            "relevance_score": round(hit.score, 6),
+            "relevance_kind": {"semantic": "similarity", "keyword": "keyword_score"}.get(
+                params["method"], "rrf" if params["fusion"] == "rrf" else "weighted"
+            ),
+        }
         if params["method"] == "hybrid":
-            item["relevance_components"] = {"semantic_score": hit.components.get("semantic_score"),
-                                            "keyword_score": hit.components.get("keyword_score")}
+            item["relevance_components"] = {
+                "semantic_score": hit.components.get("semantic_score"),
+                "keyword_score": hit.components.get("keyword_score"),
+            }
         results.append(item)
     return {"knowledge_base_id": kb.id, "retrieval": retrieval_info, "results": results}

@@ -12,7 +12,7 @@ import hashlib
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.config import genai_settings
@@ -58,30 +58,38 @@ def coerce_history(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _target_statement() -> Any:
+    binding_on = (GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id) & (
+        GenaiDeploymentBinding.capability_key == families.LLM
+    )
+    return (
+        select(GenaiModel, GenaiProviderInstance, GenaiBindingResource)
+        .select_from(GenaiModel)
+        .outerjoin(GenaiActiveDeployment, GenaiActiveDeployment.singleton_key == "active")
+        .outerjoin(GenaiDeploymentBinding, binding_on)
+        .outerjoin(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
+        .outerjoin(
+            GenaiBindingResource,
+            (GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
+            & (GenaiBindingResource.resource_id == GenaiModel.model_id),
+        )
+        .where(GenaiModel.model_id == bindparam("model_id"))
+    )
+
+
+# Built once with a bound parameter: every inference call and playground turn runs it before the
+# model call, and building the five-way join (and its cache key) per call cost more CPU than
+# running it (a third of `prepare`'s CPU on SQLite).
+_TARGET = _target_statement()
+
+
 async def resolve_target(
     session: AsyncSession, user: User, model_id: str
 ) -> tuple[GenaiModel, GenaiProviderInstance, GenaiBindingResource]:
     """The model, and the active llm_inference binding's provider and resource for it, in one query.
 
     Visibility follows `access.model_for` (a model the caller may not see is 404)."""
-    binding_on = (GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id) & (
-        GenaiDeploymentBinding.capability_key == families.LLM
-    )
-    row = (
-        await session.execute(
-            select(GenaiModel, GenaiProviderInstance, GenaiBindingResource)
-            .select_from(GenaiModel)
-            .outerjoin(GenaiActiveDeployment, GenaiActiveDeployment.singleton_key == "active")
-            .outerjoin(GenaiDeploymentBinding, binding_on)
-            .outerjoin(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
-            .outerjoin(
-                GenaiBindingResource,
-                (GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
-                & (GenaiBindingResource.resource_id == GenaiModel.model_id),
-            )
-            .where(GenaiModel.model_id == model_id)
-        )
-    ).first()
+    row = (await session.execute(_TARGET, {"model_id": model_id})).first()
     if row is None:
         raise GenaiError(404, "not_found", "Model not found")
     model, provider, resource = row

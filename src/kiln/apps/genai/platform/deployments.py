@@ -64,6 +64,17 @@ async def bindings_of(
     return out
 
 
+ActiveBindings = dict[str, tuple[GenaiDeploymentBinding, GenaiProviderInstance, list[GenaiBindingResource]]]
+
+
+async def active_bindings(session: AsyncSession) -> ActiveBindings:
+    """The active deployment's bindings by capability key (empty without an active deployment)."""
+    deployment = await active_deployment_id(session)
+    if deployment is None:
+        return {}
+    return {b.capability_key: (b, p, res) for b, p, res in await bindings_of(session, deployment)}
+
+
 def binding_status(
     binding: GenaiDeploymentBinding, provider: GenaiProviderInstance, resources: list[GenaiBindingResource]
 ) -> dict[str, Any]:

@@ -18,20 +18,47 @@ from kiln.apps.genai.context.query import run_query
 from kiln.apps.genai.context.retrieval import WORD_RE, query_terms
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.platform import families
-from kiln.apps.genai.playgrounds.service import active_bindings, kb_bound
+from kiln.apps.genai.platform.deployments import active_bindings
+from kiln.apps.genai.playgrounds.service import kb_bound
 
 DEFAULT_TOP_K = 5
 SNIPPET_CHARS = 220
 REFERENCE_CHARS = 2000
 # Words that point back at an earlier turn: a prompt using them is retrieved with that turn's subject.
-ANAPHORA = frozenset((
-    "it", "its", "they", "them", "their", "theirs", "this", "that", "these", "those", "he", "him", "his", "she",
-    "her", "hers", "there", "one", "ones", "former", "latter", "same", "such"))
+ANAPHORA = frozenset(
+    (
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "this",
+        "that",
+        "these",
+        "those",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "hers",
+        "there",
+        "one",
+        "ones",
+        "former",
+        "latter",
+        "same",
+        "such",
+    )
+)
 FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also ", "but ", "then ", "why ", "how come")
 CITATION = re.compile(r"\[(\d{1,3})\]")
-INSTRUCTIONS = ("Answer the question using the numbered references below. Cite a reference as [n] right after "
-                "the statement it supports, and cite only references you actually used. If the references do not "
-                "contain the answer, say so and do not cite anything.")
+INSTRUCTIONS = (
+    "Answer the question using the numbered references below. Cite a reference as [n] right after "
+    "the statement it supports, and cite only references you actually used. If the references do not "
+    "contain the answer, say so and do not cite anything."
+)
 
 
 def rewrite_query(prompt: str, previous_queries: list[str]) -> str:
@@ -42,43 +69,68 @@ def rewrite_query(prompt: str, previous_queries: list[str]) -> str:
         return prompt
     lowered = prompt.lower().strip()
     words = WORD_RE.findall(lowered)
-    follow_up = any(w in ANAPHORA for w in words) or lowered.startswith(FOLLOW_UP_OPENERS) \
-        or len(query_terms(prompt)) <= 1
+    follow_up = (
+        any(w in ANAPHORA for w in words) or lowered.startswith(FOLLOW_UP_OPENERS) or len(query_terms(prompt)) <= 1
+    )
     if not follow_up:
         return prompt
     return f"{previous_queries[-1]} {prompt}"[-4000:]
 
 
-async def retrieve(session: AsyncSession, kernel: Any, kb_id: str | None, settings: dict[str, Any],
-                   query: str) -> dict[str, Any]:
+async def retrieve(
+    session: AsyncSession, kernel: Any, kb_id: str | None, settings: dict[str, Any], query: str
+) -> dict[str, Any]:
     if not kb_id:
         raise GenaiError(400, "knowledge_base_required", "Knowledge sessions need knowledge_binding.knowledge_base_id")
     kb = await session.get(KnowledgeBase, kb_id) if len(kb_id) <= 64 else None
     if kb is None:
         raise GenaiError(404, "knowledge_base_not_found", "Knowledge base not found")
-    vector = (await active_bindings(session)).get(families.VECTOR_STORE)
+    bindings = await active_bindings(session)  # read once: the query path checks the same bindings
+    vector = bindings.get(families.VECTOR_STORE)
     if vector is None or not kb_bound(vector, kb):
-        raise GenaiError(409, "knowledge_base_not_bound",
-                         "The knowledge base is not bound in the active deployment", {"knowledge_base_id": kb.id})
+        raise GenaiError(
+            409,
+            "knowledge_base_not_bound",
+            "The knowledge base is not bound in the active deployment",
+            {"knowledge_base_id": kb.id},
+        )
     if kb.lifecycle_state != "active" or kb.sync_status != "ready":
-        raise GenaiError(409, "knowledge_base_not_configured", "The knowledge base is not active and ready",
-                         {"lifecycle_state": kb.lifecycle_state, "sync_status": kb.sync_status})
-    body: dict[str, Any] = {"query_text": query, "top_k": settings.get("top_k", DEFAULT_TOP_K),
-                            "search_method": settings.get("search_method", "semantic")}
+        raise GenaiError(
+            409,
+            "knowledge_base_not_configured",
+            "The knowledge base is not active and ready",
+            {"lifecycle_state": kb.lifecycle_state, "sync_status": kb.sync_status},
+        )
+    body: dict[str, Any] = {
+        "query_text": query,
+        "top_k": settings.get("top_k", DEFAULT_TOP_K),
+        "search_method": settings.get("search_method", "semantic"),
+    }
     if settings.get("filters"):
         body["filters"] = settings["filters"]
     if body["search_method"] == "hybrid" and "hybrid_alpha" in settings:
         body["hybrid_alpha"] = settings["hybrid_alpha"]
-    found = await run_query(session, kernel, kb, body)
+    found = await run_query(session, kernel, kb, body, bindings=bindings)
     sources = []
     for n, item in enumerate(found["results"], 1):
-        sources.append({
-            "citation_label": f"[{n}]", "reference_number": n, "id": item["id"], "chunk_id": item["id"],
-            "chunk_index": item["chunk_index"], "document_id": item["document_id"], "title": item["title"],
-            "uri": item["uri"], "source_type": item["source_type"], "score": item["relevance_score"],
-            "relevance_kind": item["relevance_kind"], "snippet": item["text"][:SNIPPET_CHARS],
-            "metadata": item["metadata"], "_text": item["text"],
-        })
+        sources.append(
+            {
+                "citation_label": f"[{n}]",
+                "reference_number": n,
+                "id": item["id"],
+                "chunk_id": item["id"],
+                "chunk_index": item["chunk_index"],
+                "document_id": item["document_id"],
+                "title": item["title"],
+                "uri": item["uri"],
+                "source_type": item["source_type"],
+                "score": item["relevance_score"],
+                "relevance_kind": item["relevance_kind"],
+                "snippet": item["text"][:SNIPPET_CHARS],
+                "metadata": item["metadata"],
+                "_text": item["text"],
+            }
+        )
     retrieval = {**found["retrieval"], "query": query, "knowledge_base_id": kb.id}
     return {"knowledge_base_id": kb.id, "sources": sources, "retrieval": retrieval}
 
@@ -106,7 +158,6 @@ def cite(answer: str, sources: list[dict[str, Any]]) -> tuple[str, list[dict[str
         return match.group(0)
 
     cleaned = CITATION.sub(keep, answer)
-    public = [{k: v for k, v in s.items() if k != "_text"} | {"cited": s["reference_number"] in cited}
-              for s in sources]
+    public = [{k: v for k, v in s.items() if k != "_text"} | {"cited": s["reference_number"] in cited} for s in sources]
     by_number = {s["reference_number"]: s for s in public}
     return cleaned, public, [by_number[n] for n in cited]

@@ -15,7 +15,7 @@ from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.modelops.access import shared_model_ids
 from kiln.apps.genai.modelops.models import GenaiModel
 from kiln.apps.genai.platform import families
-from kiln.apps.genai.platform.deployments import active_deployment_id, bindings_of
+from kiln.apps.genai.platform.deployments import active_bindings
 from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
 from kiln.core.auth import User
 from kiln.core.db import iso_or_none as _iso
@@ -292,13 +292,6 @@ async def append(
 
 
 # --- options -------------------------------------------------------------------------------------
-
-
-async def active_bindings(session: AsyncSession) -> dict[str, Any]:
-    deployment = await active_deployment_id(session)
-    if deployment is None:
-        return {}
-    return {b.capability_key: (b, p, res) for b, p, res in await bindings_of(session, deployment)}
 
 
 async def model_options(session: AsyncSession, user: User) -> list[dict[str, Any]]:
