@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from kiln.apps.lora.library import scan
 from kiln.apps.lora.library.metadata import FIRST_READ, InvalidAdapterFile, read_facts
 from kiln.apps.lora.models import Adapter
 from tests.apps.lora.kit import configure, create, write_lora
@@ -71,6 +72,20 @@ async def test_search_index_follows_bulk_import_and_refresh(client, app, lora_di
     await create(client, extra, "charcoal sketch")
     assert await _search(client, "charcoal") == ["charcoal sketch"]
     assert (await client.get("/v1/adapters")).json()["total"] == 4
+
+
+async def test_scan_in_many_small_batches(client, app, lora_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches end when their read time is spent (one file each here): every batch is its own
+    transaction with its own search-index fill, and progress advances per batch."""
+    monkeypatch.setattr(scan, "READ_SECONDS", 0.0)
+    configure(app, lora_dir)
+    for i in range(5):
+        write_lora(lora_dir / f"batch_{i}.safetensors", output_name=f"batchy{i}")
+    (lora_dir / "junk.safetensors").write_bytes(b"junk")
+    result = await _scan(client)
+    assert result["imported"] == 5 and result["invalid"] == 1 and result["to_hash"] == 5
+    assert await _search(client, "batchy") == [f"batchy{i}" for i in range(5)]
+    assert await _search(client, "batchy3") == ["batchy3"]
 
 
 async def test_rescan_keeps_user_tags_and_rehashes_only_changed_files(client, app, lora_dir: Path) -> None:

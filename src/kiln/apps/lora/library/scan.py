@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -42,6 +43,7 @@ from kiln.core.db import new_id, utcnow
 from kiln.core.jobs import JobContext, job_handler
 
 BATCH = 500
+READ_SECONDS = 0.5
 HASH_BATCH = 64
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 MAX_REPORTED = 200
@@ -73,8 +75,13 @@ def find_files(cfg: LoraSettings, folder: Path, recursive: bool) -> list[Found]:
 
 
 def _read_batch(cfg: LoraSettings, files: list[Found]) -> list[Read]:
+    """The first files of `files`: up to BATCH of them, fewer once READ_SECONDS have gone
+    (an SDXL LoRA's 400 KB header takes milliseconds: rows and progress come every half second)."""
     out: list[Read] = []
-    for path, siblings in files:
+    deadline = time.monotonic() + READ_SECONDS
+    for path, siblings in files[:BATCH]:
+        if out and time.monotonic() > deadline:
+            break
         try:
             facts = read_facts(path, max_header=cfg.max_header_bytes, sha256=False)
             out.append((path, adapter_fields(facts, siblings), None))
@@ -370,20 +377,25 @@ async def scan_job(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
         "hash_job_id": None,
     }
     await ctx.progress(0.0, f"found {len(files)} files")
+
+    def read_from(position: int) -> asyncio.Future[list[Read]] | None:
+        if position >= len(files):
+            return None
+        return asyncio.ensure_future(asyncio.to_thread(_read_batch, cfg, files[position : position + BATCH]))
+
     # The next batch is read (in a thread) while this one is written to the database.
-    reading = asyncio.ensure_future(asyncio.to_thread(_read_batch, cfg, files[:BATCH]))
+    done = 0
+    reading = read_from(0)
     try:
-        for start in range(0, len(files), BATCH):
+        while reading is not None:
             batch = await reading
             ctx.raise_if_cancelled()
-            following = files[start + BATCH : start + 2 * BATCH]
-            if following:
-                reading = asyncio.ensure_future(asyncio.to_thread(_read_batch, cfg, following))
+            done += len(batch)
+            reading = read_from(done)
             await _store_batch(ctx, cfg, batch, report)
-            done = min(len(files), start + BATCH)
             await ctx.progress(done / max(1, len(files)), f"{done}/{len(files)} files")
     finally:
-        if not reading.done():
+        if reading is not None and not reading.done():
             reading.cancel()
     if report["to_hash"]:
         report["hash_job_id"] = (await ctx.kernel.jobs.submit("lora.hash", {})).id
