@@ -18,7 +18,7 @@
    minus the direct txt2img call to the same fake. Goal < 10 ms.
 
     .venv/bin/python bench/lora.py [--quick] [--only list,scan,scan-real,export,generate] [--pg] [--export-gb 2]
-        [--real-files 1000] [--real-rank 8]
+        [--real-files 500] [--real-rank 8]
 
 Generated files are kept under bench/.work/lora/ (gitignored).
 """
@@ -605,11 +605,11 @@ async def bench_generate(rounds: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="list,scan,export,generate")
+    parser.add_argument("--only", default="list,scan,scan-real,export,generate")
     parser.add_argument("--pg", action="store_true")
     parser.add_argument("--export-gb", type=float, default=2.0)
     parser.add_argument("--phase", default=None)
-    parser.add_argument("--real-files", type=int, default=0, help="2b: files with real headers (1000; --quick 100)")
+    parser.add_argument("--real-files", type=int, default=0, help="2b: files with real headers (500; --quick 100)")
     parser.add_argument("--real-rank", type=int, default=8, help="2b: LoRA rank (file size; the data is sparse)")
     args = parser.parse_args()
     if args.phase == "export-zip":
@@ -647,8 +647,8 @@ def main() -> None:
               f"{100 * res['ratio']:.1f} % (goal >= 50 %); CPU per file: raw {res['raw_cpu_us_per_file']:.0f} us, "
               f"Kiln {res['kiln_cpu_us_per_file']:.0f} us; all hashed (lora.hash done) at "
               f"{res['hashed_files_per_s']:.0f} files/s")
-    if "scan-real" in only or ("scan" in only and not args.quick):
-        real = args.real_files or (100 if args.quick else 1000)
+    if "scan-real" in only:
+        real = args.real_files or (100 if args.quick else 500)
         res = asyncio.run(bench_scan_real(real, args.real_rank))
         print(f"2b. directory import of {res['files']} kohya LoRA files with real headers (SD1.5 and SDXL module "
               f"layouts, {res['mean_header_kb']:.0f} KB header, rank {res['rank']}, {res['mean_mb']:.1f} MB mean): "

@@ -88,6 +88,16 @@ async def test_scan_in_many_small_batches(client, app, lora_dir: Path, monkeypat
     assert await _search(client, "batchy3") == ["batchy3"]
 
 
+async def test_hash_batches_are_bounded_by_bytes(client, app, lora_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "HASH_BATCH_BYTES", 1)  # one file per batch
+    configure(app, lora_dir)
+    paths = [write_lora(lora_dir / f"h{i}.safetensors", output_name=f"h{i}") for i in range(3)]
+    _, hashed = await _scan_and_hash(client)
+    assert hashed is not None and hashed["hashed"] == 3 and hashed["to_hash"] == 3
+    items = (await client.get("/v1/adapters")).json()["items"]
+    assert {a["primary_file_sha256"] for a in items} == {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
 async def test_rescan_keeps_user_tags_and_rehashes_only_changed_files(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)
     path = write_lora(lora_dir / "ink.safetensors", output_name="ink")
