@@ -187,15 +187,32 @@ async def test_directory_scan_job(client, app, lora_dir: Path) -> None:
     job_id = started.json()["job_id"]
     status = await _wait_scan(client, job_id)
     result = status["result"]
-    assert result["total_files"] == 6 and result["imported"] == 3 and result["invalid"] == 2
-    assert result["duplicates"] == 1
+    # Registered from the headers alone; the sha256 (and so the duplicate) comes from lora.hash.
+    assert result["total_files"] == 6 and result["imported"] == 4 and result["invalid"] == 2
+    assert result["to_hash"] == 4 and result["hash_job_id"]
+    hashed = (await _wait_scan(client, result["hash_job_id"]))["result"]
+    assert hashed["hashed"] == 3 and hashed["duplicates"] == 1 and hashed["removed"] == 1 and hashed["failed"] == 0
+    (duplicate,) = hashed["duplicate_files"]
+    # Path order: a/copy was registered first (as "shared"), a/one is its duplicate and is removed.
+    assert duplicate["file"] == "a/one.safetensors" and duplicate["removed"] is True
+    assert duplicate["sha256"] == hashlib.sha256(dup.read_bytes()).hexdigest()
     listed = (await client.get("/v1/adapters")).json()
     names = sorted(a["name"] for a in listed["items"])
-    assert names == ["a/one", "bad_tags", "shared"] or names == ["b/one", "bad_tags", "shared"]
+    assert names == ["b/one", "bad_tags", "shared"]
+    assert next(a for a in listed["items"] if a["name"] == "shared")["id"] == duplicate["duplicate_of"]
+    for adapter in listed["items"]:
+        assert adapter["primary_file_sha256"] == hashlib.sha256(Path(adapter["file_path"]).read_bytes()).hexdigest()
     bad = next(a for a in listed["items"] if a["name"] == "bad_tags")
     assert bad["trigger_candidates"] == []
+    # The removed duplicate left the search index too (SQLite: FTS delete trigger).
+    found = (await client.get("/v1/adapters", params={"search": "one.safetensors"})).json()
+    assert sorted(a["name"] for a in found["items"]) == ["b/one"]
     again = await _wait_scan(client, (await client.post("/v1/adapters/scan", json={"directory": "."})).json()["job_id"])
     assert again["result"]["updated"] == 3 and again["result"]["imported"] == 0
+    assert again["result"]["to_hash"] == 0 and again["result"]["hash_job_id"] is None  # unchanged: not re-hashed
+    # The known copy is skipped and reported at once, without being registered or hashed again.
+    assert again["result"]["duplicates"] == 1
+    assert again["result"]["duplicate_files"] == [{k: duplicate[k] for k in ("file", "duplicate_of", "sha256")}]
     _envelope(await client.post("/v1/adapters/scan", json={"directory": "../.."}), 400)
 
 

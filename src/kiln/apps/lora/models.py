@@ -3,7 +3,8 @@
 Generations are the engine's `jobs` rows (kind `lora.generate`); their images are blobs.
 `lora_adapter_tags` holds each adapter's tags lower-cased, so tag filters and the tag list
 are plain indexed SQL on both databases. `search_text` is the lower-cased text a search
-matches (name, alias, file stem, tags, trigger words).
+matches (name, alias, file stem, tags, trigger words). An adapter with a `file_size` and no
+`primary_file_sha256` is waiting for its hash (see `library/scan.py`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Adapter(Base):
     primary_file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     primary_file_download_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     primary_file_local_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The file's exact size and mtime when it was last read. A scan registers files without
+    # their sha256 (NULL while a `lora.hash` job has it to do) and re-hashes a registered file
+    # only when these changed.
+    file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # read from the safetensors header
     base_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     network_module: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -92,6 +98,21 @@ class AdapterTag(Base):
 
     __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),
                       Index("ix_lora_adapter_tags_by_name", "tag_norm", "name_key", "adapter_id"))
+
+
+class DuplicateFile(Base):
+    """A scanned file found to be a byte-for-byte copy of an adapter's file (same sha256), so it
+    was not kept as an adapter. A re-scan skips it while its size and mtime are unchanged and
+    the adapter still has that hash, instead of registering and hashing it again."""
+
+    __tablename__ = "lora_duplicate_files"
+
+    file_path: Mapped[str] = mapped_column(String(4096), primary_key=True)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    duplicate_of: Mapped[str] = mapped_column(
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
 
 
 class Embedding(Base):

@@ -81,7 +81,7 @@ async def scan(body: ScanRequest, kernel: KernelDep, cfg: LoraSettingsDep) -> di
 @router.get("/adapters/scan/{job_id}")
 async def scan_status(job_id: str, kernel: KernelDep) -> dict[str, Any]:
     job = await kernel.jobs.get(job_id)
-    if job is None or job.kind != "lora.scan":
+    if job is None or job.kind not in ("lora.scan", "lora.hash"):  # lora.hash: the scan's follow-up
         raise not_found("scan job")
     return {"job_id": job.id, "status": job.status, "progress": job.progress, "message": job.progress_message,
             "result": job.result, "error": job.error}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from kiln.apps.lora.errors import LoraError
@@ -107,12 +108,24 @@ def check_patch(body: Any) -> dict[str, Any]:
 
 
 def search_text(adapter: Adapter) -> str:
-    """What a search matches (every term a substring of it). A part contained in another part is
-    left out: terms hold no whitespace, so it matches nothing more, and every trigram it would
-    add to the index costs at import (name = alias = file stem inside `<stem>.safetensors` is
-    the usual case: one part instead of four)."""
-    parts = [adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name, adapter.version,
-             *(adapter.tags or []), *(adapter.trained_words or []), *(adapter.triggers or [])]
+    """What a search matches (every term a substring of it); see `search_text_of`."""
+    return search_text_of(adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name,
+                          adapter.version, adapter.tags, adapter.trained_words, adapter.triggers)
+
+
+def row_search_text(row: Mapping[str, Any]) -> str:
+    """`search_text` of a plain row (bulk inserts and updates build no Adapter objects)."""
+    return search_text_of(row.get("name"), row.get("alias"), row.get("file_stem"), row.get("primary_file_name"),
+                          row.get("version"), row.get("tags"), row.get("trained_words"), row.get("triggers"))
+
+
+def search_text_of(name: str | None, alias: str | None, file_stem: str | None, file_name: str | None,
+                   version: str | None, tags: list[str] | None, trained_words: list[str] | None,
+                   triggers: list[str] | None) -> str:
+    """A part contained in another part is left out: terms hold no whitespace, so it matches
+    nothing more, and every trigram it would add to the index costs at import (name = alias =
+    file stem inside `<stem>.safetensors` is the usual case: one part instead of four)."""
+    parts = [name, alias, file_stem, file_name, version, *(tags or []), *(trained_words or []), *(triggers or [])]
     unique = list(dict.fromkeys(" ".join(p.split()).casefold() for p in parts if p and p.strip()))
     joined = "\n".join(unique)
     # Without newlines in a part, a second occurrence can only be inside another part.
