@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -9,9 +10,15 @@ from fastapi import APIRouter, Query, Request, Response
 from kiln.apps.lora.compose.service import compose
 from kiln.apps.lora.deps import LoraSettingsDep
 from kiln.apps.lora.errors import LoraError, LoraRoute, not_found
-from kiln.apps.lora.generation import service
+from kiln.apps.lora.generation import history, service
 from kiln.apps.lora.generation.jobs import image_key
-from kiln.apps.lora.generation.schemas import ComposeAndGenerate, ComposeBody, DeliveryCreate, GenerationParams
+from kiln.apps.lora.generation.schemas import (
+    ComposeAndGenerate,
+    ComposeBody,
+    DeliveryCreate,
+    GenerationParams,
+    HistoryQuery,
+)
 from kiln.apps.lora.generation.views import (
     delivery_read,
     failed_result,
@@ -22,7 +29,6 @@ from kiln.apps.lora.generation.views import (
 from kiln.apps.lora.urls import api_base
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
-from kiln.core.params import Offset
 
 router = APIRouter(route_class=LoraRoute, tags=["lora: generation"])
 
@@ -145,23 +151,21 @@ async def progress(job_id: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/generation/results", response_model=None)
-async def results(request: Request, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Offset = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-                  page_size: Annotated[int | None, Query(ge=1, le=100)] = None,
-                  search: Annotated[str | None, Query(max_length=200)] = None,
-                  sort: Annotated[str | None, Query(max_length=40)] = None,
-                  min_rating: Annotated[int | None, Query(ge=0, le=5)] = None) -> list[dict[str, Any]] | dict[str, Any]:
+async def results(request: Request, session: SessionDep,
+                  query: Annotated[HistoryQuery, Query()]) -> list[dict[str, Any]] | dict[str, Any]:
     """`limit`/`offset` (contract): a list. The history screen's `page`/`page_size`: its
-    `{results, stats, page, page_size, total, pages, has_more}`. Both take `search` (prompt
-    words), `min_rating` and `sort` (`created_at` / `created_at_desc` newest first, `created_at_asc`)."""
+    `{results, stats, page, page_size, total, pages, has_more}`, `stats` over every match.
+    Both take the screen's filters and sorts (`HistoryQuery`), applied in SQL."""
     base = api_base(request)
-    filters = {"oldest_first": sort == "created_at_asc", "search": search, "min_rating": min_rating}
-    if page is None and page_size is None:
-        return [result_summary(job, base) for job in await service.results(session, limit, offset, **filters)]
-    size = page_size or limit
-    number = page or 1
-    jobs, stats = await service.results_page(session, size, (number - 1) * size, **filters)
+    now = datetime.now(UTC)
+    if query.page is None and query.page_size is None:
+        return [result_summary(job, base) for job in await history.results(session, query, query.limit,
+                                                                             query.offset, now)]
+    size = query.page_size or query.limit
+    number = query.page or 1
+    stats = await history.summary(session, query, now)
     total = stats["total_results"]
+    jobs = await history.results(session, query, size, (number - 1) * size, now) if total > (number - 1) * size else []
     pages = -(-total // size)
     return {"results": [result_summary(job, base) for job in jobs], "stats": stats, "page": number,
             "page_size": size, "total": total, "pages": pages, "has_more": number < pages}
