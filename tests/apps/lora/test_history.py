@@ -16,16 +16,44 @@ BASE = "/api/v1/generation/results"
 NOW = datetime.now(UTC)
 
 
-def _job(prompt: str, *, age: timedelta = timedelta(0), negative: str | None = None, width: int = 512,
-         height: int = 512, rating: int | None = None, favorite: bool = False, size: int = 100,
-         status: str = "succeeded", kind: str = "lora.generate", created: datetime | None = None) -> dict:
-    params = {"prompt": prompt, "width": width, "height": height, "steps": 20, "seed": 1,
-              "negative_prompt": negative or ""}
+def _job(
+    prompt: str,
+    *,
+    age: timedelta = timedelta(0),
+    negative: str | None = None,
+    width: int = 512,
+    height: int = 512,
+    rating: int | None = None,
+    favorite: bool = False,
+    size: int = 100,
+    status: str = "succeeded",
+    kind: str = "lora.generate",
+    created: datetime | None = None,
+) -> dict:
+    params = {
+        "prompt": prompt,
+        "width": width,
+        "height": height,
+        "steps": 20,
+        "seed": 1,
+        "negative_prompt": negative or "",
+    }
     result = {"status": "completed", "images": ["k"], "bytes": size, "is_favorite": favorite, "rating": rating}
     at = created or NOW - age
-    return {"id": str(uuid.uuid4()), "kind": kind, "surface": "lora", "status": status, "progress": 1.0,
-            "attempts": 1, "max_attempts": 1, "payload": {"prompt": prompt, "params": params}, "result": result,
-            "created_at": at, "updated_at": at, "finished_at": at}
+    return {
+        "id": str(uuid.uuid4()),
+        "kind": kind,
+        "surface": "lora",
+        "status": status,
+        "progress": 1.0,
+        "attempts": 1,
+        "max_attempts": 1,
+        "payload": {"prompt": prompt, "params": params},
+        "result": result,
+        "created_at": at,
+        "updated_at": at,
+        "finished_at": at,
+    }
 
 
 async def _seed(app, rows: list[dict]) -> list[str]:
@@ -46,11 +74,13 @@ async def _ids(client, **params) -> list[str]:
 
 
 async def test_sorts_by_prompt_and_rating_with_ties_newest_first(client, app) -> None:
-    rows = [_job("Zebra crossing", age=timedelta(hours=1), rating=2),
-            _job("apple tree", age=timedelta(hours=2), rating=5),
-            _job("Mango", age=timedelta(hours=3)),
-            _job("apple tree", age=timedelta(hours=4), rating=5),
-            _job("banana", age=timedelta(hours=5), rating=0)]
+    rows = [
+        _job("Zebra crossing", age=timedelta(hours=1), rating=2),
+        _job("apple tree", age=timedelta(hours=2), rating=5),
+        _job("Mango", age=timedelta(hours=3)),
+        _job("apple tree", age=timedelta(hours=4), rating=5),
+        _job("banana", age=timedelta(hours=5), rating=0),
+    ]
     z, a1, m, a2, b = await _seed(app, rows)
     assert await _ids(client, sort="prompt") == [a1, a2, b, m, z]
     # unrated counts as 0 (as the reference's screen sorted); ties newest first
@@ -76,8 +106,7 @@ async def test_equal_sort_keys_page_without_overlap_or_gap(client, app) -> None:
 
 
 async def test_date_presets_and_explicit_range(client, app) -> None:
-    ages = {"now": timedelta(seconds=5), "3d": timedelta(days=3), "20d": timedelta(days=20),
-            "45d": timedelta(days=45)}
+    ages = {"now": timedelta(seconds=5), "3d": timedelta(days=3), "20d": timedelta(days=20), "45d": timedelta(days=45)}
     ids = dict(zip(ages, await _seed(app, [_job(name, age=age) for name, age in ages.items()]), strict=True))
     midnight = datetime.combine(NOW.date(), time.min, UTC)
     assert set(await _ids(client, date_filter="today")) == {ids[k] for k, age in ages.items() if NOW - age >= midnight}
@@ -106,11 +135,13 @@ def test_month_preset_is_a_calendar_month() -> None:
 
 
 async def test_dimension_rating_and_search_filters_with_stats_over_every_match(client, app) -> None:
-    rows = [_job("A Red fox in snow", width=512, height=512, rating=5, favorite=True, size=10),
-            _job("red kite", width=768, height=768, rating=3, size=20),
-            _job("blue whale", negative="red, blurry", width=512, height=512, rating=4, size=40),
-            _job("fox 100% orange", width=1024, height=1024, size=80),
-            _job("fox 1000 orange", width=512, height=768, rating=1, favorite=True, size=160)]
+    rows = [
+        _job("A Red fox in snow", width=512, height=512, rating=5, favorite=True, size=10),
+        _job("red kite", width=768, height=768, rating=3, size=20),
+        _job("blue whale", negative="red, blurry", width=512, height=512, rating=4, size=40),
+        _job("fox 100% orange", width=1024, height=1024, size=80),
+        _job("fox 1000 orange", width=512, height=768, rating=1, favorite=True, size=160),
+    ]
     fox, kite, whale, pct, thousand = await _seed(app, rows)
     assert set(await _ids(client, width=512, height=512)) == {fox, whale}
     assert set(await _ids(client, width=512)) == {fox, whale, thousand}
@@ -135,8 +166,10 @@ async def test_dimension_rating_and_search_filters_with_stats_over_every_match(c
 
 
 async def test_only_succeeded_generations_are_results(client, app) -> None:
-    ok, *_ = await _seed(app, [_job("cat"), _job("cat", status="failed"), _job("cat", status="running"),
-                              _job("cat", kind="lora.deliver")])
+    ok, *_ = await _seed(
+        app,
+        [_job("cat"), _job("cat", status="failed"), _job("cat", status="running"), _job("cat", kind="lora.deliver")],
+    )
     assert await _ids(client, search="cat") == [ok]
     assert (await _page(client))["stats"]["total_results"] == 1
 
@@ -153,12 +186,27 @@ async def test_filters_reach_past_the_newest_two_thousand(client, app) -> None:
 
 
 BAD = [
-    {"sort": "newest"}, {"sort": ""}, {"date_filter": "year"}, {"date_filter": ""}, {"width": 0},
-    {"height": 100_000}, {"width": "wide"}, {"min_rating": 6}, {"min_rating": -1}, {"start_date": "yesterday"},
-    {"end_date": "2026-13-01"}, {"start_date": "2026-02-30"}, {"end_date": "9999-12-31"},
-    {"start_date": "2026-01-01T00:00:00+99:00"}, {"start_date": "2" * 41},
-    {"start_date": "2026-03-02", "end_date": "2026-03-01"}, {"page_size": 101}, {"page": 0}, {"limit": 0},
-    {"search": "x" * 201}, {"offset": -1},
+    {"sort": "newest"},
+    {"sort": ""},
+    {"date_filter": "year"},
+    {"date_filter": ""},
+    {"width": 0},
+    {"height": 100_000},
+    {"width": "wide"},
+    {"min_rating": 6},
+    {"min_rating": -1},
+    {"start_date": "yesterday"},
+    {"end_date": "2026-13-01"},
+    {"start_date": "2026-02-30"},
+    {"end_date": "9999-12-31"},
+    {"start_date": "2026-01-01T00:00:00+99:00"},
+    {"start_date": "2" * 41},
+    {"start_date": "2026-03-02", "end_date": "2026-03-01"},
+    {"page_size": 101},
+    {"page": 0},
+    {"limit": 0},
+    {"search": "x" * 201},
+    {"offset": -1},
 ]
 
 

@@ -28,9 +28,12 @@ async def test_filtered_counts_match_a_brute_force_count(client, app, lora_dir: 
             for search in ("", "inkwash", "wash ink", "in"):
                 for active_only in (False, True):
                     expected = sorted(
-                        name for name, (tags, active) in library.items()
-                        if tags & set(chosen) and all(word in name for word in search.split())
-                        and (active or not active_only))
+                        name
+                        for name, (tags, active) in library.items()
+                        if tags & set(chosen)
+                        and all(word in name for word in search.split())
+                        and (active or not active_only)
+                    )
                     params = {"tags": ",".join(t.upper() for t in chosen), "search": search, "per_page": 50}
                     if active_only:
                         params["active_only"] = "true"

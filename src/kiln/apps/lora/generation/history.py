@@ -18,9 +18,9 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.lora.generation.schemas import HistoryQuery
+from kiln.apps.lora.generation.service import GENERATE
 from kiln.core.jobs import Job
 
-GENERATE = "lora.generate"
 prompt_text = Job.payload["prompt"].as_string()
 negative_text = Job.payload[("params", "negative_prompt")].as_string()
 width_value = Job.payload[("params", "width")].as_integer()
@@ -92,17 +92,27 @@ def order(sort: str) -> list[Any]:
     return newest
 
 
-async def results(session: AsyncSession, query: HistoryQuery, limit: int, offset: int,
-                  now: datetime | None = None) -> list[Job]:
-    stmt = (select(Job).where(*conditions(query, now or datetime.now(UTC))).order_by(*order(query.sort))
-            .limit(limit).offset(offset))
+async def results(
+    session: AsyncSession, query: HistoryQuery, limit: int, offset: int, now: datetime | None = None
+) -> list[Job]:
+    stmt = (
+        select(Job)
+        .where(*conditions(query, now or datetime.now(UTC)))
+        .order_by(*order(query.sort))
+        .limit(limit)
+        .offset(offset)
+    )
     return list((await session.scalars(stmt)).all())
 
 
 def _summary(count: int, avg_rating: float | None, favorites: int | None, size: int | None) -> dict[str, Any]:
     """Every field a number (the screen checks Number.isFinite)."""
-    return {"total_results": count, "avg_rating": round(float(avg_rating), 2) if avg_rating is not None else 0,
-            "total_favorites": favorites or 0, "total_size": int(size or 0)}
+    return {
+        "total_results": count,
+        "avg_rating": round(float(avg_rating), 2) if avg_rating is not None else 0,
+        "total_favorites": favorites or 0,
+        "total_size": int(size or 0),
+    }
 
 
 async def summary(session: AsyncSession, query: HistoryQuery, now: datetime | None = None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Request bodies of the generation routes (the reference's `SDNextGenerationParams`, bounded)."""
+"""Request bodies of the generation routes (the reference's `SDNextGenerationParams`, bounded) and
+the history screen's query."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kiln.core.params import QUERY_INT_MAX
+
 Backend = str
+MIN_SIDE, MAX_SIDE = 64, 4096  # image width/height, in generation params and history filters
 ReturnFormat = Literal["base64", "file_path", "url"]
 
 
@@ -19,8 +23,8 @@ class GenerationParams(BaseModel):
     steps: int = Field(default=20, ge=1, le=200)
     sampler_name: str = Field(default="DPM++ 2M", max_length=100)
     cfg_scale: float = Field(default=7.0, ge=0, le=50)
-    width: int = Field(default=512, ge=64, le=4096)
-    height: int = Field(default=512, ge=64, le=4096)
+    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE)
     seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
     batch_size: int = Field(default=1, ge=1, le=16)
     n_iter: int = Field(default=1, ge=1, le=32)
@@ -83,7 +87,6 @@ class DeliveryCreate(BaseModel):
     params: dict[str, Any] | None = None
 
 
-MIN_SIDE, MAX_SIDE = 64, 4096  # the bounds of GenerationParams.width/height
 HistorySort = Literal["created_at", "created_at_desc", "created_at_asc", "prompt", "rating"]
 DateFilter = Literal["all", "today", "week", "month"]
 
@@ -114,7 +117,7 @@ class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=2**31 - 1)
+    offset: int = Field(default=0, ge=0, le=QUERY_INT_MAX)
     page: int | None = Field(default=None, ge=1, le=10_000)
     page_size: int | None = Field(default=None, ge=1, le=100)
     search: str | None = Field(default=None, max_length=200)
