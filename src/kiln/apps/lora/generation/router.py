@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -9,9 +10,15 @@ from fastapi import APIRouter, Query, Request, Response
 from kiln.apps.lora.compose.service import compose
 from kiln.apps.lora.deps import LoraSettingsDep
 from kiln.apps.lora.errors import LoraError, LoraRoute, not_found
-from kiln.apps.lora.generation import service
+from kiln.apps.lora.generation import history, service
 from kiln.apps.lora.generation.jobs import image_key
-from kiln.apps.lora.generation.schemas import ComposeAndGenerate, ComposeBody, DeliveryCreate, GenerationParams
+from kiln.apps.lora.generation.schemas import (
+    ComposeAndGenerate,
+    ComposeBody,
+    DeliveryCreate,
+    GenerationParams,
+    HistoryQuery,
+)
 from kiln.apps.lora.generation.views import (
     delivery_read,
     failed_result,
@@ -22,7 +29,6 @@ from kiln.apps.lora.generation.views import (
 from kiln.apps.lora.urls import api_base
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
-from kiln.core.params import Offset
 
 router = APIRouter(route_class=LoraRoute, tags=["lora: generation"])
 
@@ -30,26 +36,43 @@ Mode = Literal["immediate", "deferred"]
 Fmt = Literal["base64", "file_path", "url"]
 
 
-async def _run(request: Request, kernel: Any, cfg: Any, params: GenerationParams, backend: str, mode: str,
-               save_images: bool, return_format: str) -> dict[str, Any]:
+async def _run(
+    request: Request,
+    kernel: Any,
+    cfg: Any,
+    params: GenerationParams,
+    backend: str,
+    mode: str,
+    save_images: bool,
+    return_format: str,
+) -> dict[str, Any]:
     if backend != "sdnext":
         return failed_result(f"Unknown generation backend '{backend[:50]}'")
     if not cfg.sdnext_url:
         return failed_result("SDNext backend not configured (set KILN_SDNEXT_URL)")
     if mode == "immediate":
-        job = await service.generate_and_wait(kernel, params, cfg.generate_wait_seconds, backend=backend,
-                                              save_images=save_images, return_format=return_format)
+        job = await service.generate_and_wait(
+            kernel,
+            params,
+            cfg.generate_wait_seconds,
+            backend=backend,
+            save_images=save_images,
+            return_format=return_format,
+        )
     else:
-        job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
-                                              return_format=return_format)
+        job = await service.submit_generation(
+            kernel, params, backend=backend, mode=mode, save_images=save_images, return_format=return_format
+        )
     return generation_result(job, api_base(request))
 
 
 @router.post("/compose")
-async def compose_route(body: ComposeBody, session: SessionDep, kernel: KernelDep,
-                        cfg: LoraSettingsDep) -> dict[str, Any]:
-    result = await compose(session, prefix=body.prefix, suffix=body.suffix,
-                           include_trigger_words=body.include_trigger_words)
+async def compose_route(
+    body: ComposeBody, session: SessionDep, kernel: KernelDep, cfg: LoraSettingsDep
+) -> dict[str, Any]:
+    result = await compose(
+        session, prefix=body.prefix, suffix=body.suffix, include_trigger_words=body.include_trigger_words
+    )
     delivery = None
     if body.delivery is not None:
         d = body.delivery
@@ -57,16 +80,26 @@ async def compose_route(body: ComposeBody, session: SessionDep, kernel: KernelDe
             service.require_sdnext(cfg)
             service.check_backend(d.mode)
             params = d.sdnext.generation_params.model_copy(update={"prompt": result.prompt})
-            job = await service.submit_generation(kernel, params, backend=d.mode, mode="deferred",
-                                                  save_images=d.sdnext.save_images,
-                                                  return_format=d.sdnext.return_format)
+            job = await service.submit_generation(
+                kernel,
+                params,
+                backend=d.mode,
+                mode="deferred",
+                save_images=d.sdnext.save_images,
+                return_format=d.sdnext.return_format,
+            )
         else:
             nested = d.http if d.mode == "http" else d.cli if d.mode == "cli" else None
             params = nested.model_dump(exclude_none=True) if nested is not None else {}
             job = await service.submit_delivery(kernel, cfg, result.prompt, d.mode, params)
         delivery = {"id": job.id, "status": "pending"}
-    return {"prompt": result.prompt, "tokens": result.tokens, "warnings": result.warnings,
-            "adapters": result.adapters, "delivery": delivery}
+    return {
+        "prompt": result.prompt,
+        "tokens": result.tokens,
+        "warnings": result.warnings,
+        "adapters": result.adapters,
+        "delivery": delivery,
+    }
 
 
 @router.post("/deliveries", status_code=201)
@@ -90,17 +123,31 @@ async def backends(cfg: LoraSettingsDep) -> dict[str, bool]:
 
 
 @router.post("/generation/generate")
-async def generate(params: GenerationParams, request: Request, kernel: KernelDep, cfg: LoraSettingsDep,
-                   backend: Annotated[str, Query(max_length=50)] = "sdnext", mode: Mode = "immediate",
-                   save_images: bool = True, return_format: Fmt = "base64") -> dict[str, Any]:
+async def generate(
+    params: GenerationParams,
+    request: Request,
+    kernel: KernelDep,
+    cfg: LoraSettingsDep,
+    backend: Annotated[str, Query(max_length=50)] = "sdnext",
+    mode: Mode = "immediate",
+    save_images: bool = True,
+    return_format: Fmt = "base64",
+) -> dict[str, Any]:
     return await _run(request, kernel, cfg, params, backend, mode, save_images, return_format)
 
 
 @router.post("/generation/compose-and-generate")
-async def compose_and_generate(body: ComposeAndGenerate, request: Request, session: SessionDep, kernel: KernelDep,
-                               cfg: LoraSettingsDep, backend: Annotated[str, Query(max_length=50)] = "sdnext",
-                               mode: Mode = "immediate", save_images: bool = True,
-                               return_format: Fmt = "base64") -> dict[str, Any]:
+async def compose_and_generate(
+    body: ComposeAndGenerate,
+    request: Request,
+    session: SessionDep,
+    kernel: KernelDep,
+    cfg: LoraSettingsDep,
+    backend: Annotated[str, Query(max_length=50)] = "sdnext",
+    mode: Mode = "immediate",
+    save_images: bool = True,
+    return_format: Fmt = "base64",
+) -> dict[str, Any]:
     c = body.compose_request
     result = await compose(session, prefix=c.prefix, suffix=c.suffix, include_trigger_words=c.include_trigger_words)
     if not result.tokens:
@@ -110,13 +157,20 @@ async def compose_and_generate(body: ComposeAndGenerate, request: Request, sessi
 
 
 @router.post("/generation/queue-generation")
-async def queue_generation(params: GenerationParams, kernel: KernelDep, cfg: LoraSettingsDep,
-                           backend: Annotated[str, Query(max_length=50)] = "sdnext", mode: Mode = "deferred",
-                           save_images: bool = True, return_format: Fmt = "base64") -> dict[str, Any]:
+async def queue_generation(
+    params: GenerationParams,
+    kernel: KernelDep,
+    cfg: LoraSettingsDep,
+    backend: Annotated[str, Query(max_length=50)] = "sdnext",
+    mode: Mode = "deferred",
+    save_images: bool = True,
+    return_format: Fmt = "base64",
+) -> dict[str, Any]:
     service.check_backend(backend)
     service.require_sdnext(cfg)
-    job = await service.submit_generation(kernel, params, backend=backend, mode=mode, save_images=save_images,
-                                          return_format=return_format)
+    job = await service.submit_generation(
+        kernel, params, backend=backend, mode=mode, save_images=save_images, return_format=return_format
+    )
     return {"delivery_id": job.id}
 
 
@@ -140,31 +194,43 @@ async def cancel(job_id: str, session: SessionDep, kernel: KernelDep) -> dict[st
 async def progress(job_id: str, session: SessionDep) -> dict[str, Any]:
     job = await service.get_job(session, job_id, (service.GENERATE,))
     status = job_status(job)
-    return {"job_id": job.id, "status": status["status"], "progress": status["progress"] / 100,
-            "message": status["message"], "error_message": status["error"]}
+    return {
+        "job_id": job.id,
+        "status": status["status"],
+        "progress": status["progress"] / 100,
+        "message": status["message"],
+        "error_message": status["error"],
+    }
 
 
 @router.get("/generation/results", response_model=None)
-async def results(request: Request, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                  offset: Offset = 0, page: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-                  page_size: Annotated[int | None, Query(ge=1, le=100)] = None,
-                  search: Annotated[str | None, Query(max_length=200)] = None,
-                  sort: Annotated[str | None, Query(max_length=40)] = None,
-                  min_rating: Annotated[int | None, Query(ge=0, le=5)] = None) -> list[dict[str, Any]] | dict[str, Any]:
+async def results(
+    request: Request, session: SessionDep, query: Annotated[HistoryQuery, Query()]
+) -> list[dict[str, Any]] | dict[str, Any]:
     """`limit`/`offset` (contract): a list. The history screen's `page`/`page_size`: its
-    `{results, stats, page, page_size, total, pages, has_more}`. Both take `search` (prompt
-    words), `min_rating` and `sort` (`created_at` / `created_at_desc` newest first, `created_at_asc`)."""
+    `{results, stats, page, page_size, total, pages, has_more}`, `stats` over every match.
+    Both take the screen's filters and sorts (`HistoryQuery`), applied in SQL."""
     base = api_base(request)
-    filters = {"oldest_first": sort == "created_at_asc", "search": search, "min_rating": min_rating}
-    if page is None and page_size is None:
-        return [result_summary(job, base) for job in await service.results(session, limit, offset, **filters)]
-    size = page_size or limit
-    number = page or 1
-    jobs, stats = await service.results_page(session, size, (number - 1) * size, **filters)
+    now = datetime.now(UTC)
+    if query.page is None and query.page_size is None:
+        return [
+            result_summary(job, base) for job in await history.results(session, query, query.limit, query.offset, now)
+        ]
+    size = query.page_size or query.limit
+    number = query.page or 1
+    stats = await history.summary(session, query, now)
     total = stats["total_results"]
+    jobs = await history.results(session, query, size, (number - 1) * size, now) if total > (number - 1) * size else []
     pages = -(-total // size)
-    return {"results": [result_summary(job, base) for job in jobs], "stats": stats, "page": number,
-            "page_size": size, "total": total, "pages": pages, "has_more": number < pages}
+    return {
+        "results": [result_summary(job, base) for job in jobs],
+        "stats": stats,
+        "page": number,
+        "page_size": size,
+        "total": total,
+        "pages": pages,
+        "has_more": number < pages,
+    }
 
 
 async def _image(request: Request, session: Any, kernel: Any, job_id: str, index: int, thumb: bool) -> Response:
@@ -195,8 +261,9 @@ async def download(job_id: str, request: Request, session: SessionDep, kernel: K
     if job.status != "succeeded":
         raise not_found("image")
     try:
-        return await range_response(request, (kernel.blobs, image_key(job.id, 0)), "image/png",
-                                    filename=f"generation-{job.id}.png")
+        return await range_response(
+            request, (kernel.blobs, image_key(job.id, 0)), "image/png", filename=f"generation-{job.id}.png"
+        )
     except FileNotFoundError:
         raise not_found("image") from None
 
