@@ -3,6 +3,8 @@
 1. list/search with 50,000 adapters (SQLite; `--pg` adds PostgreSQL): p50/p99 of GET /v1/adapters
    (default page, a search, a tag filter, a sort) through a real server (uvicorn on loopback);
    baseline: GET /healthz through the same server and client. Goal p99 < 20 ms.
+   1b. the history screen's page (GET /v1/generation/results, 50 results and the stats of every
+   match) over 20,000 results: newest, a search, each sort, date + rating, a size, a deep page.
 2. Directory import (`lora.scan` job) against the raw header-read rate of the same files (8-byte
    length + JSON parse, one thread). Goal >= 50 %. Two libraries: (a) 5,000 generated tiny
    files (2 tensors, 0.5 KB: Kiln's fixed per-file cost); (b) `scan-real`: kohya LoRA files
@@ -16,9 +18,6 @@
 4. Kiln's own overhead per generation against an instant fake SDNext (1 step, 64x64): POST
    /v1/generation/generate (immediate: a job, progress, images to the BlobStore, thumbnails)
    minus the direct txt2img call to the same fake. Goal < 10 ms.
-
-   1b. the history screen's page (GET /v1/generation/results, 50 results and the stats of every
-   match) over 20,000 results: newest, a search, each sort, date + rating, a size, a deep page.
 
     .venv/bin/python bench/lora.py [--quick] [--only list,history,scan,scan-real,export,generate] [--pg]
         [--export-gb 2] [--real-files 500] [--real-rank 8]
