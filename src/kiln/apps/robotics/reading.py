@@ -15,10 +15,17 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
+
+try:  # rosbags' generators of single functions (0.10-0.11); without them every decoder is full
+    from rosbags.serde.cdr import generate_deserialize_cdr
+    from rosbags.serde.ros1 import generate_deserialize_ros1
+    from rosbags.typesys.base import normalize_fieldname
+except ImportError:  # pragma: no cover - a rosbags without these names
+    generate_deserialize_cdr = generate_deserialize_ros1 = normalize_fieldname = None
 
 from kiln.apps.robotics.bounds import (
     RecordingError,
@@ -242,13 +249,14 @@ class RecordingReader:
                     raise RecordingError(f"unknown message type: {msgtype}")
                 store.register({msgtype: self._fallback_store.fielddefs[msgtype]})
                 store.register(_dependencies(self._fallback_store, msgtype))
+            _decoders_only(store, msgtype)
             msgdef = store.get_msgdef(msgtype)  # the generated functions, called directly
             if self._reader.is2:
 
-                def fn(data, _le=msgdef.deserialize_cdr_le, _be=msgdef.deserialize_cdr_be, _c=msgdef.cls, _s=store):
+                def fn(data, _le=msgdef.deserialize_cdr_le, _m=msgdef, _c=msgdef.cls, _s=store):
                     if len(data) < 4 or data[0] != 0 or data[1] > 1:
                         raise ValueError("invalid or unsupported CDR encapsulation")
-                    return (_le if data[1] else _be)(data[4:], 0, _c, _s)[0]
+                    return (_le if data[1] else _m.deserialize_cdr_be)(data[4:], 0, _c, _s)[0]
             else:
 
                 def fn(data, _d=msgdef.deserialize_ros1, _c=msgdef.cls, _s=store):
@@ -302,6 +310,47 @@ class RecordingReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _DecoderMsgdef:
+    """Stands in a typestore's cache for the message definition of one type: its name, fields,
+    class and decoders, each decoder generated when first used. rosbags' `get_msgdef` generates
+    thirteen functions per type (sizes, serializers, converters; ~0.07 s for the five types of a
+    camera/IMU/odometry/cloud recording, a fifth of converting 500 MB of it) where decoding
+    needs one. Any other attribute makes the typestore build the complete definition."""
+
+    _DECODERS: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {
+        "deserialize_cdr_le": lambda fields, store: generate_deserialize_cdr(fields, store, "le"),
+        "deserialize_cdr_be": lambda fields, store: generate_deserialize_cdr(fields, store, "be"),
+        "deserialize_ros1": lambda fields, store: generate_deserialize_ros1(fields, store),
+    }
+
+    def __init__(self, store: Any, name: str):
+        self._store, self._complete, self.name = store, None, name
+        self.fields = [(normalize_fieldname(n), desc) for n, desc in store.fielddefs[name][1]]
+        self.cls = store.types[name]
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes not set yet
+        make = self._DECODERS.get(attr)
+        if make is not None:
+            fn = make(self.fields, self._store)
+            setattr(self, attr, fn)
+            return fn
+        if self._complete is None:
+            self._store.cache.pop(self.name, None)  # the typestore builds and caches the complete one
+            self._complete = self._store.get_msgdef(self.name)
+        return getattr(self._complete, attr)
+
+
+def _decoders_only(store: Any, msgtype: str) -> None:
+    """Put decoder-only definitions of `msgtype` and the types it uses in the typestore's cache
+    (where the rosbags in use has one)."""
+    cache = getattr(store, "cache", None)
+    if generate_deserialize_cdr is None or not isinstance(cache, dict):
+        return
+    for name in [msgtype, *_dependencies(store, msgtype)]:
+        if name not in cache:
+            cache[name] = _DecoderMsgdef(store, name)
 
 
 def _type_ref(desc: Any) -> str | None:

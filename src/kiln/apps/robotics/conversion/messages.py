@@ -4,8 +4,10 @@
 typestore) into a column builder: nested messages become structs, numeric arrays lists,
 strings strings, and byte arrays (`uint8[]`, `int8[]`, e.g. image or cloud `data`) ONE
 binary value each — never a list of numbers, never base64. Builders work column-wise over
-a row group's messages (a `None` message is a null row), so a row group costs one copy of
-its payload bytes. `message_nbytes` sizes a decoded message for row-group byte bounds.
+a row group's messages (a `None` message is a null row). `build(..., views=True)` gives byte
+arrays as binary views (`write_type`): a large payload stays in the buffer it was read into,
+so a row group's payload bytes are never copied before Parquet encodes them.
+`message_nbytes` sizes a decoded message for row-group byte bounds.
 """
 
 from __future__ import annotations
@@ -25,27 +27,28 @@ _MAX_DEPTH = 32
 
 
 class Column:
-    type: pa.DataType
+    type: pa.DataType  # the declared type: what the file's readers get back
+    write_type: pa.DataType  # what `build(views=True)` returns: byte arrays as binary views
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
-        """An Arrow array of `values` (None = null). `hold`: binary values of BLOB_BYTES or more
-        are left empty, to be put in row by row without a copy (see `build_chunked`)."""
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
+        """An Arrow array of `values` (None = null): of `type`, or of `write_type` with `views`."""
         raise NotImplementedError
 
 
 class _Prim(Column):
     def __init__(self, name: str):
         self.type, self._np = _PRIMS[name]
+        self.write_type = self.type
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
         arr = np.array([0 if v is None else v for v in values], dtype=self._np)
         return pa.array(arr, type=self.type, mask=mask)
 
 
 class _Str(Column):
-    type = pa.string()
+    type = write_type = pa.string()
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
         return pa.array(["" if v is None else str(v) for v in values], type=self.type, mask=mask)
 
 
@@ -63,37 +66,83 @@ def _offsets(lengths: list[int]) -> pa.Buffer:
     return pa.py_buffer(out)
 
 
+BLOB_BYTES = 64 * 1024  # a byte array this large is referenced where it lies, not copied (views)
+_VIEW_INLINE = 12  # a binary view holds values up to 12 bytes itself
+_VIEW_MAX = 2**31 - 1  # view lengths and offsets are int32
+
+
 class _Bytes(Column):
-    """uint8/int8 arrays: one binary value per message, built with a single copy."""
+    """uint8/int8 arrays: one binary value per message."""
 
     type = pa.large_binary()
+    write_type = pa.binary_view()
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
-        views = [
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
+        arrays = [
             _EMPTY
             if v is None
             else np.frombuffer(v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v), dtype=np.uint8)
             for v in values
         ]
-        if hold:
-            views = [_EMPTY if len(v) >= BLOB_BYTES else v for v in views]
-        if sum(1 for v in views if len(v)) == 1:  # one payload (a frame alone): no copy at all
-            data = next(v for v in views if len(v))
+        if views:
+            return _byte_views(arrays, mask)
+        if sum(1 for a in arrays if len(a)) == 1:  # one payload (a frame alone): no copy at all
+            data = next(a for a in arrays if len(a))
         else:
-            data = np.concatenate(views) if views else _EMPTY
+            data = np.concatenate(arrays) if arrays else _EMPTY
         return pa.Array.from_buffers(
-            self.type, len(values), [_validity(mask), _offsets([len(v) for v in views]), pa.py_buffer(data)]
+            self.type, len(values), [_validity(mask), _offsets([len(a) for a in arrays]), pa.py_buffer(data)]
         )
 
 
+def _byte_views(arrays: list[np.ndarray], mask: np.ndarray | None) -> pa.Array:
+    """uint8 arrays as one binary-view array: each of BLOB_BYTES or more is a data buffer of its
+    own (the buffer it was read into, no copy), the smaller ones share one copied buffer.
+
+    A view is 16 bytes: int32 length, then either the value itself (up to 12 bytes, zero
+    padded) or its first 4 bytes, the int32 index of its data buffer and its int32 offset there.
+    """
+    n = len(arrays)
+    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=n)
+    if n and lengths.max() > _VIEW_MAX:
+        raise ValueError(f"a byte array of {int(lengths.max())} bytes is larger than a Parquet value may be")
+    views = np.zeros((n, 4), dtype="<i4")  # length, prefix, buffer index, offset
+    views[:, 0] = lengths
+    raw = views.view(np.uint8).reshape(n, 16)
+    buffers: list[pa.Buffer] = []
+    small = np.flatnonzero(lengths < BLOB_BYTES)
+    if len(small):
+        small_len = lengths[small]
+        # + 12 zero bytes: the gather of each value's first 12 bytes never runs past the end
+        shared = np.concatenate([*(arrays[i] for i in small), np.zeros(_VIEW_INLINE, np.uint8)])
+        starts = np.zeros(len(small), dtype=np.int64)
+        np.cumsum(small_len[:-1], out=starts[1:])
+        if starts[-1] > _VIEW_MAX:
+            raise ValueError("a row group's small byte arrays exceed 2 GiB")
+        cols = np.arange(_VIEW_INLINE)
+        head = shared[starts[:, None] + cols]
+        head[cols >= small_len[:, None]] = 0  # bytes past a value's end are zero
+        raw[small, 4:] = head  # inline values whole; for the others, bytes 4..8 are the prefix
+        outside = small_len > _VIEW_INLINE
+        views[small[outside], 2] = 0
+        views[small[outside], 3] = starts[outside]
+        buffers.append(pa.py_buffer(shared))
+    for i in np.flatnonzero(lengths >= BLOB_BYTES):
+        raw[i, 4:8] = arrays[i][:4]
+        views[i, 2] = len(buffers)
+        buffers.append(pa.py_buffer(arrays[i]))
+    return pa.Array.from_buffers(pa.binary_view(), n, [_validity(mask), pa.py_buffer(views), *buffers])
+
+
 class _List(Column):
-    """Variable or fixed-size arrays of primitives, strings or messages."""
+    """Variable or fixed-size arrays of primitives, strings or messages. Byte arrays inside
+    them are copied, never views: pyarrow (21-26) cannot encode views below a list of structs."""
 
     def __init__(self, item: Column):
         self.item = item
-        self.type = pa.large_list(item.type)
+        self.type = self.write_type = pa.large_list(item.type)
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
         lengths = [0 if v is None else len(v) for v in values]
         if isinstance(self.item, _Prim):
             parts = [np.asarray(v, dtype=self.item._np).reshape(-1) for v in values if v is not None and len(v)]
@@ -106,96 +155,22 @@ class _List(Column):
 class _Struct(Column):
     def __init__(self, fields: list[tuple[str, Column]]):
         self.fields = fields
-        self.type = (
-            pa.struct([pa.field(n, c.type) for n, c in fields]) if fields else pa.struct([pa.field("_", pa.bool_())])
-        )
+        placeholder = [pa.field("_", pa.bool_())]
+        self.type = pa.struct([pa.field(n, c.type) for n, c in fields] or placeholder)
+        self.write_type = pa.struct([pa.field(n, c.write_type) for n, c in fields] or placeholder)
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, hold: bool = False) -> pa.Array:
+    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
+        out_type = self.write_type if views else self.type
         if mask is not None and len(mask) and mask.all():  # rows without this topic: one call
-            return pa.nulls(len(values), self.type)
+            return pa.nulls(len(values), out_type)
         if not self.fields:  # an empty message (std_msgs/Empty): one placeholder child
             children = [pa.nulls(len(values), pa.bool_())]
         else:
             children = [
-                c.build([None if v is None else getattr(v, n, None) for v in values], hold=hold) for n, c in self.fields
+                c.build([None if v is None else getattr(v, n, None) for v in values], views=views)
+                for n, c in self.fields
             ]
-        return pa.Array.from_buffers(self.type, len(values), [_validity(mask)], children=children)
-
-
-BLOB_BYTES = 64 * 1024  # a message carrying this much binary payload gets its own Arrow chunk
-
-
-def blob_paths(col: Column, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Attribute paths to the binary fields of a message column (outside lists)."""
-    if isinstance(col, _Bytes):
-        return [prefix]
-    if isinstance(col, _Struct):
-        return [p for n, c in col.fields for p in blob_paths(c, (*prefix, n))]
-    return []
-
-
-def _payload(v: Any, paths: list[tuple[str, ...]]) -> int:
-    total = 0
-    for path in paths:
-        cur = v
-        for name in path:
-            cur = getattr(cur, name, None)
-            if cur is None:
-                break
-        if cur is not None:
-            total += getattr(cur, "nbytes", None) or len(cur)
-    return total
-
-
-def _put_blob(row: pa.StructArray, path: tuple[str, ...], blob: Any) -> pa.StructArray:
-    """`row` (one row) with the binary field at `path` set to `blob`, zero-copy."""
-    children = [row.field(i) for i in range(row.type.num_fields)]
-    k = row.type.get_field_index(path[0])
-    if len(path) > 1:
-        children[k] = _put_blob(children[k], path[1:], blob)
-    else:
-        data = pa.py_buffer(blob if not isinstance(blob, np.ndarray) else np.ascontiguousarray(blob))
-        children[k] = pa.Array.from_buffers(
-            pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, data.size], np.int64)), data]
-        )
-    return pa.StructArray.from_arrays(children, fields=list(row.type))
-
-
-def _blob(v: Any, path: tuple[str, ...]) -> Any:
-    for name in path:
-        v = getattr(v, name, None)
-        if v is None:
-            return None
-    return v
-
-
-def build_chunked(col: Column, values: list[Any], mask: np.ndarray) -> pa.ChunkedArray:
-    """A row group's column, with each big-payload message in a chunk of its own: its bytes go
-    to Parquet straight from the buffer they were read into. Everything else is built once for
-    the whole group (big payloads left empty); a big-payload row is that row's slice with its
-    payloads put back, so the per-row cost is a few slices, not a struct built from scratch."""
-    paths = blob_paths(col)
-    if not paths:
-        return pa.chunked_array([col.build(values, mask)], type=col.type)
-    big = [i for i, v in enumerate(values) if v is not None and _payload(v, paths) >= BLOB_BYTES]
-    if not big:
-        return pa.chunked_array([col.build(values, mask)], type=col.type)
-    whole = col.build(values, mask, hold=True)
-    chunks: list[pa.Array] = []
-    start = 0
-    for i in big:
-        if i > start:
-            chunks.append(whole.slice(start, i - start))
-        row = whole.slice(i, 1)
-        for path in paths:
-            blob = _blob(values[i], path)
-            if blob is not None and len(blob) >= BLOB_BYTES:
-                row = _put_blob(row, path, blob)
-        chunks.append(row)
-        start = i + 1
-    if start < len(values):
-        chunks.append(whole.slice(start))
-    return pa.chunked_array(chunks, type=col.type)
+        return pa.Array.from_buffers(out_type, len(values), [_validity(mask)], children=children)
 
 
 def message_column(store: Any, msgtype: str) -> Column:

@@ -8,6 +8,8 @@ background thread so decoding and writing overlap.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import queue
 import threading
@@ -19,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.apps.robotics.conversion import tfrecord
-from kiln.apps.robotics.conversion.messages import Column, build_chunked, message_nbytes
+from kiln.apps.robotics.conversion.messages import Column, message_nbytes
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -299,14 +301,52 @@ def _flatten_json(prefix: str, v: Any, out: dict[str, tuple[str, Any]], contract
         out[prefix] = ("bytes", [json.dumps(v).encode()])
 
 
+def _view_writer(where: Any, schema: pa.Schema, compression: str | None = None) -> pq.ParquetWriter:
+    # Each column chunk in one write batch: pyarrow (21-26) cannot cut a view array below a
+    # struct into batches ("Slicing not implemented for BinaryView"); no row group has more rows.
+    return pq.ParquetWriter(
+        where,
+        schema,
+        compression=compression,
+        use_dictionary=False,
+        store_schema=False,
+        write_batch_size=ROW_GROUP_ROWS,
+        write_statistics=["timestamp_ns"],
+    )
+
+
+@functools.cache
+def views_writable() -> bool:
+    """Whether this pyarrow encodes binary views below structs to Parquet and lets a writer
+    add file metadata (pyarrow 21 and later); older ones get byte arrays copied instead."""
+    try:
+        message = pa.struct([("data", pa.binary_view())])
+        column = pa.array([{"data": b"a value past twelve bytes"}, {"data": None}, None], message)
+        table = pa.table({"timestamp_ns": pa.array([1, 2, 3], pa.int64()), "message": column})
+        writer = _view_writer(pa.BufferOutputStream(), table.schema)
+        writer.write_table(table)
+        writer.add_key_value_metadata({"k": "v"})
+        writer.close()
+    except (pa.ArrowException, AttributeError, NotImplementedError, TypeError, ValueError):
+        return False
+    return True
+
+
 class MessageParquetWriter(ParquetShardWriter):
     """The legacy per-topic layout: `timestamp_ns` plus one typed struct column per mapped
-    topic (null where the row has no message of it); byte arrays are binary values."""
+    topic (null where the row has no message of it); byte arrays are binary values.
+
+    Byte arrays reach the encoder as binary views of the buffers they were read into (one
+    Arrow chunk per column and row group, no copy). The file is the same as if they had been
+    `large_binary` arrays — byte for byte: Parquet stores both as BYTE_ARRAY, and the Arrow
+    schema kept in the file (`ARROW:schema`, which pyarrow and pandas restore types from) is
+    the declared one, written in place of the views' own."""
 
     build_in_producer = True  # the writer thread only encodes (the longest stage): the producer builds
 
     def __init__(self, path: Path, columns: dict[str, Column], output: OutputSpec):
         self.columns = columns
+        self.views = views_writable()
         super().__init__(
             path,
             dict.fromkeys(columns, FeatureSpec.model_construct(dtype="json", presence_flag=False, shape=None)),
@@ -315,14 +355,29 @@ class MessageParquetWriter(ParquetShardWriter):
         self._present = {}
 
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
-        return pq.ParquetWriter(
-            self.path, schema, compression=self.compression, use_dictionary=False, write_statistics=["timestamp_ns"]
-        )
+        declared = self._schema()
+        if not self.views:
+            return pq.ParquetWriter(
+                self.path,
+                declared,
+                compression=self.compression,
+                use_dictionary=False,
+                write_statistics=["timestamp_ns"],
+            )
+        writer = _view_writer(self.path, self._write_schema(), self.compression)
+        writer.add_key_value_metadata({"ARROW:schema": base64.b64encode(declared.serialize().to_pybytes())})
+        return writer
 
     def _schema(self) -> pa.Schema:
+        return self._fields(lambda c: c.type)
+
+    def _write_schema(self) -> pa.Schema:
+        return self._fields(lambda c: c.write_type)
+
+    def _fields(self, type_of: Any) -> pa.Schema:
         return pa.schema(
             [pa.field("timestamp_ns", pa.int64(), nullable=False)]
-            + [pa.field(n, c.type) for n, c in self.columns.items()]
+            + [pa.field(n, type_of(c)) for n, c in self.columns.items()]
         )
 
     def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
@@ -330,8 +385,8 @@ class MessageParquetWriter(ParquetShardWriter):
         for name, col in self.columns.items():
             values = cols[name]
             mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-            arrays.append(build_chunked(col, values, mask))
-        return pa.Table.from_arrays(arrays, schema=self._schema())
+            arrays.append(col.build(values, mask, views=self.views))
+        return pa.Table.from_arrays(arrays, schema=self._write_schema() if self.views else self._schema())
 
 
 def make_writer(path: Path, features: dict[str, FeatureSpec], output: OutputSpec) -> Any:
