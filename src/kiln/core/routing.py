@@ -1,12 +1,12 @@
-"""One match per request: an application's routes flattened once and indexed by first path segment.
+"""One match per request: an application's routes flattened once and indexed by leading path segments.
 
 FastAPI keeps included routers nested: matching a request walks every router level (recounting the
 route versions of the whole subtree at each level), and handling it walks the levels again and
 re-matches at each one. For a genai route that was ~0.3 ms of CPU, and the engine's root dispatch
 matched every request once more before the sub-application did. `RouteIndex` lists the leaf routes
 of an application in the order its router tries them, each with its full path, and buckets them by
-the literal first segment of that path, so a request is matched against the few routes that can
-match it, once; `RouteIndex.dispatch` then runs the chosen route the way the router would have
+the literal first two segments of that path, so a request is matched against the few routes that can
+match it, once; `IndexedDispatch` then runs the chosen route the way the router would have
 (same scope keys, same 405 for a partial match), without matching again.
 
 It reads FastAPI internals (`_IncludedRouter`, the effective route context in `scope["fastapi"]`).
@@ -40,10 +40,6 @@ except ImportError:  # pragma: no cover - another FastAPI: every index steps asi
     _IncludedRouter = None
 
 _LEAF_KINDS = (APIRoute, APIWebSocketRoute, Route, WebSocketRoute, Mount)
-_ANY_SEGMENT = "\x00any"
-"""Bucket of the routes whose first path segment is not literal (`/{id}`, `/ab{x}`)."""
-
-
 @dataclass(slots=True)
 class Leaf:
     """One route as the application's router would run it."""
@@ -79,27 +75,31 @@ class Leaf:
         await starlette_route.handle(scope, receive, send)
 
 
-def first_segment(path: str) -> str:
-    """`/v1/models/x` -> `v1`, `/` -> ``."""
-    return path[1:].split("/", 1)[0] if path.startswith("/") else _ANY_SEGMENT
+def request_segments(path: str) -> tuple[str, str] | None:
+    """The first two segments of a request path (`""` past its end): `/v1/models/x` -> (v1, models)."""
+    if not path.startswith("/"):
+        return None
+    parts = path[1:].split("/", 2)
+    return parts[0], parts[1] if len(parts) > 1 else ""
 
 
-def _literal_first_segment(path: str, mount: bool) -> str:
-    """The first segment every path this route matches starts with, or _ANY_SEGMENT."""
+def literal_segments(path: str, mount: bool) -> tuple[str, ...]:
+    """The leading segments (at most two) every path this route matches has, as request_segments
+    reads them: `/v1/models/{id}` -> (v1, models), `/health` -> (health, ""), `/{id}` -> ()."""
+    if mount and "{" not in path:
+        path += "/"  # a mount matches `<path>/<anything>`
     literal = path.split("{", 1)[0]
     if not literal.startswith("/"):
-        return _ANY_SEGMENT
-    rest = literal[1:]
-    if "/" in rest:
-        return rest.split("/", 1)[0]
-    if literal == path and (rest or not mount):  # fully literal: `/health`, `/`, a mount's `/static`
-        return rest
-    return _ANY_SEGMENT
+        return ()
+    parts = literal[1:].split("/")
+    if literal == path and not mount:  # the path ends after its last part
+        return (*parts, "")[:2]
+    return tuple(parts[:-1])[:2]  # the last part is cut by a parameter
 
 
 @dataclass
 class RouteIndex:
-    """The leaf routes of `app`, bucketed by literal first segment; built on first use and again
+    """The leaf routes of `app`, bucketed by their literal first two segments; built on first use and again
     when the number of top-level routes changes (surfaces add theirs in `install()`).
 
     `install_route_index(app)` makes the application's router run the routes it matches."""
@@ -107,41 +107,60 @@ class RouteIndex:
     app: FastAPI
     enabled: bool = True
     """False when the router has middleware of its own, which running a route directly would skip."""
-    usable: bool = False
+    _usable: bool = False
     _built_for: int = -1
-    _buckets: dict[str, list[Leaf]] = field(default_factory=dict)
+    _by_two: dict[tuple[str, str], list[Leaf]] = field(default_factory=dict)
+    _by_one: dict[str, list[Leaf]] = field(default_factory=dict)
     _any: list[Leaf] = field(default_factory=list)
+    _all: list[Leaf] = field(default_factory=list)
 
     def _refresh(self) -> None:
         routes = self.app.router.routes
         if self._built_for == len(routes):
             return
         leaves = _leaves(self.app) if self.enabled else None
-        self.usable = leaves is not None
+        self._usable = leaves is not None
         self._built_for = len(routes)
-        self._buckets, self._any = {}, []
+        self._by_two, self._by_one, self._any = {}, {}, []
+        self._all = leaves or []
         if leaves is None:
             return
-        by_segment: dict[str, list[Leaf]] = {}
+        # Each list holds every route that can match a request with those segments, in order.
+        two: dict[tuple[str, str], list[Leaf]] = {}
+        one: dict[str, list[Leaf]] = {}
         for leaf in leaves:
-            segment = _literal_first_segment(leaf.path, isinstance(leaf.original, Mount))
-            if segment == _ANY_SEGMENT:
-                self._any.append(leaf)
+            segments = literal_segments(leaf.path, isinstance(leaf.original, Mount))
+            if len(segments) == 2:
+                two.setdefault((segments[0], segments[1]), []).append(leaf)
+                one.setdefault(segments[0], [])
+            elif segments:
+                one.setdefault(segments[0], []).append(leaf)
             else:
-                by_segment.setdefault(segment, []).append(leaf)
-        # Each bucket holds the routes that can match its segment, in the router's order.
-        self._buckets = {
-            segment: sorted(bucket + self._any, key=lambda leaf: leaf.position)
-            for segment, bucket in by_segment.items()
-        }
+                self._any.append(leaf)
+
+        def in_order(*groups: list[Leaf]) -> list[Leaf]:
+            return sorted((leaf for group in groups for leaf in group), key=lambda leaf: leaf.position)
+
+        self._by_one = {first: in_order(bucket, self._any) for first, bucket in one.items()}
+        self._by_two = {key: in_order(bucket, one[key[0]], self._any) for key, bucket in two.items()}
+
+    @property
+    def usable(self) -> bool:
+        """Whether the index understood every route (else the router matches as usual)."""
+        self._refresh()
+        return self._usable
 
     def match(self, scope: Scope) -> tuple[Match, Leaf | None, Scope]:
         """The route the application's router would choose: the first full match in its order,
         else the first partial one (a path match with another method)."""
         self._refresh()
-        if not self.usable:  # the router's own top-level matching; it matches again when it runs
+        if not self._usable:  # the router's own top-level matching; it matches again when it runs
             return _match_top_level(self.app.router.routes, scope)
-        candidates = self._buckets.get(first_segment(get_route_path(scope)), self._any)
+        segments = request_segments(get_route_path(scope))
+        if segments is None:
+            candidates = self._all
+        else:
+            candidates = self._by_two.get(segments) or self._by_one.get(segments[0]) or self._any
         partial: tuple[Leaf, Scope] | None = None
         for leaf in candidates:
             match, child_scope = leaf.matches(scope)
