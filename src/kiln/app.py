@@ -21,6 +21,7 @@ from kiln.core.kernel import Kernel
 from kiln.core.metrics import Metrics, MetricsMiddleware
 from kiln.core.migrations import upgrade
 from kiln.core.network import HostGuardMiddleware, install_log_redaction
+from kiln.core.routing import install_route_index
 from kiln.settings import Settings
 from kiln.site import install_docs, install_index
 from kiln.surfaces import (
@@ -125,5 +126,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_docs(app, surfaces, app.state.collisions)
     mount_surfaces(app, surfaces)
     install_index(app, surfaces)
+    install_route_index(app)  # the root's own routes too: a surface request skips the docs routes and mounts
     load_job_handlers(settings)
     return app

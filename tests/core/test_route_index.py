@@ -145,7 +145,25 @@ def counted_nested_matches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-async def test_the_engine_matches_a_surface_request_once(tmp_path, db_url, counted_nested_matches):
+@pytest.fixture
+def counted_path_matches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Paths of the plain routes and mounts whose pattern was tried (the root's docs routes, mounts)."""
+    from starlette import routing
+
+    tried: list[str] = []
+    for kind in (routing.Route, routing.Mount):
+        original = kind.matches
+
+        def counting(self, scope, original=original):  # noqa: ANN001, ANN202
+            tried.append(self.path)
+            return original(self, scope)
+
+        monkeypatch.setattr(kind, "matches", counting)
+    return tried
+
+
+async def test_the_engine_matches_a_surface_request_once(tmp_path, db_url, counted_nested_matches,
+                                                         counted_path_matches):
     from asgi_lifespan import LifespanManager
 
     app = create_app(make_settings(tmp_path / "home", db_url), migrate=False)
@@ -158,6 +176,8 @@ async def test_the_engine_matches_a_surface_request_once(tmp_path, db_url, count
             assert (await client.delete("/v1/system/ping")).status_code == 405
             assert (await client.get("/no/such/route")).status_code == 404
     assert counted_nested_matches == []
+    # Only the prefixed requests try a mount (/genai, /arted): nothing else is matched by pattern twice.
+    assert sorted(counted_path_matches) == ["/arted", "/genai"]
 
 
 def test_literal_segments_cover_every_path_a_route_matches():

@@ -24,6 +24,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette._utils import get_route_path
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -175,7 +177,7 @@ class RouteIndex:
 
 def _leaves(app: FastAPI) -> list[Leaf] | None:
     """Leaf routes in the order the router tries them; None when something is not understood
-    (form limits, frontend routes, a kind of route it cannot read)."""
+    (form limits, frontend routes, a kind of included route it cannot read)."""
     router = app.router
     if _IncludedRouter is None or getattr(router, "_low_priority_routes", None):
         return None
@@ -184,10 +186,9 @@ def _leaves(app: FastAPI) -> list[Leaf] | None:
         if isinstance(route, _IncludedRouter):
             if not _add_included(route, leaves):
                 return None
-        elif isinstance(route, _LEAF_KINDS):
-            leaves.append(Leaf(len(leaves), route, route, False, route.path))
-        else:
-            return None
+        else:  # the router runs a top-level route by its own matches() and handle(), whatever it is
+            path = route.path if isinstance(route, _LEAF_KINDS) else ""  # "": tried for every path
+            leaves.append(Leaf(len(leaves), route, route, False, path))
     return leaves
 
 
@@ -240,13 +241,31 @@ class IndexedDispatch:
                 leaf, child_scope = chosen[1], chosen[2]
             else:
                 _, leaf, child_scope = self.index.match(scope)
+            router = self.index.app.router
             if leaf is not None:
-                router = self.index.app.router
                 _apply_router_form_limits(scope, router.form_limits)
                 scope.setdefault("router", router)
                 await leaf.handle(scope, child_scope, receive, send)
                 return
+            if self.index.usable:  # nothing matches: what the router does then, without matching again
+                scope.setdefault("router", router)
+                await self._not_found(router, scope, receive, send)
+                return
         await self.fallback(scope, receive, send)
+
+    async def _not_found(self, router: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Redirect to the path with or without its trailing slash when that one has a route, else 404."""
+        route_path = get_route_path(scope)
+        if scope["type"] == "http" and router.redirect_slashes and route_path != "/":
+            redirect_scope = dict(scope)
+            if route_path.endswith("/"):
+                redirect_scope["path"] = redirect_scope["path"].rstrip("/")
+            else:
+                redirect_scope["path"] = redirect_scope["path"] + "/"
+            if self.index.match(redirect_scope)[0] is not Match.NONE:
+                await RedirectResponse(url=str(URL(scope=redirect_scope)))(scope, receive, send)
+                return
+        await router.default(scope, receive, send)
 
 
 MATCHED_SCOPE_KEY = "kiln.matched"
