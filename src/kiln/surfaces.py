@@ -100,8 +100,10 @@ class Collision:
 
     def message(self) -> str:
         verb = "WebSocket" if self.method == "WEBSOCKET" else self.method
-        return (f"{verb} {self.path} is declared by {self.winner} and {self.loser}: the root serves "
-                f"{self.winner}'s; {self.loser}'s answers at /{self.loser}{self.path}")
+        return (
+            f"{verb} {self.path} is declared by {self.winner} and {self.loser}: the root serves "
+            f"{self.winner}'s; {self.loser}'s answers at /{self.loser}{self.path}"
+        )
 
 
 def normalized_path(path: str) -> str:
@@ -156,8 +158,10 @@ class RootSurfaceRoutes(BaseRoute):
         for surface in self.surfaces:
             match, leaf, child_scope = surface.routes.match(scope)
             if match is Match.FULL:
-                return Match.FULL, {SURFACE_SCOPE_KEY: surface.name,
-                                    MATCHED_SCOPE_KEY: (surface.routes, leaf, child_scope)}
+                return Match.FULL, {
+                    SURFACE_SCOPE_KEY: surface.name,
+                    MATCHED_SCOPE_KEY: (surface.routes, leaf, child_scope),
+                }
             if match is Match.PARTIAL and partial is None:
                 partial = {SURFACE_SCOPE_KEY: surface.name, MATCHED_SCOPE_KEY: (surface.routes, leaf, child_scope)}
         if partial is not None:

@@ -70,10 +70,20 @@ def _build() -> FastAPI:
 
 
 REQUESTS = [
-    ("GET", "/"), ("GET", "/v1/items/special"), ("GET", "/v1/items/7"), ("PUT", "/v1/items/7"),
-    ("DELETE", "/v1/items/7"), ("GET", "/v1/items/x"), ("GET", "/v1/other/deep"), ("GET", "/plain"),
-    ("POST", "/plain"), ("GET", "/mounted/inside"), ("GET", "/mounted/nope"), ("GET", "/nowhere"),
-    ("GET", "/v1/items/special/"), ("GET", "/v1"),
+    ("GET", "/"),
+    ("GET", "/v1/items/special"),
+    ("GET", "/v1/items/7"),
+    ("PUT", "/v1/items/7"),
+    ("DELETE", "/v1/items/7"),
+    ("GET", "/v1/items/x"),
+    ("GET", "/v1/other/deep"),
+    ("GET", "/plain"),
+    ("POST", "/plain"),
+    ("GET", "/mounted/inside"),
+    ("GET", "/mounted/nope"),
+    ("GET", "/nowhere"),
+    ("GET", "/v1/items/special/"),
+    ("GET", "/v1"),
 ]
 
 
@@ -162,8 +172,9 @@ def counted_path_matches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return tried
 
 
-async def test_the_engine_matches_a_surface_request_once(tmp_path, db_url, counted_nested_matches,
-                                                         counted_path_matches):
+async def test_the_engine_matches_a_surface_request_once(
+    tmp_path, db_url, counted_nested_matches, counted_path_matches
+):
     from asgi_lifespan import LifespanManager
 
     app = create_app(make_settings(tmp_path / "home", db_url), migrate=False)

@@ -42,6 +42,8 @@ except ImportError:  # pragma: no cover - another FastAPI: every index steps asi
     _IncludedRouter = None
 
 _LEAF_KINDS = (APIRoute, APIWebSocketRoute, Route, WebSocketRoute, Mount)
+
+
 @dataclass(slots=True)
 class Leaf:
     """One route as the application's router would run it."""
@@ -67,8 +69,9 @@ class Leaf:
         # What _IncludedRouter._handle_selected does with the leaf it chose.
         context: Any = self.route
         starlette_route = context.starlette_route
-        _route_selected(scope=scope, path=getattr(starlette_route, "path_format", None) or context.path_format,
-                        mount=mount)
+        _route_selected(
+            scope=scope, path=getattr(starlette_route, "path_format", None) or context.path_format, mount=mount
+        )
         _get_fastapi_scope(scope)[_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY] = context
         if isinstance(self.original, APIRoute):
             scope["route"] = self.original
