@@ -1,11 +1,13 @@
 """CPU per request of the engine's own path: routing, middleware, auth and request dependencies.
 
 In-process (no sockets, no uvicorn): the app of `create_app` with every surface, on SQLite under a
-temporary KILN_HOME (or PostgreSQL with --pg URL), driven through its ASGI callable. For each
-probe it runs N requests sequentially and reports CPU microseconds per request (process_time, so
-the machine's other load barely counts) and the SQL statements each request ran. Probes cover a
-public route, authenticated GETs of genai and media (login JWT), an API-token request, arted (last
-in KILN_APPS order, so root dispatch tries every other surface first) and an unknown path.
+temporary KILN_HOME (or PostgreSQL with --pg URL), driven through its ASGI callable. For each probe
+it runs N requests sequentially and reports CPU microseconds per request (process_time), the SQL
+statements per request, and the Python function calls per request on the event loop's thread (a
+count the machine's load does not change, unlike time; the database driver's threads are not in
+it). Probes: a public route, authenticated GETs of genai and media (login JWT), an API-token
+request, arted (last in KILN_APPS order, so root dispatch tries every other surface first) and an
+unknown path.
 
     .venv/bin/python bench/request_path.py [--requests 2000] [--pg URL] [--profile FILE]
 """
@@ -71,6 +73,27 @@ async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, byte
     return status
 
 
+CALL_COUNT_REQUESTS = 200
+
+
+async def count_calls(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> float:
+    """Python function calls per request on this thread."""
+    calls = 0
+
+    def profile(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(CALL_COUNT_REQUESTS):
+            await call(app, method, path, headers)
+    finally:
+        sys.setprofile(None)
+    return calls / CALL_COUNT_REQUESTS
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -111,7 +134,7 @@ async def main() -> None:
 
         event.listen(kernel.db.engine.sync_engine, "before_cursor_execute", count)
         profiler = cProfile.Profile() if args.profile else None
-        print(f"{'probe':36} {'status':>6} {'CPU us/req':>10} {'SQL/req':>8}")
+        print(f"{'probe':36} {'status':>6} {'CPU us/req':>10} {'SQL/req':>8} {'calls/req':>10}")
         for label, method, path, headers in probes:
             if args.only and args.only not in label:
                 continue
@@ -126,7 +149,9 @@ async def main() -> None:
             cpu = time.process_time() - started
             if profiler:
                 profiler.disable()
-            print(f"{label:36} {status:>6} {cpu / args.requests * 1e6:>10.0f} {statements / args.requests:>8.2f}")
+            sql = statements / args.requests
+            calls = await count_calls(app, method, path, headers)
+            print(f"{label:36} {status:>6} {cpu / args.requests * 1e6:>10.0f} {sql:>8.2f} {calls:>10.0f}")
         if profiler:
             profiler.dump_stats(args.profile)
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
