@@ -21,6 +21,7 @@ from kiln.core.kernel import Kernel
 from kiln.core.metrics import Metrics, MetricsMiddleware
 from kiln.core.migrations import upgrade
 from kiln.core.network import HostGuardMiddleware, install_log_redaction
+from kiln.core.routing import install_route_index
 from kiln.settings import Settings
 from kiln.site import install_docs, install_index
 from kiln.surfaces import (
@@ -63,12 +64,20 @@ def _install_core_routes(app: FastAPI) -> None:
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
         ready = all(value == "ok" for value in checks.values())
-        body = {"status": "ready" if ready else "not ready", "checks": checks,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        body = {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["kiln"], summary="Prometheus metrics", include_in_schema=True,
-             dependencies=[Depends(core_route_guard("public_metrics"))])
+    @app.get(
+        "/metrics",
+        tags=["kiln"],
+        summary="Prometheus metrics",
+        include_in_schema=True,
+        dependencies=[Depends(core_route_guard("public_metrics"))],
+    )
     async def metrics(request: Request) -> Response:
         payload, content_type = await request.app.state.metrics.render(request.app.state.kernel.db)
         return Response(payload, media_type=content_type)
@@ -99,8 +108,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
             await kernel.stop()
 
     install_log_redaction()
-    app = FastAPI(title="Kiln", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="Kiln", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
@@ -125,5 +133,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     install_docs(app, surfaces, app.state.collisions)
     mount_surfaces(app, surfaces)
     install_index(app, surfaces)
+    install_route_index(app)  # the root's own routes too: a surface request skips the docs routes and mounts
     load_job_handlers(settings)
     return app

@@ -8,6 +8,10 @@ whole under `/<name>` (its `root_path` is then `/<name>`) and at the root (`root
 a request goes to the first surface in `KILN_APPS` order that has a route for it. Both addresses
 run the same sub-application, so the exception handlers and middleware a surface installs apply
 to both. Every request that reaches a surface carries its name in `scope["kiln.surface"]`.
+
+A request is matched once: each surface's routes are indexed (`kiln.core.routing.RouteIndex`), the
+root dispatch hands the route it found to the sub-application, whose router runs it without
+matching again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kiln.core.errors import install_error_handlers
+from kiln.core.routing import MATCHED_SCOPE_KEY, RouteIndex, install_route_index
 from kiln.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,8 @@ class Surface:
     app: FastAPI
     """The sub-application the surface's `install()` filled."""
     asgi: ASGIApp
+    routes: RouteIndex
+    """The sub-application's routes, indexed; its router runs what this index matches."""
 
     @property
     def prefix(self) -> str:
@@ -93,8 +100,10 @@ class Collision:
 
     def message(self) -> str:
         verb = "WebSocket" if self.method == "WEBSOCKET" else self.method
-        return (f"{verb} {self.path} is declared by {self.winner} and {self.loser}: the root serves "
-                f"{self.winner}'s; {self.loser}'s answers at /{self.loser}{self.path}")
+        return (
+            f"{verb} {self.path} is declared by {self.winner} and {self.loser}: the root serves "
+            f"{self.winner}'s; {self.loser}'s answers at /{self.loser}{self.path}"
+        )
 
 
 def normalized_path(path: str) -> str:
@@ -141,18 +150,22 @@ class RootSurfaceRoutes(BaseRoute):
         self._by_name = {surface.name: surface for surface in surfaces}
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """The first surface with a full match, else the first with a partial one (405); the route
+        found goes along in the scope so the surface's router runs it without matching again."""
         if scope["type"] not in ("http", "websocket"):
             return Match.NONE, {}
         partial = None
         for surface in self.surfaces:
-            for route in surface.app.router.routes:
-                match, _ = route.matches(scope)
-                if match is Match.FULL:
-                    return Match.FULL, {SURFACE_SCOPE_KEY: surface.name}
-                if match is Match.PARTIAL and partial is None:
-                    partial = surface.name
+            match, leaf, child_scope = surface.routes.match(scope)
+            if match is Match.FULL:
+                return Match.FULL, {
+                    SURFACE_SCOPE_KEY: surface.name,
+                    MATCHED_SCOPE_KEY: (surface.routes, leaf, child_scope),
+                }
+            if match is Match.PARTIAL and partial is None:
+                partial = {SURFACE_SCOPE_KEY: surface.name, MATCHED_SCOPE_KEY: (surface.routes, leaf, child_scope)}
         if partial is not None:
-            return Match.PARTIAL, {SURFACE_SCOPE_KEY: partial}
+            return Match.PARTIAL, partial
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,7 +181,7 @@ def build_surface(parent: FastAPI, name: str) -> Surface:
     sub.state = parent.state
     install_error_handlers(sub)
     importlib.import_module(f"kiln.apps.{name}").install(sub)
-    return Surface(name, sub, _Tagged(name, sub))
+    return Surface(name, sub, _Tagged(name, sub), install_route_index(sub))
 
 
 def mount_surfaces(app: FastAPI, surfaces: list[Surface]) -> None:

@@ -42,12 +42,30 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+MAX_CACHED_SERIES = 4096
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template (not its raw path)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        # The labelled children by (method, route, status): prometheus' labels() validates and locks
+        # on every call. Bounded by the routes, methods and statuses that exist.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _series_for(self, method: str, template: str, status: int) -> tuple[Any, Any]:
+        key = (method, template, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.latency.labels(method, template),
+            )
+            if len(self._series) < MAX_CACHED_SERIES:
+                self._series[key] = series
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,6 +87,6 @@ class MetricsMiddleware:
             path = getattr(route, "path", None)
             # Under a surface's mount the route's path is relative to the prefix (root_path).
             template = scope.get("root_path", "") + path if path else "unmatched"
-            method = scope.get("method", "GET")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            requests, latency = self._series_for(scope.get("method", "GET"), template, status)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)

@@ -23,7 +23,6 @@ def _host_name(header: str) -> str:
     return header
 
 
-@lru_cache(maxsize=1024)
 def _allowed(name: str, patterns: tuple[str, ...]) -> bool:
     name = name.rstrip(".")
     if is_loopback_host(name):
@@ -40,8 +39,14 @@ def _allowed(name: str, patterns: tuple[str, ...]) -> bool:
 def host_allowed(settings: Any, header: str | None) -> bool:
     """Listening on loopback, only loopback names and `KILN_ALLOWED_HOSTS` are answered (no DNS
     rebinding); listening elsewhere, any Host unless `KILN_ALLOWED_HOSTS` names some."""
-    patterns = tuple(settings.allowed_hosts)
-    if not settings.listens_on_loopback and not patterns:
+    # Decided once per (listen address, allowed names, Host header): parsing the addresses was
+    # most of the check's cost, and a client sends the same Host on every request.
+    return _host_allowed(settings.host, tuple(settings.allowed_hosts), header)
+
+
+@lru_cache(maxsize=1024)
+def _host_allowed(listen_host: str, patterns: tuple[str, ...], header: str | None) -> bool:
+    if not is_loopback_host(listen_host) and not patterns:
         return True
     if not header:
         return False
@@ -70,11 +75,19 @@ class HostGuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "Host not allowed"})
             return
-        body = json.dumps({"detail": "Host header not served here; use a loopback address such as "
-                                     "127.0.0.1, or add the name to KILN_ALLOWED_HOSTS"}).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "detail": "Host header not served here; use a loopback address such as "
+                "127.0.0.1, or add the name to KILN_ALLOWED_HOSTS"
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

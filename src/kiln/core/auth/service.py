@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -249,10 +249,15 @@ async def is_revoked(session: AsyncSession, jti: str) -> bool:
     return result.first() is not None
 
 
+# Built once: constructing the statement cost more CPU than SQLAlchemy's cached compile of it.
+_USER_UNLESS_REVOKED = select(
+    User, select(RevokedToken.jti).where(RevokedToken.jti == bindparam("jti")).exists()
+).where(User.id == bindparam("user_id"))
+
+
 async def user_unless_revoked(session: AsyncSession, user_id: str, jti: str) -> tuple[User | None, bool]:
     """(the user, whether `jti` is revoked) for a login JWT, in one query while the user exists."""
-    revoked = select(RevokedToken.jti).where(RevokedToken.jti == jti).exists()
-    row = (await session.execute(select(User, revoked).where(User.id == user_id))).first()
+    row = (await session.execute(_USER_UNLESS_REVOKED, {"jti": jti, "user_id": user_id})).first()
     if row is None:
         return None, await is_revoked(session, jti)
     return row[0], bool(row[1])
@@ -260,9 +265,7 @@ async def user_unless_revoked(session: AsyncSession, user_id: str, jti: str) -> 
 
 async def purge_expired_revocations(session: AsyncSession, *, now: datetime | None = None) -> int:
     """Delete revocations of tokens that have expired anyway; returns how many. Caller commits."""
-    result = await session.execute(
-        delete(RevokedToken).where(RevokedToken.expires_at < (now or utcnow()))
-    )
+    result = await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < (now or utcnow())))
     return int(result.rowcount or 0)
 
 
@@ -291,8 +294,12 @@ def normalize_scopes(scopes: Iterable[str] | None) -> str | None:
 
 
 async def create_api_token(
-    session: AsyncSession, user: User, name: str, expires_at: datetime | None = None,
-    *, scopes: Iterable[str] | None = None,
+    session: AsyncSession,
+    user: User,
+    name: str,
+    expires_at: datetime | None = None,
+    *,
+    scopes: Iterable[str] | None = None,
 ) -> tuple[ApiToken, str]:
     """Add an API token for `user`; return it with the plaintext, which is never stored or shown again.
 
@@ -300,16 +307,15 @@ async def create_api_token(
     """
     stored_scopes = normalize_scopes(scopes)
     plaintext, token_hash, prefix = generate_api_token()
-    token = ApiToken(user_id=user.id, name=name, token_hash=token_hash, prefix=prefix, expires_at=expires_at,
-                     scopes=stored_scopes)
+    token = ApiToken(
+        user_id=user.id, name=name, token_hash=token_hash, prefix=prefix, expires_at=expires_at, scopes=stored_scopes
+    )
     session.add(token)
     await session.flush()
     return token, plaintext
 
 
-async def list_api_tokens(
-    session: AsyncSession, user: User, *, include_revoked: bool = False
-) -> list[ApiToken]:
+async def list_api_tokens(session: AsyncSession, user: User, *, include_revoked: bool = False) -> list[ApiToken]:
     query = select(ApiToken).where(ApiToken.user_id == user.id)
     if not include_revoked:
         query = query.where(ApiToken.revoked_at.is_(None))
@@ -328,15 +334,18 @@ async def revoke_api_token(session: AsyncSession, user: User, token_id: str) -> 
     return True
 
 
-async def resolve_api_token(
-    session: AsyncSession, plaintext: str, *, now: datetime | None = None
-) -> User | None:
+async def resolve_api_token(session: AsyncSession, plaintext: str, *, now: datetime | None = None) -> User | None:
     """The active owner of a live (not revoked, not expired) API token, else None.
 
     Touches last_used_at (at most once a minute; flushed, the caller commits).
     """
     found = await lookup_api_token(session, plaintext, now=now)
     return found[1] if found is not None else None
+
+
+_API_TOKEN_WITH_OWNER = (
+    select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == bindparam("token_hash"))
+)
 
 
 async def lookup_api_token(
@@ -346,13 +355,7 @@ async def lookup_api_token(
     if not looks_like_api_token(plaintext):
         return None
     now = now or utcnow()
-    row = (
-        await session.execute(
-            select(ApiToken, User)
-            .join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_hash == hash_api_token(plaintext))
-        )
-    ).first()
+    row = (await session.execute(_API_TOKEN_WITH_OWNER, {"token_hash": hash_api_token(plaintext)})).first()
     if row is None:
         return None
     token, user = row
