@@ -154,6 +154,7 @@ class ProviderClient:
             transport=transport,
             trust_env=False,
         )
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._wire: http1.Pool | None = None
         if transport is None and http1.usable_for(self.base_url, all_headers):
             self._wire = http1.Pool(
@@ -164,7 +165,14 @@ class ProviderClient:
                 headers=all_headers,
             )
 
+    def close_with(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Have `closer` run when this client is closed (for a connection kept beside its pool)."""
+        self._closers.append(closer)
+
     async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            await closer()
         if self._wire is not None:
             self._wire.close()
         await self._http.aclose()
