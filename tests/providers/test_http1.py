@@ -103,6 +103,7 @@ async def test_https_transport_and_unusual_arguments_go_through_httpx() -> None:
         for path, kwargs in [
             ("/a b", {}),  # httpx percent-encodes
             ("/x/../models", {}),  # httpx removes dot segments
+            (server.url + "/models", {}),  # an absolute URL
             ("/upload", {"files": {"f": b"1"}}),
             ("/models", {"headers": {"Content-Type": "text/plain"}}),  # replaces a header
         ]:
@@ -111,6 +112,7 @@ async def test_https_transport_and_unusual_arguments_go_through_httpx() -> None:
     first, _ = head_lines(server.requests[0][0])
     assert first == b"POST /v1/a%20b HTTP/1.1"
     assert head_lines(server.requests[1][0])[0] == b"POST /v1/models HTTP/1.1"
+    assert head_lines(server.requests[2][0])[0] == b"POST /v1/models HTTP/1.1"
 
 
 async def test_keep_alive_reuses_one_connection_and_a_closed_one_is_replaced() -> None:

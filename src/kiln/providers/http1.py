@@ -297,8 +297,8 @@ class Pool:
         """(target, head without the blank line, body) for a call this pool can send, else None."""
         if method not in METHODS or not kwargs.keys() <= SUPPORTED or not SAFE_PATH.fullmatch(path):
             return None
-        if "/." in path or path.startswith("."):  # httpx would normalise dot segments
-            return None
+        if "/." in path or path.startswith(".") or "://" in path or path.startswith("//"):
+            return None  # httpx normalises dot segments and sends an absolute URL to its own host
         target = f"{self.prefix}/{path.lstrip('/')}"
         params = kwargs.get("params")
         if params:
