@@ -272,3 +272,28 @@ def test_query_and_headers_follow_httpx() -> None:
     assert http1._header_bytes({"X-Ok": "1"}) == b"X-Ok: 1\r\n"
     assert http1._header_bytes({"X-Bad": "1\r\nInjected: yes"}) is None
     assert http1._header_bytes({"Bad Name": "1"}) is None
+
+
+def test_a_client_used_from_a_second_event_loop_opens_its_own_connection() -> None:
+    """Connections belong to the loop that opened them (asyncio.run twice with one client)."""
+    import threading
+
+    ready, port = threading.Event(), []
+
+    def serve() -> None:
+        async def main() -> None:
+            listener = await asyncio.start_server(Server(ok).serve, "127.0.0.1", 0)
+            port.append(listener.sockets[0].getsockname()[1])
+            ready.set()
+            await asyncio.sleep(3)
+            listener.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(5)
+    http = ProviderClient(f"http://127.0.0.1:{port[0]}/v1", name="t", max_retries=0)
+    assert asyncio.run(http.json("GET", "/a")) == {"ok": True}
+    assert asyncio.run(http.json("GET", "/b")) == {"ok": True}
+    assert http._wire is not None and http._wire.count == 1

@@ -29,6 +29,7 @@ import json
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
@@ -353,9 +354,10 @@ class Pool:
             now = loop.time()
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.lost and now - conn.idle_since < KEEPALIVE_EXPIRY:
+                if not conn.lost and now - conn.idle_since < KEEPALIVE_EXPIRY and conn.loop is loop:
                     return conn
-                conn.close()
+                with suppress(RuntimeError):  # a connection of a loop that has been closed
+                    conn.close()
                 self.count -= 1
             if self.count < self.max_connections:
                 break
