@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 from PIL import Image
 
-from kiln.providers.comfyui import ComfyUIClient, output_files
+from kiln.providers import comfyui as comfy_module
+from kiln.providers.comfyui import HISTORY_CHECK, ComfyUIClient, output_files
 from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderClient, ProviderError, ProviderNotConfigured, ProviderTimeout
 from tests.fakes.comfyui import FakeComfyUI
@@ -90,3 +92,34 @@ async def test_timeout(fake_comfyui: FakeComfyUI) -> None:
 def test_unset_url_names_the_setting() -> None:
     with pytest.raises(ProviderNotConfigured, match="KILN_COMFYUI_URL"):
         ComfyUIClient.from_settings(ProviderSettings(_env_file=None, comfyui_url=None))  # type: ignore[call-arg]
+
+
+async def test_runs_share_one_socket_and_hear_instant_prompts_end_without_polling(fake_comfyui: FakeComfyUI) -> None:
+    comfy = client(fake_comfyui)
+    started = time.perf_counter()
+    for i in range(3):  # the fake ends each prompt before its /prompt answer is read
+        await comfy.run(graph(f"p{i}", i))
+    await asyncio.gather(*(comfy.run(graph(f"c{i}", i)) for i in range(4)))
+    elapsed = time.perf_counter() - started
+    assert len(fake_comfyui.sockets) == 1 and len(next(iter(fake_comfyui.sockets.values()))) == 1
+    assert {p["client_id"] for p in fake_comfyui.prompts} == set(fake_comfyui.sockets)
+    assert elapsed < HISTORY_CHECK  # every end was heard on the socket, none waited for a history check
+    await comfy.http.aclose()
+    for _ in range(50):  # the socket is closed with the client
+        if not next(iter(fake_comfyui.sockets.values())):
+            break
+        await asyncio.sleep(0.02)
+    assert next(iter(fake_comfyui.sockets.values())) == []
+
+
+async def test_a_broken_socket_is_opened_again_for_the_next_run(fake_comfyui: FakeComfyUI) -> None:
+    fake_comfyui.delay = 0.05
+    comfy = client(fake_comfyui)
+    await comfy.run(graph("first", 1))
+    stream = comfy_module._streams[comfy.http]
+    await stream.socket.close()
+    await asyncio.sleep(0.05)
+    assert stream.socket is None
+    prompt_id, entry = await comfy.run(graph("second", 2))
+    assert output_files(entry) and stream.socket is not None
+    await comfy.http.aclose()

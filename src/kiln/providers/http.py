@@ -8,6 +8,11 @@ with `set_offline_guard`) and refuses a cloud-origin request while the guard say
 (the server may already be working on it) and becomes `ProviderTimeout`. Errors carry a safe
 message: a short excerpt of the upstream's error text, with the API key blanked; headers are never
 logged.
+
+Plain-`http://` servers (the local LLM, ComfyUI, vector stores) are called through
+`providers/http1.py`'s lean HTTP/1.1 pool, which raises the same httpx exceptions and hands out
+`httpx.Response` objects, so the policy here is one for both; HTTPS, absolute URLs, an injected
+`transport` and unusual arguments (`files`, `data`, per-call `timeout`, ...) go through httpx.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+
+from kiln.providers import http1
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +154,27 @@ class ProviderClient:
             transport=transport,
             trust_env=False,
         )
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._wire: http1.Pool | None = None
+        if transport is None and http1.usable_for(self.base_url, all_headers):
+            self._wire = http1.Pool(
+                self.base_url,
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+                headers=all_headers,
+            )
+
+    def close_with(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Have `closer` run when this client is closed (for a connection kept beside its pool)."""
+        self._closers.append(closer)
 
     async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            await closer()
+        if self._wire is not None:
+            self._wire.close()
         await self._http.aclose()
 
     async def __aenter__(self) -> ProviderClient:
@@ -203,17 +229,21 @@ class ProviderClient:
             raise ProviderProtocolError(self.name, f"{method} {path}: the answer is not JSON") from None
 
     @asynccontextmanager
-    async def stream(self, method: str, path: str, *, expect_ok: bool = True, retries: int | None = None,
-                     **kwargs: Any) -> AsyncIterator[httpx.Response]:
+    async def stream(
+        self, method: str, path: str, *, expect_ok: bool = True, retries: int | None = None, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
         """A streamed response; retries happen only before the first byte of a good answer.
         `retries` overrides the client's `max_retries` for this call (0 for work that must not repeat)."""
         await self.check_offline()
         max_retries = self.max_retries if retries is None else max(0, retries)
         attempt = 0
+        wire = self._wire.prepare(method, path, kwargs) if self._wire is not None else None
         while True:
-            request = self._http.build_request(method, path, **kwargs)
             try:
-                response = await self._http.send(request, stream=True)
+                if wire is not None:
+                    response = await self._wire.send(method, *wire)  # type: ignore[union-attr]
+                else:
+                    response = await self._http.send(self._http.build_request(method, path, **kwargs), stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout) as exc:
                 if attempt < max_retries:
                     await asyncio.sleep(self._delay(attempt, None))

@@ -83,3 +83,23 @@ async def test_a_filled_workflow_leaves_the_shipped_graph_unchanged():
     node, field = str(prompt["node_id"]), str(prompt["field"]).removeprefix("inputs.")
     assert graph[node]["inputs"][field] == "a red fox" and again[node]["inputs"][field] == "a blue bird"
     assert set(graph) == set(chunk.workflow)
+
+
+async def test_a_step_that_cannot_be_written_fails_only_its_own_run(kernel):
+    """Steps of concurrent runs share a transaction; one that breaks it must not take the others
+    down with it (the group is written again one step at a time)."""
+    ids = await _new_runs(kernel, 3)
+
+    async def finish(run_id: str, bad: bool) -> None:
+        rec = Recorder(kernel, run_id)
+        outputs = [{"not json": {1, 2}}] if bad else [{"status": "success"}]  # a set is not JSON
+        await rec.finish(COMPLETED, [], outputs=outputs, final_output=f"out {run_id}")
+
+    results = await asyncio.gather(*(finish(run_id, i == 1) for i, run_id in enumerate(ids)), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], Exception)
+    async with kernel.db.engine.connect() as conn:
+        rows = {r.id: r for r in await conn.execute(select(RUNS.c.id, RUNS.c.status, RUNS.c.final_output))}
+    assert rows[ids[0]].status == rows[ids[2]].status == COMPLETED
+    assert rows[ids[2]].final_output == f"out {ids[2]}"
+    assert rows[ids[1]].status != COMPLETED and rows[ids[1]].final_output is None

@@ -2,12 +2,16 @@
 pre-output safety → ComfyUI media), live recorder, media by run id, execution history and export.
 
 `install(app)` mounts the routes; the configs are validated once here so a bad document is
-reported at start (by name, then skipped) rather than on first use.
+reported at start (by name, then skipped) rather than on first use. At shutdown the pooled
+provider clients (LLM, ComfyUI and its event socket) are closed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,3 +28,16 @@ def install(app: FastAPI) -> None:
     for error in reg.errors:
         log.warning("arted config %s skipped: %s", error["name"], error["error"])
     app.include_router(router)
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        from kiln.providers.http import close_shared_clients
+
+        async with original(application) as state:
+            try:
+                yield state
+            finally:
+                await close_shared_clients()
+
+    app.router.lifespan_context = lifespan
