@@ -34,7 +34,7 @@ async def test_concurrent_items_share_one_flush() -> None:
 
 async def test_a_bad_item_fails_alone_and_its_neighbours_are_written() -> None:
     flushed: list[list[int]] = []
-    group = GroupCommit(recording_flush(flushed))
+    group = GroupCommit(recording_flush(flushed), retry_alone=True)
     results = await asyncio.gather(*(group.submit(i) for i in (1, 2, -3, 4)), return_exceptions=True)
     assert results[:2] == [10, 20] and results[3] == 40
     assert isinstance(results[2], Bad) and "[-3]" in str(results[2])  # its own flush's error
@@ -42,9 +42,20 @@ async def test_a_bad_item_fails_alone_and_its_neighbours_are_written() -> None:
     assert group.failed_groups == 1
 
 
-async def test_a_lone_failing_item_is_not_flushed_twice() -> None:
+async def test_without_retry_alone_a_failed_group_fails_every_caller_once() -> None:
+    """The engine's claims and finishes: a failed flush is the database's, not an item's, and is
+    not repeated once per item."""
     flushed: list[list[int]] = []
     group = GroupCommit(recording_flush(flushed))
+    results = await asyncio.gather(*(group.submit(i) for i in (1, -2, 3)), return_exceptions=True)
+    assert all(isinstance(r, Bad) for r in results)
+    assert flushed == [[1, -2, 3]]
+    assert await group.submit(4) == 40  # and the group keeps working
+
+
+async def test_a_lone_failing_item_is_not_flushed_twice() -> None:
+    flushed: list[list[int]] = []
+    group = GroupCommit(recording_flush(flushed), retry_alone=True)
     with pytest.raises(Bad):
         await group.submit(-1)
     assert flushed == [[-1]]

@@ -89,7 +89,7 @@ class _RunWriter:
 
     def __init__(self, db: Database):
         self.db = db
-        self.batches: GroupCommit[RowWrite, None] = GroupCommit(self._flush)
+        self.batches: GroupCommit[RowWrite, None] = GroupCommit(self._flush, retry_alone=True)
 
     async def _flush(self, writes: Sequence[RowWrite]) -> list[None]:
         by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import insert
@@ -36,12 +35,6 @@ _LOGS = MediaTaskLog.__table__
 INSERT_LOGS = insert(_LOGS)  # built once: its cache key is then computed once, not per transaction
 
 
-@dataclass(slots=True)
-class _Outcome:
-    value: Any = None
-    error: BaseException | None = None
-
-
 async def insert_logs(session: AsyncSession | AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Task-log rows, buffered when this runs inside a grouped transaction."""
     buffer = _log_buffer.get()
@@ -54,14 +47,11 @@ async def insert_logs(session: AsyncSession | AsyncConnection, rows: list[dict[s
 class _Batcher:
     def __init__(self, kernel: Any) -> None:
         self._kernel = weakref.ref(kernel)
-        self._group: GroupCommit[Op, _Outcome] = GroupCommit(self._flush, max_batch=64)
+        self._group: GroupCommit[Op, Any] = GroupCommit(self._transaction, max_batch=64, retry_alone=True)
         self.ops = self.transactions = 0  # how well grouping works (bench, tests)
 
     async def run(self, op: Op) -> Any:
-        outcome = await self._group.submit(op)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.value
+        return await self._group.submit(op)
 
     async def _transaction(self, ops: Sequence[Op]) -> list[Any]:
         kernel = self._kernel()
@@ -78,21 +68,6 @@ class _Batcher:
             if buffer:
                 await conn.execute(INSERT_LOGS, buffer)
         return values
-
-    async def _flush(self, ops: Sequence[Op]) -> list[_Outcome]:
-        try:
-            return [_Outcome(value) for value in await self._transaction(ops)]
-        except Exception as exc:
-            if len(ops) == 1:
-                return [_Outcome(error=exc)]
-        outcomes = []
-        for op in ops:  # the group failed: each op alone, so only the bad one fails
-            try:
-                (value,) = await self._transaction([op])
-                outcomes.append(_Outcome(value))
-            except Exception as exc:
-                outcomes.append(_Outcome(error=exc))
-        return outcomes
 
 
 _batchers: weakref.WeakKeyDictionary[Any, _Batcher] = weakref.WeakKeyDictionary()

@@ -3,9 +3,13 @@
 While one flush is in flight, new items queue up; the next flush takes them all. An idle
 system pays no extra latency, a busy one pays one transaction per batch instead of per job.
 
-A flush must be all or nothing (one transaction): when a grouped flush fails, each of its items
-is flushed again alone, so one bad item (a constraint or a value the others did not break)
-fails only its own caller instead of every caller that happened to share its transaction.
+A flush must be all or nothing (one transaction). With `retry_alone=True`, when a grouped flush
+fails each of its items is flushed again alone, so one bad item (a constraint or a value the
+others did not break) fails only its own caller instead of every caller that happened to share
+its transaction: for writers whose items carry caller data (media status changes, arted run
+rows). The engine's claims and finishes keep it off: their statements carry no per-caller data,
+so a failure is the database's (locked, gone) and retrying every item alone would only multiply
+the load on a database that is already failing.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ Result = TypeVar("Result")
 
 
 class GroupCommit(Generic[Item, Result]):
-    def __init__(self, flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], *, max_batch: int = 256):
+    def __init__(
+        self,
+        flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        *,
+        max_batch: int = 256,
+        retry_alone: bool = False,
+    ):
         self._flush = flush
         self._max_batch = max_batch
+        self._retry_alone = retry_alone
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._drainer: asyncio.Task[None] | None = None
         self.flushes = self.failed_groups = 0  # how grouping goes (tests, benches)
@@ -52,7 +63,7 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results = await self._flush([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and self._retry_alone:
                 return False
             _fail(batch, exc)
             return True
