@@ -185,3 +185,24 @@ async def test_http_delivery_to_allowed_host(client, app, lora_dir: Path, fake_s
         await asyncio.sleep(0.05)
     assert got["status"] == "succeeded" and got["result"]["status"] == 200
     assert ("POST", "/sdapi/v1/refresh-loras", {"prompt": "p"}) in fake_sdnext.requests
+
+
+async def test_generation_query_options(client, app, lora_dir: Path, fake_sdnext: FakeSDNext) -> None:
+    """The three generation routes take the contract's query parameters, checked the same way."""
+    configure(app, lora_dir, sdnext_url=fake_sdnext.url)
+    unknown = (await client.post("/v1/generation/generate", params={"backend": "comfy"}, json=SMALL)).json()
+    assert unknown["status"] == "failed" and "Unknown generation backend 'comfy'" in unknown["error_message"]
+    for path in ("/v1/generation/generate", "/v1/generation/queue-generation"):
+        bad = await client.post(path, params={"mode": "later"}, json=SMALL)
+        assert bad.status_code == 422 and set(bad.json()) == {"type", "title", "status"}, path
+        long = await client.post(path, params={"backend": "x" * 51}, json=SMALL)
+        assert long.status_code == 422, path
+    spec = (await client.get("/openapi.json")).json()["paths"]
+    for path, mode in (("/v1/generation/generate", "immediate"), ("/v1/generation/compose-and-generate", "immediate"),
+                       ("/v1/generation/queue-generation", "deferred")):
+        query = {p["name"]: p for p in spec[path]["post"]["parameters"] if p["in"] == "query"}
+        assert set(query) == {"backend", "mode", "save_images", "return_format"}, path
+        assert query["mode"]["schema"]["default"] == mode, path
+    queued = (await client.post("/v1/generation/queue-generation", json=SMALL)).json()
+    job = await _wait_status(client, queued["delivery_id"], ("completed",))
+    assert job["status"] == "completed"

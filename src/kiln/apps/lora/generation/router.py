@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kiln.apps.lora.compose.service import compose
 from kiln.apps.lora.deps import LoraSettingsDep
@@ -36,33 +37,35 @@ Mode = Literal["immediate", "deferred"]
 Fmt = Literal["base64", "file_path", "url"]
 
 
+@dataclass
+class RunOptions:
+    """The query parameters every generation route takes (the contract's names and defaults)."""
+
+    backend: Annotated[str, Query(max_length=50)] = "sdnext"
+    mode: Mode = "immediate"
+    save_images: bool = True
+    return_format: Fmt = "base64"
+
+
+@dataclass
+class QueuedRunOptions(RunOptions):
+    """`queue-generation`'s: the same, deferred unless asked otherwise."""
+
+    mode: Mode = "deferred"
+
+
 async def _run(
-    request: Request,
-    kernel: Any,
-    cfg: Any,
-    params: GenerationParams,
-    backend: str,
-    mode: str,
-    save_images: bool,
-    return_format: str,
+    request: Request, kernel: Any, cfg: Any, params: GenerationParams, options: RunOptions
 ) -> dict[str, Any]:
-    if backend != "sdnext":
-        return failed_result(f"Unknown generation backend '{backend[:50]}'")
+    if options.backend != "sdnext":
+        return failed_result(f"Unknown generation backend '{options.backend[:50]}'")
     if not cfg.sdnext_url:
         return failed_result("SDNext backend not configured (set KILN_SDNEXT_URL)")
-    if mode == "immediate":
-        job = await service.generate_and_wait(
-            kernel,
-            params,
-            cfg.generate_wait_seconds,
-            backend=backend,
-            save_images=save_images,
-            return_format=return_format,
-        )
+    kwargs = {"backend": options.backend, "save_images": options.save_images, "return_format": options.return_format}
+    if options.mode == "immediate":
+        job = await service.generate_and_wait(kernel, params, cfg.generate_wait_seconds, **kwargs)
     else:
-        job = await service.submit_generation(
-            kernel, params, backend=backend, mode=mode, save_images=save_images, return_format=return_format
-        )
+        job = await service.submit_generation(kernel, params, mode=options.mode, **kwargs)
     return generation_result(job, api_base(request))
 
 
@@ -128,12 +131,9 @@ async def generate(
     request: Request,
     kernel: KernelDep,
     cfg: LoraSettingsDep,
-    backend: Annotated[str, Query(max_length=50)] = "sdnext",
-    mode: Mode = "immediate",
-    save_images: bool = True,
-    return_format: Fmt = "base64",
+    options: Annotated[RunOptions, Depends()],
 ) -> dict[str, Any]:
-    return await _run(request, kernel, cfg, params, backend, mode, save_images, return_format)
+    return await _run(request, kernel, cfg, params, options)
 
 
 @router.post("/generation/compose-and-generate")
@@ -143,17 +143,14 @@ async def compose_and_generate(
     session: SessionDep,
     kernel: KernelDep,
     cfg: LoraSettingsDep,
-    backend: Annotated[str, Query(max_length=50)] = "sdnext",
-    mode: Mode = "immediate",
-    save_images: bool = True,
-    return_format: Fmt = "base64",
+    options: Annotated[RunOptions, Depends()],
 ) -> dict[str, Any]:
     c = body.compose_request
     result = await compose(session, prefix=c.prefix, suffix=c.suffix, include_trigger_words=c.include_trigger_words)
     if not result.tokens:
         raise LoraError(400, "No active adapters found")
     params = body.generation_params.model_copy(update={"prompt": result.prompt})
-    return await _run(request, kernel, cfg, params, backend, mode, save_images, return_format)
+    return await _run(request, kernel, cfg, params, options)
 
 
 @router.post("/generation/queue-generation")
@@ -161,15 +158,17 @@ async def queue_generation(
     params: GenerationParams,
     kernel: KernelDep,
     cfg: LoraSettingsDep,
-    backend: Annotated[str, Query(max_length=50)] = "sdnext",
-    mode: Mode = "deferred",
-    save_images: bool = True,
-    return_format: Fmt = "base64",
+    options: Annotated[QueuedRunOptions, Depends()],
 ) -> dict[str, Any]:
-    service.check_backend(backend)
+    service.check_backend(options.backend)
     service.require_sdnext(cfg)
     job = await service.submit_generation(
-        kernel, params, backend=backend, mode=mode, save_images=save_images, return_format=return_format
+        kernel,
+        params,
+        backend=options.backend,
+        mode=options.mode,
+        save_images=options.save_images,
+        return_format=options.return_format,
     )
     return {"delivery_id": job.id}
 
