@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from kiln.apps.lora.library import scan
+from kiln.apps.lora.library import hashing, scan
 from kiln.apps.lora.library.metadata import FIRST_READ, InvalidAdapterFile, read_facts
 from kiln.apps.lora.models import Adapter
 from tests.apps.lora.kit import configure, create, write_lora
@@ -89,7 +89,7 @@ async def test_scan_in_many_small_batches(client, app, lora_dir: Path, monkeypat
 
 
 async def test_hash_batches_are_bounded_by_bytes(client, app, lora_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scan, "HASH_BATCH_BYTES", 1)  # one file per batch
+    monkeypatch.setattr(hashing, "HASH_BATCH_BYTES", 1)  # one file per batch
     configure(app, lora_dir)
     paths = [write_lora(lora_dir / f"h{i}.safetensors", output_name=f"h{i}") for i in range(3)]
     _, hashed = await _scan_and_hash(client)

@@ -4,7 +4,7 @@ Generations are the engine's `jobs` rows (kind `lora.generate`); their images ar
 `lora_adapter_tags` holds each adapter's tags lower-cased, so tag filters and the tag list
 are plain indexed SQL on both databases. `search_text` is the lower-cased text a search
 matches (name, alias, file stem, tags, trigger words). An adapter with a `file_size` and no
-`primary_file_sha256` is waiting for its hash (see `library/scan.py`).
+`primary_file_sha256` is waiting for its hash (see `library/scan.py` and `library/hashing.py`).
 """
 
 from __future__ import annotations
