@@ -14,7 +14,8 @@ from kiln.apps.lora.archive import importer
 from kiln.apps.lora.archive.export import human_size, stream_archive, views_of
 from kiln.apps.lora.config import LoraSettings, lora_settings
 from kiln.apps.lora.errors import LoraError, not_found
-from kiln.apps.lora.library.service import _checked_create, _dedupe, fill_adapter, name_taken, replace_tags, set_tags
+from kiln.apps.lora.library.service import _checked_create, fill_adapter, name_taken, replace_tags, set_tags
+from kiln.apps.lora.library.values import unique_words
 from kiln.apps.lora.models import Adapter, Backup
 from kiln.core.db import utcnow
 from kiln.core.jobs import JobContext, job_handler
@@ -40,7 +41,7 @@ async def _save(session: AsyncSession, items: list[importer.Planned], conflict: 
     now = utcnow()
     for item in items:
         values = _values(item.metadata, item.extracted)
-        tags = _dedupe(values.pop("tags", None) or [])
+        tags = unique_words(values.pop("tags", None) or [])
         existing = await session.scalar(select(Adapter).where(
             Adapter.name == values["name"], Adapter.version_key == (values.get("version") or "")))
         if existing is not None and conflict in ("skip", "ask"):

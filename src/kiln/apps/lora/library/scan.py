@@ -35,8 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.lora.config import LoraSettings, lora_settings
 from kiln.apps.lora.library import paths
 from kiln.apps.lora.library.metadata import InvalidAdapterFile, adapter_fields, read_facts
-from kiln.apps.lora.library.service import _dedupe
-from kiln.apps.lora.library.values import row_search_text
+from kiln.apps.lora.library.values import row_search_text, unique_words
 from kiln.apps.lora.models import Adapter, AdapterTag, DuplicateFile
 from kiln.core.db import new_id, utcnow
 from kiln.core.jobs import JobContext, job_handler
@@ -337,7 +336,7 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], re
         )
         for path, fields in good:
             title = fields.pop("title", None)
-            tags = _dedupe(fields.pop("tags", None) or [])
+            tags = unique_words(fields.pop("tags", None) or [])
             clean = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
             if path in known:
                 work.add_refresh(known[path], clean, tags)

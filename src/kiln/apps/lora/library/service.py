@@ -18,7 +18,7 @@ from kiln.apps.lora.config import LoraSettings
 from kiln.apps.lora.errors import LoraError, not_found
 from kiln.apps.lora.library import paths
 from kiln.apps.lora.library.metadata import InvalidAdapterFile, adapter_fields, read_facts
-from kiln.apps.lora.library.values import check_field, check_patch, check_text, search_text
+from kiln.apps.lora.library.values import check_field, check_patch, check_text, search_text, unique_words
 from kiln.apps.lora.models import Adapter, AdapterTag
 from kiln.core.db import utcnow
 
@@ -141,20 +141,10 @@ async def create_adapter(session: AsyncSession, cfg: LoraSettings, body: Any) ->
     tags = values.pop("tags", None)
     fill_adapter(adapter, {**{k: v for k, v in derived.items() if v not in (None, [], {})}, **values})
     await session.flush()
-    set_tags(session, adapter, tags if tags is not None else _dedupe(derived.get("tags") or []))
+    set_tags(session, adapter, tags if tags is not None else unique_words(derived.get("tags") or []))
     adapter.search_text = search_text(adapter)
     await session.commit()
     return adapter
-
-
-def _dedupe(words: list[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for word in words:
-        if word.casefold() not in seen:
-            seen.add(word.casefold())
-            out.append(word)
-    return out
 
 
 async def get_adapter(session: AsyncSession, adapter_id: str) -> Adapter:

@@ -58,20 +58,24 @@ def check_text(key: str, value: Any, *, nullable: bool = True, limit: int = MAX_
     return value
 
 
+def unique_words(words: list[str]) -> list[str]:
+    """`words` without the later repeats of a word, compared case-insensitively (tags)."""
+    seen: set[str] = set()
+    out = []
+    for word in words:
+        if word.casefold() not in seen:
+            seen.add(word.casefold())
+            out.append(word)
+    return out
+
+
 def check_words(key: str, value: Any) -> list[str]:
     """A list of short strings, trimmed, blanks dropped, de-duplicated case-insensitively."""
     if not isinstance(value, list) or len(value) > MAX_LIST:
         raise _bad(key, f"a list of at most {MAX_LIST} strings")
-    out: list[str] = []
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, str) or len(item) > MAX_ITEM:
-            raise _bad(key, f"a list of strings of at most {MAX_ITEM} characters")
-        item = item.strip()
-        if item and item.casefold() not in seen:
-            seen.add(item.casefold())
-            out.append(item)
-    return out
+    if any(not isinstance(item, str) or len(item) > MAX_ITEM for item in value):
+        raise _bad(key, f"a list of strings of at most {MAX_ITEM} characters")
+    return unique_words([item.strip() for item in value if item.strip()])
 
 
 def check_field(key: str, value: Any) -> Any:
