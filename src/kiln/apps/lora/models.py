@@ -90,14 +90,17 @@ class AdapterTag(Base):
     __tablename__ = "lora_adapter_tags"
 
     adapter_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True
+    )
     tag_norm: Mapped[str] = mapped_column(String(255), primary_key=True)
     tag: Mapped[str] = mapped_column(String(255))
     # the adapter's lower-cased name, so a tag's adapters come out of an index in name order
     name_key: Mapped[str] = mapped_column(String(512))
 
-    __table_args__ = (Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),
-                      Index("ix_lora_adapter_tags_by_name", "tag_norm", "name_key", "adapter_id"))
+    __table_args__ = (
+        Index("ix_lora_adapter_tags_norm", "tag_norm", "adapter_id"),
+        Index("ix_lora_adapter_tags_by_name", "tag_norm", "name_key", "adapter_id"),
+    )
 
 
 class DuplicateFile(Base):
@@ -111,8 +114,49 @@ class DuplicateFile(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    duplicate_of: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
+    duplicate_of: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
+
+
+class GenerationResult(Base):
+    """A succeeded `lora.generate` job as the history screen filters, sorts and sums it.
+
+    Derived from the job's JSON (`payload`: prompt, negative prompt, size; `result`: rating,
+    favourite, bytes) by database triggers on `jobs` (migration 0018), in the statement that
+    writes the job: the engine's finish, the rating and favourite routes, a delete (cascade).
+    Nothing in Kiln writes these rows itself; the job stays the source of truth.
+    """
+
+    __tablename__ = "lora_generation_results"
+
+    job_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # lower(prompt), its first 200 characters: the `prompt` sort
+    prompt_key: Mapped[str] = mapped_column(String(800))
+    # lower(prompt + "\n" + negative prompt): the search words
+    search_text: Mapped[str] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the rating with unrated as 0: the `rating` sort
+    sort_rating: Mapped[int] = mapped_column(Integer)
+    is_favorite: Mapped[bool] = mapped_column(Boolean)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+Index("ix_lora_generation_results_created", GenerationResult.created_at, GenerationResult.job_id)
+Index(
+    "ix_lora_generation_results_rating",
+    GenerationResult.sort_rating,
+    GenerationResult.created_at,
+    GenerationResult.job_id,
+)
+Index(
+    "ix_lora_generation_results_prompt",
+    GenerationResult.prompt_key,
+    GenerationResult.created_at.desc(),
+    GenerationResult.job_id.desc(),
+)
+Index("ix_lora_generation_results_size", GenerationResult.width, GenerationResult.height, GenerationResult.created_at)
 
 
 class Embedding(Base):
@@ -121,7 +165,8 @@ class Embedding(Base):
     __tablename__ = "lora_embeddings"
 
     adapter_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True)
+        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), primary_key=True
+    )
     model: Mapped[str] = mapped_column(String(128))
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
@@ -133,8 +178,7 @@ class Feedback(Base):
     __tablename__ = "lora_feedback"
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
-    adapter_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
+    adapter_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("lora_adapters.id", ondelete="CASCADE"), index=True)
     feedback_type: Mapped[str] = mapped_column(String(32))
     context: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

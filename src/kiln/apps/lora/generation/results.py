@@ -2,8 +2,9 @@
 favourite, bulk favourite/delete and a ZIP export of chosen results.
 
 A result is a succeeded `lora.generate` job; its rating and favourite flag live in the job's
-own result document (`rating`, `is_favorite`, `rating_updated_at`, `favorite_updated_at`),
-so no table changes. Registered before `DELETE /generation/results/{id}`.
+own result document (`rating`, `is_favorite`, `rating_updated_at`, `favorite_updated_at`);
+the database's triggers copy them into `lora_generation_results` (the history's columns) in
+the same UPDATE. Registered before `DELETE /generation/results/{id}`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ async def _result(session: Any, job_id: str) -> Job:
 
 
 async def _results(session: Any, ids: list[str]) -> list[Job]:
-    rows = await session.scalars(select(Job).where(Job.id.in_(set(ids)), Job.kind == service.GENERATE,
-                                                   Job.status == "succeeded"))
+    rows = await session.scalars(
+        select(Job).where(Job.id.in_(set(ids)), Job.kind == service.GENERATE, Job.status == "succeeded")
+    )
     return list(rows.all())
 
 
@@ -138,5 +140,6 @@ async def export(body: ExportBody, request: Request, session: SessionDep, kernel
                 yield block
 
     name = f"generation-export-{datetime.now(UTC):%Y%m%d-%H%M%S}.zip"
-    return StreamingResponse(chunks(), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return StreamingResponse(
+        chunks(), media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from kiln.apps.lora.deps import LoraSettingsDep
 from kiln.apps.lora.errors import LoraError, LoraRoute, not_found
-from kiln.apps.lora.library import paths, service
+from kiln.apps.lora.library import listing, paths, service
 from kiln.apps.lora.library.values import adapter_view, check_int
 from kiln.core.deps import KernelDep, SessionDep
 
@@ -45,7 +45,8 @@ async def create_adapter(session: SessionDep, cfg: LoraSettingsDep, body: Annota
 
 @router.get("/adapters")
 async def list_adapters(
-    session: SessionDep, cfg: LoraSettingsDep,
+    session: SessionDep,
+    cfg: LoraSettingsDep,
     search: Annotated[str, Query(max_length=500)] = "",
     active_only: bool | None = None,
     active: bool | None = None,
@@ -54,9 +55,16 @@ async def list_adapters(
     page: int = 1,
     per_page: int = 24,
 ) -> Response:
-    result = await service.list_adapters(
-        session, search=search, active_only=active_only if active_only is not None else active,
-        tags=service.parse_tags(tags), sort=sort, page=page, per_page=per_page, max_per_page=cfg.max_per_page)
+    result = await listing.list_adapters(
+        session,
+        search=search,
+        active_only=active_only if active_only is not None else active,
+        tags=listing.parse_tags(tags),
+        sort=sort,
+        page=page,
+        per_page=per_page,
+        max_per_page=cfg.max_per_page,
+    )
     result["items"] = [adapter_view(a) for a in result["items"]]
     return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
@@ -83,8 +91,14 @@ async def scan_status(job_id: str, kernel: KernelDep) -> dict[str, Any]:
     job = await kernel.jobs.get(job_id)
     if job is None or job.kind not in ("lora.scan", "lora.hash"):  # lora.hash: the scan's follow-up
         raise not_found("scan job")
-    return {"job_id": job.id, "status": job.status, "progress": job.progress, "message": job.progress_message,
-            "result": job.result, "error": job.error}
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.progress_message,
+        "result": job.result,
+        "error": job.error,
+    }
 
 
 @router.get("/adapters/{adapter_id}")
