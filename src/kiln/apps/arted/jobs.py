@@ -10,4 +10,7 @@ from kiln.core.jobs import JobContext, job_handler
 
 @job_handler("arted.run", surface="arted", max_attempts=1)
 async def run(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    return await pipeline.execute(ctx.kernel, str(payload["run_id"]))
+    # attempts counts this one: a second attempt (`kiln jobs retry`) starts over
+    return await pipeline.execute(
+        ctx.kernel, str(payload["run_id"]), payload.get("run"), payload.get("opened"), fresh=ctx.job.attempts <= 1
+    )

@@ -19,13 +19,16 @@ from sqlalchemy import select
 from kiln.apps.arted import safety, stages
 from kiln.apps.arted.config import ArtedSettings
 from kiln.apps.arted.models import COMPLETED, FAILED, Run
-from kiln.apps.arted.recorder import MEDIA_KIND, Recorder
+from kiln.apps.arted.recorder import MEDIA_KIND, Recorder, opening
 from kiln.apps.arted.registry import Config, Registry, registry
 from kiln.providers.comfyui import ComfyUIClient
 from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderError, ProviderTimeout
 from kiln.providers.llm import LLMClient
 
+# What a run needs of its row; the job's payload carries them (service.create_run), so a run
+# starts without reading its row back. A payload without them (a job queued by an older version)
+# is read from the row.
 RUN_FIELDS = (
     "id",
     "mode",
@@ -37,7 +40,6 @@ RUN_FIELDS = (
     "input_text",
     "requested_seed",
     "options",
-    "started_at",
 )
 
 
@@ -45,34 +47,38 @@ def backend_of(llm: LLMClient) -> str:
     return "llm-cloud" if llm.http.origin == "cloud" else "llm"
 
 
-async def execute(kernel: Any, run_id: str) -> dict[str, Any]:
-    columns = [Run.__table__.c[name] for name in RUN_FIELDS]
-    async with kernel.db.engine.connect() as conn:
-        row = (await conn.execute(select(*columns).where(Run.__table__.c.id == run_id))).mappings().first()
-    if row is None:
-        return {"outcome": "missing"}
-    run = SimpleNamespace(**row)
+async def execute(
+    kernel: Any,
+    run_id: str,
+    fields: dict[str, Any] | None = None,
+    opened: dict[str, Any] | None = None,
+    *,
+    fresh: bool = True,
+) -> dict[str, Any]:
+    """Run the stages of `run_id` from the lists its row got at creation (`opened`); `fresh` is
+    False for a retried job (what it stored is removed, the lists start over)."""
+    if fields is None:
+        columns = [Run.__table__.c[name] for name in RUN_FIELDS]
+        async with kernel.db.engine.connect() as conn:
+            row = (await conn.execute(select(*columns).where(Run.__table__.c.id == run_id))).mappings().first()
+        if row is None:
+            return {"outcome": "missing"}
+        fields = dict(row)
+    run = SimpleNamespace(**fields)
     cfg = kernel.surface_settings(ArtedSettings)
     providers = kernel.surface_settings(ProviderSettings)
     reg = registry(cfg.config_dir)
-    rec = Recorder(kernel, run_id)
-    await rec.start(
-        {
-            "config_name": run.config_id,
-            "execution_mode": run.execution_mode,
-            "safety_level": run.safety_level,
-            "user_id": run.user_id,
-            "session_id": run.session_id,
-        },
-        fresh=run.started_at is None,
-    )
+    rec = Recorder(kernel, run_id, opened if opened is not None and fresh else opening(fields))
+    await rec.start(fresh=fresh)
     try:
         llm = LLMClient.from_settings(providers)
         comfy = ComfyUIClient.from_settings(providers) if run.options.get("outputs") else None
-        return await _stages(rec, run, reg, cfg, llm, comfy)
+        outcome = await _stages(rec, run, reg, cfg, llm, comfy)
     except ProviderError as exc:
         await _fail(rec, run, "configuration" if not isinstance(exc, ProviderTimeout) else "timeout", exc)
-        return {"outcome": "failed"}
+        outcome = {"outcome": "failed"}
+    # the run's closing values ride with the job's end, so the waiting route need not read the row
+    return {**outcome, "run": rec.closing}
 
 
 async def _fail(rec: Recorder, run: Any, stage: str, exc: ProviderError, **values: Any) -> None:
@@ -100,20 +106,7 @@ async def _stages(
     config = reg.configs[run.config_id]
     guard_chunk = reg.chunks["safety_guard"]
     backend_info: list[dict[str, Any]] = []
-    text = run.input_text
-    await rec.record(
-        "input",
-        text,
-        items=[
-            {
-                "stage": 1,
-                "item_type": "user_input_text",
-                "content": text,
-                "meta": {"input_language": options.get("user_language", "de"), "char_count": len(text)},
-            }
-        ],
-        then=(1, "safety"),
-    )
+    text = run.input_text  # recorded with the run's row (recorder.opening)
     # ---- stage 1: safety on the user's own text
     verdict = await safety.check(llm, guard_chunk, text, level, model=cfg.safety_model)
     backend_info.append(

@@ -54,15 +54,15 @@ async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, re
             {"run_id": run.id, "status": "queued", "status_url": f"{base}/status", "entities_url": f"{base}/entities"},
             status_code=202,
         )
-    status = await service.start_and_wait(kernel, run.job_id, cfg.sync_timeout_seconds)
-    if status is None:
+    job = await service.start_and_wait(kernel, run.job_id, cfg.sync_timeout_seconds)
+    if job is None:
         raise ArtedError(
             504,
             "The run is still in progress; follow it on its status route",
             run_id=run.id,
             details={"status_url": f"{root(request)}/api/pipeline/{run.id}/status"},
         )
-    return await service.settle(session, kernel, await service.reload_run(session, run.id))
+    return await service.finished_run(session, kernel, run, job)
 
 
 @router.post("/api/schema/pipeline/execute")
