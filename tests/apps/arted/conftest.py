@@ -63,3 +63,13 @@ async def wait_status(client: httpx.AsyncClient, run_id: str, timeout: float = 1
             if body["status"] != "in_progress":
                 return body
             await asyncio.sleep(0.05)
+
+
+EXEC = "/api/schema/pipeline/execute"
+
+
+def envelope(r: httpx.Response, code: int) -> dict:
+    assert r.status_code == code, r.text
+    body = r.json()
+    assert {"error", "status", "details"} <= set(body), body
+    return body

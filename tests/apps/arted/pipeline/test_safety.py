@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.apps.arted import safety
-from kiln.apps.arted.registry import build
+from kiln.apps.arted.configs.registry import build
+from kiln.apps.arted.pipeline import safety
 from kiln.providers.config import ProviderSettings
 from kiln.providers.llm import LLMClient
 from tests.apps.arted.conftest import user_text

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from kiln.apps.arted.registry import DATA, Chunk
+from kiln.apps.arted.configs.registry import DATA, Chunk
 from kiln.providers.http import OfflineBlocked, ProviderError
 from kiln.providers.llm import LLMClient
 

@@ -17,11 +17,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.config import ArtedSettings
+from kiln.apps.arted.configs.registry import Config, Registry
 from kiln.apps.arted.errors import ArtedError
 from kiln.apps.arted.models import FAILED, IN_PROGRESS, QUEUED, Run
-from kiln.apps.arted.recorder import opening
-from kiln.apps.arted.registry import Config, Registry
-from kiln.apps.arted.safety import LEVELS
+from kiln.apps.arted.pipeline.recorder import opening
+from kiln.apps.arted.pipeline.safety import LEVELS
 from kiln.core.db import utcnow
 from kiln.core.jobs.models import FINISHED, RUNNING, SUCCEEDED
 from kiln.providers.config import ProviderSettings

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from kiln.apps.arted import safety, service, stages
+from kiln.apps.arted.configs.registry import pick
 from kiln.apps.arted.deps import CfgDep, ProvidersDep, RegistryDep, root, user_of
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
 from kiln.apps.arted.models import FAILED, Run
-from kiln.apps.arted.registry import pick
-from kiln.apps.arted.schemas import ExecuteRequest, Stage2Request, Stage34Request
-from kiln.apps.arted.views import execute_response
+from kiln.apps.arted.pipeline import safety, service, stages
+from kiln.apps.arted.pipeline.schemas import ExecuteRequest, Stage2Request, Stage34Request
+from kiln.apps.arted.runs.views import execute_response
 from kiln.core.auth.deps import OptionalUser
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.providers.http import ProviderError, ProviderTimeout

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from kiln.apps.arted import export, history, service
 from kiln.apps.arted.deps import root
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.views import EXPECTED, entity_view, iso, outputs_view, record_view, run_summary, status_view
+from kiln.apps.arted.pipeline import service
+from kiln.apps.arted.runs import export, history
+from kiln.apps.arted.runs.views import EXPECTED, entity_view, iso, outputs_view, record_view, run_summary, status_view
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
 

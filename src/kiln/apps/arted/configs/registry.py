@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 log = logging.getLogger(__name__)
 
-DATA = Path(__file__).with_name("data")
+DATA = Path(__file__).parents[1] / "data"  # the surface's shipped documents
 ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 MAX_DOC_BYTES = 1_000_000
 MediaType = Literal["image", "audio", "video", "music", "text"]

@@ -7,10 +7,10 @@ import asyncio
 from sqlalchemy import event, insert, select
 
 import kiln.apps.arted.jobs  # noqa: F401  (registers arted.run)
-from kiln.apps.arted import stages
+from kiln.apps.arted.configs.registry import registry
 from kiln.apps.arted.models import COMPLETED, Run
-from kiln.apps.arted.recorder import Recorder, opening
-from kiln.apps.arted.registry import registry
+from kiln.apps.arted.pipeline import stages
+from kiln.apps.arted.pipeline.recorder import Recorder, opening
 
 RUNS = Run.__table__
 

@@ -3,24 +3,24 @@
 1. safety on the user's original text (words, then the LLM guard; fails closed);
 2. interception of the user's text (never a safety model's rewrite) — skipped for output configs,
    `stage34` runs and a frontend-provided `interception_result`;
-3. per output config: translation to English, then pre-output safety for the level on the
+3. per output config (`outputs.py`): translation to English, then pre-output safety for the level on the
    translation (and on the original, for the word lists); a block stops that output;
 4. ComfyUI with the requested (or drawn) seed; the file comes from that prompt's history.
 """
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
 
-from kiln.apps.arted import safety, stages
 from kiln.apps.arted.config import ArtedSettings
+from kiln.apps.arted.configs.registry import Registry, registry
 from kiln.apps.arted.models import COMPLETED, FAILED, Run
-from kiln.apps.arted.recorder import MEDIA_KIND, Recorder, opening
-from kiln.apps.arted.registry import Config, Registry, registry
+from kiln.apps.arted.pipeline import safety, stages
+from kiln.apps.arted.pipeline.outputs import produce
+from kiln.apps.arted.pipeline.recorder import Recorder, opening
 from kiln.providers.comfyui import ComfyUIClient
 from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderError, ProviderTimeout
@@ -41,10 +41,6 @@ RUN_FIELDS = (
     "requested_seed",
     "options",
 )
-
-
-def backend_of(llm: LLMClient) -> str:
-    return "llm-cloud" if llm.http.origin == "cloud" else "llm"
 
 
 async def execute(
@@ -112,7 +108,7 @@ async def _stages(
     backend_info.append(
         {
             "stage": 1,
-            "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
+            "backend": "word_filter" if verdict.method == "word_filter" else stages.backend_of(llm),
             "model": verdict.model,
         }
     )
@@ -188,7 +184,7 @@ async def _stages(
             await _fail(rec, run, "interception", exc, backend_info=backend_info)
             return {"outcome": "failed"}
         prompt = step.text
-        backend_info.append({"stage": 2, "backend": backend_of(llm), "model": step.model})
+        backend_info.append({"stage": 2, "backend": stages.backend_of(llm), "model": step.model})
         await rec.record(
             "interception",
             prompt,
@@ -199,7 +195,7 @@ async def _stages(
                     "item_type": "interception_final",
                     "content": prompt,
                     "model_used": step.model,
-                    "backend_used": backend_of(llm),
+                    "backend_used": stages.backend_of(llm),
                     "config_used": config.id,
                     "execution_time": round(step.seconds, 4),
                 }
@@ -223,7 +219,7 @@ async def _stages(
     results = []
     used_seed = None
     for index, output in enumerate(outputs, start=1):
-        result, seed = await _output(
+        result, seed = await produce(
             rec, run, reg, cfg, llm, comfy, output, prompt, backend_info, index, last=index == len(outputs)
         )
         results.append(result)
@@ -257,179 +253,3 @@ async def _stages(
         error=error,
     )
     return {"outcome": "failed" if failed else "completed"}
-
-
-async def _output(
-    rec: Recorder,
-    run: Any,
-    reg: Registry,
-    cfg: ArtedSettings,
-    llm: LLMClient,
-    comfy: ComfyUIClient | None,
-    output: Config,
-    prompt: str,
-    backend_info: list[dict[str, Any]],
-    index: int,
-    *,
-    last: bool,
-) -> tuple[dict[str, Any], int | None]:
-    level = run.safety_level
-    media = output.media_type
-    base = {"config": output.id, "media_type": media, "safety_level": level}
-    if (rec.stage, rec.step) != (3, "translation"):
-        await rec.set_state(3, "translation")
-    try:
-        step = await stages.translate(llm, reg, prompt, cfg.translation_model)
-    except ProviderError as exc:  # without a translation there is nothing safe to send on
-        verdict = safety.Verdict(
-            False, "llm_unavailable", f"translation unavailable: {exc.message}", ["guard_unavailable"]
-        )
-        translated = None
-    else:
-        translated = step.text
-        backend_info.append({"stage": 3, "backend": backend_of(llm), "model": step.model, "step": "translation"})
-        await rec.record(
-            "translation",
-            translated,
-            meta={"model_used": step.model, "config": output.id},
-            items=[
-                {
-                    "stage": 3,
-                    "item_type": "translation_result",
-                    "content": translated,
-                    "model_used": step.model,
-                    "backend_used": backend_of(llm),
-                    "loop_iteration": index,
-                    "meta": {"from_lang": "auto", "to_lang": "en"},
-                }
-            ],
-            then=(3, "pre_output_safety"),
-        )
-        verdict = await safety.check(
-            llm,
-            reg.chunks["safety_guard"],
-            translated,
-            level,
-            model=cfg.safety_model,
-            extra_texts=(prompt, run.input_text),
-        )
-        backend_info.append(
-            {
-                "stage": 3,
-                "backend": "word_filter" if verdict.method == "word_filter" else backend_of(llm),
-                "model": verdict.model,
-                "step": "pre_output_safety",
-            }
-        )
-    items = [
-        {
-            "stage": 3,
-            "item_type": "stage3_safety_check",
-            "media_type": "metadata",
-            "model_used": verdict.model,
-            "loop_iteration": index,
-            "meta": {"safe": verdict.safe, "method": verdict.method, "safety_level": level, "codes": verdict.codes},
-        }
-    ]
-    if not verdict.safe:
-        items.append(
-            {
-                "stage": 3,
-                "item_type": "stage3_blocked",
-                "media_type": "metadata",
-                "loop_iteration": index,
-                "meta": {"blocked_reason": verdict.reason, "blocked_codes": verdict.codes},
-            }
-        )
-    go = verdict.safe and translated is not None and comfy is not None
-    await rec.record(
-        "safety_pre_output",
-        {**verdict.record(level), "media_type": media},
-        items=items,
-        run_values={"backend_info": backend_info},
-        then=(4, "media_generation") if go else None,
-    )
-    if not go or comfy is None or translated is None:
-        return {**base, "status": "blocked", "reason": verdict.reason, "safety_codes": verdict.codes}, None
-    # ---- stage 4
-    chunk = reg.output_chunk(output)
-    seed = stages.choose_seed(run.requested_seed, output)
-    graph = stages.fill_workflow(chunk, stages.workflow_values(output, translated, seed, run.id))
-    started = time.perf_counter()
-    try:
-        made = await stages.generate(comfy, chunk, graph, max_bytes=cfg.max_media_bytes)
-    except ProviderError as exc:
-        status = 504 if isinstance(exc, ProviderTimeout) else 502
-        return {**base, "status": "error", "error": str(exc)[:500], "http_status": status}, seed
-    model = chunk.meta.get("model")
-    backend_info.append({"stage": 4, "backend": "comfyui", "model": model})
-    kind = MEDIA_KIND.get(media, media)
-    meta = {
-        "config": output.id,
-        "backend": "comfyui",
-        "seed": seed,
-        "prompt_id": made.prompt_id,
-        "source_filename": made.filename,
-        "model": model,
-    }
-    meta.update(_media_facts(made.data))
-    view = await rec.record(
-        f"output_{kind}",
-        made.data,
-        meta=meta,
-        items=[
-            {
-                "stage": 4,
-                "item_type": f"output_{kind}",
-                "media_type": kind,
-                "config_used": output.id,
-                "model_used": model,
-                "backend_used": "comfyui",
-                "execution_time": round(made.seconds, 4),
-                "loop_iteration": index,
-                "file_path": None,
-                "meta": {"seed": seed, "prompt_id": made.prompt_id},
-            }
-        ],
-        run_values={"used_seed": seed, "backend_info": backend_info},
-        defer=last,
-    )
-    return {
-        **base,
-        "status": "success",
-        "run_id": run.id,
-        "output": run.id,
-        "media_stored": True,
-        "execution_time": round(time.perf_counter() - started, 4),
-        "filename": view["filename"],
-        "entity_sequence": view["sequence"],
-        "mime_type": view["mime_type"],
-        "kind": kind,
-        "metadata": {
-            "seed": seed,
-            "prompt_id": made.prompt_id,
-            "model": model,
-            **{k: v for k, v in meta.items() if k in ("width", "height", "format")},
-        },
-    }, seed
-
-
-def _media_facts(data: bytes) -> dict[str, Any]:
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        # A PNG states its size in its first chunk; opening it with Pillow cost ~0.2 ms per run.
-        return {
-            "width": int.from_bytes(data[16:20], "big"),
-            "height": int.from_bytes(data[20:24], "big"),
-            "format": "png",
-        }
-    if not data.startswith((b"\xff\xd8\xff", b"RIFF", b"GIF8")):
-        return {}
-    try:
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            return {"width": image.width, "height": image.height, "format": (image.format or "").lower()}
-    except Exception:  # not an image (a WAV is RIFF too)
-        return {}

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kiln.apps.arted import service
+from kiln.apps.arted.configs.registry import Config, Registry, both, pick
 from kiln.apps.arted.deps import RegistryDep
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.registry import Config, Registry, both, pick
+from kiln.apps.arted.pipeline import service
 
 router = APIRouter(route_class=ArtedRoute)
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.errors import ArtedError
 from kiln.apps.arted.models import Run
-from kiln.apps.arted.recorder import blob_prefix
+from kiln.apps.arted.pipeline.recorder import blob_prefix
 
 
 def parse_day(value: str | None) -> date | None:
