@@ -36,17 +36,29 @@ async def test_schema_routes(arted: httpx.AsyncClient) -> None:
     assert ctx["config_id"] == "dada" and "Dada" in ctx["context"]["en"]
     envelope(await arted.get("/api/config/sd35_large/context"), 404)
     pipe = (await arted.get("/api/config/dada/pipeline")).json()
-    assert pipe == {"config_id": "dada", "pipeline_name": "text_transformation",
-                    "pipeline_type": "prompt_interception", "pipeline_stage": "2",
-                    "requires_interception_prompt": True, "input_requirements": {"texts": 1},
-                    "description": pipe["description"]}
+    assert pipe == {
+        "config_id": "dada",
+        "pipeline_name": "text_transformation",
+        "pipeline_type": "prompt_interception",
+        "pipeline_stage": "2",
+        "requires_interception_prompt": True,
+        "input_requirements": {"texts": 1},
+        "description": pipe["description"],
+    }
 
 
 async def test_operator_config_dir(arted: httpx.AsyncClient, app, tmp_path: Path) -> None:
     (tmp_path / "interception").mkdir()
-    (tmp_path / "interception" / "fluxus.json").write_text(json.dumps({
-        "pipeline": "text_transformation", "name": {"en": "Fluxus"}, "context": "Event scores.",
-        "media_preferences": {"default_output": "image"}}))
+    (tmp_path / "interception" / "fluxus.json").write_text(
+        json.dumps(
+            {
+                "pipeline": "text_transformation",
+                "name": {"en": "Fluxus"},
+                "context": "Event scores.",
+                "media_preferences": {"default_output": "image"},
+            }
+        )
+    )
     (tmp_path / "interception" / "broken.json").write_text("{not json")
     (tmp_path / "interception" / "orphan.json").write_text(json.dumps({"pipeline": "nowhere"}))
     app.state.kernel.set_surface_settings(ArtedSettings(_env_file=None, config_dir=tmp_path))  # type: ignore[call-arg]

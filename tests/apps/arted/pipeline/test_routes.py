@@ -13,21 +13,25 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.openai_llm import FakeLLM
 
 
-@pytest.mark.parametrize("payload, code, needle", [
-    ({"schema": "nope", "input_text": "x"}, 404, "nope"),
-    ({"schema": "dada", "input_text": "x", "safety_level": "adult"}, 400, "safety_level"),
-    ({"schema": "dada", "input_text": "x", "seed": "abc"}, 400, "seed"),
-    ({"schema": "dada", "input_text": "x", "seed": 1.5}, 400, "seed"),
-    ({"schema": "dada", "input_text": "x", "seed": True}, 400, "seed"),
-    ({"schema": "dada", "input_text": "x", "seed": -1}, 400, "seed"),
-    ({"schema": "dada"}, 400, "Invalid request"),
-    ({"schema": "dada", "input_text": "  \x01 "}, 400, "input_text"),
-    ({"schema": "dada", "input_text": "x" * 5000}, 413, "longer"),
-    ({"schema": "dada", "input_text": "x", "output_config": "dada"}, 404, "Output config"),
-    ({"input_text": "x"}, 400, "Invalid request"),
-])
-async def test_execute_bad_input(arted: httpx.AsyncClient, fake_llm: FakeLLM, payload: dict, code: int,
-                                 needle: str) -> None:
+@pytest.mark.parametrize(
+    "payload, code, needle",
+    [
+        ({"schema": "nope", "input_text": "x"}, 404, "nope"),
+        ({"schema": "dada", "input_text": "x", "safety_level": "adult"}, 400, "safety_level"),
+        ({"schema": "dada", "input_text": "x", "seed": "abc"}, 400, "seed"),
+        ({"schema": "dada", "input_text": "x", "seed": 1.5}, 400, "seed"),
+        ({"schema": "dada", "input_text": "x", "seed": True}, 400, "seed"),
+        ({"schema": "dada", "input_text": "x", "seed": -1}, 400, "seed"),
+        ({"schema": "dada"}, 400, "Invalid request"),
+        ({"schema": "dada", "input_text": "  \x01 "}, 400, "input_text"),
+        ({"schema": "dada", "input_text": "x" * 5000}, 413, "longer"),
+        ({"schema": "dada", "input_text": "x", "output_config": "dada"}, 404, "Output config"),
+        ({"input_text": "x"}, 400, "Invalid request"),
+    ],
+)
+async def test_execute_bad_input(
+    arted: httpx.AsyncClient, fake_llm: FakeLLM, payload: dict, code: int, needle: str
+) -> None:
     body = envelope(await arted.post(EXEC, json=payload), code)
     assert needle in json.dumps(body)
     assert fake_llm.chat_calls == []
@@ -50,8 +54,10 @@ async def test_stage2_then_stage34(arted: httpx.AsyncClient, fake_llm: FakeLLM, 
     s2 = r.json()
     assert s2["success"] is True and s2["stage2_result"] == "Dada collage of Ein Vogel"
     assert s2["optimization_applied"] is True
-    r = await arted.post("/api/schema/pipeline/stage3-4", json={
-        "stage2_result": s2["stage2_result"], "output_config": "sd35_large", "run_id": s2["run_id"], "seed": 7})
+    r = await arted.post(
+        "/api/schema/pipeline/stage3-4",
+        json={"stage2_result": s2["stage2_result"], "output_config": "sd35_large", "run_id": s2["run_id"], "seed": 7},
+    )
     assert r.status_code == 200, r.text
     s34 = r.json()
     assert s34["success"] is True and s34["run_id"] == s2["run_id"] and s34["used_seed"] == 7
@@ -59,11 +65,14 @@ async def test_stage2_then_stage34(arted: httpx.AsyncClient, fake_llm: FakeLLM, 
     assert media["url"] == f"/api/media/image/{s2['run_id']}" and media["seed"] == 7 and media["media_stored"]
     assert (await arted.get(media["url"])).headers["content-type"] == "image/png"
     # the same run id again is a conflict
-    again = await arted.post("/api/schema/pipeline/stage3-4", json={
-        "stage2_result": "x", "output_config": "sd35_large", "run_id": s2["run_id"]})
+    again = await arted.post(
+        "/api/schema/pipeline/stage3-4",
+        json={"stage2_result": "x", "output_config": "sd35_large", "run_id": s2["run_id"]},
+    )
     envelope(again, 409)
-    envelope(await arted.post("/api/schema/pipeline/stage3-4", json={"stage2_result": "x", "output_config": "dada"}),
-             400)
+    envelope(
+        await arted.post("/api/schema/pipeline/stage3-4", json={"stage2_result": "x", "output_config": "dada"}), 400
+    )
     blocked = await arted.post("/api/schema/pipeline/stage2", json={"schema": "dada", "input_text": "Heil Hitler"})
     body = envelope(blocked, 403)
     assert body["success"] is False and body["blocked_at_stage"] == 1

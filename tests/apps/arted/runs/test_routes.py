@@ -17,9 +17,16 @@ from tests.fakes.openai_llm import FakeLLM
 
 async def test_unknown_runs_are_404(arted: httpx.AsyncClient) -> None:
     rid = str(uuid.uuid4())
-    for path in (f"/api/pipeline/{rid}/status", f"/api/pipeline/{rid}/entities", f"/api/pipeline/{rid}/entity/input",
-                 f"/api/media/image/{rid}", f"/api/media/info/{rid}", f"/api/media/run/{rid}",
-                 "/api/media/image/not-a-uuid", "/api/pipeline/..%2E/status"):
+    for path in (
+        f"/api/pipeline/{rid}/status",
+        f"/api/pipeline/{rid}/entities",
+        f"/api/pipeline/{rid}/entity/input",
+        f"/api/media/image/{rid}",
+        f"/api/media/info/{rid}",
+        f"/api/media/run/{rid}",
+        "/api/media/image/not-a-uuid",
+        "/api/pipeline/..%2E/status",
+    ):
         envelope(await arted.get(path), 404)
     assert (await arted.get("/api/pipeline/..%2F..%2Fetc/status")).status_code == 404  # no route matches
     body = envelope(await arted.get(f"/api/runs/{rid}"), 404)
@@ -32,8 +39,9 @@ async def test_history_filters_pages_stats_and_exports(arted: httpx.AsyncClient,
     fake_llm.responder = lambda req: "SAFE" if role_of(req) == "guard" else "Collage\x07 mit <Klang> & \x0bTon"
     ids = []
     for i, schema in enumerate(["dada", "dada", "bauhaus"]):
-        r = await arted.post(EXEC, json={"schema": schema, "input_text": f"Bild {i}", "user_id": f"u{i % 2}",
-                                         "session_id": "s1"})
+        r = await arted.post(
+            EXEC, json={"schema": schema, "input_text": f"Bild {i}", "user_id": f"u{i % 2}", "session_id": "s1"}
+        )
         assert r.status_code == 200, r.text
         ids.append(r.json()["run_id"])
     page = (await arted.get("/api/runs", params={"limit": 2})).json()

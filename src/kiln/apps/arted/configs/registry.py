@@ -181,8 +181,9 @@ def build(extra_dir: Path | None = None) -> Registry:
                     _fail(reg, name, "file name must be a lower-case id (a-z, 0-9, _ and -, up to 64)")
                     continue
                 try:
-                    reg.configs[stem] = Config.model_validate({**_read(path), "id": stem, "kind": kind,
-                                                               "source": source})
+                    reg.configs[stem] = Config.model_validate(
+                        {**_read(path), "id": stem, "kind": kind, "source": source}
+                    )
                 except (OSError, ValueError, ValidationError) as exc:
                     _fail(reg, name, _message(exc))
     _check_references(reg)
