@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from kiln.apps.arted.configs.registry import pick
 from kiln.apps.arted.deps import CfgDep, ProvidersDep, RegistryDep, root, user_of
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.models import FAILED, Run
+from kiln.apps.arted.models import FAILED
 from kiln.apps.arted.pipeline import safety, service, stages
 from kiln.apps.arted.pipeline.schemas import ExecuteRequest, Stage2Request, Stage34Request
 from kiln.apps.arted.runs.views import execute_response
@@ -24,7 +24,7 @@ router = APIRouter(route_class=ArtedRoute)
 AsyncFlag = Annotated[bool, Query(alias="async")]
 
 
-def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
+def _failure(run: Any, *, stage_api: bool = False) -> ArtedError:
     error = run.error or {}
     extra: dict[str, Any] = {"run_id": run.id}
     if error.get("stage") == "pre_interception":
@@ -46,7 +46,7 @@ def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
     )
 
 
-async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, request: Request) -> Any:
+async def _start(kernel: Any, session: Any, cfg: Any, run: Any, async_: bool, request: Request) -> Any:
     if async_:
         await service.start_and_wait(kernel, run.job_id, None)
         base = f"{root(request)}/api/pipeline/{run.id}"

@@ -130,7 +130,7 @@ async def create_run(
     session_id: str,
     options: dict[str, Any],
     client_id: bool = False,
-) -> Run:
+) -> Any:
     if client_id and await session.get(Run, run_id) is not None:
         raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
     values = {
@@ -163,7 +163,8 @@ async def create_run(
     # A Core INSERT (the columns' defaults apply): the ORM unit of work cost more than the statement.
     await session.execute(insert(RUNS), [values])
     await session.commit()
-    return Run(**values)
+    # the values as attributes: an ORM instance (instrumented attributes, instance state) is not needed
+    return SimpleNamespace(**values)
 
 
 async def reload_run(session: AsyncSession, run_id: str) -> Any:
@@ -192,7 +193,7 @@ async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> dic
     return None
 
 
-async def finished_run(session: AsyncSession, kernel: Any, run: Run, job: dict[str, Any]) -> Any:
+async def finished_run(session: AsyncSession, kernel: Any, run: Any, job: dict[str, Any]) -> Any:
     """The run as its ended job left it: the job's result carries the run's closing values
     (`pipeline.execute`), so the answer needs no read of the row; without them (the job failed
     outside the stages, was cancelled) the row is read and settled."""
