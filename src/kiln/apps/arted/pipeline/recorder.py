@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, update
 
 from kiln.apps.arted.models import IN_PROGRESS, Run
+from kiln.apps.arted.runs.views import entity_brief
 from kiln.core.db import Database, utcnow
 from kiln.core.jobs.batching import GroupCommit
 
@@ -89,18 +90,6 @@ def _update_for(columns: frozenset[str]) -> Any:
         .where(RUNS.c.id == bindparam("run_id"))
         .values({RUNS.c[name]: bindparam(name, type_=RUNS.c[name].type) for name in sorted(columns)})
     )
-
-
-def _view(entity: dict[str, Any]) -> dict[str, Any]:
-    """An entity as its `arted.run` event shows it."""
-    return {
-        "sequence": f"{entity['sequence']:02d}",
-        "type": entity["type"],
-        "filename": entity["filename"],
-        "available": True,
-        "mime_type": entity["mime_type"].split(";")[0],
-        "size": entity["size"],
-    }
 
 
 RowWrite = tuple[frozenset[str], dict[str, Any]]  # (columns, parameters incl. run_id)
@@ -228,7 +217,7 @@ class Recorder:
         self.stage, self.step = 1, "safety"
         self._pending = {"status": IN_PROGRESS, "started_at": utcnow()}
         for entity in self.entities:
-            await self._announce(IN_PROGRESS, _view(entity))
+            await self._announce(IN_PROGRESS, entity_brief(entity))
 
     async def set_state(self, stage: int, step: str) -> None:
         self.stage, self.step = stage, step
@@ -259,7 +248,7 @@ class Recorder:
         }
         self.entities.append(entity)
         self.stored += size
-        return _view(entity)
+        return entity_brief(entity)
 
     def add(
         self, entity_type: str, value: str | dict[str, Any], *, meta: dict[str, Any] | None = None

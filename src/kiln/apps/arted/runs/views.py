@@ -79,7 +79,8 @@ def status_view(run: Run) -> dict[str, Any]:
     return body
 
 
-def entity_view(root: str, run_id: str, entity: dict[str, Any]) -> dict[str, Any]:
+def entity_brief(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity as its `arted.run` event shows it (the recorder announces each one)."""
     return {
         "sequence": f"{entity['sequence']:02d}",
         "type": entity["type"],
@@ -87,6 +88,12 @@ def entity_view(root: str, run_id: str, entity: dict[str, Any]) -> dict[str, Any
         "available": True,
         "mime_type": entity["mime_type"].split(";")[0],
         "size": entity["size"],
+    }
+
+
+def entity_view(root: str, run_id: str, entity: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **entity_brief(entity),
         "timestamp": entity.get("created_at"),
         "metadata": entity.get("meta") or {},
         "url": f"{root}/api/pipeline/{run_id}/entity/{entity['type']}",
