@@ -46,8 +46,14 @@ def persona(guard: str | Reply = "SAFE", stage3_guard: str | Reply | None = None
 @pytest.fixture
 def providers(fake_llm: FakeLLM, fake_comfyui: FakeComfyUI) -> ProviderSettings:  # noqa: F811
     fake_llm.responder = persona()
-    return ProviderSettings(_env_file=None, llm_url=fake_llm.url, llm_model="fake-chat",  # type: ignore[call-arg]
-                            comfyui_url=fake_comfyui.url, provider_max_retries=0, comfyui_timeout_seconds=20)
+    return ProviderSettings(
+        _env_file=None,
+        llm_url=fake_llm.url,
+        llm_model="fake-chat",  # type: ignore[call-arg]
+        comfyui_url=fake_comfyui.url,
+        provider_max_retries=0,
+        comfyui_timeout_seconds=20,
+    )
 
 
 @pytest.fixture
@@ -63,3 +69,13 @@ async def wait_status(client: httpx.AsyncClient, run_id: str, timeout: float = 1
             if body["status"] != "in_progress":
                 return body
             await asyncio.sleep(0.05)
+
+
+EXEC = "/api/schema/pipeline/execute"
+
+
+def envelope(r: httpx.Response, code: int) -> dict:
+    assert r.status_code == code, r.text
+    body = r.json()
+    assert {"error", "status", "details"} <= set(body), body
+    return body

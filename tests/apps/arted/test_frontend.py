@@ -31,8 +31,15 @@ async def test_overdrive_is_shipped_for_the_views_opened_without_a_config(arted:
     # `/text-transformation` and `/direct` send `schema: selectedConfig?.id || 'overdrive'`; opened
     # directly (no config chosen on the start screen) their Start button answered "Config 'overdrive'
     # not found".
-    r = await arted.post("/api/schema/pipeline/stage2", json={
-        "schema": "overdrive", "input_text": "Ein Hund spielt Schach", "user_language": "de", "safety_level": "youth"})
+    r = await arted.post(
+        "/api/schema/pipeline/stage2",
+        json={
+            "schema": "overdrive",
+            "input_text": "Ein Hund spielt Schach",
+            "user_language": "de",
+            "safety_level": "youth",
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["success"] is True and r.json()["interception_result"]
     listed = {c["id"] for c in (await arted.get("/pipeline_configs_with_properties")).json()["configs"]}
@@ -48,6 +55,7 @@ async def test_a_block_tells_the_user_why_in_their_language(arted: httpx.AsyncCl
         assert r.status_code == 403, r.text
         assert "§86a" in r.json()["error"] and "blockiert" in r.json()["error"], r.json()
         assert r.json()["metadata"]["safety_codes"] == ["§86a"]
-    r = await arted.post("/api/schema/pipeline/stage2", json={**body, "input_text": "hardcore pictures",
-                                                               "user_language": "en"})
+    r = await arted.post(
+        "/api/schema/pipeline/stage2", json={**body, "input_text": "hardcore pictures", "user_language": "en"}
+    )
     assert r.status_code == 403 and "youth protection" in r.json()["error"], r.text

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def install(app: FastAPI) -> None:
     from kiln.apps.arted import models  # noqa: F401  (tables)
     from kiln.apps.arted.config import ArtedSettings
-    from kiln.apps.arted.registry import registry
+    from kiln.apps.arted.configs.registry import registry
     from kiln.apps.arted.router import router
 
     reg = registry(ArtedSettings().config_dir)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from kiln.apps.arted.config import ArtedSettings
-from kiln.apps.arted.registry import Registry, registry
+from kiln.apps.arted.configs.registry import Registry, registry
 from kiln.core.auth.models import User
 from kiln.providers.config import ProviderSettings
 
@@ -34,7 +34,7 @@ def user_of(user: User | None, body_user: str | None) -> str:
     """The token's user when one was presented, else the body's `user_id`, else `anonymous`."""
     if user is not None:
         return user.email
-    from kiln.apps.arted.service import clean
+    from kiln.apps.arted.pipeline.service import clean
 
     value = clean(body_user or "").strip()[:128]
     return value or "anonymous"

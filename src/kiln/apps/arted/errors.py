@@ -20,15 +20,25 @@ from starlette.exceptions import HTTPException  # FastAPI's is a subclass; body-
 
 log = logging.getLogger(__name__)
 
-STATUS_WORDS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 409: "conflict", 413: "too_large", 416: "range_not_satisfiable",
-                422: "invalid_request", 501: "not_implemented", 502: "upstream_error", 503: "not_configured",
-                504: "timeout"}
+STATUS_WORDS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    416: "range_not_satisfiable",
+    422: "invalid_request",
+    501: "not_implemented",
+    502: "upstream_error",
+    503: "not_configured",
+    504: "timeout",
+}
 
 
 class ArtedError(Exception):
-    def __init__(self, http_status: int, error: str, *, status: str | None = None, details: Any = None,
-                 **extra: Any):
+    def __init__(self, http_status: int, error: str, *, status: str | None = None, details: Any = None, **extra: Any):
         super().__init__(error)
         self.http_status = http_status
         self.error = error
@@ -44,10 +54,17 @@ def not_found(what: str, **extra: Any) -> ArtedError:
     return ArtedError(404, f"{what} not found", **extra)
 
 
-def envelope(http_status: int, error: str, details: Any = None, *, status: str | None = None,
-             headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ArtedError(http_status, error, status=status, details=details).body(),
-                        status_code=http_status, headers=headers)
+def envelope(
+    http_status: int,
+    error: str,
+    details: Any = None,
+    *,
+    status: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        ArtedError(http_status, error, status=status, details=details).body(), status_code=http_status, headers=headers
+    )
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

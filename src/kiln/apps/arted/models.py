@@ -18,8 +18,10 @@ QUEUED, IN_PROGRESS, COMPLETED, FAILED = "queued", "in_progress", "completed", "
 
 class Run(Base):
     __tablename__ = "arted_runs"
-    __table_args__ = (Index("ix_arted_runs_created", "created_at", "id"),
-                      Index("ix_arted_runs_config_created", "config_id", "created_at"))
+    __table_args__ = (
+        Index("ix_arted_runs_created", "created_at", "id"),
+        Index("ix_arted_runs_config_created", "config_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True)
     job_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from kiln.apps.arted.configs.router import router as schema_router
 from kiln.apps.arted.errors import ArtedRoute
-from kiln.apps.arted.routes_pipeline import router as pipeline_router
-from kiln.apps.arted.routes_runs import router as runs_router
-from kiln.apps.arted.routes_schema import router as schema_router
+from kiln.apps.arted.pipeline.router import router as pipeline_router
+from kiln.apps.arted.runs.router import router as runs_router
 from kiln.core.auth.deps import OpenSurfaceGuard
 
 router = APIRouter(dependencies=[OpenSurfaceGuard], tags=["arted"], route_class=ArtedRoute)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.errors import ArtedError
 from kiln.apps.arted.models import Run
-from kiln.apps.arted.recorder import blob_prefix
+from kiln.apps.arted.pipeline.recorder import blob_prefix
 
 
 def parse_day(value: str | None) -> date | None:
@@ -22,8 +22,16 @@ def parse_day(value: str | None) -> date | None:
         raise ArtedError(400, "Invalid date format", details="use YYYY-MM-DD") from None
 
 
-async def list_runs(session: AsyncSession, *, limit: int, offset: int, config: str | None, day: date | None,
-                    user_id: str | None, session_id: str | None) -> tuple[list[Run], int]:
+async def list_runs(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    config: str | None,
+    day: date | None,
+    user_id: str | None,
+    session_id: str | None,
+) -> tuple[list[Run], int]:
     conditions = []
     if config:
         conditions.append(Run.config_id == config)
@@ -35,8 +43,19 @@ async def list_runs(session: AsyncSession, *, limit: int, offset: int, config: s
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         conditions += [Run.created_at >= start, Run.created_at < start + timedelta(days=1)]
     total = (await session.execute(select(func.count()).select_from(Run).where(*conditions))).scalar_one()
-    rows = (await session.execute(select(Run).where(*conditions).order_by(Run.created_at.desc(), Run.id.desc())
-                                  .limit(limit).offset(offset))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(Run)
+                .where(*conditions)
+                .order_by(Run.created_at.desc(), Run.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return list(rows), int(total)
 
 
@@ -44,5 +63,10 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
     runs = (await session.execute(select(func.count()).select_from(Run))).scalar_one()
     size = (await session.execute(select(func.coalesce(func.sum(Run.stored_bytes), 0)))).scalar_one()
     by_status = dict((await session.execute(select(Run.status, func.count()).group_by(Run.status))).all())
-    return {"total_records": int(runs), "total_size_bytes": int(size), "total_size_mb": round(int(size) / 2**20, 2),
-            "storage_dir": blob_prefix("").rstrip("/"), "by_status": by_status}
+    return {
+        "total_records": int(runs),
+        "total_size_bytes": int(size),
+        "total_size_mb": round(int(size) / 2**20, 2),
+        "storage_dir": blob_prefix("").rstrip("/"),
+        "by_status": by_status,
+    }

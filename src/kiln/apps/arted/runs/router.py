@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from kiln.apps.arted import export, history, service
 from kiln.apps.arted.deps import root
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.views import EXPECTED, entity_view, iso, outputs_view, record_view, run_summary, status_view
+from kiln.apps.arted.pipeline import service
+from kiln.apps.arted.runs import export, history
+from kiln.apps.arted.runs.views import EXPECTED, entity_view, iso, outputs_view, record_view, run_summary, status_view
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.core.files import range_response
 
@@ -19,11 +20,15 @@ MEDIA_TYPES = {"image": ("output_image",), "audio": ("output_audio", "output_mus
 
 async def _serve(request: Request, kernel: Any, run_id: str, entity: dict[str, Any], filename: str) -> Response:
     if entity.get("blob_key") is None:
-        return Response((entity.get("content") or "").encode(), media_type=entity["mime_type"],
-                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+        return Response(
+            (entity.get("content") or "").encode(),
+            media_type=entity["mime_type"],
+            headers={"Content-Disposition": f'inline; filename="{filename}"'},
+        )
     try:
-        return await range_response(request, (kernel.blobs, entity["blob_key"]), entity["mime_type"], filename,
-                                    inline=True)
+        return await range_response(
+            request, (kernel.blobs, entity["blob_key"]), entity["mime_type"], filename, inline=True
+        )
     except FileNotFoundError:
         raise ArtedError(404, "Media file not found", run_id=run_id) from None
 
@@ -37,13 +42,19 @@ async def run_status(run_id: str, session: SessionDep, kernel: KernelDep) -> dic
 async def run_entities(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
     run = await service.load_run(session, run_id)
     entities = [entity_view(root(request), run.id, e) for e in run.entities or []]
-    return {"run_id": run.id, "status": status_view(run)["status"], "entity_count": len(entities),
-            "expected_outputs": EXPECTED, "entities": entities}
+    return {
+        "run_id": run.id,
+        "status": status_view(run)["status"],
+        "entity_count": len(entities),
+        "expected_outputs": EXPECTED,
+        "entities": entities,
+    }
 
 
 @router.get("/api/pipeline/{run_id}/entity/{entity_type}")
-async def run_entity(request: Request, run_id: str, entity_type: str, session: SessionDep,
-                     kernel: KernelDep) -> Response:
+async def run_entity(
+    request: Request, run_id: str, entity_type: str, session: SessionDep, kernel: KernelDep
+) -> Response:
     """The first entity of that type; a number (`3`, `03`) selects by sequence instead."""
     run = await service.load_run(session, run_id)
     entities = run.entities or []
@@ -65,24 +76,47 @@ async def media_info(request: Request, run_id: str, session: SessionDep) -> dict
             continue
         meta = e.get("meta") or {}
         kind = e["type"].removeprefix("output_")
-        outputs.append({"type": kind, "filename": e["filename"], "file_size_bytes": e["size"],
-                        "format": meta.get("format") or e["filename"].rsplit(".", 1)[-1], "mime_type": e["mime_type"],
-                        "width": meta.get("width"), "height": meta.get("height"), "backend": meta.get("backend"),
-                        "config": meta.get("config"), "seed": meta.get("seed"),
-                        "url": f"{root(request)}/api/media/{kind}/{run.id}"})
-    return {"run_id": run.id, "schema": run.config_id, "execution_mode": run.execution_mode,
-            "timestamp": iso(run.created_at), "outputs": outputs}
+        outputs.append(
+            {
+                "type": kind,
+                "filename": e["filename"],
+                "file_size_bytes": e["size"],
+                "format": meta.get("format") or e["filename"].rsplit(".", 1)[-1],
+                "mime_type": e["mime_type"],
+                "width": meta.get("width"),
+                "height": meta.get("height"),
+                "backend": meta.get("backend"),
+                "config": meta.get("config"),
+                "seed": meta.get("seed"),
+                "url": f"{root(request)}/api/media/{kind}/{run.id}",
+            }
+        )
+    return {
+        "run_id": run.id,
+        "schema": run.config_id,
+        "execution_mode": run.execution_mode,
+        "timestamp": iso(run.created_at),
+        "outputs": outputs,
+    }
 
 
 @router.get("/api/media/run/{run_id}")
 async def media_run(request: Request, run_id: str, session: SessionDep) -> dict[str, Any]:
     run = await service.load_run(session, run_id)
     entities = run.entities or []
-    return {"run_id": run.id, "user_id": run.user_id, "timestamp": iso(run.created_at), "schema": run.config_id,
-            "execution_mode": run.execution_mode, "safety_level": run.safety_level, "input_text": run.input_text,
-            "transformed_text": run.final_output, "status": status_view(run)["status"],
-            "outputs": outputs_view(root(request), run),
-            "entities": [entity_view(root(request), run.id, e) for e in entities]}
+    return {
+        "run_id": run.id,
+        "user_id": run.user_id,
+        "timestamp": iso(run.created_at),
+        "schema": run.config_id,
+        "execution_mode": run.execution_mode,
+        "safety_level": run.safety_level,
+        "input_text": run.input_text,
+        "transformed_text": run.final_output,
+        "status": status_view(run)["status"],
+        "outputs": outputs_view(root(request), run),
+        "entities": [entity_view(root(request), run.id, e) for e in entities],
+    }
 
 
 async def _media_file(request: Request, kind: str, run_id: str, session: Any, kernel: Any) -> Response:
@@ -118,9 +152,15 @@ async def runs_stats(session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/api/runs")
-async def runs_list(session: SessionDep, limit: Annotated[str, Query()] = "20", offset: Annotated[str, Query()] = "0",
-                    config: str | None = None, date: str | None = None, user_id: str | None = None,
-                    session_id: str | None = None) -> dict[str, Any]:
+async def runs_list(
+    session: SessionDep,
+    limit: Annotated[str, Query()] = "20",
+    offset: Annotated[str, Query()] = "0",
+    config: str | None = None,
+    date: str | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+) -> dict[str, Any]:
     if not limit.isdigit() or not 1 <= int(limit) <= 100:
         raise ArtedError(400, "Invalid limit parameter", details="limit must be an integer from 1 to 100")
     if not offset.isdigit() or int(offset) > 10**9:
@@ -129,10 +169,16 @@ async def runs_list(session: SessionDep, limit: Annotated[str, Query()] = "20", 
         if value is not None and len(value) > 128:
             raise ArtedError(400, f"Invalid {name} parameter", details="at most 128 characters")
     day = history.parse_day(date)
-    rows, total = await history.list_runs(session, limit=int(limit), offset=int(offset), config=config, day=day,
-                                          user_id=user_id, session_id=session_id)
-    body: dict[str, Any] = {"executions": [run_summary(r) for r in rows], "total": total, "limit": int(limit),
-                            "offset": int(offset), "returned": len(rows)}
+    rows, total = await history.list_runs(
+        session, limit=int(limit), offset=int(offset), config=config, day=day, user_id=user_id, session_id=session_id
+    )
+    body: dict[str, Any] = {
+        "executions": [run_summary(r) for r in rows],
+        "total": total,
+        "limit": int(limit),
+        "offset": int(offset),
+        "returned": len(rows),
+    }
     filters = {"config": config, "date": date, "user_id": user_id, "session_id": session_id}
     if any(v is not None for v in filters.values()):
         body["filters"] = filters
@@ -156,10 +202,18 @@ async def runs_get(request: Request, execution_id: str, session: SessionDep) -> 
 async def runs_export(request: Request, execution_id: str, fmt: str, session: SessionDep) -> Response:
     record = await _record(request, session, execution_id)
     if fmt not in export.FORMATS:
-        raise ArtedError(400, "Invalid export format", format=fmt[:16], supported_formats=list(export.FORMATS),
-                         available_now=list(export.FORMATS))
+        raise ArtedError(
+            400,
+            "Invalid export format",
+            format=fmt[:16],
+            supported_formats=list(export.FORMATS),
+            available_now=list(export.FORMATS),
+        )
     import asyncio
 
     data = await asyncio.to_thread(export.export, record, fmt)
-    return Response(data, media_type=export.FORMATS[fmt],
-                    headers={"Content-Disposition": f'attachment; filename="{record["execution_id"]}.{fmt}"'})
+    return Response(
+        data,
+        media_type=export.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{record["execution_id"]}.{fmt}"'},
+    )

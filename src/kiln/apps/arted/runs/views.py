@@ -39,11 +39,18 @@ def outputs_view(root: str, run: Run) -> list[dict[str, Any]]:
 def execute_response(root: str, run: Run, config_name: str) -> dict[str, Any]:
     outputs = outputs_view(root, run)
     body: dict[str, Any] = {
-        "status": "success", "run_id": run.id, "schema": run.config_id, "config_name": config_name,
-        "input_text": run.input_text, "final_output": run.final_output, "execution_mode": run.execution_mode,
-        "safety_level": run.safety_level, "execution_time": run.total_execution_time,
+        "status": "success",
+        "run_id": run.id,
+        "schema": run.config_id,
+        "config_name": config_name,
+        "input_text": run.input_text,
+        "final_output": run.final_output,
+        "execution_mode": run.execution_mode,
+        "safety_level": run.safety_level,
+        "execution_time": run.total_execution_time,
         "outputs_generated": sum(o.get("status") == "success" for o in outputs),
-        "backend_info": run.backend_info or [], "used_seed": run.used_seed,
+        "backend_info": run.backend_info or [],
+        "used_seed": run.used_seed,
     }
     if len(outputs) == 1:
         body["media_output"] = outputs[0]
@@ -55,10 +62,16 @@ def execute_response(root: str, run: Run, config_name: str) -> dict[str, Any]:
 
 def status_view(run: Run) -> dict[str, Any]:
     status = PUBLIC_STATUS.get(run.status, run.status)
-    body = {"run_id": run.id, "status": status, "current_stage": run.current_stage,
-            "current_step": run.current_step, "progress": f"{min(run.entity_count, 6)}/6",
-            "start_time": iso(run.started_at or run.created_at), "elapsed_time": _elapsed(run),
-            "end_time": iso(run.finished_at)}
+    body = {
+        "run_id": run.id,
+        "status": status,
+        "current_stage": run.current_stage,
+        "current_step": run.current_step,
+        "progress": f"{min(run.entity_count, 6)}/6",
+        "start_time": iso(run.started_at or run.created_at),
+        "elapsed_time": _elapsed(run),
+        "end_time": iso(run.finished_at),
+    }
     if run.status == QUEUED:
         body["queued"] = True
     if run.error:
@@ -66,19 +79,43 @@ def status_view(run: Run) -> dict[str, Any]:
     return body
 
 
+def entity_brief(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity as its `arted.run` event shows it (the recorder announces each one)."""
+    return {
+        "sequence": f"{entity['sequence']:02d}",
+        "type": entity["type"],
+        "filename": entity["filename"],
+        "available": True,
+        "mime_type": entity["mime_type"].split(";")[0],
+        "size": entity["size"],
+    }
+
+
 def entity_view(root: str, run_id: str, entity: dict[str, Any]) -> dict[str, Any]:
-    return {"sequence": f"{entity['sequence']:02d}", "type": entity["type"], "filename": entity["filename"],
-            "available": True, "mime_type": entity["mime_type"].split(";")[0], "size": entity["size"],
-            "timestamp": entity.get("created_at"), "metadata": entity.get("meta") or {},
-            "url": f"{root}/api/pipeline/{run_id}/entity/{entity['type']}"}
+    return {
+        **entity_brief(entity),
+        "timestamp": entity.get("created_at"),
+        "metadata": entity.get("meta") or {},
+        "url": f"{root}/api/pipeline/{run_id}/entity/{entity['type']}",
+    }
 
 
 def run_summary(run: Run) -> dict[str, Any]:
-    return {"execution_id": run.id, "run_id": run.id, "config_name": run.config_id, "timestamp": iso(run.created_at),
-            "execution_mode": run.execution_mode, "safety_level": run.safety_level,
-            "total_execution_time": run.total_execution_time, "items_count": run.items_count,
-            "user_id": run.user_id, "session_id": run.session_id, "status": PUBLIC_STATUS.get(run.status, run.status),
-            "used_seed": run.used_seed, "taxonomy_version": "1.0"}
+    return {
+        "execution_id": run.id,
+        "run_id": run.id,
+        "config_name": run.config_id,
+        "timestamp": iso(run.created_at),
+        "execution_mode": run.execution_mode,
+        "safety_level": run.safety_level,
+        "total_execution_time": run.total_execution_time,
+        "items_count": run.items_count,
+        "user_id": run.user_id,
+        "session_id": run.session_id,
+        "status": PUBLIC_STATUS.get(run.status, run.status),
+        "used_seed": run.used_seed,
+        "taxonomy_version": "1.0",
+    }
 
 
 def record_view(root: str, run: Run) -> dict[str, Any]:

@@ -17,17 +17,20 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.arted.config import ArtedSettings
+from kiln.apps.arted.configs.registry import Config, Registry
 from kiln.apps.arted.errors import ArtedError
 from kiln.apps.arted.models import FAILED, IN_PROGRESS, QUEUED, Run
-from kiln.apps.arted.registry import Config, Registry
-from kiln.apps.arted.safety import LEVELS
+from kiln.apps.arted.pipeline.recorder import opening
+from kiln.apps.arted.pipeline.safety import LEVELS
 from kiln.core.db import utcnow
-from kiln.core.jobs.models import FINISHED
+from kiln.core.jobs.models import FINISHED, RUNNING, SUCCEEDED
 from kiln.providers.config import ProviderSettings
 
 JOB_KIND = "arted.run"
 RUNS = Run.__table__
 MAX_SEED = 2**63 - 1
+# What an answer reads of the run as it was created; the rest comes with the job's end.
+_ANSWER_FIELDS = ("id", "config_id", "input_text", "execution_mode", "safety_level", "options")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -127,13 +130,11 @@ async def create_run(
     session_id: str,
     options: dict[str, Any],
     client_id: bool = False,
-) -> Run:
+) -> Any:
     if client_id and await session.get(Run, run_id) is not None:
         raise ArtedError(409, f"Run {run_id} already exists", run_id=run_id)
-    job = await kernel.jobs.create(session, JOB_KIND, {"run_id": run_id}, owner_id=None, max_attempts=1)
     values = {
         "id": run_id,
-        "job_id": job.id,
         "mode": mode,
         "config_id": config.id,
         "user_id": user_id,
@@ -142,14 +143,28 @@ async def create_run(
         "execution_mode": execution_mode[:16],
         "input_text": text,
         "requested_seed": seed,
-        "backend_info": [],
-        "outputs": [],
         "options": {**options, "outputs": [o.id for o in outputs]},
     }
+    opened = opening(values)
+    # The job carries what the stages need of the row (pipeline.RUN_FIELDS) and the lists it
+    # starts from: no read at its start.
+    job = await kernel.jobs.create(
+        session, JOB_KIND, {"run_id": run_id, "run": dict(values), "opened": opened}, owner_id=None, max_attempts=1
+    )
+    values.update(
+        opened,
+        job_id=job.id,
+        backend_info=[],
+        outputs=[],
+        entity_count=len(opened["entities"]),
+        items_count=len(opened["items"]),
+        stored_bytes=sum(entity["size"] for entity in opened["entities"]),
+    )
     # A Core INSERT (the columns' defaults apply): the ORM unit of work cost more than the statement.
     await session.execute(insert(RUNS), [values])
     await session.commit()
-    return Run(**values)
+    # the values as attributes: an ORM instance (instrumented attributes, instance state) is not needed
+    return SimpleNamespace(**values)
 
 
 async def reload_run(session: AsyncSession, run_id: str) -> Any:
@@ -159,8 +174,9 @@ async def reload_run(session: AsyncSession, run_id: str) -> Any:
     return SimpleNamespace(**row)
 
 
-async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str | None:
-    """Kick the job; with a timeout, wait for its end and return its status (None when time ran out)."""
+async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> dict[str, Any] | None:
+    """Kick the job; with a timeout, wait for its end and return `{status, result}` of the ended
+    job (None when time ran out)."""
     if timeout is None:
         await kernel.jobs.kick(job_id)
         return None
@@ -170,19 +186,35 @@ async def start_and_wait(kernel: Any, job_id: str, timeout: float | None) -> str
             async with asyncio.timeout(timeout):
                 async for _topic, data in sub:
                     if data.get("status") in FINISHED:
-                        return str(data["status"])
+                        return {"status": data["status"], "result": data.get("result")}
         except TimeoutError:
             job = await kernel.jobs.get(job_id)
-            return job.status if job is not None and job.status in FINISHED else None
+            return {"status": job.status, "result": job.result} if job is not None and job.status in FINISHED else None
     return None
 
 
+async def finished_run(session: AsyncSession, kernel: Any, run: Any, job: dict[str, Any]) -> Any:
+    """The run as its ended job left it: the job's result carries the run's closing values
+    (`pipeline.execute`), so the answer needs no read of the row; without them (the job failed
+    outside the stages, was cancelled) the row is read and settled."""
+    closing = (job.get("result") or {}).get("run") if job["status"] == SUCCEEDED else None
+    if closing is None:
+        return await settle(session, kernel, await reload_run(session, run.id))
+    return SimpleNamespace(**{name: getattr(run, name) for name in _ANSWER_FIELDS}, **closing)
+
+
 async def settle(session: AsyncSession, kernel: Any, run: Any) -> Any:
-    """A run still open whose job has ended (crashed worker, cancel, an error outside the stages)
-    is closed as failed, with the job's error, so it never stays `in_progress` for ever."""
+    """The run as it stands, read with its job: a run still open whose job has ended (crashed
+    worker, cancel, an error outside the stages) is closed as failed, with the job's error, so it
+    never stays `in_progress` for ever; a queued run whose job is running has started: its first
+    stage writes that with its entity (`Recorder.start`), so until then the job's claim says it."""
     if run.status not in (QUEUED, IN_PROGRESS) or run.job_id is None:
         return run
     job = await kernel.jobs.get(run.job_id)
+    if job is not None and job.status == RUNNING and run.status == QUEUED:
+        started = {column.name: getattr(run, column.name) for column in RUNS.c}
+        started.update(status=IN_PROGRESS, started_at=job.started_at, current_stage=1, current_step="safety")
+        return SimpleNamespace(**started)
     if job is None or job.status not in FINISHED:
         return run
     error = {

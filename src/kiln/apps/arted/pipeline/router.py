@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from kiln.apps.arted import safety, service, stages
+from kiln.apps.arted.configs.registry import pick
 from kiln.apps.arted.deps import CfgDep, ProvidersDep, RegistryDep, root, user_of
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.models import FAILED, Run
-from kiln.apps.arted.registry import pick
-from kiln.apps.arted.schemas import ExecuteRequest, Stage2Request, Stage34Request
-from kiln.apps.arted.views import execute_response
+from kiln.apps.arted.models import FAILED
+from kiln.apps.arted.pipeline import safety, service, stages
+from kiln.apps.arted.pipeline.schemas import ExecuteRequest, Stage2Request, Stage34Request
+from kiln.apps.arted.runs.views import execute_response
 from kiln.core.auth.deps import OptionalUser
 from kiln.core.deps import KernelDep, SessionDep
 from kiln.providers.http import ProviderError, ProviderTimeout
@@ -24,7 +24,7 @@ router = APIRouter(route_class=ArtedRoute)
 AsyncFlag = Annotated[bool, Query(alias="async")]
 
 
-def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
+def _failure(run: Any, *, stage_api: bool = False) -> ArtedError:
     error = run.error or {}
     extra: dict[str, Any] = {"run_id": run.id}
     if error.get("stage") == "pre_interception":
@@ -46,7 +46,7 @@ def _failure(run: Run, *, stage_api: bool = False) -> ArtedError:
     )
 
 
-async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, request: Request) -> Any:
+async def _start(kernel: Any, session: Any, cfg: Any, run: Any, async_: bool, request: Request) -> Any:
     if async_:
         await service.start_and_wait(kernel, run.job_id, None)
         base = f"{root(request)}/api/pipeline/{run.id}"
@@ -54,15 +54,15 @@ async def _start(kernel: Any, session: Any, cfg: Any, run: Run, async_: bool, re
             {"run_id": run.id, "status": "queued", "status_url": f"{base}/status", "entities_url": f"{base}/entities"},
             status_code=202,
         )
-    status = await service.start_and_wait(kernel, run.job_id, cfg.sync_timeout_seconds)
-    if status is None:
+    job = await service.start_and_wait(kernel, run.job_id, cfg.sync_timeout_seconds)
+    if job is None:
         raise ArtedError(
             504,
             "The run is still in progress; follow it on its status route",
             run_id=run.id,
             details={"status_url": f"{root(request)}/api/pipeline/{run.id}/status"},
         )
-    return await service.settle(session, kernel, await service.reload_run(session, run.id))
+    return await service.finished_run(session, kernel, run, job)
 
 
 @router.post("/api/schema/pipeline/execute")

@@ -6,18 +6,23 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kiln.apps.arted import service
+from kiln.apps.arted.configs.registry import Config, Registry, both, pick
 from kiln.apps.arted.deps import RegistryDep
 from kiln.apps.arted.errors import ArtedError, ArtedRoute
-from kiln.apps.arted.registry import Config, Registry, both, pick
+from kiln.apps.arted.pipeline import service
 
 router = APIRouter(route_class=ArtedRoute)
 
 
 def _summary(config: Config) -> dict[str, Any]:
-    return {"id": config.id, "name": pick(config.name), "description": pick(config.description),
-            "pipeline": config.pipeline, "kind": config.kind,
-            "media_preferences": config.media_preferences.model_dump()}
+    return {
+        "id": config.id,
+        "name": pick(config.name),
+        "description": pick(config.description),
+        "pipeline": config.pipeline,
+        "kind": config.kind,
+        "media_preferences": config.media_preferences.model_dump(),
+    }
 
 
 def _detail(reg: Registry, config: Config) -> dict[str, Any]:
@@ -34,8 +39,13 @@ async def schema_list(reg: RegistryDep) -> dict[str, Any]:
 
 @router.get("/api/schema/info")
 async def schema_info(reg: RegistryDep) -> dict[str, Any]:
-    return {"status": "success", "schemas_available": len(reg.configs), "schemas": sorted(reg.configs),
-            "engine_status": "ready", "config_errors": reg.errors}
+    return {
+        "status": "success",
+        "schemas_available": len(reg.configs),
+        "schemas": sorted(reg.configs),
+        "engine_status": "ready",
+        "config_errors": reg.errors,
+    }
 
 
 @router.get("/api/schema/schemas")
@@ -43,9 +53,17 @@ async def schema_schemas(reg: RegistryDep) -> dict[str, Any]:
     out = []
     for config in reg.interception() + reg.outputs():
         pipeline = reg.pipelines[config.pipeline]
-        out.append({"name": config.id, "display_name": pick(config.name), "description": pick(config.description),
-                    "pipeline_name": config.pipeline, "chunks": pipeline.chunks, "parameters": config.parameters,
-                    "meta": config.meta})
+        out.append(
+            {
+                "name": config.id,
+                "display_name": pick(config.name),
+                "description": pick(config.description),
+                "pipeline_name": config.pipeline,
+                "chunks": pipeline.chunks,
+                "parameters": config.parameters,
+                "meta": config.meta,
+            }
+        )
     return {"status": "success", "schemas": out}
 
 
@@ -58,9 +76,15 @@ async def schema_detail(name: str, reg: RegistryDep) -> dict[str, Any]:
 async def configs_metadata(reg: RegistryDep) -> dict[str, Any]:
     configs = []
     for c in reg.interception():
-        entry: dict[str, Any] = {"id": c.id, "name": c.name, "description": c.description, "category": c.category,
-                                 "pipeline": c.pipeline, "media_preferences": c.media_preferences.model_dump(),
-                                 "meta": c.meta}
+        entry: dict[str, Any] = {
+            "id": c.id,
+            "name": c.name,
+            "description": c.description,
+            "category": c.category,
+            "pipeline": c.pipeline,
+            "media_preferences": c.media_preferences.model_dump(),
+            "meta": c.meta,
+        }
         for key in ("display", "tags", "audience"):
             if getattr(c, key) is not None:
                 entry[key] = getattr(c, key)
@@ -82,14 +106,24 @@ def short_description(text: str, limit: int = 220) -> str:
 
 def _with_properties(c: Config) -> dict[str, Any]:
     description = both(c.description)
-    entry: dict[str, Any] = {"id": c.id, "name": both(c.name or c.id), "description": description,
-                             "short_description": {k: short_description(v) for k, v in description.items()},
-                             "category": both(c.category), "pipeline": c.pipeline, "properties": c.properties,
-                             "media_preferences": c.media_preferences.model_dump(), "owner": "system"}
+    entry: dict[str, Any] = {
+        "id": c.id,
+        "name": both(c.name or c.id),
+        "description": description,
+        "short_description": {k: short_description(v) for k, v in description.items()},
+        "category": both(c.category),
+        "pipeline": c.pipeline,
+        "properties": c.properties,
+        "media_preferences": c.media_preferences.model_dump(),
+        "owner": "system",
+    }
     display = c.display or {}
-    entry.update(icon=display.get("icon", "🎨"), color=display.get("color", "#888888"),
-                 difficulty=display.get("difficulty", 3),
-                 phase1_description=display.get("phase1_description", c.description))
+    entry.update(
+        icon=display.get("icon", "🎨"),
+        color=display.get("color", "#888888"),
+        difficulty=display.get("difficulty", 3),
+        phase1_description=display.get("phase1_description", c.description),
+    )
     for key in ("tags", "audience"):
         if getattr(c, key) is not None:
             entry[key] = getattr(c, key)
@@ -115,6 +149,12 @@ async def config_context(config_id: str, reg: RegistryDep) -> dict[str, Any]:
 async def config_pipeline(config_id: str, reg: RegistryDep) -> dict[str, Any]:
     config = service.get_config(reg, config_id)
     p = reg.pipelines[config.pipeline]
-    return {"config_id": config.id, "pipeline_name": p.name, "pipeline_type": p.pipeline_type,
-            "pipeline_stage": p.pipeline_stage, "requires_interception_prompt": p.requires_interception_prompt,
-            "input_requirements": p.input_requirements, "description": pick(p.description)}
+    return {
+        "config_id": config.id,
+        "pipeline_name": p.name,
+        "pipeline_type": p.pipeline_type,
+        "pipeline_stage": p.pipeline_stage,
+        "requires_interception_prompt": p.requires_interception_prompt,
+        "input_requirements": p.input_requirements,
+        "description": pick(p.description),
+    }

@@ -16,10 +16,11 @@ from tests.fakes.openai_llm import FakeLLM, Reply
 TEXT = "Ein Hund spielt im Garten"
 
 
-async def test_execute_runs_four_stages(arted: httpx.AsyncClient, fake_llm: FakeLLM,
-                                        fake_comfyui: FakeComfyUI) -> None:
-    r = await arted.post("/api/schema/pipeline/execute",
-                         json={"schema": "dada", "input_text": TEXT, "safety_level": "kids", "seed": 4242})
+async def test_execute_runs_four_stages(arted: httpx.AsyncClient, fake_llm: FakeLLM, fake_comfyui: FakeComfyUI) -> None:
+    r = await arted.post(
+        "/api/schema/pipeline/execute",
+        json={"schema": "dada", "input_text": TEXT, "safety_level": "kids", "seed": 4242},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     run_id = body["run_id"]
@@ -47,8 +48,13 @@ async def test_execute_runs_four_stages(arted: httpx.AsyncClient, fake_llm: Fake
     assert status["status"] == "completed" and status["current_stage"] == 4 and status["elapsed_time"] > 0
     entities = (await arted.get(f"/api/pipeline/{run_id}/entities")).json()["entities"]
     assert [(e["sequence"], e["type"]) for e in entities] == [
-        ("01", "input"), ("02", "safety"), ("03", "interception"), ("04", "translation"),
-        ("05", "safety_pre_output"), ("06", "output_image")]
+        ("01", "input"),
+        ("02", "safety"),
+        ("03", "interception"),
+        ("04", "translation"),
+        ("05", "safety_pre_output"),
+        ("06", "output_image"),
+    ]
     assert all(e["available"] for e in entities) and entities[5]["mime_type"] == "image/png"
     assert entities[0]["url"] == f"/api/pipeline/{run_id}/entity/input"
     text = await arted.get(f"/api/pipeline/{run_id}/entity/input")
@@ -73,16 +79,31 @@ async def test_execute_runs_four_stages(arted: httpx.AsyncClient, fake_llm: Fake
     record = (await arted.get(f"/api/runs/{run_id}")).json()
     assert record["execution_id"] == run_id and record["used_seed"] == 4242
     types = [i["item_type"] for i in record["items"]]
-    assert types == ["pipeline_start", "user_input_text", "stage1_safety_check", "interception_final",
-                     "translation_result", "stage3_safety_check", "output_image", "pipeline_complete"]
+    assert types == [
+        "pipeline_start",
+        "user_input_text",
+        "stage1_safety_check",
+        "interception_final",
+        "translation_result",
+        "stage3_safety_check",
+        "output_image",
+        "pipeline_complete",
+    ]
     assert [i["sequence_number"] for i in record["items"]] == list(range(1, 9))
 
 
 async def test_async_execute_and_audio(arted: httpx.AsyncClient, fake_comfyui: FakeComfyUI) -> None:
     fake_comfyui.delay = 0.2
-    r = await arted.post("/api/schema/pipeline/execute?async=true",
-                         json={"schema": "soundscape", "input_text": "Regen auf einem Blechdach",
-                               "safety_level": "youth", "user_id": "DOE_J", "session_id": "workshop"})
+    r = await arted.post(
+        "/api/schema/pipeline/execute?async=true",
+        json={
+            "schema": "soundscape",
+            "input_text": "Regen auf einem Blechdach",
+            "safety_level": "youth",
+            "user_id": "DOE_J",
+            "session_id": "workshop",
+        },
+    )
     assert r.status_code == 202 and r.json()["status"] == "queued"
     run_id = r.json()["run_id"]
     first = (await arted.get(f"/api/pipeline/{run_id}/status")).json()
@@ -97,11 +118,40 @@ async def test_async_execute_and_audio(arted: httpx.AsyncClient, fake_comfyui: F
     assert listing["total"] == 1 and listing["executions"][0]["execution_id"] == run_id
 
 
+async def test_status_during_the_first_guard_call(arted: httpx.AsyncClient, fake_llm: FakeLLM) -> None:
+    """The input is stored with the run's row and the run's start is written with stage 1's entity;
+    meanwhile the status reads the started job: stage 1, its start time, the input available."""
+    fake_llm.responder = persona(guard=Reply("SAFE", delay=0.6))
+    r = await arted.post(
+        "/api/schema/pipeline/execute?async=true", json={"schema": "dada", "input_text": TEXT, "safety_level": "kids"}
+    )
+    run_id = r.json()["run_id"]
+    async with asyncio.timeout(5):
+        while not fake_llm.chat_calls:  # the guard has been asked: the job runs
+            await asyncio.sleep(0.02)
+    status = (await arted.get(f"/api/pipeline/{run_id}/status")).json()
+    assert status["status"] == "in_progress" and "queued" not in status
+    assert (status["current_stage"], status["current_step"]) == (1, "safety")
+    assert status["elapsed_time"] is not None and status["progress"] == "1/6"
+    entities = (await arted.get(f"/api/pipeline/{run_id}/entities")).json()["entities"]
+    assert [e["type"] for e in entities] == ["input"]
+    assert (await arted.get(f"/api/pipeline/{run_id}/entity/input")).text == TEXT
+    final = await wait_status(arted, run_id)
+    assert final["status"] == "completed" and final["current_stage"] == 4
+    record = (await arted.get(f"/api/runs/{run_id}")).json()
+    assert [i["item_type"] for i in record["items"]][:3] == ["pipeline_start", "user_input_text", "stage1_safety_check"]
+    assert [i["sequence_number"] for i in record["items"]] == list(range(1, len(record["items"]) + 1))
+
+
 async def test_concurrent_users_get_their_own_media(arted: httpx.AsyncClient, fake_comfyui: FakeComfyUI) -> None:
     fake_comfyui.delay = 0.05
     texts = [f"Bild Nummer {i} mit Katze" for i in range(4)]
-    answers = await asyncio.gather(*(arted.post("/api/schema/pipeline/execute", json={
-        "schema": "bauhaus", "input_text": t, "seed": i}) for i, t in enumerate(texts)))
+    answers = await asyncio.gather(
+        *(
+            arted.post("/api/schema/pipeline/execute", json={"schema": "bauhaus", "input_text": t, "seed": i})
+            for i, t in enumerate(texts)
+        )
+    )
     for i, answer in enumerate(answers):
         assert answer.status_code == 200, answer.text
         image = await arted.get(f"/api/media/image/{answer.json()['run_id']}")
@@ -109,10 +159,13 @@ async def test_concurrent_users_get_their_own_media(arted: httpx.AsyncClient, fa
         assert meta["seed"] == str(i) and texts[i] in meta["prompt"]
 
 
-async def test_stage1_word_block_is_403_and_nothing_else_runs(arted: httpx.AsyncClient, fake_llm: FakeLLM,
-                                                               fake_comfyui: FakeComfyUI) -> None:
-    r = await arted.post("/api/schema/pipeline/execute",
-                         json={"schema": "dada", "input_text": "Eine Fahne mit Hakenkreuz", "safety_level": "youth"})
+async def test_stage1_word_block_is_403_and_nothing_else_runs(
+    arted: httpx.AsyncClient, fake_llm: FakeLLM, fake_comfyui: FakeComfyUI
+) -> None:
+    r = await arted.post(
+        "/api/schema/pipeline/execute",
+        json={"schema": "dada", "input_text": "Eine Fahne mit Hakenkreuz", "safety_level": "youth"},
+    )
     assert r.status_code == 403
     body = r.json()
     assert body["status"] == "error" and body["error"] and body["metadata"]["stage"] == "pre_interception"
@@ -123,10 +176,12 @@ async def test_stage1_word_block_is_403_and_nothing_else_runs(arted: httpx.Async
 
 
 async def test_stage1_fails_closed(arted: httpx.AsyncClient, fake_llm: FakeLLM, fake_comfyui: FakeComfyUI) -> None:
-    for guard, code in ((Reply(content="I think it is probably fine"), "guard_unparseable"),
-                        (Reply(status=500, content="model crashed"), "guard_unavailable"),
-                        (Reply(content="unsafe\nS1"), "S1"),
-                        (Reply(content="UNSAFE: violence"), "llm_unsafe")):
+    for guard, code in (
+        (Reply(content="I think it is probably fine"), "guard_unparseable"),
+        (Reply(status=500, content="model crashed"), "guard_unavailable"),
+        (Reply(content="unsafe\nS1"), "S1"),
+        (Reply(content="UNSAFE: violence"), "llm_unsafe"),
+    ):
         fake_llm.responder = persona(guard=guard)
         r = await arted.post("/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Baum"})
         assert r.status_code == 403, (guard, r.text)
@@ -141,21 +196,29 @@ async def test_unreachable_guard_blocks(arted: httpx.AsyncClient, app, providers
     assert r.status_code == 403 and r.json()["metadata"]["safety_codes"] == ["guard_unavailable"]
 
 
-async def test_stage3_block_skips_stage4(arted: httpx.AsyncClient, fake_llm: FakeLLM,
-                                         fake_comfyui: FakeComfyUI) -> None:
+async def test_stage3_block_skips_stage4(
+    arted: httpx.AsyncClient, fake_llm: FakeLLM, fake_comfyui: FakeComfyUI
+) -> None:
     fake_llm.responder = persona(stage3_guard="UNSAFE: frightening for children")
     r = await arted.post("/api/schema/pipeline/execute", json={"schema": "dada", "input_text": "Ein Schloss"})
     assert r.status_code == 200, r.text
     media = r.json()["media_output"]
-    assert media == {"config": "sd35_large", "media_type": "image", "safety_level": "kids", "status": "blocked",
-                     "reason": "frightening for children", "safety_codes": ["llm_unsafe"]}
+    assert media == {
+        "config": "sd35_large",
+        "media_type": "image",
+        "safety_level": "kids",
+        "status": "blocked",
+        "reason": "frightening for children",
+        "safety_codes": ["llm_unsafe"],
+    }
     assert r.json()["outputs_generated"] == 0 and fake_comfyui.prompts == []
     entity = (await arted.get(f"/api/pipeline/{r.json()['run_id']}/entity/safety_pre_output")).json()
     assert entity["safe"] is False and entity["media_type"] == "image"
 
 
-async def test_stage3_word_list_on_translation(arted: httpx.AsyncClient, fake_llm: FakeLLM,
-                                               fake_comfyui: FakeComfyUI) -> None:
+async def test_stage3_word_list_on_translation(
+    arted: httpx.AsyncClient, fake_llm: FakeLLM, fake_comfyui: FakeComfyUI
+) -> None:
     def respond(request):
         role = role_of(request)
         return {"guard": "SAFE", "translate": "a bloody battlefield"}.get(role, "ein rotes Feld")

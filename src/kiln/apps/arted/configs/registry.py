@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 log = logging.getLogger(__name__)
 
-DATA = Path(__file__).with_name("data")
+DATA = Path(__file__).parents[1] / "data"  # the surface's shipped documents
 ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 MAX_DOC_BYTES = 1_000_000
 MediaType = Literal["image", "audio", "video", "music", "text"]
@@ -181,8 +181,9 @@ def build(extra_dir: Path | None = None) -> Registry:
                     _fail(reg, name, "file name must be a lower-case id (a-z, 0-9, _ and -, up to 64)")
                     continue
                 try:
-                    reg.configs[stem] = Config.model_validate({**_read(path), "id": stem, "kind": kind,
-                                                               "source": source})
+                    reg.configs[stem] = Config.model_validate(
+                        {**_read(path), "id": stem, "kind": kind, "source": source}
+                    )
                 except (OSError, ValueError, ValidationError) as exc:
                     _fail(reg, name, _message(exc))
     _check_references(reg)

@@ -11,10 +11,12 @@ import json
 import re
 from typing import Any
 
-FORMATS = {"json": "application/json",
-           "xml": "application/xml",
-           "pdf": "application/pdf",
-           "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}
+FORMATS = {
+    "json": "application/json",
+    "xml": "application/xml",
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _TAG = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -63,9 +65,23 @@ def to_xml(record: dict[str, Any]) -> bytes:
 
 
 def _lines(record: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
-    head = [(k, str(record.get(k))) for k in ("execution_id", "config_name", "timestamp", "user_id", "session_id",
-                                                "safety_level", "execution_mode", "status", "used_seed",
-                                                "total_execution_time", "input_text", "final_output")]
+    head = [
+        (k, str(record.get(k)))
+        for k in (
+            "execution_id",
+            "config_name",
+            "timestamp",
+            "user_id",
+            "session_id",
+            "safety_level",
+            "execution_mode",
+            "status",
+            "used_seed",
+            "total_execution_time",
+            "input_text",
+            "final_output",
+        )
+    ]
     return head, record.get("items", [])
 
 

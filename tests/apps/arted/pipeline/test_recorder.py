@@ -7,36 +7,32 @@ import asyncio
 from sqlalchemy import event, insert, select
 
 import kiln.apps.arted.jobs  # noqa: F401  (registers arted.run)
-from kiln.apps.arted import stages
+from kiln.apps.arted.configs.registry import registry
 from kiln.apps.arted.models import COMPLETED, Run
-from kiln.apps.arted.recorder import Recorder
-from kiln.apps.arted.registry import registry
+from kiln.apps.arted.pipeline import stages
+from kiln.apps.arted.pipeline.recorder import Recorder, opening
 
 RUNS = Run.__table__
+
+
+def _fields(run_id: str) -> dict:
+    return {
+        "id": run_id,
+        "mode": "full",
+        "config_id": "dada",
+        "user_id": "u",
+        "session_id": "s",
+        "safety_level": "kids",
+        "execution_mode": "eco",
+        "input_text": f"text {run_id}",
+        "options": {},
+    }
 
 
 async def _new_runs(kernel, n: int) -> list[str]:
     ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)]
     async with kernel.db.engine.begin() as conn:
-        await conn.execute(
-            insert(RUNS),
-            [
-                {
-                    "id": run_id,
-                    "mode": "full",
-                    "config_id": "dada",
-                    "user_id": "u",
-                    "session_id": "s",
-                    "safety_level": "kids",
-                    "execution_mode": "eco",
-                    "input_text": f"text {run_id}",
-                    "options": {},
-                    "backend_info": [],
-                    "outputs": [],
-                }
-                for run_id in ids
-            ],
-        )
+        await conn.execute(insert(RUNS), [{**_fields(run_id), "backend_info": [], "outputs": []} for run_id in ids])
     return ids
 
 
@@ -48,11 +44,8 @@ async def test_concurrent_runs_steps_share_commits_and_each_row_gets_its_own(ker
     try:
 
         async def run(run_id: str) -> None:
-            rec = Recorder(kernel, run_id)
-            await rec.start({"config_name": "dada"}, fresh=True)
-            await rec.record(
-                "input", f"text {run_id}", items=[{"stage": 1, "item_type": "user_input_text"}], then=(1, "safety")
-            )
+            rec = Recorder(kernel, run_id, opening(_fields(run_id)))  # what the row got at creation
+            await rec.start(fresh=True)
             await rec.record("safety", {"safe": True}, run_values={"backend_info": [{"stage": 1}]})
             await rec.finish(COMPLETED, [], final_output=f"out {run_id}")
 

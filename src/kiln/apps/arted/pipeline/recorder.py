@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, update
 
 from kiln.apps.arted.models import IN_PROGRESS, Run
+from kiln.apps.arted.runs.views import entity_brief
 from kiln.core.db import Database, utcnow
 from kiln.core.jobs.batching import GroupCommit
 
@@ -38,6 +39,16 @@ ITEM_FIELDS = (
     "backend_used",
     "execution_time",
 )
+# The run's values an answer reads once it has ended (`closing`), with the row's defaults.
+CLOSING_DEFAULTS: dict[str, Any] = {
+    "status": None,
+    "final_output": None,
+    "total_execution_time": None,
+    "backend_info": [],
+    "outputs": [],
+    "used_seed": None,
+    "error": None,
+}
 MEDIA_KIND = {"image": "image", "audio": "audio", "video": "video", "music": "audio"}
 
 
@@ -111,18 +122,49 @@ def _writer(db: Database) -> _RunWriter:
     return writer
 
 
+def opening(run: dict[str, Any]) -> dict[str, Any]:
+    """The run row's lists as the run is created (`run`: its columns, `pipeline.RUN_FIELDS`):
+    `pipeline_start` and the user's input (entity and item) exist before any stage runs, so they
+    go with the INSERT, not with an UPDATE of their own; the job resumes from them
+    (`Recorder(..., opened=...)`)."""
+    run_id, text = run["id"], run["input_text"]
+    meta = {
+        "config_name": run["config_id"],
+        "execution_mode": run["execution_mode"],
+        "safety_level": run["safety_level"],
+        "user_id": run["user_id"],
+        "session_id": run["session_id"],
+    }
+    language = (run["options"] or {}).get("user_language") or "de"
+    rec = Recorder(None, run_id)
+    rec._add_items(
+        [
+            {"stage": 0, "item_type": "pipeline_start", "media_type": "metadata", "meta": meta},
+            {
+                "stage": 1,
+                "item_type": "user_input_text",
+                "content": text,
+                "meta": {"input_language": language, "char_count": len(text)},
+            },
+        ]
+    )
+    rec.add("input", text)
+    return {"entities": rec.entities, "items": rec.items}
+
+
 class Recorder:
-    def __init__(self, kernel: Any, run_id: str):
+    def __init__(self, kernel: Any, run_id: str, opened: dict[str, Any] | None = None):
         self.kernel = kernel
         self.run_id = run_id
-        self.entities: list[dict[str, Any]] = []
-        self.items: list[dict[str, Any]] = []
-        self.stored = 0
+        self.entities: list[dict[str, Any]] = list((opened or {}).get("entities", []))
+        self.items: list[dict[str, Any]] = list((opened or {}).get("items", []))
+        self.stored = sum(entity["size"] for entity in self.entities)
         self.stage = 0
         self.step = "queued"
         self.started = time.perf_counter()
         self._pending: dict[str, Any] = {}  # run values written with the next transaction
         self._deferred: list[dict[str, Any]] = []  # entity events published with the next transaction
+        self.closing = dict(CLOSING_DEFAULTS)  # set as written; complete once `finish` returned
 
     async def _commit(
         self, values: dict[str, Any], entity: dict[str, Any] | None = None, status: str = IN_PROGRESS
@@ -140,6 +182,7 @@ class Recorder:
             **values,
         }
         self._pending = {}
+        self.closing.update((name, params[name]) for name in CLOSING_DEFAULTS.keys() & params.keys())
         columns = frozenset(params)
         params["run_id"] = self.run_id
         # the lists are encoded when the batch is written; a step whose caller was cancelled is
@@ -149,10 +192,13 @@ class Recorder:
         views = self._deferred + ([entity] if entity is not None else [])
         self._deferred = []
         for view in views or [None]:
-            event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
-            if view is not None:
-                event["entity"] = view
-            await self.kernel.events.publish("arted.run", event)
+            await self._announce(status, view)
+
+    async def _announce(self, status: str, view: dict[str, Any] | None) -> None:
+        event: dict[str, Any] = {"run_id": self.run_id, "status": status, "stage": self.stage, "step": self.step}
+        if view is not None:
+            event["entity"] = view
+        await self.kernel.events.publish("arted.run", event)
 
     def _add_items(self, items: list[dict[str, Any]]) -> None:
         for item in items:
@@ -162,18 +208,56 @@ class Recorder:
             row["metadata"] = item.get("meta") or {}
             self.items.append(row)
 
-    async def start(self, meta: dict[str, Any], *, fresh: bool) -> None:
-        """Mark the run in progress and log `pipeline_start` (written with the first entity);
-        what an earlier attempt stored is removed first."""
+    async def start(self, *, fresh: bool) -> None:
+        """Mark the run in progress at stage 1 (written with the stage's entity: until then the
+        run's job being claimed is what says it started, see `service.settle`) and announce the
+        input stored at creation; what an earlier attempt stored is removed first."""
         if not fresh:
             await self.kernel.blobs.delete_prefix(blob_prefix(self.run_id))
-        self.step = "pipeline_starting"
-        self._add_items([{"stage": 0, "item_type": "pipeline_start", "media_type": "metadata", "meta": meta}])
+        self.stage, self.step = 1, "safety"
         self._pending = {"status": IN_PROGRESS, "started_at": utcnow()}
+        for entity in self.entities:
+            await self._announce(IN_PROGRESS, entity_brief(entity))
 
     async def set_state(self, stage: int, step: str) -> None:
         self.stage, self.step = stage, step
         await self._commit({})
+
+    def _add(
+        self,
+        entity_type: str,
+        mime: str,
+        ext: str,
+        size: int,
+        *,
+        content: str | None = None,
+        blob_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        seq = len(self.entities) + 1
+        entity = {
+            "sequence": seq,
+            "type": entity_type,
+            "filename": f"{seq:02d}_{entity_type}.{ext}",
+            "mime_type": mime,
+            "size": size,
+            "content": content,
+            "blob_key": blob_key,
+            "meta": meta or {},
+            "created_at": utcnow().isoformat(),
+        }
+        self.entities.append(entity)
+        self.stored += size
+        return entity_brief(entity)
+
+    def add(
+        self, entity_type: str, value: str | dict[str, Any], *, meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Append a text or JSON entity (kept inline) to the lists; written with the next transaction."""
+        if isinstance(value, dict):
+            content = json.dumps(value, ensure_ascii=False)
+            return self._add(entity_type, JSON, "json", len(content.encode()), content=content, meta=meta)
+        return self._add(entity_type, TEXT, "txt", len(value.encode()), content=value, meta=meta)
 
     async def record(
         self,
@@ -189,47 +273,16 @@ class Recorder:
         """Store one entity (and the history items that go with it) in one transaction; `then` moves
         the run to its next (stage, step) in the same transaction. `defer` leaves the write to the
         next transaction (for the last entity, which `finish` writes a moment later)."""
-        seq = len(self.entities) + 1
-        content: str | None = None
-        blob_key = None
         if isinstance(value, bytes):
             mime, ext = sniff(value)
-            filename = f"{seq:02d}_{entity_type}.{ext}"
-            blob_key = blob_prefix(self.run_id) + filename
+            blob_key = f"{blob_prefix(self.run_id)}{len(self.entities) + 1:02d}_{entity_type}.{ext}"
             await self.kernel.blobs.write_bytes(blob_key, value)
-            size = len(value)
-        elif isinstance(value, dict):
-            mime, filename = JSON, f"{seq:02d}_{entity_type}.json"
-            content = json.dumps(value, ensure_ascii=False)
-            size = len(content.encode())
+            view = self._add(entity_type, mime, ext, len(value), blob_key=blob_key, meta=meta)
         else:
-            mime, filename, content = TEXT, f"{seq:02d}_{entity_type}.txt", value
-            size = len(value.encode())
-        self.entities.append(
-            {
-                "sequence": seq,
-                "type": entity_type,
-                "filename": filename,
-                "mime_type": mime,
-                "size": size,
-                "content": content,
-                "blob_key": blob_key,
-                "meta": meta or {},
-                "created_at": utcnow().isoformat(),
-            }
-        )
-        self.stored += size
+            view = self.add(entity_type, value, meta=meta)
         self._add_items(items or [])
         if then is not None:
             self.stage, self.step = then
-        view = {
-            "sequence": f"{seq:02d}",
-            "type": entity_type,
-            "filename": filename,
-            "available": True,
-            "mime_type": mime.split(";")[0],
-            "size": size,
-        }
         if defer:
             self._pending.update(run_values or {})
             self._deferred.append(view)

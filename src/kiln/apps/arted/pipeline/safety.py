@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from kiln.apps.arted.registry import DATA, Chunk
+from kiln.apps.arted.configs.registry import DATA, Chunk
 from kiln.providers.http import OfflineBlocked, ProviderError
 from kiln.providers.llm import LLMClient
 
@@ -62,7 +62,7 @@ class WordList:
         for i, token in enumerate(tokens):
             for term in self.terms.get(token[:3], ()):
                 n = len(term.words)
-                window = tokens[i:i + n]
+                window = tokens[i : i + n]
                 if len(window) < n or window[:-1] != list(term.words[:-1]):
                     continue
                 last = window[-1]
@@ -101,8 +101,15 @@ class Verdict:
     seconds: float = 0.0
 
     def record(self, level: str) -> dict[str, Any]:
-        return {"safe": self.safe, "method": self.method, "reason": self.reason, "codes": self.codes,
-                "found_terms": self.found_terms, "model": self.model, "safety_level": level}
+        return {
+            "safe": self.safe,
+            "method": self.method,
+            "reason": self.reason,
+            "codes": self.codes,
+            "found_terms": self.found_terms,
+            "model": self.model,
+            "safety_level": level,
+        }
 
 
 def parse_verdict(reply: str) -> tuple[bool, str | None, list[str]] | None:
@@ -119,20 +126,24 @@ def parse_verdict(reply: str) -> tuple[bool, str | None, list[str]] | None:
 
 
 _BLOCK_MESSAGES = {
-    "de": {"§86a": "Dein Text wurde blockiert: Er enthält ein verbotenes Symbol oder einen verbotenen Begriff "
-                   "(§86a StGB, Kennzeichen verfassungswidriger Organisationen).",
-           "kids_filter": "Dein Text wurde vom Kinderschutz-Filter (6–12 Jahre) blockiert.",
-           "youth_filter": "Dein Text wurde vom Jugendschutz-Filter (13–17 Jahre) blockiert.",
-           "guard_unavailable": "Dein Text wurde blockiert: Die Sicherheitsprüfung ist gerade nicht erreichbar.",
-           "guard_unparseable": "Dein Text wurde blockiert: Die Sicherheitsprüfung gab keine eindeutige Antwort.",
-           "": "Dein Text wurde von der Sicherheitsprüfung blockiert."},
-    "en": {"§86a": "Your text was blocked: it contains a prohibited symbol or term (§86a StGB, symbols of "
-                   "unconstitutional organisations).",
-           "kids_filter": "Your text was blocked by the child protection filter (ages 6–12).",
-           "youth_filter": "Your text was blocked by the youth protection filter (ages 13–17).",
-           "guard_unavailable": "Your text was blocked: the safety check cannot be reached right now.",
-           "guard_unparseable": "Your text was blocked: the safety check gave no clear answer.",
-           "": "Your text was blocked by the safety check."},
+    "de": {
+        "§86a": "Dein Text wurde blockiert: Er enthält ein verbotenes Symbol oder einen verbotenen Begriff "
+        "(§86a StGB, Kennzeichen verfassungswidriger Organisationen).",
+        "kids_filter": "Dein Text wurde vom Kinderschutz-Filter (6–12 Jahre) blockiert.",
+        "youth_filter": "Dein Text wurde vom Jugendschutz-Filter (13–17 Jahre) blockiert.",
+        "guard_unavailable": "Dein Text wurde blockiert: Die Sicherheitsprüfung ist gerade nicht erreichbar.",
+        "guard_unparseable": "Dein Text wurde blockiert: Die Sicherheitsprüfung gab keine eindeutige Antwort.",
+        "": "Dein Text wurde von der Sicherheitsprüfung blockiert.",
+    },
+    "en": {
+        "§86a": "Your text was blocked: it contains a prohibited symbol or term (§86a StGB, symbols of "
+        "unconstitutional organisations).",
+        "kids_filter": "Your text was blocked by the child protection filter (ages 6–12).",
+        "youth_filter": "Your text was blocked by the youth protection filter (ages 13–17).",
+        "guard_unavailable": "Your text was blocked: the safety check cannot be reached right now.",
+        "guard_unparseable": "Your text was blocked: the safety check gave no clear answer.",
+        "": "Your text was blocked by the safety check.",
+    },
 }
 
 
@@ -148,8 +159,9 @@ def guard_messages(chunk: Chunk, level: str, text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
-async def check(llm: LLMClient, chunk: Chunk, text: str, level: str, *, model: str | None,
-                extra_texts: tuple[str, ...] = ()) -> Verdict:
+async def check(
+    llm: LLMClient, chunk: Chunk, text: str, level: str, *, model: str | None, extra_texts: tuple[str, ...] = ()
+) -> Verdict:
     """Word lists on `text` (and `extra_texts`), then the LLM guard; every failure blocks."""
     codes: list[str] = []
     terms: list[str] = []
@@ -163,18 +175,38 @@ async def check(llm: LLMClient, chunk: Chunk, text: str, level: str, *, model: s
         name = llm.resolve_model(model)
         result = await llm.chat(guard_messages(chunk, level, text), model=name, **_sampling(chunk))
     except OfflineBlocked:
-        return Verdict(False, "offline", "the safety check is a cloud model and the system is offline",
-                       ["guard_unavailable"], model=model)
+        return Verdict(
+            False,
+            "offline",
+            "the safety check is a cloud model and the system is offline",
+            ["guard_unavailable"],
+            model=model,
+        )
     except ProviderError as exc:
-        return Verdict(False, "llm_unavailable", f"safety check unavailable: {exc.message}",
-                       ["guard_unavailable"], model=model)
+        return Verdict(
+            False, "llm_unavailable", f"safety check unavailable: {exc.message}", ["guard_unavailable"], model=model
+        )
     parsed = parse_verdict(result.content)
     if parsed is None:
-        return Verdict(False, "llm_unparseable", "the safety check gave no clear answer", ["guard_unparseable"],
-                       model=result.model, raw=result.content[:300], seconds=result.seconds)
+        return Verdict(
+            False,
+            "llm_unparseable",
+            "the safety check gave no clear answer",
+            ["guard_unparseable"],
+            model=result.model,
+            raw=result.content[:300],
+            seconds=result.seconds,
+        )
     safe, reason, hazard_codes = parsed
-    return Verdict(safe, "llm_guard", reason, hazard_codes or ([] if safe else ["llm_unsafe"]),
-                   model=result.model, raw=result.content[:300], seconds=result.seconds)
+    return Verdict(
+        safe,
+        "llm_guard",
+        reason,
+        hazard_codes or ([] if safe else ["llm_unsafe"]),
+        model=result.model,
+        raw=result.content[:300],
+        seconds=result.seconds,
+    )
 
 
 def _sampling(chunk: Chunk) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.apps.arted.registry import Chunk, Config, Registry, pick
+from kiln.apps.arted.configs.registry import Chunk, Config, Registry, pick
 from kiln.providers.comfyui import ComfyUIClient, output_files
 from kiln.providers.http import ProviderError
 from kiln.providers.llm import LLMClient, collect
@@ -143,3 +143,7 @@ async def generate(comfy: ComfyUIClient, chunk: Chunk, graph: dict[str, Any], *,
     if len(data) > max_bytes:
         raise ProviderError("comfyui", f"output larger than {max_bytes} bytes")
     return Generated(data, prompt_id, chosen[0].filename, time.perf_counter() - started)
+
+
+def backend_of(llm: LLMClient) -> str:
+    return "llm-cloud" if llm.http.origin == "cloud" else "llm"

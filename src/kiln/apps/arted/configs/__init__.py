@@ -1,0 +1,1 @@
+"""The config documents (interception, output, chunks, pipelines): validated registry and routes."""
