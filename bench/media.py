@@ -52,7 +52,7 @@ def raw_rate(paths: list[Path]) -> tuple[float, float]:
     """(images/s, CPU ms per image) of plain Pillow open + thumbnail + JPEG in os.cpu_count() processes."""
     import psutil
 
-    from kiln.apps.media.imaging import raw_decode_thumbnail
+    from kiln.apps.media.processing.imaging import raw_decode_thumbnail
 
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(raw_decode_thumbnail, paths[: 2 * (os.cpu_count() or 1)]))  # warm the processes
@@ -79,7 +79,7 @@ def serve_main() -> None:
     settings = Settings()
     app = create_app(settings, migrate=True)
     if os.environ.get("KILN_BENCH_HOOK") == "1":
-        from kiln.apps.media.status import StatusEvent, publish_all
+        from kiln.apps.media.processing.status import StatusEvent, publish_all
         from kiln.core.db import utcnow
 
         @app.post("/_bench/publish")
