@@ -103,6 +103,9 @@ async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, ses
         boundary = multipart.boundary_of(request.headers.get("content-type"))
     except multipart.MultipartError as exc:
         raise HTTPException(exc.status_code, exc.detail) from None
+    # The user was looked up in this session: end that read, so no connection is held while the
+    # first file streams (it can take minutes); the UPLOADED writes check one out again.
+    await session.commit()
     outcome = uploads.UploadOutcome()
     seen = 0
     current = None
