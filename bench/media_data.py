@@ -82,7 +82,7 @@ def images(n: int) -> list[Path]:
 
 
 def backfill_sql(dialect: str) -> list[str]:
-    from kiln.apps.media.grid import backfill_sql as sql
+    from kiln.apps.media.map.grid import backfill_sql as sql
 
     return sql(dialect)
 

@@ -1,5 +1,5 @@
 """A loopback HTTP server speaking the Hugging Face Hub endpoints ``huggingface_hub`` uses to
-commit to a repo, for testing ``kiln.apps.media.hf_sink`` without the network.
+commit to a repo, for testing ``kiln.apps.media.processing.hf_sink`` without the network.
 
 Endpoints (``{kind}`` is ``models``/``datasets``/``spaces``; repos are created on demand by
 ``FakeHub.create_repo``, any other repo answers 404 ``X-Error-Code: RepoNotFound``):

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 
 def install(app: FastAPI) -> None:
     from kiln.apps.media import models  # noqa: F401  (tables)
+    from kiln.apps.media.dashboard.ux import UxMiddleware
     from kiln.apps.media.router import router
-    from kiln.apps.media.ux import UxMiddleware
 
     app.include_router(router)
     app.add_middleware(UxMiddleware)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from kiln.apps.media.config import MediaSettings, media_settings
-from kiln.core.auth import AuthError, User, get_auth_context
+from kiln.core.auth import AuthError, User, authenticate_connection
+from kiln.core.deps import SessionDep
 
 # The reference's messages, so its frontend's handling keeps working.
 AUTH_MESSAGES = {
@@ -20,9 +21,12 @@ AUTH_MESSAGES = {
 }
 
 
-async def media_user(request: Request) -> User:
+async def media_user(request: Request, session: SessionDep) -> User:
+    """The caller, looked up in the request's own session: every media route that needs a user
+    opens that session anyway (FastAPI resolves SessionDep once per request), so the token is
+    checked without a session and a pool checkout of its own."""
     try:
-        context = await get_auth_context(request)
+        context = await authenticate_connection(request, session=session)
     except AuthError as exc:
         raise HTTPException(exc.status_code, AUTH_MESSAGES.get(exc.code, exc.detail), headers=exc.headers) from None
     assert context is not None

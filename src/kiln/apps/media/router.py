@@ -9,7 +9,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import text
 
-from kiln.apps.media import routes_auth, routes_dashboard, routes_map, routes_media
+from kiln.apps.media.accounts import router as routes_auth
+from kiln.apps.media.dashboard import router as routes_dashboard
+from kiln.apps.media.map import router as routes_map
+from kiln.apps.media.vault import router as routes_media
 from kiln.core.deps import KernelDep
 
 router = APIRouter()

@@ -1,0 +1,1 @@
+"""Accounts of the media contract (`/api/auth/*`) on the core user store."""
