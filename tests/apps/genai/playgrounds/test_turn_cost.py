@@ -165,3 +165,28 @@ async def test_a_body_held_open_after_done_does_not_hold_the_answer():
         started = time.perf_counter()
         assert await collect(LLMClient(http, "m").chat_stream([{"role": "user", "content": "hi"}])) == "a"
         assert time.perf_counter() - started < 2
+
+
+async def test_a_client_leaving_after_the_last_token_does_not_undo_the_persistence(llm, app, client):
+    """The client disconnects once it has the last delta, while the turn is being persisted: the
+    relay used to be cancelled then, rolling the turn back; the answer is kept, complete."""
+    h = await chat_ready(app, client)
+    sid = (await new_session(client, h["ann"]))["id"]
+    user_id = (await client.get("/v1/auth/me", headers=h["ann"])).json()["user"]["id"]
+    turn = _temporary_turn(app, _RecordingLLM())
+    turn.session_id, turn.user_id = sid, user_id
+    last_delta_sent = asyncio.Event()
+
+    async def receive():
+        await last_delta_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if b'"there"' in message.get("body", b""):
+            last_delta_sent.set()
+
+    await stream(turn)({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await settle()
+    messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "hi"), ("assistant", "hello there")]
+    assert "incomplete" not in messages[1]["metadata"]
