@@ -179,3 +179,19 @@ async def test_stream_reads_group_the_deltas_that_arrived_together() -> None:
         async for deltas in client.chat_stream_reads([{"role": "user", "content": "hi"}]):
             got.append([d.content for d in deltas])
     assert got == [["a", "b"], ["c", "d"]]
+
+
+async def test_a_compressed_stream_is_decoded() -> None:
+    """An uncompressed body is read raw; a compressed one still goes through httpx's decoder."""
+    import gzip
+
+    import httpx
+
+    from kiln.providers.http import ProviderClient
+
+    raw = b'data: {"choices": [{"delta": {"content": "zipped"}}]}\n\ndata: [DONE]\n\n'
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(raw))
+    )
+    client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
+    assert await collect(client.chat_stream([{"role": "user", "content": "hi"}])) == "zipped"

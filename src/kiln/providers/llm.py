@@ -197,7 +197,9 @@ class LLMClient:
             # Lines split from the raw bytes: httpx's text decoding and line splitting cost more
             # per token than the JSON parse itself.
             pending = b""
-            chunks = response.aiter_bytes()
+            # An uncompressed body is read as it comes: httpx's decoder and two chunkers would be
+            # pass-throughs, two generator layers resumed on every read.
+            chunks = response.aiter_bytes() if "content-encoding" in response.headers else aiter(response.stream)
             async for data in chunks:
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
