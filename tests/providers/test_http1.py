@@ -196,6 +196,52 @@ async def test_disconnects_and_malformed_answers_are_unavailable_after_the_retri
                 await http.request("GET", path)
 
 
+async def _send_once(url: str, path: str) -> httpx.Response:
+    pool = http1.Pool(url, timeout=5, connect_timeout=1, max_connections=1)
+    try:
+        response = await pool.send("GET", *pool.prepare("GET", path, {}))
+        await response.aread()
+        return response
+    finally:
+        pool.close()
+
+
+async def test_answer_headers_are_bounded_in_size_and_count() -> None:
+    """httptools bounds neither; a server must not make the client hold headers without end."""
+    endless_value_sent = asyncio.Event()
+
+    async def headers(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"/many" in head:  # one field over the count
+            fields = "".join(f"X-F{i}: v\r\n" for i in range(http1.MAX_HEADERS + 1))
+            writer.write(answer(b"{}", headers=fields))
+        elif b"/large" in head:  # two fields of 40 KB: over the size, complete in one write
+            fields = "".join(f"X-L{i}: {'a' * 40_000}\r\n" for i in range(2))
+            writer.write(answer(b"{}", headers=fields))
+        elif b"/endless" in head:  # a value that never ends, sent piece by piece
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+            for _ in range(100):
+                writer.write(b"a" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0)
+            endless_value_sent.set()
+            await asyncio.sleep(5)
+        else:  # just within both bounds
+            fields = "".join(f"X-F{i}: {'b' * 600}\r\n" for i in range(http1.MAX_HEADERS - 1))
+            writer.write(answer(b"{}", headers=fields))
+        await writer.drain()
+
+    async with serving(headers) as server:
+        within = await _send_once(server.url, "/within")
+        assert within.status_code == 200 and len(within.headers) == http1.MAX_HEADERS
+        for path in ("/many", "/large", "/endless"):
+            with pytest.raises(httpx.RemoteProtocolError, match="answer headers over"):
+                await asyncio.wait_for(_send_once(server.url, path), 4)  # fails at the bound, not by timeout
+        assert not endless_value_sent.is_set()  # the client gave up long before the server stopped
+        async with ProviderClient(server.url, name="t", max_retries=0) as http:
+            with pytest.raises(ProviderUnavailable, match="RemoteProtocolError"):
+                await http.request("GET", "/many")
+
+
 async def test_read_timeout_and_a_cancelled_call_leave_no_broken_connection() -> None:
     async def slow(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         if b"/slow" in head:

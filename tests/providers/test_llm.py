@@ -150,3 +150,48 @@ async def test_stream_line_without_end_is_refused_not_buffered(monkeypatch) -> N
     with pytest.raises(ProviderProtocolError, match="without an end"):
         [d async for d in client.chat_stream([{"role": "user", "content": "hi"}])]
     assert sent < 1024 * 1024
+
+
+async def test_stream_reads_group_the_deltas_that_arrived_together() -> None:
+    """One list per read from the connection (the relay writes each list in one write), and the
+    deltas read before an error line are still delivered before the error."""
+    import httpx
+
+    from kiln.providers.http import ProviderClient
+
+    def chunk(text: str) -> bytes:
+        return b'data: {"choices": [{"index": 0, "delta": {"content": "%s"}}]}\n\n' % text.encode()
+
+    reads = [
+        chunk("a") + chunk("b"),  # two events in one read
+        b": keep-alive\n\n" + chunk("c")[:20],  # a comment and half an event
+        chunk("c")[20:] + chunk("d") + b'data: {"error": {"message": "model crashed"}}\n\n',
+    ]
+
+    async def body():
+        for read in reads:
+            yield read
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body()))
+    client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
+    got: list[list[str]] = []
+    with pytest.raises(ProviderError, match="model crashed"):
+        async for deltas in client.chat_stream_reads([{"role": "user", "content": "hi"}]):
+            got.append([d.content for d in deltas])
+    assert got == [["a", "b"], ["c", "d"]]
+
+
+async def test_a_compressed_stream_is_decoded() -> None:
+    """An uncompressed body is read raw; a compressed one still goes through httpx's decoder."""
+    import gzip
+
+    import httpx
+
+    from kiln.providers.http import ProviderClient
+
+    raw = b'data: {"choices": [{"delta": {"content": "zipped"}}]}\n\ndata: [DONE]\n\n'
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(raw))
+    )
+    client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
+    assert await collect(client.chat_stream([{"role": "user", "content": "hi"}])) == "zipped"

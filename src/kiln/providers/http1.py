@@ -42,6 +42,12 @@ except ImportError:  # pragma: no cover - uvicorn[standard] brings it; without i
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpcore's default)
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading from the socket pauses
+# An answer's status line and headers: httptools bounds neither their size nor their count, and it
+# holds a header value in memory until its end arrives, so a server sending headers without end
+# would fill memory. Over a bound the answer fails as a protocol error, as h11 (httpx) fails one
+# whose head is over its 16 KiB buffer.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 SAFE_PATH = re.compile(r"[A-Za-z0-9\-._~/!$&'()*+,;=:@?]*")
 DEFAULT_HEADERS = {"Accept": "*/*", "Connection": "keep-alive", "User-Agent": "kiln"}
@@ -114,6 +120,8 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0  # bytes received while the head was incomplete
+        self.header_bytes = 0  # the headers' size as sent (name, value, ": " and line end)
         self.headers_done = False
         self.until_close = False  # body delimited by the connection's end (no length, not chunked)
         self.chunks: list[bytes] = []
@@ -131,14 +139,22 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         try:
+            if not self.headers_done:
+                self.head_bytes += len(data)
             self.parser.feed_data(data)
+            if not self.headers_done and self.head_bytes > MAX_HEAD_BYTES:
+                self._head_too_large()
         except httptools.HttpParserUpgrade:
             self.error = httpx.RemoteProtocolError("the server switched protocols")
             self.close()
-        except httptools.HttpParserError as exc:
-            self.error = httpx.RemoteProtocolError(f"malformed answer ({exc})")
+        except httptools.HttpParserError as exc:  # a callback's own error is kept
+            self.error = self.error or httpx.RemoteProtocolError(f"malformed answer ({exc})")
             self.close()
         self.wake()
+
+    def _head_too_large(self) -> None:
+        self.error = httpx.RemoteProtocolError(f"answer headers over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} fields")
+        raise httptools.HttpParserError("head too large")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -161,6 +177,9 @@ class _Connection(asyncio.Protocol):
     # -------------------------------------------------------------------------- parser callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.header_bytes += len(name) + len(value) + 4
+        if len(self.headers) > MAX_HEADERS or self.header_bytes > MAX_HEAD_BYTES:
+            self._head_too_large()
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()

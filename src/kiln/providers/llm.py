@@ -184,28 +184,50 @@ class LLMClient:
 
     async def chat_stream(self, messages: list[Message], **options: Any) -> AsyncIterator[ChatDelta]:
         """Yield the content deltas of a streamed answer as they arrive."""
+        async for deltas in self.chat_stream_reads(messages, **options):
+            for delta in deltas:
+                yield delta
+
+    async def chat_stream_reads(self, messages: list[Message], **options: Any) -> AsyncIterator[list[ChatDelta]]:
+        """The deltas of a streamed answer, one list per read from the connection: what arrived
+        together can be forwarded together (one write instead of one per delta) without waiting
+        for anything that has not arrived."""
         body = self.chat_body(messages, stream=True, **options)
         async with self.http.stream("POST", "/chat/completions", json=body) as response:
             # Lines split from the raw bytes: httpx's text decoding and line splitting cost more
             # per token than the JSON parse itself.
             pending = b""
-            chunks = response.aiter_bytes()
+            # An uncompressed body is read as it comes: httpx's decoder and two chunkers would be
+            # pass-throughs, two generator layers resumed on every read.
+            chunks = response.aiter_bytes() if "content-encoding" in response.headers else aiter(response.stream)
             async for data in chunks:
                 lines = (pending + data).split(b"\n")
                 pending = lines.pop()
                 if len(pending) > MAX_SSE_LINE:  # a server that never ends its line must not fill memory
                     raise ProviderProtocolError("llm", f"stream line over {MAX_SSE_LINE} bytes without an end")
+                deltas = []
                 for line in lines:
-                    delta = _parse_sse_line(line.rstrip(b"\r"))
+                    if not line.startswith(b"data:"):  # the blank line ending each event, comments
+                        continue
+                    try:
+                        delta = _parse_sse_line(line.rstrip(b"\r"))
+                    except ProviderError:
+                        if deltas:  # what came before the failing line is still delivered
+                            yield deltas
+                        raise
                     if delta is _DONE:
+                        if deltas:
+                            yield deltas
                         await _drain(chunks)
                         return
                     if delta is not None:
-                        yield delta
+                        deltas.append(delta)
+                if deltas:
+                    yield deltas
             if pending.strip():
                 delta = _parse_sse_line(pending.rstrip(b"\r"))
                 if delta is not None and delta is not _DONE:
-                    yield delta
+                    yield [delta]
 
     async def embed(self, inputs: list[str], *, model: str | None = None) -> Embeddings:
         name = self.resolve_model(model)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from kiln.apps.genai.playgrounds import chat
+from kiln.apps.genai.playgrounds import relay
 from tests.apps.genai.helpers import assert_envelope
 from tests.apps.genai.playgrounds.helpers import (
     MODEL,
@@ -155,7 +155,7 @@ async def test_stream_client_disconnect_keeps_partial_answer(llm, app, client):
             detail = (await client.get(f"{P}/sessions/{s['id']}", headers=h["ann"])).json()["session"]
             if detail["message_count"] == 2:
                 break
-        await chat.settle()
+        await relay.settle()
     last = detail["messages"][-1]
     assert last["role"] == "assistant" and last["metadata"]["incomplete"] is True
     assert last["content"].startswith("w0 w1") and len(last["content"].split()) < 20

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from kiln.apps.genai.playgrounds.chat import Turn, settle, sse, sse_delta, stream
+from kiln.apps.genai.playgrounds.chat import Turn
+from kiln.apps.genai.playgrounds.relay import settle, sse, sse_delta, stream
 from kiln.providers.http import ProviderClient
 from kiln.providers.llm import ChatDelta, LLMClient, collect
 from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events, recorded_sql
@@ -45,10 +46,10 @@ class _RecordingLLM:
     def __init__(self) -> None:
         self.opened = asyncio.Event()
 
-    async def chat_stream(self, messages, **options):
+    async def chat_stream_reads(self, messages, **options):
         self.opened.set()
-        yield ChatDelta(content="hello ")
-        yield ChatDelta(content="there", finish_reason="stop")
+        yield [ChatDelta(content="hello ")]
+        yield [ChatDelta(content="there", finish_reason="stop")]
 
 
 def _temporary_turn(app, llm: _RecordingLLM) -> Turn:
@@ -71,10 +72,29 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
     return and the header write, not after the first read of the body."""
     llm = _RecordingLLM()
     response = stream(_temporary_turn(app, llm))
-    await asyncio.wait_for(llm.opened.wait(), 5)  # nobody has read the body yet
-    body = b"".join([chunk async for chunk in response.body_iterator])
+    await asyncio.wait_for(llm.opened.wait(), 5)  # the response has not been sent yet
+    body, _ = await _asgi_run(response)
     assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
     await settle()
+
+
+async def _asgi_run(response) -> tuple[bytes, list[dict]]:
+    """Send `response` as a server would (ASGI 2.3: the disconnect comes once the response is
+    complete); its body and the messages sent."""
+    sent: list[dict] = []
+    complete = asyncio.Event()
+
+    async def receive():
+        await complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            complete.set()
+
+    await response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), sent
 
 
 async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
@@ -145,3 +165,28 @@ async def test_a_body_held_open_after_done_does_not_hold_the_answer():
         started = time.perf_counter()
         assert await collect(LLMClient(http, "m").chat_stream([{"role": "user", "content": "hi"}])) == "a"
         assert time.perf_counter() - started < 2
+
+
+async def test_a_client_leaving_after_the_last_token_does_not_undo_the_persistence(llm, app, client):
+    """The client disconnects once it has the last delta, while the turn is being persisted: the
+    relay used to be cancelled then, rolling the turn back; the answer is kept, complete."""
+    h = await chat_ready(app, client)
+    sid = (await new_session(client, h["ann"]))["id"]
+    user_id = (await client.get("/v1/auth/me", headers=h["ann"])).json()["user"]["id"]
+    turn = _temporary_turn(app, _RecordingLLM())
+    turn.session_id, turn.user_id = sid, user_id
+    last_delta_sent = asyncio.Event()
+
+    async def receive():
+        await last_delta_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if b'"there"' in message.get("body", b""):
+            last_delta_sent.set()
+
+    await stream(turn)({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await settle()
+    messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "hi"), ("assistant", "hello there")]
+    assert "incomplete" not in messages[1]["metadata"]

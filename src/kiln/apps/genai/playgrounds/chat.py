@@ -1,24 +1,16 @@
 """One playground turn: prepare (model checks, history, knowledge retrieval, prompt), then either
-answer at once or relay the model's tokens as Server-Sent Events (`delta`, `complete`, `error`).
-
-A streamed turn runs in its own task, so what the model produced is persisted even when the client
-goes away: the relay then stops the upstream call and stores the partial answer marked
-`incomplete`. Persistence uses its own database session (the request's is gone by then).
+answer at once or (`relay.py`) relay the model's tokens as Server-Sent Events; `finish` builds the
+answer payload and persists the turn in its own database session (the request's is gone by then).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.modelops.inference import prepare as prepare_model
@@ -35,7 +27,6 @@ HISTORY_MESSAGES = 14
 HISTORY_CHARS = 8000
 MAX_PROMPT_CHARS = 20000
 TITLE_CHARS = 64
-_relays: set[asyncio.Task[Any]] = set()
 
 
 @dataclass
@@ -265,109 +256,3 @@ async def answer(turn: Turn) -> dict[str, Any]:
     except ProviderError as exc:
         raise GenaiError(502, "llm_unreachable", f"LLM provider {turn.provider_slug} failed: {exc.message}") from None
     return await finish(turn, result.content, usage=result.usage, finish_reason=result.finish_reason)
-
-
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
-
-
-_encode_text = json.JSONEncoder(ensure_ascii=True).encode
-
-
-def sse_delta(text: str) -> bytes:
-    """`sse("delta", {"text": text})`, byte for byte, without building a dict per token."""
-    return b'event: delta\ndata: {"text":' + _encode_text(text).encode() + b"}\n\n"
-
-
-async def _relay(turn: Turn, queue: asyncio.Queue[bytes | None]) -> None:
-    """Forward the model's deltas to `queue` as they arrive; persist whatever was produced."""
-    parts: list[str] = []
-    finish_reason = None
-    try:
-        async for delta in turn.llm.chat_stream(turn.messages, model=turn.runtime_model):
-            if delta.content:
-                parts.append(delta.content)
-                queue.put_nowait(sse_delta(delta.content))
-            finish_reason = delta.finish_reason or finish_reason
-    except asyncio.CancelledError:  # the client went away: keep what was produced
-        await finish(turn, "".join(parts), incomplete=True, error="client_disconnected")
-        return
-    except ProviderError as exc:
-        await finish(turn, "".join(parts), incomplete=True, error="llm_unreachable")
-        queue.put_nowait(
-            sse(
-                "error",
-                {
-                    "error": "llm_unreachable",
-                    "status_code": 502,
-                    "message": f"LLM provider {turn.provider_slug} failed: {exc.message}",
-                },
-            )
-        )
-        queue.put_nowait(None)
-        return
-    except Exception:
-        queue.put_nowait(
-            sse("error", {"error": "internal_error", "status_code": 500, "message": "Internal server error"})
-        )
-        queue.put_nowait(None)
-        raise
-    queue.put_nowait(sse("complete", await finish(turn, "".join(parts), finish_reason=finish_reason)))
-    queue.put_nowait(None)
-
-
-async def _events(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
-    while True:
-        item = await queue.get()
-        # Events that queued up while the last write was in flight go out in one write.
-        batch = [item]
-        while item is not None and not queue.empty():
-            item = queue.get_nowait()
-            batch.append(item)
-        if batch[-1] is None:
-            batch.pop()
-            if batch:
-                yield b"".join(batch)  # type: ignore[arg-type]
-            return
-        yield b"".join(batch)  # type: ignore[arg-type]
-
-
-class EventStream(StreamingResponse):
-    """SSE relayed from a turn's model stream.
-
-    The relay task starts when the response is made, not when its body is first read: the
-    upstream request then goes out while the handler returns and the response headers are
-    written, instead of after them (that ordering alone was ~1 ms of time to first token).
-    When the response ends (also when the client is gone, or if it never started) a relay still
-    running is cancelled, so it stops the upstream call and persists what was produced."""
-
-    def __init__(self, turn: Turn):
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.relay = asyncio.create_task(_relay(turn, queue))
-        _relays.add(self.relay)
-        self.relay.add_done_callback(_relays.discard)
-        super().__init__(
-            _events(queue),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if not self.relay.done():
-                self.relay.cancel()
-
-
-def stream(turn: Turn) -> EventStream:
-    return EventStream(turn)
-
-
-async def settle() -> None:
-    """Wait for relays still persisting (tests, shutdown)."""
-    while _relays:
-        await asyncio.gather(*list(_relays), return_exceptions=True)

@@ -15,7 +15,7 @@ from kiln.apps.genai.context.models import Document, KnowledgeBase, KnowledgeSou
 from kiln.apps.genai.context.sources import resolve_root
 from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep
 from kiln.apps.genai.errors import GenaiError, genai_router
-from kiln.apps.genai.playgrounds import chat
+from kiln.apps.genai.playgrounds import chat, relay
 from kiln.apps.genai.playgrounds import service as svc
 from kiln.core.blobs import UnsafePathError
 from kiln.core.files import range_response, safe_join
@@ -33,7 +33,7 @@ def body_object(body: Any) -> dict[str, Any]:
 async def _stream_after_rollback(session: AsyncSession, turn: chat.Turn) -> Response:
     """The turn's SSE response; its model call starts before the request's session is released,
     so the upstream request is on its way while the rollback waits on the database."""
-    response = chat.stream(turn)
+    response = relay.stream(turn)
     try:
         await session.rollback()  # nothing written; release the connection before the model call
     except BaseException:
