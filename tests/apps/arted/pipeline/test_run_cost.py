@@ -43,7 +43,11 @@ def sql_log(db_backend: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def verbs(log: list[str]) -> Counter[str]:
-    return Counter(sql.split(None, 1)[0].upper() for sql in log if not sql.startswith("PRAGMA"))
+    # sqlite3 reports a statement again each time it enters a trigger program (lora keeps its
+    # history columns with triggers on `jobs`), with the same expanded text (parameters bound):
+    # an entry equal to the one before it is that echo, not a second statement.
+    sent = [sql for i, sql in enumerate(log) if i == 0 or sql != log[i - 1]]
+    return Counter(sql.split(None, 1)[0].upper() for sql in sent if not sql.startswith("PRAGMA"))
 
 
 async def test_a_run_costs_few_statements_and_commits(sql_log: list[str], arted: httpx.AsyncClient) -> None:
