@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kiln.apps.robotics.conversion import run_conversion, writers
-from kiln.apps.robotics.conversion.messages import BLOB_BYTES, _Bytes, _List, _Prim, _Struct
+from kiln.apps.robotics.conversion.messages import BLOB_BYTES, _Bytes, _List, _Prim, _Struct, column_array
 from kiln.apps.robotics.spec import auto_mapping, build_legacy_spec
 from kiln.apps.robotics.spec.models import OutputSpec
 from tests.apps.robotics import bagfactory as bf
@@ -28,9 +28,7 @@ def _payload(n: int, seed: int) -> np.ndarray:
 
 def test_byte_views_keep_every_size_and_reference_large_payloads_in_place():
     arrays = [_payload(n, k) for k, n in enumerate(SIZES)]
-    values = [*arrays, None]
-    mask = np.array([v is None for v in values])
-    out = _Bytes().build(values, mask, views=True)
+    out = column_array(_Bytes(), arrays, list(range(len(arrays))), len(arrays) + 1, views=True)
     out.validate(full=True)
     assert out.type == pa.binary_view()
     assert out.to_pylist() == [a.tobytes() for a in arrays] + [None]
@@ -44,7 +42,7 @@ def test_a_row_group_of_frames_is_one_chunk_of_the_read_buffers(tmp_path):
     image = _Struct([("height", _Prim("uint32")), ("data", _Bytes())])
     w = writers.MessageParquetWriter(tmp_path / "x.parquet", {"cam": image}, OutputSpec(compression="none"))
     try:
-        table = w._table([1, 2, 3], {"cam": [frame, None, frame]}, {})
+        table = w._table([1, 2, 3], {"cam": [frame, frame]}, {"cam": [0, 2]})
     finally:
         w.abort()
     column = table.column("cam")
