@@ -31,20 +31,15 @@ _PRIMS.update(dict.fromkeys(("byte", "char"), _PRIMS["uint8"]))  # ROS aliases o
 _BYTES = ("uint8", "int8", "byte", "char")
 _EMPTY = np.zeros(0, dtype=np.uint8)
 _MAX_DEPTH = 32
+Rows = np.ndarray | None  # row indices of the values in their column (None: every row)
+Validity = pa.Buffer | None  # an Arrow null bitmap (None: no nulls)
 
 
 class Column:
     type: pa.DataType  # the declared type: what the file's readers get back
     write_type: pa.DataType  # what `build(views=True)` returns: byte arrays as binary views
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         """An array of `n` rows holding `values` (never None) at the row indices `rows` (every
         row when `rows` is None), of `type`, or of `write_type` with `views`. The other rows
         hold placeholders (zero, empty) that `validity` (or a null parent) marks null: only the
@@ -73,14 +68,7 @@ class _Prim(Column):
         self.type, self._np = _PRIMS[name]
         self.write_type = self.type
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         dense = np.array(values, dtype=self._np) if values else np.zeros(0, dtype=self._np)
         return _with_validity(pa.array(_scatter(dense, rows, n), type=self.type), validity)
 
@@ -88,14 +76,7 @@ class _Prim(Column):
 class _Str(Column):
     type = write_type = pa.string()
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         if rows is not None:
             full = [""] * n
             for row, v in zip(rows.tolist(), values, strict=True):
@@ -134,14 +115,7 @@ class _Bytes(Column):
     type = pa.large_binary()
     write_type = pa.binary_view()
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         arrays = [_byte_array(v) for v in values]
         if views:
             return _byte_views(arrays, rows, n, validity)
@@ -201,14 +175,7 @@ class _List(Column):
         self.item = item
         self.type = self.write_type = pa.large_list(item.type)
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         dense_lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
         total = int(dense_lengths.sum())
         if isinstance(self.item, _Prim):
@@ -231,14 +198,7 @@ class _Struct(Column):
         # the attribute a decoded message keeps a field in (rosbags appends "_" to Python keywords)
         self._getters = [operator.attrgetter(_attribute(n)) for n, _c in fields]
 
-    def build(
-        self,
-        values: list[Any],
-        rows: np.ndarray | None,
-        n: int,
-        views: bool = False,
-        validity: pa.Buffer | None = None,
-    ) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         out_type = self.write_type if views else self.type
         if not self.fields:  # an empty message (std_msgs/Empty): one placeholder child
             children = [pa.nulls(n, pa.bool_())]
