@@ -12,9 +12,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from kiln.apps.robotics.conversion import collector, run_conversion, writers
-from kiln.apps.robotics.conversion.messages import BLOB_BYTES, _Bytes, _List, _Prim, _Str, _Struct, column_array
+from kiln.apps.robotics.conversion.messages import (
+    BLOB_BYTES,
+    _Bytes,
+    _List,
+    _Prim,
+    _Str,
+    _Struct,
+    column_array,
+    message_column,
+)
 from kiln.apps.robotics.spec import auto_mapping, build_legacy_spec
 from kiln.apps.robotics.spec.models import OutputSpec
 from tests.apps.robotics import bagfactory as bf
@@ -81,8 +91,10 @@ def test_a_topic_column_holds_its_messages_at_their_rows_and_nulls_elsewhere(row
 
 def test_fields_named_after_python_keywords_keep_their_values():
     # rosbags keeps a field `from` in the attribute `from_`; the column keeps the field's name
-    message = _Struct([("from", _Prim("int32")), ("data", _Prim("uint8"))])
-    column = column_array(message, [SimpleNamespace(from_=7, data=3)], [1], 2)
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg("int32 from\nuint8 data", "test_msgs/msg/Keyword"))
+    message = store.types["test_msgs/msg/Keyword"](from_=7, data=3)
+    column = column_array(message_column(store, "test_msgs/msg/Keyword"), [message], [1], 2)
     assert column.type.field(0).name == "from"
     assert column.to_pylist() == [None, {"from": 7, "data": 3}]
 
