@@ -11,10 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from kiln.apps.robotics import assets_service, dialog, jobs_service, tags_service
+from kiln.apps.robotics import jobs_service
+from kiln.apps.robotics.assets import dialog
+from kiln.apps.robotics.assets import service as assets_service
+from kiln.apps.robotics.assets import tags as tags_service
 from kiln.apps.robotics.config import recording_roots, robotics_settings
-from kiln.apps.robotics.routes_conversions import RoboticsSettingsDep
-from kiln.apps.robotics.routes_conversions import router as conversions_router
+from kiln.apps.robotics.conversion.router import RoboticsSettingsDep
+from kiln.apps.robotics.conversion.router import router as conversions_router
 from kiln.apps.robotics.schemas import AttachTagRequest, CreateTagRequest, RegisterAssetRequest, ScanDirectoryRequest
 from kiln.apps.robotics.views import asset_summary, job_view
 from kiln.core.auth.deps import OpenSurfaceGuard

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.apps.robotics.assets.indexing import index_recording
 from kiln.apps.robotics.conversion.job import Ticker, WindowJob, WindowOutcome, convert_window, plan_windows
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled
 from kiln.apps.robotics.conversion.rows import grid_origin
-from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.spec.migrate import load_spec, representation_policy
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy
 

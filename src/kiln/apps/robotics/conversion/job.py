@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.apps.robotics import bounds as read_bounds
+from kiln.apps.robotics.assets.indexing import index_recording
 from kiln.apps.robotics.conversion.collector import fewer_collections
 from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
 from kiln.apps.robotics.conversion.messages import message_column
@@ -21,8 +21,8 @@ from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder,
 from kiln.apps.robotics.conversion.rows import RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
 from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
-from kiln.apps.robotics.indexing import index_recording
-from kiln.apps.robotics.reading import open_recording
+from kiln.apps.robotics.reading import bounds as read_bounds
+from kiln.apps.robotics.reading.reader import open_recording
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy, SplitSpec, TriggerStrategy
 
 

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kiln.apps.robotics.authoring.configs import find_config, latest_revision, migrate_on_load, parse_document
 from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError, spec_refusal
 from kiln.apps.robotics.config import Execution, RoboticsSettings
-from kiln.apps.robotics.configs_service import find_config, latest_revision, migrate_on_load, parse_document
 from kiln.apps.robotics.jobs_service import CONVERT_KIND, wait_for_jobs
 from kiln.apps.robotics.models import INDEXED, Asset, AssetMetadata, ConversionRun, JobAsset, OutputArtifact
 from kiln.apps.robotics.schemas import ConversionCreateRequest

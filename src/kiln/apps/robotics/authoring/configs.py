@@ -13,8 +13,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kiln.apps.robotics.authoring.drafts import draft_revision_view, link_draft_to_config
 from kiln.apps.robotics.common import NotFound, RoboticsError, iso, normalize_name, spec_refusal
-from kiln.apps.robotics.drafts_service import draft_revision_view, link_draft_to_config
 from kiln.apps.robotics.models import ConfigRevision, ConversionConfig, DraftRevision
 from kiln.apps.robotics.spec.migrate import SpecError, load_spec_document
 from kiln.apps.robotics.spec.models import SPEC_VERSION, SpecDocument

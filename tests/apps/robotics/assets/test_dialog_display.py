@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kiln.apps.robotics import dialog
+from kiln.apps.robotics.assets import dialog
 from tests.apps.robotics.api_helpers import recording, register
 
 needs_xvfb = pytest.mark.skipif(

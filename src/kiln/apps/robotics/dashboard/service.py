@@ -13,8 +13,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.robotics.common import RoboticsError, iso
+from kiln.apps.robotics.conversion.outputs import refresh_outputs
 from kiln.apps.robotics.models import INDEXING_STATUSES, Asset, ConversionRun, OutputArtifact
-from kiln.apps.robotics.outputs_service import refresh_outputs
 from kiln.apps.robotics.views import JOB_KINDS
 from kiln.core.db import utcnow
 from kiln.core.jobs.models import FAILED, Job

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kiln.apps.robotics.indexing import classify_message_type, index_recording
-from kiln.apps.robotics.reading import RecordingError
+from kiln.apps.robotics.assets.indexing import classify_message_type, index_recording
+from kiln.apps.robotics.reading.reader import RecordingError
 from tests.apps.robotics import bagfactory as bf
 
 EXT = {"bag": ".bag", "mcap": ".mcap"}

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kiln.apps.robotics.bounds import RecordingError, lz4_bounded, zstd_bounded
+from kiln.apps.robotics.reading.bounds import RecordingError, lz4_bounded, zstd_bounded
 
 _POOL_BUFFERS = 32  # chunk buffers one MCAP reader keeps for reuse (the row groups in flight hold ~25)
 _POOL_REFS = 3  # references to a free pooled buffer: the pool's list, the loop variable, getrefcount's argument

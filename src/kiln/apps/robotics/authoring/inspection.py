@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kiln.apps.robotics.conversion.values import is_image_message, is_message, message_fields, to_jsonable
-from kiln.apps.robotics.reading import RecordingError, open_recording
+from kiln.apps.robotics.reading.reader import RecordingError, open_recording
 
 _IMAGE_WORDS = ("image", "rgb", "bgr", "depth", "camera", "img")
 

@@ -1,6 +1,6 @@
 """Native file picker for `POST /assets/register-dialog` (only where a display exists).
 
-The Tk dialog runs in a child process (`python -m kiln.apps.robotics.dialog`), as in the
+The Tk dialog runs in a child process (`python -m kiln.apps.robotics.assets.dialog`), as in the
 reference: Tk wants its own main thread, and a display problem must never take the server
 down. The child prints a JSON list of the chosen paths (`null` when the user cancels);
 exit status 3 means "no usable dialog" with the reason on stderr.
@@ -51,7 +51,7 @@ async def pick_files(timeout: float = 900.0) -> list[str] | None:
         raise Unavailable("no display available for a file dialog (DISPLAY and WAYLAND_DISPLAY are unset); "
                           "register recordings with POST /assets/register, /assets/scan-directory or /assets/upload")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kiln.apps.robotics.dialog",
+        sys.executable, "-m", "kiln.apps.robotics.assets.dialog",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

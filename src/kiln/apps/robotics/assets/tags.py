@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.assets_service import get_asset
+from kiln.apps.robotics.assets.service import get_asset
 from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError, normalize_name
 from kiln.apps.robotics.models import AssetTag, Tag
 from kiln.apps.robotics.views import tag_view

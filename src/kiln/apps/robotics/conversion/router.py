@@ -7,15 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from kiln.apps.robotics import (
-    authoring_service,
-    configs_service,
-    conversions_service,
-    dashboard_service,
-    outputs_service,
-)
+from kiln.apps.robotics.authoring import configs as configs_service
+from kiln.apps.robotics.authoring import service as authoring_service
 from kiln.apps.robotics.common import NotFound
 from kiln.apps.robotics.config import RoboticsSettings, reading_roots, robotics_settings
+from kiln.apps.robotics.conversion import outputs as outputs_service
+from kiln.apps.robotics.conversion import service as conversions_service
+from kiln.apps.robotics.dashboard import service as dashboard_service
 from kiln.apps.robotics.schemas import (
     ConfigCreateRequest,
     ConfigDuplicateRequest,

@@ -13,9 +13,9 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin
 from rosbags.rosbag2 import Writer as Ros2Writer
 from rosbags.typesys import Stores, get_typestore
 
-from kiln.apps.robotics import bounds
 from kiln.apps.robotics.config import RoboticsSettings, set_robotics_settings
-from kiln.apps.robotics.reading import RecordingError, open_recording
+from kiln.apps.robotics.reading import bounds
+from kiln.apps.robotics.reading.reader import RecordingError, open_recording
 from tests.apps.robotics import bagfactory as bf
 from tests.apps.robotics.api_helpers import register, trigger_spec
 

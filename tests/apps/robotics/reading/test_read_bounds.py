@@ -12,8 +12,8 @@ import lz4.frame
 import pytest
 import zstandard
 
-from kiln.apps.robotics import bounds
-from kiln.apps.robotics.reading import RecordingError, open_recording
+from kiln.apps.robotics.reading import bounds
+from kiln.apps.robotics.reading.reader import RecordingError, open_recording
 from tests.apps.robotics import bagfactory as bf
 from tests.apps.robotics.api_helpers import SMALL, recording, register
 
@@ -109,7 +109,7 @@ async def test_bomb_preview_answers_422_and_index_fails_cleanly(client, tmp_path
 
 _TRUNCATE = textwrap.dedent("""
     import os, sys
-    from kiln.apps.robotics.reading import RecordingError, open_recording
+    from kiln.apps.robotics.reading.reader import RecordingError, open_recording
     path = sys.argv[1]
     with open_recording(path) as reader:
         it = reader.iter_raw()

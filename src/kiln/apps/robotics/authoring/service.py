@@ -17,14 +17,14 @@ import numpy as np
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.assets_service import get_asset, readable_path
+from kiln.apps.robotics.assets.service import get_asset, readable_path
+from kiln.apps.robotics.authoring.drafts import create_draft
+from kiln.apps.robotics.authoring.inspection import inspect_recording
 from kiln.apps.robotics.common import RoboticsError, spec_refusal
 from kiln.apps.robotics.conversion.preview import preview as run_preview
+from kiln.apps.robotics.conversion.service import stored_policy
 from kiln.apps.robotics.conversion.values import bytes_wrapper
-from kiln.apps.robotics.conversions_service import stored_policy
-from kiln.apps.robotics.drafts_service import create_draft
-from kiln.apps.robotics.inspection import inspect_recording
-from kiln.apps.robotics.reading import RecordingError
+from kiln.apps.robotics.reading.reader import RecordingError
 from kiln.apps.robotics.schemas import DraftRequest, InspectRequest, PreviewRequest
 from kiln.apps.robotics.spec.draft import build_draft
 from kiln.apps.robotics.spec.migrate import (

@@ -27,12 +27,12 @@ try:  # rosbags' generators of single functions (0.10-0.11); without them every 
 except ImportError:  # pragma: no cover - a rosbags without these names
     generate_deserialize_cdr = generate_deserialize_ros1 = normalize_fieldname = None
 
-from kiln.apps.robotics.bounds import (
+from kiln.apps.robotics.reading.bounds import (
     RecordingError,
     check_recording,
     install_bounded_decompressors,
 )
-from kiln.apps.robotics.mcap_chunks import McapChunks, RawMessage
+from kiln.apps.robotics.reading.mcap_chunks import McapChunks, RawMessage
 
 install_bounded_decompressors()
 

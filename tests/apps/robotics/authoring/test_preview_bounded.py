@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kiln.apps.robotics.conversion import preview
-from kiln.apps.robotics.reading import RecordingReader
+from kiln.apps.robotics.reading.reader import RecordingReader
 from tests.apps.robotics import bagfactory as bf
 from tests.apps.robotics.api_helpers import trigger_spec
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kiln.apps.robotics.reading import RecordingError, open_recording
+from kiln.apps.robotics.reading.reader import RecordingError, open_recording
 from tests.apps.robotics import bagfactory as bf
 
 PLAN = bf.RecordingPlan(duration_s=3.0, image_size=(640, 480))  # ~9 MB a second: several chunks
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def _read_ahead_threads() -> list[threading.Thread]:

@@ -15,13 +15,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from kiln.apps.robotics.reading import RecordingError, SourceInfo, detect_source, open_recording
-from kiln.apps.robotics.recording_index import (
+from kiln.apps.robotics.assets.recording_index import (
     RecordingIndex,
     TopicIndex,
     classify_message_type,
     compression_label,
 )
+from kiln.apps.robotics.reading.reader import RecordingError, SourceInfo, detect_source, open_recording
 
 __all__ = ["RecordingIndex", "TopicIndex", "classify_message_type", "index_recording"]
 

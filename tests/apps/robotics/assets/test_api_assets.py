@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import kiln.apps.robotics.dialog as dialog
+import kiln.apps.robotics.assets.dialog as dialog
 from tests.apps.robotics.api_helpers import SMALL, recording, register, register_indexed
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kiln.apps.robotics.reading import RecordingError, detect_source, open_recording
+from kiln.apps.robotics.reading.reader import RecordingError, detect_source, open_recording
 from tests.apps.robotics import bagfactory as bf
 
 EXT = {"bag": ".bag", "mcap": ".mcap"}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kiln.apps.robotics.inspection import inspect_recording
-from kiln.apps.robotics.reading import RecordingError
+from kiln.apps.robotics.authoring.inspection import inspect_recording
+from kiln.apps.robotics.reading.reader import RecordingError
 from kiln.apps.robotics.spec import build_draft, load_spec_document
 from tests.apps.robotics import bagfactory as bf
 

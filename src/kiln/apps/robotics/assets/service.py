@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.robotics.common import BadRequest, Conflict, NotFound, RoboticsError, normalize_name, parse_iso
 from kiln.apps.robotics.models import INDEXING_STATUSES, Asset, AssetMetadata, AssetTag, ConversionRun, Tag
-from kiln.apps.robotics.reading import RecordingError, detect_source
+from kiln.apps.robotics.reading.reader import RecordingError, detect_source
 from kiln.apps.robotics.views import asset_list_item, asset_summary, conversion_summary, metadata_view, tag_view
 from kiln.core.blobs import UnsafePathError
 from kiln.core.db import new_id, utcnow
