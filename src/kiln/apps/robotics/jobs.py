@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete
 
 from kiln.apps.robotics.assets.indexing import index_recording
-from kiln.apps.robotics.assets.service import readable_path
+from kiln.apps.robotics.assets.registration import readable_path
 from kiln.apps.robotics.common import RoboticsError
 from kiln.apps.robotics.config import reading_roots, robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion

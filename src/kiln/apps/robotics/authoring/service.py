@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics.assets.service import get_asset, readable_path
+from kiln.apps.robotics.assets.registration import readable_path
+from kiln.apps.robotics.assets.service import get_asset
 from kiln.apps.robotics.authoring.drafts import create_draft
 from kiln.apps.robotics.authoring.inspection import inspect_recording
 from kiln.apps.robotics.common import RoboticsError, spec_refusal
