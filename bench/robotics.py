@@ -113,7 +113,7 @@ def raw_read(path: Path, deserialize: bool) -> float:
 
 def legacy_mapping(path: Path) -> dict[str, list[str]]:
     """The mapping the default request gets: one field per indexed topic (auto names)."""
-    from kiln.apps.robotics.indexing import index_recording
+    from kiln.apps.robotics.assets.indexing import index_recording
     from kiln.apps.robotics.spec.migrate import auto_mapping
 
     return auto_mapping([t.name for t in index_recording(path).topics])
@@ -199,8 +199,8 @@ def main() -> None:
         child_convert(*args.child_convert)
         return
 
+    from kiln.apps.robotics.assets.indexing import index_recording
     from kiln.apps.robotics.conversion import preview
-    from kiln.apps.robotics.indexing import index_recording
 
     WORK.mkdir(parents=True, exist_ok=True)
     rec = WORK / f"robotics-{int(args.size_mb)}mb{'' if args.mix == 'mixed' else '-' + args.mix}.mcap"

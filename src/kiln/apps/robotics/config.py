@@ -69,7 +69,7 @@ class RoboticsSettings(BaseSettings):
 
     def apply_read_limits(self) -> None:
         """Bound what readers in this process may decompress (bounds.set_limit)."""
-        from kiln.apps.robotics import bounds
+        from kiln.apps.robotics.reading import bounds
 
         bounds.set_limit(self.max_chunk_bytes, self.max_ratio)
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy import delete
 
-from kiln.apps.robotics.assets_service import readable_path
+from kiln.apps.robotics.assets.indexing import index_recording
+from kiln.apps.robotics.assets.registration import readable_path
 from kiln.apps.robotics.common import RoboticsError
 from kiln.apps.robotics.config import reading_roots, robotics_settings
 from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
-from kiln.apps.robotics.indexing import index_recording
+from kiln.apps.robotics.conversion.outputs import refresh_run
 from kiln.apps.robotics.models import (
     FAILED,
     INDEXED,
@@ -31,8 +32,7 @@ from kiln.apps.robotics.models import (
     ConversionRun,
     OutputArtifact,
 )
-from kiln.apps.robotics.outputs_service import refresh_run
-from kiln.apps.robotics.reading import RecordingError
+from kiln.apps.robotics.reading.reader import RecordingError
 from kiln.apps.robotics.spec.migrate import load_spec
 from kiln.core.db import utcnow
 from kiln.core.jobs import JobCancelled, JobContext, job_handler

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kiln.apps.robotics import assets_service
+from kiln.apps.robotics.assets import service as assets_service
 from kiln.apps.robotics.common import Conflict, NotFound, RoboticsError
 from kiln.apps.robotics.config import Execution, RoboticsSettings
 from kiln.apps.robotics.models import FAILED, PENDING, Asset, JobAsset

@@ -18,18 +18,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.apps.robotics.assets.indexing import index_recording
 from kiln.apps.robotics.conversion.job import Ticker, WindowJob, WindowOutcome, convert_window, plan_windows
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled
 from kiln.apps.robotics.conversion.rows import grid_origin
-from kiln.apps.robotics.indexing import index_recording
 from kiln.apps.robotics.spec.migrate import load_spec, representation_policy
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 PoolFactory = Callable[..., Executor]
-MEDIA_TYPES = {"parquet": "application/x-parquet", "tfrecord": "application/octet-stream",
-               "json": "application/json", "md": "text/markdown"}
+MEDIA_TYPES = {
+    "parquet": "application/x-parquet",
+    "tfrecord": "application/octet-stream",
+    "json": "application/json",
+    "md": "text/markdown",
+}
 
 
 @dataclass
@@ -62,9 +66,14 @@ class ConversionResult:
     @property
     def manifest(self) -> dict[str, Any]:
         """Run-level summary (per-file manifests are the `manifest` role files)."""
-        return {"rows_written": self.rows_written, "dropped_rows": self.dropped_rows,
-                "bad_records": self.bad_records, "split_counts": self.split_counts, "episodes": self.episodes,
-                "payload_representation": self.representation_policy}
+        return {
+            "rows_written": self.rows_written,
+            "dropped_rows": self.dropped_rows,
+            "bad_records": self.bad_records,
+            "split_counts": self.split_counts,
+            "episodes": self.episodes,
+            "payload_representation": self.representation_policy,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,6 +154,7 @@ def run_conversion(
 
             def tick(f: float, k: int = k, label: str = label) -> None:
                 report((k + f) / len(jobs), label)
+
             outcomes.append(convert_window(job, Ticker(tick, cancelled)))
     else:
         outcomes = _run_pool(jobs, workers, report, cancelled, out, pool_factory or ProcessPoolExecutor)
@@ -153,8 +163,9 @@ def run_conversion(
     return result
 
 
-def _run_pool(jobs: list[WindowJob], workers: int, report: ProgressFn, cancelled: CancelFn,
-              out: Path, pool_factory: PoolFactory) -> list[WindowOutcome]:
+def _run_pool(
+    jobs: list[WindowJob], workers: int, report: ProgressFn, cancelled: CancelFn, out: Path, pool_factory: PoolFactory
+) -> list[WindowOutcome]:
     ctx = _context()
     q, cancel = ctx.Queue(), ctx.Event()
     fractions = [0.0] * len(jobs)
@@ -191,14 +202,23 @@ def _run_pool(jobs: list[WindowJob], workers: int, report: ProgressFn, cancelled
 
 
 def _collect(outcomes: list[WindowOutcome], spec: ConversionSpec, out: Path) -> ConversionResult:
+    folder = out.resolve()  # the files' paths are resolved (a symlink on the way to `out` is followed)
     files: list[OutputFile] = []
     split_counts: dict[str, int] = {}
     episodes: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     for o in outcomes:
-        ep = episodes.setdefault(o.episode_id, {"episode_id": o.episode_id, "source_path": o.path,
-                                                 "rows_written": 0, "dropped_rows": 0, "bad_records": 0,
-                                                 "mapping_resolved": o.mapping_resolved})
+        ep = episodes.setdefault(
+            o.episode_id,
+            {
+                "episode_id": o.episode_id,
+                "source_path": o.path,
+                "rows_written": 0,
+                "dropped_rows": 0,
+                "bad_records": 0,
+                "mapping_resolved": o.mapping_resolved,
+            },
+        )
         ep["rows_written"] += o.rows_written
         ep["dropped_rows"] += o.dropped_rows
         ep["bad_records"] += o.bad_records
@@ -207,11 +227,30 @@ def _collect(outcomes: list[WindowOutcome], spec: ConversionSpec, out: Path) -> 
         warnings += [w for w in o.warnings if w not in warnings][:50]
         for f in o.files:
             p = Path(f["path"])
-            files.append(OutputFile(str(p), str(p.relative_to(out)), f["role"], f["format"],
-                                    MEDIA_TYPES.get(f["format"], "application/octet-stream"), p.stat().st_size,
-                                    f["episode_id"], f["source_path"], f["split"], f["shard_index"], f["rows"]))
+            files.append(
+                OutputFile(
+                    str(p),
+                    str(p.relative_to(folder)),
+                    f["role"],
+                    f["format"],
+                    MEDIA_TYPES.get(f["format"], "application/octet-stream"),
+                    p.stat().st_size,
+                    f["episode_id"],
+                    f["source_path"],
+                    f["split"],
+                    f["shard_index"],
+                    f["rows"],
+                )
+            )
     files.sort(key=lambda f: f.relative_path)
     return ConversionResult(
-        str(out), files, sum(o.rows_written for o in outcomes), sum(o.dropped_rows for o in outcomes),
-        sum(o.bad_records for o in outcomes), split_counts, list(episodes.values()),
-        representation_policy(spec.output), warnings)
+        str(out),
+        files,
+        sum(o.rows_written for o in outcomes),
+        sum(o.dropped_rows for o in outcomes),
+        sum(o.bad_records for o in outcomes),
+        split_counts,
+        list(episodes.values()),
+        representation_policy(spec.output),
+        warnings,
+    )

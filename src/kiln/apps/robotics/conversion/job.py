@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.apps.robotics import bounds as read_bounds
+from kiln.apps.robotics.assets.indexing import index_recording
+from kiln.apps.robotics.conversion.collector import fewer_collections
 from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
 from kiln.apps.robotics.conversion.messages import message_column
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
 from kiln.apps.robotics.conversion.rows import RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
 from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
-from kiln.apps.robotics.indexing import index_recording
-from kiln.apps.robotics.reading import open_recording
+from kiln.apps.robotics.reading import bounds as read_bounds
+from kiln.apps.robotics.reading.reader import open_recording
 from kiln.apps.robotics.spec.models import ConversionSpec, ResampleStrategy, SplitSpec, TriggerStrategy
 
 
@@ -138,7 +139,7 @@ def convert_window(job: WindowJob, tick: Callable[[float], None] | None = None) 
     outdir = Path(job.output_dir)
     writers: dict[str | None, Any] = {}
     paths: dict[str | None, Path] = {}
-    with open_recording(job.path) as reader:
+    with open_recording(job.path) as reader, fewer_collections():
         resolved = resolve_spec(spec, reader.topics)
         rspec = resolved.spec
         out.mapping_resolved = resolved.mapping_resolved

@@ -4,7 +4,8 @@
 typestore) into a column builder: nested messages become structs, numeric arrays lists,
 strings strings, and byte arrays (`uint8[]`, `int8[]`, e.g. image or cloud `data`) ONE
 binary value each — never a list of numbers, never base64. Builders work column-wise over
-a row group's messages (a `None` message is a null row). `build(..., views=True)` gives byte
+the messages a row group has of a topic (`column_array`: null in the rows without one, which
+are never visited, so a sparse topic costs what its messages cost). `views=True` gives byte
 arrays as binary views (`write_type`): a large payload stays in the buffer it was read into,
 so a row group's payload bytes are never copied before Parquet encodes them.
 `message_nbytes` sizes a decoded message for row-group byte bounds.
@@ -13,10 +14,16 @@ so a row group's payload bytes are never copied before Parquet encodes them.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+try:  # how rosbags names a field's attribute (keywords get a trailing underscore)
+    from rosbags.typesys.base import normalize_fieldname
+except ImportError:  # pragma: no cover - a rosbags without it
+    normalize_fieldname = None
 
 _NUMERIC = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
 _PRIMS: dict[str, tuple[pa.DataType, Any]] = {n: (pa.from_numpy_dtype(np.dtype(n)), np.dtype(n).type) for n in _NUMERIC}
@@ -24,15 +31,36 @@ _PRIMS.update(dict.fromkeys(("byte", "char"), _PRIMS["uint8"]))  # ROS aliases o
 _BYTES = ("uint8", "int8", "byte", "char")
 _EMPTY = np.zeros(0, dtype=np.uint8)
 _MAX_DEPTH = 32
+Rows = np.ndarray | None  # row indices of the values in their column (None: every row)
+Validity = pa.Buffer | None  # an Arrow null bitmap (None: no nulls)
 
 
 class Column:
     type: pa.DataType  # the declared type: what the file's readers get back
     write_type: pa.DataType  # what `build(views=True)` returns: byte arrays as binary views
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
-        """An Arrow array of `values` (None = null): of `type`, or of `write_type` with `views`."""
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
+        """An array of `n` rows holding `values` (never None) at the row indices `rows` (every
+        row when `rows` is None), of `type`, or of `write_type` with `views`. The other rows
+        hold placeholders (zero, empty) that `validity` (or a null parent) marks null: only the
+        messages present are visited, however sparse a topic is among the row group's rows."""
         raise NotImplementedError
+
+
+def _scatter(dense: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
+    """`dense` spread to `n` rows at `rows` (zeros elsewhere); `dense` itself for every row."""
+    if rows is None:
+        return dense
+    full = np.zeros((n, *dense.shape[1:]), dtype=dense.dtype)
+    full[rows] = dense
+    return full
+
+
+def _with_validity(arr: pa.Array, validity: pa.Buffer | None) -> pa.Array:
+    """A flat (primitive or string) array with `validity` as its null bitmap."""
+    if validity is None:
+        return arr
+    return pa.Array.from_buffers(arr.type, len(arr), [validity, *arr.buffers()[1:]])
 
 
 class _Prim(Column):
@@ -40,27 +68,33 @@ class _Prim(Column):
         self.type, self._np = _PRIMS[name]
         self.write_type = self.type
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
-        arr = np.array([0 if v is None else v for v in values], dtype=self._np)
-        return pa.array(arr, type=self.type, mask=mask)
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
+        dense = np.array(values, dtype=self._np) if values else np.zeros(0, dtype=self._np)
+        return _with_validity(pa.array(_scatter(dense, rows, n), type=self.type), validity)
 
 
 class _Str(Column):
     type = write_type = pa.string()
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
-        return pa.array(["" if v is None else str(v) for v in values], type=self.type, mask=mask)
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
+        if rows is not None:
+            full = [""] * n
+            for row, v in zip(rows.tolist(), values, strict=True):
+                full[row] = v
+            values = full
+        return _with_validity(pa.array(values, type=self.type), validity)
 
 
-def _validity(mask: np.ndarray | None) -> pa.Buffer | None:
-    """Arrow validity bitmap of a null mask (None when nothing is null). Built here rather than by
-    passing `mask=` to pyarrow's from_arrays, which would import pyarrow.compute (0.1 s) to invert it."""
-    if mask is None or not mask.any():
+def _validity(present: np.ndarray) -> pa.Buffer | None:
+    """Arrow validity bitmap of a bool array of the rows holding a value (None when all do).
+    Built here rather than by passing `mask=` to pyarrow, which would import pyarrow.compute
+    (0.1 s) to invert it."""
+    if present.all():
         return None
-    return pa.py_buffer(np.packbits(~mask, bitorder="little"))
+    return pa.py_buffer(np.packbits(present, bitorder="little"))
 
 
-def _offsets(lengths: list[int]) -> pa.Buffer:
+def _offsets(lengths: np.ndarray) -> pa.Buffer:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return pa.py_buffer(out)
@@ -71,44 +105,43 @@ _VIEW_INLINE = 12  # a binary view holds values up to 12 bytes itself
 _VIEW_MAX = 2**31 - 1  # view lengths and offsets are int32
 
 
+def _byte_array(v: Any) -> np.ndarray:
+    return np.frombuffer(v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v), dtype=np.uint8)
+
+
 class _Bytes(Column):
     """uint8/int8 arrays: one binary value per message."""
 
     type = pa.large_binary()
     write_type = pa.binary_view()
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
-        arrays = [
-            _EMPTY
-            if v is None
-            else np.frombuffer(v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v), dtype=np.uint8)
-            for v in values
-        ]
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
+        arrays = [_byte_array(v) for v in values]
         if views:
-            return _byte_views(arrays, mask)
+            return _byte_views(arrays, rows, n, validity)
+        lengths = _scatter(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), rows, n)
         if sum(1 for a in arrays if len(a)) == 1:  # one payload (a frame alone): no copy at all
             data = next(a for a in arrays if len(a))
         else:
             data = np.concatenate(arrays) if arrays else _EMPTY
-        return pa.Array.from_buffers(
-            self.type, len(values), [_validity(mask), _offsets([len(a) for a in arrays]), pa.py_buffer(data)]
-        )
+        return pa.Array.from_buffers(self.type, n, [validity, _offsets(lengths), pa.py_buffer(data)])
 
 
-def _byte_views(arrays: list[np.ndarray], mask: np.ndarray | None) -> pa.Array:
-    """uint8 arrays as one binary-view array: each of BLOB_BYTES or more is a data buffer of its
-    own (the buffer it was read into, no copy), the smaller ones share one copied buffer.
+def _byte_views(arrays: list[np.ndarray], rows: np.ndarray | None, n: int, validity: pa.Buffer | None) -> pa.Array:
+    """uint8 arrays as a binary-view array of `n` rows (the arrays at `rows`, empty values
+    elsewhere): each of BLOB_BYTES or more is a data buffer of its own (the buffer it was read
+    into, no copy), the smaller ones share one copied buffer.
 
     A view is 16 bytes: int32 length, then either the value itself (up to 12 bytes, zero
     padded) or its first 4 bytes, the int32 index of its data buffer and its int32 offset there.
     """
-    n = len(arrays)
-    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=n)
-    if n and lengths.max() > _VIEW_MAX:
+    m = len(arrays)
+    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=m)
+    if m and lengths.max() > _VIEW_MAX:
         raise ValueError(f"a byte array of {int(lengths.max())} bytes is larger than a Parquet value may be")
-    views = np.zeros((n, 4), dtype="<i4")  # length, prefix, buffer index, offset
+    views = np.zeros((m, 4), dtype="<i4")  # length, prefix, buffer index, offset
     views[:, 0] = lengths
-    raw = views.view(np.uint8).reshape(n, 16)
+    raw = views.view(np.uint8).reshape(m, 16)
     buffers: list[pa.Buffer] = []
     small = np.flatnonzero(lengths < BLOB_BYTES)
     if len(small):
@@ -131,7 +164,7 @@ def _byte_views(arrays: list[np.ndarray], mask: np.ndarray | None) -> pa.Array:
         raw[i, 4:8] = arrays[i][:4]
         views[i, 2] = len(buffers)
         buffers.append(pa.py_buffer(arrays[i]))
-    return pa.Array.from_buffers(pa.binary_view(), n, [_validity(mask), pa.py_buffer(views), *buffers])
+    return pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(_scatter(views, rows, n)), *buffers])
 
 
 class _List(Column):
@@ -142,14 +175,18 @@ class _List(Column):
         self.item = item
         self.type = self.write_type = pa.large_list(item.type)
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
-        lengths = [0 if v is None else len(v) for v in values]
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
+        dense_lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+        total = int(dense_lengths.sum())
         if isinstance(self.item, _Prim):
-            parts = [np.asarray(v, dtype=self.item._np).reshape(-1) for v in values if v is not None and len(v)]
-            flat = pa.array(np.concatenate(parts) if parts else np.zeros(0, self.item._np), type=self.item.type)
+            flat_values = np.concatenate(values) if total else np.zeros(0, self.item._np)
+            if flat_values.ndim != 1:  # arrays of another shape than one axis: flatten each
+                flat_values = np.concatenate([np.asarray(v).reshape(-1) for v in values])
+            flat = pa.array(flat_values.astype(self.item._np, copy=False), type=self.item.type)
         else:
-            flat = self.item.build([x for v in values if v is not None for x in v])
-        return pa.Array.from_buffers(self.type, len(values), [_validity(mask), _offsets(lengths)], children=[flat])
+            flat = self.item.build([x for v in values for x in v], None, total)
+        offsets = _offsets(_scatter(dense_lengths, rows, n))
+        return pa.Array.from_buffers(self.type, n, [validity, offsets], children=[flat])
 
 
 class _Struct(Column):
@@ -158,19 +195,40 @@ class _Struct(Column):
         placeholder = [pa.field("_", pa.bool_())]
         self.type = pa.struct([pa.field(n, c.type) for n, c in fields] or placeholder)
         self.write_type = pa.struct([pa.field(n, c.write_type) for n, c in fields] or placeholder)
+        # the attribute a decoded message keeps a field in (rosbags appends "_" to Python keywords)
+        self._getters = [operator.attrgetter(_attribute(n)) for n, _c in fields]
 
-    def build(self, values: list[Any], mask: np.ndarray | None = None, views: bool = False) -> pa.Array:
+    def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         out_type = self.write_type if views else self.type
-        if mask is not None and len(mask) and mask.all():  # rows without this topic: one call
-            return pa.nulls(len(values), out_type)
         if not self.fields:  # an empty message (std_msgs/Empty): one placeholder child
-            children = [pa.nulls(len(values), pa.bool_())]
+            children = [pa.nulls(n, pa.bool_())]
         else:
-            children = [
-                c.build([None if v is None else getattr(v, n, None) for v in values], views=views)
-                for n, c in self.fields
-            ]
-        return pa.Array.from_buffers(out_type, len(values), [_validity(mask)], children=children)
+            try:
+                children = [
+                    c.build(list(map(get, values)), rows, n, views)
+                    for get, (_name, c) in zip(self._getters, self.fields, strict=True)
+                ]
+            except AttributeError as exc:  # a topic recorded with two message types
+                raise ValueError(f"a message does not have the fields of its topic's type: {exc}") from None
+        return pa.Array.from_buffers(out_type, n, [validity], children=children)
+
+
+def column_array(column: Column, values: list[Any], rows: list[int], n: int, views: bool = False) -> pa.Array:
+    """One topic's column of a row group of `n` rows: its messages `values` at the row
+    indices `rows`, null in every other row."""
+    out_type = column.write_type if views else column.type
+    if not values:  # no message of this topic in the row group: one call
+        return pa.nulls(n, out_type)
+    if len(values) == n:
+        return column.build(values, None, n, views)
+    at = np.asarray(rows, dtype=np.int64)
+    present = np.zeros(n, dtype=bool)
+    present[at] = True
+    return column.build(values, at, n, views, _validity(present))
+
+
+def _attribute(field: str) -> str:
+    return normalize_fieldname(field) if normalize_fieldname is not None else field
 
 
 def message_column(store: Any, msgtype: str) -> Column:

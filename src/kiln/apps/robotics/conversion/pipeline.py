@@ -21,7 +21,7 @@ from kiln.apps.robotics.conversion.rows import (
     trigger_rows,
     union_rows,
 )
-from kiln.apps.robotics.reading import RecordingError, RecordingReader
+from kiln.apps.robotics.reading.reader import RecordingError, RecordingReader
 from kiln.apps.robotics.spec.models import (
     ConversionSpec,
     FeatureSpec,

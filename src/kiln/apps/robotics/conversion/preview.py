@@ -15,13 +15,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from kiln.apps.robotics.assets.indexing import index_recording
 from kiln.apps.robotics.conversion.features import FeatureBuilder, RowDropped
 from kiln.apps.robotics.conversion.job import expected_topics
 from kiln.apps.robotics.conversion.pipeline import Decoder, resolve_spec, row_iterator
 from kiln.apps.robotics.conversion.rows import RowStats
 from kiln.apps.robotics.conversion.values import to_jsonable
-from kiln.apps.robotics.indexing import index_recording
-from kiln.apps.robotics.reading import open_recording
+from kiln.apps.robotics.reading.reader import open_recording
 from kiln.apps.robotics.spec.migrate import load_spec
 from kiln.apps.robotics.spec.models import ConversionSpec, DecodingSpec, TopicDecoding
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.apps.robotics.conversion import tfrecord
-from kiln.apps.robotics.conversion.messages import Column, message_nbytes
+from kiln.apps.robotics.conversion.messages import Column, column_array, message_nbytes
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -352,7 +352,27 @@ class MessageParquetWriter(ParquetShardWriter):
             dict.fromkeys(columns, FeatureSpec.model_construct(dtype="json", presence_flag=False, shape=None)),
             output,
         )
-        self._present = {}
+        # per column, the messages of the row group and the indices of the rows holding them:
+        # a topic's column is built from its own messages, never from a row of Nones per row
+        self._present = {name: [] for name in columns}
+
+    def add(
+        self, timestamp_ns: int, values: dict[str, Any], presence: dict[str, int], nbytes: int | None = None
+    ) -> None:
+        """Append a row: `values` holds the row's messages by column (absent or None: null)."""
+        row = len(self._ts)
+        self._ts.append(timestamp_ns)
+        size = 8
+        for name, v in values.items():
+            if v is not None:
+                self._cols[name].append(v)
+                self._present[name].append(row)
+                if nbytes is None:
+                    size += _nbytes(v)
+        self._bytes += size if nbytes is None else nbytes
+        self.rows += 1
+        if self._bytes >= ROW_GROUP_BYTES or len(self._ts) >= ROW_GROUP_ROWS:
+            self.flush()
 
     def _open(self, schema: pa.Schema) -> pq.ParquetWriter:
         declared = self._schema()
@@ -383,9 +403,7 @@ class MessageParquetWriter(ParquetShardWriter):
     def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
         arrays = [pa.array(np.asarray(ts, dtype=np.int64))]
         for name, col in self.columns.items():
-            values = cols[name]
-            mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-            arrays.append(col.build(values, mask, views=self.views))
+            arrays.append(column_array(col, cols[name], present[name], len(ts), views=self.views))
         return pa.Table.from_arrays(arrays, schema=self._write_schema() if self.views else self._schema())
 
 

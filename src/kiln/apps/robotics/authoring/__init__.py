@@ -1,0 +1,1 @@
+"""Authoring a conversion: inspecting a recording, drafts, previews and saved conversion configs."""

@@ -1,0 +1,1 @@
+"""The dashboard's summary, trends and blockers over assets, jobs and outputs."""
