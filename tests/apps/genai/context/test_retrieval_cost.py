@@ -61,6 +61,13 @@ async def test_keyword_search_scopes_the_kb_on_the_chunk_row(app, client):
         # bm25 counts the rows of every phrase in the MATCH for its IDF: a `kb:` phrase holds every
         # chunk of the KB (2.8 ms of CPU per query at 100,000 chunks) and added nothing to the score.
         assert "kb:" not in str(expression) and str(expression).startswith("text:(")
+    # No chunk holds every term ("zebra" is nowhere): the any-term statement ranks, scoped the same.
+    anywhere, sql = await _statements_of_query(
+        app, first["id"], {"query_text": "bees honey zebra", "search_method": "keyword", "top_k": 10}
+    )
+    assert anywhere["results"][0]["document_id"] == ids["Honey bees"]
+    assert {r["document_id"] for r in anywhere["results"]} <= set(ids.values())
+    assert sum("genai_context_chunks_fts" in statement or "ts_rank_cd" in statement for statement, _ in sql) == 2
     second_found, _ = await _statements_of_query(
         app, second["id"], {"query_text": "bees honey hive", "search_method": "keyword", "top_k": 10}
     )

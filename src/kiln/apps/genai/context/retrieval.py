@@ -105,6 +105,27 @@ async def keyword(
     return hits
 
 
+# Both rank with bm25 weighted 1 on the text and 0 on the kb column, best first. All terms match
+# few chunks: bm25() in the statement is cheapest there. Any term can match thousands: there the
+# same bm25 as FTS5's own `rank` (set per query by `rank MATCH`) is computed once per row and
+# sorted inside FTS5, instead of twice per row and sorted by SQLite (any-term query at 100,000
+# chunks: 19.3 → 8.0 ms CPU, the same rows in the same order).
+_FTS_FROM = (
+    "FROM genai_context_chunks_fts JOIN genai_context_chunks c ON c.fts_rowid = genai_context_chunks_fts.rowid "
+    "WHERE genai_context_chunks_fts MATCH :q AND +c.knowledge_base_id = :kb AND +c.generation = :gen "
+)
+_FTS_ALL_TERMS = (
+    "SELECT c.id, -bm25(genai_context_chunks_fts, 1.0, 0.0) AS score "
+    + _FTS_FROM
+    + "ORDER BY bm25(genai_context_chunks_fts, 1.0, 0.0) LIMIT :limit"
+)
+_FTS_ANY_TERM = (
+    "SELECT c.id, -genai_context_chunks_fts.rank AS score "
+    + _FTS_FROM
+    + "AND genai_context_chunks_fts.rank MATCH 'bm25(1.0, 0.0)' ORDER BY genai_context_chunks_fts.rank LIMIT :limit"
+)
+
+
 async def _keyword(
     session: AsyncSession, kb: KnowledgeBase, terms: list[str], limit: int, allowed: list[str] | None, every: bool
 ) -> list[Hit]:
@@ -124,12 +145,7 @@ async def _keyword(
         # index.
         quoted = [f'"{term}"' for term in terms]
         params["q"] = "text:(" + (" AND " if every else " OR ").join(quoted) + ")"
-        sql = (
-            "SELECT c.id, -bm25(genai_context_chunks_fts, 1.0, 0.0) AS score FROM genai_context_chunks_fts "
-            "JOIN genai_context_chunks c ON c.fts_rowid = genai_context_chunks_fts.rowid "
-            "WHERE genai_context_chunks_fts MATCH :q AND +c.knowledge_base_id = :kb AND +c.generation = :gen "
-            "ORDER BY bm25(genai_context_chunks_fts, 1.0, 0.0) LIMIT :limit"
-        )
+        sql = _FTS_ALL_TERMS if every else _FTS_ANY_TERM
     rows = (await session.execute(text(sql), params)).all()
     if allowed is not None:
         allowed_set = set(allowed)
