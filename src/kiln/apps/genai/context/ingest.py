@@ -62,19 +62,10 @@ def payload_for(kb: KnowledgeBase, doc: Document, piece: ChunkPiece) -> dict[str
 
 
 class Runtime:
-    """The KB's embedder, store and tokenizer, resolved once per job (or query)."""
+    """The KB's embedder, store and tokenizer, resolved once per job."""
 
-    def __init__(self, embedder: Any, store: Any, tokenizer: Any = None, *, provider_key: str | None = None):
-        self.embedder, self.store = embedder, store
-        self._tokenizer, self._provider_key = tokenizer, provider_key
-
-    @property
-    def tokenizer(self) -> Any:
-        """Looked up on first use: only chunking needs it, a query never does (the lookup finds
-        the model package and resolves its path, ~0.1 ms a query for nothing)."""
-        if self._tokenizer is None and self._provider_key is not None:
-            self._tokenizer = tokenizer_for(self._provider_key)
-        return self._tokenizer
+    def __init__(self, embedder: Any, store: Any, tokenizer: Any):
+        self.embedder, self.store, self.tokenizer = embedder, store, tokenizer
 
     @classmethod
     async def of(cls, session: AsyncSession, kernel: Any, kb: KnowledgeBase) -> Runtime:
@@ -82,7 +73,7 @@ class Runtime:
             session, kernel, kb.embedding_provider_instance_id, kb.embedding_model, kb.embedding_dimension
         )
         store = await store_for(session, kernel, kb.backing_provider_instance_id)
-        return cls(embedder, store, provider_key=kb.backing_provider_key)
+        return cls(embedder, store, tokenizer_for(kb.backing_provider_key))
 
     async def close(self) -> None:
         for thing in (self.embedder, self.store):
