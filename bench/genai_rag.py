@@ -8,8 +8,8 @@
    semantic, keyword, hybrid RRF and hybrid weighted.
 3. Scale: 100,000 chunks (synthetic Zipf text, clustered 384-d vectors) loaded straight into the
    tables; keyword p50/p95 (Kiln's all-terms-then-any strategy vs an any-term query), semantic and
-   hybrid p50/p95 with recall@10 vs exact search (query embedding excluded and measured apart),
-   exact numpy search as the baseline.
+   hybrid p50/p95 (and the SQL statements each query runs) with recall@10 vs exact search (query
+   embedding excluded and measured apart), exact numpy search as the baseline.
 
     PYTHONPATH=src:. python bench/genai_rag.py [--pg] [--chunks 100000] [--ingest-docs 60]
         [--skip ingest,quality,scale] [--store embedded|pgvector [--pgvector-dsn postgresql://...]]
@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from asgi_lifespan import LifespanManager
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 
 from kiln.app import create_app
 from kiln.apps.genai.context import retrieval
@@ -339,12 +339,23 @@ async def bench_scale(app, client, headers, n: int, queries: int = 200) -> None:
             ),
             ("hybrid rrf", lambda q: retrieval.search(s, kb, runtime, q, top_k=10, method="hybrid", filters=None)),
         ]:
-            times = []
-            for q in kw_queries:
-                t = time.perf_counter()
-                await fn(q)
-                times.append(time.perf_counter() - t)
-            print(f"  {label:38s} p50 {pct(times, 0.5):7.2f} ms   p95 {pct(times, 0.95):7.2f} ms")
+            times, statements = [], []
+
+            def count(*_args, statements=statements) -> None:
+                statements.append(1)
+
+            event.listen(kernel.db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                for q in kw_queries:
+                    t = time.perf_counter()
+                    await fn(q)
+                    times.append(time.perf_counter() - t)
+            finally:
+                event.remove(kernel.db.engine.sync_engine, "before_cursor_execute", count)
+            print(
+                f"  {label:38s} p50 {pct(times, 0.5):7.2f} ms   p95 {pct(times, 0.95):7.2f} ms   "
+                f"{len(statements) / len(kw_queries):.1f} statements"
+            )
     # recall@10 of the store's search vs exact search on the same vectors, and the exact baseline's time
     recalls, exact_t, store_t = [], [], []
     for q in kw_queries:

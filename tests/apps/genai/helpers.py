@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
+from sqlalchemy import event as sa_event
 
 from kiln.core import auth as core_auth
 
@@ -41,3 +47,30 @@ def assert_envelope(response: httpx.Response, status: int, code: str | None = No
     if code is not None:
         assert body["error"] == code, body
     return body
+
+
+_recording: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("recorded_sql", default=None)
+
+
+@contextlib.contextmanager
+def recorded_sql(app, *, parameters: bool = False) -> Iterator[list[Any]]:
+    """The SQL statements run inside the block by this task and the tasks it starts (a request
+    through the ASGI transport, its relay), whitespace folded, lower case; the app's background
+    loops (jobs, usage flush) run in their own contexts and are not recorded. With `parameters`,
+    each item is (statement, its bound parameters)."""
+    sql: list[Any] = []
+
+    def record(_conn, _cursor, statement, bound, *_args) -> None:
+        target = _recording.get()
+        if target is not None:
+            folded = " ".join(statement.split()).lower()
+            target.append((folded, bound) if parameters else folded)
+
+    engine = app.state.kernel.db.engine.sync_engine
+    token = _recording.set(sql)
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sql
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+        _recording.reset(token)

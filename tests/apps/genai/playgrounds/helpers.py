@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import uvicorn
-from sqlalchemy import event as sa_event
 
-from tests.apps.genai.helpers import login, make_user
+from tests.apps.genai.helpers import login, make_user, recorded_sql  # noqa: F401  (re-exported)
 from tests.apps.genai.modelops_helpers import active_deployment, bind_llm, ready_model
 
 MODEL = {
@@ -71,31 +68,6 @@ async def read_events(response: httpx.Response) -> AsyncIterator[tuple[float, st
             block, buffer = buffer.split("\n\n", 1)
             for event, data in parse_events(block + "\n\n"):
                 yield time.perf_counter(), event, data
-
-
-_recording: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("recorded_sql", default=None)
-
-
-@contextlib.contextmanager
-def recorded_sql(app) -> Iterator[list[str]]:
-    """The SQL statements run inside the block by this task and the tasks it starts (a request
-    through the ASGI transport, its relay), whitespace folded, lower case; the app's background
-    loops (jobs, usage flush) run in their own contexts and are not recorded."""
-    sql: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args) -> None:
-        target = _recording.get()
-        if target is not None:
-            target.append(" ".join(statement.split()).lower())
-
-    engine = app.state.kernel.db.engine.sync_engine
-    token = _recording.set(sql)
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sql
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
-        _recording.reset(token)
 
 
 class LiveServer:

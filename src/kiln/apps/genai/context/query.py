@@ -122,9 +122,11 @@ async def check_bindings(
 
 async def _search_live(
     session: AsyncSession, kb: KnowledgeBase, runtime: Runtime | None, params: dict[str, Any]
-) -> list[Any]:
+) -> list[tuple[retrieval.Hit, Any]]:
     """The search, run again when a blue/green swap landed while it ran (the generation it read
-    may have been dropped under it)."""
+    may have been dropped under it). The statement that resolves the hits' rows also reads the
+    KB's live generation; the KB row is read again only when that differs or nothing was resolved."""
+    found: retrieval.Retrieved | None = None
     for attempt in range(2):
         generation = kb.generation
         try:
@@ -144,10 +146,12 @@ async def _search_live(
             if exc.code != "vector_index_not_found" or attempt:
                 raise
             found = None
+        if found is not None and found.live_generation == generation:
+            return found.results
         await session.refresh(kb)
         if kb.generation == generation and found is not None:
-            return found
-    return found or []
+            return found.results
+    return found.results if found is not None else []
 
 
 def _collapse(text: str) -> str:
@@ -190,22 +194,22 @@ async def run_query(
     if params["method"] == "hybrid":
         retrieval_info.update({"hybrid_alpha": params["alpha"], "hybrid_fusion": params["fusion"]})
     results = []
-    for hit, chunk, doc in found:
+    for hit, row in found:
         item = {
-            "id": chunk.id,
-            "document_id": doc.id,
-            "chunk_index": chunk.chunk_index,
-            "title": doc.title,
-            "text": _collapse(chunk.text),
-            "uri": doc.uri,
-            "source_type": doc.source_type,
+            "id": row.id,
+            "document_id": row.document_id,
+            "chunk_index": row.chunk_index,
+            "title": row.title,
+            "text": _collapse(row.text),
+            "uri": row.uri,
+            "source_type": row.source_type,
             "metadata": {
-                **(doc.metadata_json or {}),
-                "document_id": doc.id,
-                "chunk_index": chunk.chunk_index,
-                **({"page_number": chunk.page_number} if chunk.page_number is not None else {}),
+                **(row.metadata_json or {}),
+                "document_id": row.document_id,
+                "chunk_index": row.chunk_index,
+                **({"page_number": row.page_number} if row.page_number is not None else {}),
             },
-            "chunk_length_tokens": chunk.token_count,
+            "chunk_length_tokens": row.token_count,
             "relevance_score": round(hit.score, 6),
             "relevance_kind": {"semantic": "similarity", "keyword": "keyword_score"}.get(
                 params["method"], "rrf" if params["fusion"] == "rrf" else "weighted"
