@@ -73,8 +73,9 @@ async def serve(home: Path, db_url: str, lora: LoraSettings) -> AsyncIterator[st
     """The app `kiln serve` runs, on uvicorn on loopback, embedded engine."""
     import uvicorn
 
-    settings = Settings(_env_file=None, home=home, database_url=db_url, broker_url="memory://",
-                        apps=["lora"], log_level="warning")  # type: ignore[call-arg]
+    settings = Settings(
+        _env_file=None, home=home, database_url=db_url, broker_url="memory://", apps=["lora"], log_level="warning"
+    )  # type: ignore[call-arg]
     await asyncio.to_thread(upgrade, db_url)
     app = create_app(settings, migrate=False)
     port = _free_port()
@@ -140,19 +141,47 @@ async def _fill(app_url: str, db_url: str, count: int) -> None:
                 aid = str(uuid.uuid4())
                 tag = [words[i % 10], words[(i * 7) % 10]]
                 name = f"{words[(i * 3) % 10]}-{i:06d}"
-                rows.append({"id": aid, "name": name, "version": None, "version_key": "", "visibility": "Public",
-                             "tags": tag, "trained_words": [f"{words[i % 10]} word"], "triggers": [], "nsfw_level": 0,
-                             "supports_generation": False, "stats": {}, "extra": {},
-                             "file_path": f"/loras/{name}.safetensors", "file_stem": name,
-                             "primary_file_size_kb": i % 5000, "trigger_candidates": [], "header_metadata": {},
-                             "weight": 1.0, "active": i % 50 == 0, "ordinal": None,
-                             "search_text": search_text(SimpleNamespace(
-                                 name=name, alias=None, file_stem=name, primary_file_name=None, version=None,
-                                 tags=list(dict.fromkeys(tag)), trained_words=[f"{words[i % 10]} word"],
-                                 triggers=[])),
-                             "created_at": now, "updated_at": now})
-                tags += [{"adapter_id": aid, "tag_norm": t, "tag": t, "name_key": name.lower()}
-                         for t in dict.fromkeys(tag)]
+                rows.append(
+                    {
+                        "id": aid,
+                        "name": name,
+                        "version": None,
+                        "version_key": "",
+                        "visibility": "Public",
+                        "tags": tag,
+                        "trained_words": [f"{words[i % 10]} word"],
+                        "triggers": [],
+                        "nsfw_level": 0,
+                        "supports_generation": False,
+                        "stats": {},
+                        "extra": {},
+                        "file_path": f"/loras/{name}.safetensors",
+                        "file_stem": name,
+                        "primary_file_size_kb": i % 5000,
+                        "trigger_candidates": [],
+                        "header_metadata": {},
+                        "weight": 1.0,
+                        "active": i % 50 == 0,
+                        "ordinal": None,
+                        "search_text": search_text(
+                            SimpleNamespace(
+                                name=name,
+                                alias=None,
+                                file_stem=name,
+                                primary_file_name=None,
+                                version=None,
+                                tags=list(dict.fromkeys(tag)),
+                                trained_words=[f"{words[i % 10]} word"],
+                                triggers=[],
+                            )
+                        ),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                tags += [
+                    {"adapter_id": aid, "tag_norm": t, "tag": t, "name_key": name.lower()} for t in dict.fromkeys(tag)
+                ]
             await session.execute(insert(Adapter), rows)
             await session.execute(insert(AdapterTag), tags)
         await session.commit()
@@ -176,9 +205,15 @@ async def bench_list(db_url: str, count: int, rounds: int) -> dict[str, Any]:
         lora = LoraSettings(_env_file=None, dir=Path(tmp))  # type: ignore[call-arg]
         async with serve(Path(tmp) / "home", db_url, lora) as url:
             await _fill(url, db_url, count)
-            queries = {"page": {}, "search common": {"search": "neon"}, "search rare": {"search": "neon-01234"},
-                       "tag": {"tags": "watercolor"}, "two tags (40%)": {"tags": "watercolor,pixel"},
-                       "sort": {"sort": "created_at", "page": 20}, "search+tag": {"search": "ink", "tags": "cat"}}
+            queries = {
+                "page": {},
+                "search common": {"search": "neon"},
+                "search rare": {"search": "neon-01234"},
+                "tag": {"tags": "watercolor"},
+                "two tags (40%)": {"tags": "watercolor,pixel"},
+                "sort": {"sort": "created_at", "page": 20},
+                "search+tag": {"search": "ink", "tags": "cat"},
+            }
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 for _ in range(20):
                     await client.get("/healthz")
@@ -204,8 +239,12 @@ async def _timed(client: Any, path: str, params: dict[str, Any], rounds: int) ->
         r = await client.get(path, params=params)
         times.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, r.text
-    return {"p50": _pct(times, 50), "p99": _pct(times, 99), "cpu": (time.process_time() - cpu) * 1000 / rounds,
-            "last": r.json()}
+    return {
+        "p50": _pct(times, 50),
+        "p99": _pct(times, 99),
+        "cpu": (time.process_time() - cpu) * 1000 / rounds,
+        "last": r.json(),
+    }
 
 
 async def _fill_history(db_url: str, count: int) -> None:
@@ -229,13 +268,37 @@ async def _fill_history(db_url: str, count: int) -> None:
                 prompt = f"{words[i % 10]} {words[(i * 7) % 10]} study {i}"
                 side = sides[i % 3]
                 at = now - timedelta(minutes=i * 90 * 24 * 60 / count)
-                rows.append({"id": str(uuid.uuid4()), "kind": "lora.generate", "surface": "lora",
-                             "status": "succeeded" if i < count else "failed", "progress": 1.0, "attempts": 1,
-                             "max_attempts": 1, "created_at": at, "updated_at": at, "finished_at": at,
-                             "payload": {"prompt": prompt, "params": {"prompt": prompt, "width": side, "height": side,
-                                                                      "negative_prompt": "blurry", "steps": 20}},
-                             "result": {"status": "completed", "images": ["k"], "bytes": 1000 + i % 977,
-                                        "rating": i % 6 or None, "is_favorite": i % 11 == 0}})
+                rows.append(
+                    {
+                        "id": str(uuid.uuid4()),
+                        "kind": "lora.generate",
+                        "surface": "lora",
+                        "status": "succeeded" if i < count else "failed",
+                        "progress": 1.0,
+                        "attempts": 1,
+                        "max_attempts": 1,
+                        "created_at": at,
+                        "updated_at": at,
+                        "finished_at": at,
+                        "payload": {
+                            "prompt": prompt,
+                            "params": {
+                                "prompt": prompt,
+                                "width": side,
+                                "height": side,
+                                "negative_prompt": "blurry",
+                                "steps": 20,
+                            },
+                        },
+                        "result": {
+                            "status": "completed",
+                            "images": ["k"],
+                            "bytes": 1000 + i % 977,
+                            "rating": i % 6 or None,
+                            "is_favorite": i % 11 == 0,
+                        },
+                    }
+                )
             await session.execute(insert(Job), rows)
         await session.commit()
     async with db.session() as session:
@@ -252,12 +315,22 @@ async def bench_history(db_url: str, count: int, rounds: int) -> dict[str, Any]:
         lora = LoraSettings(_env_file=None, dir=Path(tmp))  # type: ignore[call-arg]
         async with serve(Path(tmp) / "home", db_url, lora) as url:
             await _fill_history(db_url, count)
-            queries = {"newest": {}, "search": {"search": "anime neon"}, "sort prompt": {"sort": "prompt"},
-                       "sort rating": {"sort": "rating"}, "week, 4+ stars": {"date_filter": "week", "min_rating": 4},
-                       "1024x1024": {"width": 1024, "height": 1024}, "page 100": {"page": 100}}
+            queries = {
+                "newest": {},
+                "search": {"search": "anime neon"},
+                "sort prompt": {"sort": "prompt"},
+                "sort rating": {"sort": "rating"},
+                "week, 4+ stars": {"date_filter": "week", "min_rating": 4},
+                "1024x1024": {"width": 1024, "height": 1024},
+                "page 100": {"page": 100},
+            }
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                out = {label: await _timed(client, "/v1/generation/results", {"page": 1, "page_size": 50, **params},
-                                           rounds) for label, params in queries.items()}
+                out = {
+                    label: await _timed(
+                        client, "/v1/generation/results", {"page": 1, "page_size": 50, **params}, rounds
+                    )
+                    for label, params in queries.items()
+                }
     return out
 
 
@@ -269,10 +342,17 @@ def _make_files(folder: Path, count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     existing = len(list(folder.glob("*.safetensors")))
     for i in range(existing, count):
-        meta = {"ss_output_name": f"lora_{i}", "ss_base_model_version": "sdxl_base_v1-0", "ss_network_dim": "4",
-                "ss_network_alpha": "2", "ss_tag_frequency": json.dumps({"d": {f"tag{i % 97}": 10, "style": 3}})}
-        tensors = {"lora_unet_a.lora_down.weight": np.zeros((4, 16), dtype=np.float16),
-                   "lora_unet_a.lora_up.weight": np.zeros((16, 4), dtype=np.float16)}
+        meta = {
+            "ss_output_name": f"lora_{i}",
+            "ss_base_model_version": "sdxl_base_v1-0",
+            "ss_network_dim": "4",
+            "ss_network_alpha": "2",
+            "ss_tag_frequency": json.dumps({"d": {f"tag{i % 97}": 10, "style": 3}}),
+        }
+        tensors = {
+            "lora_unet_a.lora_down.weight": np.zeros((4, 16), dtype=np.float16),
+            "lora_unet_a.lora_up.weight": np.zeros((16, 4), dtype=np.float16),
+        }
         save_file(tensors, str(folder / f"lora_{i:05d}.safetensors"), metadata=meta)
 
 
@@ -300,8 +380,13 @@ def _sd15_modules() -> list[tuple[str, int, int]]:
 
 def _sdxl_modules() -> list[tuple[str, int, int]]:
     mods: list[tuple[str, int, int]] = []
-    layout = [("down_blocks_1", 640, 2, 2), ("down_blocks_2", 1280, 2, 10), ("mid_block", 1280, 1, 10),
-              ("up_blocks_0", 1280, 3, 10), ("up_blocks_1", 640, 3, 2)]
+    layout = [
+        ("down_blocks_1", 640, 2, 2),
+        ("down_blocks_2", 1280, 2, 10),
+        ("mid_block", 1280, 1, 10),
+        ("up_blocks_0", 1280, 3, 10),
+        ("up_blocks_1", 640, 3, 2),
+    ]
     for block, d, attentions, depth in layout:
         for a in range(attentions):
             name = f"lora_unet_{block}_attentions_{a}"
@@ -313,68 +398,179 @@ def _sdxl_modules() -> list[tuple[str, int, int]]:
 
 
 def _transformer(name: str, d: int, context: int) -> list[tuple[str, int, int]]:
-    return [(f"{name}_attn1_to_q", d, d), (f"{name}_attn1_to_k", d, d), (f"{name}_attn1_to_v", d, d),
-            (f"{name}_attn1_to_out_0", d, d), (f"{name}_attn2_to_q", d, d), (f"{name}_attn2_to_k", context, d),
-            (f"{name}_attn2_to_v", context, d), (f"{name}_attn2_to_out_0", d, d),
-            (f"{name}_ff_net_0_proj", d, 8 * d), (f"{name}_ff_net_2", 4 * d, d)]
+    return [
+        (f"{name}_attn1_to_q", d, d),
+        (f"{name}_attn1_to_k", d, d),
+        (f"{name}_attn1_to_v", d, d),
+        (f"{name}_attn1_to_out_0", d, d),
+        (f"{name}_attn2_to_q", d, d),
+        (f"{name}_attn2_to_k", context, d),
+        (f"{name}_attn2_to_v", context, d),
+        (f"{name}_attn2_to_out_0", d, d),
+        (f"{name}_ff_net_0_proj", d, 8 * d),
+        (f"{name}_ff_net_2", 4 * d, d),
+    ]
 
 
 def _text_encoder(prefix: str, layers: int, d: int) -> list[tuple[str, int, int]]:
-    return [(f"{prefix}_text_model_encoder_layers_{i}_{m}", a, b) for i in range(layers)
-            for m, a, b in (("self_attn_q_proj", d, d), ("self_attn_k_proj", d, d), ("self_attn_v_proj", d, d),
-                            ("self_attn_out_proj", d, d), ("mlp_fc1", d, 4 * d), ("mlp_fc2", 4 * d, d))]
+    return [
+        (f"{prefix}_text_model_encoder_layers_{i}_{m}", a, b)
+        for i in range(layers)
+        for m, a, b in (
+            ("self_attn_q_proj", d, d),
+            ("self_attn_k_proj", d, d),
+            ("self_attn_v_proj", d, d),
+            ("self_attn_out_proj", d, d),
+            ("mlp_fc1", d, 4 * d),
+            ("mlp_fc2", 4 * d, d),
+        )
+    ]
 
 
 TAG_WORDS = [
-    "1girl", "solo", "looking_at_viewer", "smile", "short_hair", "long_hair", "brown_hair", "black_hair", "blue_eyes",
-    "simple_background", "white_background", "shirt", "jacket", "outdoors", "sky", "cloud", "tree", "day", "standing",
-    "upper_body", "portrait", "ink_wash", "monochrome", "watercolor", "traditional_media", "sketch", "lineart",
-    "greyscale", "flower", "hat", "dress", "bag", "window", "indoors", "night", "city", "street", "building", "scenery",
-    "no_humans", "water", "reflection",
+    "1girl",
+    "solo",
+    "looking_at_viewer",
+    "smile",
+    "short_hair",
+    "long_hair",
+    "brown_hair",
+    "black_hair",
+    "blue_eyes",
+    "simple_background",
+    "white_background",
+    "shirt",
+    "jacket",
+    "outdoors",
+    "sky",
+    "cloud",
+    "tree",
+    "day",
+    "standing",
+    "upper_body",
+    "portrait",
+    "ink_wash",
+    "monochrome",
+    "watercolor",
+    "traditional_media",
+    "sketch",
+    "lineart",
+    "greyscale",
+    "flower",
+    "hat",
+    "dress",
+    "bag",
+    "window",
+    "indoors",
+    "night",
+    "city",
+    "street",
+    "building",
+    "scenery",
+    "no_humans",
+    "water",
+    "reflection",
 ]
 
 
 def _real_metadata(i: int, sdxl: bool, rank: int) -> dict[str, str]:
     """What kohya's sd-scripts writes into `__metadata__` (all strings), ss_tag_frequency with a
     realistic caption vocabulary (~150 tags over two datasets)."""
-    tags = {f"{TAG_WORDS[j % len(TAG_WORDS)]}{'' if j < len(TAG_WORDS) else f'_{j}'}": 1 + (i * 7 + j * 13) % 60
-            for j in range(150)}
+    tags = {
+        f"{TAG_WORDS[j % len(TAG_WORDS)]}{'' if j < len(TAG_WORDS) else f'_{j}'}": 1 + (i * 7 + j * 13) % 60
+        for j in range(150)
+    }
     half = dict(list(tags.items())[:75])
-    datasets = [{"is_dreambooth": True, "batch_size_per_device": 2, "num_train_images": 40, "num_reg_images": 0,
-                 "resolution": [1024, 1024] if sdxl else [512, 512], "enable_bucket": True, "min_bucket_reso": 256,
-                 "max_bucket_reso": 2048, "tag_frequency": {"10_style": tags},
-                 "bucket_info": {"buckets": {str(k): {"resolution": [512 + 64 * k, 512], "count": 4} for k in range(8)},
-                                 "mean_img_ar_error": 0.02},
-                 "subsets": [{"img_count": 40, "num_repeats": 10, "color_aug": False, "flip_aug": False,
-                              "random_crop": False, "shuffle_caption": True, "keep_tokens": 1,
-                              "image_dir": "10_style", "class_tokens": "style"}]}]
+    datasets = [
+        {
+            "is_dreambooth": True,
+            "batch_size_per_device": 2,
+            "num_train_images": 40,
+            "num_reg_images": 0,
+            "resolution": [1024, 1024] if sdxl else [512, 512],
+            "enable_bucket": True,
+            "min_bucket_reso": 256,
+            "max_bucket_reso": 2048,
+            "tag_frequency": {"10_style": tags},
+            "bucket_info": {
+                "buckets": {str(k): {"resolution": [512 + 64 * k, 512], "count": 4} for k in range(8)},
+                "mean_img_ar_error": 0.02,
+            },
+            "subsets": [
+                {
+                    "img_count": 40,
+                    "num_repeats": 10,
+                    "color_aug": False,
+                    "flip_aug": False,
+                    "random_crop": False,
+                    "shuffle_caption": True,
+                    "keep_tokens": 1,
+                    "image_dir": "10_style",
+                    "class_tokens": "style",
+                }
+            ],
+        }
+    ]
     base = "sdxl_base_v1-0" if sdxl else "sd_v1"
     meta = {
-        "ss_session_id": str(1000 + i), "ss_training_started_at": "1700000000.0", "ss_output_name": f"real_{i}",
-        "ss_learning_rate": "0.0001", "ss_text_encoder_lr": "5e-05", "ss_unet_lr": "0.0001",
-        "ss_num_train_images": "400", "ss_num_reg_images": "0", "ss_num_batches_per_epoch": "200",
-        "ss_num_epochs": "10", "ss_epoch": "10", "ss_batch_size_per_device": "2", "ss_total_batch_size": "2",
-        "ss_gradient_checkpointing": "True", "ss_gradient_accumulation_steps": "1", "ss_max_train_steps": "2000",
-        "ss_lr_warmup_steps": "0", "ss_lr_scheduler": "cosine_with_restarts", "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank), "ss_network_alpha": str(rank / 2), "ss_mixed_precision": "fp16",
-        "ss_full_fp16": "False", "ss_v2": "False", "ss_base_model_version": base, "ss_clip_skip": "2",
-        "ss_max_token_length": "225", "ss_cache_latents": "True", "ss_seed": "42", "ss_lowram": "False",
-        "ss_noise_offset": "0.0357", "ss_min_snr_gamma": "5.0", "ss_training_comment": "None",
+        "ss_session_id": str(1000 + i),
+        "ss_training_started_at": "1700000000.0",
+        "ss_output_name": f"real_{i}",
+        "ss_learning_rate": "0.0001",
+        "ss_text_encoder_lr": "5e-05",
+        "ss_unet_lr": "0.0001",
+        "ss_num_train_images": "400",
+        "ss_num_reg_images": "0",
+        "ss_num_batches_per_epoch": "200",
+        "ss_num_epochs": "10",
+        "ss_epoch": "10",
+        "ss_batch_size_per_device": "2",
+        "ss_total_batch_size": "2",
+        "ss_gradient_checkpointing": "True",
+        "ss_gradient_accumulation_steps": "1",
+        "ss_max_train_steps": "2000",
+        "ss_lr_warmup_steps": "0",
+        "ss_lr_scheduler": "cosine_with_restarts",
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(rank / 2),
+        "ss_mixed_precision": "fp16",
+        "ss_full_fp16": "False",
+        "ss_v2": "False",
+        "ss_base_model_version": base,
+        "ss_clip_skip": "2",
+        "ss_max_token_length": "225",
+        "ss_cache_latents": "True",
+        "ss_seed": "42",
+        "ss_lowram": "False",
+        "ss_noise_offset": "0.0357",
+        "ss_min_snr_gamma": "5.0",
+        "ss_training_comment": "None",
         "ss_sd_scripts_commit_hash": "a9ec90c40a9ce8a6d1a9c3bfa4a9bbd5c9bff1d7",
         "ss_optimizer": "bitsandbytes.optim.adamw.AdamW8bit",
-        "ss_max_grad_norm": "1.0", "ss_caption_dropout_rate": "0.0", "ss_prior_loss_weight": "1.0",
-        "ss_steps": "2000", "ss_sd_model_name": "sd_xl_base_1.0.safetensors" if sdxl else "v1-5-pruned.safetensors",
+        "ss_max_grad_norm": "1.0",
+        "ss_caption_dropout_rate": "0.0",
+        "ss_prior_loss_weight": "1.0",
+        "ss_steps": "2000",
+        "ss_sd_model_name": "sd_xl_base_1.0.safetensors" if sdxl else "v1-5-pruned.safetensors",
         "ss_sd_model_hash": "be9edd61",
         "ss_new_sd_model_hash": "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b",
-        "ss_vae_name": "None", "ss_resolution": "(1024, 1024)" if sdxl else "(512, 512)",
-        "ss_datasets": json.dumps(datasets), "ss_tag_frequency": json.dumps({"10_style": half, "5_extra": tags}),
+        "ss_vae_name": "None",
+        "ss_resolution": "(1024, 1024)" if sdxl else "(512, 512)",
+        "ss_datasets": json.dumps(datasets),
+        "ss_tag_frequency": json.dumps({"10_style": half, "5_extra": tags}),
         "ss_dataset_dirs": json.dumps({"10_style": {"n_repeats": 10, "img_count": 40}}),
-        "ss_bucket_info": json.dumps(datasets[0]["bucket_info"]), "ss_training_finished_at": "1700003600.0",
-        "sshs_model_hash": f"{i:064x}", "sshs_legacy_hash": f"{i:08x}",
-        "modelspec.sai_model_spec": "1.0.0", "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "ss_bucket_info": json.dumps(datasets[0]["bucket_info"]),
+        "ss_training_finished_at": "1700003600.0",
+        "sshs_model_hash": f"{i:064x}",
+        "sshs_legacy_hash": f"{i:08x}",
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.architecture": "stable-diffusion-xl-v1-base/lora" if sdxl else "stable-diffusion-v1/lora",
-        "modelspec.title": f"real_{i}", "modelspec.resolution": "1024x1024" if sdxl else "512x512",
-        "modelspec.date": "2024-01-01T00:00:00", "modelspec.prediction_type": "epsilon",
+        "modelspec.title": f"real_{i}",
+        "modelspec.resolution": "1024x1024" if sdxl else "512x512",
+        "modelspec.date": "2024-01-01T00:00:00",
+        "modelspec.prediction_type": "epsilon",
     }
     return meta
 
@@ -385,7 +581,7 @@ def _write_real(path: Path, i: int, rank: int) -> None:
     sdxl = i % 2 == 1
     header: dict[str, Any] = {"__metadata__": _real_metadata(i, sdxl, rank)}
     offset = 0
-    for name, fan_in, fan_out in (_sdxl_modules() if sdxl else _sd15_modules()):
+    for name, fan_in, fan_out in _sdxl_modules() if sdxl else _sd15_modules():
         tensors = ((".alpha", []), (".lora_down.weight", [rank, fan_in]), (".lora_up.weight", [fan_out, rank]))
         for suffix, shape in tensors:
             size = 2 * (math.prod(shape) if shape else 1)
@@ -455,10 +651,15 @@ async def bench_scan(count: int) -> dict[str, Any]:
     files = sorted(folder.glob("*.safetensors"))[:count]
     raw, raw_cpu = min(_raw_headers(files) for _ in range(3))
     kiln = await _kiln_scan(folder, count)
-    return {"files": count, "raw_files_per_s": count / raw, "kiln_files_per_s": count / kiln["scan_s"],
-            "ratio": raw / kiln["scan_s"], "raw_cpu_us_per_file": raw_cpu / count * 1e6,
-            "kiln_cpu_us_per_file": kiln["scan_cpu_s"] / count * 1e6,
-            "hashed_files_per_s": count / kiln["hashed_s"]}
+    return {
+        "files": count,
+        "raw_files_per_s": count / raw,
+        "kiln_files_per_s": count / kiln["scan_s"],
+        "ratio": raw / kiln["scan_s"],
+        "raw_cpu_us_per_file": raw_cpu / count * 1e6,
+        "kiln_cpu_us_per_file": kiln["scan_cpu_s"] / count * 1e6,
+        "hashed_files_per_s": count / kiln["hashed_s"],
+    }
 
 
 async def bench_scan_real(count: int, rank: int) -> dict[str, Any]:
@@ -471,14 +672,25 @@ async def bench_scan_real(count: int, rank: int) -> dict[str, Any]:
     sha, sha_cpu = _raw_sha256(files)
     kiln = await _kiln_scan(folder, count)
     hash_only = kiln["hashed_s"] - kiln["scan_s"]
-    return {"files": count, "rank": rank, "mean_mb": total / count / 1e6, "mean_header_kb": header / count / 1e3,
-            "raw_files_per_s": count / raw, "kiln_files_per_s": count / kiln["scan_s"], "ratio": raw / kiln["scan_s"],
-            "raw_cpu_us_per_file": raw_cpu / count * 1e6, "kiln_cpu_us_per_file": kiln["scan_cpu_s"] / count * 1e6,
-            "raw_sha_mb_per_s": total / sha / 1e6, "kiln_hash_mb_per_s": total / hash_only / 1e6,
-            "raw_sha_s": sha, "raw_sha_cpu_s": sha_cpu, "kiln_hash_s": hash_only,
-            "kiln_hash_cpu_s": kiln["hashed_cpu_s"] - kiln["scan_cpu_s"],
-            # What the scan cost before the hash moved out: header read + sha256 of every file, in line.
-            "inline_sha_files_per_s": count / (kiln["scan_s"] + sha)}
+    return {
+        "files": count,
+        "rank": rank,
+        "mean_mb": total / count / 1e6,
+        "mean_header_kb": header / count / 1e3,
+        "raw_files_per_s": count / raw,
+        "kiln_files_per_s": count / kiln["scan_s"],
+        "ratio": raw / kiln["scan_s"],
+        "raw_cpu_us_per_file": raw_cpu / count * 1e6,
+        "kiln_cpu_us_per_file": kiln["scan_cpu_s"] / count * 1e6,
+        "raw_sha_mb_per_s": total / sha / 1e6,
+        "kiln_hash_mb_per_s": total / hash_only / 1e6,
+        "raw_sha_s": sha,
+        "raw_sha_cpu_s": sha_cpu,
+        "kiln_hash_s": hash_only,
+        "kiln_hash_cpu_s": kiln["hashed_cpu_s"] - kiln["scan_cpu_s"],
+        # What the scan cost before the hash moved out: header read + sha256 of every file, in line.
+        "inline_sha_files_per_s": count / (kiln["scan_s"] + sha),
+    }
 
 
 # ---------------------------------------------------------------- 3. export
@@ -522,8 +734,12 @@ def phase_export_zip(gb: float) -> dict[str, Any]:
         for path in files:
             zf.write(path, path.name)
     seconds = time.perf_counter() - t
-    return {"bytes": sink.n, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "bytes": sink.n,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 async def phase_export_kiln(gb: float) -> dict[str, Any]:
@@ -540,27 +756,65 @@ async def phase_export_kiln(gb: float) -> dict[str, Any]:
             db = Database(db_url)
             now = utcnow()
             async with db.session() as s:
-                await s.execute(insert(Adapter), [{
-                    "id": str(uuid.uuid4()), "name": p.stem, "version_key": "", "visibility": "Public", "tags": [],
-                    "trained_words": [], "triggers": [], "nsfw_level": 0, "supports_generation": False, "stats": {},
-                    "extra": {}, "file_path": str(p), "file_stem": p.stem, "trigger_candidates": [],
-                    "header_metadata": {}, "weight": 1.0, "active": False, "search_text": p.stem,
-                    "created_at": now, "updated_at": now} for p in files])
+                await s.execute(
+                    insert(Adapter),
+                    [
+                        {
+                            "id": str(uuid.uuid4()),
+                            "name": p.stem,
+                            "version_key": "",
+                            "visibility": "Public",
+                            "tags": [],
+                            "trained_words": [],
+                            "triggers": [],
+                            "nsfw_level": 0,
+                            "supports_generation": False,
+                            "stats": {},
+                            "extra": {},
+                            "file_path": str(p),
+                            "file_stem": p.stem,
+                            "trigger_candidates": [],
+                            "header_metadata": {},
+                            "weight": 1.0,
+                            "active": False,
+                            "search_text": p.stem,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for p in files
+                    ],
+                )
                 await s.commit()
             await db.dispose()
             # The client is another process (curl), as a browser would be: this process is the server.
             t, cpu = time.perf_counter(), time.process_time()
             proc = await asyncio.create_subprocess_exec(
-                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-X", "POST",
-                "-H", "content-type: application/json", "-d", "{}", f"{url}/v1/export",
-                stdout=asyncio.subprocess.PIPE)
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                f"{url}/v1/export",
+                stdout=asyncio.subprocess.PIPE,
+            )
             out, _ = await proc.communicate()
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
             code, total = out.decode().split()
             assert code == "200", code
             total = int(total)
-    return {"bytes": total, "seconds": seconds, "cpu_seconds": cpu,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "bytes": total,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 async def phase_export_ceiling(gb: float) -> dict[str, Any]:
@@ -587,8 +841,9 @@ async def phase_export_ceiling(gb: float) -> dict[str, Any]:
     while not server.started:
         await asyncio.sleep(0.02)
     t, cpu = time.perf_counter(), time.process_time()
-    proc = await asyncio.create_subprocess_exec("curl", "-s", "-o", "/dev/null", "-X", "POST",
-                                                f"http://127.0.0.1:{port}/s")
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-s", "-o", "/dev/null", "-X", "POST", f"http://127.0.0.1:{port}/s"
+    )
     await proc.wait()
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     server.should_exit = True
@@ -600,18 +855,28 @@ def bench_export(gb: float) -> dict[str, Any]:
     _big_files(gb)
     results = {}
     for phase in ("export-zip", "export-kiln", "export-ceiling"):
-        out = subprocess.run([sys.executable, __file__, "--phase", phase, "--export-gb", str(gb)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--phase", phase, "--export-gb", str(gb)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
     z, k, c = results["export-zip"], results["export-kiln"], results["export-ceiling"]
     zip_rate, kiln_rate = z["bytes"] / z["seconds"] / 1e6, k["bytes"] / k["seconds"] / 1e6
-    return {"http_ceiling_mb_per_s": c["bytes"] / c["seconds"] / 1e6, "zipfile_mb_per_s": zip_rate,
-            "kiln_mb_per_s": kiln_rate, "ratio": kiln_rate / zip_rate, "kiln_peak_rss_mb": k["maxrss_mb"],
-            "zipfile_peak_rss_mb": z["maxrss_mb"], "bytes": k["bytes"],
-            # CPU seconds per GB in the process that writes the archive (server threads included).
-            "zipfile_cpu_s_per_gb": z["cpu_seconds"] / z["bytes"] * 1e9,
-            "kiln_cpu_s_per_gb": k["cpu_seconds"] / k["bytes"] * 1e9,
-            "ceiling_cpu_s_per_gb": c["cpu_seconds"] / c["bytes"] * 1e9}
+    return {
+        "http_ceiling_mb_per_s": c["bytes"] / c["seconds"] / 1e6,
+        "zipfile_mb_per_s": zip_rate,
+        "kiln_mb_per_s": kiln_rate,
+        "ratio": kiln_rate / zip_rate,
+        "kiln_peak_rss_mb": k["maxrss_mb"],
+        "zipfile_peak_rss_mb": z["maxrss_mb"],
+        "bytes": k["bytes"],
+        # CPU seconds per GB in the process that writes the archive (server threads included).
+        "zipfile_cpu_s_per_gb": z["cpu_seconds"] / z["bytes"] * 1e9,
+        "kiln_cpu_s_per_gb": k["cpu_seconds"] / k["bytes"] * 1e9,
+        "ceiling_cpu_s_per_gb": c["cpu_seconds"] / c["bytes"] * 1e9,
+    }
 
 
 # ---------------------------------------------------------------- 4. generation overhead
@@ -657,11 +922,16 @@ async def bench_generate(rounds: int) -> dict[str, Any]:
     finally:
         server.shutdown()
         server.server_close()
-    return {"direct_ms_p50": statistics.median(direct), "kiln_ms_p50": statistics.median(kiln),
-            "overhead_ms_p50": statistics.median(kiln) - statistics.median(direct),
-            "overhead_ms_mean": statistics.mean(kiln) - statistics.mean(direct),
-            # CPU of this process (server, client and fake, all threads) per call: robust to a busy machine.
-            "direct_cpu_ms": direct_cpu, "kiln_cpu_ms": kiln_cpu, "overhead_cpu_ms": kiln_cpu - direct_cpu}
+    return {
+        "direct_ms_p50": statistics.median(direct),
+        "kiln_ms_p50": statistics.median(kiln),
+        "overhead_ms_p50": statistics.median(kiln) - statistics.median(direct),
+        "overhead_ms_mean": statistics.mean(kiln) - statistics.mean(direct),
+        # CPU of this process (server, client and fake, all threads) per call: robust to a busy machine.
+        "direct_cpu_ms": direct_cpu,
+        "kiln_cpu_ms": kiln_cpu,
+        "overhead_cpu_ms": kiln_cpu - direct_cpu,
+    }
 
 
 def main() -> None:
@@ -715,43 +985,53 @@ def main() -> None:
                         _drop_pg(url)
             print(f"1b. history page (50 results + stats of every match), {results} results, {name} (ms):")
             for label, v in res.items():
-                print(f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}  cpu {v['cpu']:6.2f}  "
-                      f"matches {v['last']['total']}")
+                print(
+                    f"   {label:18s} p50 {v['p50']:6.2f}  p99 {v['p99']:6.2f}  cpu {v['cpu']:6.2f}  "
+                    f"matches {v['last']['total']}"
+                )
     if "scan" in only:
         res = asyncio.run(bench_scan(500 if args.quick else 5000))
-        print(f"2a. directory import of {res['files']} generated tiny files (0.5 KB, 2 tensors): Kiln registers "
-              f"{res['kiln_files_per_s']:.0f} files/s, raw header read {res['raw_files_per_s']:.0f} files/s -> "
-              f"{100 * res['ratio']:.1f} % (goal >= 50 %); CPU per file: raw {res['raw_cpu_us_per_file']:.0f} us, "
-              f"Kiln {res['kiln_cpu_us_per_file']:.0f} us; all hashed (lora.hash done) at "
-              f"{res['hashed_files_per_s']:.0f} files/s")
+        print(
+            f"2a. directory import of {res['files']} generated tiny files (0.5 KB, 2 tensors): Kiln registers "
+            f"{res['kiln_files_per_s']:.0f} files/s, raw header read {res['raw_files_per_s']:.0f} files/s -> "
+            f"{100 * res['ratio']:.1f} % (goal >= 50 %); CPU per file: raw {res['raw_cpu_us_per_file']:.0f} us, "
+            f"Kiln {res['kiln_cpu_us_per_file']:.0f} us; all hashed (lora.hash done) at "
+            f"{res['hashed_files_per_s']:.0f} files/s"
+        )
     if "scan-real" in only:
         real = args.real_files or (100 if args.quick else 500)
         res = asyncio.run(bench_scan_real(real, args.real_rank))
-        print(f"2b. directory import of {res['files']} kohya LoRA files with real headers (SD1.5 and SDXL module "
-              f"layouts, {res['mean_header_kb']:.0f} KB header, rank {res['rank']}, {res['mean_mb']:.1f} MB mean): "
-              f"Kiln registers {res['kiln_files_per_s']:.0f} files/s, raw header read {res['raw_files_per_s']:.0f} "
-              f"files/s -> {100 * res['ratio']:.1f} % (goal >= 50 %); CPU per file: raw "
-              f"{res['raw_cpu_us_per_file']:.0f} us, Kiln {res['kiln_cpu_us_per_file']:.0f} us. Hashing after it "
-              f"(lora.hash): {res['kiln_hash_mb_per_s']:.0f} MB/s ({res['kiln_hash_s']:.1f} s, CPU "
-              f"{res['kiln_hash_cpu_s']:.1f} s), one-thread hashlib of the same files {res['raw_sha_mb_per_s']:.0f} "
-              f"MB/s ({res['raw_sha_s']:.1f} s, CPU {res['raw_sha_cpu_s']:.1f} s); with the sha256 in line the "
-              f"scan would register ~{res['inline_sha_files_per_s']:.0f} files/s")
+        print(
+            f"2b. directory import of {res['files']} kohya LoRA files with real headers (SD1.5 and SDXL module "
+            f"layouts, {res['mean_header_kb']:.0f} KB header, rank {res['rank']}, {res['mean_mb']:.1f} MB mean): "
+            f"Kiln registers {res['kiln_files_per_s']:.0f} files/s, raw header read {res['raw_files_per_s']:.0f} "
+            f"files/s -> {100 * res['ratio']:.1f} % (goal >= 50 %); CPU per file: raw "
+            f"{res['raw_cpu_us_per_file']:.0f} us, Kiln {res['kiln_cpu_us_per_file']:.0f} us. Hashing after it "
+            f"(lora.hash): {res['kiln_hash_mb_per_s']:.0f} MB/s ({res['kiln_hash_s']:.1f} s, CPU "
+            f"{res['kiln_hash_cpu_s']:.1f} s), one-thread hashlib of the same files {res['raw_sha_mb_per_s']:.0f} "
+            f"MB/s ({res['raw_sha_s']:.1f} s, CPU {res['raw_sha_cpu_s']:.1f} s); with the sha256 in line the "
+            f"scan would register ~{res['inline_sha_files_per_s']:.0f} files/s"
+        )
     if "export" in only:
         gb = 0.2 if args.quick else args.export_gb
         res = bench_export(gb)
-        print(f"3. export of {res['bytes'] / 1e9:.2f} GB: Kiln {res['kiln_mb_per_s']:.0f} MB/s, plain zipfile "
-              f"{res['zipfile_mb_per_s']:.0f} MB/s -> {100 * res['ratio']:.1f} % (goal >= 50 %); peak RSS Kiln "
-              f"{res['kiln_peak_rss_mb']:.0f} MB (goal < 200), zipfile {res['zipfile_peak_rss_mb']:.0f} MB; "
-              f"uvicorn streaming from memory to curl here: {res['http_ceiling_mb_per_s']:.0f} MB/s; CPU s/GB: "
-              f"Kiln {res['kiln_cpu_s_per_gb']:.2f}, zipfile {res['zipfile_cpu_s_per_gb']:.2f}, "
-              f"uvicorn from memory {res['ceiling_cpu_s_per_gb']:.2f}")
+        print(
+            f"3. export of {res['bytes'] / 1e9:.2f} GB: Kiln {res['kiln_mb_per_s']:.0f} MB/s, plain zipfile "
+            f"{res['zipfile_mb_per_s']:.0f} MB/s -> {100 * res['ratio']:.1f} % (goal >= 50 %); peak RSS Kiln "
+            f"{res['kiln_peak_rss_mb']:.0f} MB (goal < 200), zipfile {res['zipfile_peak_rss_mb']:.0f} MB; "
+            f"uvicorn streaming from memory to curl here: {res['http_ceiling_mb_per_s']:.0f} MB/s; CPU s/GB: "
+            f"Kiln {res['kiln_cpu_s_per_gb']:.2f}, zipfile {res['zipfile_cpu_s_per_gb']:.2f}, "
+            f"uvicorn from memory {res['ceiling_cpu_s_per_gb']:.2f}"
+        )
     if "generate" in only:
         res = asyncio.run(bench_generate(30 if args.quick else 100))
-        print(f"4. generation against an instant fake SDNext: direct txt2img {res['direct_ms_p50']:.2f} ms, "
-              f"through Kiln {res['kiln_ms_p50']:.2f} ms (p50) -> Kiln overhead {res['overhead_ms_p50']:.2f} ms "
-              f"(mean {res['overhead_ms_mean']:.2f} ms; goal < 10); "
-              f"CPU per call: direct {res['direct_cpu_ms']:.2f} ms, through Kiln {res['kiln_cpu_ms']:.2f} ms "
-              f"-> Kiln CPU overhead {res['overhead_cpu_ms']:.2f} ms")
+        print(
+            f"4. generation against an instant fake SDNext: direct txt2img {res['direct_ms_p50']:.2f} ms, "
+            f"through Kiln {res['kiln_ms_p50']:.2f} ms (p50) -> Kiln overhead {res['overhead_ms_p50']:.2f} ms "
+            f"(mean {res['overhead_ms_mean']:.2f} ms; goal < 10); "
+            f"CPU per call: direct {res['direct_cpu_ms']:.2f} ms, through Kiln {res['kiln_cpu_ms']:.2f} ms "
+            f"-> Kiln CPU overhead {res['overhead_cpu_ms']:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -42,12 +42,13 @@ GOALS = {"speedup_vs_hephaes": 10.0, "ratio_vs_raw": 0.40, "peak_rss_mb": 600, "
 
 def plan_for(size_mb: float, mix: str = "mixed") -> bf.RecordingPlan:
     if mix == "issue":  # the recording of issue 9's measurement: camera 10 Hz, IMU 100 Hz, a string
-        topics = [bf.TopicPlan("/camera/image_raw", bf.IMAGE, 10.0),
-                  bf.TopicPlan("/imu", bf.IMU, 100.0, offset_ns=1_000_000),
-                  bf.TopicPlan("/status", bf.STRING, 1.0, offset_ns=4_000_000)]
+        topics = [
+            bf.TopicPlan("/camera/image_raw", bf.IMAGE, 10.0),
+            bf.TopicPlan("/imu", bf.IMU, 100.0, offset_ns=1_000_000),
+            bf.TopicPlan("/status", bf.STRING, 1.0, offset_ns=4_000_000),
+        ]
         per_second = 10 * 640 * 480 * 3 + 100 * 330
-        return bf.RecordingPlan(duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480),
-                                topics=topics)
+        return bf.RecordingPlan(duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480), topics=topics)
     topics = [
         bf.TopicPlan("/camera/image_raw", bf.IMAGE, 30.0),
         bf.TopicPlan("/imu", bf.IMU, 200.0, offset_ns=1_000_000),
@@ -56,8 +57,9 @@ def plan_for(size_mb: float, mix: str = "mixed") -> bf.RecordingPlan:
         bf.TopicPlan("/status", bf.STRING, 1.0, offset_ns=4_000_000),
     ]
     per_second = 30 * 640 * 480 * 3 + 10 * 20_000 * 12 + 200 * 330 + 50 * 720
-    return bf.RecordingPlan(duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480),
-                            cloud_points=20_000, topics=topics)
+    return bf.RecordingPlan(
+        duration_s=max(1.0, size_mb * 1e6 / per_second), image_size=(640, 480), cloud_points=20_000, topics=topics
+    )
 
 
 def bench_spec(mix: str = "mixed") -> dict:
@@ -66,8 +68,11 @@ def bench_spec(mix: str = "mixed") -> dict:
 
     if mix == "issue":
         return {
-            "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": [
-                {"topic": "/imu", "sync_policy": "last-known-before", "required": False}]},
+            "row_strategy": {
+                "kind": "trigger",
+                "trigger_topic": "/camera/image_raw",
+                "joins": [{"topic": "/imu", "sync_policy": "last-known-before", "required": False}],
+            },
             "features": {
                 "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
                 "acc_x": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float32"},
@@ -76,10 +81,15 @@ def bench_spec(mix: str = "mixed") -> dict:
             "output": {"format": "parquet", "compression": "none"},
         }
     return {
-        "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": [
-            {"topic": "/imu", "sync_policy": "last-known-before", "required": False},
-            {"topic": "/odom", "sync_policy": "nearest", "required": False},
-            {"topic": "/lidar/points", "sync_policy": "last-known-before", "required": False}]},
+        "row_strategy": {
+            "kind": "trigger",
+            "trigger_topic": "/camera/image_raw",
+            "joins": [
+                {"topic": "/imu", "sync_policy": "last-known-before", "required": False},
+                {"topic": "/odom", "sync_policy": "nearest", "required": False},
+                {"topic": "/lidar/points", "sync_policy": "last-known-before", "required": False},
+            ],
+        },
         "features": {
             "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
             "acc_x": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float32"},
@@ -135,16 +145,27 @@ def child_convert(path: str, out: str, shards: str, mode: str = "spec", mix: str
     else:
         spec = bench_spec(mix)
         spec["output"]["shards"] = int(shards)
-    cpu0 = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    cpu0 = sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
     t = time.perf_counter()
     result = run_conversion(path, spec, out)
     elapsed = time.perf_counter() - t
     usage = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
     rss = max(u.ru_maxrss for u in usage)
     cpu = sum(u.ru_utime + u.ru_stime for u in usage) - cpu0
-    print(json.dumps({"elapsed": elapsed, "cpu_s": cpu, "rows": result.rows_written, "peak_rss_mb": rss / 1024,
-                      "output_bytes": sum(f.size_bytes for f in result.files)}))
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "cpu_s": cpu,
+                "rows": result.rows_written,
+                "peak_rss_mb": rss / 1024,
+                "output_bytes": sum(f.size_bytes for f in result.files),
+            }
+        )
+    )
 
 
 HEPHAES_SCRIPT = """
@@ -175,8 +196,12 @@ def hephaes_python() -> Path | None:
     if not py.exists():
         try:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
-            subprocess.run([str(py), "-m", "pip", "install", "-q", "hephaes==0.3.0", "pyarrow<26", "pillow"],
-                           check=True, capture_output=True, timeout=900)
+            subprocess.run(
+                [str(py), "-m", "pip", "install", "-q", "hephaes==0.3.0", "pyarrow<26", "pillow"],
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
         except (subprocess.SubprocessError, OSError) as exc:
             print(f"hephaes venv unavailable: {exc}")
             return None
@@ -190,8 +215,12 @@ def main() -> None:
     ap.add_argument("--skip-hephaes", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="raw read + conversion pairs (the median counts)")
     ap.add_argument("--modes", default="legacy,spec", help="conversions to measure: legacy, spec or both")
-    ap.add_argument("--mix", choices=("mixed", "issue"), default="mixed",
-                    help="mixed: camera 30 Hz, IMU, odometry, clouds, string; issue: camera 10 Hz, IMU 100 Hz, string")
+    ap.add_argument(
+        "--mix",
+        choices=("mixed", "issue"),
+        default="mixed",
+        help="mixed: camera 30 Hz, IMU, odometry, clouds, string; issue: camera 10 Hz, IMU 100 Hz, string",
+    )
     ap.add_argument("--out-dir", type=Path, default=WORK, help="where outputs go (e.g. /dev/shm to leave out the disk)")
     ap.add_argument("--child-convert", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -222,9 +251,12 @@ def main() -> None:
 
     def convert(mode: str, shards: int = 1, target: Path = out) -> dict:
         shutil.rmtree(target, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards), mode,
-                               args.mix],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child-convert", str(rec), str(target), str(shards), mode, args.mix],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         shutil.rmtree(target, ignore_errors=True)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -236,8 +268,11 @@ def main() -> None:
         hout = args.out_dir / "hephaes-out"
         shutil.rmtree(hout, ignore_errors=True)
         payload = legacy_mapping(rec) if mode == "legacy" else bench_spec(args.mix)
-        proc = subprocess.run([str(hpy), "-c", HEPHAES_SCRIPT, str(rec), str(hout), mode, json.dumps(payload)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(hpy), "-c", HEPHAES_SCRIPT, str(rec), str(hout), mode, json.dumps(payload)],
+            capture_output=True,
+            text=True,
+        )
         shutil.rmtree(hout, ignore_errors=True)
         if proc.returncode != 0:
             print(f"hephaes {mode} conversion failed: " + proc.stderr.strip().splitlines()[-1][:300])
@@ -261,34 +296,53 @@ def main() -> None:
         mbps = size_mb / conv["elapsed"]
         speeds = sorted(size_mb / c["elapsed"] for _r, c in pairs)
         peak_rss = max(c["peak_rss_mb"] for _r, c in pairs)
-        print(f"\n[{mode}] kiln parquet conversion to {args.out_dir} (median of {len(pairs)}): "
-              f"{conv['elapsed']:.2f} s = {mbps:.0f} MB/s (range {speeds[0]:.0f}-{speeds[-1]:.0f}), "
-              f"{conv['rows']} rows, peak RSS {peak_rss:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB")
-        print(f"[{mode}] rosbags raw read {size_mb / raw_s:.0f} MB/s; ratio per pair: median {ratio_raw:.2f} "
-              f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(
+            f"\n[{mode}] kiln parquet conversion to {args.out_dir} (median of {len(pairs)}): "
+            f"{conv['elapsed']:.2f} s = {mbps:.0f} MB/s (range {speeds[0]:.0f}-{speeds[-1]:.0f}), "
+            f"{conv['rows']} rows, peak RSS {peak_rss:.0f} MB, output {conv['output_bytes'] / 1e6:.0f} MB"
+        )
+        print(
+            f"[{mode}] rosbags raw read {size_mb / raw_s:.0f} MB/s; ratio per pair: median {ratio_raw:.2f} "
+            f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
         speedup = None
         if heph:
             ups = sorted(h["elapsed"] / c["elapsed"] for h, c in heph)
             cpu_ups = sorted(h["cpu_s"] / c["cpu_s"] for h, c in heph)
             speedup = statistics.median(ups)
             h = sorted((h for h, _c in heph), key=lambda h: h["elapsed"])[len(heph) // 2]
-            print(f"[{mode}] hephaes 0.3.0 (median of {len(heph)}): {h['elapsed']:.2f} s = "
-                  f"{size_mb / h['elapsed']:.0f} MB/s, peak RSS {h['peak_rss_mb']:.0f} MB, output "
-                  f"{h['output_bytes'] / 1e6:.0f} MB")
-            print(f"[{mode}] kiln speed-up per pair: median {speedup:.1f}x (range {ups[0]:.1f}-{ups[-1]:.1f}); "
-                  f"in CPU time: median {statistics.median(cpu_ups):.1f}x (kiln {conv['cpu_s']:.2f} s CPU)")
+            print(
+                f"[{mode}] hephaes 0.3.0 (median of {len(heph)}): {h['elapsed']:.2f} s = "
+                f"{size_mb / h['elapsed']:.0f} MB/s, peak RSS {h['peak_rss_mb']:.0f} MB, output "
+                f"{h['output_bytes'] / 1e6:.0f} MB"
+            )
+            print(
+                f"[{mode}] kiln speed-up per pair: median {speedup:.1f}x (range {ups[0]:.1f}-{ups[-1]:.1f}); "
+                f"in CPU time: median {statistics.median(cpu_ups):.1f}x (kiln {conv['cpu_s']:.2f} s CPU)"
+            )
         verdicts += [
-            (f"{mode}: conversion vs rosbags raw read", ">= 0.40", f"{ratio_raw:.2f} ({mbps:.0f} MB/s)",
-             ratio_raw >= GOALS["ratio_vs_raw"]),
-            (f"{mode}: conversion vs hephaes 0.3.0", ">= 10x", "n/a" if speedup is None else f"{speedup:.1f}x",
-             None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"]),
+            (
+                f"{mode}: conversion vs rosbags raw read",
+                ">= 0.40",
+                f"{ratio_raw:.2f} ({mbps:.0f} MB/s)",
+                ratio_raw >= GOALS["ratio_vs_raw"],
+            ),
+            (
+                f"{mode}: conversion vs hephaes 0.3.0",
+                ">= 10x",
+                "n/a" if speedup is None else f"{speedup:.1f}x",
+                None if speedup is None else speedup >= GOALS["speedup_vs_hephaes"],
+            ),
             (f"{mode}: peak RSS", "< 600 MB", f"{peak_rss:.0f} MB", peak_rss < GOALS["peak_rss_mb"]),
         ]
 
     preview_s = timed(lambda: preview(rec, bench_spec(args.mix), 5), repeat=5)
     print(f"preview 5 rows: {preview_s * 1000:.0f} ms")
-    rows = [("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]), *verdicts,
-            ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"])]
+    rows = [
+        ("index time", "< 1 s", f"{index_s * 1000:.1f} ms", index_s < GOALS["index_s"]),
+        *verdicts,
+        ("5-row preview", "< 0.5 s", f"{preview_s * 1000:.0f} ms", preview_s < GOALS["preview_s"]),
+    ]
     print(f"\n| {'measure':40} | {'goal':8} | {'measured':20} | verdict |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 22}|---------|")
     for name, goal, measured, ok in rows:

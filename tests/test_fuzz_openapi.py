@@ -73,8 +73,11 @@ def live_server(tmp_path: Path, db_url: str) -> Iterator[tuple[str, str]]:
 
     token = asyncio.run(admin_token())
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, migrate=False), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, migrate=False), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -88,33 +91,45 @@ def live_server(tmp_path: Path, db_url: str) -> Iterator[tuple[str, str]]:
         thread.join(timeout=30)
 
 
-def _fuzz_operation(operation, base_url: str, headers: dict[str, str], session: requests.Session,
-                    failures: list[str]) -> None:
+def _fuzz_operation(
+    operation, base_url: str, headers: dict[str, str], session: requests.Session, failures: list[str]
+) -> None:
     declared = {str(code) for code in operation.definition.raw.get("responses", {})}
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         strategy = operation.as_strategy(generation_mode=mode)
 
         @hypothesis.given(case=strategy)
-        @hypothesis.settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                             phases=[Phase.explicit, Phase.generate],
-                             suppress_health_check=list(HealthCheck))
+        @hypothesis.settings(
+            max_examples=EXAMPLES,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case) -> None:
             try:
                 response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
             except requests.RequestException as exc:  # the server dropped the connection: as bad as a 5xx
-                failures.append(f"{operation.method.upper()} {operation.path}: {type(exc).__name__}\n"
-                                f"  {case.as_curl_command(headers)}")
+                failures.append(
+                    f"{operation.method.upper()} {operation.path}: {type(exc).__name__}\n"
+                    f"  {case.as_curl_command(headers)}"
+                )
                 return
             status = response.status_code
             if status >= 500 and (status == 500 or str(status) not in declared):
-                failures.append(f"{operation.method.upper()} {operation.path}: {status} "
-                                f"{response.text[:200]!r}\n  {case.as_curl_command(headers)}")
+                failures.append(
+                    f"{operation.method.upper()} {operation.path}: {status} "
+                    f"{response.text[:200]!r}\n  {case.as_curl_command(headers)}"
+                )
             elif status == 422:  # the document must describe the validation errors really answered
                 try:
                     operation.validate_response(response)
                 except Exception as exc:
-                    failures.append(f"{operation.method.upper()} {operation.path}: 422 body not as documented "
-                                    f"{response.text[:200]!r}: {str(exc)[:300]}")
+                    failures.append(
+                        f"{operation.method.upper()} {operation.path}: 422 body not as documented "
+                        f"{response.text[:200]!r}: {str(exc)[:300]}"
+                    )
 
         try:
             run()

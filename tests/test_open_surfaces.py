@@ -24,12 +24,16 @@ PASSWORD = "s3cure-enough-9"
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, db_url: str, host: str, base_url: str = "http://testserver",
-                  **overrides: object) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
+async def serving(
+    tmp_path: Path, db_url: str, host: str, base_url: str = "http://testserver", **overrides: object
+) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
     overrides.setdefault("apps", ["robotics"])
     app = create_app(make_settings(tmp_path / "home", db_url, host=host, **overrides), migrate=False)
-    async with (LifespanManager(app, startup_timeout=30), ASGIWebSocketTransport(app=app) as transport,
-                httpx.AsyncClient(transport=transport, base_url=base_url) as http):
+    async with (
+        LifespanManager(app, startup_timeout=30),
+        ASGIWebSocketTransport(app=app) as transport,
+        httpx.AsyncClient(transport=transport, base_url=base_url) as http,
+    ):
         yield app, http
 
 
@@ -128,9 +132,15 @@ async def test_public_docs_and_metrics_settings(tmp_path: Path, db_url: str):
         assert (await http.get("/docs")).status_code == 200
 
 
-@pytest.mark.parametrize(("host", "signup", "status"), [
-    ("127.0.0.1", None, 201), ("0.0.0.0", None, 403), ("0.0.0.0", "open", 201), ("127.0.0.1", "closed", 403),
-])
+@pytest.mark.parametrize(
+    ("host", "signup", "status"),
+    [
+        ("127.0.0.1", None, 201),
+        ("0.0.0.0", None, 403),
+        ("0.0.0.0", "open", 201),
+        ("127.0.0.1", "closed", 403),
+    ],
+)
 async def test_signup_follows_kiln_signup(tmp_path: Path, db_url: str, host: str, signup: str | None, status: int):
     overrides = {"signup": signup} if signup else {}
     async with serving(tmp_path, db_url, host, apps=["media"], **overrides) as (_app, http):
@@ -148,20 +158,23 @@ def test_signup_default_follows_the_listen_address(tmp_path: Path):
     assert Settings(_env_file=None, home=tmp_path, host="0.0.0.0", signup="open").signup_open
 
 
-@pytest.mark.parametrize(("host", "allowed", "header", "ok"), [
-    ("127.0.0.1", [], "localhost:8000", True),
-    ("127.0.0.1", [], "127.0.0.1:8000", True),
-    ("127.0.0.1", [], "[::1]:8000", True),
-    ("127.0.0.1", [], "app.localhost", True),
-    ("127.0.0.1", [], "rebind.attacker.example", False),
-    ("127.0.0.1", [], "127.0.0.1.attacker.example", False),
-    ("127.0.0.1", ["kiln.lan"], "kiln.lan:8000", True),
-    ("127.0.0.1", ["*.lan"], "box.lan", True),
-    ("127.0.0.1", ["*.lan"], "lan.attacker.example", False),
-    ("0.0.0.0", [], "anything.example", True),
-    ("0.0.0.0", ["kiln.example.com"], "other.example", False),
-    ("0.0.0.0", ["kiln.example.com"], "kiln.example.com", True),
-])
+@pytest.mark.parametrize(
+    ("host", "allowed", "header", "ok"),
+    [
+        ("127.0.0.1", [], "localhost:8000", True),
+        ("127.0.0.1", [], "127.0.0.1:8000", True),
+        ("127.0.0.1", [], "[::1]:8000", True),
+        ("127.0.0.1", [], "app.localhost", True),
+        ("127.0.0.1", [], "rebind.attacker.example", False),
+        ("127.0.0.1", [], "127.0.0.1.attacker.example", False),
+        ("127.0.0.1", ["kiln.lan"], "kiln.lan:8000", True),
+        ("127.0.0.1", ["*.lan"], "box.lan", True),
+        ("127.0.0.1", ["*.lan"], "lan.attacker.example", False),
+        ("0.0.0.0", [], "anything.example", True),
+        ("0.0.0.0", ["kiln.example.com"], "other.example", False),
+        ("0.0.0.0", ["kiln.example.com"], "kiln.example.com", True),
+    ],
+)
 async def test_host_header(tmp_path: Path, db_url: str, host: str, allowed: list[str], header: str, ok: bool):
     async with serving(tmp_path, db_url, host, allowed_hosts=allowed) as (_app, http):
         r = await http.get("/healthz", headers={"Host": header})

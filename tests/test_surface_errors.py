@@ -16,8 +16,9 @@ async def test_lora_body_that_is_not_utf8_is_a_4xx_envelope(client, path):
 
 
 async def test_arted_body_that_is_not_utf8_is_a_4xx_envelope(client):
-    answer = await client.post("/api/schema/pipeline/execute", content=BROKEN_UTF8,
-                               headers={"content-type": "application/json"})
+    answer = await client.post(
+        "/api/schema/pipeline/execute", content=BROKEN_UTF8, headers={"content-type": "application/json"}
+    )
     assert 400 <= answer.status_code < 500
     assert set(answer.json()) >= {"error", "status"}
 

@@ -30,9 +30,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _with_kernel(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -193,8 +191,9 @@ def user_set_role(email: str, role: str) -> None:
 def user_token(
     email: str,
     name: Annotated[str, typer.Option(help="What the token is for.")] = "script",
-    scope: Annotated[str | None, typer.Option(
-        help="Comma-separated surfaces the token opens, e.g. robotics,lora (default: all).")] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="Comma-separated surfaces the token opens, e.g. robotics,lora (default: all).")
+    ] = None,
 ) -> None:
     """Create an API token for scripts (shown once; only its hash is stored)."""
     from kiln.core.auth import service
@@ -244,7 +243,11 @@ def jobs_list(
     table = Table("id", "kind", "status", "progress", "attempts", "created", title=f"{total} jobs")
     for job in items:
         table.add_row(
-            job.id, job.kind, job.status, f"{job.progress:.0%}", f"{job.attempts}/{job.max_attempts}",
+            job.id,
+            job.kind,
+            job.status,
+            f"{job.progress:.0%}",
+            f"{job.attempts}/{job.max_attempts}",
             job.created_at.isoformat(),
         )
     console.print(table)

@@ -13,7 +13,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ALL_APPS = ("robotics", "genai", "media", "lora", "arted")
 DEFAULT_WORKER_NAMES = (
-    "Helios", "Eos", "Aethon", "Crius", "Iapetus", "Perses", "Phlegon", "Phoebe", "Theia", "Cronus",
+    "Helios",
+    "Eos",
+    "Aethon",
+    "Crius",
+    "Iapetus",
+    "Perses",
+    "Phlegon",
+    "Phoebe",
+    "Theia",
+    "Cronus",
 )
 
 
@@ -74,7 +83,9 @@ class Settings(BaseSettings):
     job_default_max_attempts: int = Field(default=3, ge=1, description="Attempts of a job unless its kind says.")
     cpu_workers: int = Field(default=0, ge=0, description="Processes for CPU-heavy steps; 0 = number of cores.")
     cpu_workers_nice: int = Field(
-        default=10, ge=0, le=19,
+        default=10,
+        ge=0,
+        le=19,
         description="Niceness of the CPU-step processes, so the server keeps a core for requests; 0 = none.",
     )
     blob_url: str | None = Field(

@@ -109,7 +109,8 @@ def index_page(surfaces: list[Surface], root: str) -> str:
         f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(CONTRACTS.get(s.name, ''))}</td>"
         f'<td><a href="{html.escape(root + s.prefix)}/">{html.escape(root + s.prefix)}</a></td>'
         f'<td><a href="{html.escape(root + s.prefix)}/docs">{html.escape(root + s.prefix)}/docs</a></td></tr>'
-        for s in surfaces)
+        for s in surfaces
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Kiln</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}"
@@ -133,8 +134,12 @@ class IndexPage(BaseRoute):
         self.surfaces = surfaces
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if (scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
-                and scope["path"] == scope.get("root_path", "") + "/" and _wants_html(scope)):
+        if (
+            scope["type"] == "http"
+            and scope.get("method") in ("GET", "HEAD")
+            and scope["path"] == scope.get("root_path", "") + "/"
+            and _wants_html(scope)
+        ):
             return Match.FULL, {}
         return Match.NONE, {}
 
@@ -151,8 +156,12 @@ def install_index(app: FastAPI, surfaces: list[Surface]) -> None:
 
     async def index_json(request: Request) -> dict[str, Any]:
         root = request.scope.get("root_path", "")
-        return {"name": "Kiln", "version": __version__,
-                "surfaces": [{"name": s.name, "prefix": root + s.prefix, "docs": f"{root}{s.prefix}/docs"}
-                             for s in surfaces]}
+        return {
+            "name": "Kiln",
+            "version": __version__,
+            "surfaces": [
+                {"name": s.name, "prefix": root + s.prefix, "docs": f"{root}{s.prefix}/docs"} for s in surfaces
+            ],
+        }
 
     app.router.routes.append(APIRoute("/", index_json, methods=["GET"], include_in_schema=False))

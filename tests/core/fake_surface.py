@@ -44,8 +44,7 @@ def _router(name: str) -> APIRouter:
     @router.get("/api/v1/where")
     async def where(request: Request) -> dict[str, Any]:
         base = request.scope.get("root_path", "")
-        return {"service": name, "root_path": base, "surface": surface_of(request),
-                "self_url": base + "/api/v1/where"}
+        return {"service": name, "root_path": base, "surface": surface_of(request), "self_url": base + "/api/v1/where"}
 
     @router.get("/api/v1/teapot")
     async def teapot() -> None:
@@ -54,8 +53,9 @@ def _router(name: str) -> APIRouter:
     @router.websocket("/ws/progress")
     async def progress(websocket: WebSocket) -> None:
         await websocket.accept()
-        await websocket.send_json({"service": name, "root_path": websocket.scope.get("root_path", ""),
-                                   "surface": surface_of(websocket)})
+        await websocket.send_json(
+            {"service": name, "root_path": websocket.scope.get("root_path", ""), "surface": surface_of(websocket)}
+        )
         await websocket.close()
 
     return router

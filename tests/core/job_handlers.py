@@ -88,6 +88,7 @@ async def fanout(ctx: JobContext, payload: dict) -> dict:
     each process appends its pid to `payload["log"]`. `cpu_step` adds a step in the shared CPU pool."""
     if payload.get("cpu_step"):
         asyncio.ensure_future(ctx.run_cpu(_spin_logged, float(payload["seconds"]), payload["log"]))
-    spins = await ctx.run_blocking(_fan_out, ctx.process_pool, int(payload.get("workers", 3)),
-                                   float(payload.get("seconds", 30)), payload["log"])
+    spins = await ctx.run_blocking(
+        _fan_out, ctx.process_pool, int(payload.get("workers", 3)), float(payload.get("seconds", 30)), payload["log"]
+    )
     return {"spins": spins}

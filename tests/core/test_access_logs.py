@@ -18,21 +18,25 @@ from kiln.core.network import redact_secrets
 from tests.conftest import make_settings
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("/api/upload/ws/updates?token=abc.def.ghi", "/api/upload/ws/updates?token=[REDACTED]"),
-    ("/x?a=1&api_key=k1&b=2", "/x?a=1&api_key=[REDACTED]&b=2"),
-    ("/x?password=hunter2&PASSWORD=x", "/x?password=[REDACTED]&PASSWORD=[REDACTED]"),
-    ("/x?access_token=t&refresh_token=r", "/x?access_token=[REDACTED]&refresh_token=[REDACTED]"),
-    ('127.0.0.1:5 - "GET /x?apikey=zz HTTP/1.1" 200', '127.0.0.1:5 - "GET /x?apikey=[REDACTED] HTTP/1.1" 200'),
-    ("/x?tokens_seen=3&page=2", "/x?tokens_seen=3&page=2"),
-    ("/plain/path", "/plain/path"),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/api/upload/ws/updates?token=abc.def.ghi", "/api/upload/ws/updates?token=[REDACTED]"),
+        ("/x?a=1&api_key=k1&b=2", "/x?a=1&api_key=[REDACTED]&b=2"),
+        ("/x?password=hunter2&PASSWORD=x", "/x?password=[REDACTED]&PASSWORD=[REDACTED]"),
+        ("/x?access_token=t&refresh_token=r", "/x?access_token=[REDACTED]&refresh_token=[REDACTED]"),
+        ('127.0.0.1:5 - "GET /x?apikey=zz HTTP/1.1" 200', '127.0.0.1:5 - "GET /x?apikey=[REDACTED] HTTP/1.1" 200'),
+        ("/x?tokens_seen=3&page=2", "/x?tokens_seen=3&page=2"),
+        ("/plain/path", "/plain/path"),
+    ],
+)
 def test_redact_secrets(line: str, expected: str):
     assert redact_secrets(line) == expected
 
 
-async def test_a_real_server_logs_no_query_secrets(tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture,
-                                                   monkeypatch: pytest.MonkeyPatch):
+async def test_a_real_server_logs_no_query_secrets(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
     caplog.set_level(logging.INFO)
     # An earlier test that ran uvicorn with its default logging config leaves `uvicorn.access`
     # not propagating (and may disable it); caplog listens at the root, so undo that here.
@@ -41,8 +45,11 @@ async def test_a_real_server_logs_no_query_secrets(tmp_path: Path, db_url: str, 
         monkeypatch.setattr(logging.getLogger(name), "disabled", False)
         caplog.set_level(logging.INFO, logger=name)  # a server started with log_level="warning" set it higher
     app = create_app(make_settings(tmp_path / "home", db_url, apps=["media"]), migrate=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=True,
-                                           lifespan="on", ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=True, lifespan="on", ws="websockets-sansio"
+        )
+    )
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -223,8 +223,14 @@ async def test_authenticate_upgrades_an_outdated_hash(session):
 
 async def test_list_users_filters_and_paginates(session):
     for i in range(5):
-        await create_user(session, f"u{i}@example.com", GOOD_PASSWORD, full_name=f"Person {i}",
-                          role="admin" if i % 2 else "user", is_active=i != 4)
+        await create_user(
+            session,
+            f"u{i}@example.com",
+            GOOD_PASSWORD,
+            full_name=f"Person {i}",
+            role="admin" if i % 2 else "user",
+            is_active=i != 4,
+        )
     await session.commit()
     items, total = await list_users(session, limit=2, offset=1)
     assert total == 5 and [u.email for u in items] == ["u1@example.com", "u2@example.com"]

@@ -381,8 +381,7 @@ def test_limiter_success_clears_the_pair():
 
 def test_limiter_per_client_limit_across_accounts_and_bounded_memory():
     clock = Clock()
-    limiter = LoginRateLimiter(max_failures=5, max_failures_per_client=3, window_seconds=60, clock=clock,
-                               max_keys=10)
+    limiter = LoginRateLimiter(max_failures=5, max_failures_per_client=3, window_seconds=60, clock=clock, max_keys=10)
     for i in range(3):
         limiter.record_failure(f"user{i}", "ip")
         clock.now += 0.25

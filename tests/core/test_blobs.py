@@ -36,8 +36,12 @@ def store(store_kind, tmp_path, request) -> BlobStore:
     fake: FakeS3 = request.getfixturevalue("fake_s3_server")
     # A small part size lets a few MB exercise the real multipart path.
     return S3BlobStore(
-        fake.create_bucket(), "kiln/test", endpoint_url=fake.endpoint_url, region=fake.region,
-        access_key_id=fake.access_key_id, secret_access_key=fake.secret_access_key,
+        fake.create_bucket(),
+        "kiln/test",
+        endpoint_url=fake.endpoint_url,
+        region=fake.region,
+        access_key_id=fake.access_key_id,
+        secret_access_key=fake.secret_access_key,
         part_size=5 * MB,
     )
 
@@ -105,8 +109,15 @@ async def test_empty_blob(store):
 
 @pytest.mark.parametrize(
     ("start", "end", "sl"),
-    [(0, 10, slice(0, 10)), (5, None, slice(5, None)), (None, 7, slice(0, 7)), (90, 500, slice(90, 100)),
-     (100, None, slice(100, 100)), (150, 200, slice(0, 0)), (3, 3, slice(3, 3))],
+    [
+        (0, 10, slice(0, 10)),
+        (5, None, slice(5, None)),
+        (None, 7, slice(0, 7)),
+        (90, 500, slice(90, 100)),
+        (100, None, slice(100, 100)),
+        (150, 200, slice(0, 0)),
+        (3, 3, slice(3, 3)),
+    ],
 )
 async def test_ranged_reads(store, start, end, sl):
     data = bytes(range(100))
@@ -296,10 +307,15 @@ def test_factory_local_default(tmp_path):
 
 async def test_factory_s3(fake_s3_server, tmp_path):  # noqa: F811
     bucket = fake_s3_server.create_bucket()
-    store = blob_store_from_settings(Settings(
-        home=tmp_path, blob_url=f"s3://{bucket}/some/prefix/", s3_endpoint_url=fake_s3_server.endpoint_url,
-        s3_access_key_id="testing", s3_secret_access_key="testing",
-    ))
+    store = blob_store_from_settings(
+        Settings(
+            home=tmp_path,
+            blob_url=f"s3://{bucket}/some/prefix/",
+            s3_endpoint_url=fake_s3_server.endpoint_url,
+            s3_access_key_id="testing",
+            s3_secret_access_key="testing",
+        )
+    )
     assert isinstance(store, S3BlobStore)
     await store.write_bytes("k.txt", b"v")
     assert fake_s3_server.keys(bucket) == ["some/prefix/k.txt"]
@@ -308,4 +324,3 @@ async def test_factory_s3(fake_s3_server, tmp_path):  # noqa: F811
 def test_factory_rejects_unknown_scheme(tmp_path):
     with pytest.raises(ValueError, match="unsupported"):
         blob_store_from_settings(Settings(home=tmp_path, blob_url="ftp://host/x"))
-

@@ -92,9 +92,11 @@ async def test_where_delivers_only_the_matching_value_and_transform_runs_at_offe
         seen.append(data["n"])
         return {"n": data["n"]} if data["n"] % 2 == 0 else None
 
-    async with bus.subscribe("media.", where=("user_id", "alice")) as alice, \
-            bus.subscribe("media.", where=("user_id", "bob"), transform=keep_even) as bob, \
-            bus.subscribe("media.") as everyone:
+    async with (
+        bus.subscribe("media.", where=("user_id", "alice")) as alice,
+        bus.subscribe("media.", where=("user_id", "bob"), transform=keep_even) as bob,
+        bus.subscribe("media.") as everyone,
+    ):
         for n, user in enumerate(["alice", "bob", "bob", "carol", ["unhashable"]]):
             await bus.publish("media.status", {"user_id": user, "n": n})
         assert [alice.queue.get_nowait()[1]["n"] for _ in range(alice.queue.qsize())] == [0]

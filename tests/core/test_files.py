@@ -53,9 +53,18 @@ def test_safe_join_refuses_symlink_escape(tmp_path):
 @pytest.mark.parametrize(
     ("header", "want"),
     [
-        (None, None), ("bytes=0-9", (0, 9)), ("bytes=10-", (10, 99)), ("bytes=-10", (90, 99)),
-        ("bytes=-500", (0, 99)), ("bytes=90-500", (90, 99)), ("bytes=100-", False), ("bytes=-0", False),
-        ("bytes=5-2", None), ("bytes=0-1,5-6", None), ("items=0-5", None), ("bytes=-", None),
+        (None, None),
+        ("bytes=0-9", (0, 9)),
+        ("bytes=10-", (10, 99)),
+        ("bytes=-10", (90, 99)),
+        ("bytes=-500", (0, 99)),
+        ("bytes=90-500", (90, 99)),
+        ("bytes=100-", False),
+        ("bytes=-0", False),
+        ("bytes=5-2", None),
+        ("bytes=0-1,5-6", None),
+        ("items=0-5", None),
+        ("bytes=-", None),
         ("BYTES = 1 - 2", (1, 2)),
     ],
 )
@@ -81,10 +90,12 @@ def served(tmp_path):
         except FileNotFoundError:
             return PlainTextResponse("missing", status_code=404)
 
-    app = Starlette(routes=[
-        Route("/file", from_file, methods=["GET", "HEAD"]),
-        Route("/blob/{key:path}", from_blob, methods=["GET", "HEAD"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/file", from_file, methods=["GET", "HEAD"]),
+            Route("/blob/{key:path}", from_blob, methods=["GET", "HEAD"]),
+        ]
+    )
     return app, store, file_path
 
 
@@ -109,8 +120,13 @@ async def test_full_200(target):
 
 @pytest.mark.parametrize(
     ("header", "start", "end"),
-    [("bytes=0-9", 0, 9), ("bytes=1000-", 1000, 1023), ("bytes=-24", 1000, 1023),
-     ("bytes=300-5000", 300, 1023), ("bytes=512-512", 512, 512)],
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=1000-", 1000, 1023),
+        ("bytes=-24", 1000, 1023),
+        ("bytes=300-5000", 300, 1023),
+        ("bytes=512-512", 512, 512),
+    ],
 )
 async def test_partial_206(target, header, start, end):
     client, url = target
@@ -203,8 +219,13 @@ async def test_large_file_streams_in_chunks(tmp_path):
     with path.open("wb") as fh:
         for _ in range(64):
             fh.write(block)
-    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"",
-             "headers": [(b"range", b"bytes=1048576-")]}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"range", b"bytes=1048576-")],
+    }
     # httpx's ASGITransport buffers whole bodies, so the body iterator is consumed directly here.
     response = await range_response(Request(scope), path, "application/octet-stream")
     assert response.status_code == 206

@@ -26,8 +26,9 @@ def _is_validation_list(response) -> bool:
     return isinstance(detail, list) and all({"loc", "msg", "type"} <= set(item) for item in detail)
 
 
-@pytest.mark.parametrize("url", [f"/jobs?offset={BIG}", f"/assets?offset={BIG}", f"/assets?max_size={BIG}",
-                                 "/assets?min_duration=1e400"])
+@pytest.mark.parametrize(
+    "url", [f"/jobs?offset={BIG}", f"/assets?offset={BIG}", f"/assets?max_size={BIG}", "/assets?min_duration=1e400"]
+)
 async def test_huge_integers_in_robotics_queries(client, url):
     response = await client.get(url)
     assert response.status_code == 422, response.text
@@ -40,15 +41,18 @@ async def test_huge_integers_in_media_queries(client, url):
     assert response.status_code == 422 and _is_validation_list(response), response.text
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('{"name": "\\ud800"}', "unpaired surrogate"),
-    ('{"name": "a\\udc00b"}', "unpaired surrogate"),
-    ('{"name": "a\\u0000b"}', "NUL"),
-    ('{"name": "x", "\\ud83d": 1}', "unpaired surrogate"),
-    ('{"name": 1e400}', "out of range"),
-    ('{"name": NaN}', "not a JSON number"),
-    (f'{{"name": {BIG}}}', "out of range"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"name": "\\ud800"}', "unpaired surrogate"),
+        ('{"name": "a\\udc00b"}', "unpaired surrogate"),
+        ('{"name": "a\\u0000b"}', "NUL"),
+        ('{"name": "x", "\\ud83d": 1}', "unpaired surrogate"),
+        ('{"name": 1e400}', "out of range"),
+        ('{"name": NaN}', "not a JSON number"),
+        (f'{{"name": {BIG}}}', "out of range"),
+    ],
+)
 async def test_unstorable_text_and_numbers_in_bodies_are_refused(client, text, reason):
     response = await client.post("/tags", **_raw(text))
     assert response.status_code == 422, response.text
@@ -101,8 +105,15 @@ async def test_wrong_types_in_nested_bodies(client):
 
 
 async def test_the_422_encoder_never_fails():
-    errors = [{"type": "x", "loc": ("body", "a"), "msg": "bad", "input": float("inf"),
-               "ctx": {"limit": float("nan"), "text": "\ud800", "raw": b"\xff", "obj": object()}}]
+    errors = [
+        {
+            "type": "x",
+            "loc": ("body", "a"),
+            "msg": "bad",
+            "input": float("inf"),
+            "ctx": {"limit": float("nan"), "text": "\ud800", "raw": b"\xff", "obj": object()},
+        }
+    ]
     response = await _validation(None, RequestValidationError(errors))  # type: ignore[arg-type]
     body = json.loads(response.body)
     item = body["detail"][0]
@@ -112,7 +123,11 @@ async def test_the_422_encoder_never_fails():
 
 def test_strict_loads_keeps_what_is_valid():
     assert loads_strict(b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800", "c": 1.5e300, "d": -9223372036854775808}') == {
-        "a": "\U0001f600", "b": "\\ud800", "c": 1.5e300, "d": -(2**63)}
+        "a": "\U0001f600",
+        "b": "\\ud800",
+        "c": 1.5e300,
+        "d": -(2**63),
+    }
     for bad in [b'"\\ud800\\ud800"', b'"\\udc00\\ud800"', b'"\\\\\\u0000"', b"1e309", b"-Infinity"]:
         with pytest.raises(json.JSONDecodeError):
             loads_strict(bad)
@@ -121,9 +136,14 @@ def test_strict_loads_keeps_what_is_valid():
 async def test_openapi_describes_text_422s(client):
     """Robotics refusals and some media ones answer `{"detail": "text"}` with 422: documented so."""
     doc = (await client.get("/openapi.json")).json()
-    for path, method in [("/conversions", "post"), ("/jobs", "get"), ("/conversion-configs/{config_id}", "patch"),
-                         ("/api/auth/signup", "post"), ("/api/map", "get"),
-                         ("/api/dashboard/ai-workers/dispatch", "post")]:
+    for path, method in [
+        ("/conversions", "post"),
+        ("/jobs", "get"),
+        ("/conversion-configs/{config_id}", "patch"),
+        ("/api/auth/signup", "post"),
+        ("/api/map", "get"),
+        ("/api/dashboard/ai-workers/dispatch", "post"),
+    ]:
         schema = doc["paths"][path][method]["responses"]["422"]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/MessageOrValidationError"}, (path, schema)
     detail = doc["components"]["schemas"]["MessageOrValidationError"]["properties"]["detail"]
@@ -137,10 +157,17 @@ async def test_nul_in_a_multipart_file_name(client):
 
     await register(client, "form@example.com")
     boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a\x00b.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + photo() + f"\r\n--{boundary}--\r\n".encode()
-    response = await client.post("/api/upload/files", content=body,
-                                 headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a\x00b.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = await client.post(
+        "/api/upload/files", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert response.status_code < 500, response.text
 
 

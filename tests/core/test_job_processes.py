@@ -79,11 +79,17 @@ async def test_no_child_survives_kill_9_of_serve(tmp_path: Path, db_url: str):
     try:
         # Queued before the server starts: it picks the job up at start-up. Three processes of the
         # job's own pool plus one step in the shared CPU pool (a forkserver child).
-        job = await client.jobs.submit("test.fanout", {"workers": 3, "seconds": 60, "log": str(pid_log),
-                                                       "cpu_step": True})
+        job = await client.jobs.submit(
+            "test.fanout", {"workers": 3, "seconds": 60, "log": str(pid_log), "cpu_step": True}
+        )
         port = _free_port()
-        server = _spawn(["serve"], _env(home, db_url, KILN_PORT=str(port), KILN_CPU_WORKERS="2",
-                                            PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}"), log)
+        server = _spawn(
+            ["serve"],
+            _env(
+                home, db_url, KILN_PORT=str(port), KILN_CPU_WORKERS="2", PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}"
+            ),
+            log,
+        )
         try:
             await _wait_http(port, server, log)
             await _pids(pid_log, 4)

@@ -47,8 +47,14 @@ def test_unsettled_reservations_lapse():
 
 def test_a_flooding_address_backs_off_without_locking_other_accounts_out():
     clock = Clock()
-    limiter = LoginRateLimiter(max_failures=5, max_failures_per_client=50, window_seconds=900,
-                               backoff_base_seconds=1, backoff_max_seconds=60, clock=clock)
+    limiter = LoginRateLimiter(
+        max_failures=5,
+        max_failures_per_client=50,
+        window_seconds=900,
+        backoff_base_seconds=1,
+        backoff_max_seconds=60,
+        clock=clock,
+    )
     assert limiter.check("regular@x.io", "nat").allowed
     limiter.record_success("regular@x.io", "nat")  # has logged in from this address before
     for n in range(50):
@@ -83,21 +89,39 @@ def test_a_flooding_address_backs_off_without_locking_other_accounts_out():
 
 def _request(peer: str, forwarded: str | None, proxies: list[str]) -> Request:
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded is not None else []
-    app = SimpleNamespace(state=SimpleNamespace(kernel=SimpleNamespace(settings=SimpleNamespace(
-        trusted_proxies=proxies))))
-    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers, "client": (peer, 5555),
-                    "app": app, "query_string": b""})
+    app = SimpleNamespace(
+        state=SimpleNamespace(kernel=SimpleNamespace(settings=SimpleNamespace(trusted_proxies=proxies)))
+    )
+    return Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": headers,
+            "client": (peer, 5555),
+            "app": app,
+            "query_string": b"",
+        }
+    )
 
 
-@pytest.mark.parametrize(("peer", "forwarded", "proxies", "expected"), [
-    ("127.0.0.1", "203.0.113.7", [], "127.0.0.1"),  # no trusted proxies: the header is never read
-    ("198.51.100.2", "203.0.113.7", ["127.0.0.1"], "198.51.100.2"),  # the peer is not a trusted proxy
-    ("127.0.0.1", "203.0.113.7", ["127.0.0.1"], "203.0.113.7"),
-    ("10.0.0.9", "6.6.6.6, 203.0.113.7, 10.0.0.2", ["10.0.0.0/8"], "203.0.113.7"),  # left part is the client's claim
-    ("10.0.0.9", "10.0.0.3", ["10.0.0.0/8"], "10.0.0.9"),  # only proxies in the chain
-    ("::1", "[2001:db8::5]:4711", ["::1"], "2001:db8::5"),
-    ("127.0.0.1", "not-an-address", ["127.0.0.1"], "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "proxies", "expected"),
+    [
+        ("127.0.0.1", "203.0.113.7", [], "127.0.0.1"),  # no trusted proxies: the header is never read
+        ("198.51.100.2", "203.0.113.7", ["127.0.0.1"], "198.51.100.2"),  # the peer is not a trusted proxy
+        ("127.0.0.1", "203.0.113.7", ["127.0.0.1"], "203.0.113.7"),
+        (
+            "10.0.0.9",
+            "6.6.6.6, 203.0.113.7, 10.0.0.2",
+            ["10.0.0.0/8"],
+            "203.0.113.7",
+        ),  # left part is the client's claim
+        ("10.0.0.9", "10.0.0.3", ["10.0.0.0/8"], "10.0.0.9"),  # only proxies in the chain
+        ("::1", "[2001:db8::5]:4711", ["::1"], "2001:db8::5"),
+        ("127.0.0.1", "not-an-address", ["127.0.0.1"], "127.0.0.1"),
+    ],
+)
 def test_client_address(peer: str, forwarded: str, proxies: list[str], expected: str):
     assert client_address(_request(peer, forwarded, proxies)) == expected
 
@@ -130,8 +154,10 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(tmp_path: Path, 
     app, manager, http = await _media(tmp_path, db_url, trusted_proxies=["127.0.0.1"] if trusted else [])
     try:
         wrong = {"email": "someone@example.com", "password": "Wrong-guess-1"}
-        statuses = [(await http.post("/api/auth/login", json=wrong,
-                                     headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code for n in range(7)]
+        statuses = [
+            (await http.post("/api/auth/login", json=wrong, headers={"X-Forwarded-For": f"203.0.113.{n}"})).status_code
+            for n in range(7)
+        ]
         # Untrusted: a rotating header does not make new clients. Trusted: each address is its own client.
         assert statuses == ([401] * 7 if trusted else [401] * 5 + [429] * 2)
     finally:

@@ -43,15 +43,20 @@ async def test_each_surface_whole_under_its_prefix_and_at_the_root(tmp_path, db_
         assert (await http.get("/robotics/assets")).json() == (await http.get("/assets")).json() == []
         assert (await http.get("/media/api/health")).json()["status"] == "healthy"
         assert (await http.get("/media/", headers={"Accept": "application/json"})).json() == {
-            "message": "Hyperion API is running"}
+            "message": "Hyperion API is running"
+        }
         # A path both robotics and lora declare: robotics' at the root, lora's under its prefix.
         assert (await http.get("/health")).json() == robotics
         assert (await http.get("/lora/health")).json() == {"status": "healthy", "service": "lora"}
         # A lora path nobody else declares is at the root too; each address knows its prefix.
         root, prefixed = (await http.get("/api/v1/where")).json(), (await http.get("/lora/api/v1/where")).json()
         assert root == {"service": "lora", "root_path": "", "surface": "lora", "self_url": "/api/v1/where"}
-        assert prefixed == {"service": "lora", "root_path": "/lora", "surface": "lora",
-                            "self_url": "/lora/api/v1/where"}
+        assert prefixed == {
+            "service": "lora",
+            "root_path": "/lora",
+            "surface": "lora",
+            "self_url": "/lora/api/v1/where",
+        }
         assert (await http.get(prefixed["self_url"])).json() == prefixed
         # Not routed across surfaces: robotics' paths are not under lora's prefix.
         assert (await http.get("/lora/assets")).status_code == 404
@@ -75,8 +80,11 @@ async def test_exception_handlers_and_middleware_apply_at_both_addresses(tmp_pat
 async def test_websockets_under_the_prefix_and_at_the_root(tmp_path, db_url, lora):
     settings = make_settings(tmp_path / "home", db_url, apps=["robotics", "lora"])
     app = create_app(settings, migrate=False)
-    async with (LifespanManager(app), ASGIWebSocketTransport(app=app) as transport,
-                httpx.AsyncClient(transport=transport, base_url="http://testserver") as http):
+    async with (
+        LifespanManager(app),
+        ASGIWebSocketTransport(app=app) as transport,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
         async with aconnect_ws("/lora/ws/progress", http) as ws:
             assert await ws.receive_json() == {"service": "lora", "root_path": "/lora", "surface": "lora"}
         async with aconnect_ws("/ws/progress", http) as ws:
@@ -91,7 +99,8 @@ async def test_collisions_go_to_the_first_in_kiln_apps_order_and_are_logged(tmp_
     messages = [r.getMessage() for r in caplog.records if r.name == "kiln.surfaces"]
     assert any("GET /health" in m and "/robotics/health" in m for m in messages), messages
     assert [(c.method, c.path, c.winner, c.loser) for c in app.state.collisions] == [
-        ("GET", "/health", "lora", "robotics")]
+        ("GET", "/health", "lora", "robotics")
+    ]
 
 
 async def test_openapi_documents_the_root_and_each_prefix(tmp_path, db_url, lora):
@@ -115,7 +124,8 @@ async def test_root_page_for_browsers_contract_body_for_json(tmp_path, db_url):
             assert text in page.text
         assert (await http.get("/")).json() == {"message": "Hyperion API is running"}
         assert (await http.get("/", headers={"Accept": "application/json"})).json() == {
-            "message": "Hyperion API is running"}
+            "message": "Hyperion API is running"
+        }
     async with serving(tmp_path, db_url, apps=["robotics"]) as (_app, http):
         listing = (await http.get("/")).json()  # no surface declares `/`: Kiln's own listing
         assert listing["surfaces"] == [{"name": "robotics", "prefix": "/robotics", "docs": "/robotics/docs"}]
@@ -155,8 +165,11 @@ async def test_media_image_urls_carry_the_prefix_in_bodies_and_websocket_message
 
     settings = make_settings(tmp_path / "home", db_url, apps=["robotics", "media"])
     app = create_app(settings, migrate=False)
-    async with (LifespanManager(app, startup_timeout=30), ASGIWebSocketTransport(app=app) as transport,
-                httpx.AsyncClient(transport=transport, base_url="http://testserver") as http):
+    async with (
+        LifespanManager(app, startup_timeout=30),
+        ASGIWebSocketTransport(app=app) as transport,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
         body = {"email": "ann@example.com", "password": PASSWORD, "full_name": "Ann"}
         assert (await http.post("/media/api/auth/signup", json=body)).status_code == 201
         assert (await http.post("/media/api/auth/login", json=body)).status_code == 200

@@ -20,30 +20,39 @@ from kiln.core.auth.passwords import (
 )
 
 
-@pytest.mark.parametrize(("password", "message"), [
-    ("ab1", "Password must be at least 8 characters long (this one has 3)"),
-    ("x1" * 65, "Password must be at most 128 characters long (this one has 130)"),
-    ("aaaaaaaaaa", "Password must not be one character repeated; use different characters"),
-    ("         ", "Password must not be one character repeated; use different characters"),
-    ("password", "Password is one of the most commonly used passwords, which attackers try first; choose another"),
-    ("Qwertyuiop", "Password is one of the most commonly used passwords, which attackers try first; choose another"),
-    ("iloveyou1", "Password is one of the most commonly used passwords, which attackers try first; choose another"),
-])
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("ab1", "Password must be at least 8 characters long (this one has 3)"),
+        ("x1" * 65, "Password must be at most 128 characters long (this one has 130)"),
+        ("aaaaaaaaaa", "Password must not be one character repeated; use different characters"),
+        ("         ", "Password must not be one character repeated; use different characters"),
+        ("password", "Password is one of the most commonly used passwords, which attackers try first; choose another"),
+        (
+            "Qwertyuiop",
+            "Password is one of the most commonly used passwords, which attackers try first; choose another",
+        ),
+        ("iloveyou1", "Password is one of the most commonly used passwords, which attackers try first; choose another"),
+    ],
+)
 def test_refusals_say_exactly_what_to_change(password, message):
     with pytest.raises(PasswordPolicyError) as exc:
         check_password_policy(password)
     assert str(exc.value) == message
 
 
-@pytest.mark.parametrize("password", [
-    "onlyletterslong",  # no composition rules: letters only is fine
-    "73902815",  # digits only, not a common one
-    "abcd efgh",  # spaces are characters like any other
-    "pässwörd ünïcode",
-    "x" * (MIN_LENGTH - 1) + "y",
-    "xy" * (MAX_LENGTH // 2),
-    "Tr0ub4dor&3",
-])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "onlyletterslong",  # no composition rules: letters only is fine
+        "73902815",  # digits only, not a common one
+        "abcd efgh",  # spaces are characters like any other
+        "pässwörd ünïcode",
+        "x" * (MIN_LENGTH - 1) + "y",
+        "xy" * (MAX_LENGTH // 2),
+        "Tr0ub4dor&3",
+    ],
+)
 def test_accepted_without_composition_rules(password):
     assert check_password_policy(password) is None
 

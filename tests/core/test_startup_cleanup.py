@@ -43,8 +43,14 @@ async def test_start_removes_partial_blobs_and_reports(tmp_path: Path, db_url: s
 async def test_upload_cut_by_kill_9_is_cleaned_at_next_start(tmp_path: Path, db_url: str):
     home, log = tmp_path / "home", tmp_path / "serve.log"
     port = _free_port()
-    env = _env(home, db_url, KILN_PORT=str(port), KILN_APPS="media",
-               PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", KILN_LOG_LEVEL="info")
+    env = _env(
+        home,
+        db_url,
+        KILN_PORT=str(port),
+        KILN_APPS="media",
+        PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        KILN_LOG_LEVEL="info",
+    )
     base = f"http://127.0.0.1:{port}"
     first = _spawn(["serve"], env, log)
     try:
@@ -56,15 +62,21 @@ async def test_upload_cut_by_kill_9_is_cleaned_at_next_start(tmp_path: Path, db_
             boundary = "kilnboundary"
 
             async def body():
-                yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
-                       "Content-Type: image/jpeg\r\n\r\n").encode()
+                yield (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+                    "Content-Type: image/jpeg\r\n\r\n"
+                ).encode()
                 for _ in range(600):  # 60 s of trickling: the server dies long before
                     yield b"\xff" * 65536
                     await asyncio.sleep(0.1)
 
-            upload = asyncio.ensure_future(http.post(
-                "/api/upload/files", content=body(),
-                headers={"content-type": f"multipart/form-data; boundary={boundary}"}))
+            upload = asyncio.ensure_future(
+                http.post(
+                    "/api/upload/files",
+                    content=body(),
+                    headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+                )
+            )
             deadline = time.monotonic() + 20
             while not _parts(home):
                 assert time.monotonic() < deadline and not upload.done(), "no .part file appeared"

@@ -22,8 +22,16 @@ def write(root: Path, rel: str, text: str) -> None:
     path.write_text(text + "\n")
 
 
-def v2_tree(root: Path, *, usage_usec: int = 0, cpu_max: str = "max 100000", mem_current: int = 2 * GiB,
-            mem_max: str = "max", inactive: int = 0, cpuset: str | None = None) -> Path:
+def v2_tree(
+    root: Path,
+    *,
+    usage_usec: int = 0,
+    cpu_max: str = "max 100000",
+    mem_current: int = 2 * GiB,
+    mem_max: str = "max",
+    inactive: int = 0,
+    cpuset: str | None = None,
+) -> Path:
     write(root, "cgroup.controllers", "cpuset cpu io memory pids")
     write(root, "cpu.stat", f"usage_usec {usage_usec}\nuser_usec {usage_usec // 2}\nsystem_usec 0")
     write(root, "cpu.max", cpu_max)
@@ -35,8 +43,16 @@ def v2_tree(root: Path, *, usage_usec: int = 0, cpu_max: str = "max 100000", mem
     return root
 
 
-def v1_tree(root: Path, *, usage_ns: int = 0, quota_us: int = -1, period_us: int = 100000,
-            mem_usage: int = 2 * GiB, mem_limit: int = 9223372036854771712, inactive: int = 0) -> Path:
+def v1_tree(
+    root: Path,
+    *,
+    usage_ns: int = 0,
+    quota_us: int = -1,
+    period_us: int = 100000,
+    mem_usage: int = 2 * GiB,
+    mem_limit: int = 9223372036854771712,
+    inactive: int = 0,
+) -> Path:
     # Real v1 mounts the combined "cpu,cpuacct" hierarchy; "cpu"/"cpuacct" are symlinks to it.
     write(root, "cpu,cpuacct/cpuacct.usage", str(usage_ns))
     write(root, "cpu,cpuacct/cpu.cfs_quota_us", str(quota_us))
@@ -200,8 +216,12 @@ def test_gpus_from_nvidia_smi(tmp_path):
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     got = system.gpus(nvidia_smi=str(script), proc_root=tmp_path / "proc")
     assert got[0] == {
-        "index": 0, "name": "NVIDIA A100-SXM4-40GB", "uuid": "GPU-aaa", "utilization_percent": 37.0,
-        "memory_used_bytes": 1024 * 1024 * 1024, "memory_total_bytes": 40960 * 1024 * 1024,
+        "index": 0,
+        "name": "NVIDIA A100-SXM4-40GB",
+        "uuid": "GPU-aaa",
+        "utilization_percent": 37.0,
+        "memory_used_bytes": 1024 * 1024 * 1024,
+        "memory_total_bytes": 40960 * 1024 * 1024,
         "temperature_c": 41.0,
     }
     assert got[1]["name"] == "NVIDIA L4" and got[1]["utilization_percent"] is None
@@ -212,12 +232,13 @@ def test_gpus_from_proc_when_smi_fails(tmp_path):
     script = tmp_path / "nvidia-smi"
     script.write_text("#!/bin/sh\nexit 9\n")
     script.chmod(0o755)
-    write(tmp_path, "proc/driver/nvidia/gpus/0000:01:00.0/information",
-          "Model: \t\t NVIDIA GeForce RTX 4090\nIRQ:   140\nGPU UUID: \t GPU-ccc\nBus Type: PCIe")
+    write(
+        tmp_path,
+        "proc/driver/nvidia/gpus/0000:01:00.0/information",
+        "Model: \t\t NVIDIA GeForce RTX 4090\nIRQ:   140\nGPU UUID: \t GPU-ccc\nBus Type: PCIe",
+    )
     got = system.gpus(nvidia_smi=str(script), proc_root=tmp_path / "proc")
-    assert [(g["name"], g["uuid"], g["bus"]) for g in got] == [
-        ("NVIDIA GeForce RTX 4090", "GPU-ccc", "0000:01:00.0")
-    ]
+    assert [(g["name"], g["uuid"], g["bus"]) for g in got] == [("NVIDIA GeForce RTX 4090", "GPU-ccc", "0000:01:00.0")]
 
 
 def test_no_gpus(tmp_path, monkeypatch):
@@ -259,8 +280,16 @@ def test_environment_container_by_init_cgroup(tmp_path, clean_env):
 def test_snapshot_shape(tmp_path, clean_env):
     root = v2_tree(tmp_path / "cg", mem_current=GiB, mem_max=str(GiB * 2), cpu_max="100000 100000")
     snap = system.snapshot(tmp_path, cgroup_root=root, root_fs=tmp_path / "fs")
-    assert set(snap) == {"cpu_percent", "cpu_count", "memory", "disk", "gpus", "environment",
-                         "cgroup_version", "uptime_seconds"}
+    assert set(snap) == {
+        "cpu_percent",
+        "cpu_count",
+        "memory",
+        "disk",
+        "gpus",
+        "environment",
+        "cgroup_version",
+        "uptime_seconds",
+    }
     assert 0.0 <= snap["cpu_percent"] <= 100.0
     assert snap["cpu_count"] == 1.0 and snap["cgroup_version"] == 2
     assert snap["environment"] == "container"

@@ -71,8 +71,13 @@ class FakeComfyUI:
         messages: list[Any] = [["execution_start", {"prompt_id": prompt_id}]]
         if self.mode == "error":
             node = next(iter(graph))
-            error = {"prompt_id": prompt_id, "node_id": node, "node_type": graph[node]["class_type"],
-                     "exception_message": "CUDA out of memory", "exception_type": "torch.OutOfMemoryError"}
+            error = {
+                "prompt_id": prompt_id,
+                "node_id": node,
+                "node_type": graph[node]["class_type"],
+                "exception_message": "CUDA out of memory",
+                "exception_type": "torch.OutOfMemoryError",
+            }
             messages.append(["execution_error", error])
             self.send(client_id, "execution_error", error)
             status = {"status_str": "error", "completed": False, "messages": messages}
@@ -90,16 +95,23 @@ class FakeComfyUI:
             status = {"status_str": "success", "completed": True, "messages": messages}
         with self.lock:
             self.running.pop(prompt_id, None)
-            self.history[prompt_id] = {"prompt": [number, prompt_id, graph, {"client_id": client_id}, list(outputs)],
-                                       "outputs": outputs, "status": status, "meta": {}}
+            self.history[prompt_id] = {
+                "prompt": [number, prompt_id, graph, {"client_id": client_id}, list(outputs)],
+                "outputs": outputs,
+                "status": status,
+                "meta": {},
+            }
         if self.mode != "error":
             self.send(client_id, "executing", {"node": None, "prompt_id": prompt_id})
             self.send(client_id, "execution_success", {"prompt_id": prompt_id})
 
     def produce(self, graph: dict[str, Any], node: dict[str, Any], kind: str) -> dict[str, str]:
         seed = next((n["inputs"]["seed"] for n in graph.values() if "seed" in n.get("inputs", {})), 0)
-        texts = [n["inputs"]["text"] for n in graph.values()
-                 if n["class_type"] == "CLIPTextEncode" and isinstance(n["inputs"].get("text"), str)]
+        texts = [
+            n["inputs"]["text"]
+            for n in graph.values()
+            if n["class_type"] == "CLIPTextEncode" and isinstance(n["inputs"].get("text"), str)
+        ]
         positive = texts[0] if texts else ""
         digest = hashlib.sha256(f"{seed}|{positive}".encode()).digest()
         prefix = str(node["inputs"].get("filename_prefix") or "ComfyUI")
@@ -199,19 +211,40 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
             graph = body["prompt"]
             assert isinstance(graph, dict) and graph
-            assert all(isinstance(n, dict) and "class_type" in n and isinstance(n.get("inputs"), dict)
-                       for n in graph.values())
+            assert all(
+                isinstance(n, dict) and "class_type" in n and isinstance(n.get("inputs"), dict) for n in graph.values()
+            )
         except (ValueError, KeyError, AssertionError, TypeError):
-            return self._json(400, {"error": {"type": "invalid_prompt", "message": "Cannot execute because the "
-                                              "prompt is not a valid graph", "details": ""}, "node_errors": {}})
+            return self._json(
+                400,
+                {
+                    "error": {
+                        "type": "invalid_prompt",
+                        "message": "Cannot execute because the prompt is not a valid graph",
+                        "details": "",
+                    },
+                    "node_errors": {},
+                },
+            )
         client_id = str(body.get("client_id") or "")
         if self.fake.mode == "refuse" or not any(n["class_type"] in SAVE_NODES for n in graph.values()):
             node = next(iter(graph))
-            return self._json(400, {
-                "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                          "details": ""},
-                "node_errors": {node: {"errors": [{"type": "value_not_in_list", "message": "ckpt_name not in list"}],
-                                       "class_type": graph[node]["class_type"]}}})
+            return self._json(
+                400,
+                {
+                    "error": {
+                        "type": "prompt_outputs_failed_validation",
+                        "message": "Prompt outputs failed validation",
+                        "details": "",
+                    },
+                    "node_errors": {
+                        node: {
+                            "errors": [{"type": "value_not_in_list", "message": "ckpt_name not in list"}],
+                            "class_type": graph[node]["class_type"],
+                        }
+                    },
+                },
+            )
         prompt_id = str(uuid.uuid4())
         with self.fake.lock:
             number = len(self.fake.prompts)

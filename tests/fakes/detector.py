@@ -34,8 +34,7 @@ class FakeDetectorService:
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
     fields = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -110,8 +109,9 @@ def fake_detector() -> Iterator[FakeDetectorService]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     service.url = f"http://127.0.0.1:{server.server_address[1]}/detect"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     name="fake-detector", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-detector", daemon=True
+    ).start()
     try:
         yield service
     finally:

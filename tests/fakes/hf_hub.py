@@ -70,14 +70,21 @@ class FakeHub:
     cdn_redirect: bool = False  # resolve answers 302 to another origin (localhost), as the Hub does for LFS
     cdn_auth: list[str | None] = field(default_factory=list)
 
-    def add_model(self, repo_id: str, files: dict[str, bytes], *, downloads: int = 0, likes: int = 0,
-                  tags: tuple[str, ...] = (), pipeline_tag: str | None = None) -> None:
+    def add_model(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        downloads: int = 0,
+        likes: int = 0,
+        tags: tuple[str, ...] = (),
+        pipeline_tag: str | None = None,
+    ) -> None:
         key = f"models/{repo_id}"
         with self.lock:
             self.repos[key] = dict(files)
             self.heads[key] = hashlib.sha1(repo_id.encode()).hexdigest()
-            self.meta[key] = {"downloads": downloads, "likes": likes, "tags": list(tags),
-                              "pipeline_tag": pipeline_tag}
+            self.meta[key] = {"downloads": downloads, "likes": likes, "tags": list(tags), "pipeline_tag": pipeline_tag}
 
     def create_repo(self, repo_id: str, kind: str = "datasets") -> str:
         with self.lock:
@@ -157,8 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in parsed.path.split("/")][1:]
         if parts[:2] == ["api", "models"] and len(parts) in (2, 4):
             self.hub.requests.append(("GET", self.path))
-            return self._model_list(parse_qs(parsed.query)) if len(parts) == 2 else self._model_info(
-                f"{parts[2]}/{parts[3]}")
+            return (
+                self._model_list(parse_qs(parsed.query))
+                if len(parts) == 2
+                else self._model_info(f"{parts[2]}/{parts[3]}")
+            )
         if len(parts) >= 5 and parts[2] == "resolve":
             self.hub.requests.append(("GET", self.path))
             if self.hub.cdn_redirect:
@@ -180,8 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
         task = (query.get("pipeline_tag") or [None])[0]
         limit = int((query.get("limit") or ["20"])[0])
         with self.hub.lock:
-            items = [{"id": key.split("/", 1)[1], **meta} for key, meta in self.hub.meta.items()
-                     if search in key.lower() and (task is None or meta["pipeline_tag"] == task)]
+            items = [
+                {"id": key.split("/", 1)[1], **meta}
+                for key, meta in self.hub.meta.items()
+                if search in key.lower() and (task is None or meta["pipeline_tag"] == task)
+            ]
         items.sort(key=lambda item: -item["downloads"])
         self._send(200, items[:limit])
 
@@ -191,8 +204,12 @@ class _Handler(BaseHTTPRequestHandler):
             if key not in self.hub.meta:
                 return self._error(404, "RepoNotFound", "Repository not found")
             files = self.hub.repos[key]
-            body = {"id": repo, "sha": self.hub.heads[key], **self.hub.meta[key],
-                    "siblings": [{"rfilename": p, "size": len(b)} for p, b in sorted(files.items())]}
+            body = {
+                "id": repo,
+                "sha": self.hub.heads[key],
+                **self.hub.meta[key],
+                "siblings": [{"rfilename": p, "size": len(b)} for p, b in sorted(files.items())],
+            }
         self._send(200, body)
 
     def _resolve(self, repo: str, rev: str, path: str) -> None:
@@ -211,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         step = self.hub.slow_bytes or len(data) or 1
         try:
             for start in range(0, len(data), step):
-                self.wfile.write(data[start:start + step])
+                self.wfile.write(data[start : start + step])
                 self.wfile.flush()
                 if self.hub.slow_bytes:
                     time.sleep(1)
@@ -225,24 +242,32 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub.lock:
             files = sorted(self.hub.repos[key])
             sha = self.hub.heads[key]
-        self._send(200, {"id": repo, "sha": sha, "private": False,
-                         "siblings": [{"rfilename": p} for p in files]})
+        self._send(200, {"id": repo, "sha": sha, "private": False, "siblings": [{"rfilename": p} for p in files]})
 
     def _post_preupload(self, key: str, repo: str, kind: str, body: bytes) -> None:
         files = json.loads(body)["files"]
         with self.hub.lock:
             stored = self.hub.repos[key]
-            answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                       "oid": git_blob_oid(stored[f["path"]]) if f["path"] in stored else None}
-                      for f in files]
+            answer = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_oid(stored[f["path"]]) if f["path"] in stored else None,
+                }
+                for f in files
+            ]
         self._send(200, {"files": answer, "commitOid": self.hub.heads[key]})
 
     def _post_paths_info(self, key: str, repo: str, kind: str, body: bytes) -> None:
         form = parse_qs(body.decode())
         with self.hub.lock:
             stored = self.hub.repos[key]
-            found = [{"type": "file", "path": p, "size": len(stored[p]), "oid": git_blob_oid(stored[p])}
-                     for p in form.get("paths", []) if p in stored]
+            found = [
+                {"type": "file", "path": p, "size": len(stored[p]), "oid": git_blob_oid(stored[p])}
+                for p in form.get("paths", [])
+                if p in stored
+            ]
         self._send(200, found)
 
     def _post_commit(self, key: str, repo: str, kind: str, body: bytes) -> None:
@@ -280,8 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
             hub.repos[key], hub.heads[key] = stored, oid
             hub.commits.append(Commit(repo, oid, lines[0]["value"]["summary"], added, deleted))
         prefix = "" if kind == "models" else f"/{kind}"
-        self._send(200, {"success": True, "commitOid": oid,
-                         "commitUrl": f"{hub.endpoint}{prefix}/{repo}/commit/{oid}"})
+        self._send(200, {"success": True, "commitOid": oid, "commitUrl": f"{hub.endpoint}{prefix}/{repo}/commit/{oid}"})
 
 
 def start_fake_hub(token: str | None = TOKEN) -> tuple[FakeHub, ThreadingHTTPServer]:
@@ -290,8 +314,9 @@ def start_fake_hub(token: str | None = TOKEN) -> tuple[FakeHub, ThreadingHTTPSer
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     name="fake-hf-hub", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-hf-hub", daemon=True
+    ).start()
     return hub, server
 
 

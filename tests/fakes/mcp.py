@@ -21,28 +21,37 @@ import pytest
 
 from tests.fakes.loopback import running, serve
 
-WEB_SEARCH = {"name": "web_search", "description": "Search the web.",
-              "inputSchema": {"type": "object", "properties": {"query": {"type": "string"},
-                                                                "top_k": {"type": "integer"}},
-                              "required": ["query"]}}
+WEB_SEARCH = {
+    "name": "web_search",
+    "description": "Search the web.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"query": {"type": "string"}, "top_k": {"type": "integer"}},
+        "required": ["query"],
+    },
+}
 
 
 @dataclass
 class FakeMCP:
     url: str = ""
     sse: bool = False
-    pages: list[dict[str, str]] = field(default_factory=lambda: [
-        {"title": "Kiln release notes", "url": "https://example.org/kiln", "text": "Kiln 2 ships agents."},
-        {"title": "Bubblewrap", "url": "https://example.org/bwrap", "text": "bubblewrap sandboxes processes."},
-    ])
+    pages: list[dict[str, str]] = field(
+        default_factory=lambda: [
+            {"title": "Kiln release notes", "url": "https://example.org/kiln", "text": "Kiln 2 ships agents."},
+            {"title": "Bubblewrap", "url": "https://example.org/bwrap", "text": "bubblewrap sandboxes processes."},
+        ]
+    )
     calls: list[dict[str, Any]] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
 
     def search(self, query: str, top_k: int) -> list[dict[str, Any]]:
         words = {w.lower() for w in query.split()}
         hits = [p for p in self.pages if words & set((p["title"] + " " + p["text"]).lower().replace(".", "").split())]
-        return [{"title": p["title"], "url": p["url"], "snippet": p["text"], "rank": i + 1}
-                for i, p in enumerate(hits[:top_k])]
+        return [
+            {"title": p["title"], "url": p["url"], "snippet": p["text"], "rank": i + 1}
+            for i, p in enumerate(hits[:top_k])
+        ]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,8 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
-              kind: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, kind: str = "application/json"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -79,9 +89,18 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "initialize":
             sid = uuid.uuid4().hex
             self.fake.sessions.add(sid)
-            return self._reply({"jsonrpc": "2.0", "id": mid, "result": {
-                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                "serverInfo": {"name": "fake-mcp", "version": "1"}}}, {"Mcp-Session-Id": sid})
+            return self._reply(
+                {
+                    "jsonrpc": "2.0",
+                    "id": mid,
+                    "result": {
+                        "protocolVersion": message["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "fake-mcp", "version": "1"},
+                    },
+                },
+                {"Mcp-Session-Id": sid},
+            )
         if self.headers.get("Mcp-Session-Id") not in self.fake.sessions:
             return self._send(400, b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"no session"}}')
         if mid is None:  # a notification
@@ -91,14 +110,27 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "tools/call":
             params = message.get("params") or {}
             if params.get("name") != "web_search":
-                return self._reply({"jsonrpc": "2.0", "id": mid,
-                                    "error": {"code": -32602, "message": f"unknown tool {params.get('name')}"}})
+                return self._reply(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": mid,
+                        "error": {"code": -32602, "message": f"unknown tool {params.get('name')}"},
+                    }
+                )
             args = params.get("arguments") or {}
             results = self.fake.search(str(args.get("query", "")), int(args.get("top_k") or 3))
             payload = {"query": args.get("query"), "results": results}
-            return self._reply({"jsonrpc": "2.0", "id": mid, "result": {
-                "content": [{"type": "text", "text": json.dumps(payload)}], "structuredContent": payload,
-                "isError": False}})
+            return self._reply(
+                {
+                    "jsonrpc": "2.0",
+                    "id": mid,
+                    "result": {
+                        "content": [{"type": "text", "text": json.dumps(payload)}],
+                        "structuredContent": payload,
+                        "isError": False,
+                    },
+                }
+            )
         self._reply({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": "method not found"}})
 
 

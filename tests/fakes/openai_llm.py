@@ -93,8 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _send(self, status: int, payload: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -104,8 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _record(self, body: dict[str, Any] | None) -> None:
-        self.fake.calls.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                "json": body})
+        self.fake.calls.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "json": body})
 
     def do_GET(self) -> None:  # noqa: N802
         self._record(None)
@@ -132,8 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay:
             time.sleep(reply.delay)
         if reply.body is not None or reply.status != 200:
-            payload = reply.body if reply.body is not None else json.dumps(
-                {"error": {"message": reply.content or "error", "type": "server_error"}}).encode()
+            payload = (
+                reply.body
+                if reply.body is not None
+                else json.dumps({"error": {"message": reply.content or "error", "type": "server_error"}}).encode()
+            )
             return self._send(reply.status, payload, headers=reply.headers)
         model = reply.model or body["model"]
         if body.get("stream"):
@@ -142,16 +145,26 @@ class _Handler(BaseHTTPRequestHandler):
         finish = reply.finish_reason
         if reply.tool_calls:
             message["tool_calls"] = [
-                {"id": f"call_{i}", "type": "function",
-                 "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))}}
-                for i, call in enumerate(reply.tool_calls)]
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+                }
+                for i, call in enumerate(reply.tool_calls)
+            ]
             message["content"] = reply.content or None
             finish = "tool_calls"
         answer = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": max(1, len(reply.content.split())),
-                      "total_tokens": 1 + max(1, len(reply.content.split()))},
+            "usage": {
+                "prompt_tokens": 1,
+                "completion_tokens": max(1, len(reply.content.split())),
+                "total_tokens": 1 + max(1, len(reply.content.split())),
+            },
         }
         self._send(200, json.dumps(answer).encode(), headers=reply.headers)
 
@@ -161,10 +174,21 @@ class _Handler(BaseHTTPRequestHandler):
             inputs = [inputs]
         if not isinstance(inputs, list) or not body.get("model"):
             return self._send(400, b'{"error":{"message":"model and input are required"}}')
-        data = [{"object": "embedding", "index": i, "embedding": vector_for(str(t), self.fake.dimensions)}
-                for i, t in enumerate(inputs)]
-        self._send(200, json.dumps({"object": "list", "data": data, "model": body["model"],
-                                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}).encode())
+        data = [
+            {"object": "embedding", "index": i, "embedding": vector_for(str(t), self.fake.dimensions)}
+            for i, t in enumerate(inputs)
+        ]
+        self._send(
+            200,
+            json.dumps(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+                }
+            ).encode(),
+        )
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -180,8 +204,13 @@ class _Handler(BaseHTTPRequestHandler):
             pieces[-1] = pieces[-1][:-1]
 
         def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
         self._chunk(event({"role": "assistant", "content": ""}))

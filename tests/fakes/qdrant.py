@@ -76,9 +76,16 @@ def _route(state: FakeQdrant, method: str, path: str, body: Any) -> tuple[int, A
         if coll is None:
             return (404, {"status": {"error": f"Collection `{name}` doesn't exist!"}})
         if tail == "" and method == "GET":
-            return (200, {"result": {"status": "green", "points_count": len(coll.points),
-                                               "config": {"params": {"vectors": {"size": coll.size,
-                                                                                 "distance": "Cosine"}}}}})
+            return (
+                200,
+                {
+                    "result": {
+                        "status": "green",
+                        "points_count": len(coll.points),
+                        "config": {"params": {"vectors": {"size": coll.size, "distance": "Cosine"}}},
+                    }
+                },
+            )
         if tail == "" and method == "DELETE":
             del state.collections[name]
             return (200, {"result": True})
@@ -92,8 +99,7 @@ def _route(state: FakeQdrant, method: str, path: str, body: Any) -> tuple[int, A
                 if len(point["vector"]) != coll.size:
                     return (400, {"status": {"error": "Wrong input: Vector dimension error"}})
             for point in body["points"]:
-                coll.points[str(point["id"])] = (np.asarray(point["vector"], np.float32),
-                                                 point.get("payload") or {})
+                coll.points[str(point["id"])] = (np.asarray(point["vector"], np.float32), point.get("payload") or {})
             return (200, {"result": {"status": "completed"}})
         if tail == "/points/delete" and method == "POST":
             if "points" in body:
@@ -115,8 +121,10 @@ def _route(state: FakeQdrant, method: str, path: str, body: Any) -> tuple[int, A
                     denom = float(np.linalg.norm(vector) * np.linalg.norm(query)) or 1.0
                     scored.append((float(vector @ query) / denom, pid, payload))
             scored.sort(key=lambda item: -item[0])
-            points = [{"id": pid, "version": 1, "score": score, "payload": payload}
-                      for score, pid, payload in scored[: int(body.get("limit", 10))]]
+            points = [
+                {"id": pid, "version": 1, "score": score, "payload": payload}
+                for score, pid, payload in scored[: int(body.get("limit", 10))]
+            ]
             return (200, {"result": {"points": points}, "status": "ok"})
     return (404, {"status": {"error": "Not found"}})
 

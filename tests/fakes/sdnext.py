@@ -62,16 +62,41 @@ class FakeSDNext:
         with self._lock:
             state = dict(self._state)
         if not state:
-            return {"id": None, "progress": 0, "eta_relative": 0, "textinfo": None, "current_image": None,
-                    "state": {"skipped": False, "interrupted": False, "job": "", "job_count": 0,
-                              "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
+            return {
+                "id": None,
+                "progress": 0,
+                "eta_relative": 0,
+                "textinfo": None,
+                "current_image": None,
+                "state": {
+                    "skipped": False,
+                    "interrupted": False,
+                    "job": "",
+                    "job_count": 0,
+                    "job_timestamp": "0",
+                    "job_no": 0,
+                    "sampling_step": 0,
+                    "sampling_steps": 0,
+                },
+            }
         step, steps = state["step"], state["steps"]
-        return {"id": state["id"], "progress": round(step / steps, 4),
-                "eta_relative": (steps - step) * self.step_seconds,
-                "textinfo": f"Step {step}/{steps}", "current_image": None,
-                "state": {"skipped": False, "interrupted": self._interrupt.is_set(), "job": "txt2img",
-                          "job_count": 1, "job_timestamp": "20260101000000", "job_no": 0,
-                          "sampling_step": step, "sampling_steps": steps}}
+        return {
+            "id": state["id"],
+            "progress": round(step / steps, 4),
+            "eta_relative": (steps - step) * self.step_seconds,
+            "textinfo": f"Step {step}/{steps}",
+            "current_image": None,
+            "state": {
+                "skipped": False,
+                "interrupted": self._interrupt.is_set(),
+                "job": "txt2img",
+                "job_count": 1,
+                "job_timestamp": "20260101000000",
+                "job_no": 0,
+                "sampling_step": step,
+                "sampling_steps": steps,
+            },
+        }
 
     def txt2img(self, body: dict[str, Any]) -> tuple[int, Any]:
         with self._queue:
@@ -95,13 +120,25 @@ class FakeSDNext:
             batch = max(1, int(body.get("batch_size") or 1)) * max(1, int(body.get("n_iter") or 1))
             count = 1 if interrupted else batch
             seed = body.get("seed") if isinstance(body.get("seed"), int) and body["seed"] >= 0 else 1234567
-            info = {"prompt": body.get("prompt", ""), "all_prompts": [body.get("prompt", "")] * count,
-                    "negative_prompt": body.get("negative_prompt", ""), "seed": seed, "all_seeds": [seed] * count,
-                    "width": width, "height": height, "steps": steps, "sampler_name": body.get("sampler_name"),
-                    "cfg_scale": body.get("cfg_scale"), "sd_model_name": self.checkpoint.rsplit(".", 1)[0],
-                    "infotexts": [f"{body.get('prompt', '')}\nSteps: {done}, Seed: {seed}"] * count}
-            return 200, {"images": [png_b64(width, height, i * 40 + done) for i in range(count)],
-                         "parameters": body, "info": json.dumps(info)}
+            info = {
+                "prompt": body.get("prompt", ""),
+                "all_prompts": [body.get("prompt", "")] * count,
+                "negative_prompt": body.get("negative_prompt", ""),
+                "seed": seed,
+                "all_seeds": [seed] * count,
+                "width": width,
+                "height": height,
+                "steps": steps,
+                "sampler_name": body.get("sampler_name"),
+                "cfg_scale": body.get("cfg_scale"),
+                "sd_model_name": self.checkpoint.rsplit(".", 1)[0],
+                "infotexts": [f"{body.get('prompt', '')}\nSteps: {done}, Seed: {seed}"] * count,
+            }
+            return 200, {
+                "images": [png_b64(width, height, i * 40 + done) for i in range(count)],
+                "parameters": body,
+                "info": json.dumps(info),
+            }
 
 
 def _handler(fake: FakeSDNext) -> type[BaseHTTPRequestHandler]:

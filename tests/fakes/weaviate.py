@@ -81,8 +81,10 @@ def _graphql(state: FakeWeaviate, query: str) -> tuple[int, Any]:
             cosine = float(vec @ vector) / (float(np.linalg.norm(vec) * np.linalg.norm(vector)) or 1.0)
             scored.append((1.0 - cosine, oid, props))
     scored.sort(key=lambda item: item[0])
-    rows = [{**props, "_additional": {"id": oid, "distance": distance}}
-            for distance, oid, props in scored[: int(args.get("limit", 10))]]
+    rows = [
+        {**props, "_additional": {"id": oid, "distance": distance}}
+        for distance, oid, props in scored[: int(args.get("limit", 10))]
+    ]
     return (200, {"data": {"Get": {name: rows}}})
 
 

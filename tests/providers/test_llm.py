@@ -11,16 +11,19 @@ from tests.fakes.openai_llm import FakeLLM, Reply
 
 
 def llm(fake: FakeLLM, **kw: object) -> LLMClient:
-    settings = ProviderSettings(_env_file=None, llm_url=fake.url, llm_model="fake-chat",
-                                provider_max_retries=0, **kw)  # type: ignore[arg-type]
+    settings = ProviderSettings(_env_file=None, llm_url=fake.url, llm_model="fake-chat", provider_max_retries=0, **kw)  # type: ignore[arg-type]
     return LLMClient.from_settings(settings, shared=False)
 
 
 async def test_chat_sends_options_and_reads_the_answer(fake_llm: FakeLLM) -> None:
     fake_llm.script(Reply(content="Hallo Welt", model="served-model"))
     client = llm(fake_llm)
-    result = await client.chat([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                               temperature=0.3, top_p=0.9, max_tokens=50)
+    result = await client.chat(
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=50,
+    )
     await client.http.aclose()
     assert result.content == "Hallo Welt" and result.model == "served-model" and result.finish_reason == "stop"
     sent = fake_llm.chat_calls[0]["json"]
@@ -93,8 +96,10 @@ async def test_embeddings_and_models(fake_llm: FakeLLM) -> None:
 def test_unset_settings_name_the_variable() -> None:
     with pytest.raises(ProviderNotConfigured, match="KILN_LLM_URL"):
         LLMClient.from_settings(ProviderSettings(_env_file=None, llm_url=None))  # type: ignore[call-arg]
-    client = LLMClient.from_settings(ProviderSettings(_env_file=None, llm_url="http://127.0.0.1:1/v1"),  # type: ignore[call-arg]
-                                     shared=False)
+    client = LLMClient.from_settings(
+        ProviderSettings(_env_file=None, llm_url="http://127.0.0.1:1/v1"),  # type: ignore[call-arg]
+        shared=False,
+    )
     with pytest.raises(ProviderNotConfigured, match="KILN_LLM_MODEL"):
         client.resolve_model(None)
 
@@ -124,7 +129,6 @@ async def test_stream_lines_split_across_reads_and_multibyte_text_survive() -> N
     deltas = [d async for d in client.chat_stream([{"role": "user", "content": "hi"}])]
     assert [d.content for d in deltas] == ["héllo ", "wörld 😀", ""]
     assert deltas[-1].finish_reason == "stop"
-
 
 
 async def test_stream_line_without_end_is_refused_not_buffered(monkeypatch) -> None:

@@ -12,8 +12,10 @@ import pytest
 from kiln.providers import sandbox
 from kiln.providers.sandbox import SandboxSettings, SandboxUnavailable, run_python
 
-pytestmark = pytest.mark.skipif(sandbox.bwrap_binary(SandboxSettings(_env_file=None)) is None,
-                                reason="bubblewrap is not installed (apt-get install -y bubblewrap)")
+pytestmark = pytest.mark.skipif(
+    sandbox.bwrap_binary(SandboxSettings(_env_file=None)) is None,
+    reason="bubblewrap is not installed (apt-get install -y bubblewrap)",
+)
 
 
 def settings(**kw) -> SandboxSettings:
@@ -33,13 +35,16 @@ async def test_infinite_loop_times_out_within_limit():
     assert time.monotonic() - started < 3 + 2
 
 
-@pytest.mark.parametrize("code", [
-    "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
-    "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.connect(('127.0.0.1', 5432))",
-    "print(open('/etc/shadow').read())",
-    "print(open('/etc/passwd').read())",
-    "import os\nos.setuid(0)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.connect(('127.0.0.1', 5432))",
+        "print(open('/etc/shadow').read())",
+        "print(open('/etc/passwd').read())",
+        "import os\nos.setuid(0)",
+    ],
+)
 async def test_escapes_fail_inside(code):
     r = await run_python(code, settings())
     assert r.exit_code != 0 and r.error == "execution_failed", r
@@ -47,10 +52,12 @@ async def test_escapes_fail_inside(code):
 
 
 async def test_identity_env_and_filesystem():
-    code = ("import os\nprint(os.getuid(), os.getgid())\nprint(sorted(os.environ))\n"
-            "print(os.path.exists('/etc'), os.path.exists('/home'))\n"
-            "open('/tmp/x', 'w').write('ok')\n"
-            "try:\n    open('/usr/evil', 'w')\nexcept OSError as e:\n    print('ro', e.errno)")
+    code = (
+        "import os\nprint(os.getuid(), os.getgid())\nprint(sorted(os.environ))\n"
+        "print(os.path.exists('/etc'), os.path.exists('/home'))\n"
+        "open('/tmp/x', 'w').write('ok')\n"
+        "try:\n    open('/usr/evil', 'w')\nexcept OSError as e:\n    print('ro', e.errno)"
+    )
     r = await run_python(code, settings())
     lines = r.stdout.splitlines()
     assert lines[0] == "65534 65534"

@@ -44,8 +44,9 @@ Transform = Callable[[str, dict[str, Any]], Any]
 class Subscription:
     """Iterating yields ``(topic, data)``, or what ``transform`` made of it when one is given."""
 
-    def __init__(self, prefixes: tuple[str, ...], maxsize: int, *, where: Where | None = None,
-                 transform: Transform | None = None):
+    def __init__(
+        self, prefixes: tuple[str, ...], maxsize: int, *, where: Where | None = None, transform: Transform | None = None
+    ):
         self.prefixes = prefixes or ("",)
         self.patterns = tuple(_pattern(p) for p in self.prefixes)
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
@@ -218,8 +219,9 @@ class EventBus:
         return len(self._subs)
 
     @asynccontextmanager
-    async def subscribe(self, *prefixes: str, where: Where | None = None,
-                        transform: Transform | None = None) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, *prefixes: str, where: Where | None = None, transform: Transform | None = None
+    ) -> AsyncIterator[Subscription]:
         """Events whose topic starts with one of ``prefixes`` (all when none), and, with
         ``where=(field, value)``, whose ``data[field] == value``."""
         sub = Subscription(tuple(prefixes), self.queue_size, where=where, transform=transform)
@@ -247,8 +249,12 @@ Translate = Callable[[str, dict[str, Any]], dict[str, Any] | None | Awaitable[di
 
 
 async def forward_events(
-    websocket: WebSocket, events: EventBus, prefixes: Iterable[str], translate: Translate,
-    *, where: Where | None = None,
+    websocket: WebSocket,
+    events: EventBus,
+    prefixes: Iterable[str],
+    translate: Translate,
+    *,
+    where: Where | None = None,
 ) -> None:
     """Send each matching event, translated to the contract's message, until the client goes away.
 

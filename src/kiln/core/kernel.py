@@ -105,8 +105,9 @@ class Kernel:
                 log.exception("start-up clean-up %s failed", name)
         cleaned = {name: n for name, n in report.items() if n}
         if cleaned:
-            log.warning("start-up clean-up after an unclean stop: %s",
-                        ", ".join(f"{name}: {n}" for name, n in cleaned.items()))
+            log.warning(
+                "start-up clean-up after an unclean stop: %s", ", ".join(f"{name}: {n}" for name, n in cleaned.items())
+            )
         self.startup_report = report
         return report
 

@@ -223,7 +223,10 @@ def disk_usage(path: Path | str) -> dict[str, Any]:
         target = target.parent  # e.g. KILN_HOME not created yet: report its filesystem
     du = shutil.disk_usage(target)
     return {
-        "path": str(Path(path)), "used_bytes": du.used, "free_bytes": du.free, "total_bytes": du.total,
+        "path": str(Path(path)),
+        "used_bytes": du.used,
+        "free_bytes": du.free,
+        "total_bytes": du.total,
         "percent": round(100.0 * du.used / du.total, 1) if du.total else 0.0,
     }
 
@@ -242,7 +245,10 @@ def _from_nvidia_smi(exe: str) -> list[dict[str, Any]] | None:
     try:
         out = subprocess.run(
             [exe, f"--query-gpu={','.join(_SMI_FIELDS)}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -253,14 +259,18 @@ def _from_nvidia_smi(exe: str) -> list[dict[str, Any]] | None:
             continue
         index, name, uuid, util, used, total, temp = cols
         mem_used, mem_total = _num(used), _num(total)
-        gpus.append({
-            "index": int(index) if index.isdigit() else len(gpus), "name": name, "uuid": uuid,
-            "utilization_percent": _num(util),
-            # nvidia-smi reports MiB
-            "memory_used_bytes": int(mem_used * 1024 * 1024) if mem_used is not None else None,
-            "memory_total_bytes": int(mem_total * 1024 * 1024) if mem_total is not None else None,
-            "temperature_c": _num(temp),
-        })
+        gpus.append(
+            {
+                "index": int(index) if index.isdigit() else len(gpus),
+                "name": name,
+                "uuid": uuid,
+                "utilization_percent": _num(util),
+                # nvidia-smi reports MiB
+                "memory_used_bytes": int(mem_used * 1024 * 1024) if mem_used is not None else None,
+                "memory_total_bytes": int(mem_total * 1024 * 1024) if mem_total is not None else None,
+                "temperature_c": _num(temp),
+            }
+        )
     return gpus
 
 
@@ -271,11 +281,18 @@ def _from_proc(proc_root: Path) -> list[dict[str, Any]]:
         for line in (_read(info) or "").splitlines():
             key, _, value = line.partition(":")
             fields[key.strip().lower()] = value.strip()
-        gpus.append({
-            "index": i, "name": fields.get("model", "NVIDIA GPU"), "uuid": fields.get("gpu uuid"),
-            "bus": info.parent.name, "utilization_percent": None, "memory_used_bytes": None,
-            "memory_total_bytes": None, "temperature_c": None,
-        })
+        gpus.append(
+            {
+                "index": i,
+                "name": fields.get("model", "NVIDIA GPU"),
+                "uuid": fields.get("gpu uuid"),
+                "bus": info.parent.name,
+                "utilization_percent": None,
+                "memory_used_bytes": None,
+                "memory_total_bytes": None,
+                "temperature_c": None,
+            }
+        )
     return gpus
 
 
@@ -316,7 +333,10 @@ def uptime_seconds() -> float:
 
 
 def snapshot(
-    path: Path | str = ".", *, cgroup_root: Path = DEFAULT_CGROUP_ROOT, root_fs: Path = Path("/"),
+    path: Path | str = ".",
+    *,
+    cgroup_root: Path = DEFAULT_CGROUP_ROOT,
+    root_fs: Path = Path("/"),
 ) -> dict[str, Any]:
     root = Path(cgroup_root)
     return {

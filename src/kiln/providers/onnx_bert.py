@@ -91,7 +91,7 @@ def build_bert_encoder(model_dir: Path) -> bytes:
     weights = read_safetensors(model_dir / "model.safetensors")
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
     if prefix:
-        weights = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+        weights = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
     head_dim = hidden // heads
@@ -103,9 +103,15 @@ def build_bert_encoder(model_dir: Path) -> bytes:
     # Embeddings: word + position[0:seq] + token_type[0] (single-segment inputs only).
     word = g.op("Gather", [g.const("emb.word", weights["embeddings.word_embeddings.weight"]), ids])
     seq_len = g.op("Gather", [g.op("Shape", [ids]), g.const("one_idx", np.array([1], dtype=np.int64))])
-    positions = g.op("Slice", [g.const("emb.pos", weights["embeddings.position_embeddings.weight"]),
-                               g.const("zero_i", np.array([0], dtype=np.int64)), seq_len,
-                               g.const("axis0", np.array([0], dtype=np.int64))])
+    positions = g.op(
+        "Slice",
+        [
+            g.const("emb.pos", weights["embeddings.position_embeddings.weight"]),
+            g.const("zero_i", np.array([0], dtype=np.int64)),
+            seq_len,
+            g.const("axis0", np.array([0], dtype=np.int64)),
+        ],
+    )
     token_type = g.const("emb.type0", weights["embeddings.token_type_embeddings.weight"][0])
     x = g.op("Add", [g.op("Add", [word, positions]), token_type])
     x = g.layer_norm(x, weights, "embeddings.LayerNorm", eps)
@@ -123,12 +129,21 @@ def build_bert_encoder(model_dir: Path) -> bytes:
 
     for layer in range(int(config["num_hidden_layers"])):
         p = f"encoder.layer.{layer}"
-        q = g.op("Transpose", [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.query"), split_shape])],
-                 perm=[0, 2, 1, 3])
-        k = g.op("Transpose", [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.key"), split_shape])],
-                 perm=[0, 2, 3, 1])
-        v = g.op("Transpose", [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.value"), split_shape])],
-                 perm=[0, 2, 1, 3])
+        q = g.op(
+            "Transpose",
+            [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.query"), split_shape])],
+            perm=[0, 2, 1, 3],
+        )
+        k = g.op(
+            "Transpose",
+            [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.key"), split_shape])],
+            perm=[0, 2, 3, 1],
+        )
+        v = g.op(
+            "Transpose",
+            [g.op("Reshape", [g.linear(x, weights, f"{p}.attention.self.value"), split_shape])],
+            perm=[0, 2, 1, 3],
+        )
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), ext_mask])
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merge_shape])
@@ -151,9 +166,12 @@ def build_bert_encoder(model_dir: Path) -> bytes:
     g.nodes.append(h.make_node("Div", [pooled, norm], ["sentence_embedding"]))
 
     graph = h.make_graph(
-        g.nodes, "bert_sentence_encoder",
-        [h.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["batch", "seq"]),
-         h.make_tensor_value_info(mask, onnx.TensorProto.INT64, ["batch", "seq"])],
+        g.nodes,
+        "bert_sentence_encoder",
+        [
+            h.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["batch", "seq"]),
+            h.make_tensor_value_info(mask, onnx.TensorProto.INT64, ["batch", "seq"]),
+        ],
         [h.make_tensor_value_info("sentence_embedding", onnx.TensorProto.FLOAT, ["batch", hidden])],
         g.initializers,
     )

@@ -55,8 +55,10 @@ if "result" in ns:
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILN_SANDBOX_", env_file=".env", extra="ignore")
 
-    unsafe_local: bool = Field(default=False, description="Run python_exec without a sandbox when bubblewrap "
-                                                          "cannot start (trusted development only).")
+    unsafe_local: bool = Field(
+        default=False,
+        description="Run python_exec without a sandbox when bubblewrap cannot start (trusted development only).",
+    )
     bwrap_path: str | None = Field(default=None, description="bubblewrap binary; default: `bwrap` on PATH.")
     cpu_seconds: int = Field(default=5, ge=1, le=600, description="CPU-time limit of one run.")
     wall_seconds: float = Field(default=10.0, gt=0, le=600, description="Wall-time limit of one run.")
@@ -104,15 +106,47 @@ def bwrap_binary(settings: SandboxSettings) -> str | None:
 
 def _jail_args(bwrap: str, scratch: Path) -> list[str]:
     executable, prefix = _python()
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-            "--uid", "65534", "--gid", "65534"]
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+    ]
     for path in SYSTEM_DIRS:
         args += ["--ro-bind-try", path, path]
     if not any(prefix == d or prefix.startswith(d + "/") for d in SYSTEM_DIRS):
         args += ["--ro-bind", prefix, prefix]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(scratch), "/work",
-             "--chdir", "/work", "--setenv", "HOME", "/work", "--setenv", "PATH", "/usr/bin:/bin",
-             "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "LANG", "C.UTF-8", "--"]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        str(scratch),
+        "/work",
+        "--chdir",
+        "/work",
+        "--setenv",
+        "HOME",
+        "/work",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "PYTHONDONTWRITEBYTECODE",
+        "1",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--",
+    ]
     return args + [executable, "-I", "-c", RUNNER]
 
 
@@ -148,14 +182,22 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def _spawn(args: list[str], cwd: Path, settings: SandboxSettings,
-                 env: dict[str, str] | None) -> tuple[int | None, bytes, bytes, bool, bool]:
+async def _spawn(
+    args: list[str], cwd: Path, settings: SandboxSettings, env: dict[str, str] | None
+) -> tuple[int | None, bytes, bytes, bool, bool]:
     proc = await asyncio.create_subprocess_exec(
-        *args, cwd=str(cwd), env=env if env is not None else {}, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        preexec_fn=_limits(settings))
-    readers = asyncio.gather(_read_capped(proc.stdout, settings.max_output_bytes),
-                             _read_capped(proc.stderr, settings.max_output_bytes))
+        *args,
+        cwd=str(cwd),
+        env=env if env is not None else {},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_limits(settings),
+    )
+    readers = asyncio.gather(
+        _read_capped(proc.stdout, settings.max_output_bytes), _read_capped(proc.stderr, settings.max_output_bytes)
+    )
     timed_out = False
     try:
         (out, cut_out), (err, cut_err) = await asyncio.wait_for(asyncio.shield(readers), settings.wall_seconds)
@@ -190,12 +232,14 @@ async def probe(settings: SandboxSettings) -> bool:
 async def run_python(code: str, settings: SandboxSettings) -> SandboxResult:
     """Run `code` in the jail (or, when allowed and no jail can start, unsandboxed)."""
     if len(code.encode()) > MAX_CODE_BYTES:
-        return SandboxResult("", f"code is larger than {MAX_CODE_BYTES} bytes", None, error="invalid_code",
-                             sandbox="none")
+        return SandboxResult(
+            "", f"code is larger than {MAX_CODE_BYTES} bytes", None, error="invalid_code", sandbox="none"
+        )
     jailed = await probe(settings)
     if not jailed and not settings.unsafe_local:
-        raise SandboxUnavailable("bubblewrap cannot start here; set KILN_SANDBOX_UNSAFE_LOCAL=true to run "
-                                 "python_exec without a sandbox")
+        raise SandboxUnavailable(
+            "bubblewrap cannot start here; set KILN_SANDBOX_UNSAFE_LOCAL=true to run python_exec without a sandbox"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="kiln-sbx-"))
     started = time.perf_counter()
     try:
@@ -218,7 +262,14 @@ async def run_python(code: str, settings: SandboxSettings) -> SandboxResult:
     cpu_killed = exit_code is not None and exit_code in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU)
     timed_out = timed_out or cpu_killed
     error = TIMEOUT_CODE if timed_out else ("execution_failed" if exit_code else None)
-    return SandboxResult(out.decode(errors="replace"), err.decode(errors="replace"), exit_code, timed_out=timed_out,
-                         result=value, error=error, truncated=truncated,
-                         duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                         sandbox="bubblewrap" if jailed else "unsafe_local")
+    return SandboxResult(
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        exit_code,
+        timed_out=timed_out,
+        result=value,
+        error=error,
+        truncated=truncated,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        sandbox="bubblewrap" if jailed else "unsafe_local",
+    )

@@ -127,17 +127,32 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class SDNextClient:
-    def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None,
-                 timeout: float = 600.0, max_retries: int = 2, offline_guard: OfflineGuard | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 2,
+        offline_guard: OfflineGuard | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         headers = {}
         if username:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         self.base_url = base_url.rstrip("/")
-        self.http = ProviderClient(self.base_url, name="sdnext", timeout=timeout, connect_timeout=10.0,
-                                   max_retries=max_retries, headers=headers, offline_guard=offline_guard,
-                                   transport=transport)
+        self.http = ProviderClient(
+            self.base_url,
+            name="sdnext",
+            timeout=timeout,
+            connect_timeout=10.0,
+            max_retries=max_retries,
+            headers=headers,
+            offline_guard=offline_guard,
+            transport=transport,
+        )
 
     async def __aenter__(self) -> SDNextClient:
         return self
@@ -184,8 +199,9 @@ class SDNextClient:
         return Txt2ImgResult(images=images, info=info, info_raw=raw, parameters=params)
 
     async def progress(self, *, skip_current_image: bool = True, timeout: float = 10.0) -> Progress:
-        body = await self._json("GET", "/sdapi/v1/progress", timeout=timeout,
-                                params={"skip_current_image": str(skip_current_image).lower()})
+        body = await self._json(
+            "GET", "/sdapi/v1/progress", timeout=timeout, params={"skip_current_image": str(skip_current_image).lower()}
+        )
         body = body if isinstance(body, dict) else {}
         value = body.get("progress")
         eta = body.get("eta_relative")
@@ -197,7 +213,8 @@ class SDNextClient:
             eta_relative=float(eta) if isinstance(eta, int | float) and eta >= 0 else None,
             state=state,
             current_image=body.get("current_image") if isinstance(body.get("current_image"), str) else None,
-            textinfo=body.get("textinfo") if isinstance(body.get("textinfo"), str) else None)
+            textinfo=body.get("textinfo") if isinstance(body.get("textinfo"), str) else None,
+        )
 
     async def interrupt(self) -> None:
         await self._request("POST", "/sdapi/v1/interrupt", timeout=10.0)

@@ -39,13 +39,27 @@ def _from_sse(text: str) -> list[dict[str, Any]]:
 
 
 class MCPClient:
-    def __init__(self, url: str, *, timeout: float = 30.0, api_key: str | None = None,
-                 offline_guard: OfflineGuard | None = None, origin: Any = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+        offline_guard: OfflineGuard | None = None,
+        origin: Any = None,
+    ):
         parts = urlsplit(url)
         self.path = parts.path or "/"
-        self.http = ProviderClient(f"{parts.scheme}://{parts.netloc}", name="mcp", timeout=timeout,
-                                   api_key=api_key, max_retries=1, offline_guard=offline_guard, origin=origin,
-                                   headers={"Accept": "application/json, text/event-stream"})
+        self.http = ProviderClient(
+            f"{parts.scheme}://{parts.netloc}",
+            name="mcp",
+            timeout=timeout,
+            api_key=api_key,
+            max_retries=1,
+            offline_guard=offline_guard,
+            origin=origin,
+            headers={"Accept": "application/json, text/event-stream"},
+        )
         self._ids = itertools.count(1)
         self.session_id: str | None = None
         self.server_info: dict[str, Any] = {}
@@ -96,9 +110,10 @@ class MCPClient:
         return reply.get("result")
 
     async def initialize(self) -> dict[str, Any]:
-        result = await self._send("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
-            "clientInfo": {"name": "kiln", "version": "1"}})
+        result = await self._send(
+            "initialize",
+            {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "kiln", "version": "1"}},
+        )
         self.server_info = result if isinstance(result, dict) else {}
         await self._send("notifications/initialized", notify=True)
         return self.server_info

@@ -11,11 +11,21 @@ from safetensors.numpy import save_file
 from kiln.apps.lora.config import LoraSettings, set_lora_settings
 
 
-def write_lora(path: Path, *, output_name: str | None = None, base: str | None = "sdxl_base_v1-0",
-               tags: dict | str | None = None, rank: int = 4, extra: dict | None = None) -> Path:
+def write_lora(
+    path: Path,
+    *,
+    output_name: str | None = None,
+    base: str | None = "sdxl_base_v1-0",
+    tags: dict | str | None = None,
+    rank: int = 4,
+    extra: dict | None = None,
+) -> Path:
     """A small Kohya-style LoRA file with `__metadata__` (all values strings, as the format wants)."""
-    meta: dict[str, str] = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
-                            "ss_network_alpha": str(rank / 2)}
+    meta: dict[str, str] = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(rank / 2),
+    }
     if output_name is not None:
         meta["ss_output_name"] = output_name
     if base is not None:

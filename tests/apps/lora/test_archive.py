@@ -21,8 +21,7 @@ async def _export(client, prefix: str = "/v1", **config: object) -> zipfile.ZipF
 
 
 def _upload(data: bytes, name: str = "a.zip", config: dict | None = None) -> dict:
-    return {"files": [("files", (name, data, "application/zip"))],
-            "data": {"config": json.dumps(config or {})}}
+    return {"files": [("files", (name, data, "application/zip"))], "data": {"config": json.dumps(config or {})}}
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
@@ -54,8 +53,9 @@ async def test_export_import_round_trip(client, app, lora_dir: Path, prefix: str
     assert Path(again["file_path"]).is_relative_to(lora_dir / "imports")
     skipped = (await client.post(f"{prefix}/import", **_upload(data.content))).json()
     assert skipped["results"][0]["adapters"][0]["status"] == "skipped"
-    renamed = (await client.post(f"{prefix}/import", **_upload(data.content,
-                                                               config={"conflict_resolution": "rename"}))).json()
+    renamed = (
+        await client.post(f"{prefix}/import", **_upload(data.content, config={"conflict_resolution": "rename"}))
+    ).json()
     assert renamed["results"][0]["adapters"][0]["name"] == "Ink (2)"
 
 
@@ -68,8 +68,11 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def _manifest(entry_id: str = "a1", meta_path: str | None = None, archive_path: str | None = None) -> bytes:
-    primary = {"kind": "primary", "name": "x.safetensors",
-               "archive_path": archive_path or f"adapters/{entry_id}/files/0_x.safetensors"}
+    primary = {
+        "kind": "primary",
+        "name": "x.safetensors",
+        "archive_path": archive_path or f"adapters/{entry_id}/files/0_x.safetensors",
+    }
     entry = {"id": entry_id, "metadata_path": meta_path or f"adapters/{entry_id}/metadata.json", "files": [primary]}
     return json.dumps({"adapters": [entry]}).encode()
 
@@ -85,12 +88,19 @@ async def test_hostile_archives(client, app, lora_dir: Path, tmp_path: Path) -> 
         "no manifest": _zip({"adapters/a1/metadata.json": meta}),
         "bad manifest": _zip({"manifest.json": b"[1,2]"}),
         "manifest json": _zip({"manifest.json": b"{not json"}),
-        "bad id": _zip({"manifest.json": _manifest("../x", "adapters/../x/metadata.json"),
-                        "adapters/a1/metadata.json": meta}),
-        "outside path": _zip({"manifest.json": _manifest(archive_path="adapters/a1/metadata.json"),
-                              "adapters/a1/metadata.json": meta}),
-        "not safetensors": _zip({"manifest.json": _manifest(), "adapters/a1/metadata.json": meta,
-                                 "adapters/a1/files/0_x.safetensors": b"garbage bytes here"}),
+        "bad id": _zip(
+            {"manifest.json": _manifest("../x", "adapters/../x/metadata.json"), "adapters/a1/metadata.json": meta}
+        ),
+        "outside path": _zip(
+            {"manifest.json": _manifest(archive_path="adapters/a1/metadata.json"), "adapters/a1/metadata.json": meta}
+        ),
+        "not safetensors": _zip(
+            {
+                "manifest.json": _manifest(),
+                "adapters/a1/metadata.json": meta,
+                "adapters/a1/files/0_x.safetensors": b"garbage bytes here",
+            }
+        ),
         "too many": _zip({f"f{i}": b"" for i in range(60)}),
     }
     for name, data in cases.items():
@@ -106,8 +116,13 @@ async def test_hostile_archives(client, app, lora_dir: Path, tmp_path: Path) -> 
     bad_config = await client.post("/v1/import", files=[("files", ("a.zip", b"x"))], data={"config": "{"})
     assert bad_config.status_code == 400 and bad_config.json()["title"].startswith("Invalid config")
     assert (await client.post("/v1/import", data={"config": "{}"})).status_code == 400
-    ok = _zip({"manifest.json": _manifest(), "adapters/a1/metadata.json": meta,
-               "adapters/a1/files/0_x.safetensors": good_file})
+    ok = _zip(
+        {
+            "manifest.json": _manifest(),
+            "adapters/a1/metadata.json": meta,
+            "adapters/a1/files/0_x.safetensors": good_file,
+        }
+    )
     assert (await client.post("/v1/import", **_upload(ok))).json()["success"] is True
 
 

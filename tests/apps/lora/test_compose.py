@@ -21,8 +21,14 @@ async def test_compose(client, app, lora_dir: Path, prefix: str) -> None:
     configure(app, lora_dir)
     empty = (await client.post(f"{prefix}/compose", json={})).json()
     assert empty["tokens"] == [] and "No active adapters" in empty["warnings"][0] and empty["delivery"] is None
-    a = await create(client, write_lora(lora_dir / "x" / "ink_v2.safetensors", output_name="inkwash"), "Display Ink",
-                     trained_words=["ink style"], triggers=["Ink Style", "brush"], weight=0.5)
+    a = await create(
+        client,
+        write_lora(lora_dir / "x" / "ink_v2.safetensors", output_name="inkwash"),
+        "Display Ink",
+        trained_words=["ink style"],
+        triggers=["Ink Style", "brush"],
+        weight=0.5,
+    )
     b = await create(client, write_lora(lora_dir / "beta.safetensors", base="sd_v1"), "Beta", weight=1.0)
     c = await create(client, write_lora(lora_dir / "y" / "ink_v2.safetensors", output_name="other"), "Dup stem")
     await client.post(f"{prefix}/adapters/{a['id']}/activate", params={"ordinal": 2})

@@ -29,8 +29,9 @@ async def _wait_status(client, job_id: str, statuses: tuple[str, ...], prefix: s
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
-async def test_generate_immediate_and_results(client, app, lora_dir: Path, fake_sdnext: FakeSDNext,
-                                              prefix: str) -> None:
+async def test_generate_immediate_and_results(
+    client, app, lora_dir: Path, fake_sdnext: FakeSDNext, prefix: str
+) -> None:
     configure(app, lora_dir, sdnext_url=fake_sdnext.url)
     assert (await client.get(f"{prefix}/generation/backends")).json() == {"sdnext": True}
     res = (await client.post(f"{prefix}/generation/generate", json={**SMALL, "batch_size": 2})).json()
@@ -126,12 +127,19 @@ async def test_compose_and_generate(client, app, lora_dir: Path, fake_sdnext: Fa
     assert res["status"] == "completed"
     sent = [b for _, p, b in fake_sdnext.requests if p == "/sdapi/v1/txt2img"][-1]
     assert sent["prompt"] == "a cat <lora:ink:1>, inkwash"
-    composed = (await client.post("/v1/compose", json={"prefix": "dog", "delivery": {
-        "mode": "sdnext", "sdnext": {"generation_params": SMALL}}})).json()
+    composed = (
+        await client.post(
+            "/v1/compose",
+            json={"prefix": "dog", "delivery": {"mode": "sdnext", "sdnext": {"generation_params": SMALL}}},
+        )
+    ).json()
     done = await _wait_status(client, composed["delivery"]["id"], ("completed", "failed"))
     assert done["status"] == "completed" and done["prompt"] == "dog <lora:ink:1>, inkwash"
-    delivered = (await client.post("/v1/deliveries", json={"prompt": "p", "mode": "sdnext",
-                                                           "params": {"generation_params": SMALL}})).json()
+    delivered = (
+        await client.post(
+            "/v1/deliveries", json={"prompt": "p", "mode": "sdnext", "params": {"generation_params": SMALL}}
+        )
+    ).json()
     assert (await _wait_status(client, delivered["delivery_id"], ("completed", "failed")))["status"] == "completed"
 
 
@@ -176,8 +184,16 @@ async def test_progress_websocket(app, lora_dir: Path, fake_sdnext: FakeSDNext) 
 async def test_http_delivery_to_allowed_host(client, app, lora_dir: Path, fake_sdnext: FakeSDNext) -> None:
     port = int(fake_sdnext.url.rsplit(":", 1)[1])
     configure(app, lora_dir, delivery_hosts=["127.0.0.1"])
-    ok = (await client.post("/v1/deliveries", json={"prompt": "p", "mode": "http", "params": {
-        "host": "127.0.0.1", "port": port, "path": "/sdapi/v1/refresh-loras"}})).json()
+    ok = (
+        await client.post(
+            "/v1/deliveries",
+            json={
+                "prompt": "p",
+                "mode": "http",
+                "params": {"host": "127.0.0.1", "port": port, "path": "/sdapi/v1/refresh-loras"},
+            },
+        )
+    ).json()
     for _ in range(200):
         got = (await client.get(f"/v1/deliveries/{ok['delivery_id']}")).json()["delivery"]
         if got["status"] in ("succeeded", "failed"):
@@ -198,8 +214,11 @@ async def test_generation_query_options(client, app, lora_dir: Path, fake_sdnext
         long = await client.post(path, params={"backend": "x" * 51}, json=SMALL)
         assert long.status_code == 422, path
     spec = (await client.get("/openapi.json")).json()["paths"]
-    for path, mode in (("/v1/generation/generate", "immediate"), ("/v1/generation/compose-and-generate", "immediate"),
-                       ("/v1/generation/queue-generation", "deferred")):
+    for path, mode in (
+        ("/v1/generation/generate", "immediate"),
+        ("/v1/generation/compose-and-generate", "immediate"),
+        ("/v1/generation/queue-generation", "deferred"),
+    ):
         query = {p["name"]: p for p in spec[path]["post"]["parameters"] if p["in"] == "query"}
         assert set(query) == {"backend", "mode", "save_images", "return_format"}, path
         assert query["mode"]["schema"]["default"] == mode, path

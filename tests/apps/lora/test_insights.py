@@ -20,13 +20,20 @@ async def test_empty_history(client, app, lora_dir: Path) -> None:
     volume = summary["chart_data"]["generation_volume"]
     assert len(volume) == 24 and all(p["count"] == 0 for p in volume)  # zero-filled
     assert summary["chart_data"]["resource_usage"] == []  # nothing invented
-    assert len((await client.get("/api/v1/analytics/timeseries", params={"time_range": "7d"})).json()
-               ["generation_volume"]) == 7
+    assert (
+        len((await client.get("/api/v1/analytics/timeseries", params={"time_range": "7d"})).json()["generation_volume"])
+        == 7
+    )
     bad = await client.get("/v1/analytics/stats", params={"time_range": "1y"})
     assert bad.status_code == 422 and set(bad.json()) == {"type", "title", "status"}
     dash = (await client.get("/v1/dashboard/stats")).json()
-    assert dash["stats"] == {"total_loras": 0, "active_loras": 0, "embeddings_coverage": 0, "recent_imports": 0,
-                             "active_jobs": 0}
+    assert dash["stats"] == {
+        "total_loras": 0,
+        "active_loras": 0,
+        "embeddings_coverage": 0,
+        "recent_imports": 0,
+        "active_jobs": 0,
+    }
     assert dash["system_health"]["queue_status"] == "idle"
     assert (await client.get("/v1/dashboard/featured-loras")).json() == []
     assert (await client.get("/v1/dashboard/activity-feed")).json() == []
@@ -48,8 +55,9 @@ async def test_history_numbers(client, app, lora_dir: Path, fake_sdnext: FakeSDN
     assert stats["success_rate"] == pytest.approx(66.67) and stats["active_loras"] == 1 and stats["total_loras"] == 1
     assert stats["avg_generation_time"] >= 0
     errors = (await client.get(f"{prefix}/analytics/errors")).json()
-    assert errors == [{"type": "CUDA out of memory", "count": 1, "percentage": 100.0,
-                       "description": "CUDA out of memory"}]
+    assert errors == [
+        {"type": "CUDA out of memory", "count": 1, "percentage": 100.0, "description": "CUDA out of memory"}
+    ]
     summary = (await client.get(f"{prefix}/analytics/summary")).json()
     assert sum(p["count"] for p in summary["chart_data"]["generation_volume"]) == 3
     assert summary["chart_data"]["lora_usage"] == [{"name": "Ink", "usage_count": 2}]

@@ -24,13 +24,23 @@ def _envelope(response, status: int) -> str:
 
 async def test_create_reads_header_and_sidecars(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)
-    path = write_lora(lora_dir / "styles" / "inkwash_v2.safetensors", output_name="inkwash",
-                      tags={"10_inkwash": {"ink wash": 40, "monochrome": 12, "1girl": 3}, "5_x": {"monochrome": 30}})
-    (lora_dir / "styles" / "inkwash_v2.json").write_text(json.dumps(
-        {"activation text": "ink wash painting", "preferred weight": 0.8, "sd version": "SDXL"}))
-    (lora_dir / "styles" / "inkwash_v2.civitai.info").write_text(json.dumps(
-        {"name": "v2.0", "trainedWords": ["inkwash style"],
-         "model": {"name": "Ink Wash", "tags": ["Style", "style", "ink"]}}))
+    path = write_lora(
+        lora_dir / "styles" / "inkwash_v2.safetensors",
+        output_name="inkwash",
+        tags={"10_inkwash": {"ink wash": 40, "monochrome": 12, "1girl": 3}, "5_x": {"monochrome": 30}},
+    )
+    (lora_dir / "styles" / "inkwash_v2.json").write_text(
+        json.dumps({"activation text": "ink wash painting", "preferred weight": 0.8, "sd version": "SDXL"})
+    )
+    (lora_dir / "styles" / "inkwash_v2.civitai.info").write_text(
+        json.dumps(
+            {
+                "name": "v2.0",
+                "trainedWords": ["inkwash style"],
+                "model": {"name": "Ink Wash", "tags": ["Style", "style", "ink"]},
+            }
+        )
+    )
     (lora_dir / "styles" / "inkwash_v2.preview.png").write_bytes(b"\x89PNG\r\n")
     adapter = await create(client, path, "Ink Wash")
     assert adapter["alias"] == "inkwash" and adapter["file_stem"] == "inkwash_v2"
@@ -90,8 +100,9 @@ async def test_name_version_uniqueness_and_roots(client, app, lora_dir: Path, tm
 
 async def test_list_search_filter_sort_paginate(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)
-    for i, (name, tags) in enumerate([("Alpha", ["Anime"]), ("beta", ["anime", "Portrait"]), ("Gamma", ["landscape"]),
-                                      ("delta_100%", [])]):
+    for i, (name, tags) in enumerate(
+        [("Alpha", ["Anime"]), ("beta", ["anime", "Portrait"]), ("Gamma", ["landscape"]), ("delta_100%", [])]
+    ):
         path = write_lora(lora_dir / f"f{i}.safetensors", rank=4 + 100 * i, output_name=f"alias{i}")
         await create(client, path, name, tags=tags, trained_words=["magic word"] if i == 2 else [])
     page = (await client.get("/v1/adapters", params={"per_page": 2})).json()
@@ -120,9 +131,21 @@ async def test_patch_type_checked(client, app, lora_dir: Path) -> None:
     configure(app, lora_dir)
     adapter = await create(client, write_lora(lora_dir / "p.safetensors"), "p")
     url = f"/v1/adapters/{adapter['id']}"
-    bad = [{"weight": True}, {"weight": [1]}, {"weight": "1"}, {"weight": 11}, {"active": 1}, {"ordinal": 1.5},
-           {"ordinal": True}, {"tags": "x"}, {"tags": [1]}, {"nsfw_level": False}, {"name": "x"}, {},
-           {"archetype_confidence": 2}]
+    bad = [
+        {"weight": True},
+        {"weight": [1]},
+        {"weight": "1"},
+        {"weight": 11},
+        {"active": 1},
+        {"ordinal": 1.5},
+        {"ordinal": True},
+        {"tags": "x"},
+        {"tags": [1]},
+        {"nsfw_level": False},
+        {"name": "x"},
+        {},
+        {"archetype_confidence": 2},
+    ]
     for body in bad:
         _envelope(await client.patch(url, json=body), 400)
     for raw in ('{"weight": NaN}', '{"weight": Infinity}', '{"weight": -Infinity}'):
@@ -257,9 +280,16 @@ def test_search_text_leaves_out_contained_parts() -> None:
 
     from kiln.apps.lora.library.values import search_text
 
-    adapter = SimpleNamespace(name="Ink", alias="ink", file_stem="ink", primary_file_name="ink.safetensors",
-                              version=None, tags=["Brush  Stroke", "ink", "stroke"], trained_words=["wash"],
-                              triggers=[])
+    adapter = SimpleNamespace(
+        name="Ink",
+        alias="ink",
+        file_stem="ink",
+        primary_file_name="ink.safetensors",
+        version=None,
+        tags=["Brush  Stroke", "ink", "stroke"],
+        trained_words=["wash"],
+        triggers=[],
+    )
     # name, alias and stem sit inside the file name, "stroke" inside the tag: a third of the trigrams.
     assert search_text(adapter) == "ink.safetensors\nbrush stroke\nwash"
 

@@ -20,8 +20,9 @@ LIBRARY = [
 async def _library(client, lora_dir: Path) -> dict[str, str]:
     ids = {}
     for i, (name, words, tags, base) in enumerate(LIBRARY):
-        a = await create(client, write_lora(lora_dir / f"r{i}.safetensors", base=base), name,
-                         trained_words=words, tags=tags)
+        a = await create(
+            client, write_lora(lora_dir / f"r{i}.safetensors", base=base), name, trained_words=words, tags=tags
+        )
         ids[name] = a["id"]
     return ids
 
@@ -37,12 +38,18 @@ async def test_similar_and_for_prompt(client, app, lora_dir: Path) -> None:
     names = [r["lora_name"] for r in res["recommendations"]]
     assert names[0] == "Sumi Brush" and "Ink XL" not in names  # another base model is excluded
     assert res["recommendations"][0]["similarity_score"] > res["recommendations"][-1]["similarity_score"]
-    prompt = (await client.post("/api/v1/recommendations/for-prompt",
-                                json={"prompt": "a red sports car on a race track", "limit": 4})).json()
+    prompt = (
+        await client.post(
+            "/api/v1/recommendations/for-prompt", json={"prompt": "a red sports car on a race track", "limit": 4}
+        )
+    ).json()
     assert prompt["recommendations"][0]["lora_name"] == "Racing Cars"
     assert "Trigger words in prompt" in prompt["recommendations"][0]["explanation"]
-    excluded = (await client.post("/v1/recommendations/for-prompt", json={
-        "prompt": "sports car", "active_loras": [ids["Racing Cars"]]})).json()
+    excluded = (
+        await client.post(
+            "/v1/recommendations/for-prompt", json={"prompt": "sports car", "active_loras": [ids["Racing Cars"]]}
+        )
+    ).json()
     assert ids["Racing Cars"] not in [r["lora_id"] for r in excluded["recommendations"]]
     stats = (await client.get("/v1/recommendations/stats")).json()
     assert stats["total_loras"] == 4 and stats["loras_with_embeddings"] == 4 and stats["embedding_coverage"] == 1.0
@@ -74,12 +81,15 @@ async def test_index_follows_edits_and_feedback(client, app, lora_dir: Path) -> 
     assert ids["Sumi Brush"] not in [r["lora_id"] for r in res["recommendations"]]
     before = res["recommendations"][0]["final_score"]
     for _ in range(2):
-        fb = await client.post("/v1/recommendations/feedback", json={
-            "recommended_lora_id": res["recommendations"][0]["lora_id"], "feedback_type": "positive"})
+        fb = await client.post(
+            "/v1/recommendations/feedback",
+            json={"recommended_lora_id": res["recommendations"][0]["lora_id"], "feedback_type": "positive"},
+        )
         assert fb.status_code == 201
     after = (await _similar(client, ids["Ink Wash"]))["recommendations"][0]["final_score"]
     assert after > before
     assert (await client.get("/v1/recommendations/stats")).json()["feedback_count"] == 2
-    bad = await client.post("/v1/recommendations/feedback", json={"recommended_lora_id": "nope",
-                                                                   "feedback_type": "positive"})
+    bad = await client.post(
+        "/v1/recommendations/feedback", json={"recommended_lora_id": "nope", "feedback_type": "positive"}
+    )
     assert bad.status_code == 404 and set(bad.json()) == {"type", "title", "status"}

@@ -43,11 +43,20 @@ async def test_spa_progress_socket(app, lora_dir, fake_sdnext) -> None:
     # The SPA opens <base>/generation/ws/progress, never subscribes, and reads flat messages.
     configure(app, lora_dir, sdnext_url=fake_sdnext.url)
     fake_sdnext.step_seconds = 0.05
-    async with (httpx.AsyncClient(transport=ASGIWebSocketTransport(app), base_url="http://testserver") as http,
-                aconnect_ws("/api/v1/generation/ws/progress", http) as ws):
+    async with (
+        httpx.AsyncClient(transport=ASGIWebSocketTransport(app), base_url="http://testserver") as http,
+        aconnect_ws("/api/v1/generation/ws/progress", http) as ws,
+    ):
         assert (await _next(ws))["type"] == "connected"
-        body = {"prompt": "a lighthouse", "negative_prompt": "fog", "steps": 8, "width": 64, "height": 64,
-                "seed": 42, "cfg_scale": 6}
+        body = {
+            "prompt": "a lighthouse",
+            "negative_prompt": "fog",
+            "steps": 8,
+            "width": 64,
+            "height": 64,
+            "seed": 42,
+            "cfg_scale": 6,
+        }
         job_id = (await http.post("/api/v1/generation/queue-generation", json=body)).json()["delivery_id"]
         seen: list[dict] = []
         while not seen or seen[-1]["type"] not in ("generation_complete", "generation_error"):
@@ -64,15 +73,20 @@ async def test_spa_progress_socket(app, lora_dir, fake_sdnext) -> None:
 
         fake_sdnext.step_seconds = 0.2
         job_id = (await http.post("/api/v1/generation/queue-generation", json={**body, "steps": 50})).json()[
-            "delivery_id"]
+            "delivery_id"
+        ]
         while (await _next(ws)).get("type") != "generation_progress":
             pass
         await http.post(f"/api/v1/generation/jobs/{job_id}/cancel")
         message = await _next(ws)
         while message.get("job_id") != job_id or message["type"] == "generation_progress":
             message = await _next(ws)
-        assert message == {"type": "generation_error", "job_id": job_id, "error": "Generation cancelled",
-                           "status": "cancelled"}
+        assert message == {
+            "type": "generation_error",
+            "job_id": job_id,
+            "error": "Generation cancelled",
+            "status": "cancelled",
+        }
 
 
 async def test_activate_deactivate_patch_answer_a_bare_adapter_too(client, app, lora_dir) -> None:
@@ -91,8 +105,9 @@ async def test_activate_deactivate_patch_answer_a_bare_adapter_too(client, app, 
 
 
 async def _generate(client, prompt: str) -> str:
-    answer = await client.post("/api/v1/generation/generate", json={"prompt": prompt, "steps": 2, "width": 64,
-                                                                     "height": 64, "seed": 7})
+    answer = await client.post(
+        "/api/v1/generation/generate", json={"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 7}
+    )
     assert answer.json()["status"] == "completed", answer.text
     return answer.json()["job_id"]
 

@@ -31,13 +31,22 @@ def _dms(value: float) -> tuple[TiffImagePlugin.IFDRational, ...]:
     degrees = int(value)
     minutes = int((value - degrees) * 60)
     seconds = Fraction((value - degrees - minutes / 60) * 3600).limit_denominator(10000)
-    return (TiffImagePlugin.IFDRational(degrees, 1), TiffImagePlugin.IFDRational(minutes, 1),
-            TiffImagePlugin.IFDRational(seconds.numerator, seconds.denominator))
+    return (
+        TiffImagePlugin.IFDRational(degrees, 1),
+        TiffImagePlugin.IFDRational(minutes, 1),
+        TiffImagePlugin.IFDRational(seconds.numerator, seconds.denominator),
+    )
 
 
-def photo(*, gps: tuple[float, float, float] | None = None, color: tuple[int, int, int] = (40, 120, 200),
-          size: tuple[int, int] = (640, 480), red_box: bool = False, fmt: str = "JPEG",
-          make: str | None = "KilnCam") -> bytes:
+def photo(
+    *,
+    gps: tuple[float, float, float] | None = None,
+    color: tuple[int, int, int] = (40, 120, 200),
+    size: tuple[int, int] = (640, 480),
+    red_box: bool = False,
+    fmt: str = "JPEG",
+    make: str | None = "KilnCam",
+) -> bytes:
     """A generated photo; `gps=(lat, lng, altitude)` writes a GPS IFD, `red_box` draws litter."""
     img = Image.new("RGB", size, color)
     if red_box:
@@ -62,8 +71,9 @@ def photo(*, gps: tuple[float, float, float] | None = None, color: tuple[int, in
 
 
 async def register(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
-    response = await client.post("/api/auth/signup", json={"email": email, "password": password,
-                                                           "full_name": email.split("@")[0]})
+    response = await client.post(
+        "/api/auth/signup", json={"email": email, "password": password, "full_name": email.split("@")[0]}
+    )
     assert response.status_code == 201, response.text
     response = await client.post("/api/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
@@ -81,8 +91,9 @@ async def upload(client: httpx.AsyncClient, *files: tuple[str, bytes, str]) -> h
     return await client.post("/api/upload/files", files=[("files", f) for f in files])
 
 
-async def wait_status(client: httpx.AsyncClient, media_id: str, statuses: set[str], timeout: float = 30
-                      ) -> dict[str, Any]:
+async def wait_status(
+    client: httpx.AsyncClient, media_id: str, statuses: set[str], timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         page = (await client.get("/api/vault", params={"page_size": 100})).json()
@@ -101,14 +112,26 @@ async def add_media(kernel: Any, user_id: str, **fields: Any) -> str:
 
     detections = fields.pop("detections", [])
     media_id = fields.pop("id", None) or new_id()
-    values: dict[str, Any] = {"status": "READY", "filename": f"{media_id[:8]}.jpg", "has_trash": False,
-                              "attempts": 0, "blob_key": f"media/{user_id}/{media_id}/original"}
+    values: dict[str, Any] = {
+        "status": "READY",
+        "filename": f"{media_id[:8]}.jpg",
+        "has_trash": False,
+        "attempts": 0,
+        "blob_key": f"media/{user_id}/{media_id}/original",
+    }
     values.update(fields)
     async with kernel.db.session() as session:
         session.add(MediaItem(id=media_id, user_id=user_id, **values))
         await session.flush()
         for label, confidence in detections:
-            session.add(MediaDetection(media_id=media_id, label=label, confidence=confidence,
-                                       bbox={"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2}, detector="test"))
+            session.add(
+                MediaDetection(
+                    media_id=media_id,
+                    label=label,
+                    confidence=confidence,
+                    bbox={"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2},
+                    detector="test",
+                )
+            )
         await session.commit()
     return media_id

@@ -33,8 +33,9 @@ async def register_indexed(client: httpx.AsyncClient, path: Path) -> dict[str, A
     return r.json()["asset"]
 
 
-async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str] | None = None,
-                   timeout: float = 60.0) -> dict[str, Any]:
+async def wait_job(
+    client: httpx.AsyncClient, job_id: str, statuses: set[str] | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
     statuses = statuses or {"succeeded", "failed", "cancelled"}
     deadline = time.monotonic() + timeout
     while True:
@@ -49,12 +50,16 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, statuses: set[str] | 
 
 def trigger_spec(fmt: str = "parquet", **output: Any) -> dict[str, Any]:
     """Camera frames joined with IMU and odometry (the domain tests' standard spec)."""
+
     def src(topic: str, field: str) -> dict[str, str]:
         return {"kind": "path", "topic": topic, "field_path": field}
 
     return {
-        "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw",
-                         "joins": [{"topic": "/imu"}, {"topic": "/odom", "sync_policy": "nearest"}]},
+        "row_strategy": {
+            "kind": "trigger",
+            "trigger_topic": "/camera/image_raw",
+            "joins": [{"topic": "/imu"}, {"topic": "/odom", "sync_policy": "nearest"}],
+        },
         "features": {
             "image": {"source": src("/camera/image_raw", "data"), "dtype": "bytes"},
             "acc": {"source": src("/imu", "linear_acceleration.x"), "dtype": "float64"},

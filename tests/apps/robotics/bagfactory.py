@@ -26,7 +26,15 @@ ODOM = "nav_msgs/msg/Odometry"
 STRING = "std_msgs/msg/String"
 
 FORMATS = (
-    "bag", "bag-bz2", "bag-lz4", "mcap", "mcap-lz4", "mcap-zstd", "db3", "dir-mcap", "dir-db3",
+    "bag",
+    "bag-bz2",
+    "bag-lz4",
+    "mcap",
+    "mcap-lz4",
+    "mcap-zstd",
+    "db3",
+    "dir-mcap",
+    "dir-db3",
 )
 
 
@@ -43,13 +51,15 @@ class RecordingPlan:
     duration_s: float = 2.0
     image_size: tuple[int, int] = (8, 6)  # width, height
     cloud_points: int = 16
-    topics: list[TopicPlan] = field(default_factory=lambda: [
-        TopicPlan("/camera/image_raw", IMAGE, 10.0),
-        TopicPlan("/imu", IMU, 100.0, offset_ns=1_000_000),
-        TopicPlan("/odom", ODOM, 50.0, offset_ns=2_000_000),
-        TopicPlan("/lidar/points", CLOUD, 5.0, offset_ns=3_000_000),
-        TopicPlan("/status", STRING, 1.0, offset_ns=4_000_000),
-    ])
+    topics: list[TopicPlan] = field(
+        default_factory=lambda: [
+            TopicPlan("/camera/image_raw", IMAGE, 10.0),
+            TopicPlan("/imu", IMU, 100.0, offset_ns=1_000_000),
+            TopicPlan("/odom", ODOM, 50.0, offset_ns=2_000_000),
+            TopicPlan("/lidar/points", CLOUD, 5.0, offset_ns=3_000_000),
+            TopicPlan("/status", STRING, 1.0, offset_ns=4_000_000),
+        ]
+    )
 
     def count(self, topic: str) -> int:
         plan = next(p for p in self.topics if p.topic == topic)
@@ -95,23 +105,27 @@ def make_message(ts, ros1: bool, msgtype: str, i: int, t_ns: int, plan: Recordin
     if msgtype == IMU:
         v = imu_value(i)
         return T[IMU](
-            header=header, orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0),
-            orientation_covariance=np.zeros(9), angular_velocity=vec(x=0.0, y=0.0, z=-v),
-            angular_velocity_covariance=np.zeros(9), linear_acceleration=vec(x=v, y=1.0, z=9.81),
+            header=header,
+            orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0),
+            orientation_covariance=np.zeros(9),
+            angular_velocity=vec(x=0.0, y=0.0, z=-v),
+            angular_velocity_covariance=np.zeros(9),
+            linear_acceleration=vec(x=v, y=1.0, z=9.81),
             linear_acceleration_covariance=np.zeros(9),
         )
     if msgtype == IMAGE:
         w, h = plan.image_size
         data = np.full(w * h * 3, image_fill(i), dtype=np.uint8)
-        return T[IMAGE](header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
-                        step=w * 3, data=data)
+        return T[IMAGE](header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3, data=data)
     if msgtype == ODOM:
         pose = T["geometry_msgs/msg/Pose"](
             position=T["geometry_msgs/msg/Point"](x=odom_x(i), y=0.0, z=0.0),
-            orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0))
+            orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0),
+        )
         twist = T["geometry_msgs/msg/Twist"](linear=vec(x=1.0, y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=0.1))
         return T[ODOM](
-            header=header, child_frame_id="base_link",
+            header=header,
+            child_frame_id="base_link",
             pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
             twist=T["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)),
         )
@@ -120,13 +134,23 @@ def make_message(ts, ros1: bool, msgtype: str, i: int, t_ns: int, plan: Recordin
         field_t = T["sensor_msgs/msg/PointField"]
         fields = [field_t(name=c, offset=4 * k, datatype=7, count=1) for k, c in enumerate("xyz")]
         pts = np.full((n, 3), float(i), dtype=np.float32)
-        return T[CLOUD](header=header, height=1, width=n, fields=fields, is_bigendian=False,
-                        point_step=12, row_step=12 * n, data=pts.view(np.uint8).reshape(-1), is_dense=True)
+        return T[CLOUD](
+            header=header,
+            height=1,
+            width=n,
+            fields=fields,
+            is_bigendian=False,
+            point_step=12,
+            row_step=12 * n,
+            data=pts.view(np.uint8).reshape(-1),
+            is_dense=True,
+        )
     raise ValueError(f"no generator for {msgtype}")
 
 
 def _events(plan: RecordingPlan) -> Iterator[tuple[int, int, TopicPlan]]:
     """(time, index, topic plan) in time order, like a recorder would write them."""
+
     def stream(k: int, p: TopicPlan) -> Iterator[tuple[int, int, int]]:
         for i, t in enumerate(_times(p, plan.duration_s)):
             yield t, i, k

@@ -54,43 +54,97 @@ def write_raw_bgra_mcap(path: Path) -> Path:
             joy = Joy(header=hdr, axes=np.zeros(2, np.float32), buttons=np.full(15, i % 2, np.int32))
             w.add_message(ids["/joy"], log_time=t, publish_time=t, data=bytes(ts.serialize_cdr(joy, Joy.__msgtype__)))
             img = Raw(header=hdr, height=3, width=4, data=_bgra(i).reshape(-1))
-            w.add_message(ids["/doom_image"], log_time=t + 1000, publish_time=t + 1000,
-                          data=bytes(ts.serialize_cdr(img, RAW_BGRA)))
+            w.add_message(
+                ids["/doom_image"],
+                log_time=t + 1000,
+                publish_time=t + 1000,
+                data=bytes(ts.serialize_cdr(img, RAW_BGRA)),
+            )
         w.finish()
     return path
 
 
 def doom_spec() -> dict:
     """hephaes 0.3.0's built-in doom template as its `model_dump(by_alias=True)` writes it (nulls included)."""
-    join = {"topic": "/joy", "sync_policy": "last-known-before", "tolerance_ns": None, "staleness_ns": 250000000,
-            "required": True, "missing": "default", "default_value": {"buttons": [0] * 15}}
+    join = {
+        "topic": "/joy",
+        "sync_policy": "last-known-before",
+        "tolerance_ns": None,
+        "staleness_ns": 250000000,
+        "required": True,
+        "missing": "default",
+        "default_value": {"buttons": [0] * 15},
+    }
     rs = {"kind": "trigger", "trigger_topic": "/doom_image", "joins": [join]}
     return {
         "schema": {"name": "doom_ros_train_py_compatible", "version": 1},
-        "input": {"paths": [], "recursive": False, "include_topics": ["/doom_image", "/joy"], "exclude_topics": [],
-                  "start_ns": None, "end_ns": None, "max_messages": None, "sample_rate_hz": None},
-        "decoding": {"topics": {"/doom_image": {"type_hint": RAW_BGRA, "on_failure": "warn"},
-                                "/joy": {"type_hint": "sensor_msgs/msg/Joy", "on_failure": "warn"}},
-                     "on_decode_failure": "warn"},
-        "row_strategy": rs, "assembly": rs,
+        "input": {
+            "paths": [],
+            "recursive": False,
+            "include_topics": ["/doom_image", "/joy"],
+            "exclude_topics": [],
+            "start_ns": None,
+            "end_ns": None,
+            "max_messages": None,
+            "sample_rate_hz": None,
+        },
+        "decoding": {
+            "topics": {
+                "/doom_image": {"type_hint": RAW_BGRA, "on_failure": "warn"},
+                "/joy": {"type_hint": "sensor_msgs/msg/Joy", "on_failure": "warn"},
+            },
+            "on_decode_failure": "warn",
+        },
+        "row_strategy": rs,
+        "assembly": rs,
         "features": {
-            "image": {"source": {"kind": "path", "topic": "/doom_image", "field_path": "data"}, "dtype": "bytes",
-                      "shape": None, "required": True, "missing": "default",
-                      "transforms": [{"kind": "image_color_convert", "params": {"from": "bgra", "to": "rgb"}},
-                                     {"kind": "image_encode", "params": {"format": "png"}}],
-                      "description": None, "presence_flag": True},
-            "buttons": {"source": {"kind": "path", "topic": "/joy", "field_path": "buttons"}, "dtype": "int64",
-                        "shape": [15], "required": True, "missing": "zeros",
-                        "transforms": [{"kind": "cast", "params": {"dtype": "int64"}}], "description": None,
-                        "presence_flag": True}},
+            "image": {
+                "source": {"kind": "path", "topic": "/doom_image", "field_path": "data"},
+                "dtype": "bytes",
+                "shape": None,
+                "required": True,
+                "missing": "default",
+                "transforms": [
+                    {"kind": "image_color_convert", "params": {"from": "bgra", "to": "rgb"}},
+                    {"kind": "image_encode", "params": {"format": "png"}},
+                ],
+                "description": None,
+                "presence_flag": True,
+            },
+            "buttons": {
+                "source": {"kind": "path", "topic": "/joy", "field_path": "buttons"},
+                "dtype": "int64",
+                "shape": [15],
+                "required": True,
+                "missing": "zeros",
+                "transforms": [{"kind": "cast", "params": {"dtype": "int64"}}],
+                "description": None,
+                "presence_flag": True,
+            },
+        },
         "labels": {"primary": "buttons", "source": None, "class_map": {}, "multi_label": False, "transforms": []},
-        "draft_origin": None, "split": None,
-        "validation": {"sample_n": 128, "fail_fast": True, "bad_record_budget": 0,
-                       "expected_features": ["image", "buttons"], "preview": False},
-        "output": {"format": "tfrecord", "compression": "gzip", "payload_encoding": "typed_features",
-                   "null_encoding": "presence_flag", "image_payload_contract": "bytes_v2", "shards": 8,
-                   "filename_template": "{split}-{shard:05d}-of-{num_shards:05d}.tfrecord", "write_manifest": True},
-        "mapping": None, "resample": None, "write_manifest": True,
+        "draft_origin": None,
+        "split": None,
+        "validation": {
+            "sample_n": 128,
+            "fail_fast": True,
+            "bad_record_budget": 0,
+            "expected_features": ["image", "buttons"],
+            "preview": False,
+        },
+        "output": {
+            "format": "tfrecord",
+            "compression": "gzip",
+            "payload_encoding": "typed_features",
+            "null_encoding": "presence_flag",
+            "image_payload_contract": "bytes_v2",
+            "shards": 8,
+            "filename_template": "{split}-{shard:05d}-of-{num_shards:05d}.tfrecord",
+            "write_manifest": True,
+        },
+        "mapping": None,
+        "resample": None,
+        "write_manifest": True,
     }
 
 
@@ -130,12 +184,22 @@ async def test_spec_with_nulls_is_accepted_everywhere(client, tmp_path):
 async def test_raw_image_bytes_are_never_opened_as_files(client, tmp_path):
     """mono/rgb raw images through image transforms, with and without the message around them."""
     asset = await register(client, recording(tmp_path))
-    spec = {"row_strategy": {"kind": "per-message", "topic": "/camera/image_raw"},
-            "features": {"png": {"source": {"kind": "path", "topic": "/camera/image_raw", "field_path": "data"},
-                                 "dtype": "bytes", "required": True,
-                                 "transforms": [{"kind": "image_color_convert", "params": {"from": "rgb", "to": "bgr"}},
-                                                {"kind": "image_encode", "params": {"format": "png"}}]}},
-            "validation": {"fail_fast": True}, "output": {"format": "parquet"}}
+    spec = {
+        "row_strategy": {"kind": "per-message", "topic": "/camera/image_raw"},
+        "features": {
+            "png": {
+                "source": {"kind": "path", "topic": "/camera/image_raw", "field_path": "data"},
+                "dtype": "bytes",
+                "required": True,
+                "transforms": [
+                    {"kind": "image_color_convert", "params": {"from": "rgb", "to": "bgr"}},
+                    {"kind": "image_encode", "params": {"format": "png"}},
+                ],
+            }
+        },
+        "validation": {"fail_fast": True},
+        "output": {"format": "parquet"},
+    }
     r = await client.post("/conversions/preview", json={"asset_id": asset["id"], "spec": spec, "sample_n": 2})
     assert r.status_code == 200, r.text
     assert r.json()["preview"]["bad_records"] == 0
@@ -148,8 +212,9 @@ async def test_spec_validation_errors_have_fastapis_shape(client, tmp_path):
     [err] = r.json()["detail"]
     assert err["loc"] == ["body", "spec", "output", "shards"] and set(err) == {"loc", "msg", "type"}
     assert "pydantic" not in r.text and "validation error for" not in r.text
-    r = await client.post("/conversions", json={"asset_ids": [asset["id"]], "output": {"format": "parquet",
-                                                                                      "shards": "many"}})
+    r = await client.post(
+        "/conversions", json={"asset_ids": [asset["id"]], "output": {"format": "parquet", "shards": "many"}}
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "output", "shards"]
     assert "pydantic" not in r.text and "OutputSpec" not in r.text
 
@@ -166,8 +231,9 @@ async def test_config_output_echoes_the_request(client, tmp_path):
     spec = trigger_spec("tfrecord", compression="gzip")
     run = await convert(client, {"asset_ids": [asset["id"]], "spec": spec})
     assert run["config"]["output"] == {"format": "tfrecord", "compression": "gzip"}
-    assert run["output_files"] and all(isinstance(p, str) and p.startswith(run["output_path"])
-                                       for p in run["output_files"])
+    assert run["output_files"] and all(
+        isinstance(p, str) and p.startswith(run["output_path"]) for p in run["output_files"]
+    )
 
 
 async def test_reference_visible_values(client):
@@ -195,8 +261,9 @@ async def test_utf8_upload_names_come_back_intact(client, tmp_path):
     r = await client.post("/assets/upload", content=data, headers={"X-File-Name": name.encode()})  # raw UTF-8
     assert r.status_code == 201, r.text
     assert r.json()["file_name"] == name and r.json()["file_path"].endswith("/" + name)
-    r = await client.post("/assets/upload", content=data + b"x",
-                          headers={"X-File-Name": "UTF-8''caf%C3%A9.bag"})  # RFC 8187 extended value
+    r = await client.post(
+        "/assets/upload", content=data + b"x", headers={"X-File-Name": "UTF-8''caf%C3%A9.bag"}
+    )  # RFC 8187 extended value
     assert r.status_code == 201 and r.json()["file_name"] == "café.bag"
 
 

@@ -16,35 +16,48 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class LoraSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KILN_LORA_", env_file=".env", extra="ignore",
-                                      populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="KILN_LORA_", env_file=".env", extra="ignore", populate_by_name=True)
 
     sdnext_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("KILN_SDNEXT_URL", "sdnext_url"),
-        description="Base URL of an SDNext / AUTOMATIC1111 server; unset = generation not configured.")
+        default=None,
+        validation_alias=AliasChoices("KILN_SDNEXT_URL", "sdnext_url"),
+        description="Base URL of an SDNext / AUTOMATIC1111 server; unset = generation not configured.",
+    )
     sdnext_username: str | None = Field(
-        default=None, validation_alias=AliasChoices("KILN_SDNEXT_USERNAME", "sdnext_username"),
-        description="HTTP Basic user of the SDNext server (when it runs with --auth).")
+        default=None,
+        validation_alias=AliasChoices("KILN_SDNEXT_USERNAME", "sdnext_username"),
+        description="HTTP Basic user of the SDNext server (when it runs with --auth).",
+    )
     sdnext_password: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("KILN_SDNEXT_PASSWORD", "sdnext_password"),
-        description="HTTP Basic password of the SDNext server.")
+        default=None,
+        validation_alias=AliasChoices("KILN_SDNEXT_PASSWORD", "sdnext_password"),
+        description="HTTP Basic password of the SDNext server.",
+    )
     sdnext_timeout: float = Field(
-        default=600.0, gt=0, validation_alias=AliasChoices("KILN_SDNEXT_TIMEOUT", "sdnext_timeout"),
-        description="Longest wait for one txt2img call, in seconds.")
+        default=600.0,
+        gt=0,
+        validation_alias=AliasChoices("KILN_SDNEXT_TIMEOUT", "sdnext_timeout"),
+        description="Longest wait for one txt2img call, in seconds.",
+    )
     dir: Path = Field(default=Path("./loras"), description="Folder holding adapter files (imports extract here).")
     roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="More comma-separated folders whose adapter files may be registered.")
+        default_factory=list, description="More comma-separated folders whose adapter files may be registered."
+    )
     api_key: SecretStr | None = Field(default=None, description="When set, routes require X-API-Key equal to it.")
     poll_interval: float = Field(default=0.5, gt=0, description="Seconds between SDNext /progress polls of a job.")
     max_per_page: int = Field(default=500, ge=1, description="Largest `per_page` of GET /adapters.")
-    max_header_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
-                                  description="Largest safetensors JSON header read.")
-    generate_wait_seconds: float = Field(default=600.0, gt=0,
-                                         description="How long an immediate /generation/generate waits for its job.")
-    max_import_bytes: int = Field(default=64 * 1024**3, ge=1,
-                                  description="Largest total uncompressed size of an imported archive.")
+    max_header_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest safetensors JSON header read."
+    )
+    generate_wait_seconds: float = Field(
+        default=600.0, gt=0, description="How long an immediate /generation/generate waits for its job."
+    )
+    max_import_bytes: int = Field(
+        default=64 * 1024**3, ge=1, description="Largest total uncompressed size of an imported archive."
+    )
     delivery_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Hosts `http` deliveries may post to (comma-separated); none by default.")
+        default_factory=list, description="Hosts `http` deliveries may post to (comma-separated); none by default."
+    )
     max_import_members: int = Field(default=100_000, ge=1, description="Most members of an imported archive.")
 
     @field_validator("roots", "delivery_hosts", mode="before")

@@ -38,8 +38,7 @@ def bad_request(title: str) -> LoraError:
 
 
 def envelope(status: int, title: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "title": title, "status": status}, status_code=status,
-                        headers=headers)
+    return JSONResponse({"type": "about:blank", "title": title, "status": status}, status_code=status, headers=headers)
 
 
 def _validation_title(exc: RequestValidationError) -> str:

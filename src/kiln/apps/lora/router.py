@@ -33,8 +33,7 @@ router.include_router(recommend_router)
 # The SPA's import/export, backup and analytics screens join paths that already start with
 # `/api/v1` onto their `/api/v1` base (`/api/v1/api/v1/export/estimate`); those routers answer
 # there too, out of the OpenAPI schema, so the screens work unchanged.
-doubled_router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard],
-                           include_in_schema=False)
+doubled_router = APIRouter(route_class=LoraRoute, dependencies=[OpenSurfaceGuard, ApiKeyGuard], include_in_schema=False)
 doubled_router.include_router(archive_router)
 doubled_router.include_router(insights_router)
 DOUBLED_PREFIX = "/api/v1/api/v1"

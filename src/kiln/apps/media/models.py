@@ -12,7 +12,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kiln.core.db import Base, JSONType, UTCDateTime, UUIDStr, new_id, utcnow
 
 PENDING, UPLOADED, EXTRACTING, PROCESSING, READY, FAILED = (
-    "PENDING", "UPLOADED", "EXTRACTING", "PROCESSING", "READY", "FAILED",
+    "PENDING",
+    "UPLOADED",
+    "EXTRACTING",
+    "PROCESSING",
+    "READY",
+    "FAILED",
 )
 STATUSES = (PENDING, UPLOADED, EXTRACTING, PROCESSING, READY, FAILED)
 IN_FLIGHT = (EXTRACTING, PROCESSING)
@@ -23,8 +28,14 @@ class MediaItem(Base):
     __table_args__ = (
         Index("ix_media_items_user_created", "user_id", "created_at"),
         # one file per user: two concurrent uploads of the same bytes cannot both be accepted (0006)
-        Index("uq_media_items_user_sha256", "user_id", "sha256", unique=True,
-              sqlite_where=text("sha256 IS NOT NULL"), postgresql_where=text("sha256 IS NOT NULL")),
+        Index(
+            "uq_media_items_user_sha256",
+            "user_id",
+            "sha256",
+            unique=True,
+            sqlite_where=text("sha256 IS NOT NULL"),
+            postgresql_where=text("sha256 IS NOT NULL"),
+        ),
         Index("ix_media_items_user_lat_lng", "user_id", "lat", "lng", "updated_at"),
         # covering indexes of the map's row-level statistics and border strips (migration 0006)
         Index("ix_media_items_map_lat", "user_id", "has_trash", "status", "lat", "lng", "confidence", "id"),
@@ -147,8 +158,9 @@ class MediaGridMember(Base):
 class MediaGridCell(Base):
     __tablename__ = "media_grid_cells"
     # lng-first and covering (0007): a map bbox's tall edge bands are one range scan of it
-    __table_args__ = (Index("ix_media_grid_cells_lng", "user_id", "level", "lng_idx", "lat_idx", "count",
-                            "confidence_sum"),)
+    __table_args__ = (
+        Index("ix_media_grid_cells_lng", "user_id", "level", "lng_idx", "lat_idx", "count", "confidence_sum"),
+    )
 
     user_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # 0: 0.005°, 1: 0.05°

@@ -30,11 +30,21 @@ async def health(kernel: KernelDep) -> dict[str, Any]:
         async with kernel.db.session() as session:
             await asyncio.wait_for(session.execute(text("SELECT 1")), timeout=3)
     except Exception as exc:  # reported, not raised: this route exists to say the database is down
-        raise HTTPException(503, {"status": "unhealthy", "timestamp": time.time(),
-                                  "components": {"api": "up", "database": "down"},
-                                  "error": f"database unreachable ({type(exc).__name__})"}) from None
-    return {"status": "healthy", "timestamp": time.time(), "components": {"api": "up", "database": "up"},
-            "database_latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        raise HTTPException(
+            503,
+            {
+                "status": "unhealthy",
+                "timestamp": time.time(),
+                "components": {"api": "up", "database": "down"},
+                "error": f"database unreachable ({type(exc).__name__})",
+            },
+        ) from None
+    return {
+        "status": "healthy",
+        "timestamp": time.time(),
+        "components": {"api": "up", "database": "up"},
+        "database_latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
 
 
 router.include_router(routes_auth.router)

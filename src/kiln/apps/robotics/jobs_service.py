@@ -23,15 +23,20 @@ from kiln.core.kernel import Kernel
 INDEX_KIND, CONVERT_KIND = "robotics.index", "robotics.convert"
 
 
-async def create_index_jobs(session: AsyncSession, jobs: JobService, asset_ids: list[str], trigger: str,
-                            execution: Execution = "background") -> list[Job]:
+async def create_index_jobs(
+    session: AsyncSession, jobs: JobService, asset_ids: list[str], trigger: str, execution: Execution = "background"
+) -> list[Job]:
     """Add one index job per asset to the caller's transaction (kick after commit)."""
     created = []
     for asset_id in asset_ids:
         job = await jobs.create(
-            session, INDEX_KIND,
-            {"asset_id": asset_id, "target_asset_ids": [asset_id],
-             "config": {"execution": execution, "trigger": trigger}},
+            session,
+            INDEX_KIND,
+            {
+                "asset_id": asset_id,
+                "target_asset_ids": [asset_id],
+                "config": {"execution": execution, "trigger": trigger},
+            },
             max_attempts=1,  # a damaged recording does not heal by retrying; POST /jobs/{id}/retry can
         )
         session.add(JobAsset(job_id=job.id, asset_id=asset_id, position=0))
@@ -87,9 +92,13 @@ async def index_asset(session: AsyncSession, kernel: Kernel, cfg: RoboticsSettin
 
 async def reindex_all(session: AsyncSession, kernel: Kernel, cfg: RoboticsSettings) -> dict[str, Any]:
     """Index every pending, failed or never-indexed asset (oldest first), one job each."""
-    assets = list(await session.scalars(
-        select(Asset).where(or_(Asset.indexing_status.in_([PENDING, FAILED]), Asset.last_indexed_at.is_(None)))
-        .order_by(Asset.registered_at, Asset.id)))
+    assets = list(
+        await session.scalars(
+            select(Asset)
+            .where(or_(Asset.indexing_status.in_([PENDING, FAILED]), Asset.last_indexed_at.is_(None)))
+            .order_by(Asset.registered_at, Asset.id)
+        )
+    )
     created = await create_index_jobs(session, kernel.jobs, [a.id for a in assets], "reindex_all", cfg.execution)
     pairs = [(a.id, j.id) for a, j in zip(assets, created, strict=True)]
     await session.commit()
@@ -103,8 +112,12 @@ async def reindex_all(session: AsyncSession, kernel: Kernel, cfg: RoboticsSettin
         bucket = indexed if status == SUCCEEDED else failed if status in ("failed", "cancelled") else waiting
         if asset_id in fresh:
             bucket.append(asset_summary(fresh[asset_id]))
-    return {"indexed_assets": indexed, "failed_assets": failed, "total_requested": len(pairs),
-            "pending_assets": waiting}
+    return {
+        "indexed_assets": indexed,
+        "failed_assets": failed,
+        "total_requested": len(pairs),
+        "pending_assets": waiting,
+    }
 
 
 def _check_filters(type_: str | None, status: str | None) -> tuple[str | None, str | None]:
@@ -136,8 +149,9 @@ async def list_jobs(
 
 
 async def count_jobs(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(Job).where(
-        Job.kind.in_(list(JOB_KINDS.values())))) or 0)
+    return int(
+        await session.scalar(select(func.count()).select_from(Job).where(Job.kind.in_(list(JOB_KINDS.values())))) or 0
+    )
 
 
 async def get_job(session: AsyncSession, job_id: str) -> Job:

@@ -41,7 +41,8 @@ class AssetMetadata(Base):
     __tablename__ = "robotics_asset_metadata"
 
     asset_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="CASCADE"), primary_key=True)
+        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="CASCADE"), primary_key=True
+    )
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
     start_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -71,9 +72,11 @@ class AssetTag(Base):
     __tablename__ = "robotics_asset_tags"
 
     asset_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="CASCADE"), primary_key=True)
+        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="CASCADE"), primary_key=True
+    )
     tag_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_tags.id", ondelete="CASCADE"), primary_key=True, index=True)
+        UUIDStr(), ForeignKey("robotics_tags.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -111,7 +114,8 @@ class ConfigRevision(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     config_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="CASCADE"), index=True)
+        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="CASCADE"), index=True
+    )
     revision_number: Mapped[int] = mapped_column(Integer)
     change_kind: Mapped[str] = mapped_column(String(16))  # create | update | duplicate | migration
     change_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -129,12 +133,14 @@ class Draft(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     source_asset_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="SET NULL"), nullable=True)
+        UUIDStr(), ForeignKey("robotics_assets.id", ondelete="SET NULL"), nullable=True
+    )
     status: Mapped[str] = mapped_column(String(16), default="draft")  # draft|confirmed|saved|discarded
     current_revision_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
     confirmed_revision_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
     saved_config_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="SET NULL"), nullable=True)
+        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="SET NULL"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     discarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -148,7 +154,8 @@ class DraftRevision(Base):
     revision_number: Mapped[int] = mapped_column(Integer, default=1)
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     saved_config_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="SET NULL"), nullable=True, index=True)
+        UUIDStr(), ForeignKey("robotics_conversion_configs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     source_asset_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="draft")  # draft | saved | discarded
     metadata_json: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -170,7 +177,8 @@ class ConversionRun(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     job_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True)
+        UUIDStr(), ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     asset_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     asset_paths: Mapped[list[str]] = mapped_column(JSONType, default=list)
     saved_config_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
@@ -190,7 +198,8 @@ class OutputArtifact(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     conversion_run_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("robotics_conversion_runs.id", ondelete="SET NULL"), nullable=True, index=True)
+        UUIDStr(), ForeignKey("robotics_conversion_runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     source_asset_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True, index=True)
     source_asset_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     saved_config_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)

@@ -86,8 +86,10 @@ def _scope_refusal(context: AuthContext, surface: str | None) -> str | None:
     """Why an API token may not open `surface`, or None when it may."""
     if surface is None or context.scopes is None or surface in context.scopes:
         return None
-    return (f"This API token is limited to {', '.join(sorted(context.scopes))} and does not open {surface}; "
-            f"create one with `kiln user token EMAIL --scope {surface}`")
+    return (
+        f"This API token is limited to {', '.join(sorted(context.scopes))} and does not open {surface}; "
+        f"create one with `kiln user token EMAIL --scope {surface}`"
+    )
 
 
 def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) -> str | None:
@@ -96,9 +98,7 @@ def token_from_request(conn: HTTPConnection, cookie_name: str = DEFAULT_COOKIE) 
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise _fail(
-                conn, 401, "invalid_authorization_header", "Authorization header must be 'Bearer <token>'"
-            )
+            raise _fail(conn, 401, "invalid_authorization_header", "Authorization header must be 'Bearer <token>'")
         return value.strip()
     cookie = conn.cookies.get(cookie_name)
     if cookie:
@@ -169,9 +169,7 @@ async def _authenticate_in(
     session.expunge(user)
     if not user.is_active:
         raise fail(401, "account_inactive", "Account is inactive; ask an administrator to activate it")
-    return AuthContext(
-        user=user, method="jwt", jti=claims["jti"], expires_at=expires_at_of(claims), claims=claims
-    )
+    return AuthContext(user=user, method="jwt", jti=claims["jti"], expires_at=expires_at_of(claims), claims=claims)
 
 
 def auth_context_dependency(
@@ -288,9 +286,11 @@ async def open_surface_guard(conn: HTTPConnection) -> User | None:
     if context.method == "api_token" or context.user.has_role("admin"):
         return context.user  # an API token's scopes were checked when it was resolved
     surface = surface_of(conn)
-    needs = (f"{surface} needs an API token scoped to it (an administrator runs `kiln user token EMAIL "
-             f"--scope {surface}`)" if surface else
-             "This API needs an API token (an administrator runs `kiln user token EMAIL`)")
+    needs = (
+        f"{surface} needs an API token scoped to it (an administrator runs `kiln user token EMAIL --scope {surface}`)"
+        if surface
+        else "This API needs an API token (an administrator runs `kiln user token EMAIL`)"
+    )
     detail = f"{needs} or a login of role admin or higher; your role is {context.user.role}"
     raise _fail(conn, 403, "insufficient_role", detail)
 
@@ -306,9 +306,7 @@ def issue_token_for(settings: Any, user: User) -> IssuedToken:
     return issue_access_token(settings.resolved_secret_key, user.id, user.role, settings.access_token_minutes)
 
 
-def set_auth_cookie(
-    response: Response, token: str, settings: Any, *, cookie_name: str = DEFAULT_COOKIE
-) -> None:
+def set_auth_cookie(response: Response, token: str, settings: Any, *, cookie_name: str = DEFAULT_COOKIE) -> None:
     response.set_cookie(
         cookie_name,
         token,

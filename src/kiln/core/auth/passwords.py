@@ -93,17 +93,16 @@ def check_password_policy(password: str, *, email: str | None = None) -> None:
     """Raise PasswordPolicyError naming what to change, or return None when the password is acceptable."""
     pw = normalize(password)
     if len(pw) < MIN_LENGTH:
-        raise PasswordPolicyError(
-            f"Password must be at least {MIN_LENGTH} characters long (this one has {len(pw)})")
+        raise PasswordPolicyError(f"Password must be at least {MIN_LENGTH} characters long (this one has {len(pw)})")
     if len(pw) > MAX_LENGTH:
-        raise PasswordPolicyError(
-            f"Password must be at most {MAX_LENGTH} characters long (this one has {len(pw)})")
+        raise PasswordPolicyError(f"Password must be at most {MAX_LENGTH} characters long (this one has {len(pw)})")
     if len(set(pw)) == 1:
         raise PasswordPolicyError("Password must not be one character repeated; use different characters")
     folded = pw.strip().casefold()
     if folded in common_passwords():
         raise PasswordPolicyError(
-            "Password is one of the most commonly used passwords, which attackers try first; choose another")
+            "Password is one of the most commonly used passwords, which attackers try first; choose another"
+        )
     if email:
         address = normalize(email).strip().casefold()
         if folded in {address, address.split("@")[0]}:

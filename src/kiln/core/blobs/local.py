@@ -87,9 +87,7 @@ class LocalBlobStore(BlobStore):
 
         return await asyncio.to_thread(sweep)
 
-    async def write_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
-    ) -> BlobInfo:
+    async def write_stream(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None) -> BlobInfo:
         path = self._path(key)
         created = self._missing_parents(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +142,7 @@ class LocalBlobStore(BlobStore):
             parent = parent.parent
         return missing
 
-    async def read_stream(
-        self, key: str, start: int | None = None, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def read_stream(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
         size = (await asyncio.to_thread(path.stat)).st_size
         lo, hi = _clamp(start, end, size)
@@ -165,8 +161,9 @@ class LocalBlobStore(BlobStore):
             sha: str | None = os.getxattr(path, SHA_XATTR).decode()
         except OSError:
             sha = None
-        return BlobInfo(key, st.st_size, sha, datetime.fromtimestamp(st.st_mtime, UTC),
-                        f"{st.st_size:x}-{st.st_mtime_ns:x}")
+        return BlobInfo(
+            key, st.st_size, sha, datetime.fromtimestamp(st.st_mtime, UTC), f"{st.st_size:x}-{st.st_mtime_ns:x}"
+        )
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)

@@ -45,9 +45,7 @@ class S3BlobStore(BlobStore):
         self.part_size = part_size
         self.max_concurrency = max_concurrency
 
-    async def write_stream(
-        self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
-    ) -> BlobInfo:
+    async def write_stream(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None) -> BlobInfo:
         import obstore
 
         validate_key(key)
@@ -76,8 +74,12 @@ class S3BlobStore(BlobStore):
                 yield chunk
 
         result = await obstore.put_async(
-            self.store, key, rest(), use_multipart=True,
-            chunk_size=self.part_size, max_concurrency=self.max_concurrency,
+            self.store,
+            key,
+            rest(),
+            use_multipart=True,
+            chunk_size=self.part_size,
+            max_concurrency=self.max_concurrency,
         )
         return BlobInfo(key, hasher.size, hasher.sha.hexdigest(), datetime.now(UTC), result.get("e_tag"))
 
@@ -89,14 +91,10 @@ class S3BlobStore(BlobStore):
         import obstore
 
         digest = hashlib.sha256(data).hexdigest()
-        result = await obstore.put_async(
-            self.store, key, data, attributes={SHA_ATTRIBUTE: digest}, use_multipart=False
-        )
+        result = await obstore.put_async(self.store, key, data, attributes={SHA_ATTRIBUTE: digest}, use_multipart=False)
         return BlobInfo(key, len(data), digest, datetime.now(UTC), result.get("e_tag"))
 
-    async def read_stream(
-        self, key: str, start: int | None = None, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def read_stream(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
         import obstore
 
         validate_key(key)

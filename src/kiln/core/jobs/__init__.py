@@ -6,7 +6,22 @@ from kiln.core.jobs.registry import job_handler, periodic, startup_cleanup
 from kiln.core.jobs.service import JOB_UPDATED, JobError, JobNotFound, JobService
 
 __all__ = [
-    "CANCELLED", "FAILED", "JOB_UPDATED", "QUEUED", "RUNNING", "SUCCEEDED",
-    "Job", "JobCancelled", "JobContext", "JobError", "JobNotFound", "JobService",
-    "TransientJobError", "Worker", "job_handler", "job_to_dict", "periodic", "startup_cleanup",
+    "CANCELLED",
+    "FAILED",
+    "JOB_UPDATED",
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDED",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobNotFound",
+    "JobService",
+    "TransientJobError",
+    "Worker",
+    "job_handler",
+    "job_to_dict",
+    "periodic",
+    "startup_cleanup",
 ]

@@ -55,14 +55,13 @@ class CpuPool:
     def _take(self) -> ProcessPoolExecutor:
         if self._idle:
             return self._idle.pop()
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context, initializer=child_init,
-                                   initargs=(os.getpid(), self.nice))
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=self._context, initializer=child_init, initargs=(os.getpid(), self.nice)
+        )
 
     _kill = staticmethod(kill_pool)
 
-    async def run(
-        self, fn: Callable[..., T], *args: Any, cancelled: asyncio.Event, grace: float
-    ) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, cancelled: asyncio.Event, grace: float) -> T:
         async with self._slots:
             executor = self._take()
             loop = asyncio.get_running_loop()

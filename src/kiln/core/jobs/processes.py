@@ -68,8 +68,9 @@ def _watch(server_pid: int) -> None:
     threading.Thread(target=wait, name="kiln-parent-watch", daemon=True).start()
 
 
-def child_init(server_pid: int, nice: int = 0, initializer: Callable[..., Any] | None = None,
-               initargs: tuple[Any, ...] = ()) -> None:
+def child_init(
+    server_pid: int, nice: int = 0, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()
+) -> None:
     """Initializer of every Kiln child process (see the module doc), then the caller's own."""
     _set_parent_death_signal()
     _watch(server_pid)
@@ -104,13 +105,23 @@ class JobProcesses:
         self._lock = threading.Lock()
         self.killed = False
 
-    def pool(self, max_workers: int, *, mp_context: Any = None, initializer: Callable[..., Any] | None = None,
-             initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+    def pool(
+        self,
+        max_workers: int,
+        *,
+        mp_context: Any = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> ProcessPoolExecutor:
         """A `ProcessPoolExecutor` whose processes die with the server and with this job's cancel.
         Callable from any thread (a handler's blocking code in `ctx.run_blocking`)."""
         context = mp_context or multiprocessing.get_context("spawn")
-        executor = ProcessPoolExecutor(max_workers, mp_context=context, initializer=child_init,
-                                       initargs=(os.getpid(), self.nice, initializer, initargs))
+        executor = ProcessPoolExecutor(
+            max_workers,
+            mp_context=context,
+            initializer=child_init,
+            initargs=(os.getpid(), self.nice, initializer, initargs),
+        )
         with self._lock:
             self._pools.append(executor)
             killed = self.killed

@@ -99,9 +99,7 @@ class JobRunner:
                 await item.task
         async with self.db.session() as session:
             await session.execute(
-                update(Worker)
-                .where(Worker.name.in_(self.slot_names))
-                .values(status="offline", current_job_id=None)
+                update(Worker).where(Worker.name.in_(self.slot_names)).values(status="offline", current_job_id=None)
             )
             await session.commit()
         self.cpu.shutdown()
@@ -297,9 +295,7 @@ class JobRunner:
                 )
                 for job_id in cancelled:
                     self._request_cancel(job_id)
-            await session.execute(
-                update(Worker).where(Worker.name.in_(self.slot_names)).values(heartbeat_at=now)
-            )
+            await session.execute(update(Worker).where(Worker.name.in_(self.slot_names)).values(heartbeat_at=now))
             await session.commit()
 
 
@@ -346,9 +342,7 @@ async def recover_jobs(kernel: Kernel, *, orphan_all_running: bool = False) -> l
         due = and_(due, or_(Job.run_after.is_(None), Job.run_after <= now))
         if not orphan_all_running:
             due = and_(due, Job.updated_at < stale_before)
-        waiting = await session.scalars(
-            update(Job).where(due).values(updated_at=now).returning(Job.id)
-        )
+        waiting = await session.scalars(update(Job).where(due).values(updated_at=now).returning(Job.id))
         kick_ids = requeued_ids + [i for i in waiting if i not in set(requeued_ids)]
         await session.execute(
             update(Worker)
@@ -371,9 +365,7 @@ async def schedule_future_retries(kernel: Kernel, runner: JobRunner) -> None:
     """Queued jobs waiting for a backoff that outlived the previous process: kick them when due."""
     now = utcnow()
     async with kernel.db.session() as session:
-        rows = await session.execute(
-            select(Job.id, Job.run_after).where(Job.status == QUEUED, Job.run_after > now)
-        )
+        rows = await session.execute(select(Job.id, Job.run_after).where(Job.status == QUEUED, Job.run_after > now))
         for job_id, run_after in rows:
             runner.kick_later(job_id, (run_after - now).total_seconds())
 

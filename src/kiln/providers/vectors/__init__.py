@@ -45,15 +45,23 @@ class VectorStore(Protocol):
 
     async def ensure_index(self, name: str, dimension: int, fields: Mapping[str, str] | None = None) -> None: ...
 
-    async def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray,
-                     payloads: Sequence[dict[str, Any]]) -> None: ...
+    async def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None: ...
 
     async def delete(self, name: str, ids: Sequence[str]) -> None: ...
 
     async def delete_documents(self, name: str, document_ids: Sequence[str]) -> None: ...
 
-    async def query(self, name: str, vector: np.ndarray, top_k: int, *, filters: Filters | None = None,
-                    allowed_ids: Sequence[str] | None = None) -> list[VectorHit]: ...
+    async def query(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        *,
+        filters: Filters | None = None,
+        allowed_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]: ...
 
     async def drop_index(self, name: str) -> None: ...
 
@@ -109,5 +117,6 @@ def check_index_name(name: str) -> str:
 
 def check_dimension(vectors: np.ndarray, dimension: int) -> None:
     if vectors.ndim != 2 or vectors.shape[1] != dimension:
-        raise VectorStoreError("vector_dimension_mismatch",
-                               f"Index dimension is {dimension}, vectors have {vectors.shape[-1]}")
+        raise VectorStoreError(
+            "vector_dimension_mismatch", f"Index dimension is {dimension}, vectors have {vectors.shape[-1]}"
+        )

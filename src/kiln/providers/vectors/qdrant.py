@@ -45,8 +45,9 @@ class QdrantStore:
             info = await self._call("GET", _path(name))
             size = (((info.get("result") or {}).get("config") or {}).get("params") or {}).get("vectors", {}).get("size")
             if size is not None and int(size) != dimension:
-                raise VectorStoreError("vector_dimension_mismatch",
-                                       f"Collection {name} has dimension {size}, not {dimension}")
+                raise VectorStoreError(
+                    "vector_dimension_mismatch", f"Collection {name} has dimension {size}, not {dimension}"
+                )
             return
         except VectorStoreError as exc:
             if exc.code != "vector_index_not_found":
@@ -57,35 +58,52 @@ class QdrantStore:
         for field, schema in indexes.items():
             await self._call("PUT", _path(name, "/index?wait=true"), json={"field_name": field, "field_schema": schema})
 
-    async def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray,
-                     payloads: Sequence[dict[str, Any]]) -> None:
+    async def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(ids) != len(vectors) or len(ids) != len(payloads):
             raise VectorStoreError("vector_records_invalid", "As many ids, vectors and payloads are needed")
         if len(ids) and vectors.ndim != 2:
             raise VectorStoreError("vector_records_invalid", "vectors must be a 2-D array")
         for start in range(0, len(ids), BATCH):
-            points = [{"id": ids[i], "vector": vectors[i].tolist(), "payload": payloads[i]}
-                      for i in range(start, min(start + BATCH, len(ids)))]
+            points = [
+                {"id": ids[i], "vector": vectors[i].tolist(), "payload": payloads[i]}
+                for i in range(start, min(start + BATCH, len(ids)))
+            ]
             await self._call("PUT", _path(name, "/points?wait=true"), json={"points": points})
 
     async def delete(self, name: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), BATCH):
             try:
-                await self._call("POST", _path(name, "/points/delete?wait=true"),
-                                 json={"points": list(ids[start:start + BATCH])})
+                await self._call(
+                    "POST", _path(name, "/points/delete?wait=true"), json={"points": list(ids[start : start + BATCH])}
+                )
             except VectorStoreError as exc:
                 if exc.code != "vector_index_not_found":
                     raise
 
     async def delete_documents(self, name: str, document_ids: Sequence[str]) -> None:
-        await self._call("POST", _path(name, "/points/delete?wait=true"), json={
-            "filter": {"must": [{"key": "document_id", "match": {"any": list(document_ids)}}]}})
+        await self._call(
+            "POST",
+            _path(name, "/points/delete?wait=true"),
+            json={"filter": {"must": [{"key": "document_id", "match": {"any": list(document_ids)}}]}},
+        )
 
-    async def query(self, name: str, vector: np.ndarray, top_k: int, *, filters: Filters | None = None,
-                    allowed_ids: Sequence[str] | None = None) -> list[VectorHit]:
-        body: dict[str, Any] = {"query": np.asarray(vector, dtype=np.float32).tolist(), "limit": top_k,
-                                "with_payload": ["document_id", "chunk_index"]}
+    async def query(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        *,
+        filters: Filters | None = None,
+        allowed_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
+        body: dict[str, Any] = {
+            "query": np.asarray(vector, dtype=np.float32).tolist(),
+            "limit": top_k,
+            "with_payload": ["document_id", "chunk_index"],
+        }
         condition = _filter(filters, allowed_ids)
         if condition:
             body["filter"] = condition

@@ -36,8 +36,9 @@ def _literal(value: Any) -> str:
 
 
 def _where(filters: Filters | None) -> dict[str, Any] | None:
-    operands = [{"path": [key], "operator": "Equal", VALUE_KEYS[type(value)]: value}
-                for key, value in (filters or {}).items()]
+    operands = [
+        {"path": [key], "operator": "Equal", VALUE_KEYS[type(value)]: value} for key, value in (filters or {}).items()
+    ]
     if not operands:
         return None
     return operands[0] if len(operands) == 1 else {"operator": "And", "operands": operands}
@@ -55,8 +56,11 @@ class WeaviateStore:
     async def _graphql(self, query: str) -> dict[str, Any]:
         data = await self._call("POST", "/v1/graphql", json={"query": query})
         if not isinstance(data, dict) or data.get("errors"):
-            message = (data or {}).get("errors", [{}])[0].get("message", "GraphQL error") if isinstance(data, dict) \
+            message = (
+                (data or {}).get("errors", [{}])[0].get("message", "GraphQL error")
+                if isinstance(data, dict)
                 else "GraphQL error"
+            )
             raise VectorStoreError("vector_store_error", f"Weaviate: {str(message)[:200]}")
         return data.get("data") or {}
 
@@ -71,22 +75,40 @@ class WeaviateStore:
         except VectorStoreError as exc:
             if exc.code != "vector_index_not_found":
                 raise
-        properties = [{"name": "document_id", "dataType": ["text"]}, {"name": "chunk_index", "dataType": ["int"]},
-                      {"name": "text", "dataType": ["text"]}, {"name": "page_number", "dataType": ["int"]}]
+        properties = [
+            {"name": "document_id", "dataType": ["text"]},
+            {"name": "chunk_index", "dataType": ["int"]},
+            {"name": "text", "dataType": ["text"]},
+            {"name": "page_number", "dataType": ["int"]},
+        ]
         for key, kind in (fields or {}).items():
             properties.append({"name": key, "dataType": [DATA_TYPES.get(kind, "text")]})
-        await self._call("POST", "/v1/schema", json={"class": cls, "vectorizer": "none",
-                                                     "vectorIndexConfig": {"distance": "cosine"},
-                                                     "properties": properties})
+        await self._call(
+            "POST",
+            "/v1/schema",
+            json={
+                "class": cls,
+                "vectorizer": "none",
+                "vectorIndexConfig": {"distance": "cosine"},
+                "properties": properties,
+            },
+        )
 
-    async def upsert(self, name: str, ids: Sequence[str], vectors: np.ndarray,
-                     payloads: Sequence[dict[str, Any]]) -> None:
+    async def upsert(
+        self, name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+    ) -> None:
         cls = class_name(name)
         vectors = np.asarray(vectors, dtype=np.float32)
         for start in range(0, len(ids), BATCH):
-            objects = [{"class": cls, "id": ids[i], "vector": vectors[i].tolist(),
-                        "properties": {k: v for k, v in payloads[i].items() if k not in ("knowledge_base_id",)}}
-                       for i in range(start, min(start + BATCH, len(ids)))]
+            objects = [
+                {
+                    "class": cls,
+                    "id": ids[i],
+                    "vector": vectors[i].tolist(),
+                    "properties": {k: v for k, v in payloads[i].items() if k not in ("knowledge_base_id",)},
+                }
+                for i in range(start, min(start + BATCH, len(ids)))
+            ]
             answer = await self._call("POST", "/v1/batch/objects", json={"objects": objects})
             for item in answer or []:
                 errors = ((item or {}).get("result") or {}).get("errors")
@@ -96,7 +118,7 @@ class WeaviateStore:
     async def _batch_delete(self, name: str, path: str, values: Sequence[str]) -> None:
         cls = class_name(name)
         for start in range(0, len(values), BATCH):
-            where = {"path": [path], "operator": "ContainsAny", "valueTextArray": list(values[start:start + BATCH])}
+            where = {"path": [path], "operator": "ContainsAny", "valueTextArray": list(values[start : start + BATCH])}
             try:
                 await self._call("DELETE", "/v1/batch/objects", json={"match": {"class": cls, "where": where}})
             except VectorStoreError as exc:
@@ -109,20 +131,33 @@ class WeaviateStore:
     async def delete_documents(self, name: str, document_ids: Sequence[str]) -> None:
         await self._batch_delete(name, "document_id", document_ids)
 
-    async def query(self, name: str, vector: np.ndarray, top_k: int, *, filters: Filters | None = None,
-                    allowed_ids: Sequence[str] | None = None) -> list[VectorHit]:
+    async def query(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        *,
+        filters: Filters | None = None,
+        allowed_ids: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
         cls = class_name(name)
         args = {"limit": int(top_k), "nearVector": {"vector": [round(float(x), 7) for x in vector]}}
         where = _where(filters)
         if where:
             args["where"] = where
         rendered = ", ".join(f"{key}: {_literal(value)}" for key, value in args.items())
-        data = await self._graphql(f"{{ Get {{ {cls}({rendered}) {{ document_id chunk_index "
-                                   f"_additional {{ id distance }} }} }} }}")
+        data = await self._graphql(
+            f"{{ Get {{ {cls}({rendered}) {{ document_id chunk_index _additional {{ id distance }} }} }} }}"
+        )
         rows = (data.get("Get") or {}).get(cls) or []
-        return [VectorHit(str(row["_additional"]["id"]), 1.0 - float(row["_additional"]["distance"]),
-                          {"document_id": row.get("document_id"), "chunk_index": row.get("chunk_index")})
-                for row in rows]
+        return [
+            VectorHit(
+                str(row["_additional"]["id"]),
+                1.0 - float(row["_additional"]["distance"]),
+                {"document_id": row.get("document_id"), "chunk_index": row.get("chunk_index")},
+            )
+            for row in rows
+        ]
 
     async def drop_index(self, name: str) -> None:
         try:

@@ -9,12 +9,18 @@ EXECUTIONS = "/v1/agent-executions"
 
 
 def project_body(pid: str = "calc", **extra) -> dict:
-    return {"id": pid, "name": "Calculator", "description": "Computes with Python",
-            "instructions": "You are a careful calculator. Use python_exec for arithmetic.",
-            "default_model_ref": MODEL["id"], "tool_refs": ["tool.python_exec"],
-            "workflow_definition": {"steps": [{"type": "llm"}, {"type": "tool", "tool": "tool.python_exec"}]},
-            "tool_policy": {"max_rounds": 3, "tools": {"tool.python_exec": {"max_calls": 2}}},
-            "runtime_constraints": {"internet_required": False, "sandbox_required": True}, **extra}
+    return {
+        "id": pid,
+        "name": "Calculator",
+        "description": "Computes with Python",
+        "instructions": "You are a careful calculator. Use python_exec for arithmetic.",
+        "default_model_ref": MODEL["id"],
+        "tool_refs": ["tool.python_exec"],
+        "workflow_definition": {"steps": [{"type": "llm"}, {"type": "tool", "tool": "tool.python_exec"}]},
+        "tool_policy": {"max_rounds": 3, "tools": {"tool.python_exec": {"max_calls": 2}}},
+        "runtime_constraints": {"internet_required": False, "sandbox_required": True},
+        **extra,
+    }
 
 
 async def published_agent(client, headers, **extra) -> str:

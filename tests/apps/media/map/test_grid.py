@@ -38,16 +38,20 @@ async def _fill(kernel: Any, user_id: str, rng: random.Random, n: int) -> list[d
     async with kernel.db.session() as session:
         for _ in range(n):
             lat0, lng0 = rng.choice(((47.0, 19.0), (-34.1, -70.8)))
-            row = {"id": new_id(), "status": READY if rng.random() < 0.85 else rng.choice(("PROCESSING", "FAILED")),
-                   "lat": _coord(rng, lat0) if rng.random() > 0.05 else None, "lng": _coord(rng, lng0),
-                   "has_trash": rng.random() < 0.8,
-                   "confidence": rng.choice((None, round(rng.uniform(0.3, 0.99), 4), rng.random())),
-                   "labels": [rng.choice(LABELS) for _ in range(rng.choice((0, 1, 1, 2, 3)))]}
+            row = {
+                "id": new_id(),
+                "status": READY if rng.random() < 0.85 else rng.choice(("PROCESSING", "FAILED")),
+                "lat": _coord(rng, lat0) if rng.random() > 0.05 else None,
+                "lng": _coord(rng, lng0),
+                "has_trash": rng.random() < 0.8,
+                "confidence": rng.choice((None, round(rng.uniform(0.3, 0.99), 4), rng.random())),
+                "labels": [rng.choice(LABELS) for _ in range(rng.choice((0, 1, 1, 2, 3)))],
+            }
             rows.append(row)
             await _insert(session, user_id, row)
         await session.commit()
         for start in range(0, n, 100):
-            await grid.sync(session, [r["id"] for r in rows[start:start + 100]])
+            await grid.sync(session, [r["id"] for r in rows[start : start + 100]])
         await session.commit()
     return rows
 
@@ -55,13 +59,27 @@ async def _fill(kernel: Any, user_id: str, rng: random.Random, n: int) -> list[d
 async def _insert(session: Any, user_id: str, row: dict[str, Any]) -> None:
     from kiln.apps.media.models import MediaItem
 
-    session.add(MediaItem(id=row["id"], user_id=user_id, status=row["status"], filename="x.jpg",
-                          blob_key=f"media/{user_id}/{row['id']}/original", lat=row["lat"], lng=row["lng"],
-                          has_trash=row["has_trash"], confidence=row["confidence"], attempts=0))
+    session.add(
+        MediaItem(
+            id=row["id"],
+            user_id=user_id,
+            status=row["status"],
+            filename="x.jpg",
+            blob_key=f"media/{user_id}/{row['id']}/original",
+            lat=row["lat"],
+            lng=row["lng"],
+            has_trash=row["has_trash"],
+            confidence=row["confidence"],
+            attempts=0,
+        )
+    )
     await session.flush()
     for label in row["labels"]:
-        session.add(MediaDetection(media_id=row["id"], label=label, confidence=0.5,
-                                   bbox={"x": 0, "y": 0, "w": 1, "h": 1}, detector="test"))
+        session.add(
+            MediaDetection(
+                media_id=row["id"], label=label, confidence=0.5, bbox={"x": 0, "y": 0, "w": 1, "h": 1}, detector="test"
+            )
+        )
 
 
 def _oracle(rows: list[dict[str, Any]], bbox: map_service.BBox, resolution: float) -> list[dict[str, Any]]:
@@ -117,14 +135,34 @@ async def test_grid_path_equals_row_path_and_oracle_on_random_data(app, client):
 
 async def _snapshot(kernel: Any, user_id: str) -> tuple[set[Any], set[Any], set[Any]]:
     async with kernel.db.session() as session:
-        cells = {tuple(r) for r in await session.execute(select(
-            MediaGridCell.level, MediaGridCell.lat_idx, MediaGridCell.lng_idx, MediaGridCell.count,
-            MediaGridCell.confidence_sum).where(MediaGridCell.user_id == user_id))}
-        labels = {tuple(r) for r in await session.execute(select(
-            MediaGridLabel.level, MediaGridLabel.lat_idx, MediaGridLabel.lng_idx, MediaGridLabel.label,
-            MediaGridLabel.count).where(MediaGridLabel.user_id == user_id))}
-        members = {(m.media_id, m.lat_idx, m.lng_idx, m.confidence, tuple(sorted(m.labels.items())))
-                   for m in await session.scalars(select(MediaGridMember).where(MediaGridMember.user_id == user_id))}
+        cells = {
+            tuple(r)
+            for r in await session.execute(
+                select(
+                    MediaGridCell.level,
+                    MediaGridCell.lat_idx,
+                    MediaGridCell.lng_idx,
+                    MediaGridCell.count,
+                    MediaGridCell.confidence_sum,
+                ).where(MediaGridCell.user_id == user_id)
+            )
+        }
+        labels = {
+            tuple(r)
+            for r in await session.execute(
+                select(
+                    MediaGridLabel.level,
+                    MediaGridLabel.lat_idx,
+                    MediaGridLabel.lng_idx,
+                    MediaGridLabel.label,
+                    MediaGridLabel.count,
+                ).where(MediaGridLabel.user_id == user_id)
+            )
+        }
+        members = {
+            (m.media_id, m.lat_idx, m.lng_idx, m.confidence, tuple(sorted(m.labels.items())))
+            for m in await session.scalars(select(MediaGridMember).where(MediaGridMember.user_id == user_id))
+        }
     return cells, labels, members
 
 
@@ -167,10 +205,18 @@ async def test_every_way_in_and_out_of_ready_keeps_the_sums_exact(app, client):
         for r in ready[:10]:
             item = await session.get(MediaItem, r["id"])
             await transition(session, item, "PROCESSING", expect=(UPLOADED,))
-            session.add(MediaDetection(media_id=r["id"], label="glass", confidence=0.9,
-                                       bbox={"x": 0, "y": 0, "w": 1, "h": 1}, detector="test"))
-            assert await transition(session, item, READY, expect=("PROCESSING",),
-                                    values={"has_trash": True, "confidence": 0.9})
+            session.add(
+                MediaDetection(
+                    media_id=r["id"],
+                    label="glass",
+                    confidence=0.9,
+                    bbox={"x": 0, "y": 0, "w": 1, "h": 1},
+                    detector="test",
+                )
+            )
+            assert await transition(
+                session, item, READY, expect=("PROCESSING",), values={"has_trash": True, "confidence": 0.9}
+            )
         # a READY transition that is refused (not in `expect`) changes nothing
         item = await session.get(MediaItem, ready[30]["id"])
         assert await transition(session, item, READY, expect=("PROCESSING",)) is None

@@ -33,12 +33,14 @@ async def _last_log(client, media_id: str, action: str) -> dict:
 
 async def test_ready_media_are_published_and_deleted_from_the_sink(app, client, fake_hub):  # noqa: F811
     repo = fake_hub.create_repo("ann/media")
-    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, hf_repo_id=repo, hf_token=TOKEN,
-                                                       hf_endpoint=fake_hub.endpoint))
+    set_media_settings(
+        app.state.kernel, MediaSettings(_env_file=None, hf_repo_id=repo, hf_token=TOKEN, hf_endpoint=fake_hub.endpoint)
+    )
     user = await register(client, "ann@example.com")
     data = photo()
-    first, second = (await upload(client, ("a b.jpg", data, "image/jpeg"),
-                                  ("c.png", photo(fmt="PNG", color=(1, 1, 1)), "image/png"))).json()["media_ids"]
+    first, second = (
+        await upload(client, ("a b.jpg", data, "image/jpeg"), ("c.png", photo(fmt="PNG", color=(1, 1, 1)), "image/png"))
+    ).json()["media_ids"]
     await wait_status(client, first, {"READY"})
     await wait_status(client, second, {"READY"})
     files = await _wait_files(fake_hub, repo, 4)
@@ -68,8 +70,9 @@ async def _ready_items(app, client, count: int) -> list[str]:
 
 
 def _configure(app, fake_hub, repo: str) -> None:  # noqa: F811
-    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, hf_repo_id=repo, hf_token=TOKEN,
-                                                       hf_endpoint=fake_hub.endpoint))
+    set_media_settings(
+        app.state.kernel, MediaSettings(_env_file=None, hf_repo_id=repo, hf_token=TOKEN, hf_endpoint=fake_hub.endpoint)
+    )
 
 
 async def test_publishing_batches_many_items_into_one_commit(app, client, fake_hub):  # noqa: F811

@@ -18,8 +18,11 @@ from tests.apps.media.mediakit import add_media, register, settings  # noqa: F40
 async def _state(kernel, media_id):
     async with kernel.db.session() as session:
         item = await session.get(MediaItem, media_id)
-        logs = (await session.scalars(select(MediaTaskLog.message).where(MediaTaskLog.media_id == media_id)
-                                      .order_by(MediaTaskLog.at))).all()
+        logs = (
+            await session.scalars(
+                select(MediaTaskLog.message).where(MediaTaskLog.media_id == media_id).order_by(MediaTaskLog.at)
+            )
+        ).all()
         job = await session.get(Job, item.job_id) if item.job_id else None
     return item, list(logs), job
 
@@ -34,10 +37,12 @@ async def test_reaper_rules(app, client):
         add_log(session, stuck_pending, "Status changed to PENDING", at=old)
         await session.commit()
     fresh_pending = await add_media(k, user["id"], status="PENDING", updated_at=now - timedelta(minutes=5))
-    on_dead_worker = await add_media(k, user["id"], status="EXTRACTING", worker_name="Ghost", updated_at=old,
-                                     attempts=1)
-    on_live_worker = await add_media(k, user["id"], status="PROCESSING", worker_name="Helios", updated_at=old,
-                                     attempts=1)
+    on_dead_worker = await add_media(
+        k, user["id"], status="EXTRACTING", worker_name="Ghost", updated_at=old, attempts=1
+    )
+    on_live_worker = await add_media(
+        k, user["id"], status="PROCESSING", worker_name="Helios", updated_at=old, attempts=1
+    )
     poison = await add_media(k, user["id"], status="PROCESSING", worker_name="Ghost", updated_at=old, attempts=3)
     orphan_uploaded = await add_media(k, user["id"], status="UPLOADED", updated_at=old)
 
@@ -50,8 +55,10 @@ async def test_reaper_rules(app, client):
 
     item, logs, _ = await _state(k, stuck_pending)
     assert item.status == "FAILED"
-    assert logs[-1] == ("Status changed to FAILED (reaper pending timeout: failed during upload transfer "
-                        "(last log: Status changed to PENDING))")
+    assert logs[-1] == (
+        "Status changed to FAILED (reaper pending timeout: failed during upload transfer "
+        "(last log: Status changed to PENDING))"
+    )
     assert (await _state(k, fresh_pending))[0].status == "PENDING"
 
     item, logs, job = await _state(k, on_dead_worker)

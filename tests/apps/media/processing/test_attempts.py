@@ -24,8 +24,15 @@ async def _context(kernel: Any, job_id: str, worker: str) -> JobContext:
         job = await session.get(Job, job_id)
         assert job is not None
         job.worker = worker  # the slot this attempt runs on (not written back)
-    return JobContext(job, kernel, save_progress=_noop, publish_progress=_noop, cpu=kernel.runner.cpu,
-                      progress_interval=1.0, cancel_grace=1.0)
+    return JobContext(
+        job,
+        kernel,
+        save_progress=_noop,
+        publish_progress=_noop,
+        cpu=kernel.runner.cpu,
+        progress_interval=1.0,
+        cancel_grace=1.0,
+    )
 
 
 def _gated(ctx: JobContext, reached: asyncio.Event, release: asyncio.Event) -> None:
@@ -46,8 +53,16 @@ async def _uploaded_item(kernel: Any, user_id: str) -> tuple[str, str]:
     async with kernel.db.session() as session:
         job = await kernel.jobs.create(session, "media.process", {}, owner_id=user_id, max_attempts=3)
         await session.commit()  # created, never kicked: only the two attempts below run it
-    media_id = await add_media(kernel, user_id, status="UPLOADED", job_id=job.id, width=800, height=600,
-                               mime="image/jpeg", size_bytes=len(data))
+    media_id = await add_media(
+        kernel,
+        user_id,
+        status="UPLOADED",
+        job_id=job.id,
+        width=800,
+        height=600,
+        mime="image/jpeg",
+        size_bytes=len(data),
+    )
     await kernel.blobs.write_bytes(f"media/{user_id}/{media_id}/original", data)
     return media_id, job.id
 

@@ -23,13 +23,15 @@ async def _items(kernel, user_id: str, n: int) -> list[MediaItem]:
 async def _step(kernel, item: MediaItem):
     async def op(session):
         return await transition(session, item, "EXTRACTING", worker="Helios", expect=("UPLOADED",))
+
     return await batch.run(kernel, op)
 
 
 async def _logs(kernel, ids: list[str]) -> int:
     async with kernel.db.session() as session:
-        return int(await session.scalar(select(func.count()).select_from(MediaTaskLog)
-                                        .where(MediaTaskLog.media_id.in_(ids))))
+        return int(
+            await session.scalar(select(func.count()).select_from(MediaTaskLog).where(MediaTaskLog.media_id.in_(ids)))
+        )
 
 
 async def test_concurrent_steps_share_one_transaction(app, client):
@@ -57,12 +59,21 @@ async def test_a_failing_op_fails_alone(app, client):
 
     async def bad(session):
         # A second row with an existing primary key: the database refuses it.
-        await session.execute(insert(MediaItem.__table__).values(
-            id=taken, user_id=user["id"], status="PENDING", filename="x.jpg", blob_key="x", has_trash=False,
-            attempts=0))
+        await session.execute(
+            insert(MediaItem.__table__).values(
+                id=taken,
+                user_id=user["id"],
+                status="PENDING",
+                filename="x.jpg",
+                blob_key="x",
+                has_trash=False,
+                attempts=0,
+            )
+        )
 
-    results = await asyncio.gather(_step(kernel, items[1]), batch.run(kernel, bad), _step(kernel, items[2]),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        _step(kernel, items[1]), batch.run(kernel, bad), _step(kernel, items[2]), return_exceptions=True
+    )
     assert results[0].status == "EXTRACTING" and results[2].status == "EXTRACTING"
     assert isinstance(results[1], IntegrityError)
     assert await _logs(kernel, [items[1].id, items[2].id]) == 2

@@ -100,11 +100,13 @@ async def test_upload_above_the_pixel_limit_is_415(app, client):
     assert response.status_code == 415
     (rejected,) = response.json()["detail"]["rejected"]
     assert rejected["status"] == 415 and rejected["detail"] == (
-        "Not an accepted image: image too large: 12000x10000 is 120.0 megapixels, the limit is 100 megapixels")
+        "Not an accepted image: image too large: 12000x10000 is 120.0 megapixels, the limit is 100 megapixels"
+    )
     assert (await client.get("/api/vault")).json()["total"] == 0
     set_media_settings(app.state.kernel, MediaSettings(_env_file=None, max_pixels=300_000))
-    small = await upload(client, ("ok.jpg", photo(size=(600, 500)), "image/jpeg"),
-                         ("big.jpg", photo(size=(640, 480)), "image/jpeg"))
+    small = await upload(
+        client, ("ok.jpg", photo(size=(600, 500)), "image/jpeg"), ("big.jpg", photo(size=(640, 480)), "image/jpeg")
+    )
     assert small.status_code == 201 and [r["filename"] for r in small.json()["rejected"]] == ["big.jpg"]
 
 

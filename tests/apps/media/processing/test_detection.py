@@ -26,14 +26,17 @@ pytest.importorskip("onnxruntime")
 
 SIZE = 64
 # Anchors (model-input pixels, cx cy w h) and class scores [plastic, person].
-ANCHORS = np.array([
-    # cx,  cy,  w,  h, plastic, person
-    [32.0, 32.0, 20.0, 10.0, 0.10, 0.00],  # 0: score grows with image brightness (see graph)
-    [16.0, 40.0, 12.0, 12.0, 0.90, 0.05],  # 1: confident plastic
-    [17.0, 41.0, 12.0, 12.0, 0.80, 0.05],  # 2: near-duplicate of 1 -> removed by NMS
-    [16.0, 40.0, 12.0, 12.0, 0.02, 0.70],  # 3: same place as 1 but another class -> kept
-    [50.0, 5.0, 6.0, 6.0, 0.20, 0.10],     # 4: below the threshold
-], dtype=np.float32)
+ANCHORS = np.array(
+    [
+        # cx,  cy,  w,  h, plastic, person
+        [32.0, 32.0, 20.0, 10.0, 0.10, 0.00],  # 0: score grows with image brightness (see graph)
+        [16.0, 40.0, 12.0, 12.0, 0.90, 0.05],  # 1: confident plastic
+        [17.0, 41.0, 12.0, 12.0, 0.80, 0.05],  # 2: near-duplicate of 1 -> removed by NMS
+        [16.0, 40.0, 12.0, 12.0, 0.02, 0.70],  # 3: same place as 1 but another class -> kept
+        [50.0, 5.0, 6.0, 6.0, 0.20, 0.10],  # 4: below the threshold
+    ],
+    dtype=np.float32,
+)
 
 
 def build_model(path, *, names: str | None = "{0: 'plastic', 1: 'person'}"):
@@ -71,7 +74,7 @@ def test_onnx_yolo_decodes_letterboxed_boxes_with_nms(tmp_path):
     found = det.detect(Image.new("RGB", (128, 64), (0, 0, 0)))
     got = sorted((d.label, d.confidence, d.bbox) for d in found)
     assert got == [
-        ("person", 0.7, (20.0, 36.0, 44.0, 60.0)),   # (16±6, 40±6) -> minus pad y 16 -> / 0.5
+        ("person", 0.7, (20.0, 36.0, 44.0, 60.0)),  # (16±6, 40±6) -> minus pad y 16 -> / 0.5
         ("plastic", 0.9, (20.0, 36.0, 44.0, 60.0)),
     ]
 
@@ -112,7 +115,7 @@ def test_nms_keeps_best_of_overlapping_boxes():
 def red_scene() -> Image.Image:
     img = Image.new("RGB", (320, 240), (40, 120, 40))
     draw = ImageDraw.Draw(img)
-    draw.rectangle([30, 40, 89, 119], fill=(255, 0, 0))    # 60 x 80
+    draw.rectangle([30, 40, 89, 119], fill=(255, 0, 0))  # 60 x 80
     draw.rectangle([200, 150, 259, 189], fill=(255, 0, 0))  # 60 x 40
     return img
 
@@ -126,8 +129,9 @@ def test_http_detector_posts_multipart_and_parses_boxes(fake_detector):  # noqa:
     assert a.label == "plastic" and a.confidence > 0.9
     assert a.bbox == pytest.approx((30, 40, 90, 120), abs=2)  # JPEG blurs edges by a pixel
     assert b.bbox == pytest.approx((200, 150, 260, 190), abs=2)
-    assert a.normalized(320, 240) == pytest.approx({"x": 30 / 320, "y": 40 / 240, "w": 60 / 320,
-                                                   "h": 80 / 240}, abs=0.01)
+    assert a.normalized(320, 240) == pytest.approx(
+        {"x": 30 / 320, "y": 40 / 240, "w": 60 / 320, "h": 80 / 240}, abs=0.01
+    )
 
 
 async def test_http_detector_async(fake_detector):  # noqa: F811
@@ -135,8 +139,9 @@ async def test_http_detector_async(fake_detector):  # noqa: F811
     assert len(found) == 2
 
 
-@pytest.mark.parametrize(("mode", "error"), [("error", DetectorUnavailable), ("garbage", DetectorError),
-                                             ("bad-shape", DetectorError)])
+@pytest.mark.parametrize(
+    ("mode", "error"), [("error", DetectorUnavailable), ("garbage", DetectorError), ("bad-shape", DetectorError)]
+)
 def test_http_detector_misbehaving_service(fake_detector, mode, error):  # noqa: F811
     fake_detector.mode = mode
     with pytest.raises(error):
@@ -162,8 +167,11 @@ def test_detector_from_settings(tmp_path, fake_detector):  # noqa: F811
 
 
 def test_summarize_trash_semantics():
-    dets = [Detection("Bottle", 0.81, (0, 0, 1, 1)), Detection("person", 0.99, (0, 0, 1, 1)),
-            Detection("Rubbish", 0.6, (0, 0, 1, 1))]
+    dets = [
+        Detection("Bottle", 0.81, (0, 0, 1, 1)),
+        Detection("person", 0.99, (0, 0, 1, 1)),
+        Detection("Rubbish", 0.6, (0, 0, 1, 1)),
+    ]
     s = summarize(dets)
     assert (s.has_trash, s.confidence, s.detections_count, s.trash_count) == (True, 0.81, 3, 2)
     assert summarize([Detection("person", 0.99, (0, 0, 1, 1))]).has_trash is False

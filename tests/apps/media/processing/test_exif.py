@@ -31,8 +31,7 @@ def R(num: int, den: int = 1) -> TiffImagePlugin.IFDRational:  # noqa: N802
     return TiffImagePlugin.IFDRational(num, den)
 
 
-PARIS_GPS = {1: "N", 2: (R(48), R(51), R(2376, 100)), 3: "E", 4: (R(2), R(21), R(792, 100)),
-             5: b"\x00", 6: R(355, 10)}
+PARIS_GPS = {1: "N", 2: (R(48), R(51), R(2376, 100)), 3: "E", 4: (R(2), R(21), R(792, 100)), 5: b"\x00", 6: R(355, 10)}
 
 
 def test_camera_fields_and_padding_are_cleaned():
@@ -50,29 +49,32 @@ def test_gps_decimal_degrees_with_north_east_refs():
 
 
 def test_south_west_refs_and_below_sea_level_altitude():
-    gps = read_exif(photo(gps={1: "S", 2: (R(33), R(52), R(0)), 3: "W", 4: (R(70), R(30), R(0)),
-                               5: b"\x01", 6: R(12)})).gps
+    gps = read_exif(
+        photo(gps={1: "S", 2: (R(33), R(52), R(0)), 3: "W", 4: (R(70), R(30), R(0)), 5: b"\x01", 6: R(12)})
+    ).gps
     assert gps is not None
     assert gps.lat == pytest.approx(-(33 + 52 / 60))
     assert gps.lng == pytest.approx(-70.5)
     assert gps.altitude == -12.0  # the reference ignored the altitude ref
 
 
-@pytest.mark.parametrize("bad", [
-    {1: "N", 2: (R(1), R(0, 0), R(0)), 3: "E", 4: (R(2), R(0), R(0))},   # 0/0 rational
-    {1: "N", 2: (R(95), R(0), R(0)), 3: "E", 4: (R(2), R(0), R(0))},     # latitude > 90
-    {1: "N", 2: (R(10), R(75), R(0)), 3: "E", 4: (R(2), R(0), R(0))},    # 75 minutes
-    {1: "N", 2: (R(0), R(0), R(0)), 3: "E", 4: (R(0), R(0), R(0))},      # no-fix 0/0
-    {1: "N", 2: (R(10), R(0), R(0))},                                      # longitude missing
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {1: "N", 2: (R(1), R(0, 0), R(0)), 3: "E", 4: (R(2), R(0), R(0))},  # 0/0 rational
+        {1: "N", 2: (R(95), R(0), R(0)), 3: "E", 4: (R(2), R(0), R(0))},  # latitude > 90
+        {1: "N", 2: (R(10), R(75), R(0)), 3: "E", 4: (R(2), R(0), R(0))},  # 75 minutes
+        {1: "N", 2: (R(0), R(0), R(0)), 3: "E", 4: (R(0), R(0), R(0))},  # no-fix 0/0
+        {1: "N", 2: (R(10), R(0), R(0))},  # longitude missing
+    ],
+)
 def test_malformed_gps_reads_as_none(bad):
     assert read_exif(photo(gps=bad)).gps is None
 
 
 def test_capture_time_with_offset_tag_is_aware():
     data = read_exif(photo(exif_ifd={0x9003: "2024:05:01 14:30:05", 0x9011: "+02:00", 0x9291: "25"}))
-    assert data.taken_at == datetime(2024, 5, 1, 14, 30, 5, 250000,
-                                     tzinfo=timezone(timedelta(hours=2)))
+    assert data.taken_at == datetime(2024, 5, 1, 14, 30, 5, 250000, tzinfo=timezone(timedelta(hours=2)))
 
 
 def test_capture_time_without_offset_stays_naive():

@@ -8,18 +8,21 @@ import pytest
 from kiln.apps.media.processing.geocode import ReverseGeocoder, _to_xyz, default_geocoder, reverse_geocode
 
 
-@pytest.mark.parametrize(("lat", "lng", "address"), [
-    (48.8566, 2.3522, "Paris, France"),
-    (40.7128, -74.0060, "New York City, United States"),
-    (-33.8688, 151.2093, "Sydney, Australia"),
-    (35.6895, 139.6917, "Tokyo, Japan"),
-    (47.4979, 19.0402, "Budapest, Hungary"),
-    # Place names in Unicode as GeoNames writes them, never an ASCII transliteration.
-    (47.4766, 19.0450, "Budapest XI. kerület, Hungary"),
-    (-23.5475, -46.6361, "São Paulo, Brazil"),
-    (41.0166, 28.9705, "Eminönü, Turkey"),
-    (50.0647, 19.9450, "Kraków, Poland"),
-])
+@pytest.mark.parametrize(
+    ("lat", "lng", "address"),
+    [
+        (48.8566, 2.3522, "Paris, France"),
+        (40.7128, -74.0060, "New York City, United States"),
+        (-33.8688, 151.2093, "Sydney, Australia"),
+        (35.6895, 139.6917, "Tokyo, Japan"),
+        (47.4979, 19.0402, "Budapest, Hungary"),
+        # Place names in Unicode as GeoNames writes them, never an ASCII transliteration.
+        (47.4766, 19.0450, "Budapest XI. kerület, Hungary"),
+        (-23.5475, -46.6361, "São Paulo, Brazil"),
+        (41.0166, 28.9705, "Eminönü, Turkey"),
+        (50.0647, 19.9450, "Kraków, Poland"),
+    ],
+)
 def test_known_cities(lat, lng, address):
     place = reverse_geocode(lat, lng)
     assert place is not None
@@ -59,11 +62,15 @@ def blob(strings):
 def test_antimeridian_with_a_custom_table(tmp_path):
     path = tmp_path / "places.npz"
     np.savez_compressed(
-        path, lat=np.array([10.0, 10.0, -5.0], dtype=np.float32),
+        path,
+        lat=np.array([10.0, 10.0, -5.0], dtype=np.float32),
         lng=np.array([179.9, 170.0, -179.95], dtype=np.float32),
-        country=np.array([0, 0, 1], dtype=np.uint16), admin1=np.array([1, 0, 0], dtype=np.uint16),
-        names=blob(["East", "Far", "Ouest"]), admin1_names=blob(["", "Isles"]),
-        country_codes=blob(["AA", "BB"]), country_names=blob(["Aland", "Beeland"]),
+        country=np.array([0, 0, 1], dtype=np.uint16),
+        admin1=np.array([1, 0, 0], dtype=np.uint16),
+        names=blob(["East", "Far", "Ouest"]),
+        admin1_names=blob(["", "Isles"]),
+        country_codes=blob(["AA", "BB"]),
+        country_names=blob(["Aland", "Beeland"]),
     )
     geo = ReverseGeocoder(path)
     assert len(geo) == 3

@@ -38,10 +38,15 @@ def test_paths_follow_the_contract_layout():
     assert media_path("u1", "m1", "a.jpg", late).startswith("media/u1/2024-05-01/")
 
 
-@pytest.mark.parametrize(("raw", "safe"), [
-    ("../../etc/passwd", "passwd"), ("C:\\Users\\x\\a b.jpg", "a b.jpg"),
-    ("..", "file"), ("ph*to?.png", "ph_to_.png"),
-])
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\a b.jpg", "a b.jpg"),
+        ("..", "file"),
+        ("ph*to?.png", "ph_to_.png"),
+    ],
+)
 def test_client_file_names_cannot_escape_the_folder(raw, safe):
     assert safe_filename(raw) == safe
 
@@ -103,7 +108,8 @@ def test_url_and_settings(fake_hub):  # noqa: F811
     sink = hf_sink_from_settings("t", "me/photos")
     assert sink is not None
     assert sink.url_for("media/u/2024-01-01/m_a b.jpg") == (
-        "https://huggingface.co/datasets/me/photos/resolve/main/media/u/2024-01-01/m_a%20b.jpg")
+        "https://huggingface.co/datasets/me/photos/resolve/main/media/u/2024-01-01/m_a%20b.jpg"
+    )
     with pytest.raises(HfSinkError, match="owner/name"):
         HfSink("t", "no-slash")
 

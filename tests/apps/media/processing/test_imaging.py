@@ -46,9 +46,16 @@ def gps_exif(orientation: int | None = None) -> Image.Exif:
     return exif
 
 
-@pytest.mark.parametrize(("fmt", "mime"), [("JPEG", "image/jpeg"), ("PNG", "image/png"),
-                                           ("WEBP", "image/webp"), ("TIFF", "image/tiff"),
-                                           ("BMP", "image/bmp")])
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("WEBP", "image/webp"),
+        ("TIFF", "image/tiff"),
+        ("BMP", "image/bmp"),
+    ],
+)
 def test_probe_accepts_supported_formats(fmt, mime):
     info = probe(encode(scene(320, 200), fmt))
     assert (info.format, info.mime, info.width, info.height) == (fmt, mime, 320, 200)
@@ -63,11 +70,14 @@ def test_heic_when_pillow_heif_is_installed():
     assert (out.width, out.height, out.mime) == (320, 240, "image/heif")
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"", "empty"),
-    (b"hello, this is a text file, not a photo", "not a supported image"),
-    (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "not a supported image"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"hello, this is a text file, not a photo", "not a supported image"),
+        (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "not a supported image"),
+    ],
+)
 def test_non_images_are_rejected_with_a_reason(data, reason):
     with pytest.raises(ImageRejected, match=reason):
         probe(data)

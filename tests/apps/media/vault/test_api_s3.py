@@ -16,9 +16,15 @@ from tests.fakes.s3 import ACCESS_KEY, SECRET_KEY, fake_s3_server  # noqa: F401 
 @pytest.fixture
 def settings(tmp_path, db_url: str, fake_s3_server) -> Settings:  # noqa: F811
     bucket = fake_s3_server.create_bucket()
-    return make_settings(tmp_path / "home", db_url, apps=["media"], blob_url=f"s3://{bucket}/kiln",
-                         s3_endpoint_url=fake_s3_server.endpoint_url, s3_access_key_id=ACCESS_KEY,
-                         s3_secret_access_key=SECRET_KEY)
+    return make_settings(
+        tmp_path / "home",
+        db_url,
+        apps=["media"],
+        blob_url=f"s3://{bucket}/kiln",
+        s3_endpoint_url=fake_s3_server.endpoint_url,
+        s3_access_key_id=ACCESS_KEY,
+        s3_secret_access_key=SECRET_KEY,
+    )
 
 
 def _assert_presigned(url: str, endpoint: str) -> None:

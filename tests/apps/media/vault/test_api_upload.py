@@ -44,7 +44,9 @@ async def test_upload_runs_the_pipeline_to_ready(app, client):
 
     history = (await client.get(f"/api/map/{media_id}/logs")).json()["history"]
     assert [h["message"] for h in history] == [
-        "Status changed to PENDING", "Status changed to UPLOADED", "Status changed to EXTRACTING",
+        "Status changed to PENDING",
+        "Status changed to UPLOADED",
+        "Status changed to EXTRACTING",
         "Status changed to PROCESSING (Extracted EXIF and GPS data)",
         "Status changed to READY (detection skipped: no detector configured)",
     ]
@@ -64,8 +66,11 @@ async def test_upload_runs_the_pipeline_to_ready(app, client):
 async def test_detector_results_are_stored_and_mapped(app, client, fake_detector):  # noqa: F811
     set_media_settings(app.state.kernel, MediaSettings(_env_file=None, detector_url=fake_detector.url))
     await register(client, "ann@example.com")
-    response = await upload(client, ("litter.jpg", photo(gps=BUDAPEST, red_box=True), "image/jpeg"),
-                            ("clean.jpg", photo(gps=(47.5, 19.05, 100.0), color=(10, 200, 10)), "image/jpeg"))
+    response = await upload(
+        client,
+        ("litter.jpg", photo(gps=BUDAPEST, red_box=True), "image/jpeg"),
+        ("clean.jpg", photo(gps=(47.5, 19.05, 100.0), color=(10, 200, 10)), "image/jpeg"),
+    )
     litter_id, clean_id = response.json()["media_ids"]
     litter = await wait_status(client, litter_id, {"READY", "FAILED"})
     clean = await wait_status(client, clean_id, {"READY", "FAILED"})
@@ -84,8 +89,10 @@ async def test_detector_results_are_stored_and_mapped(app, client, fake_detector
 
 async def test_unavailable_detector_fails_after_bounded_retries(app, client, fake_detector):  # noqa: F811
     fake_detector.mode = "error"
-    set_media_settings(app.state.kernel, MediaSettings(_env_file=None, detector_url=fake_detector.url,
-                                                       max_attempts=2, retry_seconds=0.05))
+    set_media_settings(
+        app.state.kernel,
+        MediaSettings(_env_file=None, detector_url=fake_detector.url, max_attempts=2, retry_seconds=0.05),
+    )
     await register(client, "ann@example.com")
     (media_id,) = (await upload(client, ("a.jpg", photo(), "image/jpeg"))).json()["media_ids"]
     item = await wait_status(client, media_id, {"FAILED"}, timeout=30)
@@ -99,8 +106,12 @@ async def test_rejected_files_do_not_lose_accepted_ones(app, client):
     set_media_settings(app.state.kernel, MediaSettings(_env_file=None, max_upload_bytes=200_000))
     await register(client, "ann@example.com")
     good = photo(fmt="PNG")
-    response = await upload(client, ("ok.png", good, "image/png"), ("notes.txt", b"hello, not an image", "text/plain"),
-                            ("huge.bmp", b"BM" + bytes(300_000), "image/bmp"))
+    response = await upload(
+        client,
+        ("ok.png", good, "image/png"),
+        ("notes.txt", b"hello, not an image", "text/plain"),
+        ("huge.bmp", b"BM" + bytes(300_000), "image/bmp"),
+    )
     assert response.status_code == 201
     body = response.json()
     assert len(body["media_ids"]) == 1
@@ -149,8 +160,10 @@ async def test_websocket_pushes_only_the_callers_updates(app, client):
     token = client.cookies["access_token"]
     async with second_client(app) as other:
         await register(other, "bob@example.com")
-        async with (ASGIWebSocketTransport(app=app) as transport,
-                    httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http):
+        async with (
+            ASGIWebSocketTransport(app=app) as transport,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http,
+        ):
             async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token}) as ws:
                 await asyncio.sleep(0.1)  # subscribed before anything is published
                 await upload(other, ("bob.jpg", photo(color=(1, 2, 3)), "image/jpeg"))
@@ -179,17 +192,19 @@ async def test_websocket_since_replays_missed_updates_then_streams(app, client):
         before = (await client.get("/api/health")).json()["timestamp"]
         (missed_id,) = (await upload(client, ("missed.jpg", photo(), "image/jpeg"))).json()["media_ids"]
         await wait_status(client, missed_id, {"READY"})
-        async with (ASGIWebSocketTransport(app=app) as transport,
-                    httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http):
+        async with (
+            ASGIWebSocketTransport(app=app) as transport,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as ws_http,
+        ):
             async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": before}) as ws:
                 replayed = [await _next_json(ws) for _ in range(5)]
-                assert [m["status"] for m in replayed] == ["PENDING", "UPLOADED", "EXTRACTING", "PROCESSING",
-                                                           "READY"]
+                assert [m["status"] for m in replayed] == ["PENDING", "UPLOADED", "EXTRACTING", "PROCESSING", "READY"]
                 assert {m["media_id"] for m in replayed} == {missed_id} and all(m["replayed"] for m in replayed)
                 assert replayed[1]["img_url"] == f"/api/media/{missed_id}/image" and replayed[2]["worker"]
                 # Then live updates follow on the same socket, each once.
-                (live_id,) = (await upload(client, ("live.jpg", photo(color=(90, 9, 9)), "image/jpeg"))
-                              ).json()["media_ids"]
+                (live_id,) = (await upload(client, ("live.jpg", photo(color=(90, 9, 9)), "image/jpeg"))).json()[
+                    "media_ids"
+                ]
                 live = []
                 while not live or live[-1]["status"] != "READY":
                     live.append(await _next_json(ws))
@@ -201,8 +216,9 @@ async def test_websocket_since_replays_missed_updates_then_streams(app, client):
             async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": later}) as ws:
                 with pytest.raises(asyncio.TimeoutError):
                     await _next_json(ws, timeout=0.5)
-            async with aconnect_ws("/api/upload/ws/updates", ws_http, params={"token": token, "since": "yesterday"}
-                                   ) as ws:
+            async with aconnect_ws(
+                "/api/upload/ws/updates", ws_http, params={"token": token, "since": "yesterday"}
+            ) as ws:
                 with pytest.raises(Exception) as closed:
                     await ws.receive_text()
             assert getattr(closed.value, "code", None) == 1007

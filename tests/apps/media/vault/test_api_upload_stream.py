@@ -19,16 +19,19 @@ MB = 1024 * 1024
 
 
 def _part_head(filename: str, field: str = "files", content_type: str = "application/octet-stream") -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode()
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
 
 
 def _filler(size: int, chunk: int = MB) -> list[int]:
     return [min(chunk, size - sent) for sent in range(0, size, chunk)]
 
 
-async def _multipart(parts: list[tuple[str, bytes, int]], *, close: bool = True,
-                     field: str = "files") -> AsyncIterator[bytes]:
+async def _multipart(
+    parts: list[tuple[str, bytes, int]], *, close: bool = True, field: str = "files"
+) -> AsyncIterator[bytes]:
     """Generated on the fly: each part is `head` bytes then `filler` zero bytes, 1 MiB at a time."""
     for filename, head, filler in parts:
         yield _part_head(filename, field)
@@ -77,8 +80,9 @@ async def test_a_300_mb_upload_streams_with_bounded_memory_and_no_temp_file(app,
     sampler = asyncio.create_task(sample())
     tracemalloc.start()
     try:
-        response = await client.post("/api/upload/files", headers=_headers(), timeout=120,
-                                     content=_multipart([("big.jpg", head, 300 * MB)]))
+        response = await client.post(
+            "/api/upload/files", headers=_headers(), timeout=120, content=_multipart([("big.jpg", head, 300 * MB)])
+        )
         _, traced_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -104,8 +108,9 @@ async def test_an_oversized_file_is_refused_while_streaming_and_the_others_kept(
     assert response.status_code == 201, response.text
     out = response.json()
     assert out["message"] == "2 files uploaded successfully" and len(out["media_ids"]) == 2
-    assert out["rejected"] == [{"filename": "huge.jpg", "status": 413,
-                                "detail": f"File too large: the limit is {MB} bytes"}]
+    assert out["rejected"] == [
+        {"filename": "huge.jpg", "status": 413, "detail": f"File too large: the limit is {MB} bytes"}
+    ]
     vault = (await client.get("/api/vault", params={"order_by": "filename", "direction": "asc"})).json()
     assert [i["filename"] for i in vault["items"]] == ["a.jpg", "b.jpg"]
     assert [i["metadata"]["size"] for i in vault["items"]] == [len(first), len(last)]  # parts kept apart
@@ -114,8 +119,9 @@ async def test_an_oversized_file_is_refused_while_streaming_and_the_others_kept(
     assert not any(".part" in p.name for p in stored)
     assert {p.parent.name for p in stored} == set(out["media_ids"])
 
-    only = await client.post("/api/upload/files", headers=_headers(),
-                             content=_multipart([("huge.jpg", photo(), 3 * MB)]))
+    only = await client.post(
+        "/api/upload/files", headers=_headers(), content=_multipart([("huge.jpg", photo(), 3 * MB)])
+    )
     assert only.status_code == 413 and only.json()["detail"]["rejected"][0]["status"] == 413
 
 
@@ -126,32 +132,40 @@ async def test_too_many_files_beyond_the_limit_are_refused_one_by_one(app, clien
     response = await upload(client, *files)
     assert response.status_code == 201
     assert len(response.json()["media_ids"]) == 2
-    assert response.json()["rejected"] == [{"filename": "p2.jpg", "status": 413,
-                                            "detail": "Too many files: at most 2 per request"}]
+    assert response.json()["rejected"] == [
+        {"filename": "p2.jpg", "status": 413, "detail": "Too many files: at most 2 per request"}
+    ]
 
 
 async def test_bad_bodies_get_clear_4xx(app, client):
     await register(client, "ann@example.com")
     wrong_type = await client.post("/api/upload/files", json={"files": []})
     assert wrong_type.status_code == 415 and wrong_type.json() == {"detail": "Expected a multipart/form-data body"}
-    no_boundary = await client.post("/api/upload/files", headers={"Content-Type": "multipart/form-data"},
-                                    content=b"x")
+    no_boundary = await client.post("/api/upload/files", headers={"Content-Type": "multipart/form-data"}, content=b"x")
     assert no_boundary.status_code == 400 and "boundary" in no_boundary.json()["detail"]
     garbage = await client.post("/api/upload/files", headers=_headers(), content=b"this is not multipart at all")
     assert garbage.status_code == 400 and garbage.json()["detail"].startswith("Malformed multipart body")
     # A form with only other fields has no file: FastAPI's own "missing field" answer.
-    other_field = await client.post("/api/upload/files", headers=_headers(),
-                                    content=_multipart([("a.jpg", photo(), 0)], field="avatar"))
+    other_field = await client.post(
+        "/api/upload/files", headers=_headers(), content=_multipart([("a.jpg", photo(), 0)], field="avatar")
+    )
     assert other_field.status_code == 422 and other_field.json()["detail"][0]["loc"] == ["body", "files"]
 
     # The body breaks off inside the second file: the first is kept, the second reported, nothing half-stored.
     good = photo(color=(7, 7, 7))
-    truncated = await client.post("/api/upload/files", headers=_headers(), content=_multipart(
-        [("ok.jpg", good, 0), ("cut.jpg", photo(color=(8, 8, 8)), 2 * MB)], close=False))
+    truncated = await client.post(
+        "/api/upload/files",
+        headers=_headers(),
+        content=_multipart([("ok.jpg", good, 0), ("cut.jpg", photo(color=(8, 8, 8)), 2 * MB)], close=False),
+    )
     assert truncated.status_code == 201, truncated.text
-    assert truncated.json()["rejected"] == [{
-        "filename": "cut.jpg", "status": 400,
-        "detail": "Malformed multipart body: it ends before the closing boundary"}]
+    assert truncated.json()["rejected"] == [
+        {
+            "filename": "cut.jpg",
+            "status": 400,
+            "detail": "Malformed multipart body: it ends before the closing boundary",
+        }
+    ]
     vault = (await client.get("/api/vault")).json()
     assert [i["filename"] for i in vault["items"]] == ["ok.jpg"]
     assert (await client.get("/api/vault", params={"status": "PENDING"})).json()["total"] == 0

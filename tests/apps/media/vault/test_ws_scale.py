@@ -53,8 +53,11 @@ async def _login(http: httpx.AsyncClient, email: str) -> tuple[str, str]:
 async def test_thousand_sockets_each_get_only_their_users_updates(app):
     _raise_open_files(4 * SOCKETS + 256)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-                                           ws_ping_interval=None, backlog=2048))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws_ping_interval=None, backlog=2048
+        )
+    )
     serving = asyncio.create_task(server.serve())
     conns = []
     baseline = app.state.kernel.events.subscriber_count  # the engine's own (cancel listener)
@@ -74,8 +77,9 @@ async def test_thousand_sockets_each_get_only_their_users_updates(app):
             url = f"ws://{base}/api/upload/ws/updates"
             async with gate:
                 if k % 2:  # half by cookie, half by ?token=
-                    return await connect(url, additional_headers={"Cookie": f"access_token={token}"},
-                                         open_timeout=60, ping_interval=None)
+                    return await connect(
+                        url, additional_headers={"Cookie": f"access_token={token}"}, open_timeout=60, ping_interval=None
+                    )
                 return await connect(f"{url}?token={token}", open_timeout=60, ping_interval=None)
 
         conns = await asyncio.gather(*(open_socket(k) for k in range(SOCKETS)))
@@ -110,8 +114,7 @@ async def test_thousand_sockets_each_get_only_their_users_updates(app):
             assert [m["status"] for m in messages] == ["EXTRACTING", "PROCESSING", "READY"]
             assert all(m["type"] == "MEDIA_STATUS_UPDATE" for m in messages)
         # nothing more is queued for anyone
-        extra = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 0.2) for ws in conns[:50]),
-                                     return_exceptions=True)
+        extra = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 0.2) for ws in conns[:50]), return_exceptions=True)
         assert all(isinstance(e, TimeoutError) for e in extra)
         assert connected_in < 60
     finally:

@@ -18,8 +18,16 @@ async def test_health(client):
 async def test_register_shapes_and_errors(client, tmp_path):
     bag = recording(tmp_path)
     asset = await register(client, bag)
-    assert set(asset) == {"id", "file_path", "file_name", "file_type", "file_size", "registered_time",
-                          "indexing_status", "last_indexed_time"}
+    assert set(asset) == {
+        "id",
+        "file_path",
+        "file_name",
+        "file_type",
+        "file_size",
+        "registered_time",
+        "indexing_status",
+        "last_indexed_time",
+    }
     assert asset["file_path"] == str(bag.resolve()) and asset["file_type"] == "bag"
     assert asset["file_size"] == bag.stat().st_size and asset["indexing_status"] == "pending"
     assert asset["registered_time"].endswith("Z") and asset["last_indexed_time"] is None
@@ -85,6 +93,7 @@ async def test_register_dialog(client, tmp_path, monkeypatch):
     bag = recording(tmp_path)
     await register(client, bag)
     fresh = recording(tmp_path, "fresh.mcap", "mcap")
+
     async def picks(chosen):
         return chosen
 
@@ -95,7 +104,9 @@ async def test_register_dialog(client, tmp_path, monkeypatch):
     assert r.status_code == 200 and body["canceled"] is False
     assert [a["file_name"] for a in body["registered_assets"]] == ["fresh.mcap"]
     assert [(s["reason"], s["file_path"]) for s in body["skipped"]] == [
-        ("duplicate", str(bag)), ("invalid_path", str(tmp_path / "gone.bag"))]
+        ("duplicate", str(bag)),
+        ("invalid_path", str(tmp_path / "gone.bag")),
+    ]
     assert body["skipped"][0]["detail"] == f"asset already registered: {bag.resolve()}"
     monkeypatch.setattr(dialog, "pick_files", lambda: picks(None))
     r = await client.post("/assets/register-dialog")
@@ -130,13 +141,21 @@ async def test_index_success_failure_and_detail(client, tmp_path):
     assert set(detail) == {"asset", "metadata", "tags", "related_jobs", "conversions"}
     meta = detail["metadata"]
     assert meta["topic_count"] == 5 and meta["message_count"] == sum(SMALL.count(p.topic) for p in SMALL.topics)
-    assert meta["default_episode"] == {"episode_id": f"{asset['id']}:default", "label": "Episode 1",
-                                       "duration": meta["duration"]}
+    assert meta["default_episode"] == {
+        "episode_id": f"{asset['id']}:default",
+        "label": "Episode 1",
+        "duration": meta["duration"],
+    }
     assert meta["start_time"].endswith("Z") and meta["indexing_error"] is None
     assert {"camera", "imu"} <= set(meta["sensor_types"])
     imu = next(t for t in meta["topics"] if t["name"] == "/imu")
-    assert imu == {"name": "/imu", "message_type": "sensor_msgs/msg/Imu", "message_count": 100,
-                   "rate_hz": pytest.approx(100.0, rel=0.01), "modality": "scalar_series"}
+    assert imu == {
+        "name": "/imu",
+        "message_type": "sensor_msgs/msg/Imu",
+        "message_count": 100,
+        "rate_hz": pytest.approx(100.0, rel=0.01),
+        "modality": "scalar_series",
+    }
     [job] = detail["related_jobs"]
     assert job["type"] == "index" and job["status"] == "succeeded"
     assert job["config_json"] == {"execution": "background", "trigger": "index_asset"}

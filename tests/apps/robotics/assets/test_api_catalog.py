@@ -28,16 +28,24 @@ async def test_asset_filters(client, tmp_path):
     assert await names(start_after=(start - timedelta(seconds=1)).isoformat()) == ["long.mcap", "short.bag"]
     assert await names(start_before=(start - timedelta(seconds=1)).isoformat()) == []
     size = long["file_size"]
-    assert await names(min_size=str(size)) == [n for n in await names() if n == "long.mcap" or
-                                               (n == "Pending.bag" and pending["file_size"] >= size) or
-                                               (n == "short.bag" and short["file_size"] >= size)]
+    assert await names(min_size=str(size)) == [
+        n
+        for n in await names()
+        if n == "long.mcap"
+        or (n == "Pending.bag" and pending["file_size"] >= size)
+        or (n == "short.bag" and short["file_size"] >= size)
+    ]
     assert await names(registered_after=(datetime.now(UTC) + timedelta(hours=1)).isoformat()) == []
     assert await names(registered_before="2000-01-01") == []
     assert await names(limit="1", offset="1") == ["long.mcap"]
     assert await names(tag="unknown-tag") == []  # the reference answered 500
-    for params, field in (({"min_duration": "abc"}, "min_duration"), ({"start_after": "yesterday"}, "start_after"),
-                          ({"status": "done"}, "status"), ({"min_duration": "5", "max_duration": "1"}, "min_duration"),
-                          ({"min_size": "-1"}, "min_size")):
+    for params, field in (
+        ({"min_duration": "abc"}, "min_duration"),
+        ({"start_after": "yesterday"}, "start_after"),
+        ({"status": "done"}, "status"),
+        ({"min_duration": "5", "max_duration": "1"}, "min_duration"),
+        ({"min_size": "-1"}, "min_size"),
+    ):
         r = await client.get("/assets", params=params)
         assert r.status_code == 422 and field in r.json()["detail"], (params, r.text)
 

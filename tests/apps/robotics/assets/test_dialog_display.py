@@ -19,15 +19,20 @@ from tests.apps.robotics.api_helpers import recording, register
 
 needs_xvfb = pytest.mark.skipif(
     shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
-    reason="Xvfb and xdotool are not installed (apt-get install -y xvfb xdotool)")
+    reason="Xvfb and xdotool are not installed (apt-get install -y xvfb xdotool)",
+)
 
 
 @pytest.fixture
 def xvfb(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A private X display; DISPLAY points at it for the test (and the dialog's child)."""
     read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as fh:
         number = fh.readline().strip()
@@ -65,14 +70,17 @@ async def test_dialog_registers_what_the_user_picks(client, tmp_path, xvfb):
     already = await register(client, first)
     post = asyncio.create_task(client.post("/assets/register-dialog"))
     # go into the folder, then pick two files (the entry takes a list of names)
-    await asyncio.to_thread(_answer_dialog, [("type", f"{picked}/"), ("key", "Return"),
-                                              ("type", "first.bag second.mcap"), ("key", "Return")])
+    await asyncio.to_thread(
+        _answer_dialog,
+        [("type", f"{picked}/"), ("key", "Return"), ("type", "first.bag second.mcap"), ("key", "Return")],
+    )
     r = await asyncio.wait_for(post, 30)
     body = r.json()
     assert r.status_code == 200 and body["canceled"] is False, r.text
     assert [a["file_name"] for a in body["registered_assets"]] == ["second.mcap"]
-    assert body["skipped"] == [{"detail": f"asset already registered: {already['file_path']}",
-                                "file_path": str(first), "reason": "duplicate"}]
+    assert body["skipped"] == [
+        {"detail": f"asset already registered: {already['file_path']}", "file_path": str(first), "reason": "duplicate"}
+    ]
 
 
 @needs_xvfb

@@ -10,8 +10,17 @@ from tests.apps.robotics import bagfactory as bf
 
 EXT = {"bag": ".bag", "mcap": ".mcap"}
 SOURCES = {"bag": "bag-index", "mcap": "mcap-summary", "db3": "sqlite", "dir": None}
-COMPRESSION = {"bag": "none", "bag-bz2": "bz2", "bag-lz4": "lz4", "mcap": "none", "mcap-lz4": "lz4",
-               "mcap-zstd": "zstd", "db3": "none", "dir-mcap": "none", "dir-db3": "none"}
+COMPRESSION = {
+    "bag": "none",
+    "bag-bz2": "bz2",
+    "bag-lz4": "lz4",
+    "mcap": "none",
+    "mcap-lz4": "lz4",
+    "mcap-zstd": "zstd",
+    "db3": "none",
+    "dir-mcap": "none",
+    "dir-db3": "none",
+}
 
 
 @pytest.mark.parametrize("fmt", bf.FORMATS)
@@ -33,13 +42,21 @@ def test_index_matches_the_recording(tmp_path, fmt):
     meta = idx.to_metadata("asset-1")
     assert meta["message_count"] == sum(plan.count(p.topic) for p in plan.topics)
     assert meta["topic_count"] == 5
-    assert meta["default_episode"] == {"episode_id": "asset-1:default", "label": "Episode 1",
-                                       "duration": pytest.approx((last - bf.START_NS) / 1e9)}
+    assert meta["default_episode"] == {
+        "episode_id": "asset-1:default",
+        "label": "Episode 1",
+        "duration": pytest.approx((last - bf.START_NS) / 1e9),
+    }
     assert meta["start_time"] == "2023-11-14T22:13:20Z"
     assert set(meta["sensor_types"]) == {"camera", "imu", "lidar", "telemetry"}
     modalities = {t["name"]: t["modality"] for t in meta["topics"]}
-    assert modalities == {"/camera/image_raw": "image", "/imu": "scalar_series", "/odom": "scalar_series",
-                          "/lidar/points": "points", "/status": "other"}
+    assert modalities == {
+        "/camera/image_raw": "image",
+        "/imu": "scalar_series",
+        "/odom": "scalar_series",
+        "/lidar/points": "points",
+        "/status": "other",
+    }
     raw = meta["raw_metadata"]
     assert raw["compression_format"] == COMPRESSION[fmt]
     assert raw["file_size_bytes"] > 0 and raw["storage_format"] in ("bag", "mcap", "sqlite3")

@@ -20,8 +20,9 @@ async def test_capabilities(client):
 
 async def test_inspect_and_preview(client, tmp_path):
     asset = await register(client, recording(tmp_path, "r.mcap", "mcap"))
-    r = await client.post("/conversions/inspect", json={"asset_id": asset["id"], "topics": [" /imu ", "/imu"],
-                                                       "sample_n": 2})
+    r = await client.post(
+        "/conversions/inspect", json={"asset_id": asset["id"], "topics": [" /imu ", "/imu"], "sample_n": 2}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["request"]["topics"] == ["/imu"] and body["request"]["sample_n"] == 2
@@ -34,8 +35,7 @@ async def test_inspect_and_preview(client, tmp_path):
     r = await client.post("/conversions/inspect", json={"asset_id": "ghost"})
     assert r.status_code == 404 and r.json() == {"detail": "asset not found: ghost"}
 
-    r = await client.post("/conversions/preview", json={"asset_id": asset["id"], "spec": trigger_spec(),
-                                                       "sample_n": 2})
+    r = await client.post("/conversions/preview", json={"asset_id": asset["id"], "spec": trigger_spec(), "sample_n": 2})
     assert r.status_code == 200, r.text
     preview = r.json()["preview"]
     assert len(preview["rows"]) == 2 and preview["bad_records"] == 0

@@ -11,8 +11,9 @@ from tests.apps.robotics.api_helpers import convert, outputs_of, recording, regi
 
 
 async def test_create_update_duplicate_and_run(client, tmp_path):
-    r = await client.post("/conversion-configs", json={"name": "  Camera Set ", "description": "",
-                                                       "spec": trigger_spec()})
+    r = await client.post(
+        "/conversion-configs", json={"name": "  Camera Set ", "description": "", "spec": trigger_spec()}
+    )
     assert r.status_code == 201, r.text
     cfg = r.json()
     assert cfg["name"] == "Camera Set" and cfg["description"] is None and cfg["status"] == "ready"
@@ -30,7 +31,8 @@ async def test_create_update_duplicate_and_run(client, tmp_path):
     rev = r.json()["revisions"][0]
     assert rev["revision_number"] == 2 and rev["change_kind"] == "update" and "Renamed Config" in rev["change_summary"]
     assert (await client.patch(f"/conversion-configs/{cfg['id']}", json={})).json() == {
-        "detail": "update payload must include at least one field"}
+        "detail": "update payload must include at least one field"
+    }
     assert (await client.patch("/conversion-configs/ghost", json={"name": "x"})).status_code == 404
 
     dup = await client.post(f"/conversion-configs/{cfg['id']}/duplicate", json={})
@@ -60,8 +62,11 @@ async def test_migrate_on_load(client, app):
     cfg = (await client.post("/conversion-configs", json={"name": "old", "spec": spec})).json()
     async with app.state.kernel.db.session() as s:  # pretend it was saved by a version 1 writer
         old_doc = {"spec_version": 1, "spec": spec, "metadata": {}}
-        await s.execute(update(ConversionConfig).where(ConversionConfig.id == cfg["id"]).values(
-            spec_document=old_doc, spec_document_version=1))
+        await s.execute(
+            update(ConversionConfig)
+            .where(ConversionConfig.id == cfg["id"])
+            .values(spec_document=old_doc, spec_document_version=1)
+        )
         await s.commit()
     listed = (await client.get("/conversion-configs")).json()
     assert listed[0]["status"] == "needs_migration"
@@ -77,9 +82,15 @@ async def test_migrate_on_load(client, app):
 
 async def test_draft_persisted_and_saved_as_config(client, tmp_path):
     asset = await register(client, recording(tmp_path))
-    r = await client.post("/conversions/draft", json={
-        "asset_id": asset["id"], "topics": ["/camera/image_raw", "/imu"], "sample_n": 3,
-        "draft_request": {"output_format": "parquet", "preview_rows": 3}})
+    r = await client.post(
+        "/conversions/draft",
+        json={
+            "asset_id": asset["id"],
+            "topics": ["/camera/image_raw", "/imu"],
+            "sample_n": 3,
+            "draft_request": {"output_format": "parquet", "preview_rows": 3},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["draft_revision_id"] and body["draft"]["trigger_topic"] == "/camera/image_raw"
@@ -88,8 +99,9 @@ async def test_draft_persisted_and_saved_as_config(client, tmp_path):
     assert "__msgtype__" not in json.dumps(body)
     assert len(body["draft"]["preview"]["rows"]) == 3
 
-    r = await client.post("/conversion-configs", json={"name": "from draft",
-                                                       "draft_revision_id": body["draft_revision_id"]})
+    r = await client.post(
+        "/conversion-configs", json={"name": "from draft", "draft_revision_id": body["draft_revision_id"]}
+    )
     assert r.status_code == 201, r.text
     opened = (await client.get(f"/conversion-configs/{r.json()['id']}")).json()
     assert opened["status"] == "ready" and opened["draft_count"] == 1 and opened["latest_preview_available"]

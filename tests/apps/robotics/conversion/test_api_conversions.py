@@ -21,16 +21,26 @@ from tests.apps.robotics.api_helpers import (
 )
 
 CAM = SMALL.count("/camera/image_raw")
-PARQUET_POLICY = {"policy_version": 1, "output_format": "parquet", "requested_image_payload_contract": None,
-                  "image_payload_contract": None, "payload_encoding": None, "null_encoding": None,
-                  "compatibility_markers": [], "warnings": []}
+PARQUET_POLICY = {
+    "policy_version": 1,
+    "output_format": "parquet",
+    "requested_image_payload_contract": None,
+    "image_payload_contract": None,
+    "payload_encoding": None,
+    "null_encoding": None,
+    "compatibility_markers": [],
+    "warnings": [],
+}
 
 
 async def test_legacy_parquet_end_to_end(client, tmp_path, settings):
     asset = await register_indexed(client, recording(tmp_path))
-    body = {"asset_ids": [asset["id"]], "mapping": {"odom": ["/odom"]},
-            "output": {"format": "parquet", "compression": "snappy"},
-            "resample": {"freq_hz": 5, "method": "downsample"}}
+    body = {
+        "asset_ids": [asset["id"]],
+        "mapping": {"odom": ["/odom"]},
+        "output": {"format": "parquet", "compression": "snappy"},
+        "resample": {"freq_hz": 5, "method": "downsample"},
+    }
     r = await client.post("/conversions", json=body)
     assert r.status_code == 201, r.text
     created = r.json()
@@ -64,7 +74,8 @@ async def test_legacy_parquet_end_to_end(client, tmp_path, settings):
     listed = (await client.get("/conversions")).json()
     assert [c["id"] for c in listed] == [created["id"]]
     assert {k: v for k, v in listed[0].items() if k not in ("updated_at", "progress", "status")} == {
-        k: v for k, v in detail.items() if k not in ("updated_at", "progress", "status", "output_files", "job")}
+        k: v for k, v in detail.items() if k not in ("updated_at", "progress", "status", "output_files", "job")
+    }
     asset_detail = (await client.get(f"/assets/{asset['id']}")).json()
     assert [j["type"] for j in asset_detail["related_jobs"]] == ["convert", "index"]
     assert asset_detail["conversions"][0]["id"] == created["id"]
@@ -75,9 +86,15 @@ async def test_inline_spec_tfrecord_runs_without_indexing(client, tmp_path):
     detail = await convert(client, {"asset_ids": [asset["id"]], "spec": trigger_spec("tfrecord", compression="gzip")})
     assert detail["config"]["mapping_mode"] == "spec"
     assert detail["representation_policy"] == {
-        "policy_version": 1, "output_format": "tfrecord", "requested_image_payload_contract": None,
-        "image_payload_contract": "bytes_v2", "payload_encoding": "typed_features",
-        "null_encoding": "presence_flag", "compatibility_markers": [], "warnings": []}
+        "policy_version": 1,
+        "output_format": "tfrecord",
+        "requested_image_payload_contract": None,
+        "image_payload_contract": "bytes_v2",
+        "payload_encoding": "typed_features",
+        "null_encoding": "presence_flag",
+        "compatibility_markers": [],
+        "warnings": [],
+    }
     dataset = next(f for f in await outputs_of(client, detail) if f["role"] == "dataset")
     path = (await client.get(f"/outputs/{dataset['id']}")).json()["file_path"]
     examples = [decode_example(r) for r in read_records(path)]
@@ -89,8 +106,14 @@ async def test_inline_spec_tfrecord_runs_without_indexing(client, tmp_path):
 
 async def test_legacy_image_contract_and_list_filters(client, tmp_path):
     asset = await register_indexed(client, recording(tmp_path))
-    legacy = await convert(client, {"asset_ids": [asset["id"]], "mapping": {"imu": ["/imu"]},
-                                    "output": {"format": "tfrecord", "image_payload_contract": "legacy_list_v1"}})
+    legacy = await convert(
+        client,
+        {
+            "asset_ids": [asset["id"]],
+            "mapping": {"imu": ["/imu"]},
+            "output": {"format": "tfrecord", "image_payload_contract": "legacy_list_v1"},
+        },
+    )
     policy = legacy["representation_policy"]
     assert policy["image_payload_contract"] == "legacy_list_v1"
     assert policy["requested_image_payload_contract"] == "legacy_list_v1"
@@ -119,11 +142,14 @@ async def test_validation_errors(client, tmp_path):
     assert r.status_code == 422 and r.json() == {"detail": "asset not found: nope"}
     await client.post(f"/assets/{pending['id']}/index")
     aid = pending["id"]
-    r = await client.post("/conversions", json={"asset_ids": [aid], "output": {"format": "tfrecord",
-                                                                              "compression": "snappy"}})
+    r = await client.post(
+        "/conversions", json={"asset_ids": [aid], "output": {"format": "tfrecord", "compression": "snappy"}}
+    )
     assert r.status_code == 422 and "invalid tfrecord compression" in r.json()["detail"][0]["msg"]
-    r = await client.post("/conversions", json={"asset_ids": [aid], "output": {
-        "format": "parquet", "image_payload_contract": "legacy_list_v1"}})
+    r = await client.post(
+        "/conversions",
+        json={"asset_ids": [aid], "output": {"format": "parquet", "image_payload_contract": "legacy_list_v1"}},
+    )
     assert r.status_code == 422
     assert r.json() == {"detail": "image payload contract can only be customized for tfrecord output"}
     r = await client.post("/conversions", json={"asset_ids": [aid], "mapping": {"x": ["/nope"]}})

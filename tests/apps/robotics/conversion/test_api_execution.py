@@ -95,7 +95,8 @@ async def test_multi_recording_outputs_are_attributed_per_asset(client, tmp_path
     assert detail["asset_ids"] == [a["id"], b["id"]]
     files = await outputs_of(client, detail)
     assert sorted(f["file_name"] for f in files) == sorted(
-        f"episode_000{i}.{ext}" for i in (1, 2) for ext in ("parquet", "manifest.json", "report.md"))
+        f"episode_000{i}.{ext}" for i in (1, 2) for ext in ("parquet", "manifest.json", "report.md")
+    )
     owner = {f["file_name"]: f["asset_ids"] for f in files}
     assert all(owner[n] == [a["id"]] for n in owner if n.startswith("episode_0001"))
     assert all(owner[n] == [b["id"]] for n in owner if n.startswith("episode_0002"))
@@ -104,10 +105,10 @@ async def test_multi_recording_outputs_are_attributed_per_asset(client, tmp_path
     for asset, episode in ((a, "episode_0001"), (b, "episode_0002")):
         listed = (await client.get("/outputs", params={"asset_id": asset["id"]})).json()
         assert sorted(o["file_name"] for o in listed) == sorted(
-            f"{episode}.{ext}" for ext in ("parquet", "manifest.json", "report.md"))
+            f"{episode}.{ext}" for ext in ("parquet", "manifest.json", "report.md")
+        )
         dataset = next(o for o in listed if o["role"] == "dataset")
-        assert dataset["metadata"]["manifest"]["source"]["path"].endswith(
-            "first.bag" if asset is a else "second.mcap")
+        assert dataset["metadata"]["manifest"]["source"]["path"].endswith("first.bag" if asset is a else "second.mcap")
         content = await client.get(dataset["content_url"])
         rows[episode] = pq.read_table(io.BytesIO(content.content)).num_rows
     assert rows == {"episode_0001": CAM, "episode_0002": long_plan.count("/camera/image_raw") - 1}

@@ -20,9 +20,23 @@ async def test_list_detail_filters(client, tmp_path):
     items = (await client.get("/outputs")).json()
     assert len(items) == 6 and {i["conversion_id"] for i in items[:3]} == {run2["id"]}
     dataset = next(i for i in items if i["role"] == "dataset" and i["conversion_id"] == run1["id"])
-    assert set(dataset) == {"id", "conversion_id", "job_id", "asset_ids", "relative_path", "file_name", "format",
-                            "role", "media_type", "size_bytes", "availability_status", "metadata", "content_url",
-                            "created_at", "updated_at"}
+    assert set(dataset) == {
+        "id",
+        "conversion_id",
+        "job_id",
+        "asset_ids",
+        "relative_path",
+        "file_name",
+        "format",
+        "role",
+        "media_type",
+        "size_bytes",
+        "availability_status",
+        "metadata",
+        "content_url",
+        "created_at",
+        "updated_at",
+    }
     assert dataset["file_name"] == "episode_0001.parquet" and dataset["media_type"] == "application/x-parquet"
     assert dataset["job_id"] == run1["job_id"] and dataset["asset_ids"] == [a1["id"]]
     assert dataset["content_url"] == f"/outputs/{dataset['id']}/content"
@@ -37,7 +51,8 @@ async def test_list_detail_filters(client, tmp_path):
 
     assert await ids(asset_id=a1["id"]) == {i["id"] for i in items if i["conversion_id"] == run1["id"]}
     assert await ids(conversion_id=run2["id"], role="DATASET") == {
-        i["id"] for i in items if i["conversion_id"] == run2["id"] and i["role"] == "dataset"}
+        i["id"] for i in items if i["conversion_id"] == run2["id"] and i["role"] == "dataset"
+    }
     assert len(await ids(format="json")) == 2 and len(await ids(search="manifest")) == 2
     assert len(await ids(limit=2)) == 2 and len(await ids(limit=2, offset=5)) == 1
     assert (await client.get("/outputs", params={"limit": 0})).status_code == 422

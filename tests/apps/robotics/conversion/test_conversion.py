@@ -32,8 +32,11 @@ def path_src(topic, field):
 
 def trigger_spec(fmt="parquet", **over):
     spec = {
-        "row_strategy": {"kind": "trigger", "trigger_topic": "/camera/image_raw",
-                         "joins": [{"topic": "/imu"}, {"topic": "/odom", "sync_policy": "nearest"}]},
+        "row_strategy": {
+            "kind": "trigger",
+            "trigger_topic": "/camera/image_raw",
+            "joins": [{"topic": "/imu"}, {"topic": "/odom", "sync_policy": "nearest"}],
+        },
         "features": {
             "image": {"source": path_src("/camera/image_raw", "data"), "dtype": "bytes"},
             "acc": {"source": path_src("/imu", "linear_acceleration.x"), "dtype": "float64"},
@@ -92,8 +95,13 @@ def test_trigger_parquet_values(recordings, tmp_path, fmt):
 def test_join_policies(recordings, tmp_path):
     joins = [
         {"topic": "/imu", "sync_policy": "exact-within-tolerance", "tolerance_ns": 2 * MS, "required": False},
-        {"topic": "/odom", "sync_policy": "last-known-before", "staleness_ns": 20 * MS, "required": False,
-         "missing": "zeros"},
+        {
+            "topic": "/odom",
+            "sync_policy": "last-known-before",
+            "staleness_ns": 20 * MS,
+            "required": False,
+            "missing": "zeros",
+        },
         {"topic": "/status", "sync_policy": "last-known-before", "required": False, "missing": "forward_fill"},
     ]
     spec = trigger_spec(row_strategy={"kind": "trigger", "trigger_topic": "/camera/image_raw", "joins": joins})
@@ -116,13 +124,22 @@ def test_join_policies(recordings, tmp_path):
 
 
 def test_per_message_and_metadata_sources(recordings, tmp_path):
-    spec = {"row_strategy": {"kind": "per-message", "topic": "/imu"},
-            "features": {"t": {"source": {"kind": "metadata", "key": "timestamp_ns"}, "dtype": "int64"},
-                         "vec": {"source": {"kind": "concat", "sources": [path_src("/imu", "linear_acceleration.x"),
-                                                                          path_src("/imu", "angular_velocity.z")]},
-                                 "dtype": "float32", "shape": [2]},
-                         "k": {"source": {"kind": "constant", "value": 7}, "dtype": "int64"}},
-            "output": {"format": "parquet"}}
+    spec = {
+        "row_strategy": {"kind": "per-message", "topic": "/imu"},
+        "features": {
+            "t": {"source": {"kind": "metadata", "key": "timestamp_ns"}, "dtype": "int64"},
+            "vec": {
+                "source": {
+                    "kind": "concat",
+                    "sources": [path_src("/imu", "linear_acceleration.x"), path_src("/imu", "angular_velocity.z")],
+                },
+                "dtype": "float32",
+                "shape": [2],
+            },
+            "k": {"source": {"kind": "constant", "value": 7}, "dtype": "int64"},
+        },
+        "output": {"format": "parquet"},
+    }
     result = run_conversion(recordings["bag-lz4"], spec, tmp_path)
     t = pq.read_table(datasets(result)[0].path).to_pydict()
     assert t["t"] == IMU_T == t["timestamp_ns"]
@@ -132,13 +149,15 @@ def test_per_message_and_metadata_sources(recordings, tmp_path):
 
 def test_resample_downsample_and_interpolate(recordings, tmp_path):
     feats = {"x": {"source": path_src("/odom", "pose.pose.position.x"), "dtype": "float64"}}
-    down = {"row_strategy": {"kind": "resample", "freq_hz": 10, "method": "downsample", "topics": ["/odom"]},
-            "features": feats, "output": {"format": "parquet"}}
+    down = {
+        "row_strategy": {"kind": "resample", "freq_hz": 10, "method": "downsample", "topics": ["/odom"]},
+        "features": feats,
+        "output": {"format": "parquet"},
+    }
     t = pq.read_table(datasets(run_conversion(recordings["mcap-zstd"], down, tmp_path / "d"))[0].path).to_pydict()
     assert len(t["x"]) == 20
     assert t["x"][0] == bf.odom_x(4)  # last of the five 50 Hz samples in the first 100 ms bucket
-    interp = {**down, "row_strategy": {"kind": "resample", "freq_hz": 30, "method": "interpolate",
-                                       "topics": ["/odom"]}}
+    interp = {**down, "row_strategy": {"kind": "resample", "freq_hz": 30, "method": "interpolate", "topics": ["/odom"]}}
     t = pq.read_table(datasets(run_conversion(recordings["mcap-zstd"], interp, tmp_path / "i"))[0].path).to_pydict()
     for ts, x in zip(t["timestamp_ns"], t["x"], strict=True):
         # odom x grows linearly: 0.25 per 20 ms from its first sample
@@ -148,8 +167,12 @@ def test_resample_downsample_and_interpolate(recordings, tmp_path):
 
 def test_shards_in_processes_equal_single_run(recordings, tmp_path):
     single = run_conversion(recordings["bag-lz4"], trigger_spec(), tmp_path / "one")
-    sharded = run_conversion(recordings["bag-lz4"], trigger_spec(output={"format": "parquet", "shards": 3}),
-                             tmp_path / "three", max_workers=2)
+    sharded = run_conversion(
+        recordings["bag-lz4"],
+        trigger_spec(output={"format": "parquet", "shards": 3}),
+        tmp_path / "three",
+        max_workers=2,
+    )
     names = [f.relative_path for f in datasets(sharded)]
     assert names == [f"episode_0001-0000{k}-of-00003.parquet" for k in range(3)]
     merged = {}
@@ -171,8 +194,9 @@ def test_multi_file_episodes_keep_attribution(recordings, tmp_path):
 
 
 def test_random_and_time_splits(recordings, tmp_path):
-    spec = trigger_spec(split={"strategy": "random", "train_fraction": 0.6, "val_fraction": 0.2,
-                               "test_fraction": 0.2, "seed": 3})
+    spec = trigger_spec(
+        split={"strategy": "random", "train_fraction": 0.6, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 3}
+    )
     result = run_conversion(recordings["mcap-zstd"], spec, tmp_path / "r")
     counts = {f.split: pq.read_metadata(f.path).num_rows for f in datasets(result)}
     assert sum(counts.values()) == result.rows_written and set(counts) <= {"train", "val", "test"}
@@ -258,13 +282,25 @@ def test_legacy_default_layout_is_typed_with_binary_payloads(tmp_path, fmt):
 
 
 def test_image_transforms(recordings, tmp_path):
-    spec = {"row_strategy": {"kind": "per-message", "topic": "/camera/image_raw"},
-            "features": {"png": {"source": path_src("/camera/image_raw", "data"), "dtype": "bytes",
-                                 "transforms": [{"kind": "image_resize", "params": {"width": 4, "height": 3}},
-                                                {"kind": "image_encode", "params": {"format": "png"}}]},
-                         "onehot": {"source": path_src("/camera/image_raw", "height"), "dtype": "int64",
-                                    "transforms": [{"one_hot": {"depth": 8}}]}},
-            "output": {"format": "parquet"}}
+    spec = {
+        "row_strategy": {"kind": "per-message", "topic": "/camera/image_raw"},
+        "features": {
+            "png": {
+                "source": path_src("/camera/image_raw", "data"),
+                "dtype": "bytes",
+                "transforms": [
+                    {"kind": "image_resize", "params": {"width": 4, "height": 3}},
+                    {"kind": "image_encode", "params": {"format": "png"}},
+                ],
+            },
+            "onehot": {
+                "source": path_src("/camera/image_raw", "height"),
+                "dtype": "int64",
+                "transforms": [{"one_hot": {"depth": 8}}],
+            },
+        },
+        "output": {"format": "parquet"},
+    }
     t = pq.read_table(datasets(run_conversion(recordings["bag-lz4"], spec, tmp_path))[0].path).to_pydict()
     img = Image.open(io.BytesIO(t["png"][5]))
     assert img.size == (4, 3) and np.asarray(img)[0, 0].tolist() == [5, 5, 5]

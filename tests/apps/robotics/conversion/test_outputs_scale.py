@@ -24,27 +24,63 @@ async def _seed(app, root: Path) -> list[str]:
         job_id, run_id = new_id(), new_id()
         folder = root / run_id
         folder.mkdir(parents=True)
-        jobs.append({"id": job_id, "kind": "robotics.convert", "surface": "robotics", "status": "succeeded",
-                     "payload": {"run_id": run_id}, "created_at": now, "updated_at": now, "progress": 1.0,
-                     "attempts": 1, "max_attempts": 3})
-        runs.append({"id": run_id, "job_id": job_id, "asset_ids": [], "asset_paths": [], "config": {},
-                     "output_dir": str(folder), "output_paths": [], "created_at": now, "updated_at": now})
+        jobs.append(
+            {
+                "id": job_id,
+                "kind": "robotics.convert",
+                "surface": "robotics",
+                "status": "succeeded",
+                "payload": {"run_id": run_id},
+                "created_at": now,
+                "updated_at": now,
+                "progress": 1.0,
+                "attempts": 1,
+                "max_attempts": 3,
+            }
+        )
+        runs.append(
+            {
+                "id": run_id,
+                "job_id": job_id,
+                "asset_ids": [],
+                "asset_paths": [],
+                "config": {},
+                "output_dir": str(folder),
+                "output_paths": [],
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
         for k, name in enumerate(("episode_0001.parquet", "episode_0001.manifest.json", "episode_0001.report.md")):
             path = folder / name
             path.write_bytes(b"x" * (k + 1))
             os.utime(path, (old, old))
             role = ("dataset", "manifest", "report")[k]
-            arts.append({"id": new_id(), "conversion_run_id": run_id, "output_path": str(path), "relative_path": name,
-                         "file_name": name, "format": ("parquet", "json", "md")[k], "role": role,
-                         "media_type": "application/octet-stream", "size_bytes": k + 1,
-                         "availability_status": "ready", "manifest_available": False, "report_available": False,
-                         "metadata_json": {}, "created_at": now, "updated_at": now})
+            arts.append(
+                {
+                    "id": new_id(),
+                    "conversion_run_id": run_id,
+                    "output_path": str(path),
+                    "relative_path": name,
+                    "file_name": name,
+                    "format": ("parquet", "json", "md")[k],
+                    "role": role,
+                    "media_type": "application/octet-stream",
+                    "size_bytes": k + 1,
+                    "availability_status": "ready",
+                    "manifest_available": False,
+                    "report_available": False,
+                    "metadata_json": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         os.utime(folder, (old, old))
     async with app.state.kernel.db.session() as s:
         await s.execute(insert(Job), jobs)
         await s.execute(insert(ConversionRun), runs)
         for k in range(0, len(arts), 1000):
-            await s.execute(insert(OutputArtifact), arts[k:k + 1000])
+            await s.execute(insert(OutputArtifact), arts[k : k + 1000])
         await s.commit()
     return [r["id"] for r in runs]
 

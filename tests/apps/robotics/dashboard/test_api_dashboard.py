@@ -11,26 +11,44 @@ from tests.apps.robotics.api_helpers import convert, recording, register, regist
 
 async def test_empty_dashboard(client):
     s = (await client.get("/dashboard/summary")).json()
-    assert s["inventory"] == {"asset_count": 0, "total_asset_bytes": 0, "registered_last_24h": 0,
-                              "registered_last_7d": 0, "registered_last_30d": 0}
+    assert s["inventory"] == {
+        "asset_count": 0,
+        "total_asset_bytes": 0,
+        "registered_last_24h": 0,
+        "registered_last_7d": 0,
+        "registered_last_30d": 0,
+    }
     assert s["indexing"]["status_counts"] == {"pending": 0, "indexing": 0, "indexed": 0, "failed": 0}
     assert s["jobs"]["active_count"] == 0 and s["jobs"]["failed_last_24h"] == 0
-    assert s["outputs"]["availability_counts"] == [{"key": "ready", "count": 0}, {"key": "missing", "count": 0},
-                                                   {"key": "invalid", "count": 0}]
+    assert s["outputs"]["availability_counts"] == [
+        {"key": "ready", "count": 0},
+        {"key": "missing", "count": 0},
+        {"key": "invalid", "count": 0},
+    ]
     assert s["outputs"]["format_counts"] == []
     fresh = s["freshness"]
     assert fresh["computed_at"] and all(v is None for k, v in fresh.items() if k != "computed_at")
     assert (await client.get("/dashboard/blockers")).json() == {
-        "pending_assets": 0, "failed_assets": 0, "failed_jobs": 0, "failed_conversions": 0,
-        "missing_outputs": 0, "invalid_outputs": 0}
+        "pending_assets": 0,
+        "failed_assets": 0,
+        "failed_jobs": 0,
+        "failed_conversions": 0,
+        "missing_outputs": 0,
+        "invalid_outputs": 0,
+    }
 
 
 @pytest.mark.parametrize("days", [1, 7, 90])
 async def test_trend_windows(client, days):
     t = (await client.get("/dashboard/trends", params={"days": days})).json()
     today = datetime.now(UTC).date()
-    for key in ("registrations_by_day", "job_failures_by_day", "conversions_by_day",
-                "conversion_failures_by_day", "outputs_created_by_day"):
+    for key in (
+        "registrations_by_day",
+        "job_failures_by_day",
+        "conversions_by_day",
+        "conversion_failures_by_day",
+        "outputs_created_by_day",
+    ):
         assert len(t[key]) == days and t[key][-1]["date"] == today.isoformat()
         assert t[key][0]["date"] == (today - timedelta(days=days - 1)).isoformat()
         assert sum(b["count"] for b in t[key]) == 0
@@ -68,5 +86,11 @@ async def test_aggregation(client, tmp_path):
     assert t["registrations_by_day"][-1]["count"] == 3 and t["conversions_by_day"][-1]["count"] == 2
     assert t["job_failures_by_day"][-1]["count"] == 1 and t["outputs_created_by_day"][-1]["count"] == 6
     b = (await client.get("/dashboard/blockers")).json()
-    assert b == {"pending_assets": 1, "failed_assets": 1, "failed_jobs": 1, "failed_conversions": 0,
-                 "missing_outputs": 0, "invalid_outputs": 0}
+    assert b == {
+        "pending_assets": 1,
+        "failed_assets": 1,
+        "failed_jobs": 1,
+        "failed_conversions": 0,
+        "missing_outputs": 0,
+        "invalid_outputs": 0,
+    }

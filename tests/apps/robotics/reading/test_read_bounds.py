@@ -33,8 +33,13 @@ def _mcap_bomb(path, declared: int = 1 << 30) -> None:
     zeros = zstandard.ZstdCompressor().compressobj()
     payload = b"".join(zeros.compress(b"\0" * MIB) for _ in range(16)) + zeros.flush()
     header = b"\x01" + struct.pack("<Q", 12) + struct.pack("<I", 4) + b"ros2" + struct.pack("<I", 0)
-    body = struct.pack("<QQQI", 0, 1, declared, 0) + struct.pack("<I", 4) + b"zstd" + struct.pack(
-        "<Q", len(payload)) + payload
+    body = (
+        struct.pack("<QQQI", 0, 1, declared, 0)
+        + struct.pack("<I", 4)
+        + b"zstd"
+        + struct.pack("<Q", len(payload))
+        + payload
+    )
     path.write_bytes(b"\x89MCAP0\r\n" + header + b"\x06" + struct.pack("<Q", len(body)) + body)
 
 
@@ -61,10 +66,13 @@ def test_chunks_and_blobs_over_the_limit_are_refused(tmp_path, fmt):
         bounds.set_limit(before)
 
 
-@pytest.mark.parametrize("compress", [
-    lambda b: zstandard.ZstdCompressor().compress(b),  # content size in the frame
-    lambda b: zstandard.ZstdCompressor(write_content_size=False).compress(b),
-])
+@pytest.mark.parametrize(
+    "compress",
+    [
+        lambda b: zstandard.ZstdCompressor().compress(b),  # content size in the frame
+        lambda b: zstandard.ZstdCompressor(write_content_size=False).compress(b),
+    ],
+)
 def test_zstd_never_produces_more_than_the_limit(small_limit, compress):
     bomb = compress(b"\0" * (8 * MIB))
     with pytest.raises(RecordingError, match="KILN_ROBOTICS_MAX_CHUNK_MB"):
@@ -75,8 +83,11 @@ def test_zstd_never_produces_more_than_the_limit(small_limit, compress):
 
 
 def test_lz4_and_bz2_never_produce_more_than_the_limit(small_limit):
-    for fn, comp in ((bounds.lz4_bounded, lambda b: lz4.frame.compress(b, store_size=False)),
-                     (bounds.lz4_bounded, lz4.frame.compress), (bounds.bz2_bounded, bz2.compress)):
+    for fn, comp in (
+        (bounds.lz4_bounded, lambda b: lz4.frame.compress(b, store_size=False)),
+        (bounds.lz4_bounded, lz4.frame.compress),
+        (bounds.bz2_bounded, bz2.compress),
+    ):
         with pytest.raises(RecordingError, match="KILN_ROBOTICS_MAX_CHUNK_MB"):
             fn(comp(b"\0" * (8 * MIB)))
         assert fn(comp(b"y" * 5000)) == b"y" * 5000
@@ -97,9 +108,16 @@ async def test_bomb_preview_answers_422_and_index_fails_cleanly(client, tmp_path
     path = tmp_path / "bomb.mcap"
     _mcap_bomb(path)
     asset = await register(client, path)
-    r = await client.post("/conversions/preview", json={"asset_id": asset["id"], "spec": {
-        "row_strategy": {"kind": "per-message", "topic": "/x"},
-        "features": {"x": {"source": {"kind": "path", "topic": "/x"}}}}})
+    r = await client.post(
+        "/conversions/preview",
+        json={
+            "asset_id": asset["id"],
+            "spec": {
+                "row_strategy": {"kind": "per-message", "topic": "/x"},
+                "features": {"x": {"source": {"kind": "path", "topic": "/x"}}},
+            },
+        },
+    )
     assert r.status_code == 422 and "KILN_ROBOTICS_MAX_CHUNK_MB" in r.json()["detail"]
     r = await client.post(f"/assets/{asset['id']}/index")
     assert r.status_code == 422
@@ -129,8 +147,7 @@ _TRUNCATE = textwrap.dedent("""
 def test_a_recording_truncated_while_read_fails_without_killing_the_process(tmp_path, fmt):
     plan = bf.RecordingPlan(duration_s=2.0, image_size=(640, 480))  # several 4 MB chunks
     path = bf.write_recording(tmp_path / ("rec.bag" if fmt.startswith("bag") else "rec.mcap"), fmt, plan)
-    proc = subprocess.run([sys.executable, "-c", _TRUNCATE, str(path)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _TRUNCATE, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])  # SIGBUS would be -7
     assert "ERROR: " in proc.stdout and "recording changed while it was read" in proc.stdout, proc.stdout
 

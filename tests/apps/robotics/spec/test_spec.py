@@ -19,8 +19,9 @@ from kiln.apps.robotics.spec import (
 
 TRIGGER = {
     "row_strategy": {"kind": "trigger", "trigger_topic": "/cam", "joins": [{"topic": "/imu"}]},
-    "features": {"acc": {"source": {"kind": "path", "topic": "/imu", "field_path": "linear_acceleration.x"},
-                         "dtype": "float32"}},
+    "features": {
+        "acc": {"source": {"kind": "path", "topic": "/imu", "field_path": "linear_acceleration.x"}, "dtype": "float32"}
+    },
 }
 
 
@@ -44,10 +45,15 @@ def test_unknown_keys_are_refused_with_a_readable_message():
 
 
 def test_v1_document_migrates_with_notes_and_pins_legacy_image_contract():
-    v1 = {"spec_version": 1, "spec": {"schema_name": "old", "schema_version": 3,
-                                      "assembly": {"trigger_topic": "/cam", "joins": [{"topic": "/imu"}]},
-                                      "features": {"acc": {"source": {"topic": "/imu",
-                                                                      "field_path": "linear_acceleration.x"}}}}}
+    v1 = {
+        "spec_version": 1,
+        "spec": {
+            "schema_name": "old",
+            "schema_version": 3,
+            "assembly": {"trigger_topic": "/cam", "joins": [{"topic": "/imu"}]},
+            "features": {"acc": {"source": {"topic": "/imu", "field_path": "linear_acceleration.x"}}},
+        },
+    }
     doc, notes = load_spec_document(v1)
     assert notes[0] == "migrated spec document from version 1 to 2"
     assert any("legacy_list_v1" in n for n in notes)
@@ -69,13 +75,21 @@ def test_version_and_output_validation():
     with pytest.raises(SpecError, match="can only be customized for tfrecord"):
         load_spec_document({**TRIGGER, "output": {"format": "parquet", "image_payload_contract": "legacy_list_v1"}})
     with pytest.raises(SpecError, match="split fractions must sum to 1"):
-        load_spec_document({**TRIGGER, "split": {"strategy": "random", "train_fraction": 0.5,
-                                                 "val_fraction": 0.1, "test_fraction": 0.1}})
+        load_spec_document(
+            {
+                **TRIGGER,
+                "split": {"strategy": "random", "train_fraction": 0.5, "val_fraction": 0.1, "test_fraction": 0.1},
+            }
+        )
     with pytest.raises(SpecError, match="expected_features not defined"):
         load_spec_document({**TRIGGER, "validation": {"expected_features": ["nope"]}})
     with pytest.raises(SpecError, match="anchor_topic"):
-        load_spec_document({"row_strategy": {"kind": "resample", "freq_hz": 5, "topics": ["/a"],
-                                             "anchor_topic": "/b"}, "features": TRIGGER["features"]})
+        load_spec_document(
+            {
+                "row_strategy": {"kind": "resample", "freq_hz": 5, "topics": ["/a"], "anchor_topic": "/b"},
+                "features": TRIGGER["features"],
+            }
+        )
     with pytest.raises(SpecError, match="neither JSON nor YAML"):
         load_spec_document("{: not [ valid")
 

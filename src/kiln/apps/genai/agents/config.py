@@ -13,8 +13,13 @@ class AgentSettings(BaseSettings):
     agent_max_tool_calls: int = Field(default=8, ge=0, le=100, description="Tool calls per execution.")
     agent_timeout_seconds: float = Field(default=120.0, gt=0, le=3600, description="Total time of one execution.")
     agent_sync_wait_seconds: float = Field(
-        default=60.0, ge=0, le=3600,
-        description="How long POST /v1/agent-executions waits for the result before answering 202 (running).")
-    mcp_url: str | None = Field(default=None, description="MCP server (Streamable HTTP) serving `web_search`; "
-                                                          "unset: tool.web_search is unavailable.")
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="How long POST /v1/agent-executions waits for the result before answering 202 (running).",
+    )
+    mcp_url: str | None = Field(
+        default=None,
+        description="MCP server (Streamable HTTP) serving `web_search`; unset: tool.web_search is unavailable.",
+    )
     mcp_timeout_seconds: float = Field(default=20.0, gt=0, description="Timeout of one MCP call.")

@@ -41,8 +41,13 @@ class Trace:
         self.retrieval_calls: list[dict[str, Any]] = []
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output_text": self.output_text, "tool_calls": self.tool_calls, "model_calls": self.model_calls,
-                "retrieval_calls": self.retrieval_calls, "embedding_calls": []}
+        return {
+            "output_text": self.output_text,
+            "tool_calls": self.tool_calls,
+            "model_calls": self.model_calls,
+            "retrieval_calls": self.retrieval_calls,
+            "embedding_calls": [],
+        }
 
 
 def _limit(policy: dict[str, Any], key: str, default: float) -> float:
@@ -57,21 +62,34 @@ async def _retrieve(session: Any, kernel: Any, spec: dict[str, Any], data: dict[
     bound, _ = await bound_knowledge_bases(session)
     kb = next((k for k in bound if k.index_name == retrieval["index"]), None)
     if kb is None:  # unbound since the request was accepted
-        raise ExecError("EXEC_POLICY_DENIED", "The retrieval index is not bound in the active deployment",
-                        {"index": retrieval["index"]})
+        raise ExecError(
+            "EXEC_POLICY_DENIED",
+            "The retrieval index is not bound in the active deployment",
+            {"index": retrieval["index"]},
+        )
     last_user = next((m["content"] for m in reversed(data["messages"]) if m["role"] == "user"), "")
     query = retrieval.get("query") or data.get("prompt") or last_user
-    body = {"query_text": query, "top_k": retrieval["top_k"], "search_method": retrieval["search_method"],
-            **({"filters": retrieval["filters"]} if retrieval["filters"] else {})}
+    body = {
+        "query_text": query,
+        "top_k": retrieval["top_k"],
+        "search_method": retrieval["search_method"],
+        **({"filters": retrieval["filters"]} if retrieval["filters"] else {}),
+    }
     try:
         found = await run_query(session, kernel, kb, body)
     except GenaiError as exc:
         code = "EXEC_UPSTREAM_UNAVAILABLE" if exc.status >= 500 else "EXEC_POLICY_DENIED"
         raise ExecError(code, exc.message, {"reason": exc.code}) from None
-    trace.retrieval_calls.append({"index": kb.index_name, "knowledge_base_id": kb.id, "query": query,
-                                  **found["retrieval"], "results": found["results"]})
-    refs = [{"reference_number": n, "title": r["title"], "_text": r["text"]}
-            for n, r in enumerate(found["results"], 1)]
+    trace.retrieval_calls.append(
+        {
+            "index": kb.index_name,
+            "knowledge_base_id": kb.id,
+            "query": query,
+            **found["retrieval"],
+            "results": found["results"],
+        }
+    )
+    refs = [{"reference_number": n, "title": r["title"], "_text": r["text"]} for n, r in enumerate(found["results"], 1)]
     extra = (spec.get("runtime_prompts") or {}).get("retrieval_context") or None
     return knowledge.system_prompt(extra, refs)
 
@@ -95,8 +113,14 @@ async def _prepare(kernel: Any, execution: AgentExecution, trace: Trace) -> dict
     messages += data["messages"]
     if (data.get("prompt") or "").strip():
         messages.append({"role": "user", "content": data["prompt"]})
-    return {"spec": spec, "tools": tools, "llm": llm, "runtime": runtime, "provider": provider.slug,
-            "messages": messages}
+    return {
+        "spec": spec,
+        "tools": tools,
+        "llm": llm,
+        "runtime": runtime,
+        "provider": provider.slug,
+        "messages": messages,
+    }
 
 
 async def _loop(kernel: Any, plan: dict[str, Any], settings: AgentSettings, trace: Trace) -> None:
@@ -104,9 +128,17 @@ async def _loop(kernel: Any, plan: dict[str, Any], settings: AgentSettings, trac
     max_rounds = int(_limit(policy, "max_rounds", settings.agent_max_rounds))
     max_calls = int(_limit(policy, "max_tool_calls", settings.agent_max_tool_calls))
     tools = plan["tools"]
-    definitions = [{"type": "function", "function": {
-        "name": name, "description": tool.get("description") or tool.get("name") or name,
-        "parameters": tool.get("input_schema") or {"type": "object"}}} for name, tool in tools.items()]
+    definitions = [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "description": tool.get("description") or tool.get("name") or name,
+                "parameters": tool.get("input_schema") or {"type": "object"},
+            },
+        }
+        for name, tool in tools.items()
+    ]
     messages, llm = plan["messages"], plan["llm"]
     per_tool: dict[str, int] = {}
     for round_no in range(1, max_rounds + 1):
@@ -118,15 +150,24 @@ async def _loop(kernel: Any, plan: dict[str, Any], settings: AgentSettings, trac
         except ProviderProtocolError as exc:
             raise ExecError("EXEC_UPSTREAM_UNAVAILABLE", f"LLM answer unusable: {exc.message}") from None
         except ProviderError as exc:
-            raise ExecError("EXEC_UPSTREAM_UNAVAILABLE", f"LLM provider {plan['provider']} failed: {exc.message}",
-                            {"provider": plan["provider"]}) from None
+            raise ExecError(
+                "EXEC_UPSTREAM_UNAVAILABLE",
+                f"LLM provider {plan['provider']} failed: {exc.message}",
+                {"provider": plan["provider"]},
+            ) from None
         except (KeyError, IndexError, TypeError):
             raise ExecError("EXEC_UPSTREAM_UNAVAILABLE", "LLM answer without choices[0].message") from None
         calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
-        trace.model_calls.append({"round": round_no, "model": answer.get("model"), "tool_call_count": len(calls),
-                                  "finish_reason": answer["choices"][0].get("finish_reason"),
-                                  "usage": answer.get("usage") or {},
-                                  "latency_ms": round((time.perf_counter() - started) * 1000, 1)})
+        trace.model_calls.append(
+            {
+                "round": round_no,
+                "model": answer.get("model"),
+                "tool_call_count": len(calls),
+                "finish_reason": answer["choices"][0].get("finish_reason"),
+                "usage": answer.get("usage") or {},
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
         if not calls:
             trace.output_text = str(message.get("content") or "")
             return
@@ -137,25 +178,48 @@ async def _loop(kernel: Any, plan: dict[str, Any], settings: AgentSettings, trac
             name = str(function.get("name") or "")
             tool = tools.get(name)
             if tool is None:
-                entry = {"id": call_id, "tool_name": name, "status": "error", "result": {
-                    "error": "unknown_tool", "message": f"{name[:100]} is not one of this agent's tools"}}
+                entry = {
+                    "id": call_id,
+                    "tool_name": name,
+                    "status": "error",
+                    "result": {"error": "unknown_tool", "message": f"{name[:100]} is not one of this agent's tools"},
+                }
             elif len(trace.tool_calls) >= max_calls or (
-                    tool.get("max_calls") is not None and per_tool.get(name, 0) >= tool["max_calls"]):
-                entry = {"id": call_id, "tool_id": tool["id"], "tool_name": name, "status": "refused",
-                         "result": {"error": "tool_call_limit_reached", "message": "No more calls of this tool"}}
+                tool.get("max_calls") is not None and per_tool.get(name, 0) >= tool["max_calls"]
+            ):
+                entry = {
+                    "id": call_id,
+                    "tool_id": tool["id"],
+                    "tool_name": name,
+                    "status": "refused",
+                    "result": {"error": "tool_call_limit_reached", "message": "No more calls of this tool"},
+                }
             else:
                 per_tool[name] = per_tool.get(name, 0) + 1
                 try:
                     entry = await toolbox.dispatch(kernel, tool, call_id, function.get("arguments"))
                 except toolbox.UpstreamDown as exc:
-                    trace.tool_calls.append({"id": call_id, "tool_id": tool["id"], "tool_name": name,
-                                             "status": "error", "result": {"error": "upstream_unavailable"}})
-                    raise ExecError("EXEC_UPSTREAM_UNAVAILABLE", f"Tool {exc.tool} is unreachable: {exc.message}",
-                                    {"tool_id": tool["id"]}) from None
+                    trace.tool_calls.append(
+                        {
+                            "id": call_id,
+                            "tool_id": tool["id"],
+                            "tool_name": name,
+                            "status": "error",
+                            "result": {"error": "upstream_unavailable"},
+                        }
+                    )
+                    raise ExecError(
+                        "EXEC_UPSTREAM_UNAVAILABLE",
+                        f"Tool {exc.tool} is unreachable: {exc.message}",
+                        {"tool_id": tool["id"]},
+                    ) from None
             trace.tool_calls.append(entry)
             messages.append(toolbox.tool_message(call_id, entry["result"]))
-    raise ExecError("EXEC_INTERNAL_ERROR", f"The agent still called tools after {max_rounds} rounds",
-                    {"reason": "max_rounds_exceeded", "max_rounds": max_rounds})
+    raise ExecError(
+        "EXEC_INTERNAL_ERROR",
+        f"The agent still called tools after {max_rounds} rounds",
+        {"reason": "max_rounds_exceeded", "max_rounds": max_rounds},
+    )
 
 
 async def run_execution(kernel: Any, execution_id: str) -> str:
@@ -172,6 +236,7 @@ async def run_execution(kernel: Any, execution_id: str) -> str:
     error: dict[str, Any] | None = None
     status = "succeeded"
     try:
+
         async def work() -> None:
             await _loop(kernel, await _prepare(kernel, row, trace), settings, trace)
 
@@ -181,8 +246,12 @@ async def run_execution(kernel: Any, execution_id: str) -> str:
         error = {"code": exc.code, "message": exc.message, "status_code": exc.status, "details": exc.details or {}}
     except TimeoutError:
         status = "failed"
-        error = {"code": "EXEC_TIMEOUT", "message": f"The execution exceeded {settings.agent_timeout_seconds} s",
-                 "status_code": 504, "details": {}}
+        error = {
+            "code": "EXEC_TIMEOUT",
+            "message": f"The execution exceeded {settings.agent_timeout_seconds} s",
+            "status_code": 504,
+            "details": {},
+        }
     except Exception:
         log.exception("agent execution %s crashed", execution_id)
         status = "failed"

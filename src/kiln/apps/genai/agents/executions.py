@@ -32,10 +32,18 @@ from kiln.apps.genai.runtime.service import is_offline
 from kiln.core.auth import User
 
 JOB_KIND = "genai.agent_execution"
-STATUS = {"EXEC_POLICY_DENIED": 403, "EXEC_RUNTIME_PROFILE_BLOCKED": 403, "EXEC_AGENT_NOT_FOUND": 404,
-          "EXEC_AGENT_VERSION_NOT_FOUND": 404, "EXEC_MODEL_NOT_ALLOWED": 403, "EXEC_TOOL_NOT_ALLOWED": 403,
-          "EXEC_TIMEOUT": 504, "EXEC_UPSTREAM_UNAVAILABLE": 503, "EXEC_INTERNAL_ERROR": 500,
-          "EXEC_INVALID_INPUT": 400}
+STATUS = {
+    "EXEC_POLICY_DENIED": 403,
+    "EXEC_RUNTIME_PROFILE_BLOCKED": 403,
+    "EXEC_AGENT_NOT_FOUND": 404,
+    "EXEC_AGENT_VERSION_NOT_FOUND": 404,
+    "EXEC_MODEL_NOT_ALLOWED": 403,
+    "EXEC_TOOL_NOT_ALLOWED": 403,
+    "EXEC_TIMEOUT": 504,
+    "EXEC_UPSTREAM_UNAVAILABLE": 503,
+    "EXEC_INTERNAL_ERROR": 500,
+    "EXEC_INVALID_INPUT": 400,
+}
 BLOCKING = {"EXEC_POLICY_DENIED", "EXEC_RUNTIME_PROFILE_BLOCKED", "EXEC_MODEL_NOT_ALLOWED", "EXEC_TOOL_NOT_ALLOWED"}
 TRANSPORTS = ("mcp", "sandbox_http")
 MAX_INPUT_MESSAGES = 100
@@ -60,9 +68,17 @@ def parse_input(value: Any) -> dict[str, Any]:
     if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_TEXT):
         raise ExecError("EXEC_INVALID_INPUT", f"input.prompt must be text (at most {MAX_TEXT} characters)")
     messages = value.get("messages") or []
-    if not isinstance(messages, list) or len(messages) > MAX_INPUT_MESSAGES or not all(
-            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-            and len(m["content"]) <= MAX_TEXT for m in messages):
+    if (
+        not isinstance(messages, list)
+        or len(messages) > MAX_INPUT_MESSAGES
+        or not all(
+            isinstance(m, dict)
+            and m.get("role") in ("user", "assistant")
+            and isinstance(m.get("content"), str)
+            and len(m["content"]) <= MAX_TEXT
+            for m in messages
+        )
+    ):
         raise ExecError("EXEC_INVALID_INPUT", "input.messages holds {role: user|assistant, content} items")
     if not (prompt or "").strip() and not any(m["role"] == "user" for m in messages):
         raise ExecError("EXEC_INVALID_INPUT", "input needs a prompt or a user message")
@@ -89,8 +105,7 @@ def _retrieval(value: Any) -> dict[str, Any]:
     filters = value.get("filters") or {}
     if not isinstance(filters, dict):
         raise ExecError("EXEC_INVALID_INPUT", "input.retrieval.filters must be an object")
-    return {"index": value["index"][:200], "top_k": top_k, "search_method": method, "query": query,
-            "filters": filters}
+    return {"index": value["index"][:200], "top_k": top_k, "search_method": method, "query": query, "filters": filters}
 
 
 async def can_execute(session: AsyncSession, user: User, entity: GenaiRegistryEntity) -> bool:
@@ -101,10 +116,18 @@ async def can_execute(session: AsyncSession, user: User, entity: GenaiRegistryEn
         return False
     if entity.owner_user_id == user.id or decision == "allow":
         return True
-    share = await session.scalar(select(GenaiEntityShare.id).where(
-        GenaiEntityShare.entity_id == entity.entity_id, GenaiEntityShare.permission.in_(("execute", "admin")),
-        or_(GenaiEntityShare.grantee_type == "public",
-            (GenaiEntityShare.grantee_type == "user") & (GenaiEntityShare.grantee_id == user.id))).limit(1))
+    share = await session.scalar(
+        select(GenaiEntityShare.id)
+        .where(
+            GenaiEntityShare.entity_id == entity.entity_id,
+            GenaiEntityShare.permission.in_(("execute", "admin")),
+            or_(
+                GenaiEntityShare.grantee_type == "public",
+                (GenaiEntityShare.grantee_type == "user") & (GenaiEntityShare.grantee_id == user.id),
+            ),
+        )
+        .limit(1)
+    )
     return share is not None
 
 
@@ -114,8 +137,9 @@ async def load_agent(session: AsyncSession, agent_id: str) -> tuple[GenaiRegistr
         raise ExecError("EXEC_AGENT_NOT_FOUND", f"Agent {agent_id[:200]} not found")
     version = await current_version(session, agent_id)
     if version is None or version.published_at is None or entity.status != "published":
-        raise ExecError("EXEC_AGENT_VERSION_NOT_FOUND", "The agent has no published current version",
-                        {"agent_id": agent_id})
+        raise ExecError(
+            "EXEC_AGENT_VERSION_NOT_FOUND", "The agent has no published current version", {"agent_id": agent_id}
+        )
     return entity, version
 
 
@@ -131,15 +155,22 @@ async def resolve_tools(session: AsyncSession, spec: dict[str, Any], offline: bo
         if tool is None or tool.get("transport") not in TRANSPORTS or tool.get("connection_profile_ref") != "default":
             raise ExecError("EXEC_TOOL_NOT_ALLOWED", f"Tool {ref} is not available", {"tool_id": ref})
         if offline and not tool.get("offline_compatible"):
-            raise ExecError("EXEC_TOOL_NOT_ALLOWED", f"Tool {ref} needs the online runtime profile",
-                            {"tool_id": ref, "runtime_profile": "offline"})
-        tools[str(tool.get("tool_name") or ref)] = {"id": ref, **tool,
-                                                    "max_calls": policy.get(ref, {}).get("max_calls")}
+            raise ExecError(
+                "EXEC_TOOL_NOT_ALLOWED",
+                f"Tool {ref} needs the online runtime profile",
+                {"tool_id": ref, "runtime_profile": "offline"},
+            )
+        tools[str(tool.get("tool_name") or ref)] = {
+            "id": ref,
+            **tool,
+            "max_calls": policy.get(ref, {}).get("max_calls"),
+        }
     return tools
 
 
-async def check_request(session: AsyncSession, kernel: Any, user: User, agent_id: str,
-                        data: dict[str, Any]) -> tuple[str, str, bool]:
+async def check_request(
+    session: AsyncSession, kernel: Any, user: User, agent_id: str, data: dict[str, Any]
+) -> tuple[str, str, bool]:
     """Everything refusable before the job runs; returns (agent version, model id, offline)."""
     entity, version = await load_agent(session, agent_id)
     if not await can_execute(session, user, entity):
@@ -155,23 +186,38 @@ async def check_request(session: AsyncSession, kernel: Any, user: User, agent_id
     try:
         await prepare_model(session, kernel, user, model_id)
     except GenaiError as exc:
-        raise ExecError("EXEC_MODEL_NOT_ALLOWED", f"Model {model_id} cannot be used: {exc.message}",
-                        {"model_id": model_id, "reason": exc.code}) from None
+        raise ExecError(
+            "EXEC_MODEL_NOT_ALLOWED",
+            f"Model {model_id} cannot be used: {exc.message}",
+            {"model_id": model_id, "reason": exc.code},
+        ) from None
     if (retrieval := data.get("retrieval")) is not None:
         bound, _ = await bound_knowledge_bases(session)
         if not any(kb.index_name == retrieval["index"] for kb in bound):
-            raise ExecError("EXEC_POLICY_DENIED", "The retrieval index is not a knowledge base bound in the active "
-                            "deployment", {"index": retrieval["index"]})
+            raise ExecError(
+                "EXEC_POLICY_DENIED",
+                "The retrieval index is not a knowledge base bound in the active deployment",
+                {"index": retrieval["index"]},
+            )
     return version.version, model_id, offline
 
 
 def execution_dto(row: AgentExecution) -> dict[str, Any]:
     result = dict(row.result_json or {})
     error = result.pop("error", None)
-    return {"id": row.id, "agent_id": row.agent_id, "agent_version": row.agent_version, "status": row.status,
-            "runtime_profile": row.runtime_profile, "requested_by_user_id": row.requested_by_user_id,
-            "input": row.input_json, "result": result or None, "error": error,
-            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+    return {
+        "id": row.id,
+        "agent_id": row.agent_id,
+        "agent_version": row.agent_version,
+        "status": row.status,
+        "runtime_profile": row.runtime_profile,
+        "requested_by_user_id": row.requested_by_user_id,
+        "input": row.input_json,
+        "result": result or None,
+        "error": error,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
 
 
 async def create(session: AsyncSession, kernel: Any, user: User, body: dict[str, Any]) -> AgentExecution:
@@ -180,9 +226,15 @@ async def create(session: AsyncSession, kernel: Any, user: User, body: dict[str,
         raise ExecError("EXEC_INVALID_INPUT", "agent_id is required")
     data = parse_input(body.get("input"))
     version, model_id, offline = await check_request(session, kernel, user, agent_id, data)
-    row = AgentExecution(agent_id=agent_id, agent_version=version, status="queued",
-                         runtime_profile="offline" if offline else "online", requested_by_user_id=user.id,
-                         input_json={**data, "model": model_id}, result_json={})
+    row = AgentExecution(
+        agent_id=agent_id,
+        agent_version=version,
+        status="queued",
+        runtime_profile="offline" if offline else "online",
+        requested_by_user_id=user.id,
+        input_json={**data, "model": model_id},
+        result_json={},
+    )
     session.add(row)
     await session.flush()
     job = await kernel.jobs.create(session, JOB_KIND, {"execution_id": row.id}, owner_id=user.id, max_attempts=1)

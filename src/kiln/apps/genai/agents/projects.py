@@ -58,10 +58,17 @@ def parse_spec(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def project_dto(p: AgentProject) -> dict[str, Any]:
-    return {"id": p.id, "owner_user_id": p.owner_user_id, "published_agent_id": p.published_agent_id,
-            "current_version": p.current_version, "validated_version": p.validated_version,
-            "visibility": p.visibility, "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
-            "spec": p.spec}
+    return {
+        "id": p.id,
+        "owner_user_id": p.owner_user_id,
+        "published_agent_id": p.published_agent_id,
+        "current_version": p.current_version,
+        "validated_version": p.validated_version,
+        "visibility": p.visibility,
+        "created_at": p.created_at.isoformat(),
+        "updated_at": p.updated_at.isoformat(),
+        "spec": p.spec,
+    }
 
 
 def _visibility(value: Any, user: User) -> str:
@@ -80,8 +87,13 @@ async def create_project(session: AsyncSession, user: User, body: dict[str, Any]
         raise GenaiError(400, "invalid_agent_project_id", "id: lower-case letters, digits, '-' and '_' (max 80)")
     if await session.get(AgentProject, project_id) is not None:
         raise GenaiError(409, "agent_project_exists", "An agent project with this id exists")
-    row = AgentProject(id=project_id, owner_user_id=user.id, visibility=_visibility(body.get("visibility"), user),
-                       spec=spec, current_version=1)
+    row = AgentProject(
+        id=project_id,
+        owner_user_id=user.id,
+        visibility=_visibility(body.get("visibility"), user),
+        spec=spec,
+        current_version=1,
+    )
     session.add(row)
     await session.flush()
     session.add(AgentProjectVersion(project_id=row.id, version=1, spec=spec, created_by_user_id=user.id))
@@ -112,8 +124,9 @@ async def update_project(session: AsyncSession, user: User, project_id: str, bod
     row.current_version += 1
     row.validated_version = None  # a new version must pass validation again before publishing
     row.updated_at = utcnow()
-    session.add(AgentProjectVersion(project_id=row.id, version=row.current_version, spec=spec,
-                                    created_by_user_id=user.id))
+    session.add(
+        AgentProjectVersion(project_id=row.id, version=row.current_version, spec=spec, created_by_user_id=user.id)
+    )
     await session.flush()
     return row
 
@@ -123,8 +136,9 @@ def _policy_errors(spec: dict[str, Any]) -> list[str]:
     policy = spec.get("tool_policy") or {}
     for key, (low, high) in POLICY_LIMITS.items():
         value = policy.get(key)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)
-                                  or not low <= value <= high):
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high
+        ):
             errors.append(f"tool_policy.{key} must be a number in {low}..{high}")
     tools = policy.get("tools") or {}
     if not isinstance(tools, dict):
@@ -132,8 +146,11 @@ def _policy_errors(spec: dict[str, Any]) -> list[str]:
     for tool_id, rule in tools.items():
         if tool_id not in spec.get("tool_refs", []):
             errors.append(f"tool_policy.tools names {tool_id}, which is not in tool_refs")
-        elif not isinstance(rule, dict) or not isinstance(rule.get("enabled", True), bool) or not (
-                isinstance(rule.get("max_calls", 0), int) and 0 <= rule.get("max_calls", 0) <= 100):
+        elif (
+            not isinstance(rule, dict)
+            or not isinstance(rule.get("enabled", True), bool)
+            or not (isinstance(rule.get("max_calls", 0), int) and 0 <= rule.get("max_calls", 0) <= 100)
+        ):
             errors.append(f"tool_policy.tools.{tool_id} takes enabled (bool) and max_calls (0..100)")
     steps = (spec.get("workflow_definition") or {}).get("steps")
     if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps)):
@@ -147,7 +164,8 @@ async def validate_project(session: AsyncSession, user: User, project_id: str) -
     result["errors"] = [*result["errors"], *_policy_errors(row.spec)]
     if row.spec.get("default_model_ref") is None:
         result["warnings"] = [w for w in result["warnings"] if "default model" not in w.lower()] + [
-            "No default model: executions must name input.model"]
+            "No default model: executions must name input.model"
+        ]
     result["valid"] = not result["errors"]
     result["validated_version"] = row.current_version
     row.validated_version = row.current_version if result["valid"] else None
@@ -158,22 +176,33 @@ async def validate_project(session: AsyncSession, user: User, project_id: str) -
 async def publish_project(session: AsyncSession, user: User, project_id: str) -> tuple[AgentProject, dict]:
     row = await get_project(session, user, project_id)
     if row.validated_version != row.current_version:
-        raise GenaiError(409, "agent_project_not_validated",
-                         "Validate the current version successfully before publishing",
-                         {"current_version": row.current_version, "validated_version": row.validated_version})
+        raise GenaiError(
+            409,
+            "agent_project_not_validated",
+            "Validate the current version successfully before publishing",
+            {"current_version": row.current_version, "validated_version": row.validated_version},
+        )
     spec = {**row.spec, "source_project": {"id": row.id, "version": row.current_version}}
     agent_id = f"agent.project.{row.id}"
     entity = await session.get(GenaiRegistryEntity, agent_id)
     if entity is None:
         entity, version = await registry.create_entity(
-            session, user, "agent", {"id": agent_id, "visibility": row.visibility, "publish": True, "spec": spec},
-            owner_id=row.owner_user_id)
+            session,
+            user,
+            "agent",
+            {"id": agent_id, "visibility": row.visibility, "publish": True, "spec": spec},
+            owner_id=row.owner_user_id,
+        )
     else:
         entity.visibility = row.visibility
-        version = await registry.add_version(session, entity, await registry.next_version(session, agent_id), spec,
-                                             True, user.id)
+        version = await registry.add_version(
+            session, entity, await registry.next_version(session, agent_id), spec, True, user.id
+        )
     row.published_agent_id = agent_id
     row.updated_at = utcnow()
     await session.flush()
-    return row, {"agent_id": agent_id, "catalog_agent": catalog.item_dto(entity, version),
-                 "published_at": version.published_at.isoformat() if version.published_at else None}
+    return row, {
+        "agent_id": agent_id,
+        "catalog_agent": catalog.item_dto(entity, version),
+        "published_at": version.published_at.isoformat() if version.published_at else None,
+    }

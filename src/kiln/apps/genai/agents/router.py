@@ -32,8 +32,9 @@ async def get_project(project_id: str, user: CurrentUser, session: SessionDep) -
 
 
 @router.put("/v1/agent-projects/{project_id}")
-async def update_project(project_id: str, user: CurrentUser, session: SessionDep,
-                         body: Any = JsonBody) -> dict[str, Any]:
+async def update_project(
+    project_id: str, user: CurrentUser, session: SessionDep, body: Any = JsonBody
+) -> dict[str, Any]:
     row = await projects.update_project(session, user, project_id, body_object(body))
     await session.commit()
     return {"agent_project": projects.project_dto(row)}
@@ -54,16 +55,21 @@ async def publish_project(project_id: str, user: CurrentUser, session: SessionDe
 
 
 @router.post("/v1/agent-executions")
-async def create_execution(user: CurrentUser, session: SessionDep, kernel: KernelDep,
-                           body: Any = JsonBody) -> JSONResponse:
+async def create_execution(
+    user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+) -> JSONResponse:
     row = await executions.create(session, kernel, user, body_object(body))
     settings = executions.settings_of(kernel)
     row = await executions.wait(kernel, row.id, settings.agent_sync_wait_seconds)
     dto = executions.execution_dto(row)
     error = dto["error"]
     if error:
-        return error_response(int(error.get("status_code") or 500), error["code"], error["message"],
-                              {**(error.get("details") or {}), "execution_id": row.id, "execution": dto})
+        return error_response(
+            int(error.get("status_code") or 500),
+            error["code"],
+            error["message"],
+            {**(error.get("details") or {}), "execution_id": row.id, "execution": dto},
+        )
     return JSONResponse({"execution": dto}, status_code=201 if row.status == "succeeded" else 202)
 
 

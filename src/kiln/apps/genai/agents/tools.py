@@ -43,8 +43,12 @@ async def _python_exec(kernel: Any, tool: dict[str, Any], args: dict[str, Any]) 
     base = kernel.surface_settings(SandboxSettings)
     timeout = (tool.get("safety_policy") or {}).get("timeout_seconds")
     if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
-        base = base.model_copy(update={"wall_seconds": min(base.wall_seconds, float(timeout)),
-                                       "cpu_seconds": min(base.cpu_seconds, max(1, math.ceil(timeout)))})
+        base = base.model_copy(
+            update={
+                "wall_seconds": min(base.wall_seconds, float(timeout)),
+                "cpu_seconds": min(base.cpu_seconds, max(1, math.ceil(timeout))),
+            }
+        )
     try:
         result = await run_python(code, base)
     except SandboxUnavailable as exc:
@@ -56,8 +60,10 @@ async def _mcp(kernel: Any, tool: dict[str, Any], args: dict[str, Any]) -> tuple
     settings = kernel.surface_settings(AgentSettings)
     name = str(tool.get("tool_name") or "")
     if not settings.mcp_url:
-        return "unavailable", {"error": "tool_unavailable",
-                               "message": f"{name} is unavailable: no MCP server is configured (KILN_MCP_URL)"}
+        return "unavailable", {
+            "error": "tool_unavailable",
+            "message": f"{name} is unavailable: no MCP server is configured (KILN_MCP_URL)",
+        }
     client = MCPClient(settings.mcp_url, timeout=settings.mcp_timeout_seconds, offline_guard=offline_guard(kernel))
     try:
         await client.initialize()
@@ -81,10 +87,16 @@ async def dispatch(kernel: Any, tool: dict[str, Any], call_id: str, raw_argument
         status, result = await _python_exec(kernel, tool, args)
     else:
         status, result = await _mcp(kernel, tool, args)
-    return {"id": call_id, "tool_id": tool["id"], "tool_name": tool.get("tool_name"), "arguments": args,
-            "status": status, "result": result, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+    return {
+        "id": call_id,
+        "tool_id": tool["id"],
+        "tool_name": tool.get("tool_name"),
+        "arguments": args,
+        "status": status,
+        "result": result,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
 
 
 def tool_message(call_id: str, result: dict[str, Any]) -> dict[str, Any]:
-    return {"role": "tool", "tool_call_id": call_id,
-            "content": json.dumps(result, default=str)[:MAX_TOOL_RESULT_CHARS]}
+    return {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result, default=str)[:MAX_TOOL_RESULT_CHARS]}

@@ -50,8 +50,14 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def chunk_text(text: str, tokenizer: Any, chunk_length: int, chunk_overlap: int,
-               page_number: int | None = None, start_index: int = 0) -> list[ChunkPiece]:
+def chunk_text(
+    text: str,
+    tokenizer: Any,
+    chunk_length: int,
+    chunk_overlap: int,
+    page_number: int | None = None,
+    start_index: int = 0,
+) -> list[ChunkPiece]:
     if chunk_length <= 0 or not 0 <= chunk_overlap < chunk_length:
         raise ValueError("chunk_overlap must be >= 0 and below chunk_length")
     encoding = tokenizer.encode(text, add_special_tokens=False)
@@ -78,7 +84,7 @@ def chunk_text(text: str, tokenizer: Any, chunk_length: int, chunk_overlap: int,
                 end = cut[-1]
         piece_text, tokens = "", 0
         for _ in range(MAX_FIT_TRIES):
-            piece_text = text[offsets[begin][0]:offsets[end - 1][1]].strip()
+            piece_text = text[offsets[begin][0] : offsets[end - 1][1]].strip()
             tokens = _count(tokenizer, piece_text)
             if tokens <= chunk_length or end - begin <= 1:
                 break
@@ -91,13 +97,22 @@ def chunk_text(text: str, tokenizer: Any, chunk_length: int, chunk_overlap: int,
     return pieces
 
 
-def chunk_document(text: str, page_texts: list[dict[str, Any]] | None, tokenizer: Any, chunk_length: int,
-                   chunk_overlap: int) -> list[ChunkPiece]:
+def chunk_document(
+    text: str, page_texts: list[dict[str, Any]] | None, tokenizer: Any, chunk_length: int, chunk_overlap: int
+) -> list[ChunkPiece]:
     """Chunks of a whole document; PDF pages are chunked one by one and keep their page number."""
     if page_texts:
         pieces: list[ChunkPiece] = []
         for page in page_texts:
-            pieces.extend(chunk_text(page["text"], tokenizer, chunk_length, chunk_overlap,
-                                     page_number=page.get("page_number"), start_index=len(pieces)))
+            pieces.extend(
+                chunk_text(
+                    page["text"],
+                    tokenizer,
+                    chunk_length,
+                    chunk_overlap,
+                    page_number=page.get("page_number"),
+                    start_index=len(pieces),
+                )
+            )
         return pieces
     return chunk_text(text, tokenizer, chunk_length, chunk_overlap)

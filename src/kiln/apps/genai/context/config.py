@@ -29,6 +29,3 @@ class ContextSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in re.split(r"[:,]", value) if part.strip()]
         return value
-
-
-

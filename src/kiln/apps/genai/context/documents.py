@@ -21,12 +21,25 @@ MAX_PAGES = 2000
 
 
 def document_dto(doc: Document) -> dict[str, Any]:
-    return {"id": doc.id, "knowledge_base_id": doc.knowledge_base_id, "title": doc.title,
-            "source_type": doc.source_type, "source_name": doc.source_name, "uri": doc.uri, "text": doc.text,
-            "metadata": doc.metadata_json, "chunk_count": doc.chunk_count, "ingest_status": doc.ingest_status,
-            "ingest_error": doc.ingest_error, "source_id": doc.source_id, "source_path": doc.source_path,
-            "source_document_key": doc.source_document_key, "managed_by_source": doc.managed_by_source,
-            "created_at": doc.created_at.isoformat(), "updated_at": doc.updated_at.isoformat()}
+    return {
+        "id": doc.id,
+        "knowledge_base_id": doc.knowledge_base_id,
+        "title": doc.title,
+        "source_type": doc.source_type,
+        "source_name": doc.source_name,
+        "uri": doc.uri,
+        "text": doc.text,
+        "metadata": doc.metadata_json,
+        "chunk_count": doc.chunk_count,
+        "ingest_status": doc.ingest_status,
+        "ingest_error": doc.ingest_error,
+        "source_id": doc.source_id,
+        "source_path": doc.source_path,
+        "source_document_key": doc.source_document_key,
+        "managed_by_source": doc.managed_by_source,
+        "created_at": doc.created_at.isoformat(),
+        "updated_at": doc.updated_at.isoformat(),
+    }
 
 
 def _check_ingestible(kb: KnowledgeBase) -> None:
@@ -36,8 +49,9 @@ def _check_ingestible(kb: KnowledgeBase) -> None:
         raise GenaiError(409, "knowledge_base_archived", "The knowledge base is archived")
 
 
-def _fields(kb: KnowledgeBase, body: dict[str, Any], settings: ContextSettings, *, partial: bool,
-            doc: Document | None = None) -> dict[str, Any]:
+def _fields(
+    kb: KnowledgeBase, body: dict[str, Any], settings: ContextSettings, *, partial: bool, doc: Document | None = None
+) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GenaiError(400, "invalid_payload", "Body must be an object")
     out: dict[str, Any] = {}
@@ -67,9 +81,14 @@ def _fields(kb: KnowledgeBase, body: dict[str, Any], settings: ContextSettings, 
         out["metadata_json"] = normalize_metadata(kb.schema_json, body.get("metadata"))
     if "page_texts" in body and body["page_texts"] is not None:
         pages = body["page_texts"]
-        if not isinstance(pages, list) or len(pages) > MAX_PAGES or not all(
+        if (
+            not isinstance(pages, list)
+            or len(pages) > MAX_PAGES
+            or not all(
                 isinstance(p, dict) and isinstance(p.get("text"), str) and isinstance(p.get("page_number"), int)
-                for p in pages):
+                for p in pages
+            )
+        ):
             raise GenaiError(400, "invalid_payload", "page_texts must be a list of {page_number, text}")
         out["page_texts"] = [{"page_number": p["page_number"], "text": clean_text(p["text"])} for p in pages]
     return out
@@ -79,22 +98,31 @@ def _hash(doc: Document) -> str:
     return text_hash(f"{doc.title}\x1f{doc.text}\x1f{sorted((doc.metadata_json or {}).items())}\x1f{doc.page_texts}")
 
 
-async def create_documents(session: AsyncSession, kernel: Any, kb: KnowledgeBase, bodies: list[dict[str, Any]],
-                           user_id: str | None, *, source_type: str = "manual") -> tuple[list[Document], SyncRun]:
+async def create_documents(
+    session: AsyncSession,
+    kernel: Any,
+    kb: KnowledgeBase,
+    bodies: list[dict[str, Any]],
+    user_id: str | None,
+    *,
+    source_type: str = "manual",
+) -> tuple[list[Document], SyncRun]:
     _check_ingestible(kb)
     settings = kernel.surface_settings(ContextSettings)
     docs = []
     for body in bodies:
         fields = _fields(kb, body, settings, partial=False)
         fields.setdefault("source_type", source_type)
-        doc = Document(knowledge_base_id=kb.id, ingest_status="pending", chunk_count=0, managed_by_source=False,
-                       **fields)
+        doc = Document(
+            knowledge_base_id=kb.id, ingest_status="pending", chunk_count=0, managed_by_source=False, **fields
+        )
         doc.content_hash = _hash(doc)
         docs.append(doc)
     session.add_all(docs)
     await session.flush()
-    run = await enqueue(session, kernel, kb, "document_ingest", payload={"document_ids": [d.id for d in docs]},
-                        user_id=user_id)
+    run = await enqueue(
+        session, kernel, kb, "document_ingest", payload={"document_ids": [d.id for d in docs]}, user_id=user_id
+    )
     return docs, run
 
 
@@ -105,8 +133,9 @@ async def get_document(session: AsyncSession, kb: KnowledgeBase, document_id: st
     return doc
 
 
-async def update_document(session: AsyncSession, kernel: Any, kb: KnowledgeBase, doc: Document,
-                          body: dict[str, Any], user_id: str | None) -> SyncRun | None:
+async def update_document(
+    session: AsyncSession, kernel: Any, kb: KnowledgeBase, doc: Document, body: dict[str, Any], user_id: str | None
+) -> SyncRun | None:
     """The row changes now; its chunks are replaced by the run (the old ones serve until then)."""
     _check_ingestible(kb)
     if doc.managed_by_source:
@@ -129,9 +158,17 @@ async def delete_document(session: AsyncSession, kernel: Any, kb: KnowledgeBase,
         await rt.close_store(store)
 
 
-async def list_documents(session: AsyncSession, kb: KnowledgeBase, limit: int,
-                         offset: int) -> tuple[list[Document], int]:
+async def list_documents(
+    session: AsyncSession, kb: KnowledgeBase, limit: int, offset: int
+) -> tuple[list[Document], int]:
     total = await session.scalar(select(func.count()).select_from(Document).where(Document.knowledge_base_id == kb.id))
-    rows = (await session.execute(select(Document).where(Document.knowledge_base_id == kb.id)
-                                  .order_by(Document.created_at, Document.id).limit(limit).offset(offset))).scalars()
+    rows = (
+        await session.execute(
+            select(Document)
+            .where(Document.knowledge_base_id == kb.id)
+            .order_by(Document.created_at, Document.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).scalars()
     return list(rows), int(total or 0)

@@ -69,7 +69,8 @@ class KnowledgeSource(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     knowledge_base_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"))
+        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE")
+    )
     source_type: Mapped[str] = mapped_column(String(32), default="local_directory")
     display_name: Mapped[str] = mapped_column(String(200))
     relative_path: Mapped[str] = mapped_column(String(1024))
@@ -93,7 +94,8 @@ class Document(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     knowledge_base_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"))
+        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE")
+    )
     title: Mapped[str] = mapped_column(String(500))
     source_type: Mapped[str] = mapped_column(String(32), default="manual")
     source_name: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -107,7 +109,8 @@ class Document(Base):
     ingest_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     indexed_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # content_hash of live chunks
     source_id: Mapped[str | None] = mapped_column(
-        UUIDStr(), ForeignKey("genai_context_sources.id", ondelete="SET NULL"), nullable=True)
+        UUIDStr(), ForeignKey("genai_context_sources.id", ondelete="SET NULL"), nullable=True
+    )
     source_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     source_document_key: Mapped[str | None] = mapped_column(String(1100), nullable=True)
     managed_by_source: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -128,7 +131,8 @@ class Chunk(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     knowledge_base_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"))
+        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE")
+    )
     document_id: Mapped[str] = mapped_column(UUIDStr(), ForeignKey("genai_context_documents.id", ondelete="CASCADE"))
     generation: Mapped[int] = mapped_column(Integer, default=1)
     chunk_index: Mapped[int] = mapped_column(Integer)
@@ -147,7 +151,8 @@ class SyncRun(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_id)
     knowledge_base_id: Mapped[str] = mapped_column(
-        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"))
+        UUIDStr(), ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE")
+    )
     source_id: Mapped[str | None] = mapped_column(UUIDStr(), nullable=True)
     operation_type: Mapped[str] = mapped_column(String(32))  # source_sync | knowledge_resync | document_ingest
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | ready | error

@@ -66,8 +66,13 @@ def parse_pdf(data: bytes, name: str) -> dict[str, Any]:
         raise ParseError("pdf_unreadable", f"{name} is not a readable PDF ({type(exc).__name__})") from None
     if not pages:
         raise ParseError("pdf_no_text", f"{name} has no extractable text (scanned PDFs need OCR)")
-    return {"title": PurePath(name).stem[:500], "text": "\n\n".join(p["text"] for p in pages), "page_texts": pages,
-            "metadata": {}, "page_count": len(reader.pages)}
+    return {
+        "title": PurePath(name).stem[:500],
+        "text": "\n\n".join(p["text"] for p in pages),
+        "page_texts": pages,
+        "metadata": {},
+        "page_count": len(reader.pages),
+    }
 
 
 def parse_file(name: str, data: bytes) -> list[dict[str, Any]]:

@@ -51,8 +51,11 @@ async def _embedder(session: AsyncSession, kernel: Any) -> tuple[Any, Any]:
 
 def _texts(value: Any) -> list[str]:
     texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not 0 < len(texts) <= MAX_TEXTS or not all(
-            isinstance(t, str) and 0 < len(t) <= MAX_TEXT_CHARS for t in texts):
+    if (
+        not isinstance(texts, list)
+        or not 0 < len(texts) <= MAX_TEXTS
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TEXT_CHARS for t in texts)
+    ):
         raise GenaiError(400, "invalid_payload", f"input must be 1..{MAX_TEXTS} non-empty strings")
     return texts
 
@@ -86,15 +89,20 @@ async def _guarded(*closing: Any) -> AsyncIterator[None]:
 
 
 @router.post("/v1/platform/embeddings")
-async def embeddings(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                     body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def embeddings(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     texts = _texts(body.get("input", body.get("texts")))
     provider, embedder = await _embedder(session, kernel)
     async with _guarded(embedder):
         vectors = await embed_checked(embedder, texts, None)
-    return {"provider": {"id": provider.id, "slug": provider.slug, "provider_key": provider.provider_key},
-            "model": embedder.model_id, "dimension": int(vectors.shape[1]), "count": len(texts),
-            "embeddings": [[round(float(x), 7) for x in row] for row in vectors]}
+    return {
+        "provider": {"id": provider.id, "slug": provider.slug, "provider_key": provider.provider_key},
+        "model": embedder.model_id,
+        "dimension": int(vectors.shape[1]),
+        "count": len(texts),
+        "embeddings": [[round(float(x), 7) for x in row] for row in vectors],
+    }
 
 
 async def _store(session: AsyncSession, kernel: Any) -> tuple[Any, Any]:
@@ -103,8 +111,9 @@ async def _store(session: AsyncSession, kernel: Any) -> tuple[Any, Any]:
 
 
 @router.post("/v1/platform/vector/indexes/ensure")
-async def ensure_index(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                       body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def ensure_index(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     name = await _index(session, body)
     dimension = body.get("dimension")
     if dimension is None:
@@ -117,13 +126,20 @@ async def ensure_index(user: SuperadminUser, session: SessionDep, kernel: Kernel
     async with _guarded(store):
         await store.ensure_index(name, dimension)
         await store.flush(name)
-    return {"index": {"name": name, "dimension": dimension, "provider_id": provider.id,
-                      "provider_key": provider.provider_key}}
+    return {
+        "index": {
+            "name": name,
+            "dimension": dimension,
+            "provider_id": provider.id,
+            "provider_key": provider.provider_key,
+        }
+    }
 
 
 @router.post("/v1/platform/vector/documents/upsert")
-async def upsert(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                 body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def upsert(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     name = await _index(session, body)
     documents = body.get("documents")
     if not isinstance(documents, list) or not 0 < len(documents) <= MAX_TEXTS:
@@ -148,8 +164,9 @@ async def upsert(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
 
 
 @router.post("/v1/platform/vector/query")
-async def vector_query(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                       body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def vector_query(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     name = await _index(session, body)
     text = _texts(body.get("query_text"))[0]
     top_k = body.get("top_k", 5)
@@ -160,14 +177,24 @@ async def vector_query(user: SuperadminUser, session: SessionDep, kernel: Kernel
     async with _guarded(store, embedder):
         vector = (await embed_checked(embedder, [text], None))[0]
         hits = await store.query(name, vector, top_k)
-    return {"index": name, "results": [{"id": h.payload.get("document_id", h.id), "text": h.payload.get("text"),
-                                        "metadata": h.payload.get("metadata") or {}, "score": round(h.score, 6)}
-                                       for h in hits]}
+    return {
+        "index": name,
+        "results": [
+            {
+                "id": h.payload.get("document_id", h.id),
+                "text": h.payload.get("text"),
+                "metadata": h.payload.get("metadata") or {},
+                "score": round(h.score, 6),
+            }
+            for h in hits
+        ],
+    }
 
 
 @router.post("/v1/platform/vector/documents/delete")
-async def delete(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                 body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def delete(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     name = await _index(session, body)
     ids = body.get("ids")
     if not isinstance(ids, list) or not 0 < len(ids) <= 1000 or not all(isinstance(i, str) for i in ids):

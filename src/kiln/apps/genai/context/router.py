@@ -32,8 +32,9 @@ def _settings(kernel: Any) -> ContextSettings:
 
 
 @router.get("/v1/context/schema-profiles")
-async def list_profiles(user: AdminUser, session: SessionDep,
-                        provider_key: str | None = Query(default=None, max_length=80)) -> dict[str, Any]:
+async def list_profiles(
+    user: AdminUser, session: SessionDep, provider_key: str | None = Query(default=None, max_length=80)
+) -> dict[str, Any]:
     return {"schema_profiles": await service.list_schema_profiles(session, provider_key)}
 
 
@@ -53,8 +54,9 @@ async def list_kbs(user: AdminUser, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post(KB, status_code=201)
-async def create_kb(user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                    body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def create_kb(
+    user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     kb = await service.create_kb(session, kernel, body, user.id)
     return {"knowledge_base": await service.kb_detail(session, kb)}
 
@@ -65,8 +67,9 @@ async def get_kb(kb_id: str, user: AdminUser, session: SessionDep) -> dict[str, 
 
 
 @router.put(KB + "/{kb_id}")
-async def update_kb(kb_id: str, user: SuperadminUser, session: SessionDep,
-                    body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def update_kb(
+    kb_id: str, user: SuperadminUser, session: SessionDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     await service.update_kb(session, kb, body, user.id)
     return {"knowledge_base": await service.kb_detail(session, kb)}
@@ -88,12 +91,14 @@ async def resync(kb_id: str, user: SuperadminUser, session: SessionDep, kernel: 
 
 
 @router.post(KB + "/{kb_id}/query")
-async def query(kb_id: str, user: AdminUser, session: SessionDep, kernel: KernelDep,
-                body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def query(
+    kb_id: str, user: AdminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     return await run_query(session, kernel, await service.get_kb(session, kb_id), body)
 
 
 # ------------------------------------------------------------------------------ sources, runs
+
 
 async def _source(session: Any, kb_id: str, source_id: str) -> KnowledgeSource:
     source = await session.get(KnowledgeSource, source_id) if len(source_id) <= 64 else None
@@ -105,21 +110,33 @@ async def _source(session: Any, kb_id: str, source_id: str) -> KnowledgeSource:
 @router.get(KB + "/{kb_id}/sources")
 async def list_sources(kb_id: str, user: AdminUser, session: SessionDep) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
-    rows = (await session.execute(select(KnowledgeSource).where(KnowledgeSource.knowledge_base_id == kb.id)
-                                  .order_by(KnowledgeSource.created_at))).scalars()
+    rows = (
+        await session.execute(
+            select(KnowledgeSource)
+            .where(KnowledgeSource.knowledge_base_id == kb.id)
+            .order_by(KnowledgeSource.created_at)
+        )
+    ).scalars()
     return {"sources": [sources.source_dto(s) for s in rows]}
 
 
 @router.post(KB + "/{kb_id}/sources", status_code=201)
-async def create_source(kb_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                        body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def create_source(
+    kb_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     return {"source": sources.source_dto(await sources.create_source(session, _settings(kernel), kb, body))}
 
 
 @router.put(KB + "/{kb_id}/sources/{source_id}")
-async def update_source(kb_id: str, source_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                        body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def update_source(
+    kb_id: str,
+    source_id: str,
+    user: SuperadminUser,
+    session: SessionDep,
+    kernel: KernelDep,
+    body: dict[str, Any] = JsonBody,
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     source = await _source(session, kb.id, source_id)
     await sources.update_source(session, _settings(kernel), kb, source, body)
@@ -127,8 +144,9 @@ async def update_source(kb_id: str, source_id: str, user: SuperadminUser, sessio
 
 
 @router.delete(KB + "/{kb_id}/sources/{source_id}")
-async def delete_source(kb_id: str, source_id: str, user: SuperadminUser, session: SessionDep,
-                        kernel: KernelDep) -> dict[str, Any]:
+async def delete_source(
+    kb_id: str, source_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     source = await _source(session, kb.id, source_id)
     from kiln.apps.genai.context.models import Document
@@ -149,48 +167,67 @@ async def delete_source(kb_id: str, source_id: str, user: SuperadminUser, sessio
 
 
 @router.post(KB + "/{kb_id}/sources/{source_id}/sync", status_code=202)
-async def sync_source(kb_id: str, source_id: str, user: SuperadminUser, session: SessionDep,
-                      kernel: KernelDep) -> dict[str, Any]:
+async def sync_source(
+    kb_id: str, source_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     source = await _source(session, kb.id, source_id)
     if source.lifecycle_state != "active":
         raise GenaiError(409, "knowledge_source_archived", "The source is archived")
     run = await enqueue(session, kernel, kb, "source_sync", source_id=source.id, user_id=user.id)
-    return {"knowledge_base": await service.kb_detail(session, kb), "source": sources.source_dto(source),
-            "sync_run": run_dto(run)}
+    return {
+        "knowledge_base": await service.kb_detail(session, kb),
+        "source": sources.source_dto(source),
+        "sync_run": run_dto(run),
+    }
 
 
 @router.get(KB + "/{kb_id}/sync-runs")
-async def list_runs(kb_id: str, user: AdminUser, session: SessionDep,
-                    limit: int = Query(default=50, ge=1, le=500)) -> dict[str, Any]:
+async def list_runs(
+    kb_id: str, user: AdminUser, session: SessionDep, limit: int = Query(default=50, ge=1, le=500)
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
-    rows = (await session.execute(select(SyncRun).where(SyncRun.knowledge_base_id == kb.id)
-                                  .order_by(SyncRun.created_at.desc(), SyncRun.id).limit(limit))).scalars()
+    rows = (
+        await session.execute(
+            select(SyncRun)
+            .where(SyncRun.knowledge_base_id == kb.id)
+            .order_by(SyncRun.created_at.desc(), SyncRun.id)
+            .limit(limit)
+        )
+    ).scalars()
     return {"sync_runs": [run_dto(r) for r in rows]}
 
 
 # ------------------------------------------------------------------------------ documents
 
+
 @router.get(KB + "/{kb_id}/documents")
-async def list_documents(kb_id: str, user: AdminUser, session: SessionDep,
-                         limit: int = Query(default=100, ge=1, le=1000),
-                         offset: Offset = 0) -> dict[str, Any]:
+async def list_documents(
+    kb_id: str, user: AdminUser, session: SessionDep, limit: int = Query(default=100, ge=1, le=1000), offset: Offset = 0
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     rows, total = await docs_service.list_documents(session, kb, limit, offset)
     return {"documents": [docs_service.document_dto(d) for d in rows], "count": total}
 
 
 @router.post(KB + "/{kb_id}/documents", status_code=201)
-async def create_document(kb_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep,
-                          body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def create_document(
+    kb_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep, body: dict[str, Any] = JsonBody
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     (doc,), run = await docs_service.create_documents(session, kernel, kb, [body], user.id)
     return {"document": docs_service.document_dto(doc), "sync_run": run_dto(run)}
 
 
 @router.put(KB + "/{kb_id}/documents/{document_id}")
-async def update_document(kb_id: str, document_id: str, user: SuperadminUser, session: SessionDep,
-                          kernel: KernelDep, body: dict[str, Any] = JsonBody) -> dict[str, Any]:
+async def update_document(
+    kb_id: str,
+    document_id: str,
+    user: SuperadminUser,
+    session: SessionDep,
+    kernel: KernelDep,
+    body: dict[str, Any] = JsonBody,
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     doc = await docs_service.get_document(session, kb, document_id)
     run = await docs_service.update_document(session, kernel, kb, doc, body, user.id)
@@ -198,16 +235,18 @@ async def update_document(kb_id: str, document_id: str, user: SuperadminUser, se
 
 
 @router.delete(KB + "/{kb_id}/documents/{document_id}")
-async def delete_document(kb_id: str, document_id: str, user: SuperadminUser, session: SessionDep,
-                          kernel: KernelDep) -> dict[str, Any]:
+async def delete_document(
+    kb_id: str, document_id: str, user: SuperadminUser, session: SessionDep, kernel: KernelDep
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     await docs_service.delete_document(session, kernel, kb, await docs_service.get_document(session, kb, document_id))
     return {"deleted": True, "id": document_id}
 
 
 @router.post(KB + "/{kb_id}/uploads", status_code=201)
-async def upload(kb_id: str, request: Request, user: SuperadminUser, session: SessionDep,
-                 kernel: KernelDep) -> dict[str, Any]:
+async def upload(
+    kb_id: str, request: Request, user: SuperadminUser, session: SessionDep, kernel: KernelDep
+) -> dict[str, Any]:
     kb = await service.get_kb(session, kb_id)
     settings = _settings(kernel)
     try:
@@ -236,12 +275,26 @@ async def upload(kb_id: str, request: Request, user: SuperadminUser, session: Se
         except ParseError as exc:
             raise GenaiError(415 if exc.code == "unsupported_file_type" else 400, exc.code, exc.message) from exc
         for doc in parsed:
-            bodies.append({"title": doc["title"], "text": doc["text"], "page_texts": doc.get("page_texts"),
-                           "metadata": {**metadata, **(doc.get("metadata") or {})}, "source_type": "upload",
-                           "source_name": doc.get("source_name") or name, "uri": doc.get("uri")})
+            bodies.append(
+                {
+                    "title": doc["title"],
+                    "text": doc["text"],
+                    "page_texts": doc.get("page_texts"),
+                    "metadata": {**metadata, **(doc.get("metadata") or {})},
+                    "source_type": "upload",
+                    "source_name": doc.get("source_name") or name,
+                    "uri": doc.get("uri"),
+                }
+            )
         if len(bodies) > settings.max_documents_per_upload:
-            raise GenaiError(400, "upload_too_many_documents",
-                             f"An upload may yield at most {settings.max_documents_per_upload} documents")
+            raise GenaiError(
+                400,
+                "upload_too_many_documents",
+                f"An upload may yield at most {settings.max_documents_per_upload} documents",
+            )
     created, run = await docs_service.create_documents(session, kernel, kb, bodies, user.id, source_type="upload")
-    return {"documents": [docs_service.document_dto(d) for d in created], "count": len(created),
-            "sync_run": run_dto(run)}
+    return {
+        "documents": [docs_service.document_dto(d) for d in created],
+        "count": len(created),
+        "sync_run": run_dto(run),
+    }

@@ -28,20 +28,32 @@ MAX_GLOBS = 50
 
 
 def source_dto(source: KnowledgeSource) -> dict[str, Any]:
-    return {"id": source.id, "knowledge_base_id": source.knowledge_base_id, "source_type": source.source_type,
-            "display_name": source.display_name, "relative_path": source.relative_path,
-            "include_globs": source.include_globs, "exclude_globs": source.exclude_globs,
-            "metadata": source.metadata_json, "lifecycle_state": source.lifecycle_state,
-            "last_sync_status": source.last_sync_status,
-            "last_sync_at": source.last_sync_at.isoformat() if source.last_sync_at else None,
-            "last_sync_error": source.last_sync_error, "created_at": source.created_at.isoformat(),
-            "updated_at": source.updated_at.isoformat()}
+    return {
+        "id": source.id,
+        "knowledge_base_id": source.knowledge_base_id,
+        "source_type": source.source_type,
+        "display_name": source.display_name,
+        "relative_path": source.relative_path,
+        "include_globs": source.include_globs,
+        "exclude_globs": source.exclude_globs,
+        "metadata": source.metadata_json,
+        "lifecycle_state": source.lifecycle_state,
+        "last_sync_status": source.last_sync_status,
+        "last_sync_at": source.last_sync_at.isoformat() if source.last_sync_at else None,
+        "last_sync_error": source.last_sync_error,
+        "created_at": source.created_at.isoformat(),
+        "updated_at": source.updated_at.isoformat(),
+    }
 
 
 def resolve_root(settings: ContextSettings, relative_path: Any) -> Path:
     """The source directory: `relative_path` under exactly one configured root, symlinks resolved."""
-    if not isinstance(relative_path, str) or not relative_path.strip() or len(relative_path) > 1024 \
-            or "\x00" in relative_path:
+    if (
+        not isinstance(relative_path, str)
+        or not relative_path.strip()
+        or len(relative_path) > 1024
+        or "\x00" in relative_path
+    ):
         raise GenaiError(400, "invalid_source_path", "relative_path must be a non-empty path")
     if not settings.source_roots:
         raise GenaiError(409, "source_roots_not_configured", "No KILN_CONTEXT_SOURCE_ROOTS are configured")
@@ -55,44 +67,59 @@ def resolve_root(settings: ContextSettings, relative_path: Any) -> Path:
         if (candidate == base or base in candidate.parents) and candidate.is_dir():
             matches.append(candidate)
     if len(matches) != 1:
-        raise GenaiError(400, "invalid_source_path",
-                         "relative_path must name a directory under exactly one configured source root")
+        raise GenaiError(
+            400, "invalid_source_path", "relative_path must name a directory under exactly one configured source root"
+        )
     return matches[0]
 
 
 def _globs(value: Any, field: str) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list) or len(value) > MAX_GLOBS or not all(
-            isinstance(g, str) and 0 < len(g) <= 200 for g in value):
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_GLOBS
+        or not all(isinstance(g, str) and 0 < len(g) <= 200 for g in value)
+    ):
         raise GenaiError(400, "invalid_globs", f"{field} must be a list of at most {MAX_GLOBS} patterns")
     return value
 
 
-async def create_source(session: AsyncSession, settings: ContextSettings, kb: KnowledgeBase,
-                        body: dict[str, Any]) -> KnowledgeSource:
+async def create_source(
+    session: AsyncSession, settings: ContextSettings, kb: KnowledgeBase, body: dict[str, Any]
+) -> KnowledgeSource:
     if body.get("source_type", "local_directory") != "local_directory":
         raise GenaiError(400, "invalid_source_type", "Only local_directory sources are supported")
     resolve_root(settings, body.get("relative_path"))
     relative = str(Path(body["relative_path"].strip()))
-    if await session.scalar(select(KnowledgeSource.id).where(
-            KnowledgeSource.knowledge_base_id == kb.id, KnowledgeSource.relative_path == relative)):
+    if await session.scalar(
+        select(KnowledgeSource.id).where(
+            KnowledgeSource.knowledge_base_id == kb.id, KnowledgeSource.relative_path == relative
+        )
+    ):
         raise GenaiError(409, "knowledge_source_exists", "This knowledge base already has a source for that path")
     name = body.get("display_name") or relative
     if not isinstance(name, str) or len(name) > 200:
         raise GenaiError(400, "invalid_payload", "display_name must be a string of at most 200 characters")
-    source = KnowledgeSource(knowledge_base_id=kb.id, source_type="local_directory", display_name=name,
-                             relative_path=relative, include_globs=_globs(body.get("include_globs"), "include_globs"),
-                             exclude_globs=_globs(body.get("exclude_globs"), "exclude_globs"),
-                             metadata_json=normalize_metadata(kb.schema_json, body.get("metadata")),
-                             lifecycle_state="active", last_sync_status="idle")
+    source = KnowledgeSource(
+        knowledge_base_id=kb.id,
+        source_type="local_directory",
+        display_name=name,
+        relative_path=relative,
+        include_globs=_globs(body.get("include_globs"), "include_globs"),
+        exclude_globs=_globs(body.get("exclude_globs"), "exclude_globs"),
+        metadata_json=normalize_metadata(kb.schema_json, body.get("metadata")),
+        lifecycle_state="active",
+        last_sync_status="idle",
+    )
     session.add(source)
     await session.commit()
     return source
 
 
-async def update_source(session: AsyncSession, settings: ContextSettings, kb: KnowledgeBase,
-                        source: KnowledgeSource, body: dict[str, Any]) -> None:
+async def update_source(
+    session: AsyncSession, settings: ContextSettings, kb: KnowledgeBase, source: KnowledgeSource, body: dict[str, Any]
+) -> None:
     if "relative_path" in body and body["relative_path"] != source.relative_path:
         resolve_root(settings, body["relative_path"])
         source.relative_path = str(Path(body["relative_path"].strip()))
@@ -139,8 +166,15 @@ def scan(root: Path, include: list[str], exclude: list[str], limit: int) -> list
     return found
 
 
-async def sync_source(session: AsyncSession, kernel: Any, run: SyncRun, kb: KnowledgeBase, source: KnowledgeSource,
-                      runtime: Runtime, progress: Any) -> str:
+async def sync_source(
+    session: AsyncSession,
+    kernel: Any,
+    run: SyncRun,
+    kb: KnowledgeBase,
+    source: KnowledgeSource,
+    runtime: Runtime,
+    progress: Any,
+) -> str:
     settings = kernel.surface_settings(ContextSettings)
     source.last_sync_status = "syncing"
     await session.commit()
@@ -150,8 +184,14 @@ async def sync_source(session: AsyncSession, kernel: Any, run: SyncRun, kb: Know
         raise IngestError(exc.code, exc.message) from exc
     files = await asyncio.to_thread(scan, root, source.include_globs, source.exclude_globs, settings.max_source_files)
     run.total_file_count, run.current_step = len(files), "scanning"
-    existing = {doc.source_document_key: doc for doc in (await session.execute(select(Document).where(
-        Document.knowledge_base_id == kb.id, Document.source_id == source.id))).scalars()}
+    existing = {
+        doc.source_document_key: doc
+        for doc in (
+            await session.execute(
+                select(Document).where(Document.knowledge_base_id == kb.id, Document.source_id == source.id)
+            )
+        ).scalars()
+    }
     seen: set[str] = set()
     changed: list[str] = []
     created = updated = 0
@@ -173,10 +213,21 @@ async def sync_source(session: AsyncSession, kernel: Any, run: SyncRun, kb: Know
             digest = text_hash(f"{parsed['title']}\x1f{text}\x1f{sorted(metadata.items())}")
             doc = existing.get(key)
             if doc is None:
-                doc = Document(id=str(uuid.uuid5(SOURCE_NS, f"{source.id}:{key}")), knowledge_base_id=kb.id,
-                               source_type="local_directory", source_name=source.display_name, ingest_status="pending",
-                               source_id=source.id, source_path=relative, source_document_key=key,
-                               managed_by_source=True, chunk_count=0, title="", text="", content_hash="")
+                doc = Document(
+                    id=str(uuid.uuid5(SOURCE_NS, f"{source.id}:{key}")),
+                    knowledge_base_id=kb.id,
+                    source_type="local_directory",
+                    source_name=source.display_name,
+                    ingest_status="pending",
+                    source_id=source.id,
+                    source_path=relative,
+                    source_document_key=key,
+                    managed_by_source=True,
+                    chunk_count=0,
+                    title="",
+                    text="",
+                    content_hash="",
+                )
                 session.add(doc)
                 created += 1
             elif doc.content_hash == digest:
@@ -218,5 +269,9 @@ async def sync_source(session: AsyncSession, kernel: Any, run: SyncRun, kb: Know
 
 
 async def source_count(session: AsyncSession, kb_id: str) -> int:
-    return int(await session.scalar(select(func.count()).select_from(KnowledgeSource).where(
-        KnowledgeSource.knowledge_base_id == kb_id)) or 0)
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(KnowledgeSource).where(KnowledgeSource.knowledge_base_id == kb_id)
+        )
+        or 0
+    )

@@ -35,10 +35,28 @@ def run_dto(run: SyncRun) -> dict[str, Any]:
         percent = min(99, int(100 * run.processed_file_count / run.total_file_count))
     else:
         percent = 0
-    fields = ("id", "knowledge_base_id", "source_id", "operation_type", "status", "job_id", "total_file_count",
-              "processed_file_count", "total_document_count", "processed_document_count", "scanned_file_count",
-              "changed_file_count", "deleted_file_count", "created_document_count", "updated_document_count",
-              "deleted_document_count", "current_step", "current_path", "error_summary", "created_by_user_id")
+    fields = (
+        "id",
+        "knowledge_base_id",
+        "source_id",
+        "operation_type",
+        "status",
+        "job_id",
+        "total_file_count",
+        "processed_file_count",
+        "total_document_count",
+        "processed_document_count",
+        "scanned_file_count",
+        "changed_file_count",
+        "deleted_file_count",
+        "created_document_count",
+        "updated_document_count",
+        "deleted_document_count",
+        "current_step",
+        "current_path",
+        "error_summary",
+        "created_by_user_id",
+    )
     out = {name: getattr(run, name) for name in fields}
     for name in ("started_at", "finished_at", "created_at"):
         value = getattr(run, name)
@@ -47,16 +65,30 @@ def run_dto(run: SyncRun) -> dict[str, Any]:
     return out
 
 
-async def enqueue(session: AsyncSession, kernel: Any, kb: KnowledgeBase, operation: str, *,
-                  source_id: str | None = None, payload: dict[str, Any] | None = None,
-                  user_id: str | None = None) -> SyncRun:
+async def enqueue(
+    session: AsyncSession,
+    kernel: Any,
+    kb: KnowledgeBase,
+    operation: str,
+    *,
+    source_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    user_id: str | None = None,
+) -> SyncRun:
     """A queued run and its job, committed together; the job is kicked after the commit."""
-    run = SyncRun(knowledge_base_id=kb.id, source_id=source_id, operation_type=operation, status="queued",
-                  payload=payload or {}, created_by_user_id=user_id)
+    run = SyncRun(
+        knowledge_base_id=kb.id,
+        source_id=source_id,
+        operation_type=operation,
+        status="queued",
+        payload=payload or {},
+        created_by_user_id=user_id,
+    )
     session.add(run)
     await session.flush()
-    job = await kernel.jobs.create(session, JOB_KIND, {"knowledge_base_id": kb.id, "sync_run_id": run.id},
-                                   owner_id=user_id)
+    job = await kernel.jobs.create(
+        session, JOB_KIND, {"knowledge_base_id": kb.id, "sync_run_id": run.id}, owner_id=user_id
+    )
     run.job_id = job.id
     if operation != "document_ingest":
         kb.sync_status = "syncing"
@@ -67,24 +99,38 @@ async def enqueue(session: AsyncSession, kernel: Any, kb: KnowledgeBase, operati
 
 async def _claim(session: AsyncSession, kb_id: str, owner: str, stale_seconds: float) -> bool:
     now = utcnow()
-    result = await session.execute(update(KnowledgeBase).where(
-        KnowledgeBase.id == kb_id,
-        or_(KnowledgeBase.sync_owner.is_(None), KnowledgeBase.sync_owner == owner,
-            KnowledgeBase.sync_heartbeat_at < now - timedelta(seconds=stale_seconds)),
-    ).values(sync_owner=owner, sync_heartbeat_at=now))
+    result = await session.execute(
+        update(KnowledgeBase)
+        .where(
+            KnowledgeBase.id == kb_id,
+            or_(
+                KnowledgeBase.sync_owner.is_(None),
+                KnowledgeBase.sync_owner == owner,
+                KnowledgeBase.sync_heartbeat_at < now - timedelta(seconds=stale_seconds),
+            ),
+        )
+        .values(sync_owner=owner, sync_heartbeat_at=now)
+    )
     await session.commit()
     return bool(result.rowcount)
 
 
 async def _release(session: AsyncSession, kb_id: str, owner: str) -> None:
-    await session.execute(update(KnowledgeBase).where(KnowledgeBase.id == kb_id, KnowledgeBase.sync_owner == owner)
-                          .values(sync_owner=None, sync_heartbeat_at=None))
+    await session.execute(
+        update(KnowledgeBase)
+        .where(KnowledgeBase.id == kb_id, KnowledgeBase.sync_owner == owner)
+        .values(sync_owner=None, sync_heartbeat_at=None)
+    )
     await session.commit()
 
 
 async def _next_run(session: AsyncSession, kb_id: str) -> SyncRun | None:
-    return await session.scalar(select(SyncRun).where(SyncRun.knowledge_base_id == kb_id, SyncRun.status == "queued")
-                                .order_by(SyncRun.created_at, SyncRun.id).limit(1))
+    return await session.scalar(
+        select(SyncRun)
+        .where(SyncRun.knowledge_base_id == kb_id, SyncRun.status == "queued")
+        .order_by(SyncRun.created_at, SyncRun.id)
+        .limit(1)
+    )
 
 
 async def drain(kernel: Any, kb_id: str, progress: Any = None) -> dict[str, Any]:
@@ -115,9 +161,20 @@ async def _merge_ingests(session: AsyncSession, run: SyncRun) -> list[SyncRun]:
     documents); they end with its outcome."""
     if run.operation_type != "document_ingest":
         return []
-    queued = (await session.execute(select(SyncRun).where(
-        SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id)
-        .order_by(SyncRun.created_at, SyncRun.id).limit(200))).scalars().all()
+    queued = (
+        (
+            await session.execute(
+                select(SyncRun)
+                .where(
+                    SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id
+                )
+                .order_by(SyncRun.created_at, SyncRun.id)
+                .limit(200)
+            )
+        )
+        .scalars()
+        .all()
+    )
     merged, ids = [], list(run.payload.get("document_ids", []))
     for other in queued:
         if other.operation_type != "document_ingest" or len(ids) >= MAX_MERGED_DOCUMENTS:
@@ -172,16 +229,23 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
         kb = await session.get(KnowledgeBase, run.knowledge_base_id)  # type: ignore[assignment]
         run.status, run.error_summary = "error", message[:1000]
         if run.operation_type == "document_ingest":
-            await session.execute(update(Document).where(
-                Document.id.in_([str(i) for i in run.payload.get("document_ids", [])]),
-                Document.ingest_status == "pending").values(ingest_status="error", ingest_error=message[:1000]))
+            await session.execute(
+                update(Document)
+                .where(
+                    Document.id.in_([str(i) for i in run.payload.get("document_ids", [])]),
+                    Document.ingest_status == "pending",
+                )
+                .values(ingest_status="error", ingest_error=message[:1000])
+            )
         if run.source_id:
             source = await session.get(KnowledgeSource, run.source_id)
             if source is not None:
                 source.last_sync_status, source.last_sync_error = "error", message[:1000]
         if kb is not None:
-            kb.sync_status, kb.last_sync_error = ("ready" if run.operation_type != "source_sync" else "error"), \
-                message[:1000]
+            kb.sync_status, kb.last_sync_error = (
+                ("ready" if run.operation_type != "source_sync" else "error"),
+                message[:1000],
+            )
             if run.operation_type == "knowledge_resync":
                 kb.sync_status = "ready"  # the live index is untouched
     finally:
@@ -193,8 +257,9 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
     await session.commit()
 
 
-async def _ingest(session: AsyncSession, run: SyncRun, kb: KnowledgeBase, runtime: Runtime, ids: list[str],
-                  progress: Any) -> str:
+async def _ingest(
+    session: AsyncSession, run: SyncRun, kb: KnowledgeBase, runtime: Runtime, ids: list[str], progress: Any
+) -> str:
     async def step(done: int, total: int) -> None:
         run.processed_document_count = done
         await session.commit()
@@ -205,18 +270,33 @@ async def _ingest(session: AsyncSession, run: SyncRun, kb: KnowledgeBase, runtim
     return f"Indexed {counts['documents']} document(s) into {counts['chunks']} chunk(s)"
 
 
-async def resync(session: AsyncSession, kernel: Any, run: SyncRun, kb: KnowledgeBase, runtime: Runtime,
-                 progress: Any) -> str:
+async def resync(
+    session: AsyncSession, kernel: Any, run: SyncRun, kb: KnowledgeBase, runtime: Runtime, progress: Any
+) -> str:
     """Blue/green: reconcile sources, build generation g+1 beside the live g, swap, then drop g.
     A failure drops the half-built g+1 and leaves g serving."""
     from kiln.apps.genai.context.sources import sync_source
 
-    for source in (await session.execute(select(KnowledgeSource).where(
-            KnowledgeSource.knowledge_base_id == kb.id, KnowledgeSource.lifecycle_state == "active"))).scalars().all():
+    for source in (
+        (
+            await session.execute(
+                select(KnowledgeSource).where(
+                    KnowledgeSource.knowledge_base_id == kb.id, KnowledgeSource.lifecycle_state == "active"
+                )
+            )
+        )
+        .scalars()
+        .all()
+    ):
         await sync_source(session, kernel, run, kb, source, runtime, None)
     old, new = kb.generation, kb.generation + 1
-    ids = list((await session.execute(select(Document.id).where(Document.knowledge_base_id == kb.id)
-                                      .order_by(Document.created_at))).scalars())
+    ids = list(
+        (
+            await session.execute(
+                select(Document.id).where(Document.knowledge_base_id == kb.id).order_by(Document.created_at)
+            )
+        ).scalars()
+    )
     run.total_document_count, run.current_step = len(ids), "rebuilding"
     await session.commit()
 
@@ -239,8 +319,11 @@ async def resync(session: AsyncSession, kernel: Any, run: SyncRun, kb: Knowledge
         raise
     # The swap: one UPDATE makes generation `new` live for every query that starts after it.
     kb.generation = new
-    await session.execute(update(Document).where(Document.knowledge_base_id == kb.id).values(
-        indexed_hash=Document.content_hash, ingest_status="ready", ingest_error=None))
+    await session.execute(
+        update(Document)
+        .where(Document.knowledge_base_id == kb.id)
+        .values(indexed_hash=Document.content_hash, ingest_status="ready", ingest_error=None)
+    )
     await session.commit()
     await session.execute(delete(Chunk).where(Chunk.knowledge_base_id == kb.id, Chunk.generation == old))
     await session.commit()
@@ -262,8 +345,14 @@ async def ensure_embedded_index(session: AsyncSession, kernel: Any, kb: Knowledg
     key = physical_index(kb)
     if key in _CHECKED.setdefault(id(store), set()):
         return
-    expected = await session.scalar(select(func.count()).select_from(Chunk).where(
-        Chunk.knowledge_base_id == kb.id, Chunk.generation == kb.generation)) or 0
+    expected = (
+        await session.scalar(
+            select(func.count())
+            .select_from(Chunk)
+            .where(Chunk.knowledge_base_id == kb.id, Chunk.generation == kb.generation)
+        )
+        or 0
+    )
     have = await store.count(key)
     if have != expected:
         await rebuild_store_index(session, kb, store)

@@ -86,8 +86,13 @@ def portable(view: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def write_archive(fileobj: Any, views: Iterable[dict[str, Any]], *, include_files: bool = True,
-                  on_file: Callable[[int], None] | None = None) -> dict[str, Any]:
+def write_archive(
+    fileobj: Any,
+    views: Iterable[dict[str, Any]],
+    *,
+    include_files: bool = True,
+    on_file: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     entries = []
     totals = {"file_total_bytes": 0, "metadata_total_bytes": 0}
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -105,18 +110,34 @@ def write_archive(fileobj: Any, views: Iterable[dict[str, Any]], *, include_file
                     while block := src.read(CHUNK):
                         dst.write(block)
                 size = info.file_size
-                files.append({"kind": kind, "name": path.name, "size": size, "crc32": f"{info.CRC:08x}",
-                              "archive_path": name})
+                files.append(
+                    {"kind": kind, "name": path.name, "size": size, "crc32": f"{info.CRC:08x}", "archive_path": name}
+                )
                 totals["file_total_bytes"] += size
                 if on_file:
                     on_file(size)
-            entries.append({"id": adapter_id, "name": view["name"], "version": view.get("version"),
-                            "metadata_path": meta_path, "files": files})
-        manifest = {"format_version": FORMAT_VERSION, "generator": "kiln", "adapter_count": len(entries),
-                    **totals, "total_bytes": totals["file_total_bytes"] + totals["metadata_total_bytes"],
-                    "adapters": entries}
-        zf.writestr(zipfile.ZipInfo("manifest.json"), json.dumps(manifest, indent=1).encode(),
-                    compress_type=zipfile.ZIP_DEFLATED)
+            entries.append(
+                {
+                    "id": adapter_id,
+                    "name": view["name"],
+                    "version": view.get("version"),
+                    "metadata_path": meta_path,
+                    "files": files,
+                }
+            )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "generator": "kiln",
+            "adapter_count": len(entries),
+            **totals,
+            "total_bytes": totals["file_total_bytes"] + totals["metadata_total_bytes"],
+            "adapters": entries,
+        }
+        zf.writestr(
+            zipfile.ZipInfo("manifest.json"),
+            json.dumps(manifest, indent=1).encode(),
+            compress_type=zipfile.ZIP_DEFLATED,
+        )
     return manifest
 
 

@@ -56,8 +56,11 @@ async def export(config: ExportConfig, session: SessionDep) -> StreamingResponse
         raise LoraError(400, "Only LoRA exports in zip format are supported")
     views = await _views(session, config)
     name = f"lora_export_{datetime.now(UTC):%Y%m%d_%H%M%S}.zip"
-    return StreamingResponse(stream_archive(views, include_files=config.lora_files), media_type="application/zip",
-                             headers={"Content-Disposition": f"attachment; filename={name}"})
+    return StreamingResponse(
+        stream_archive(views, include_files=config.lora_files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f"attachment; filename={name}"},
+    )
 
 
 @router.post("/import")
@@ -88,8 +91,12 @@ async def import_archives(request: Request, session: SessionDep, cfg: LoraSettin
             continue
         results.append(await service.import_archive(session, cfg, upload.file, label, mode=mode, conflict=conflict))
     ok = [r for r in results if r["status"] != "error"]
-    return {"success": len(ok) == len(results), "processed_files": len(ok), "total_files": len(results),
-            "results": results}
+    return {
+        "success": len(ok) == len(results),
+        "processed_files": len(ok),
+        "total_files": len(results),
+        "results": results,
+    }
 
 
 @router.get("/backups/history")
@@ -111,8 +118,9 @@ async def delete_backup(backup_id: str, session: SessionDep, kernel: KernelDep) 
 
 
 @router.post("/backups/{backup_id}/restore")
-async def restore_backup(backup_id: str, session: SessionDep, kernel: KernelDep,
-                         conflict_resolution: str = "skip") -> dict[str, Any]:
+async def restore_backup(
+    backup_id: str, session: SessionDep, kernel: KernelDep, conflict_resolution: str = "skip"
+) -> dict[str, Any]:
     if conflict_resolution not in service.CONFLICTS:
         raise LoraError(400, f"conflict_resolution must be one of {', '.join(service.CONFLICTS)}")
     return await service.restore_backup(session, kernel, backup_id, conflict_resolution)

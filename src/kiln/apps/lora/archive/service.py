@@ -26,11 +26,35 @@ CONFLICTS = ("skip", "overwrite", "rename", "ask")
 
 def _values(meta: dict[str, Any], extracted: dict[str, Any]) -> dict[str, Any]:
     """Checked adapter values from archive metadata; files only from what was extracted."""
-    allowed = {k: v for k, v in meta.items() if k in (
-        "name", "version", "canonical_version_name", "author_username", "primary_file_download_url", "stats",
-        "extra", "weight", "active", "ordinal", "tags", "description", "activation_text", "trained_words",
-        "triggers", "archetype", "archetype_confidence", "visibility", "nsfw_level", "supports_generation",
-        "sd_version", "published_at")}
+    allowed = {
+        k: v
+        for k, v in meta.items()
+        if k
+        in (
+            "name",
+            "version",
+            "canonical_version_name",
+            "author_username",
+            "primary_file_download_url",
+            "stats",
+            "extra",
+            "weight",
+            "active",
+            "ordinal",
+            "tags",
+            "description",
+            "activation_text",
+            "trained_words",
+            "triggers",
+            "archetype",
+            "archetype_confidence",
+            "visibility",
+            "nsfw_level",
+            "supports_generation",
+            "sd_version",
+            "published_at",
+        )
+    }
     values = _checked_create({**allowed, "file_path": extracted["file_path"]})
     derived = {k: v for k, v in extracted.items() if k != "title" and v not in (None, [], {})}
     return {**derived, **values}
@@ -42,8 +66,9 @@ async def _save(session: AsyncSession, items: list[importer.Planned], conflict: 
     for item in items:
         values = _values(item.metadata, item.extracted)
         tags = unique_words(values.pop("tags", None) or [])
-        existing = await session.scalar(select(Adapter).where(
-            Adapter.name == values["name"], Adapter.version_key == (values.get("version") or "")))
+        existing = await session.scalar(
+            select(Adapter).where(Adapter.name == values["name"], Adapter.version_key == (values.get("version") or ""))
+        )
         if existing is not None and conflict in ("skip", "ask"):
             out.append({"id": existing.id, "name": existing.name, "status": "skipped"})
             continue
@@ -58,9 +83,21 @@ async def _save(session: AsyncSession, items: list[importer.Planned], conflict: 
             while await name_taken(session, f"{base} ({n})", values.get("version")):
                 n += 1
             values["name"] = f"{base} ({n})"
-        adapter = Adapter(created_at=now, updated_at=now, last_ingested_at=now, tags=[], trained_words=[],
-                          triggers=[], stats={}, extra={}, weight=1.0, active=False, visibility="Public",
-                          nsfw_level=0, supports_generation=False)
+        adapter = Adapter(
+            created_at=now,
+            updated_at=now,
+            last_ingested_at=now,
+            tags=[],
+            trained_words=[],
+            triggers=[],
+            stats={},
+            extra={},
+            weight=1.0,
+            active=False,
+            visibility="Public",
+            nsfw_level=0,
+            supports_generation=False,
+        )
         fill_adapter(adapter, values)
         session.add(adapter)
         await session.flush()
@@ -71,16 +108,29 @@ async def _save(session: AsyncSession, items: list[importer.Planned], conflict: 
     return out
 
 
-async def import_archive(session: AsyncSession, cfg: LoraSettings, path: Path | IO[bytes], label: str, *,
-                         mode: str = "merge", conflict: str = "skip", validate: bool = True) -> dict[str, Any]:
+async def import_archive(
+    session: AsyncSession,
+    cfg: LoraSettings,
+    path: Path | IO[bytes],
+    label: str,
+    *,
+    mode: str = "merge",
+    conflict: str = "skip",
+    validate: bool = True,
+) -> dict[str, Any]:
     items: list[importer.Planned] = []
     try:
         zf = await asyncio.to_thread(importer.open_zip, path)
         with zf:
             items = await asyncio.to_thread(importer.plan, zf, cfg)
             if mode in DRY_RUN:
-                return {"file": label, "status": "validated", "created": 0, "updated": 0,
-                        "adapters": [{"id": i.entry_id, "name": i.metadata["name"], "status": "valid"} for i in items]}
+                return {
+                    "file": label,
+                    "status": "validated",
+                    "created": 0,
+                    "updated": 0,
+                    "adapters": [{"id": i.entry_id, "name": i.metadata["name"], "status": "valid"} for i in items],
+                }
             for item in items:
                 await asyncio.to_thread(importer.extract, zf, cfg, item)
         adapters = await _save(session, items, conflict)
@@ -89,27 +139,53 @@ async def import_archive(session: AsyncSession, cfg: LoraSettings, path: Path | 
         await asyncio.to_thread(importer.remove_extracted, cfg, items)
         detail = exc.title if isinstance(exc, LoraError) else str(exc)
         return {"file": label, "status": "error", "detail": detail}
-    return {"file": label, "status": "imported", "created": sum(a["status"] == "created" for a in adapters),
-            "updated": sum(a["status"] == "updated" for a in adapters), "adapters": adapters}
+    return {
+        "file": label,
+        "status": "imported",
+        "created": sum(a["status"] == "created" for a in adapters),
+        "updated": sum(a["status"] == "updated" for a in adapters),
+        "adapters": adapters,
+    }
 
 
 # ------------------------------------------------------------------------------ backups
 def backup_view(b: Backup) -> dict[str, Any]:
-    return {"id": b.id, "created_at": b.created_at.isoformat(), "type": b.backup_type, "size": b.size,
-            "size_label": human_size(b.size), "status": b.status, "error": b.error}
+    return {
+        "id": b.id,
+        "created_at": b.created_at.isoformat(),
+        "type": b.backup_type,
+        "size": b.size,
+        "size_label": human_size(b.size),
+        "status": b.status,
+        "error": b.error,
+    }
 
 
 async def create_backup(session: AsyncSession, kernel: Any, backup_type: str) -> dict[str, Any]:
     now = utcnow()
     backup_id = f"backup_{now:%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
     job = await kernel.jobs.create(session, "lora.backup", {"backup_id": backup_id})
-    backup = Backup(id=backup_id, backup_type=backup_type.title()[:32], status="running", size=0,
-                    blob_key=f"lora/backups/{backup_id}.zip", job_id=job.id, created_at=now)
+    backup = Backup(
+        id=backup_id,
+        backup_type=backup_type.title()[:32],
+        status="running",
+        size=0,
+        blob_key=f"lora/backups/{backup_id}.zip",
+        job_id=job.id,
+        created_at=now,
+    )
     session.add(backup)
     await session.commit()
     await kernel.jobs.kick(job.id)
-    return {"success": True, "backup_id": backup_id, "type": backup.backup_type, "status": backup.status,
-            "size": 0, "created_at": now.isoformat(), "job_id": job.id}
+    return {
+        "success": True,
+        "backup_id": backup_id,
+        "type": backup.backup_type,
+        "status": backup.status,
+        "size": 0,
+        "created_at": now.isoformat(),
+        "job_id": job.id,
+    }
 
 
 async def _set_backup(ctx: JobContext, backup_id: str, **values: Any) -> None:

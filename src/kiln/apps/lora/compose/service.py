@@ -50,16 +50,26 @@ class Composition:
 
 async def _shared_stems(session: AsyncSession, stems: list[str]) -> set[str]:
     rows = await session.execute(
-        select(Adapter.file_stem).where(Adapter.file_stem.in_(stems)).group_by(Adapter.file_stem)
-        .having(func.count(func.distinct(Adapter.file_path)) > 1))
+        select(Adapter.file_stem)
+        .where(Adapter.file_stem.in_(stems))
+        .group_by(Adapter.file_stem)
+        .having(func.count(func.distinct(Adapter.file_path)) > 1)
+    )
     return {r[0] for r in rows}
 
 
-async def compose(session: AsyncSession, *, prefix: str | None = None, suffix: str | None = None,
-                  include_trigger_words: bool = True) -> Composition:
-    adapters = list((await session.scalars(
-        select(Adapter).where(Adapter.active.is_(True))
-        .order_by(func.coalesce(Adapter.ordinal, 0), Adapter.name, Adapter.id))).all())
+async def compose(
+    session: AsyncSession, *, prefix: str | None = None, suffix: str | None = None, include_trigger_words: bool = True
+) -> Composition:
+    adapters = list(
+        (
+            await session.scalars(
+                select(Adapter)
+                .where(Adapter.active.is_(True))
+                .order_by(func.coalesce(Adapter.ordinal, 0), Adapter.name, Adapter.id)
+            )
+        ).all()
+    )
     warnings: list[str] = []
     if not adapters:
         warnings.append("No active adapters found for composition")
@@ -81,7 +91,8 @@ async def compose(session: AsyncSession, *, prefix: str | None = None, suffix: s
         key = name.casefold()
         if key in chosen:
             warnings.append(
-                f"Adapter '{a.name}' resolves to the same LoRA as '{chosen[key].name}'; kept the larger weight")
+                f"Adapter '{a.name}' resolves to the same LoRA as '{chosen[key].name}'; kept the larger weight"
+            )
             if a.weight > chosen[key].weight:
                 chosen[key] = a
             continue

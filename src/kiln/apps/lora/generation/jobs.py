@@ -33,8 +33,9 @@ def sdnext_client(cfg: LoraSettings, **kw: Any) -> SDNextClient:
     if not cfg.sdnext_url:
         raise SDNextError("SDNext backend not configured (set KILN_SDNEXT_URL)")
     password = cfg.sdnext_password.get_secret_value() if cfg.sdnext_password else None
-    return SDNextClient(cfg.sdnext_url, username=cfg.sdnext_username, password=password,
-                        timeout=cfg.sdnext_timeout, **kw)
+    return SDNextClient(
+        cfg.sdnext_url, username=cfg.sdnext_username, password=password, timeout=cfg.sdnext_timeout, **kw
+    )
 
 
 def shared_client(cfg: LoraSettings) -> SDNextClient:
@@ -85,9 +86,17 @@ async def _watch(ctx: JobContext, client: SDNextClient, task: str, started: floa
         step, steps = p.step, p.steps
         fraction = min(0.99, p.progress)
         message = f"step {step}/{steps}" if step is not None and steps else "generating"
-        await ctx.kernel.events.publish(PROGRESS_TOPIC, {
-            "job_id": job_id, "progress": fraction, "current_step": step, "total_steps": steps,
-            "eta_seconds": p.eta_relative, "elapsed_seconds": round(time.monotonic() - started, 3)})
+        await ctx.kernel.events.publish(
+            PROGRESS_TOPIC,
+            {
+                "job_id": job_id,
+                "progress": fraction,
+                "current_step": step,
+                "total_steps": steps,
+                "eta_seconds": p.eta_relative,
+                "elapsed_seconds": round(time.monotonic() - started, 3),
+            },
+        )
         try:
             await ctx.progress(fraction, message)
         except JobCancelled:
@@ -165,9 +174,14 @@ async def generate(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
 
     sizes = [await store(index, data) for index, data in enumerate(result.images)]
     images = [image_key(job_id, index) for index in range(len(result.images))]
-    return {"status": "completed", "images": images, "sizes": sizes, "bytes": sum(map(len, result.images)),
-            "generation_info": result.info,
-            "duration_seconds": round(time.monotonic() - started, 3)}
+    return {
+        "status": "completed",
+        "images": images,
+        "sizes": sizes,
+        "bytes": sum(map(len, result.images)),
+        "generation_info": result.info,
+        "duration_seconds": round(time.monotonic() - started, 3),
+    }
 
 
 @job_handler("lora.deliver", surface="lora", max_attempts=3)

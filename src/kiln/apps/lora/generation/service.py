@@ -30,40 +30,64 @@ def check_backend(backend: str) -> None:
         raise LoraError(400, f"Unknown generation backend '{backend[:50]}'; available: sdnext")
 
 
-def _generation_payload(params: GenerationParams, backend: str, mode: str, save_images: bool,
-                        return_format: str) -> dict[str, Any]:
-    return {"prompt": params.prompt, "params": params.sdnext_payload(), "backend": backend, "mode": mode,
-            "save_images": save_images, "return_format": return_format}
+def _generation_payload(
+    params: GenerationParams, backend: str, mode: str, save_images: bool, return_format: str
+) -> dict[str, Any]:
+    return {
+        "prompt": params.prompt,
+        "params": params.sdnext_payload(),
+        "backend": backend,
+        "mode": mode,
+        "save_images": save_images,
+        "return_format": return_format,
+    }
 
 
 async def _announce_and_kick(kernel: Any, job: Job, params: GenerationParams) -> None:
     # Announced before it can run, so a watcher sees generation_started first.
-    await kernel.events.publish(STARTED_TOPIC, {"job_id": job.id, "params": params.model_dump(),
-                                                "estimated_duration": None})
+    await kernel.events.publish(
+        STARTED_TOPIC, {"job_id": job.id, "params": params.model_dump(), "estimated_duration": None}
+    )
     await kernel.events.publish(JOB_UPDATED, job_to_dict(job))
     await kernel.jobs.kick(job.id)
 
 
-async def submit_generation(kernel: Any, params: GenerationParams, *, backend: str = "sdnext", mode: str = "deferred",
-                            save_images: bool = True, return_format: str = "url") -> Job:
+async def submit_generation(
+    kernel: Any,
+    params: GenerationParams,
+    *,
+    backend: str = "sdnext",
+    mode: str = "deferred",
+    save_images: bool = True,
+    return_format: str = "url",
+) -> Job:
     async with kernel.db.session() as session:
-        job = await kernel.jobs.create(session, GENERATE, _generation_payload(params, backend, mode, save_images,
-                                                                              return_format))
+        job = await kernel.jobs.create(
+            session, GENERATE, _generation_payload(params, backend, mode, save_images, return_format)
+        )
         await session.commit()
     await _announce_and_kick(kernel, job, params)
     return job
 
 
-async def generate_and_wait(kernel: Any, params: GenerationParams, timeout: float, *, backend: str = "sdnext",
-                            save_images: bool = True, return_format: str = "url") -> Job:
+async def generate_and_wait(
+    kernel: Any,
+    params: GenerationParams,
+    timeout: float,
+    *,
+    backend: str = "sdnext",
+    save_images: bool = True,
+    return_format: str = "url",
+) -> Job:
     """Submit a generation and wait (up to `timeout` s) for it to end. The job's events are
     subscribed to before it is kicked, so its end cannot be missed and the terminal event (the
     engine's full view of the job, published after its row is written) is the answer: no
     database read before or after. After `timeout`, the job as it is then."""
     async with contextlib.AsyncExitStack() as stack:
         async with kernel.db.session() as session:
-            job = await kernel.jobs.create(session, GENERATE, _generation_payload(
-                params, backend, "immediate", save_images, return_format))
+            job = await kernel.jobs.create(
+                session, GENERATE, _generation_payload(params, backend, "immediate", save_images, return_format)
+            )
             updates = await stack.enter_async_context(kernel.events.subscribe(JOB_UPDATED, where=("id", job.id)))
             await session.commit()
         await _announce_and_kick(kernel, job, params)
@@ -76,9 +100,15 @@ async def generate_and_wait(kernel: Any, params: GenerationParams, timeout: floa
 
         with contextlib.suppress(TimeoutError):
             data = await asyncio.wait_for(until_done(), timeout)
-            return Job(id=data["id"], kind=data.get("kind", GENERATE), status=data["status"],
-                       payload=data.get("payload"), result=data.get("result"), progress=data.get("progress") or 0.0,
-                       error=data.get("error"))
+            return Job(
+                id=data["id"],
+                kind=data.get("kind", GENERATE),
+                status=data["status"],
+                payload=data.get("payload"),
+                result=data.get("result"),
+                progress=data.get("progress") or 0.0,
+                error=data.get("error"),
+            )
     return await kernel.jobs.get(job.id) or job
 
 
@@ -103,8 +133,9 @@ async def submit_delivery(kernel: Any, cfg: LoraSettings, prompt: str, mode: str
         check_http_target(cfg, params)
     elif mode != "cli":
         raise LoraError(400, f"Unknown delivery mode '{mode[:32]}'; available: sdnext, http, cli")
-    return await kernel.jobs.submit(DELIVER, {"prompt": prompt, "mode": mode, "mode_name": mode,
-                                              "params": params, "delivery_params": params})
+    return await kernel.jobs.submit(
+        DELIVER, {"prompt": prompt, "mode": mode, "mode_name": mode, "params": params, "delivery_params": params}
+    )
 
 
 async def get_job(session: AsyncSession, job_id: str, kinds: tuple[str, ...] = KINDS) -> Job:
@@ -129,6 +160,9 @@ async def cancel(kernel: Any, session: AsyncSession, job_id: str) -> dict[str, A
 
 async def active_jobs(session: AsyncSession, limit: int) -> list[Job]:
     rows = await session.scalars(
-        select(Job).where(Job.kind.in_(KINDS), Job.status.in_(("queued", "running")))
-        .order_by(func.coalesce(Job.started_at, Job.created_at).desc(), Job.id).limit(limit))
+        select(Job)
+        .where(Job.kind.in_(KINDS), Job.status.in_(("queued", "running")))
+        .order_by(func.coalesce(Job.started_at, Job.created_at).desc(), Job.id)
+        .limit(limit)
+    )
     return list(rows.all())

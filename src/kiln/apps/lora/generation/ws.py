@@ -53,9 +53,16 @@ class _Subscription:
 
 def _progress_data(job_id: str, progress: float, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     extra = extra or {}
-    return {"job_id": job_id, "progress": progress, "status": status, "current_step": extra.get("current_step"),
-            "total_steps": extra.get("total_steps"), "eta_seconds": extra.get("eta_seconds"),
-            "preview_image": extra.get("preview_image"), "error_message": extra.get("error_message")}
+    return {
+        "job_id": job_id,
+        "progress": progress,
+        "status": status,
+        "current_step": extra.get("current_step"),
+        "total_steps": extra.get("total_steps"),
+        "eta_seconds": extra.get("eta_seconds"),
+        "preview_image": extra.get("preview_image"),
+        "error_message": extra.get("error_message"),
+    }
 
 
 def _from_job(job: dict[str, Any], base: str) -> dict[str, Any]:
@@ -69,18 +76,26 @@ def _from_job(job: dict[str, Any], base: str) -> dict[str, Any]:
     if job.get("started_at") and job.get("finished_at"):
         started, finished = datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"])
         duration = (finished - started).total_seconds()
-    return _message("generation_complete", {
-        "job_id": job["id"], "status": NORMAL[status], "images": images,
-        "error_message": job.get("error") if status != "succeeded" else None,
-        "total_duration": duration, "generation_info": result.get("generation_info")})
+    return _message(
+        "generation_complete",
+        {
+            "job_id": job["id"],
+            "status": NORMAL[status],
+            "images": images,
+            "error_message": job.get("error") if status != "succeeded" else None,
+            "total_duration": duration,
+            "generation_info": result.get("generation_info"),
+        },
+    )
 
 
 def _translate(topic: str, data: dict[str, Any], base: str) -> tuple[str | None, dict[str, Any] | None]:
     if topic == STARTED_TOPIC:
         return data.get("job_id"), _message("generation_started", data)
     if topic == PROGRESS_TOPIC:
-        return data.get("job_id"), _message("progress_update", _progress_data(
-            data["job_id"], data.get("progress", 0.0), "processing", data))
+        return data.get("job_id"), _message(
+            "progress_update", _progress_data(data["job_id"], data.get("progress", 0.0), "processing", data)
+        )
     if topic == JOB_UPDATED and data.get("kind") == GENERATE:
         return data.get("id"), _from_job(data, base)
     return None, None
@@ -123,8 +138,11 @@ async def progress_socket(websocket: WebSocket) -> None:
         async with send_lock:
             await websocket.send_text(json.dumps(message, separators=(",", ":"), default=str))
 
-    await send(_message("connected", {"connection_id": f"conn_{id(websocket):x}",
-                                      "message": "Connected to progress monitoring"}))
+    await send(
+        _message(
+            "connected", {"connection_id": f"conn_{id(websocket):x}", "message": "Connected to progress monitoring"}
+        )
+    )
 
     async def pump(stream: Any) -> None:
         async for topic, data in stream:

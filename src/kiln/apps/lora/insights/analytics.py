@@ -27,8 +27,11 @@ MAX_ROWS = 200_000
 
 
 async def _rows(session: AsyncSession, start: datetime, end: datetime) -> list[Any]:
-    stmt = (select(Job.status, Job.created_at, Job.started_at, Job.finished_at, Job.error, Job.payload)
-            .where(Job.kind.in_(KINDS), Job.created_at >= start, Job.created_at < end).limit(MAX_ROWS))
+    stmt = (
+        select(Job.status, Job.created_at, Job.started_at, Job.finished_at, Job.error, Job.payload)
+        .where(Job.kind.in_(KINDS), Job.created_at >= start, Job.created_at < end)
+        .limit(MAX_ROWS)
+    )
     return list((await session.execute(stmt)).all())
 
 
@@ -51,9 +54,13 @@ def _rate(rows: list[Any]) -> float | None:
 
 
 async def _counts(session: AsyncSession) -> tuple[int, int]:
-    total, active = (await session.execute(select(
-        func.count(), func.coalesce(func.sum(case((Adapter.active.is_(True), 1), else_=0)), 0)
-    ).select_from(Adapter))).one()
+    total, active = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(case((Adapter.active.is_(True), 1), else_=0)), 0)).select_from(
+                Adapter
+            )
+        )
+    ).one()
     return int(total or 0), int(active or 0)
 
 
@@ -76,7 +83,8 @@ async def _window(session: AsyncSession, time_range: str) -> dict[str, Any]:
         "time_improvement": round(-(avg - prev_avg) / prev_avg * 100, 2) if prev_avg and avg else 0.0,
         "success_rate": round(rate, 2) if rate is not None else 0.0,
         "total_failed": sum(1 for r in current if r.status == "failed"),
-        "active_loras": active, "total_loras": total,
+        "active_loras": active,
+        "total_loras": total,
     }
     return {"now": now, "span": span, "rows": current, "kpis": kpis, "rate": rate}
 
@@ -84,8 +92,10 @@ async def _window(session: AsyncSession, time_range: str) -> dict[str, Any]:
 def _error_entries(rows: list[Any]) -> list[dict[str, Any]]:
     failed = [(r.error or "Unknown error").strip()[:300] or "Unknown error" for r in rows if r.status == "failed"]
     counts = Counter(failed)
-    return [{"type": message, "count": n, "percentage": round(100.0 * n / len(failed), 2), "description": message}
-            for message, n in counts.most_common(20)]
+    return [
+        {"type": message, "count": n, "percentage": round(100.0 * n / len(failed), 2), "description": message}
+        for message, n in counts.most_common(20)
+    ]
 
 
 async def errors(session: AsyncSession, time_range: str) -> list[dict[str, Any]]:
@@ -115,15 +125,23 @@ def _series(rows: list[Any], now: datetime, span: timedelta) -> dict[str, list[d
         bucket = grouped.get(i, [])
         rate = _rate(bucket)
         volume.append({"timestamp": start.isoformat(), "count": len(bucket)})
-        performance.append({"timestamp": start.isoformat(), "avg_time": round(_mean(_durations(bucket)), 2),
-                            "success_rate": round(rate, 2) if rate is not None else 0.0})
+        performance.append(
+            {
+                "timestamp": start.isoformat(),
+                "avg_time": round(_mean(_durations(bucket)), 2),
+                "success_rate": round(rate, 2) if rate is not None else 0.0,
+            }
+        )
     return {"generation_volume": volume, "performance": performance}
 
 
 async def timeseries(session: AsyncSession, time_range: str) -> dict[str, Any]:
     w = await _window(session, time_range)
-    return {**_series(w["rows"], w["now"], w["span"]), "lora_usage": await _usage(session, w["rows"]),
-            "resource_usage": []}
+    return {
+        **_series(w["rows"], w["now"], w["span"]),
+        "lora_usage": await _usage(session, w["rows"]),
+        "resource_usage": [],
+    }
 
 
 async def _usage(session: AsyncSession, rows: list[Any]) -> list[dict[str, Any]]:
@@ -135,8 +153,13 @@ async def _usage(session: AsyncSession, rows: list[Any]) -> list[dict[str, Any]]
     if not counts:
         return []
     names = list(counts)[:1000]
-    adapters = (await session.execute(select(Adapter.name, Adapter.file_stem, Adapter.alias).where(or_(
-        func.lower(Adapter.file_stem).in_(names), func.lower(Adapter.alias).in_(names))))).all()
+    adapters = (
+        await session.execute(
+            select(Adapter.name, Adapter.file_stem, Adapter.alias).where(
+                or_(func.lower(Adapter.file_stem).in_(names), func.lower(Adapter.alias).in_(names))
+            )
+        )
+    ).all()
     usage: Counter[str] = Counter()
     for name, stem, alias in adapters:
         keys = {k.casefold() for k in (stem, alias) if k}
@@ -147,25 +170,55 @@ async def _usage(session: AsyncSession, rows: list[Any]) -> list[dict[str, Any]]
 def _insights(kpis: dict[str, Any], rate: float | None, errs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     if rate is not None and rate < 90:
-        found.append({"title": "Declining success rate", "severity": "high", "recommendation": "review_failed_jobs",
-                      "description": f"Only {rate:.1f}% of finished generations succeeded in this period."})
+        found.append(
+            {
+                "title": "Declining success rate",
+                "severity": "high",
+                "recommendation": "review_failed_jobs",
+                "description": f"Only {rate:.1f}% of finished generations succeeded in this period.",
+            }
+        )
     if kpis["time_improvement"] < 0:
-        found.append({"title": "Generation time regression", "severity": "medium",
-                      "recommendation": "investigate_performance",
-                      "description": f"Average generation time rose by {-kpis['time_improvement']:.1f}%."})
+        found.append(
+            {
+                "title": "Generation time regression",
+                "severity": "medium",
+                "recommendation": "investigate_performance",
+                "description": f"Average generation time rose by {-kpis['time_improvement']:.1f}%.",
+            }
+        )
     if errs and errs[0]["percentage"] >= 25:
-        found.append({"title": f"Frequent error: {errs[0]['type'][:80]}", "severity": "medium",
-                      "recommendation": "analyse_error_trends",
-                      "description": f"{errs[0]['percentage']:.1f}% of failures share this message."})
+        found.append(
+            {
+                "title": f"Frequent error: {errs[0]['type'][:80]}",
+                "severity": "medium",
+                "recommendation": "analyse_error_trends",
+                "description": f"{errs[0]['percentage']:.1f}% of failures share this message.",
+            }
+        )
     for i, item in enumerate(found, 1):
         item["id"] = f"insight-{i}"
     if found:
         return found
     if not kpis["total_generations"]:
-        return [{"id": "insight-no-data", "title": "No generations yet", "severity": "low",
-                 "description": "There is no job history in this period.", "recommendation": "start_generating"}]
-    return [{"id": "insight-stable", "title": "Stable performance", "severity": "low",
-             "description": "No regressions detected in this period.", "recommendation": "keep_monitoring"}]
+        return [
+            {
+                "id": "insight-no-data",
+                "title": "No generations yet",
+                "severity": "low",
+                "description": "There is no job history in this period.",
+                "recommendation": "start_generating",
+            }
+        ]
+    return [
+        {
+            "id": "insight-stable",
+            "title": "Stable performance",
+            "severity": "low",
+            "description": "No regressions detected in this period.",
+            "recommendation": "keep_monitoring",
+        }
+    ]
 
 
 async def insights(session: AsyncSession, time_range: str) -> list[dict[str, Any]]:
@@ -176,7 +229,16 @@ async def insights(session: AsyncSession, time_range: str) -> list[dict[str, Any
 async def summary(session: AsyncSession, time_range: str) -> dict[str, Any]:
     w = await _window(session, time_range)
     errs = _error_entries(w["rows"])
-    charts = {**_series(w["rows"], w["now"], w["span"]), "lora_usage": await _usage(session, w["rows"]),
-              "resource_usage": []}
-    return {"time_range": time_range, "generated_at": w["now"].isoformat(), "kpis": w["kpis"], "chart_data": charts,
-            "error_breakdown": errs, "performance_insights": _insights(w["kpis"], w["rate"], errs)}
+    charts = {
+        **_series(w["rows"], w["now"], w["span"]),
+        "lora_usage": await _usage(session, w["rows"]),
+        "resource_usage": [],
+    }
+    return {
+        "time_range": time_range,
+        "generated_at": w["now"].isoformat(),
+        "kpis": w["kpis"],
+        "chart_data": charts,
+        "error_breakdown": errs,
+        "performance_insights": _insights(w["kpis"], w["rate"], errs),
+    }

@@ -17,8 +17,20 @@ MAX_TEXT = 100_000
 MAX_SEARCH_TEXT = 2000
 
 PATCHABLE = (
-    "weight", "active", "ordinal", "tags", "description", "activation_text", "trained_words", "triggers",
-    "archetype", "archetype_confidence", "visibility", "nsfw_level", "supports_generation", "sd_version",
+    "weight",
+    "active",
+    "ordinal",
+    "tags",
+    "description",
+    "activation_text",
+    "trained_words",
+    "triggers",
+    "archetype",
+    "archetype_confidence",
+    "visibility",
+    "nsfw_level",
+    "supports_generation",
+    "sd_version",
 )
 
 
@@ -113,19 +125,42 @@ def check_patch(body: Any) -> dict[str, Any]:
 
 def search_text(adapter: Adapter) -> str:
     """What a search matches (every term a substring of it); see `search_text_of`."""
-    return search_text_of(adapter.name, adapter.alias, adapter.file_stem, adapter.primary_file_name,
-                          adapter.version, adapter.tags, adapter.trained_words, adapter.triggers)
+    return search_text_of(
+        adapter.name,
+        adapter.alias,
+        adapter.file_stem,
+        adapter.primary_file_name,
+        adapter.version,
+        adapter.tags,
+        adapter.trained_words,
+        adapter.triggers,
+    )
 
 
 def row_search_text(row: Mapping[str, Any]) -> str:
     """`search_text` of a plain row (bulk inserts and updates build no Adapter objects)."""
-    return search_text_of(row.get("name"), row.get("alias"), row.get("file_stem"), row.get("primary_file_name"),
-                          row.get("version"), row.get("tags"), row.get("trained_words"), row.get("triggers"))
+    return search_text_of(
+        row.get("name"),
+        row.get("alias"),
+        row.get("file_stem"),
+        row.get("primary_file_name"),
+        row.get("version"),
+        row.get("tags"),
+        row.get("trained_words"),
+        row.get("triggers"),
+    )
 
 
-def search_text_of(name: str | None, alias: str | None, file_stem: str | None, file_name: str | None,
-                   version: str | None, tags: list[str] | None, trained_words: list[str] | None,
-                   triggers: list[str] | None) -> str:
+def search_text_of(
+    name: str | None,
+    alias: str | None,
+    file_stem: str | None,
+    file_name: str | None,
+    version: str | None,
+    tags: list[str] | None,
+    trained_words: list[str] | None,
+    triggers: list[str] | None,
+) -> str:
     """A part contained in another part is left out: terms hold no whitespace, so it matches
     nothing more, and every trigram it would add to the index costs at import (name = alias =
     file stem inside `<stem>.safetensors` is the usual case: one part instead of four)."""
@@ -138,20 +173,47 @@ def search_text_of(name: str | None, alias: str | None, file_stem: str | None, f
 
 def adapter_view(a: Adapter) -> dict[str, Any]:
     return {
-        "id": a.id, "name": a.name, "version": a.version, "canonical_version_name": a.canonical_version_name,
-        "description": a.description, "author_username": a.author_username, "visibility": a.visibility,
-        "published_at": _iso(a.published_at), "tags": list(a.tags or []), "trained_words": list(a.trained_words or []),
-        "triggers": list(a.triggers or []), "activation_text": a.activation_text, "archetype": a.archetype,
-        "archetype_confidence": a.archetype_confidence, "sd_version": a.sd_version, "nsfw_level": a.nsfw_level,
-        "supports_generation": a.supports_generation, "stats": dict(a.stats or {}), "extra": dict(a.extra or {}),
-        "file_path": a.file_path, "file_stem": a.file_stem, "alias": a.alias,
-        "primary_file_name": a.primary_file_name, "primary_file_size_kb": a.primary_file_size_kb,
-        "primary_file_sha256": a.primary_file_sha256, "primary_file_download_url": a.primary_file_download_url,
-        "primary_file_local_path": a.primary_file_local_path, "base_model": a.base_model,
-        "network_module": a.network_module, "network_dim": a.network_dim, "network_alpha": a.network_alpha,
-        "model_hash": a.model_hash, "trigger_candidates": list(a.trigger_candidates or []),
-        "header_metadata": dict(a.header_metadata or {}), "weight": a.weight, "active": a.active,
-        "ordinal": a.ordinal, "json_file_path": a.json_file_path, "json_file_mtime": a.json_file_mtime,
-        "json_file_size": a.json_file_size, "last_ingested_at": _iso(a.last_ingested_at),
-        "created_at": _iso(a.created_at), "updated_at": _iso(a.updated_at),
+        "id": a.id,
+        "name": a.name,
+        "version": a.version,
+        "canonical_version_name": a.canonical_version_name,
+        "description": a.description,
+        "author_username": a.author_username,
+        "visibility": a.visibility,
+        "published_at": _iso(a.published_at),
+        "tags": list(a.tags or []),
+        "trained_words": list(a.trained_words or []),
+        "triggers": list(a.triggers or []),
+        "activation_text": a.activation_text,
+        "archetype": a.archetype,
+        "archetype_confidence": a.archetype_confidence,
+        "sd_version": a.sd_version,
+        "nsfw_level": a.nsfw_level,
+        "supports_generation": a.supports_generation,
+        "stats": dict(a.stats or {}),
+        "extra": dict(a.extra or {}),
+        "file_path": a.file_path,
+        "file_stem": a.file_stem,
+        "alias": a.alias,
+        "primary_file_name": a.primary_file_name,
+        "primary_file_size_kb": a.primary_file_size_kb,
+        "primary_file_sha256": a.primary_file_sha256,
+        "primary_file_download_url": a.primary_file_download_url,
+        "primary_file_local_path": a.primary_file_local_path,
+        "base_model": a.base_model,
+        "network_module": a.network_module,
+        "network_dim": a.network_dim,
+        "network_alpha": a.network_alpha,
+        "model_hash": a.model_hash,
+        "trigger_candidates": list(a.trigger_candidates or []),
+        "header_metadata": dict(a.header_metadata or {}),
+        "weight": a.weight,
+        "active": a.active,
+        "ordinal": a.ordinal,
+        "json_file_path": a.json_file_path,
+        "json_file_mtime": a.json_file_mtime,
+        "json_file_size": a.json_file_size,
+        "last_ingested_at": _iso(a.last_ingested_at),
+        "created_at": _iso(a.created_at),
+        "updated_at": _iso(a.updated_at),
     }

@@ -49,21 +49,40 @@ class FeedbackRequest(BaseModel):
 
 
 def _response(eng: service.Engine, started: float, items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"target_lora_id": None, "prompt": None, **extra, "recommendations": items,
-            "total_candidates": len(items), "processing_time_ms": eng.record(started),
-            "generated_at": utcnow().isoformat()}
+    return {
+        "target_lora_id": None,
+        "prompt": None,
+        **extra,
+        "recommendations": items,
+        "total_candidates": len(items),
+        "processing_time_ms": eng.record(started),
+        "generated_at": utcnow().isoformat(),
+    }
 
 
 @router.get("/recommendations/similar/{lora_id}")
-async def similar(lora_id: str, request: Request, session: SessionDep,
-                  limit: Annotated[int, Query(ge=1, le=50)] = 10,
-                  similarity_threshold: Annotated[float, Query(ge=0, le=1)] = 0.1,
-                  diversify_results: bool = True) -> dict[str, Any]:
+async def similar(
+    lora_id: str,
+    request: Request,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    similarity_threshold: Annotated[float, Query(ge=0, le=1)] = 0.1,
+    diversify_results: bool = True,
+) -> dict[str, Any]:
     eng, started = engine(request), time.perf_counter()
     items = await service.similar(session, eng, lora_id, limit=limit, threshold=similarity_threshold)
-    answer = _response(eng, started, items, target_lora_id=lora_id, recommendation_config={
-        "device": "cpu", "gpu_enabled": False, "similarity_threshold": similarity_threshold,
-        "model": eng.encoder.model_id})
+    answer = _response(
+        eng,
+        started,
+        items,
+        target_lora_id=lora_id,
+        recommendation_config={
+            "device": "cpu",
+            "gpu_enabled": False,
+            "similarity_threshold": similarity_threshold,
+            "model": eng.encoder.model_id,
+        },
+    )
     # The SPA's recommendations screen reads this answer's `data` (it unwraps an already
     # unwrapped body), so the answer carries itself once more there.
     return {**answer, "data": dict(answer)}
@@ -73,9 +92,19 @@ async def similar(lora_id: str, request: Request, session: SessionDep,
 async def for_prompt(body: PromptRequest, request: Request, session: SessionDep) -> dict[str, Any]:
     eng, started = engine(request), time.perf_counter()
     items = await service.for_prompt(session, eng, body.prompt, exclude=body.active_loras, limit=body.limit)
-    return _response(eng, started, items, prompt=body.prompt, recommendation_config={
-        "device": "cpu", "gpu_enabled": False, "style_preference": body.style_preference,
-        "technical_requirements": body.technical_requirements, "model": eng.encoder.model_id})
+    return _response(
+        eng,
+        started,
+        items,
+        prompt=body.prompt,
+        recommendation_config={
+            "device": "cpu",
+            "gpu_enabled": False,
+            "style_preference": body.style_preference,
+            "technical_requirements": body.technical_requirements,
+            "model": eng.encoder.model_id,
+        },
+    )
 
 
 @router.get("/recommendations/stats")
@@ -89,8 +118,9 @@ async def compute(body: ComputeRequest, request: Request, session: SessionDep) -
     if body.adapter_ids and not body.compute_all:
         stmt = stmt.where(Adapter.id.in_(body.adapter_ids))
     adapters = list((await session.scalars(stmt)).all())
-    return await service.compute(session, engine(request), adapters, force=body.force_recompute,
-                                 batch_size=body.batch_size)
+    return await service.compute(
+        session, engine(request), adapters, force=body.force_recompute, batch_size=body.batch_size
+    )
 
 
 @router.get("/recommendations/embeddings/{lora_id}")
@@ -100,5 +130,6 @@ async def embedding_status(lora_id: str, request: Request, session: SessionDep) 
 
 @router.post("/recommendations/feedback", status_code=201)
 async def feedback(body: FeedbackRequest, session: SessionDep) -> dict[str, Any]:
-    return await service.add_feedback(session, body.recommended_lora_id, body.feedback_type, body.context,
-                                      body.feedback_reason)
+    return await service.add_feedback(
+        session, body.recommended_lora_id, body.feedback_type, body.context, body.feedback_reason
+    )

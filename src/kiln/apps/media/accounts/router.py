@@ -47,13 +47,20 @@ async def signup(body: SignupIn, session: SessionDep, settings: SettingsDep) -> 
 
 
 @router.post("/login", response_model=LoginOut)
-async def login(body: LoginIn, request: Request, response: Response, session: SessionDep,
-                settings: SettingsDep, limiter: LoginLimiter) -> LoginOut:
+async def login(
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    limiter: LoginLimiter,
+) -> LoginOut:
     client = client_address(request)
     decision = limiter.check(body.email, client)
     if not decision.allowed:
-        raise HTTPException(429, "Too many failed logins; try again later",
-                            headers={"Retry-After": decision.retry_after_header})
+        raise HTTPException(
+            429, "Too many failed logins; try again later", headers={"Retry-After": decision.retry_after_header}
+        )
     user = await authenticate(session, body.email, body.password)
     if user is None or not user.is_active:
         limiter.record_failure(body.email, client)

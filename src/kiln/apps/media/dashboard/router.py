@@ -24,8 +24,13 @@ async def ai_workers(user: MediaUser, kernel: KernelDep, session: SessionDep) ->
 
 
 @router.post("/ai-workers/dispatch", status_code=202, response_model=DispatchOut)
-async def dispatch(user: MediaUser, kernel: KernelDep, session: SessionDep, body: DispatchIn | None = None,
-                   media_id: uuid.UUID | None = Query(default=None)) -> JSONResponse:
+async def dispatch(
+    user: MediaUser,
+    kernel: KernelDep,
+    session: SessionDep,
+    body: DispatchIn | None = None,
+    media_id: uuid.UUID | None = Query(default=None),
+) -> JSONResponse:
     """Queue (again) one of your media items for processing by the fleet: 202 with the job id."""
     target = str(media_id) if media_id is not None else (body.media_id.lower() if body else None)
     if target is None:
@@ -35,8 +40,13 @@ async def dispatch(user: MediaUser, kernel: KernelDep, session: SessionDep, body
     except fleet.DispatchRefused as exc:
         raise HTTPException(exc.status_code, exc.detail) from None
     await publish_all(kernel.events, [event])
-    out = DispatchOut(message=f"Task {job_id} dispatched to the Titan fleet.", job_id=job_id, media_id=target,
-                      action="process", queue_size=queue)
+    out = DispatchOut(
+        message=f"Task {job_id} dispatched to the Titan fleet.",
+        job_id=job_id,
+        media_id=target,
+        action="process",
+        queue_size=queue,
+    )
     return JSONResponse(out.model_dump(), status_code=202)
 
 

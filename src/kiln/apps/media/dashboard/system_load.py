@@ -43,19 +43,21 @@ async def record_load_sample(kernel: Any, now: datetime | None = None) -> None:
     now = now or utcnow()
     reading = await current_readings(kernel)
     async with kernel.db.session() as session:
-        session.add(MediaLoadSample(at=now, cpu_percent=reading["cpu"], memory_percent=reading["memory"],
-                                    load=reading["load"]))
-        await session.execute(delete(MediaLoadSample).where(
-            MediaLoadSample.at < utcnow() - timedelta(days=cfg.load_retention_days)))
+        session.add(
+            MediaLoadSample(at=now, cpu_percent=reading["cpu"], memory_percent=reading["memory"], load=reading["load"])
+        )
+        await session.execute(
+            delete(MediaLoadSample).where(MediaLoadSample.at < utcnow() - timedelta(days=cfg.load_retention_days))
+        )
         await session.commit()
 
 
 async def daily_history(session: AsyncSession, now: datetime, days: int = 7) -> list[dict[str, Any]]:
     """Mean and peak load per UTC day, oldest first; days without samples have load None."""
     start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = (await session.execute(
-        select(MediaLoadSample.at, MediaLoadSample.load).where(MediaLoadSample.at >= start)
-    )).all()
+    rows = (
+        await session.execute(select(MediaLoadSample.at, MediaLoadSample.load).where(MediaLoadSample.at >= start))
+    ).all()
     buckets: dict[str, list[float]] = {}
     for at, load in rows:
         buckets.setdefault(at.date().isoformat(), []).append(load)
@@ -63,9 +65,14 @@ async def daily_history(session: AsyncSession, now: datetime, days: int = 7) -> 
     for i in range(days):
         day = (start + timedelta(days=i)).date().isoformat()
         values = buckets.get(day, [])
-        out.append({"day": day, "samples": len(values),
-                    "load": round(sum(values) / len(values), 1) if values else None,
-                    "peak": round(max(values), 1) if values else None})
+        out.append(
+            {
+                "day": day,
+                "samples": len(values),
+                "load": round(sum(values) / len(values), 1) if values else None,
+                "peak": round(max(values), 1) if values else None,
+            }
+        )
     return out
 
 

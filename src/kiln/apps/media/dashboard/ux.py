@@ -71,8 +71,7 @@ class UxTracker:
                 entry[0], entry[1] = now, entry[1] + 1
 
     def due(self, interval: float) -> bool:
-        return time.monotonic() - self.last_flush >= interval and (
-            self._flushing is None or self._flushing.done())
+        return time.monotonic() - self.last_flush >= interval and (self._flushing is None or self._flushing.done())
 
     def schedule_flush(self, kernel: Any) -> None:
         self.last_flush = time.monotonic()
@@ -96,18 +95,28 @@ class UxTracker:
             insert = sqlite_insert if kernel.db.is_sqlite else pg_insert
             for (user_id, hour), (last_seen, requests) in seen.items():
                 stmt = insert(MediaUserActivity).values(
-                    user_id=user_id, hour=hour, last_seen_at=last_seen, requests=requests)
+                    user_id=user_id, hour=hour, last_seen_at=last_seen, requests=requests
+                )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["user_id", "hour"],
-                    set_={"last_seen_at": func.max(MediaUserActivity.last_seen_at, stmt.excluded.last_seen_at)
-                          if kernel.db.is_sqlite else func.greatest(MediaUserActivity.last_seen_at,
-                                                                    stmt.excluded.last_seen_at),
-                          "requests": MediaUserActivity.requests + stmt.excluded.requests},
+                    set_={
+                        "last_seen_at": func.max(MediaUserActivity.last_seen_at, stmt.excluded.last_seen_at)
+                        if kernel.db.is_sqlite
+                        else func.greatest(MediaUserActivity.last_seen_at, stmt.excluded.last_seen_at),
+                        "requests": MediaUserActivity.requests + stmt.excluded.requests,
+                    },
                 )
                 await session.execute(stmt)
             if timings[0]:
-                session.add(MediaResponseStats(at=now, count=timings[0], total_ms=round(timings[1], 3),
-                                               max_ms=round(timings[2], 3), histogram=timings[3]))
+                session.add(
+                    MediaResponseStats(
+                        at=now,
+                        count=timings[0],
+                        total_ms=round(timings[1], 3),
+                        max_ms=round(timings[2], 3),
+                        histogram=timings[3],
+                    )
+                )
             cutoff = now - timedelta(days=8)
             await session.execute(delete(MediaResponseStats).where(MediaResponseStats.at < cutoff))
             await session.execute(delete(MediaUserActivity).where(MediaUserActivity.hour < cutoff))
@@ -166,22 +175,37 @@ async def user_experience(kernel: Any, session: AsyncSession) -> dict[str, Any]:
     cfg = media_settings(kernel)
     await tracker_for(kernel).flush(kernel)  # this process's latest counters count too
     now = utcnow()
-    active_now = await session.scalar(select(func.count(func.distinct(MediaUserActivity.user_id))).where(
-        MediaUserActivity.last_seen_at >= now - timedelta(seconds=cfg.active_user_seconds)))
+    active_now = await session.scalar(
+        select(func.count(func.distinct(MediaUserActivity.user_id))).where(
+            MediaUserActivity.last_seen_at >= now - timedelta(seconds=cfg.active_user_seconds)
+        )
+    )
     hour0 = now.replace(minute=0, second=0, microsecond=0)
     hours = [hour0 - timedelta(hours=6 - i) for i in range(7)]
-    per_hour = dict((await session.execute(
-        select(MediaUserActivity.hour, func.count(func.distinct(MediaUserActivity.user_id)))
-        .where(MediaUserActivity.hour >= hours[0]).group_by(MediaUserActivity.hour))).all())
+    per_hour = dict(
+        (
+            await session.execute(
+                select(MediaUserActivity.hour, func.count(func.distinct(MediaUserActivity.user_id)))
+                .where(MediaUserActivity.hour >= hours[0])
+                .group_by(MediaUserActivity.hour)
+            )
+        ).all()
+    )
     day0 = hour0.replace(hour=0)
     days = [day0 - timedelta(days=6 - i) for i in range(7)]
-    rows = (await session.execute(select(MediaUserActivity.user_id, MediaUserActivity.hour)
-                                  .where(MediaUserActivity.hour >= days[0]))).all()
+    rows = (
+        await session.execute(
+            select(MediaUserActivity.user_id, MediaUserActivity.hour).where(MediaUserActivity.hour >= days[0])
+        )
+    ).all()
     uniques: dict[str, set[str]] = {}
     for user_id, hour in rows:
         uniques.setdefault(hour.date().isoformat(), set()).add(user_id)
-    stats = (await session.execute(select(MediaResponseStats).where(
-        MediaResponseStats.at >= now - timedelta(hours=1)))).scalars().all()
+    stats = (
+        (await session.execute(select(MediaResponseStats).where(MediaResponseStats.at >= now - timedelta(hours=1))))
+        .scalars()
+        .all()
+    )
     count = sum(s.count for s in stats)
     histogram = [sum(col) for col in zip(*(s.histogram for s in stats), strict=True)] if stats else []
     return {

@@ -66,6 +66,7 @@ def contributes(status: str | None, has_trash: bool | None, lat: float | None, l
 
 # ------------------------------------------------------------------ SQL twins of nano / micro / //
 
+
 def sql_floor(expr: Any, dialect: str) -> Any:
     if dialect == "postgresql":
         return cast(func.floor(expr), BigInteger)
@@ -89,6 +90,7 @@ def sql_floordiv(a: Any, b: int) -> Any:
 
 
 # ------------------------------------------------------------------ deltas
+
 
 @dataclass(slots=True)
 class Delta:
@@ -124,33 +126,59 @@ async def apply(session: Db, delta: Delta) -> None:
         return
     insert = _insert(_dialect_name(session))
     cells = MediaGridCell.__table__
-    rows = [{"user_id": k[0], "level": k[1], "lat_idx": k[2], "lng_idx": k[3], "count": v[0],
-             "confidence_sum": v[1]} for k, v in sorted(delta.cells.items()) if v[0] or v[1]]
+    rows = [
+        {"user_id": k[0], "level": k[1], "lat_idx": k[2], "lng_idx": k[3], "count": v[0], "confidence_sum": v[1]}
+        for k, v in sorted(delta.cells.items())
+        if v[0] or v[1]
+    ]
     if rows:
         stmt = insert(cells)
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "level", "lat_idx", "lng_idx"],
-            set_={"count": cells.c.count + stmt.excluded.count,
-                  "confidence_sum": cells.c.confidence_sum + stmt.excluded.confidence_sum})
+            set_={
+                "count": cells.c.count + stmt.excluded.count,
+                "confidence_sum": cells.c.confidence_sum + stmt.excluded.confidence_sum,
+            },
+        )
         await session.execute(stmt, rows)
     labels = MediaGridLabel.__table__
-    lrows = [{"user_id": k[0], "level": k[1], "lat_idx": k[2], "lng_idx": k[3], "label": k[4], "count": v}
-             for k, v in sorted(delta.labels.items()) if v]
+    lrows = [
+        {"user_id": k[0], "level": k[1], "lat_idx": k[2], "lng_idx": k[3], "label": k[4], "count": v}
+        for k, v in sorted(delta.labels.items())
+        if v
+    ]
     if lrows:
         stmt = insert(labels)
-        stmt = stmt.on_conflict_do_update(index_elements=["user_id", "level", "lat_idx", "lng_idx", "label"],
-                                          set_={"count": labels.c.count + stmt.excluded.count})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id", "level", "lat_idx", "lng_idx", "label"],
+            set_={"count": labels.c.count + stmt.excluded.count},
+        )
         await session.execute(stmt, lrows)
     gone = [r for r in rows if r["count"] < 0]
     if gone:
-        await session.execute(delete(cells).where(
-            cells.c.user_id == _b("user_id"), cells.c.level == _b("level"), cells.c.lat_idx == _b("lat_idx"),
-            cells.c.lng_idx == _b("lng_idx"), cells.c.count <= 0), gone)
+        await session.execute(
+            delete(cells).where(
+                cells.c.user_id == _b("user_id"),
+                cells.c.level == _b("level"),
+                cells.c.lat_idx == _b("lat_idx"),
+                cells.c.lng_idx == _b("lng_idx"),
+                cells.c.count <= 0,
+            ),
+            gone,
+        )
     lgone = [r for r in lrows if r["count"] < 0]
     if lgone:
-        await session.execute(delete(labels).where(
-            labels.c.user_id == _b("user_id"), labels.c.level == _b("level"), labels.c.lat_idx == _b("lat_idx"),
-            labels.c.lng_idx == _b("lng_idx"), labels.c.label == _b("label"), labels.c.count <= 0), lgone)
+        await session.execute(
+            delete(labels).where(
+                labels.c.user_id == _b("user_id"),
+                labels.c.level == _b("level"),
+                labels.c.lat_idx == _b("lat_idx"),
+                labels.c.lng_idx == _b("lng_idx"),
+                labels.c.label == _b("label"),
+                labels.c.count <= 0,
+            ),
+            lgone,
+        )
     versions = MediaGridVersion.__table__
     stmt = insert(versions)
     stmt = stmt.on_conflict_do_update(index_elements=["user_id"], set_={"version": versions.c.version + 1})
@@ -163,13 +191,15 @@ def _b(name: str) -> Any:
 
 # ------------------------------------------------------------------ membership
 
+
 async def _labels_of(session: Db, ids: Sequence[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for start in range(0, len(ids), CHUNK):
         rows = await session.execute(
             select(MediaDetection.media_id, MediaDetection.label, func.count())
-            .where(MediaDetection.media_id.in_(ids[start:start + CHUNK]))
-            .group_by(MediaDetection.media_id, MediaDetection.label))
+            .where(MediaDetection.media_id.in_(ids[start : start + CHUNK]))
+            .group_by(MediaDetection.media_id, MediaDetection.label)
+        )
         for media_id, label, n in rows:
             out[media_id][label] = int(n)
     return out
@@ -182,9 +212,11 @@ async def remove(session: Db, media_ids: Sequence[str], delta: Delta | None = No
     delta = delta if delta is not None else Delta()
     members = MediaGridMember.__table__
     for start in range(0, len(media_ids), CHUNK):
-        gone = await session.execute(delete(members).where(members.c.media_id.in_(media_ids[start:start + CHUNK]))
-                                     .returning(members.c.user_id, members.c.lat_idx, members.c.lng_idx,
-                                                members.c.confidence, members.c.labels))
+        gone = await session.execute(
+            delete(members)
+            .where(members.c.media_id.in_(media_ids[start : start + CHUNK]))
+            .returning(members.c.user_id, members.c.lat_idx, members.c.lng_idx, members.c.confidence, members.c.labels)
+        )
         for user_id, i, j, conf, labels in gone:
             delta.add(user_id, int(i), int(j), int(conf), labels or {}, -1)
     if own:
@@ -198,10 +230,17 @@ async def sync(session: Db, media_ids: Sequence[str]) -> None:
     delta = await remove(session, media_ids, Delta())
     rows = []
     for start in range(0, len(media_ids), CHUNK):
-        rows += (await session.execute(
-            select(MediaItem.id, MediaItem.user_id, MediaItem.lat, MediaItem.lng, MediaItem.confidence)
-            .where(MediaItem.id.in_(media_ids[start:start + CHUNK]), MediaItem.status == READY,
-                   MediaItem.has_trash == true(), MediaItem.lat.is_not(None), MediaItem.lng.is_not(None)))).all()
+        rows += (
+            await session.execute(
+                select(MediaItem.id, MediaItem.user_id, MediaItem.lat, MediaItem.lng, MediaItem.confidence).where(
+                    MediaItem.id.in_(media_ids[start : start + CHUNK]),
+                    MediaItem.status == READY,
+                    MediaItem.has_trash == true(),
+                    MediaItem.lat.is_not(None),
+                    MediaItem.lng.is_not(None),
+                )
+            )
+        ).all()
     if rows:
         labels = await _labels_of(session, [r.id for r in rows])
         insert = _insert(_dialect_name(session))
@@ -210,27 +249,31 @@ async def sync(session: Db, media_ids: Sequence[str]) -> None:
             i, j, conf = nano(r.lat) // FINE_NANO, nano(r.lng) // FINE_NANO, micro(r.confidence)
             mine = labels.get(r.id, {})
             added = await session.execute(
-                insert(members).values(media_id=r.id, user_id=r.user_id, lat_idx=i, lng_idx=j, confidence=conf,
-                                       labels=mine)
-                .on_conflict_do_nothing(index_elements=["media_id"]).returning(members.c.media_id))
+                insert(members)
+                .values(media_id=r.id, user_id=r.user_id, lat_idx=i, lng_idx=j, confidence=conf, labels=mine)
+                .on_conflict_do_nothing(index_elements=["media_id"])
+                .returning(members.c.media_id)
+            )
             if added.first() is not None:  # a concurrent sync may have added it first
                 delta.add(r.user_id, i, j, conf, mine, 1)
     await apply(session, delta)
 
 
 async def version(session: AsyncSession, user_id: str) -> int:
-    return int(await session.scalar(select(MediaGridVersion.version).where(MediaGridVersion.user_id == user_id))
-               or 0)
+    return int(await session.scalar(select(MediaGridVersion.version).where(MediaGridVersion.user_id == user_id)) or 0)
 
 
 def backfill_sql(dialect: str, where: str = "TRUE") -> list[str]:
     """SQL that fills the grid from the rows (migration 0006, bulk loads); `where` filters
     media_items (alias m). The key expressions are the SQL twins of nano/micro/floordiv."""
+
     def floor(x: str) -> str:
         if dialect == "postgresql":
             return f"CAST(floor({x}) AS BIGINT)"
-        return f"(CASE WHEN ({x}) < 0 AND CAST({x} AS INTEGER) != ({x}) THEN CAST({x} AS INTEGER) - 1 " \
-               f"ELSE CAST({x} AS INTEGER) END)"
+        return (
+            f"(CASE WHEN ({x}) < 0 AND CAST({x} AS INTEGER) != ({x}) THEN CAST({x} AS INTEGER) - 1 "
+            f"ELSE CAST({x} AS INTEGER) END)"
+        )
 
     def fdiv(a: str, b: int) -> str:
         return f"((({a}) - ((({a}) % {b}) + {b}) % {b}) / {b})"

@@ -34,11 +34,31 @@ import numpy as np
 from PIL import Image
 
 # Labels that mean litter: the reference's five classes plus TACO's top-10 classes.
-TRASH_LABELS = frozenset({
-    "trash", "plastic", "metal", "glass", "paper", "cardboard", "litter", "rubbish",
-    "bottle", "bottle cap", "can", "cigarette", "cup", "lid", "other", "plastic bag + wrapper",
-    "plastic bag", "wrapper", "pop tab", "straw", "carton",
-})
+TRASH_LABELS = frozenset(
+    {
+        "trash",
+        "plastic",
+        "metal",
+        "glass",
+        "paper",
+        "cardboard",
+        "litter",
+        "rubbish",
+        "bottle",
+        "bottle cap",
+        "can",
+        "cigarette",
+        "cup",
+        "lid",
+        "other",
+        "plastic bag + wrapper",
+        "plastic bag",
+        "wrapper",
+        "pop tab",
+        "straw",
+        "carton",
+    }
+)
 _ALIASES = {"rubbish": "trash", "litter": "trash", "garbage": "trash", "waste": "trash"}
 
 
@@ -58,8 +78,12 @@ class Detection:
 
     def normalized(self, width: int, height: int) -> dict[str, float]:
         x1, y1, x2, y2 = self.bbox
-        return {"x": round(x1 / width, 6), "y": round(y1 / height, 6),
-                "w": round((x2 - x1) / width, 6), "h": round((y2 - y1) / height, 6)}
+        return {
+            "x": round(x1 / width, 6),
+            "y": round(y1 / height, 6),
+            "w": round((x2 - x1) / width, 6),
+            "h": round((y2 - y1) / height, 6),
+        }
 
 
 @runtime_checkable
@@ -82,8 +106,7 @@ def normalize_label(label: str) -> str:
     return _ALIASES.get(key, key)
 
 
-def summarize(detections: Sequence[Detection], trash_labels: Iterable[str] | None = TRASH_LABELS
-              ) -> TrashSummary:
+def summarize(detections: Sequence[Detection], trash_labels: Iterable[str] | None = TRASH_LABELS) -> TrashSummary:
     """Trash verdict for a photo. ``trash_labels=None`` counts every detection as trash
     (for a single-purpose litter model whose classes are all litter)."""
     wanted = None if trash_labels is None else {normalize_label(x) for x in trash_labels}
@@ -97,6 +120,7 @@ def summarize(detections: Sequence[Detection], trash_labels: Iterable[str] | Non
 
 
 # ---------------------------------------------------------------- numpy post-processing
+
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first."""
@@ -133,8 +157,9 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, fl
     return np.ascontiguousarray(tensor), scale, (float(pad[0]), float(pad[1]))
 
 
-def decode_yolo(output: np.ndarray, names: Sequence[str], *, conf_threshold: float,
-                iou_threshold: float, max_detections: int) -> list[tuple[int, float, np.ndarray]]:
+def decode_yolo(
+    output: np.ndarray, names: Sequence[str], *, conf_threshold: float, iou_threshold: float, max_detections: int
+) -> list[tuple[int, float, np.ndarray]]:
     """YOLOv8 head ``[1, 4+C, N]`` -> (class, score, xyxy in model-input pixels) after NMS."""
     pred = np.asarray(output, dtype=np.float32)
     if pred.ndim == 3:
@@ -193,12 +218,20 @@ def load_labels(path: str | Path) -> list[str]:
 
 # ---------------------------------------------------------------- adapters
 
+
 class OnnxYoloDetector:
     """YOLOv8-format ONNX model on onnxruntime (CPU unless ``providers`` says otherwise)."""
 
-    def __init__(self, model_path: str | Path, *, labels: str | Path | Sequence[str] | None = None,
-                 conf_threshold: float = 0.25, iou_threshold: float = 0.45,
-                 max_detections: int = 300, providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        labels: str | Path | Sequence[str] | None = None,
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+        providers: Sequence[str] | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -210,7 +243,8 @@ class OnnxYoloDetector:
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(
-                str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+                str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+            )
         except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own opaque types
             raise DetectorError(f"cannot load ONNX model {path.name}: {exc}") from None
         self._input = self._session.get_inputs()[0]
@@ -236,8 +270,13 @@ class OnnxYoloDetector:
     def detect(self, image: Image.Image) -> list[Detection]:
         tensor, scale, (px, py) = letterbox(image, self.input_size)
         output = self._session.run(None, {self._input.name: tensor})[0]
-        found = decode_yolo(output, self.names, conf_threshold=self.conf_threshold,
-                            iou_threshold=self.iou_threshold, max_detections=self.max_detections)
+        found = decode_yolo(
+            output,
+            self.names,
+            conf_threshold=self.conf_threshold,
+            iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections,
+        )
         result = []
         for cls, score, (x1, y1, x2, y2) in found:
             # Undo the letterbox, then clip to the original image.
@@ -319,9 +358,9 @@ class HttpDetector:
         return self._check(response)
 
 
-def detector_from_settings(onnx_path: str | Path | None, url: str | None, *,
-                           labels: str | Path | None = None, conf_threshold: float = 0.25
-                           ) -> Detector | None:
+def detector_from_settings(
+    onnx_path: str | Path | None, url: str | None, *, labels: str | Path | None = None, conf_threshold: float = 0.25
+) -> Detector | None:
     """The configured detector: a local ONNX model wins over a URL; neither gives None."""
     if onnx_path:
         return OnnxYoloDetector(onnx_path, labels=labels, conf_threshold=conf_threshold)

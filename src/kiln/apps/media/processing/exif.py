@@ -77,8 +77,9 @@ _UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn"}
 def _printable(text: str) -> str:
     if text.isprintable():  # the usual case: nothing to remove (isprintable also refuses spaces
         return text  # other than " ", which the slow path below keeps as plain spaces)
-    return "".join(" " if ch.isspace() else ch for ch in text
-                   if ch.isspace() or unicodedata.category(ch) not in _UNPRINTABLE)
+    return "".join(
+        " " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) not in _UNPRINTABLE
+    )
 
 
 def _text(value: Any, limit: int = MAX_TEXT_LENGTH) -> str | None:

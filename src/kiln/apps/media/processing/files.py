@@ -30,4 +30,3 @@ async def local_copy(blobs: Any, key: str) -> AsyncIterator[Path]:
         yield path
     finally:
         await asyncio.to_thread(path.unlink, True)
-

@@ -80,13 +80,20 @@ def _retry_after(response: Any) -> float | None:
 
 
 class HfSink:
-    def __init__(self, token: str | None, repo_id: str, *, endpoint: str | None = None,
-                 repo_type: str = "dataset", revision: str = "main", max_files_per_commit: int = 50) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        repo_id: str,
+        *,
+        endpoint: str | None = None,
+        repo_type: str = "dataset",
+        revision: str = "main",
+        max_files_per_commit: int = 50,
+    ) -> None:
         try:
             from huggingface_hub import HfApi
         except ImportError:
-            raise HfSinkError(
-                "publishing to Hugging Face needs huggingface_hub: pip install 'kiln[media]'") from None
+            raise HfSinkError("publishing to Hugging Face needs huggingface_hub: pip install 'kiln[media]'") from None
         if "/" not in repo_id:
             raise HfSinkError(f"repo id must look like 'owner/name', got {repo_id!r}")
         self.repo_id, self.repo_type, self.revision = repo_id, repo_type, revision
@@ -104,8 +111,11 @@ class HfSink:
 
         try:
             info = self._api.create_commit(
-                repo_id=self.repo_id, repo_type=self.repo_type, revision=self.revision,
-                operations=operations, commit_message=message,
+                repo_id=self.repo_id,
+                repo_type=self.repo_type,
+                revision=self.revision,
+                operations=operations,
+                commit_message=message,
             )
         except HfHubHTTPError as exc:
             response = getattr(exc, "response", None)
@@ -123,10 +133,13 @@ class HfSink:
 
         oids = []
         for start in range(0, len(files), self.max_files_per_commit):
-            batch = files[start:start + self.max_files_per_commit]
-            ops = [CommitOperationAdd(path_in_repo=f.path_in_repo,
-                                      path_or_fileobj=str(f.data) if isinstance(f.data, Path) else f.data)
-                   for f in batch]
+            batch = files[start : start + self.max_files_per_commit]
+            ops = [
+                CommitOperationAdd(
+                    path_in_repo=f.path_in_repo, path_or_fileobj=str(f.data) if isinstance(f.data, Path) else f.data
+                )
+                for f in batch
+            ]
             suffix = f" ({start // self.max_files_per_commit + 1})" if len(files) > len(batch) else ""
             oids.append(self._commit(ops, f"{message}{suffix}: {len(batch)} file(s)"))
         return oids
@@ -138,8 +151,9 @@ class HfSink:
         if not paths:
             return set()
         try:
-            infos = self._api.get_paths_info(self.repo_id, list(paths), repo_type=self.repo_type,
-                                             revision=self.revision)
+            infos = self._api.get_paths_info(
+                self.repo_id, list(paths), repo_type=self.repo_type, revision=self.revision
+            )
         except HfHubHTTPError as exc:
             response = getattr(exc, "response", None)
             if getattr(response, "status_code", None) == 429:
@@ -159,8 +173,9 @@ class HfSink:
         return self._commit(ops, f"{message}: {len(ops)} file(s)")
 
 
-def hf_sink_from_settings(token: str | None, repo_id: str | None, endpoint: str | None = None,
-                          **kwargs: Any) -> HfSink | None:
+def hf_sink_from_settings(
+    token: str | None, repo_id: str | None, endpoint: str | None = None, **kwargs: Any
+) -> HfSink | None:
     """The configured sink, or None when no repo id is set (publishing is optional)."""
     if not repo_id:
         return None

@@ -43,8 +43,15 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Pillow warns from 89.5 MP on; Kiln enforces its own limit right after the header is read.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Formats Pillow may identify that we accept; MPO is how Pillow names multi-picture camera JPEGs.
-_ACCEPTED = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-             "TIFF": "image/tiff", "BMP": "image/bmp", "HEIF": "image/heif"}
+_ACCEPTED = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+    "HEIF": "image/heif",
+}
 _heif_lock = threading.Lock()
 
 
@@ -138,8 +145,9 @@ def _open(data: bytes) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=_formats())
     except UnidentifiedImageError:
-        raise ImageRejected("not a supported image (JPEG, PNG, WebP, TIFF, BMP"
-                            + (", HEIC" if heif_supported() else "") + ")") from None
+        raise ImageRejected(
+            "not a supported image (JPEG, PNG, WebP, TIFF, BMP" + (", HEIC" if heif_supported() else "") + ")"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -153,8 +161,10 @@ def _check_pixels(img: Image.Image, max_pixels: int) -> None:
     pixels = img.width * img.height
     if pixels > max_pixels:
         img.close()
-        raise ImageTooLarge(f"image too large: {img.width}x{img.height} is {pixels / 1e6:.1f} megapixels, "
-                            f"the limit is {max_pixels / 1e6:g} megapixels")
+        raise ImageTooLarge(
+            f"image too large: {img.width}x{img.height} is {pixels / 1e6:.1f} megapixels, "
+            f"the limit is {max_pixels / 1e6:g} megapixels"
+        )
 
 
 def _draft_scale(width: int, height: int, box: int) -> int:
@@ -185,8 +195,9 @@ def _oriented_size(img: Image.Image, orientation: int | None) -> tuple[int, int]
 def _info(img: Image.Image, orientation: int | None) -> ImageInfo:
     fmt = "JPEG" if img.format == "MPO" else (img.format or "")
     width, height = _oriented_size(img, orientation)
-    return ImageInfo(format=fmt, mime=_ACCEPTED.get(img.format or "", "application/octet-stream"),
-                     width=width, height=height)
+    return ImageInfo(
+        format=fmt, mime=_ACCEPTED.get(img.format or "", "application/octet-stream"), width=width, height=height
+    )
 
 
 def probe(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -233,9 +244,15 @@ def _reduced(img: Image.Image, box: int, orientation: int | None) -> Image.Image
     return _orient(_to_rgb(img), orientation)
 
 
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _orient(img: Image.Image, orientation: int | None) -> Image.Image:
@@ -344,8 +361,7 @@ def extract(
     )
 
 
-def load_oriented(source: Source, max_side: int | None = None, *,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_oriented(source: Source, max_side: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """An RGB, EXIF-oriented image (reduced to ``max_side`` if given), e.g. for a detector."""
     img = _open(_read(source))
     _check_pixels(img, max_pixels)
@@ -365,4 +381,3 @@ def raw_decode_thumbnail(path: str | os.PathLike[str], size: int = THUMBNAIL_SIZ
     with Image.open(path) as img:
         img.thumbnail((size, size))
         return _encode_jpeg(img.convert("RGB"), THUMBNAIL_QUALITY)
-

@@ -40,7 +40,6 @@ from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_hand
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)
 
 
-
 class MediaFailed(Exception):
     """The item was marked FAILED (already logged and announced)."""
 
@@ -50,15 +49,17 @@ def _owner(item: MediaItem) -> tuple[str | None, int]:
     return item.job_id, item.attempts
 
 
-async def _step(ctx: JobContext, item: MediaItem, status: str, *, detail: str | None = None,
-                values: dict[str, Any] | None = None) -> bool:
+async def _step(
+    ctx: JobContext, item: MediaItem, status: str, *, detail: str | None = None, values: dict[str, Any] | None = None
+) -> bool:
     """One transition of this attempt's item (in a transaction shared with other jobs' steps);
     False when the item is gone or no longer ours."""
     owner = _owner(item)
 
     async def op(session: AsyncConnection) -> StatusEvent | None:
-        return await transition(session, item, status, detail=detail, worker=ctx.job.worker,
-                                expect=RUNNABLE, values=values, owner=owner)
+        return await transition(
+            session, item, status, detail=detail, worker=ctx.job.worker, expect=RUNNABLE, values=values, owner=owner
+        )
 
     event = await batch.run(ctx.kernel, op)
     if event is None:
@@ -123,23 +124,41 @@ _ITEMS = MediaItem.__table__
 # only read and mirrored, never added to a session.
 _CLAIM = (
     update(_ITEMS)
-    .where(_ITEMS.c.id == bindparam("c_id"), _ITEMS.c.job_id == bindparam("c_job"),
-           _ITEMS.c.status.in_([bindparam(f"c_state_{n}", state) for n, state in enumerate(RUNNABLE)]),
-           _ITEMS.c.attempts < bindparam("c_max"))
-    .values(status=EXTRACTING, updated_at=bindparam("c_now", type_=_ITEMS.c.updated_at.type),
-            worker_name=bindparam("c_worker"), attempts=_ITEMS.c.attempts + 1, error=None)
+    .where(
+        _ITEMS.c.id == bindparam("c_id"),
+        _ITEMS.c.job_id == bindparam("c_job"),
+        _ITEMS.c.status.in_([bindparam(f"c_state_{n}", state) for n, state in enumerate(RUNNABLE)]),
+        _ITEMS.c.attempts < bindparam("c_max"),
+    )
+    .values(
+        status=EXTRACTING,
+        updated_at=bindparam("c_now", type_=_ITEMS.c.updated_at.type),
+        worker_name=bindparam("c_worker"),
+        attempts=_ITEMS.c.attempts + 1,
+        error=None,
+    )
     .returning(*_ITEMS.c)
 )
 
 
-async def _claim(session: AsyncConnection, ctx: JobContext, media_id: str, max_attempts: int
-                 ) -> tuple[MediaItem | None, StatusEvent | None]:
+async def _claim(
+    session: AsyncConnection, ctx: JobContext, media_id: str, max_attempts: int
+) -> tuple[MediaItem | None, StatusEvent | None]:
     """Load and claim the item (-> EXTRACTING) in one statement: (item, event) when claimed,
     (item, None) when it ran out of attempts, (None, None) when it is gone or not this job's."""
     now = utcnow()
-    row = (await session.execute(_CLAIM, {
-        "c_id": media_id, "c_job": ctx.job.id, "c_max": max_attempts, "c_now": now, "c_worker": ctx.job.worker,
-    })).first()
+    row = (
+        await session.execute(
+            _CLAIM,
+            {
+                "c_id": media_id,
+                "c_job": ctx.job.id,
+                "c_max": max_attempts,
+                "c_now": now,
+                "c_worker": ctx.job.worker,
+            },
+        )
+    ).first()
     if row is not None:
         claimed = MediaItem(**row._asdict())
         (event,) = await logged(session, claimed, [(EXTRACTING, None, now)], worker=ctx.job.worker)
@@ -151,13 +170,15 @@ async def _claim(session: AsyncConnection, ctx: JobContext, media_id: str, max_a
     return MediaItem(**row._asdict()), None
 
 
-async def _extract(ctx: JobContext, cfg: MediaSettings, item: MediaItem, working_size: int | None
-                   ) -> dict[str, Any]:
+async def _extract(ctx: JobContext, cfg: MediaSettings, item: MediaItem, working_size: int | None) -> dict[str, Any]:
     """Decode the upload in the CPU pool once the decode-memory budget has room for it."""
     budget = decode_budget(ctx.kernel)
     box = max(imaging.THUMBNAIL_SIZE, working_size or 0)
-    cost = (imaging.decode_cost_bytes(item.width, item.height, item.mime, box) if item.width and item.height
-            else budget.total)  # size unknown (stored before the header was kept): decode alone
+    cost = (
+        imaging.decode_cost_bytes(item.width, item.height, item.mime, box)
+        if item.width and item.height
+        else budget.total
+    )  # size unknown (stored before the header was kept): decode alone
     async with local_copy(ctx.kernel.blobs, item.blob_key) as source, budget.reserve(cost):
         return await ctx.run_cpu(pipeline.extract_for_worker, str(source), working_size, cfg.max_pixels)
 
@@ -179,10 +200,18 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     if found["exif_empty"]:
         technical["error"] = "No EXIF data found"
     processing = {
-        "thumbnail_key": thumb_key, "width": found["width"], "height": found["height"],
-        "phash": found["phash"], "lat": found["lat"], "lng": found["lng"], "altitude": found["altitude"],
-        "address": found["address"], "camera_make": found["make"], "camera_model": found["model"],
-        "taken_at": found["taken_at"], "technical_metadata": technical,
+        "thumbnail_key": thumb_key,
+        "width": found["width"],
+        "height": found["height"],
+        "phash": found["phash"],
+        "lat": found["lat"],
+        "lng": found["lng"],
+        "altitude": found["altitude"],
+        "address": found["address"],
+        "camera_make": found["make"],
+        "camera_model": found["model"],
+        "taken_at": found["taken_at"],
+        "technical_metadata": technical,
     }
     if detector is None:
         # No detector configured: say so; never invent detections. PROCESSING and READY are
@@ -191,11 +220,20 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
 
         async def finish(session: AsyncConnection) -> list[StatusEvent]:
             return await transition_through(
-                session, item, [(PROCESSING, "Extracted EXIF and GPS data"),
-                                (READY, "detection skipped: no detector configured")],
-                worker=ctx.job.worker, expect=RUNNABLE, values={
-                    **processing, "technical_metadata": technical, "has_trash": False, "confidence": None,
-                    "detector": None}, owner=owner)
+                session,
+                item,
+                [(PROCESSING, "Extracted EXIF and GPS data"), (READY, "detection skipped: no detector configured")],
+                worker=ctx.job.worker,
+                expect=RUNNABLE,
+                values={
+                    **processing,
+                    "technical_metadata": technical,
+                    "has_trash": False,
+                    "confidence": None,
+                    "detector": None,
+                },
+                owner=owner,
+            )
 
         events = await batch.run(ctx.kernel, finish)
         if not events:
@@ -220,8 +258,13 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     except DetectorError as exc:
         raise await _fail(ctx, item, f"Processing failed: {exc}") from None
     summary = summarize(found_boxes)
-    technical = {**technical, "has_trash": summary.has_trash, "confidence": summary.confidence,
-                 "detections_count": summary.detections_count, "detector": detector}
+    technical = {
+        **technical,
+        "has_trash": summary.has_trash,
+        "confidence": summary.confidence,
+        "detections_count": summary.detections_count,
+        "detector": detector,
+    }
 
     async def ready(session: AsyncConnection) -> StatusEvent | None:
         # A savepoint: the detections are written first (the grid sync of READY reads their
@@ -229,14 +272,34 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         async with session.begin_nested() as savepoint:
             await session.execute(delete(MediaDetection).where(MediaDetection.media_id == item.id))
             if found_boxes:
-                await session.execute(insert(MediaDetection.__table__), [
-                    {"id": new_id(), "media_id": item.id, "label": d.label, "confidence": round(d.confidence, 4),
-                     "bbox": d.normalized(image.width, image.height), "detector": detector}
-                    for d in found_boxes])
-            event = await transition(session, item, READY, worker=ctx.job.worker, expect=RUNNABLE, values={
-                "technical_metadata": technical, "has_trash": summary.has_trash,
-                "confidence": summary.confidence, "detector": detector,
-            }, owner=owner)
+                await session.execute(
+                    insert(MediaDetection.__table__),
+                    [
+                        {
+                            "id": new_id(),
+                            "media_id": item.id,
+                            "label": d.label,
+                            "confidence": round(d.confidence, 4),
+                            "bbox": d.normalized(image.width, image.height),
+                            "detector": detector,
+                        }
+                        for d in found_boxes
+                    ],
+                )
+            event = await transition(
+                session,
+                item,
+                READY,
+                worker=ctx.job.worker,
+                expect=RUNNABLE,
+                values={
+                    "technical_metadata": technical,
+                    "has_trash": summary.has_trash,
+                    "confidence": summary.confidence,
+                    "detector": detector,
+                },
+                owner=owner,
+            )
             if event is None:
                 await savepoint.rollback()
         return event
@@ -255,5 +318,3 @@ async def _drop_replaced(blobs: Any, previous: str | None, current: str) -> None
     """The thumbnail an earlier attempt stored, now that the row names this attempt's."""
     if previous and previous != current:
         await blobs.delete(previous)
-
-

@@ -13,8 +13,9 @@ from kiln.apps.media.config import MediaSettings
 from kiln.apps.media.processing import detection, imaging
 
 
-def extract_for_worker(source: str | bytes, working_size: int | None,
-                       max_pixels: int = imaging.DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+def extract_for_worker(
+    source: str | bytes, working_size: int | None, max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
     """Runs in a pool process: one decode of the upload gives everything extraction needs.
     The checksum was taken while the upload streamed in, so the bytes are not hashed again."""
     ex = imaging.extract(source, working_size=working_size, checksum=False, max_pixels=max_pixels)
@@ -45,8 +46,7 @@ def _onnx(model_path: str, labels: str | None, conf: float) -> detection.Detecto
     return detector
 
 
-def detect_onnx(model_path: str, labels: str | None, conf: float, image: Image.Image
-                ) -> list[detection.Detection]:
+def detect_onnx(model_path: str, labels: str | None, conf: float, image: Image.Image) -> list[detection.Detection]:
     """Runs in a pool process."""
     return _onnx(model_path, labels, conf).detect(image)
 
@@ -62,7 +62,8 @@ def detector_name(cfg: MediaSettings) -> str | None:
 async def run_detector(ctx: Any, cfg: MediaSettings, image: Image.Image) -> list[detection.Detection]:
     """Detections from the configured detector (caller checks one is configured)."""
     if cfg.detector_onnx_path:
-        return await ctx.run_cpu(detect_onnx, cfg.detector_onnx_path, cfg.detector_labels,
-                                 cfg.detector_conf_threshold, image)
+        return await ctx.run_cpu(
+            detect_onnx, cfg.detector_onnx_path, cfg.detector_labels, cfg.detector_conf_threshold, image
+        )
     detector = detection.HttpDetector(cfg.detector_url or "")
     return await detector.adetect(image)

@@ -38,14 +38,24 @@ async def maybe_publish(ctx: JobContext, cfg: MediaSettings) -> None:
 
 
 async def _unpublished(kernel: Any, limit: int) -> list[MediaItem]:
-    failures = (select(func.count()).select_from(MediaTaskLog)
-                .where(MediaTaskLog.media_id == MediaItem.id, MediaTaskLog.action == PUBLISH_FAILED)
-                .scalar_subquery())
+    failures = (
+        select(func.count())
+        .select_from(MediaTaskLog)
+        .where(MediaTaskLog.media_id == MediaItem.id, MediaTaskLog.action == PUBLISH_FAILED)
+        .scalar_subquery()
+    )
     async with kernel.db.session() as session:
         rows = await session.scalars(
-            select(MediaItem).where(MediaItem.status == READY, MediaItem.hf_path.is_(None),
-                                    MediaItem.thumbnail_key.is_not(None), failures < PUBLISH_MAX_FAILURES)
-            .order_by(MediaItem.updated_at, MediaItem.id).limit(limit))
+            select(MediaItem)
+            .where(
+                MediaItem.status == READY,
+                MediaItem.hf_path.is_(None),
+                MediaItem.thumbnail_key.is_not(None),
+                failures < PUBLISH_MAX_FAILURES,
+            )
+            .order_by(MediaItem.updated_at, MediaItem.id)
+            .limit(limit)
+        )
         return list(rows)
 
 
@@ -82,9 +92,14 @@ async def _publish_pending(kernel: Any, limit: int) -> int:
     per_commit = max(1, sink.max_files_per_commit // 2)
     items = await _unpublished(kernel, limit)
     for start in range(0, len(items), per_commit):
-        batch = items[start:start + per_commit]
-        paths = {i.id: (hf_media_path(i.user_id, i.id, i.filename, i.created_at),
-                        hf_thumbnail_path(i.user_id, i.id, i.filename, i.created_at)) for i in batch}
+        batch = items[start : start + per_commit]
+        paths = {
+            i.id: (
+                hf_media_path(i.user_id, i.id, i.filename, i.created_at),
+                hf_thumbnail_path(i.user_id, i.id, i.filename, i.created_at),
+            )
+            for i in batch
+        }
         async with AsyncExitStack() as stack:
             files: list[HfFile] = []
             for i in batch:
@@ -117,9 +132,12 @@ async def _record_published(kernel: Any, sink: Any, repo_id: str, paths: dict[st
         alive = set(await session.scalars(select(MediaItem.id).where(MediaItem.id.in_(list(paths)))))
         for media_id in alive:
             original, thumb = paths[media_id]
-            await session.execute(update(MediaItem).where(MediaItem.id == media_id)
-                                  .values(hf_path=original, hf_thumbnail_path=thumb)
-                                  .execution_options(synchronize_session=False))
+            await session.execute(
+                update(MediaItem)
+                .where(MediaItem.id == media_id)
+                .values(hf_path=original, hf_thumbnail_path=thumb)
+                .execution_options(synchronize_session=False)
+            )
             add_log(session, media_id, f"Published to Hugging Face dataset {repo_id}", action="PUBLISH")
             done += 1
         await session.commit()
@@ -157,4 +175,3 @@ async def publish_sweep(kernel: Any) -> None:
         log.info("media: Hugging Face rate limit; publishing waits for the next sweep")
     except HfSinkError:
         log.warning("media: publishing to Hugging Face failed", exc_info=True)
-

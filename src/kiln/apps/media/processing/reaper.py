@@ -41,17 +41,24 @@ def infer_step(last_message: str | None) -> str:
 
 async def _last_log(session: AsyncSession, media_id: str) -> str | None:
     return await session.scalar(
-        select(MediaTaskLog.message).where(MediaTaskLog.media_id == media_id)
-        .order_by(MediaTaskLog.at.desc()).limit(1)
+        select(MediaTaskLog.message).where(MediaTaskLog.media_id == media_id).order_by(MediaTaskLog.at.desc()).limit(1)
     )
 
 
-async def _requeue(kernel: Any, session: AsyncSession, item: MediaItem, max_attempts: int,
-                   now: datetime, kicks: list[str]) -> StatusEvent | None:
+async def _requeue(
+    kernel: Any, session: AsyncSession, item: MediaItem, max_attempts: int, now: datetime, kicks: list[str]
+) -> StatusEvent | None:
     """Give an UPLOADED item a live job; fail it when it has used its attempts."""
     if item.attempts >= max_attempts:
-        return await transition(session, item, FAILED, detail=f"reaper: gave up after {item.attempts} attempts",
-                                expect=(UPLOADED,), values={"error": "too many attempts"}, at=now)
+        return await transition(
+            session,
+            item,
+            FAILED,
+            detail=f"reaper: gave up after {item.attempts} attempts",
+            expect=(UPLOADED,),
+            values={"error": "too many attempts"},
+            at=now,
+        )
     job = await session.get(Job, item.job_id) if item.job_id else None
     if job is not None and job.status == QUEUED:
         kicks.append(job.id)
@@ -66,13 +73,23 @@ async def _requeue(kernel: Any, session: AsyncSession, item: MediaItem, max_atte
 async def _fail_pending(session: AsyncSession, cutoff: datetime, now: datetime, why: str) -> list[StatusEvent | None]:
     """PENDING items not touched since `cutoff` -> FAILED (the upload never completed)."""
     events: list[StatusEvent | None] = []
-    stale = (await session.scalars(select(MediaItem).where(
-        MediaItem.status == PENDING, MediaItem.updated_at <= cutoff))).all()
+    stale = (
+        await session.scalars(select(MediaItem).where(MediaItem.status == PENDING, MediaItem.updated_at <= cutoff))
+    ).all()
     for item in stale:
         last = await _last_log(session, item.id)
         detail = f"{why}: failed {infer_step(last)} (last log: {last or 'none'})"
-        events.append(await transition(session, item, FAILED, detail=detail, expect=(PENDING,),
-                                       values={"worker_name": None, "error": "upload did not complete"}, at=now))
+        events.append(
+            await transition(
+                session,
+                item,
+                FAILED,
+                detail=detail,
+                expect=(PENDING,),
+                values={"worker_name": None, "error": "upload did not complete"},
+                at=now,
+            )
+        )
     return events
 
 
@@ -93,8 +110,9 @@ async def reap(kernel: Any, now: datetime | None = None) -> dict[str, int]:
     kicks: list[str] = []
     counts = {"failed_pending": 0, "recovered": 0, "requeued": 0}
     async with kernel.db.session() as session:
-        failed = await _fail_pending(session, now - timedelta(seconds=cfg.pending_timeout_seconds), now,
-                                     "reaper pending timeout")
+        failed = await _fail_pending(
+            session, now - timedelta(seconds=cfg.pending_timeout_seconds), now, "reaper pending timeout"
+        )
         counts["failed_pending"] = sum(event is not None for event in failed)
         events += failed
 
@@ -103,21 +121,36 @@ async def reap(kernel: Any, now: datetime | None = None) -> dict[str, int]:
         in_flight = (await session.scalars(select(MediaItem).where(MediaItem.status.in_(IN_FLIGHT)))).all()
         for item in in_flight:
             worker = workers.get(item.worker_name or "")
-            alive = (worker is not None and worker.status != "offline" and worker.heartbeat_at is not None
-                     and worker.heartbeat_at > offline_before)
+            alive = (
+                worker is not None
+                and worker.status != "offline"
+                and worker.heartbeat_at is not None
+                and worker.heartbeat_at > offline_before
+            )
             if alive:
                 continue
-            event = await transition(session, item, UPLOADED, detail="reaper recovery", expect=IN_FLIGHT,
-                                     values={"worker_name": None}, at=now)
+            event = await transition(
+                session,
+                item,
+                UPLOADED,
+                detail="reaper recovery",
+                expect=IN_FLIGHT,
+                values={"worker_name": None},
+                at=now,
+            )
             if event is not None:
                 counts["recovered"] += 1
                 events.append(event)
                 events.append(await _requeue(kernel, session, item, cfg.max_attempts, now, kicks))
 
-        stale_uploaded = (await session.scalars(select(MediaItem).where(
-            MediaItem.status == UPLOADED,
-            MediaItem.updated_at <= now - timedelta(seconds=cfg.uploaded_timeout_seconds),
-        ))).all()
+        stale_uploaded = (
+            await session.scalars(
+                select(MediaItem).where(
+                    MediaItem.status == UPLOADED,
+                    MediaItem.updated_at <= now - timedelta(seconds=cfg.uploaded_timeout_seconds),
+                )
+            )
+        ).all()
         for item in stale_uploaded:
             before = len(kicks)
             events.append(await _requeue(kernel, session, item, cfg.max_attempts, now, kicks))

@@ -54,11 +54,20 @@ def status_message(status: str, detail: str | None = None) -> str:
 
 
 def add_log(
-    session: AsyncSession, media_id: str, message: str, *, status: str | None = None,
-    worker: str | None = None, action: str = "STATUS_CHANGE", at: datetime | None = None,
+    session: AsyncSession,
+    media_id: str,
+    message: str,
+    *,
+    status: str | None = None,
+    worker: str | None = None,
+    action: str = "STATUS_CHANGE",
+    at: datetime | None = None,
 ) -> None:
-    session.add(MediaTaskLog(media_id=media_id, action=action, status=status, message=message,
-                             worker_name=worker, at=at or utcnow()))
+    session.add(
+        MediaTaskLog(
+            media_id=media_id, action=action, status=status, message=message, worker_name=worker, at=at or utcnow()
+        )
+    )
 
 
 async def transition(
@@ -78,8 +87,9 @@ async def transition(
     Returns None when the row is gone or no longer in an expected state (deleted meanwhile,
     claimed by someone else): the caller then stops touching it.
     """
-    events = await transition_through(session, item, [(status, detail)], worker=worker, expect=expect,
-                                      values=values, at=at, owner=owner)
+    events = await transition_through(
+        session, item, [(status, detail)], worker=worker, expect=expect, values=values, at=at, owner=owner
+    )
     return events[0] if events else None
 
 
@@ -140,8 +150,11 @@ def _update_statement(keys: tuple[str, ...], expect: tuple[str, ...] | None, own
     if stmt is None:
         stmt = update(_ITEMS).where(_ITEMS.c.id == bindparam("w_id"))
         if expect is not None:  # the states as fixed parameters: no list expanded per execution
-            stmt = stmt.where(_ITEMS.c.status.in_(
-                [bindparam(f"w_expect_{n}", state, type_=_ITEMS.c.status.type) for n, state in enumerate(expect)]))
+            stmt = stmt.where(
+                _ITEMS.c.status.in_(
+                    [bindparam(f"w_expect_{n}", state, type_=_ITEMS.c.status.type) for n, state in enumerate(expect)]
+                )
+            )
         if owned:
             stmt = stmt.where(_ITEMS.c.job_id == bindparam("w_job"), _ITEMS.c.attempts == bindparam("w_attempts"))
         stmt = _UPDATES[shape] = stmt.values({key: bindparam(f"v_{key}", type_=_ITEMS.c[key].type) for key in keys})
@@ -150,21 +163,37 @@ def _update_statement(keys: tuple[str, ...], expect: tuple[str, ...] | None, own
 
 def log_row(media_id: str, status: str, detail: str | None, worker: str | None, at: datetime) -> dict[str, Any]:
     """The task-log row of one status change, for a Core insert (`batch.insert_logs`)."""
-    return {"id": new_id(), "media_id": media_id, "action": "STATUS_CHANGE", "status": status,
-            "message": status_message(status, detail), "worker_name": worker, "at": at}
+    return {
+        "id": new_id(),
+        "media_id": media_id,
+        "action": "STATUS_CHANGE",
+        "status": status,
+        "message": status_message(status, detail),
+        "worker_name": worker,
+        "at": at,
+    }
 
 
-async def logged(session: Db, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *,
-                 worker: str | None = None) -> list[StatusEvent]:
+async def logged(
+    session: Db, item: MediaItem, steps: list[tuple[str, str | None, datetime]], *, worker: str | None = None
+) -> list[StatusEvent]:
     """The task-log rows and events of status changes ((status, detail, at) triples) the caller
     has just written."""
     # A Core insert (the ORM unit of work would cost more than the rows), executed now or, in a
     # grouped transaction (`batch.run`), together with the other ops' rows.
     await insert_logs(session, [log_row(item.id, status, detail, worker, at) for status, detail, at in steps])
-    return [StatusEvent(user_id=item.user_id, media_id=item.id, status=status, worker=worker, at=at,
-                        address=item.address,
-                        img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None)
-            for status, _detail, at in steps]
+    return [
+        StatusEvent(
+            user_id=item.user_id,
+            media_id=item.id,
+            status=status,
+            worker=worker,
+            at=at,
+            address=item.address,
+            img_url=f"/api/media/{item.id}/image" if status == UPLOADED else None,
+        )
+        for status, _detail, at in steps
+    ]
 
 
 async def publish_all(events: Any, updates: list[StatusEvent | None]) -> None:

@@ -34,15 +34,34 @@ def parse_since(value: str) -> datetime:
 async def missed_updates(kernel: Any, user_id: str, since: datetime, base: str = "") -> list[dict[str, Any]]:
     """The caller's status changes after `since` from the task log (the newest REPLAY_LIMIT, oldest first)."""
     async with kernel.db.session() as session:  # closed before the socket starts waiting
-        rows = (await session.execute(
-            select(MediaTaskLog.media_id, MediaTaskLog.status, MediaTaskLog.worker_name, MediaTaskLog.at,
-                   MediaItem.address)
-            .join(MediaItem, MediaItem.id == MediaTaskLog.media_id)
-            .where(MediaItem.user_id == user_id, MediaTaskLog.at > since, MediaTaskLog.status.is_not(None))
-            .order_by(MediaTaskLog.at.desc(), MediaTaskLog.id.desc()).limit(REPLAY_LIMIT))).all()
-    return [StatusEvent(user_id, r.media_id, r.status, r.worker_name, r.at, r.address,
-                        img_url=f"{base}/api/media/{r.media_id}/image" if r.status == UPLOADED else None).message()
-            | {"replayed": True} for r in reversed(rows)]
+        rows = (
+            await session.execute(
+                select(
+                    MediaTaskLog.media_id,
+                    MediaTaskLog.status,
+                    MediaTaskLog.worker_name,
+                    MediaTaskLog.at,
+                    MediaItem.address,
+                )
+                .join(MediaItem, MediaItem.id == MediaTaskLog.media_id)
+                .where(MediaItem.user_id == user_id, MediaTaskLog.at > since, MediaTaskLog.status.is_not(None))
+                .order_by(MediaTaskLog.at.desc(), MediaTaskLog.id.desc())
+                .limit(REPLAY_LIMIT)
+            )
+        ).all()
+    return [
+        StatusEvent(
+            user_id,
+            r.media_id,
+            r.status,
+            r.worker_name,
+            r.at,
+            r.address,
+            img_url=f"{base}/api/media/{r.media_id}/image" if r.status == UPLOADED else None,
+        ).message()
+        | {"replayed": True}
+        for r in reversed(rows)
+    ]
 
 
 def _key(message: dict[str, Any]) -> tuple[Any, ...]:
@@ -68,8 +87,9 @@ class _ReplayingBus:
     both is sent once.
     """
 
-    def __init__(self, events: Any, websocket: WebSocket, replay: Callable[[], Awaitable[list[dict[str, Any]]]]
-                 ) -> None:
+    def __init__(
+        self, events: Any, websocket: WebSocket, replay: Callable[[], Awaitable[list[dict[str, Any]]]]
+    ) -> None:
         self._events, self._websocket, self._replay = events, websocket, replay
 
     @asynccontextmanager

@@ -62,16 +62,19 @@ class _Reader:
         self._value = bytearray()
         self._closed = False  # the closing boundary was seen
         self._exhausted = False
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._headers.clear,
-            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": lambda: self._events.append((_PART, dict(self._headers))),
-            "on_part_data": lambda data, start, end: self._events.append((_DATA, bytes(data[start:end]))),
-            "on_part_end": lambda: self._events.append((_END, None)),
-            "on_end": self._end,
-        })
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._headers.clear,
+                "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+                "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+                "on_header_end": self._header_end,
+                "on_headers_finished": lambda: self._events.append((_PART, dict(self._headers))),
+                "on_part_data": lambda data, start, end: self._events.append((_DATA, bytes(data[start:end]))),
+                "on_part_end": lambda: self._events.append((_END, None)),
+                "on_end": self._end,
+            },
+        )
 
     def _header_end(self) -> None:
         self._headers[bytes(self._field).lower()] = bytes(self._value)
@@ -109,8 +112,9 @@ class _Reader:
                 yield event[1]  # type: ignore[misc]
 
 
-async def file_parts(body: AsyncIterable[bytes], boundary: bytes, fields: Iterable[str]
-                     ) -> AsyncIterator[tuple[FilePart, AsyncIterator[bytes]]]:
+async def file_parts(
+    body: AsyncIterable[bytes], boundary: bytes, fields: Iterable[str]
+) -> AsyncIterator[tuple[FilePart, AsyncIterator[bytes]]]:
     """Each file part of the wanted ``fields`` as it begins, with an iterator of its bytes.
 
     Parts of other fields, parts without a file name (a form's empty file input) and plain

@@ -23,33 +23,68 @@ StatusName = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 def _meta(item: MediaItem) -> dict[str, object]:
-    return {"filename": item.filename, "size": item.size_bytes, "width": item.width, "height": item.height,
-            "mime": item.mime, "sha256": item.sha256}
+    return {
+        "filename": item.filename,
+        "size": item.size_bytes,
+        "width": item.width,
+        "height": item.height,
+        "mime": item.mime,
+        "sha256": item.sha256,
+    }
 
 
 async def _vault_item(kernel: object, item: MediaItem, base: str) -> VaultItem:
     image, thumb = await service.media_urls(kernel, item, base)
     return VaultItem(
-        id=item.id, filename=item.filename, status=item.status, timestamp=item.created_at.isoformat(),
-        metadata=_meta(item), assigned_worker=item.worker_name, image_url=image, thumbnail_url=thumb,
-        technical_metadata=item.technical_metadata, updated_at=item.updated_at.isoformat(), lat=item.lat,
-        lng=item.lng, altitude=item.altitude, address=item.address, has_trash=item.has_trash,
+        id=item.id,
+        filename=item.filename,
+        status=item.status,
+        timestamp=item.created_at.isoformat(),
+        metadata=_meta(item),
+        assigned_worker=item.worker_name,
+        image_url=image,
+        thumbnail_url=thumb,
+        technical_metadata=item.technical_metadata,
+        updated_at=item.updated_at.isoformat(),
+        lat=item.lat,
+        lng=item.lng,
+        altitude=item.altitude,
+        address=item.address,
+        has_trash=item.has_trash,
         confidence=round(item.confidence * 100, 2) if item.confidence is not None else None,
     )
 
 
 @router.get("/api/vault", response_model=VaultPage)
 async def vault(
-    user: MediaUser, kernel: KernelDep, session: SessionDep, base: RootPathDep,
-    search: str | None = Query(default=None, max_length=255), status: StatusName | None = None,
+    user: MediaUser,
+    kernel: KernelDep,
+    session: SessionDep,
+    base: RootPathDep,
+    search: str | None = Query(default=None, max_length=255),
+    status: StatusName | None = None,
     order_by: Literal["created_at", "filename", "status"] = "created_at",
     direction: Literal["asc", "desc"] = "desc",
-    page: Page = 1, page_size: int = Query(default=20, ge=1, le=100),
+    page: Page = 1,
+    page_size: int = Query(default=20, ge=1, le=100),
 ) -> VaultPage:
-    items, total = await service.list_vault(session, user.id, search=search, status=status, order_by=order_by,
-                                            direction=direction, page=page, page_size=page_size)
-    return VaultPage(total=total, page=page, page_size=page_size, total_pages=math.ceil(total / page_size),
-                     items=[await _vault_item(kernel, i, base) for i in items])
+    items, total = await service.list_vault(
+        session,
+        user.id,
+        search=search,
+        status=status,
+        order_by=order_by,
+        direction=direction,
+        page=page,
+        page_size=page_size,
+    )
+    return VaultPage(
+        total=total,
+        page=page,
+        page_size=page_size,
+        total_pages=math.ceil(total / page_size),
+        items=[await _vault_item(kernel, i, base) for i in items],
+    )
 
 
 @router.delete("/api/vault/all")
@@ -61,19 +96,33 @@ async def delete_all(user: MediaUser, kernel: KernelDep, session: SessionDep) ->
 
 
 @router.delete("/api/vault/{media_id}")
-async def delete_one(media_id: uuid.UUID, user: MediaUser, kernel: KernelDep, session: SessionDep
-                     ) -> dict[str, str]:
+async def delete_one(media_id: uuid.UUID, user: MediaUser, kernel: KernelDep, session: SessionDep) -> dict[str, str]:
     if not await service.delete_media(kernel, session, user.id, str(media_id)):
         raise HTTPException(404, "Media not found or you don't have permission to delete it")
     return {"detail": "Media deleted successfully"}
 
 
 UPLOAD_FIELDS = ("files", "file")  # the contract's repeated field; "file" for single-file clients
-_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
-    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                             "description": "One part per image (repeat the field)."}},
-}}}}}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "One part per image (repeat the field).",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"description": "At least one file was stored; `rejected` lists the others with their 4xx."},
     409: {"description": "Every file was a duplicate of media the caller already has."},
@@ -85,13 +134,16 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _missing_files() -> JSONResponse:
     # FastAPI's own shape for a missing required body field, as `File(...)` used to answer.
-    return JSONResponse({"detail": [{"type": "missing", "loc": ["body", "files"], "msg": "Field required",
-                                     "input": None}]}, status_code=422)
+    return JSONResponse(
+        {"detail": [{"type": "missing", "loc": ["body", "files"], "msg": "Field required", "input": None}]},
+        status_code=422,
+    )
 
 
 @router.post("/api/upload/files", status_code=201, openapi_extra=_UPLOAD_BODY, responses=_UPLOAD_RESPONSES)
-async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, session: SessionDep,
-                       cfg: MediaSettingsDep) -> Response:
+async def upload_files(
+    request: Request, user: MediaUser, kernel: KernelDep, session: SessionDep, cfg: MediaSettingsDep
+) -> Response:
     """Multipart upload, streamed: each file goes to the blob store while it arrives.
 
     Per-file answers: 413 over `KILN_MEDIA_MAX_UPLOAD_BYTES` (or past the per-request count),
@@ -113,8 +165,11 @@ async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, ses
         async for part, chunks in multipart.file_parts(request.stream(), boundary, UPLOAD_FIELDS):
             current, seen = part.filename, seen + 1
             if seen > cfg.max_files_per_request:
-                outcome.rejected.append(uploads.Rejection(
-                    part.filename, 413, f"Too many files: at most {cfg.max_files_per_request} per request"))
+                outcome.rejected.append(
+                    uploads.Rejection(
+                        part.filename, 413, f"Too many files: at most {cfg.max_files_per_request} per request"
+                    )
+                )
                 continue  # its bytes are read and dropped, never stored
             await uploads.upload_one(kernel, session, user.id, part.filename, chunks, outcome)
             current = None
@@ -133,8 +188,11 @@ async def upload_files(request: Request, user: MediaUser, kernel: KernelDep, ses
         code = codes.pop() if len(codes) == 1 else 422
         return JSONResponse({"detail": {"message": "No file was accepted", "rejected": rejected}}, status_code=code)
     n = len(outcome.accepted)
-    body = {"message": f"{n} file{'s' if n != 1 else ''} uploaded successfully",
-            "media_ids": [i.id for i in outcome.accepted], "rejected": rejected}
+    body = {
+        "message": f"{n} file{'s' if n != 1 else ''} uploaded successfully",
+        "media_ids": [i.id for i in outcome.accepted],
+        "rejected": rejected,
+    }
     return JSONResponse(body, status_code=201)
 
 
@@ -143,14 +201,29 @@ async def recent(user: MediaUser, kernel: KernelDep, session: SessionDep, base: 
     items = []
     for item in await service.recents(session, user.id):
         image, thumb = await service.media_urls(kernel, item, base)
-        items.append(RecentItem(id=item.id, filename=item.filename, status=item.status,
-                                timestamp=item.created_at.isoformat(), image_url=image, thumbnail_url=thumb,
-                                metadata=_meta(item), address=item.address))
+        items.append(
+            RecentItem(
+                id=item.id,
+                filename=item.filename,
+                status=item.status,
+                timestamp=item.created_at.isoformat(),
+                image_url=image,
+                thumbnail_url=thumb,
+                metadata=_meta(item),
+                address=item.address,
+            )
+        )
     return Recents(total=len(items), items=items)
 
 
-async def _serve(request: Request, kernel: KernelDep, session: SessionDep, user_id: str, media_id: str,
-                 which: Literal["image", "thumbnail"]) -> Response:
+async def _serve(
+    request: Request,
+    kernel: KernelDep,
+    session: SessionDep,
+    user_id: str,
+    media_id: str,
+    which: Literal["image", "thumbnail"],
+) -> Response:
     item = await service.get_owned(session, user_id, media_id)
     if item is None:
         raise HTTPException(404, "Media not found")
@@ -169,14 +242,16 @@ async def _serve(request: Request, kernel: KernelDep, session: SessionDep, user_
 
 
 @router.get("/api/media/{media_id}/image")
-async def media_image(media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep,
-                      session: SessionDep) -> Response:
+async def media_image(
+    media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep, session: SessionDep
+) -> Response:
     return await _serve(request, kernel, session, user.id, str(media_id), "image")
 
 
 @router.get("/api/media/{media_id}/thumbnail")
-async def media_thumbnail(media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep,
-                          session: SessionDep) -> Response:
+async def media_thumbnail(
+    media_id: uuid.UUID, request: Request, user: MediaUser, kernel: KernelDep, session: SessionDep
+) -> Response:
     return await _serve(request, kernel, session, user.id, str(media_id), "thumbnail")
 
 

@@ -28,8 +28,15 @@ def blob_prefix(user_id: str, media_id: str) -> str:
 
 
 async def list_vault(
-    session: AsyncSession, user_id: str, *, search: str | None, status: str | None, order_by: str,
-    direction: str, page: int, page_size: int,
+    session: AsyncSession,
+    user_id: str,
+    *,
+    search: str | None,
+    status: str | None,
+    order_by: str,
+    direction: str,
+    page: int,
+    page_size: int,
 ) -> tuple[list[MediaItem], int]:
     where = [MediaItem.user_id == user_id]
     if search:
@@ -40,14 +47,19 @@ async def list_vault(
     total = await session.scalar(select(func.count()).select_from(MediaItem).where(*where))
     column = ORDER_COLUMNS[order_by]
     order = column.asc() if direction == "asc" else column.desc()
-    rows = await session.scalars(select(MediaItem).where(*where).order_by(order, MediaItem.id)
-                                 .offset((page - 1) * page_size).limit(page_size))
+    rows = await session.scalars(
+        select(MediaItem).where(*where).order_by(order, MediaItem.id).offset((page - 1) * page_size).limit(page_size)
+    )
     return list(rows), int(total or 0)
 
 
 async def recents(session: AsyncSession, user_id: str, limit: int = 4) -> list[MediaItem]:
-    rows = await session.scalars(select(MediaItem).where(MediaItem.user_id == user_id)
-                                 .order_by(MediaItem.created_at.desc(), MediaItem.id).limit(limit))
+    rows = await session.scalars(
+        select(MediaItem)
+        .where(MediaItem.user_id == user_id)
+        .order_by(MediaItem.created_at.desc(), MediaItem.id)
+        .limit(limit)
+    )
     return list(rows)
 
 
@@ -56,8 +68,9 @@ async def get_owned(session: AsyncSession, user_id: str, media_id: str) -> Media
 
 
 async def logs(session: AsyncSession, media_id: str) -> list[MediaTaskLog]:
-    rows = await session.scalars(select(MediaTaskLog).where(MediaTaskLog.media_id == media_id)
-                                 .order_by(MediaTaskLog.at, MediaTaskLog.id))
+    rows = await session.scalars(
+        select(MediaTaskLog).where(MediaTaskLog.media_id == media_id).order_by(MediaTaskLog.at, MediaTaskLog.id)
+    )
     return list(rows)
 
 
@@ -72,9 +85,14 @@ async def delete_media(kernel: Any, session: AsyncSession, user_id: str, media_i
     ids = [i.id for i in items]
     gone: list[str] = []
     for start in range(0, len(ids), 500):  # keep IN lists within driver parameter limits
-        gone += (await session.scalars(delete(MediaItem).where(
-            MediaItem.user_id == user_id, MediaItem.id.in_(ids[start:start + 500])).returning(MediaItem.id)
-            .execution_options(synchronize_session=False))).all()
+        gone += (
+            await session.scalars(
+                delete(MediaItem)
+                .where(MediaItem.user_id == user_id, MediaItem.id.in_(ids[start : start + 500]))
+                .returning(MediaItem.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
     # After the rows are gone (and locked until commit): a concurrent READY either committed its
     # grid membership before, which is subtracted here, or finds no row and adds nothing.
     await grid.remove(session, gone)

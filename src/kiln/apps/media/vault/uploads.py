@@ -46,8 +46,7 @@ async def _discard(kernel: Any, session: AsyncSession, item: MediaItem, reason: 
     await session.commit()
     await kernel.blobs.delete_prefix(blob_prefix(item.user_id, item.id))
     # The client already heard PENDING for this id; tell it how that ended.
-    event = StatusEvent(user_id=item.user_id, media_id=item.id, status=FAILED, worker=None, at=utcnow(),
-                        address=None)
+    event = StatusEvent(user_id=item.user_id, media_id=item.id, status=FAILED, worker=None, at=utcnow(), address=None)
     await publish_all(kernel.events, [event])
     log.info("media upload %s rejected: %s", item.id, reason)
 
@@ -72,7 +71,7 @@ class _Head:
             yield chunk
 
     def bytes(self) -> bytes:
-        return b"".join(self._kept)[:self._limit]
+        return b"".join(self._kept)[: self._limit]
 
 
 async def _probe(kernel: Any, key: str, size: int, head: bytes, max_pixels: int) -> imaging.ImageInfo:
@@ -95,16 +94,28 @@ async def _probe(kernel: Any, key: str, size: int, head: bytes, max_pixels: int)
 
 
 async def upload_one(
-    kernel: Any, session: AsyncSession, user_id: str, filename: str, chunks: AsyncIterator[bytes],
+    kernel: Any,
+    session: AsyncSession,
+    user_id: str,
+    filename: str,
+    chunks: AsyncIterator[bytes],
     outcome: UploadOutcome,
 ) -> None:
     """Store one file: PENDING row, stream to the blob store, verify, dedupe, UPLOADED + job."""
     cfg = media_settings(kernel)
     media_id = new_id()
     now = utcnow()
-    values = {"id": media_id, "user_id": user_id, "status": PENDING, "filename": filename[:255] or "file",
-              "blob_key": f"{blob_prefix(user_id, media_id)}/original", "has_trash": False, "attempts": 0,
-              "created_at": now, "updated_at": now}
+    values = {
+        "id": media_id,
+        "user_id": user_id,
+        "status": PENDING,
+        "filename": filename[:255] or "file",
+        "blob_key": f"{blob_prefix(user_id, media_id)}/original",
+        "has_trash": False,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
     # Core inserts on a connection of their own: the ORM session's unit of work and bookkeeping
     # cost more than these two rows. The object mirrors the row for the transitions below (never
     # added to a session).
@@ -134,12 +145,23 @@ async def upload_one(
         await _discard(kernel, session, item, detail)
         return
     try:
-        job = await kernel.jobs.create(session, "media.process", {"media_id": media_id}, owner_id=user_id,
-                                       max_attempts=cfg.max_attempts)
-        event = await transition(session, item, UPLOADED, expect=(PENDING,), values={
-            "width": probed.width, "height": probed.height, "mime": probed.mime, "size_bytes": info.size,
-            "sha256": info.sha256, "job_id": job.id,
-        })
+        job = await kernel.jobs.create(
+            session, "media.process", {"media_id": media_id}, owner_id=user_id, max_attempts=cfg.max_attempts
+        )
+        event = await transition(
+            session,
+            item,
+            UPLOADED,
+            expect=(PENDING,),
+            values={
+                "width": probed.width,
+                "height": probed.height,
+                "mime": probed.mime,
+                "size_bytes": info.size,
+                "sha256": info.sha256,
+                "job_id": job.id,
+            },
+        )
         await session.commit()
     except IntegrityError:
         # The unique index (user_id, sha256) found these bytes already stored (or committed by a
@@ -159,5 +181,8 @@ async def upload_one(
 
 
 async def _duplicate_of(session: AsyncSession, user_id: str, sha256: str, media_id: str) -> str | None:
-    return await session.scalar(select(MediaItem.id).where(
-        MediaItem.user_id == user_id, MediaItem.sha256 == sha256, MediaItem.id != media_id).limit(1))
+    return await session.scalar(
+        select(MediaItem.id)
+        .where(MediaItem.user_id == user_id, MediaItem.sha256 == sha256, MediaItem.id != media_id)
+        .limit(1)
+    )

@@ -38,8 +38,8 @@ def _tk_pick() -> list[str] | None:
         root.withdraw()
         root.attributes("-topmost", True)
         chosen = filedialog.askopenfilenames(
-            parent=root, title=TITLE,
-            filetypes=[("ROS recordings", "*.bag *.mcap *.db3"), ("All files", "*")])
+            parent=root, title=TITLE, filetypes=[("ROS recordings", "*.bag *.mcap *.db3"), ("All files", "*")]
+        )
     finally:
         root.destroy()
     return list(chosen) if chosen else None
@@ -48,11 +48,17 @@ def _tk_pick() -> list[str] | None:
 async def pick_files(timeout: float = 900.0) -> list[str] | None:
     """Paths the user chose, or None when cancelled; 503 when no dialog can be shown."""
     if not display_available():
-        raise Unavailable("no display available for a file dialog (DISPLAY and WAYLAND_DISPLAY are unset); "
-                          "register recordings with POST /assets/register, /assets/scan-directory or /assets/upload")
+        raise Unavailable(
+            "no display available for a file dialog (DISPLAY and WAYLAND_DISPLAY are unset); "
+            "register recordings with POST /assets/register, /assets/scan-directory or /assets/upload"
+        )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kiln.apps.robotics.assets.dialog",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "kiln.apps.robotics.assets.dialog",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except (TimeoutError, asyncio.CancelledError):

@@ -25,6 +25,7 @@ from kiln.apps.robotics.reading.reader import RecordingError, SourceInfo, detect
 
 __all__ = ["RecordingIndex", "TopicIndex", "classify_message_type", "index_recording"]
 
+
 def _size(src: SourceInfo) -> int:
     return sum(f.stat().st_size for f in src.files if f.exists()) if src.files else src.path.stat().st_size
 
@@ -70,9 +71,17 @@ def _merge(parts: list[RecordingIndex], src: SourceInfo) -> RecordingIndex:
     starts = [p.start_ns for p in parts if p.start_ns is not None]
     ends = [p.end_ns for p in parts if p.end_ns is not None]
     kinds = {k for p in parts for k in p.compression_format.split("+")}
-    return RecordingIndex(src.path, _size(src), parts[0].storage_format, parts[0].ros_version,
-                          compression_label(kinds), parts[0].index_source,
-                          min(starts) if starts else None, max(ends) if ends else None, list(topics.values()))
+    return RecordingIndex(
+        src.path,
+        _size(src),
+        parts[0].storage_format,
+        parts[0].ros_version,
+        compression_label(kinds),
+        parts[0].index_source,
+        min(starts) if starts else None,
+        max(ends) if ends else None,
+        list(topics.values()),
+    )
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -97,7 +106,7 @@ def _read_record(fh: Any) -> tuple[dict[str, bytes], int]:
     pos = 0
     while pos < hlen:
         (flen,) = struct.unpack_from("<I", raw, pos)
-        name, _, value = raw[pos + 4:pos + 4 + flen].partition(b"=")
+        name, _, value = raw[pos + 4 : pos + 4 + flen].partition(b"=")
         fields[name.decode()] = value
         pos += 4 + flen
     (dlen,) = struct.unpack("<I", fh.read(4))
@@ -127,7 +136,7 @@ def _index_bag(path: Path) -> RecordingIndex:
             inner, pos = {}, 0
             while pos < len(data):
                 (flen,) = struct.unpack_from("<I", data, pos)
-                k, _, v = data[pos + 4:pos + 4 + flen].partition(b"=")
+                k, _, v = data[pos + 4 : pos + 4 + flen].partition(b"=")
                 inner[k.decode()] = v
                 pos += 4 + flen
             conns[struct.unpack("<I", f["conn"])[0]] = (f["topic"].decode(), _ros2_name(inner["type"].decode()))
@@ -136,8 +145,9 @@ def _index_bag(path: Path) -> RecordingIndex:
             f, dlen = _read_record(fh)
             data = fh.read(dlen)
             counts = dict(struct.iter_unpack("<II", data))
-            chunks.append((struct.unpack("<Q", f["chunk_pos"])[0], _bag_time(f["start_time"]),
-                           _bag_time(f["end_time"]), counts))
+            chunks.append(
+                (struct.unpack("<Q", f["chunk_pos"])[0], _bag_time(f["start_time"]), _bag_time(f["end_time"]), counts)
+            )
         chunks.sort(key=lambda c: c[1])
         counts: dict[int, int] = dict.fromkeys(conns, 0)
         first_chunk: dict[int, int] = {}
@@ -171,8 +181,17 @@ def _index_bag(path: Path) -> RecordingIndex:
         t.first_ns, t.last_ns = _min(t.first_ns, first), _max(t.last_ns, last)
     start = min((c[1] for c in chunks), default=None)
     end = max((c[2] for c in chunks), default=None)
-    return RecordingIndex(path, path.stat().st_size, "bag", "ROS1", compression_label(compressions),
-                          "bag-index", start, end, list(topics.values()))
+    return RecordingIndex(
+        path,
+        path.stat().st_size,
+        "bag",
+        "ROS1",
+        compression_label(compressions),
+        "bag-index",
+        start,
+        end,
+        list(topics.values()),
+    )
 
 
 # ---------------------------------------------------------------------------- MCAP
@@ -228,9 +247,17 @@ def _index_mcap(path: Path, src: SourceInfo) -> RecordingIndex:
     compressions = {c.compression or "none" for c in summary.chunk_indexes} or {"none"}
     empty = stats.message_count == 0
     ros = "ROS1" if encodings == {"ros1"} else src.ros_version
-    return RecordingIndex(src.path, _size(src), "mcap", ros, compression_label(compressions), "mcap-summary",
-                          None if empty else stats.message_start_time, None if empty else stats.message_end_time,
-                          list(topics.values()))
+    return RecordingIndex(
+        src.path,
+        _size(src),
+        "mcap",
+        ros,
+        compression_label(compressions),
+        "mcap-summary",
+        None if empty else stats.message_start_time,
+        None if empty else stats.message_end_time,
+        list(topics.values()),
+    )
 
 
 # ---------------------------------------------------------------------------- ROS2 sqlite / dir
@@ -239,7 +266,8 @@ def _index_sqlite(path: Path, src: SourceInfo) -> RecordingIndex:
     try:
         names = {r[0]: (r[1], r[2]) for r in con.execute("SELECT id, name, type FROM topics")}
         agg = con.execute(
-            "SELECT topic_id, COUNT(*), MIN(timestamp), MAX(timestamp) FROM messages GROUP BY topic_id").fetchall()
+            "SELECT topic_id, COUNT(*), MIN(timestamp), MAX(timestamp) FROM messages GROUP BY topic_id"
+        ).fetchall()
     finally:
         con.close()
     topics = {tid: TopicIndex(name, typ, 0) for tid, (name, typ) in names.items()}
@@ -248,8 +276,17 @@ def _index_sqlite(path: Path, src: SourceInfo) -> RecordingIndex:
             topics[tid].message_count, topics[tid].first_ns, topics[tid].last_ns = n, lo, hi
     starts = [t.first_ns for t in topics.values() if t.first_ns is not None]
     ends = [t.last_ns for t in topics.values() if t.last_ns is not None]
-    return RecordingIndex(src.path, _size(src), "sqlite3", "ROS2", "none", "sqlite",
-                          min(starts, default=None), max(ends, default=None), list(topics.values()))
+    return RecordingIndex(
+        src.path,
+        _size(src),
+        "sqlite3",
+        "ROS2",
+        "none",
+        "sqlite",
+        min(starts, default=None),
+        max(ends, default=None),
+        list(topics.values()),
+    )
 
 
 def _index_rosbag2_dir(src: SourceInfo) -> RecordingIndex:
@@ -268,11 +305,27 @@ def _index_rosbag2_dir(src: SourceInfo) -> RecordingIndex:
         # compressed files: counts and bounds from metadata.yaml, rates from the global span
         start = int(info["starting_time"]["nanoseconds_since_epoch"])
         end = start + int(info["duration"]["nanoseconds"])
-        topics = [TopicIndex(t["topic_metadata"]["name"], t["topic_metadata"]["type"], int(t["message_count"]),
-                             start if t["message_count"] else None, end if t["message_count"] else None)
-                  for t in info.get("topics_with_message_count", [])]
-        idx = RecordingIndex(src.path, _size(src), src.storage_format, "ROS2", "none", "metadata-yaml",
-                             start if topics else None, end if topics else None, topics)
+        topics = [
+            TopicIndex(
+                t["topic_metadata"]["name"],
+                t["topic_metadata"]["type"],
+                int(t["message_count"]),
+                start if t["message_count"] else None,
+                end if t["message_count"] else None,
+            )
+            for t in info.get("topics_with_message_count", [])
+        ]
+        idx = RecordingIndex(
+            src.path,
+            _size(src),
+            src.storage_format,
+            "ROS2",
+            "none",
+            "metadata-yaml",
+            start if topics else None,
+            end if topics else None,
+            topics,
+        )
         kinds = set()
     kinds.add(file_compression)
     idx.compression_format = compression_label(kinds)
@@ -292,6 +345,15 @@ def _index_by_scan(src: SourceInfo) -> RecordingIndex:
             t.last_ns = raw.timestamp_ns
     starts = [t.first_ns for t in topics.values() if t.first_ns is not None]
     ends = [t.last_ns for t in topics.values() if t.last_ns is not None]
-    return RecordingIndex(src.path, _size(src), src.storage_format, src.ros_version, "unknown", "scan",
-                          min(starts, default=None), max(ends, default=None), list(topics.values()),
-                          ["recording has no index; counts come from a full scan"])
+    return RecordingIndex(
+        src.path,
+        _size(src),
+        src.storage_format,
+        src.ros_version,
+        "unknown",
+        "scan",
+        min(starts, default=None),
+        max(ends, default=None),
+        list(topics.values()),
+        ["recording has no index; counts come from a full scan"],
+    )

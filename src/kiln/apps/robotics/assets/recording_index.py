@@ -14,8 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-_TELEMETRY = ("odometry", "twist", "pose", "jointstate", "joint_state", "navsatfix", "gps",
-              "temperature", "battery", "magneticfield", "fluidpressure")
+_TELEMETRY = (
+    "odometry",
+    "twist",
+    "pose",
+    "jointstate",
+    "joint_state",
+    "navsatfix",
+    "gps",
+    "temperature",
+    "battery",
+    "magneticfield",
+    "fluidpressure",
+)
 
 
 def classify_message_type(msgtype: str) -> tuple[str, str]:
@@ -97,8 +108,13 @@ class RecordingIndex:
             "message_count": self.message_count,
             "sensor_types": self.sensor_types(),
             "topics": [
-                {"name": t.name, "message_type": t.message_type, "message_count": t.message_count,
-                 "rate_hz": t.rate_hz, "modality": t.modality}
+                {
+                    "name": t.name,
+                    "message_type": t.message_type,
+                    "message_count": t.message_count,
+                    "rate_hz": t.rate_hz,
+                    "modality": t.modality,
+                }
                 for t in self.topics
             ],
             "default_episode": {

@@ -18,8 +18,10 @@ from kiln.core.db import new_id, utcnow
 async def list_tags(session: AsyncSession) -> list[dict[str, Any]]:
     counts = select(AssetTag.tag_id, func.count().label("n")).group_by(AssetTag.tag_id).subquery()
     rows = await session.execute(
-        select(Tag, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.tag_id == Tag.id)
-        .order_by(Tag.name, Tag.id))
+        select(Tag, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.tag_id == Tag.id)
+        .order_by(Tag.name, Tag.id)
+    )
     return [{**tag_view(t), "asset_count": int(n)} for t, n in rows]
 
 
@@ -43,7 +45,8 @@ async def create_tag(session: AsyncSession, name: str) -> dict[str, Any]:
 async def find_tag(session: AsyncSession, ref: str) -> Tag:
     """A tag by id or by (case/whitespace-insensitive) name."""
     tag = await session.scalar(
-        select(Tag).where(or_(Tag.id == ref, Tag.normalized_name == normalize_name(ref))).limit(1))
+        select(Tag).where(or_(Tag.id == ref, Tag.normalized_name == normalize_name(ref))).limit(1)
+    )
     if tag is None:
         raise NotFound(f"tag not found: {ref}")
     return tag
@@ -67,8 +70,7 @@ async def detach_tag(session: AsyncSession, asset_id: str, tag_ref: str) -> None
     """Unlink; a tag left on no asset leaves the catalog too (the reference's behaviour)."""
     asset = await get_asset(session, asset_id)
     tag = await find_tag(session, tag_ref)
-    gone = await session.execute(
-        delete(AssetTag).where(AssetTag.asset_id == asset.id, AssetTag.tag_id == tag.id))
+    gone = await session.execute(delete(AssetTag).where(AssetTag.asset_id == asset.id, AssetTag.tag_id == tag.id))
     if not gone.rowcount:
         raise NotFound(f"tag not attached to asset: {tag.name} -> {asset.file_name}")
     still_used = await session.scalar(select(func.count()).select_from(AssetTag).where(AssetTag.tag_id == tag.id))

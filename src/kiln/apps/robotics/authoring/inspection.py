@@ -141,9 +141,13 @@ def _candidate(topic: str, path: str, values: list[Any], n_samples: int, max_ite
             cand.numeric_leaves = leaves
             cand.candidate_dtypes = ["float32", "float64", "json"]
             cand.shape_hint = [len(leaves)]
-    cand.confidence = {"image": 1.0, "scalar": 0.9 if cand.candidate_dtypes[0] != "bytes" else 0.5,
-                       "sequence": 0.6 if cand.variable_length else 0.8, "bytes": 0.7,
-                       "struct": 0.7 if cand.numeric_leaves else 0.4}.get(kind, 0.25)
+    cand.confidence = {
+        "image": 1.0,
+        "scalar": 0.9 if cand.candidate_dtypes[0] != "bytes" else 0.5,
+        "sequence": 0.6 if cand.variable_length else 0.8,
+        "bytes": 0.7,
+        "struct": 0.7 if cand.numeric_leaves else 0.4,
+    }.get(kind, 0.25)
     if cand.nullable:
         cand.warnings.append("missing in some samples")
     if kind == "sequence" and cand.candidate_dtypes == ["json"]:
@@ -151,9 +155,15 @@ def _candidate(topic: str, path: str, values: list[Any], n_samples: int, max_ite
     return cand
 
 
-def inspect_recording(path: str | Path, topics: list[str] | None = None, sample_n: int = 8, max_depth: int = 4,
-                      max_sequence_items: int = 4, on_failure: str = "warn",
-                      topic_type_hints: dict[str, str] | None = None) -> InspectionResult:
+def inspect_recording(
+    path: str | Path,
+    topics: list[str] | None = None,
+    sample_n: int = 8,
+    max_depth: int = 4,
+    max_sequence_items: int = 4,
+    on_failure: str = "warn",
+    topic_type_hints: dict[str, str] | None = None,
+) -> InspectionResult:
     if sample_n < 1 or max_depth < 1 or max_sequence_items < 1:
         raise ValueError("sample_n, max_depth and max_sequence_items must be >= 1")
     result_topics: dict[str, TopicInspection] = {}
@@ -166,8 +176,17 @@ def inspect_recording(path: str | Path, topics: list[str] | None = None, sample_
             raise RecordingError(f"topics not found in recording: {', '.join(unknown)}")
         for topic in wanted:
             notes: list[str] = []
-            msgs = list(islice(reader.read_messages([topic], on_failure=on_failure,  # type: ignore[arg-type]
-                                                    type_hints=topic_type_hints, warnings=notes), sample_n))
+            msgs = list(
+                islice(
+                    reader.read_messages(
+                        [topic],
+                        on_failure=on_failure,  # type: ignore[arg-type]
+                        type_hints=topic_type_hints,
+                        warnings=notes,
+                    ),
+                    sample_n,
+                )
+            )
             paths: dict[str, list[Any]] = {}
             for m in msgs:
                 _walk(topic, m.message, "", 0, max_depth, paths)
@@ -177,7 +196,8 @@ def inspect_recording(path: str | Path, topics: list[str] | None = None, sample_
                 for name in message_fields(first):
                     v = getattr(first, name)
                     summary[name] = getattr(v, "__msgtype__", None) or (
-                        f"{_kind(v)}[{len(v)}]" if _kind(v) in ("bytes", "sequence") else type(v).__name__)
+                        f"{_kind(v)}[{len(v)}]" if _kind(v) in ("bytes", "sequence") else type(v).__name__
+                    )
             if not msgs:
                 notes.append("no message could be sampled from this topic")
             result_topics[topic] = TopicInspection(
@@ -185,9 +205,13 @@ def inspect_recording(path: str | Path, topics: list[str] | None = None, sample_
                 message_type=(topic_type_hints or {}).get(topic, available[topic]),
                 sampled_message_count=len(msgs),
                 sample_timestamps=[m.timestamp_ns for m in msgs],
-                sample_payloads=[{"timestamp": m.timestamp_ns,
-                                  "payload": to_jsonable(m.message, max_depth=max_depth, max_items=max_sequence_items)}
-                                 for m in msgs],
+                sample_payloads=[
+                    {
+                        "timestamp": m.timestamp_ns,
+                        "payload": to_jsonable(m.message, max_depth=max_depth, max_items=max_sequence_items),
+                    }
+                    for m in msgs
+                ],
                 top_level_summary=summary,
                 field_candidates={p: _candidate(topic, p, v, len(msgs), max_sequence_items) for p, v in paths.items()},
                 warnings=notes[:10],

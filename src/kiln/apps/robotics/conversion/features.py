@@ -87,7 +87,8 @@ class FeatureBuilder:
         self.counters = FeatureCounters()
         self._last: dict[str, Any] = {}
         self._image_parent = {
-            name: isinstance(f.source, PathSource) and f.source.field_path.split(".")[-1] == "data"
+            name: isinstance(f.source, PathSource)
+            and f.source.field_path.split(".")[-1] == "data"
             and any(t.kind.startswith("image_") for t in f.transforms)
             for name, f in self.features.items()
         }
@@ -169,8 +170,11 @@ class FeatureBuilder:
             if any(p is _ABSENT or p is _ZERO or p is None for p in parts):
                 return _ABSENT
             arrays = [np.atleast_1d(np.asarray(p)) for p in parts]
-            return np.concatenate(arrays, axis=src.axis) if isinstance(src, ConcatSource) else np.stack(
-                arrays, axis=src.axis)
+            return (
+                np.concatenate(arrays, axis=src.axis)
+                if isinstance(src, ConcatSource)
+                else np.stack(arrays, axis=src.axis)
+            )
         raise FeatureError(f"unsupported source {src!r}")
 
     @staticmethod

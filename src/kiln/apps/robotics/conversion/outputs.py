@@ -26,8 +26,13 @@ from kiln.apps.robotics.views import output_detail, output_summary
 from kiln.core.db import new_id, utcnow
 from kiln.core.jobs.models import SUCCEEDED, Job
 
-_MEDIA = {"parquet": "application/x-parquet", "tfrecord": "application/octet-stream", "json": "application/json",
-          "jsonl": "application/x-ndjson", "md": "text/markdown"}
+_MEDIA = {
+    "parquet": "application/x-parquet",
+    "tfrecord": "application/octet-stream",
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+    "md": "text/markdown",
+}
 _MANIFEST_LIMIT = 8 * 1024 * 1024  # a manifest bigger than this is not parsed into metadata
 
 
@@ -78,8 +83,10 @@ def _metadata(path: Path) -> tuple[dict[str, Any], bool, bool]:
     """(metadata, manifest_available, report_available) for one file."""
     manifest_path = _manifest_for(path)
     manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
-    report = path.name.lower().endswith(".report.md") or manifest_path.with_name(
-        manifest_path.name.replace(".manifest.json", ".report.md")).exists()
+    report = (
+        path.name.lower().endswith(".report.md")
+        or manifest_path.with_name(manifest_path.name.replace(".manifest.json", ".report.md")).exists()
+    )
     if path.name.lower().endswith(".report.md"):
         return {}, False, True
     return ({"manifest": manifest} if manifest is not None else {}), manifest is not None, report
@@ -104,8 +111,10 @@ async def refresh_run(session: AsyncSession, run: ConversionRun, attribution: di
     """Bring one run's artifact rows in line with its folder; returns whether anything changed."""
     folder = Path(run.output_dir)
     on_disk = await asyncio.to_thread(_scan, folder)
-    rows = {o.output_path: o for o in await session.scalars(
-        select(OutputArtifact).where(OutputArtifact.conversion_run_id == run.id))}
+    rows = {
+        o.output_path: o
+        for o in await session.scalars(select(OutputArtifact).where(OutputArtifact.conversion_run_id == run.id))
+    }
     now, changed = utcnow(), False
     for art in rows.values():
         rel = str(Path(art.output_path).relative_to(folder)) if art.output_path.startswith(str(folder)) else None
@@ -125,12 +134,28 @@ async def refresh_run(session: AsyncSession, run: ConversionRun, attribution: di
         fmt, role, media = classify(path.name)
         meta, has_manifest, has_report = await asyncio.to_thread(_metadata, path)
         source = (attribution or {}).get(str(path)) or single
-        session.add(OutputArtifact(
-            id=new_id(), conversion_run_id=run.id, source_asset_id=source,
-            source_asset_path=_asset_path(run, source), saved_config_id=run.saved_config_id,
-            output_path=str(path), relative_path=rel, file_name=path.name, format=fmt, role=role,
-            media_type=media, size_bytes=size, availability_status="ready", manifest_available=has_manifest,
-            report_available=has_report, metadata_json=meta, created_at=now, updated_at=now))
+        session.add(
+            OutputArtifact(
+                id=new_id(),
+                conversion_run_id=run.id,
+                source_asset_id=source,
+                source_asset_path=_asset_path(run, source),
+                saved_config_id=run.saved_config_id,
+                output_path=str(path),
+                relative_path=rel,
+                file_name=path.name,
+                format=fmt,
+                role=role,
+                media_type=media,
+                size_bytes=size,
+                availability_status="ready",
+                manifest_available=has_manifest,
+                report_available=has_report,
+                metadata_json=meta,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         changed = True
     return changed
 
@@ -164,8 +189,11 @@ def _changed_folders(runs: list[tuple[str, str, int | None]]) -> dict[str, int |
 async def refresh_outputs(session: AsyncSession, *, run_id: str | None = None, asset_id: str | None = None) -> None:
     """Bring succeeded runs (or the ones a filter names) in line with their folders. Only
     folders whose mtime changed since their rows last matched are scanned; only changes are written."""
-    q = select(ConversionRun.id, ConversionRun.output_dir, ConversionRun.outputs_mtime_ns).join(
-        Job, Job.id == ConversionRun.job_id).where(Job.status == SUCCEEDED)
+    q = (
+        select(ConversionRun.id, ConversionRun.output_dir, ConversionRun.outputs_mtime_ns)
+        .join(Job, Job.id == ConversionRun.job_id)
+        .where(Job.status == SUCCEEDED)
+    )
     if run_id:
         q = q.where(ConversionRun.id == run_id)
     if asset_id:
@@ -175,7 +203,7 @@ async def refresh_outputs(session: AsyncSession, *, run_id: str | None = None, a
     changed = False
     ids = list(todo)
     for k in range(0, len(ids), 500):
-        for run in list(await session.scalars(select(ConversionRun).where(ConversionRun.id.in_(ids[k:k + 500])))):
+        for run in list(await session.scalars(select(ConversionRun).where(ConversionRun.id.in_(ids[k : k + 500])))):
             changed = await refresh_run(session, run) or changed
             if run.outputs_mtime_ns != todo[run.id]:
                 run.outputs_mtime_ns, changed = todo[run.id], True
@@ -209,23 +237,43 @@ async def list_outputs(session: AsyncSession, params: dict[str, str], base: str 
     run_id, asset_id = _lower(params, "conversion_id"), _lower(params, "asset_id")
     await refresh_outputs(session, run_id=run_id, asset_id=asset_id)
     q = select(OutputArtifact, ConversionRun).outerjoin(
-        ConversionRun, ConversionRun.id == OutputArtifact.conversion_run_id)
-    for key, col in (("format", OutputArtifact.format), ("role", OutputArtifact.role),
-                     ("availability", OutputArtifact.availability_status)):
+        ConversionRun, ConversionRun.id == OutputArtifact.conversion_run_id
+    )
+    for key, col in (
+        ("format", OutputArtifact.format),
+        ("role", OutputArtifact.role),
+        ("availability", OutputArtifact.availability_status),
+    ):
         value = _lower(params, key)
         if value:
             q = q.where(col == value)
     if run_id:
         q = q.where(OutputArtifact.conversion_run_id == run_id)
     if asset_id:
-        q = q.where(or_(OutputArtifact.source_asset_id == asset_id, (OutputArtifact.source_asset_id.is_(None)) & (
-            ConversionRun.job_id.in_(select(JobAsset.job_id).where(JobAsset.asset_id == asset_id)))))
+        q = q.where(
+            or_(
+                OutputArtifact.source_asset_id == asset_id,
+                (OutputArtifact.source_asset_id.is_(None))
+                & (ConversionRun.job_id.in_(select(JobAsset.job_id).where(JobAsset.asset_id == asset_id))),
+            )
+        )
     search = _lower(params, "search")
     if search:
         s = search.lower()
-        q = q.where(or_(*(c.contains(s, autoescape=True) for c in (
-            OutputArtifact.file_name, OutputArtifact.relative_path, OutputArtifact.format, OutputArtifact.role,
-            OutputArtifact.conversion_run_id))))
+        q = q.where(
+            or_(
+                *(
+                    c.contains(s, autoescape=True)
+                    for c in (
+                        OutputArtifact.file_name,
+                        OutputArtifact.relative_path,
+                        OutputArtifact.format,
+                        OutputArtifact.role,
+                        OutputArtifact.conversion_run_id,
+                    )
+                )
+            )
+        )
     q = q.order_by(OutputArtifact.created_at.desc(), OutputArtifact.id.desc()).limit(limit).offset(offset)
     return [output_summary(o, r, base) for o, r in (await session.execute(q)).all()]
 

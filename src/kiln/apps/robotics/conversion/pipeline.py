@@ -59,12 +59,12 @@ def resolve_spec(spec: ConversionSpec, topics: dict[str, str]) -> Resolved:
     resolved = {k: v for k, v in resolved.items() if v is not None}
     if not resolved:
         raise ValueError("No requested topics from mapping were found in bag")
-    features = {target: FeatureSpec(source=PathSource(topic=topic), dtype="json")
-                for target, topic in resolved.items()}
+    features = {target: FeatureSpec(source=PathSource(topic=topic), dtype="json") for target, topic in resolved.items()}
     rs = None
     if spec.resample is not None:
-        rs = ResampleStrategy(freq_hz=spec.resample.freq_hz, method=spec.resample.method,
-                              topics=sorted(set(resolved.values())))
+        rs = ResampleStrategy(
+            freq_hz=spec.resample.freq_hz, method=spec.resample.method, topics=sorted(set(resolved.values()))
+        )
     internal = spec.model_copy(update={"features": features, "row_strategy": rs})
     return Resolved(internal, resolved, union=rs is None)
 
@@ -105,9 +105,15 @@ class Decoder:
             return None
 
 
-def message_stream(reader: RecordingReader, topics: list[str], decoder: Decoder, start: int | None,
-                   stop: int | None, tick: Callable[[int], None] | None = None,
-                   max_messages: int | None = None) -> Iterator[Msg]:
+def message_stream(
+    reader: RecordingReader,
+    topics: list[str],
+    decoder: Decoder,
+    start: int | None,
+    stop: int | None,
+    tick: Callable[[int], None] | None = None,
+    max_messages: int | None = None,
+) -> Iterator[Msg]:
     for n, raw in enumerate(reader.iter_raw(topics, start, stop), start=1):
         yield Msg(raw.topic, raw.timestamp_ns, raw.data, decoder.msgtype(raw.topic, raw.msgtype), decoder)
         if tick is not None and n % CHECK_EVERY == 0:
@@ -131,11 +137,17 @@ def last_before(reader: RecordingReader, topic: str, t: int, decoder: Decoder) -
         span *= 4
 
 
-def row_iterator(reader: RecordingReader, resolved: Resolved, decoder: Decoder, stats: RowStats, *,
-                 window: tuple[int | None, int | None] = (None, None),
-                 bounds: dict[str, tuple[int | None, int | None]] | None = None,
-                 counts: dict[str, int] | None = None,
-                 tick: Callable[[int], None] | None = None) -> Iterator[Row]:
+def row_iterator(
+    reader: RecordingReader,
+    resolved: Resolved,
+    decoder: Decoder,
+    stats: RowStats,
+    *,
+    window: tuple[int | None, int | None] = (None, None),
+    bounds: dict[str, tuple[int | None, int | None]] | None = None,
+    counts: dict[str, int] | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> Iterator[Row]:
     """Rows whose time lies in `window` (and in the spec's input window).
 
     `bounds` (topic -> first/last log time) and `counts` come from the recording's index;
@@ -176,8 +188,9 @@ def row_iterator(reader: RecordingReader, resolved: Resolved, decoder: Decoder, 
     rs_topics = [t for t in rs.topics if t in present]
     if not rs_topics:
         raise ValueError("none of the resample topics are in the recording")
-    rs = rs.model_copy(update={"topics": rs_topics,
-                               "anchor_topic": rs.anchor_topic if rs.anchor_topic in rs_topics else None})
+    rs = rs.model_copy(
+        update={"topics": rs_topics, "anchor_topic": rs.anchor_topic if rs.anchor_topic in rs_topics else None}
+    )
     bounds = bounds or {}
     origin = grid_origin(rs, {t: bounds.get(t, (None, None))[0] for t in rs_topics})
     lasts = [bounds[t][1] for t in rs_topics if t in bounds and bounds[t][1] is not None]

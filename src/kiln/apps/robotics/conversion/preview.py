@@ -54,12 +54,18 @@ def with_type_hints(spec: ConversionSpec, hints: dict[str, str] | None) -> Conve
     for topic, hint in hints.items():
         cur = topics.get(topic) or TopicDecoding()
         topics[topic] = cur.model_copy(update={"type_hint": hint})
-    return spec.model_copy(update={"decoding": DecodingSpec(topics=topics,
-                                                            on_decode_failure=spec.decoding.on_decode_failure)})
+    return spec.model_copy(
+        update={"decoding": DecodingSpec(topics=topics, on_decode_failure=spec.decoding.on_decode_failure)}
+    )
 
 
-def preview(path_or_paths: str | Path | Sequence[str | Path], spec: ConversionSpec | dict[str, Any], n: int = 5,
-            *, topic_type_hints: dict[str, str] | None = None) -> PreviewResult:
+def preview(
+    path_or_paths: str | Path | Sequence[str | Path],
+    spec: ConversionSpec | dict[str, Any],
+    n: int = 5,
+    *,
+    topic_type_hints: dict[str, str] | None = None,
+) -> PreviewResult:
     spec = spec if isinstance(spec, ConversionSpec) else load_spec(spec)
     if spec.row_strategy is None and not spec.mapping:
         raise ValueError("preview requires a schema-aware conversion spec with row_strategy")
@@ -77,9 +83,14 @@ def preview(path_or_paths: str | Path | Sequence[str | Path], spec: ConversionSp
         decoder = Decoder(reader, rspec)
         stats = RowStats()
         builder = FeatureBuilder(rspec)
-        rows_it = row_iterator(reader, resolved, decoder, stats,
-                               bounds={t.name: (t.first_ns, t.last_ns) for t in idx.topics},
-                               counts={t.name: t.message_count for t in idx.topics})
+        rows_it = row_iterator(
+            reader,
+            resolved,
+            decoder,
+            stats,
+            bounds={t.name: (t.first_ns, t.last_ns) for t in idx.topics},
+            counts={t.name: t.message_count for t in idx.topics},
+        )
         rows: list[dict[str, Any]] = []
         checked = bad = dropped = 0
         missing_topics: dict[str, int] = {}
@@ -98,8 +109,9 @@ def preview(path_or_paths: str | Path | Sequence[str | Path], spec: ConversionSp
             if is_bad:
                 bad += 1
                 if rspec.validation.fail_fast or (budget is not None and bad > budget):
-                    raise ValueError(f"preview found a bad record at {row.timestamp_ns} ns "
-                                     f"(a required feature has no value)")
+                    raise ValueError(
+                        f"preview found a bad record at {row.timestamp_ns} ns (a required feature has no value)"
+                    )
             for topic in watched:
                 if topic not in row.topics:
                     missing_topics[topic] = missing_topics.get(topic, 0) + 1
@@ -108,17 +120,35 @@ def preview(path_or_paths: str | Path | Sequence[str | Path], spec: ConversionSp
                 if len(label_values) < 5:
                     label_values.append(to_jsonable(values[primary]))
             if len(rows) < n:
-                rows.append({"timestamp_ns": row.timestamp_ns,
-                             "field_data": {k: to_jsonable(v) for k, v in values.items()},
-                             "presence_data": presence})
+                rows.append(
+                    {
+                        "timestamp_ns": row.timestamp_ns,
+                        "field_data": {k: to_jsonable(v) for k, v in values.items()},
+                        "presence_data": presence,
+                    }
+                )
         missing_features = dict(builder.counters.missing)
+
     def rate(counts: dict[str, int]) -> dict[str, float]:
         return {k: round(v / checked, 6) if checked else 0.0 for k, v in counts.items()}
 
     label_summary = None
     if primary is not None:
-        label_summary = {"primary": primary, "present_count": label_present,
-                         "missing_count": checked - label_present, "sample_values": label_values}
-    return PreviewResult(rows, dropped + stats.dropped, checked, bad, missing_features, rate(missing_features),
-                         missing_topics, rate(missing_topics), label_summary,
-                         stats.warnings + decoder.warnings + builder.counters.first_errors)
+        label_summary = {
+            "primary": primary,
+            "present_count": label_present,
+            "missing_count": checked - label_present,
+            "sample_values": label_values,
+        }
+    return PreviewResult(
+        rows,
+        dropped + stats.dropped,
+        checked,
+        bad,
+        missing_features,
+        rate(missing_features),
+        missing_topics,
+        rate(missing_topics),
+        label_summary,
+        stats.warnings + decoder.warnings + builder.counters.first_errors,
+    )

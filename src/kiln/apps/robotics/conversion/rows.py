@@ -83,8 +83,11 @@ def _pick(join: JoinSpec, t: int, before: Msg | None, after: Msg | None) -> Msg 
     if not cands:
         return None
     best = min(cands, key=lambda c: (abs(c.t - t), c.t > t))  # ties go to the earlier sample
-    tol = join.tolerance_ns if join.tolerance_ns is not None else (
-        0 if join.sync_policy == "exact-within-tolerance" else None)
+    tol = (
+        join.tolerance_ns
+        if join.tolerance_ns is not None
+        else (0 if join.sync_policy == "exact-within-tolerance" else None)
+    )
     if tol is not None and abs(best.t - t) > tol:
         return None
     return best
@@ -105,9 +108,14 @@ def _fill(join: JoinSpec, t: int, previous: dict[str, Any]) -> Any:
     return None
 
 
-def trigger_rows(stream: Iterable[Msg], rs: TriggerStrategy, stats: RowStats,
-                 t0: int | None = None, t1: int | None = None,
-                 seeds: dict[str, Msg] | None = None) -> Iterator[Row]:
+def trigger_rows(
+    stream: Iterable[Msg],
+    rs: TriggerStrategy,
+    stats: RowStats,
+    t0: int | None = None,
+    t1: int | None = None,
+    seeds: dict[str, Msg] | None = None,
+) -> Iterator[Row]:
     joins = {j.topic: j for j in rs.joins if j.topic != rs.trigger_topic}
     last: dict[str, Msg] = dict(seeds or {})
     pending: deque[list[Any]] = deque()  # [t, trigger msg, {topic: before}, {topic: chosen}]
@@ -148,8 +156,11 @@ def trigger_rows(stream: Iterable[Msg], rs: TriggerStrategy, stats: RowStats,
         for entry in pending:  # resolve rows that no future sample can improve
             for topic in list(entry[2]):
                 j, before, t = joins[topic], entry[2][topic], entry[0]
-                tol = j.tolerance_ns if j.tolerance_ns is not None else (
-                    0 if j.sync_policy == "exact-within-tolerance" else None)
+                tol = (
+                    j.tolerance_ns
+                    if j.tolerance_ns is not None
+                    else (0 if j.sync_policy == "exact-within-tolerance" else None)
+                )
                 if (tol is not None and now > t + tol) or (before is not None and now - t > t - before.t):
                     finish(entry, topic, None)
         if m.topic == rs.trigger_topic:
@@ -174,8 +185,7 @@ def trigger_rows(stream: Iterable[Msg], rs: TriggerStrategy, stats: RowStats,
     yield from emit()
 
 
-def per_message_rows(stream: Iterable[Msg], topic: str, t0: int | None = None,
-                     t1: int | None = None) -> Iterator[Row]:
+def per_message_rows(stream: Iterable[Msg], topic: str, t0: int | None = None, t1: int | None = None) -> Iterator[Row]:
     for m in stream:
         if m.topic != topic:
             continue
@@ -211,9 +221,16 @@ def grid_origin(rs: ResampleStrategy, first_times: dict[str, int | None]) -> int
     return min(known) if known else None
 
 
-def resample_rows(stream: Iterable[Msg], rs: ResampleStrategy, origin: int, end: int,
-                  t0: int | None = None, t1: int | None = None,
-                  seeds: dict[str, Msg] | None = None, expected: dict[str, int] | None = None) -> Iterator[Row]:
+def resample_rows(
+    stream: Iterable[Msg],
+    rs: ResampleStrategy,
+    origin: int,
+    end: int,
+    t0: int | None = None,
+    t1: int | None = None,
+    seeds: dict[str, Msg] | None = None,
+    expected: dict[str, int] | None = None,
+) -> Iterator[Row]:
     """Rows on the grid origin + k/freq for grid times in [t0, t1) and <= end.
 
     `expected` (message counts per topic, when the stream covers the whole recording) lets
@@ -230,8 +247,7 @@ def resample_rows(stream: Iterable[Msg], rs: ResampleStrategy, origin: int, end:
         yield from _interpolate(stream, topics, origin, period, k, hi, seeds or {}, expected)
 
 
-def _downsample(stream: Iterable[Msg], topics: set[str], origin: int, period: float, k0: int,
-                hi: int) -> Iterator[Row]:
+def _downsample(stream: Iterable[Msg], topics: set[str], origin: int, period: float, k0: int, hi: int) -> Iterator[Row]:
     bucket, held = None, {}
     for m in stream:
         if m.topic not in topics or m.t < origin:
@@ -250,8 +266,16 @@ def _downsample(stream: Iterable[Msg], topics: set[str], origin: int, period: fl
         yield Row(origin + int(round(bucket * period)), held)
 
 
-def _interpolate(stream: Iterable[Msg], topics: set[str], origin: int, period: float, k: int, hi: int,
-                 seeds: dict[str, Msg], expected: dict[str, int] | None) -> Iterator[Row]:
+def _interpolate(
+    stream: Iterable[Msg],
+    topics: set[str],
+    origin: int,
+    period: float,
+    k: int,
+    hi: int,
+    seeds: dict[str, Msg],
+    expected: dict[str, int] | None,
+) -> Iterator[Row]:
     buf: dict[str, deque[Msg]] = {t: deque([seeds[t]]) if t in seeds else deque() for t in topics}
     left = {t: expected.get(t, 0) for t in topics} if expected is not None else {}
     done = {t for t, n in left.items() if n == 0}  # topics that will deliver nothing more

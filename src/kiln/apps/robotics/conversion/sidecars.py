@@ -22,9 +22,19 @@ def _rates(counts: dict[str, int], rows: int) -> dict[str, float]:
     return {k: (round(v / rows, 6) if rows else 0.0) for k, v in counts.items()}
 
 
-def build_manifest(*, dataset: Path, spec: ConversionSpec, episode_id: str, source: dict[str, Any],
-                   rows_written: int, split_name: str, shard_index: int, num_shards: int,
-                   stats: dict[str, Any], mapping_resolved: dict[str, str] | None) -> dict[str, Any]:
+def build_manifest(
+    *,
+    dataset: Path,
+    spec: ConversionSpec,
+    episode_id: str,
+    source: dict[str, Any],
+    rows_written: int,
+    split_name: str,
+    shard_index: int,
+    num_shards: int,
+    stats: dict[str, Any],
+    mapping_resolved: dict[str, str] | None,
+) -> dict[str, Any]:
     meta = source.get("metadata") or {}
     out = spec.output
     conversion: dict[str, Any] = {
@@ -39,8 +49,7 @@ def build_manifest(*, dataset: Path, spec: ConversionSpec, episode_id: str, sour
         "draft_origin": spec.draft_origin.model_dump(mode="json") if spec.draft_origin else None,
         "split": spec.split.model_dump(mode="json"),
         "validation": spec.validation.model_dump(mode="json"),
-        "preflight": {"bad_records": stats.get("bad_records", 0),
-                      "preflight_ok": stats.get("bad_records", 0) == 0},
+        "preflight": {"bad_records": stats.get("bad_records", 0), "preflight_ok": stats.get("bad_records", 0) == 0},
         "rows_written": rows_written,
         "dropped_rows": stats.get("dropped_rows", 0),
         "split_counts": stats.get("split_counts", {}),
@@ -57,20 +66,31 @@ def build_manifest(*, dataset: Path, spec: ConversionSpec, episode_id: str, sour
         "kiln_version": kiln_version,
         "episode_id": episode_id,
         "dataset": {
-            "path": str(dataset), "format": out.format, "file_size_bytes": dataset.stat().st_size,
-            "rows_written": rows_written, "field_names": ["timestamp_ns", *spec.features],
-            "split_name": split_name, "shard_index": shard_index, "num_shards": num_shards,
+            "path": str(dataset),
+            "format": out.format,
+            "file_size_bytes": dataset.stat().st_size,
+            "rows_written": rows_written,
+            "field_names": ["timestamp_ns", *spec.features],
+            "split_name": split_name,
+            "shard_index": shard_index,
+            "num_shards": num_shards,
             "output_filename": dataset.name,
         },
         "source": {
-            "path": source["path"], "file_path": source["path"], "ros_version": source.get("ros_version"),
-            "storage_format": source.get("storage_format"), "file_size_bytes": source.get("file_size_bytes"),
+            "path": source["path"],
+            "file_path": source["path"],
+            "ros_version": source.get("ros_version"),
+            "storage_format": source.get("storage_format"),
+            "file_size_bytes": source.get("file_size_bytes"),
             "source_metadata": meta.get("raw_metadata", {}),
         },
         "temporal": {
-            "start_timestamp": stats.get("first_ns"), "end_timestamp": stats.get("last_ns"),
-            "start_time_iso": meta.get("start_time"), "end_time_iso": meta.get("end_time"),
-            "duration_seconds": meta.get("duration"), "message_count": meta.get("message_count"),
+            "start_timestamp": stats.get("first_ns"),
+            "end_timestamp": stats.get("last_ns"),
+            "start_time_iso": meta.get("start_time"),
+            "end_time_iso": meta.get("end_time"),
+            "duration_seconds": meta.get("duration"),
+            "message_count": meta.get("message_count"),
         },
         "conversion": conversion,
         "robot_context": None,
@@ -101,22 +121,28 @@ def build_report(manifest: dict[str, Any], preview_rows: list[dict[str, Any]] | 
     ]
     if "payload_representation" in conv:
         lines.append(f"- image payload contract: {conv['payload_representation']['image_payload_contract']}")
-    parts = ["\n".join(lines) + "\n", _block("Source", manifest["source"]), _block("Temporal", manifest["temporal"]),
-             _block("Output config", conv["output"]), _block("Features", conv["features"]),
-             _block("Preflight", conv["preflight"])]
+    parts = [
+        "\n".join(lines) + "\n",
+        _block("Source", manifest["source"]),
+        _block("Temporal", manifest["temporal"]),
+        _block("Output config", conv["output"]),
+        _block("Features", conv["features"]),
+        _block("Preflight", conv["preflight"]),
+    ]
     if conv.get("mapping_requested"):
-        parts.append(_block("Mappings", {"requested": conv["mapping_requested"],
-                                          "resolved": conv["mapping_resolved"]}))
-    parts.append(_block("Missing counts", {"features": conv["missing_feature_counts"],
-                                            "topics": conv["missing_topic_counts"]}))
+        parts.append(_block("Mappings", {"requested": conv["mapping_requested"], "resolved": conv["mapping_resolved"]}))
+    parts.append(
+        _block("Missing counts", {"features": conv["missing_feature_counts"], "topics": conv["missing_topic_counts"]})
+    )
     parts.append(_block("Robot context", manifest["robot_context"]))
     if preview_rows:
         parts.append(_block("Preview rows", preview_rows))
     return "\n".join(parts)
 
 
-def write_sidecars(dataset: Path, manifest: dict[str, Any],
-                   preview_rows: list[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+def write_sidecars(
+    dataset: Path, manifest: dict[str, Any], preview_rows: list[dict[str, Any]] | None = None
+) -> tuple[Path, Path]:
     mpath, rpath = sidecar_paths(dataset)
     mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     rpath.write_text(build_report(manifest, preview_rows))

@@ -71,7 +71,7 @@ def crc32c_py(data: bytes | memoryview, reg: int = 0xFFFFFFFF) -> int:
         s0, s1, s2, s3 = _shift_tables()
         for g in regs.tolist():
             reg = s0[reg & 0xFF] ^ s1[reg >> 8 & 0xFF] ^ s2[reg >> 16 & 0xFF] ^ s3[reg >> 24] ^ g
-        buf = buf[nblocks * _BLOCK:]
+        buf = buf[nblocks * _BLOCK :]
     for b in buf.tolist():
         reg = _TL[(reg ^ b) & 0xFF] ^ (reg >> 8)
     return reg ^ 0xFFFFFFFF
@@ -108,7 +108,7 @@ def _varints(values: np.ndarray) -> bytes:
         nbytes += (v >> np.uint64(7 * i)) > 0
     idx = np.arange(10)
     cont = idx[None, :] < (nbytes[:, None] - 1)
-    groups |= (cont.astype(np.uint8) << 7)
+    groups |= cont.astype(np.uint8) << 7
     return groups[idx[None, :] < nbytes[:, None]].tobytes()
 
 
@@ -154,7 +154,7 @@ def open_output(path: Path, compression: str) -> BinaryIO:
 def read_records(path: str | Path, *, verify: bool = True) -> Iterator[bytes]:
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
         while header := fh.read(12):
             if len(header) < 12:
                 raise ValueError("truncated tfrecord header")
@@ -186,13 +186,13 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
         field, wire = tag >> 3, tag & 7
         if wire == 2:
             n, pos = _read_varint(buf, pos)
-            yield field, wire, buf[pos:pos + n]
+            yield field, wire, buf[pos : pos + n]
             pos += n
         elif wire == 0:
             v, pos = _read_varint(buf, pos)
             yield field, wire, v
         elif wire == 5:
-            yield field, wire, buf[pos:pos + 4]
+            yield field, wire, buf[pos : pos + 4]
             pos += 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
@@ -213,8 +213,9 @@ def decode_example(buf: bytes) -> dict[str, list[Any]]:
                             if kind == 1:
                                 value.append(bytes(item))
                             elif kind == 2:
-                                value.extend(np.frombuffer(item, "<f4").tolist() if wire == 2 else
-                                             [struct.unpack("<f", item)[0]])
+                                value.extend(
+                                    np.frombuffer(item, "<f4").tolist() if wire == 2 else [struct.unpack("<f", item)[0]]
+                                )
                             elif wire == 2:
                                 pos, raw = 0, bytes(item)
                                 while pos < len(raw):

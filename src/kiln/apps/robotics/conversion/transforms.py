@@ -15,8 +15,14 @@ import numpy as np
 from kiln.apps.robotics.conversion.values import is_image_message
 from kiln.apps.robotics.spec.models import TransformSpec
 
-_NP = {"int64": np.int64, "float32": np.float32, "float64": np.float64, "bool": np.bool_,
-       "uint8": np.uint8, "int32": np.int32}
+_NP = {
+    "int64": np.int64,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bool": np.bool_,
+    "uint8": np.uint8,
+    "int32": np.int32,
+}
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}
 
 
@@ -43,8 +49,9 @@ def _looks_encoded(buf: np.ndarray) -> bool:
     return any(head.startswith(m) for m in _ENCODED_MAGIC)
 
 
-def _raw_pixels(raw: np.ndarray, h: int | None, w: int | None, channels: int | None,
-                step: int | None = None) -> np.ndarray:
+def _raw_pixels(
+    raw: np.ndarray, h: int | None, w: int | None, channels: int | None, step: int | None = None
+) -> np.ndarray:
     """Raw pixel bytes -> HxWxC, from what is known about the layout (message fields or params)."""
     if h and w:
         row = step or (raw.size // h)
@@ -67,6 +74,7 @@ def to_image(v: Any, params: dict[str, Any] | None = None) -> tuple[np.ndarray, 
     p = params or {}
     order = str(p.get("from", "")).lower()
     if is_image_message(v):
+
         def has(k: str) -> bool:
             return (k in v) if isinstance(v, dict) else hasattr(v, k)
 
@@ -79,8 +87,13 @@ def to_image(v: Any, params: dict[str, Any] | None = None) -> tuple[np.ndarray, 
                 raise TransformError(f"unsupported image encoding: {enc}")
             channels = _CHANNELS.get(enc) or _ORDER_CHANNELS.get(order)
             raw = _array(get("data")).reshape(-1)
-            arr = _raw_pixels(raw, int(get("height")), int(get("width")), channels,
-                              int(get("step")) if has("step") and int(get("step")) else None)
+            arr = _raw_pixels(
+                raw,
+                int(get("height")),
+                int(get("width")),
+                channels,
+                int(get("step")) if has("step") and int(get("step")) else None,
+            )
             named = enc[:4] if enc[:4] in ("bgra", "rgba") else enc[:3]
             return arr, (named if named in ("rgb", "bgr", "rgba", "bgra") else order or "rgb")
         v = get("data")  # compressed image: decode below
@@ -90,8 +103,9 @@ def to_image(v: Any, params: dict[str, Any] | None = None) -> tuple[np.ndarray, 
     if not _looks_encoded(buf):
         h, w = p.get("height"), p.get("width")
         channels = p.get("channels") or _ORDER_CHANNELS.get(order)
-        return _raw_pixels(buf, int(h) if h else None, int(w) if w else None,
-                           int(channels) if channels else None), order or "rgb"
+        return _raw_pixels(
+            buf, int(h) if h else None, int(w) if w else None, int(channels) if channels else None
+        ), order or "rgb"
     from PIL import Image
 
     try:
@@ -180,7 +194,7 @@ def _image(v: Any, kind: str, p: dict[str, Any]) -> Any:
     if kind == "image_crop":
         x, y = int(p.get("x", p.get("left", 0))), int(p.get("y", p.get("top", 0)))
         w, h = int(p.get("width", arr.shape[1] - x)), int(p.get("height", arr.shape[0] - y))
-        return np.ascontiguousarray(arr[y:y + h, x:x + w])
+        return np.ascontiguousarray(arr[y : y + h, x : x + w])
     from PIL import Image
 
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)

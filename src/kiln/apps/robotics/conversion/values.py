@@ -65,8 +65,7 @@ def is_missing(value: Any) -> bool:
     return value is _MISSING
 
 
-def to_jsonable(value: Any, *, max_depth: int | None = None, max_items: int | None = None,
-                _depth: int = 0) -> Any:
+def to_jsonable(value: Any, *, max_depth: int | None = None, max_items: int | None = None, _depth: int = 0) -> Any:
     """Plain JSON data: messages -> dicts (no dunder keys), numpy -> lists, bytes -> wrapper.
 
     With `max_depth`/`max_items` the result is a bounded summary (inspection samples).
@@ -80,8 +79,9 @@ def to_jsonable(value: Any, *, max_depth: int | None = None, max_items: int | No
         return bytes_wrapper(data if max_items is None else data[: max_items * 16])
     if isinstance(value, np.ndarray):
         if value.dtype == np.uint8:
-            return to_jsonable(value.tobytes() if max_items is None else value[: max_items * 16].tobytes(),
-                               max_items=max_items)
+            return to_jsonable(
+                value.tobytes() if max_items is None else value[: max_items * 16].tobytes(), max_items=max_items
+            )
         if max_depth is not None and _depth >= max_depth:
             return {"__array__": True, "dtype": str(value.dtype), "shape": list(value.shape)}
         flat = value if max_items is None else value.reshape(-1)[:max_items]
@@ -92,11 +92,16 @@ def to_jsonable(value: Any, *, max_depth: int | None = None, max_items: int | No
         if isinstance(value, list | tuple | dict):
             return {"__truncated__": True, "length": len(value)}
     if is_message(value):
-        return {k: to_jsonable(getattr(value, k), max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
-                for k in message_fields(value)}
+        return {
+            k: to_jsonable(getattr(value, k), max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
+            for k in message_fields(value)
+        }
     if isinstance(value, dict):
-        return {str(k): to_jsonable(v, max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
-                for k, v in value.items() if not str(k).startswith("__") or k == "__bytes__"}
+        return {
+            str(k): to_jsonable(v, max_depth=max_depth, max_items=max_items, _depth=_depth + 1)
+            for k, v in value.items()
+            if not str(k).startswith("__") or k == "__bytes__"
+        }
     if isinstance(value, list | tuple):
         items = value if max_items is None else value[:max_items]
         return [to_jsonable(v, max_depth=max_depth, max_items=max_items, _depth=_depth + 1) for v in items]

@@ -14,7 +14,18 @@ from kiln.apps.robotics.spec.migrate import (
 from kiln.apps.robotics.spec.models import SPEC_VERSION, ConversionSpec, SpecDocument
 
 __all__ = [
-    "SPEC_VERSION", "ConversionSpec", "DraftRequest", "DraftResult", "SpecDocument", "SpecError", "auto_mapping",
-    "build_draft", "build_legacy_spec", "capabilities",
-    "dump_spec_document", "load_spec", "load_spec_document", "representation_policy",
+    "SPEC_VERSION",
+    "ConversionSpec",
+    "DraftRequest",
+    "DraftResult",
+    "SpecDocument",
+    "SpecError",
+    "auto_mapping",
+    "build_draft",
+    "build_legacy_spec",
+    "capabilities",
+    "dump_spec_document",
+    "load_spec",
+    "load_spec_document",
+    "representation_policy",
 ]

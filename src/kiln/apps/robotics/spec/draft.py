@@ -32,8 +32,18 @@ from kiln.apps.robotics.spec.models import (
     ValidationSpec,
 )
 
-_SKIP_LEAVES = {"seq", "frame_id", "child_frame_id", "encoding", "is_bigendian", "step", "point_step",
-                "row_step", "is_dense", "format"}
+_SKIP_LEAVES = {
+    "seq",
+    "frame_id",
+    "child_frame_id",
+    "encoding",
+    "is_bigendian",
+    "step",
+    "point_step",
+    "row_step",
+    "is_dense",
+    "format",
+}
 
 
 class DraftRequest(BaseModel):
@@ -70,10 +80,17 @@ class DraftResult:
     preview: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"request": self.request, "spec": self.spec.model_dump(mode="json", by_alias=True),
-                "selected_topics": self.selected_topics, "trigger_topic": self.trigger_topic,
-                "join_topics": self.join_topics, "warnings": self.warnings, "assumptions": self.assumptions,
-                "unresolved_fields": self.unresolved_fields, "preview": self.preview}
+        return {
+            "request": self.request,
+            "spec": self.spec.model_dump(mode="json", by_alias=True),
+            "selected_topics": self.selected_topics,
+            "trigger_topic": self.trigger_topic,
+            "join_topics": self.join_topics,
+            "warnings": self.warnings,
+            "assumptions": self.assumptions,
+            "unresolved_fields": self.unresolved_fields,
+            "preview": self.preview,
+        }
 
 
 def _name(topic: str, path: str) -> str:
@@ -111,8 +128,13 @@ def _feature(topic: str, c: dict[str, Any]) -> FeatureSpec:
     source = {"kind": "path", "topic": topic, "field_path": c["path"]}
     if kind in ("image", "bytes"):
         return FeatureSpec(source=source, dtype="bytes", description=f"{topic} {c['path']}")
-    dtype = "int64" if leaf == "buttons" else "float32" if leaf == "axes" else (
-        "int64" if dtypes[0] in ("int64", "bool") else "float32")
+    dtype = (
+        "int64"
+        if leaf == "buttons"
+        else "float32"
+        if leaf == "axes"
+        else ("int64" if dtypes[0] in ("int64", "bool") else "float32")
+    )
     if kind == "struct":
         parts = [{"kind": "path", "topic": topic, "field_path": f"{c['path']}.{k}"} for k in c["numeric_leaves"]]
         source = {"kind": "concat", "sources": parts, "axis": 0}
@@ -120,12 +142,19 @@ def _feature(topic: str, c: dict[str, Any]) -> FeatureSpec:
     shape = c.get("shape_hint")
     if kind == "sequence" and shape and not c.get("variable_length"):
         transforms.append(TransformSpec(kind="length", params={"exact": shape[0]}))
-    return FeatureSpec(source=source, dtype=dtype, shape=None if c.get("variable_length") else shape,
-                       missing="zeros", transforms=transforms, description=f"{topic} {c['path']}")
+    return FeatureSpec(
+        source=source,
+        dtype=dtype,
+        shape=None if c.get("variable_length") else shape,
+        missing="zeros",
+        transforms=transforms,
+        description=f"{topic} {c['path']}",
+    )
 
 
-def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None = None,
-                path: str | None = None) -> DraftResult:
+def build_draft(
+    inspection: Any, request: DraftRequest | dict[str, Any] | None = None, path: str | None = None
+) -> DraftResult:
     """Raise ValueError for an unusable request (message safe to show)."""
     req = request if isinstance(request, DraftRequest) else DraftRequest(**(request or {}))
     insp = inspection.to_dict() if hasattr(inspection, "to_dict") else dict(inspection)
@@ -137,8 +166,10 @@ def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None =
             raise ValueError(f"{'trigger ' if t == req.trigger_topic else ''}topic not found in inspection result: {t}")
     selected = req.selected_topics or list(topics)
     warnings: list[str] = []
-    assumptions = ["rows are produced at the trigger topic's message times (log time)",
-                   "joined topics use the last sample at or before each row (not required)"]
+    assumptions = [
+        "rows are produced at the trigger topic's message times (log time)",
+        "joined topics use the last sample at or before each row (not required)",
+    ]
     usable = [t for t in selected if topics[t]["sampled_message_count"] > 0]
     warnings += [f"topic {t} had no decodable samples" for t in selected if t not in usable]
     if not usable:
@@ -155,12 +186,17 @@ def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None =
     features: dict[str, FeatureSpec] = {}
     unresolved: list[str] = []
     for topic in [trigger, *joins]:
-        ranked = sorted(((r, c["path"], c) for c in topics[topic]["field_candidates"].values()
-                         if (r := _rank(c)) is not None), key=lambda x: (x[0], x[1]))
+        ranked = sorted(
+            ((r, c["path"], c) for c in topics[topic]["field_candidates"].values() if (r := _rank(c)) is not None),
+            key=lambda x: (x[0], x[1]),
+        )
         if not ranked:
             unresolved.append(topic)
-            features[_name(topic, "")] = FeatureSpec(source={"kind": "path", "topic": topic, "field_path": ""},
-                                                     dtype="json", description=f"{topic} whole message")
+            features[_name(topic, "")] = FeatureSpec(
+                source={"kind": "path", "topic": topic, "field_path": ""},
+                dtype="json",
+                description=f"{topic} whole message",
+            )
             warnings.append(f"no typed field found on {topic}; drafted the whole message as json")
             continue
         for _r, p, c in ranked[: req.max_features_per_topic]:
@@ -173,17 +209,28 @@ def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None =
     spec = ConversionSpec(
         schema=SchemaSpec(name=req.schema_name, version=req.schema_version),
         input={"paths": [insp["bag_path"]] if insp.get("bag_path") else [], "include_topics": [trigger, *joins]},
-        decoding=DecodingSpec(topics={t: TopicDecoding(type_hint=topics[t]["message_type"])
-                                      for t in [trigger, *joins]}),
-        row_strategy=TriggerStrategy(trigger_topic=trigger, joins=[
-            JoinSpec(topic=t, sync_policy="last-known-before", required=False) for t in joins]),
-        features=features, labels=labels,
+        decoding=DecodingSpec(
+            topics={t: TopicDecoding(type_hint=topics[t]["message_type"]) for t in [trigger, *joins]}
+        ),
+        row_strategy=TriggerStrategy(
+            trigger_topic=trigger,
+            joins=[JoinSpec(topic=t, sync_policy="last-known-before", required=False) for t in joins],
+        ),
+        features=features,
+        labels=labels,
         validation=ValidationSpec(sample_n=32, expected_features=list(features)),
-        draft_origin=DraftOrigin(kind="inspection", source_topics=[trigger, *joins], assumptions=assumptions,
-                                 warnings=warnings, provenance={"bag_path": insp.get("bag_path"),
-                                                                "ros_version": insp.get("ros_version"),
-                                                                "sample_n": insp.get("sample_n"),
-                                                                "generator": "kiln.robotics.draft"}),
+        draft_origin=DraftOrigin(
+            kind="inspection",
+            source_topics=[trigger, *joins],
+            assumptions=assumptions,
+            warnings=warnings,
+            provenance={
+                "bag_path": insp.get("bag_path"),
+                "ros_version": insp.get("ros_version"),
+                "sample_n": insp.get("sample_n"),
+                "generator": "kiln.robotics.draft",
+            },
+        ),
         output=OutputSpec(format=req.output_format, compression=req.output_compression),
     )
     preview = None
@@ -195,5 +242,6 @@ def build_draft(inspection: Any, request: DraftRequest | dict[str, Any] | None =
             preview = run_preview(target, spec, req.preview_rows).to_dict()
         except Exception as exc:  # a failed preview must not lose the draft
             warnings.append(f"preview failed: {exc}")
-    return DraftResult(req.model_dump(), spec, [trigger, *joins], trigger, joins, warnings, assumptions,
-                       unresolved, preview)
+    return DraftResult(
+        req.model_dump(), spec, [trigger, *joins], trigger, joins, warnings, assumptions, unresolved, preview
+    )

@@ -48,8 +48,13 @@ def _infer_kind(block: dict[str, Any], rules: list[tuple[str, str]]) -> bool:
     return False
 
 
-_ROW_RULES = [("trigger_topic", "trigger"), ("joins", "trigger"), ("freq_hz", "resample"),
-              ("method", "resample"), ("topic", "per-message")]
+_ROW_RULES = [
+    ("trigger_topic", "trigger"),
+    ("joins", "trigger"),
+    ("freq_hz", "resample"),
+    ("method", "resample"),
+    ("topic", "per-message"),
+]
 _SOURCE_RULES = [("field_path", "path"), ("topic", "path"), ("value", "constant"), ("key", "metadata")]
 
 
@@ -97,8 +102,12 @@ def _coerce_payload(doc: Any) -> dict[str, Any]:
         return doc.to_dict()
     if isinstance(doc, ConversionSpec):
         return {"spec_version": SPEC_VERSION, "spec": doc.model_dump(mode="json", by_alias=True)}
-    if isinstance(doc, Path) or (isinstance(doc, str) and "\n" not in doc and doc.strip().endswith(
-            (".json", ".yaml", ".yml")) and Path(doc).exists()):
+    if isinstance(doc, Path) or (
+        isinstance(doc, str)
+        and "\n" not in doc
+        and doc.strip().endswith((".json", ".yaml", ".yml"))
+        and Path(doc).exists()
+    ):
         doc = Path(doc).read_text()
     if isinstance(doc, bytes | str):
         text = doc.decode() if isinstance(doc, bytes) else doc
@@ -208,8 +217,11 @@ def build_legacy_spec(
         raise SpecError(format_validation_error(exc), validation_details(exc, ("body", "output"))) from None
     out = out.model_copy(update={"write_manifest": write_manifest})
     try:
-        rs = resample if isinstance(resample, LegacyResample) or resample is None else \
-            LegacyResample.model_validate(resample)
+        rs = (
+            resample
+            if isinstance(resample, LegacyResample) or resample is None
+            else LegacyResample.model_validate(resample)
+        )
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc), validation_details(exc, ("body", "resample"))) from None
     topics = sorted({t for ts in mapping.values() for t in ts})
@@ -217,7 +229,10 @@ def build_legacy_spec(
         return ConversionSpec(
             schema=SchemaSpec(name="legacy_mapping", version=1),
             input={"include_topics": topics},
-            mapping=mapping, resample=rs, output=out, write_manifest=write_manifest,
+            mapping=mapping,
+            resample=rs,
+            output=out,
+            write_manifest=write_manifest,
             draft_origin=DraftOrigin(kind="legacy", source_topics=topics),
         )
     except ValidationError as exc:
@@ -227,9 +242,16 @@ def build_legacy_spec(
 def representation_policy(output: OutputSpec, requested_contract: str | None = None) -> dict[str, Any]:
     """How payloads are represented in the output files (HTTP payloads and manifests)."""
     if output.format == "parquet":
-        return {"policy_version": 1, "output_format": "parquet", "requested_image_payload_contract": None,
-                "image_payload_contract": None, "payload_encoding": None, "null_encoding": None,
-                "compatibility_markers": [], "warnings": []}
+        return {
+            "policy_version": 1,
+            "output_format": "parquet",
+            "requested_image_payload_contract": None,
+            "image_payload_contract": None,
+            "payload_encoding": None,
+            "null_encoding": None,
+            "compatibility_markers": [],
+            "warnings": [],
+        }
     legacy = output.image_payload_contract == "legacy_list_v1"
     return {
         "policy_version": 1,

@@ -19,8 +19,17 @@ MissingPolicy = Literal["default", "zeros", "forward_fill", "drop", "error"]
 DecodeFailure = Literal["skip", "warn", "fail"]
 Dtype = Literal["bytes", "int64", "float32", "float64", "bool", "json"]
 TransformKind = Literal[
-    "cast", "clamp", "length", "multi_hot", "normalize", "one_hot", "scale",
-    "image_color_convert", "image_crop", "image_encode", "image_resize",
+    "cast",
+    "clamp",
+    "length",
+    "multi_hot",
+    "normalize",
+    "one_hot",
+    "scale",
+    "image_color_convert",
+    "image_crop",
+    "image_encode",
+    "image_resize",
 ]
 PARQUET_COMPRESSIONS = ("none", "snappy", "gzip", "brotli", "lz4", "zstd")
 TFRECORD_COMPRESSIONS = ("none", "gzip")
@@ -37,13 +46,20 @@ def check_filename_template(template: str) -> None:
         raise ValueError("filename_template must be a file name: no path separators, '..' or NUL characters")
     if not template.strip():
         raise ValueError("filename_template must not be blank")
-    sample = {"episode_id": "episode_0001", "split": "train", "shard": 0, "shard_index": 0,
-              "num_shards": MAX_SHARDS, "extension": "tfrecord"}
+    sample = {
+        "episode_id": "episode_0001",
+        "split": "train",
+        "shard": 0,
+        "shard_index": 0,
+        "num_shards": MAX_SHARDS,
+        "extension": "tfrecord",
+    }
     try:
         name = template.format(**sample)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise ValueError(f"filename_template has an unknown or malformed placeholder ({exc}); "
-                         f"use {{{'}, {'.join(TEMPLATE_FIELDS)}}}") from None
+        raise ValueError(
+            f"filename_template has an unknown or malformed placeholder ({exc}); use {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
+        ) from None
     if len(template.encode()) > 255 or len(name.encode()) + len(".manifest.json") > 255:
         raise ValueError("filename_template makes names longer than 255 bytes")
     if "/" in name or "\\" in name or name in (".", ".."):
@@ -60,8 +76,7 @@ class Strict(BaseModel):
     @classmethod
     def _null_means_default(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(v is None for v in data.values()):
-            optional = {n for name, f in cls.model_fields.items() if not f.is_required()
-                        for n in (name, f.alias) if n}
+            optional = {n for name, f in cls.model_fields.items() if not f.is_required() for n in (name, f.alias) if n}
             data = {k: v for k, v in data.items() if v is not None or k not in optional}
         return data
 
@@ -184,7 +199,7 @@ class TransformSpec(Strict):
         if isinstance(value, str):
             return {"kind": value}
         if isinstance(value, dict) and "kind" not in value and len(value) == 1:
-            (kind, params), = value.items()
+            ((kind, params),) = value.items()
             return {"kind": kind, "params": params or {}}
         return value
 
@@ -273,8 +288,9 @@ class OutputSpec(Strict):
         self.compression = self.compression.lower()
         allowed = PARQUET_COMPRESSIONS if self.format == "parquet" else TFRECORD_COMPRESSIONS
         if self.compression not in allowed:
-            raise ValueError(f"invalid {self.format} compression: {self.compression} "
-                             f"(expected one of: {', '.join(allowed)})")
+            raise ValueError(
+                f"invalid {self.format} compression: {self.compression} (expected one of: {', '.join(allowed)})"
+            )
         if self.format == "parquet" and self.image_payload_contract != "bytes_v2":
             raise ValueError("spec.output.image_payload_contract can only be customized for tfrecord output")
         return self

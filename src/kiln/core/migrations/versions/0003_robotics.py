@@ -248,7 +248,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("robotics_outputs", "robotics_conversion_runs", "robotics_draft_revisions", "robotics_drafts",
-                  "robotics_config_revisions", "robotics_conversion_configs", "robotics_job_assets",
-                  "robotics_asset_tags", "robotics_tags", "robotics_asset_metadata", "robotics_assets"):
+    for table in (
+        "robotics_outputs",
+        "robotics_conversion_runs",
+        "robotics_draft_revisions",
+        "robotics_drafts",
+        "robotics_config_revisions",
+        "robotics_conversion_configs",
+        "robotics_job_assets",
+        "robotics_asset_tags",
+        "robotics_tags",
+        "robotics_asset_metadata",
+        "robotics_assets",
+    ):
         op.drop_table(table)

@@ -71,7 +71,9 @@ def upgrade() -> None:
         sa.Column("worker_name", sa.String(200), nullable=True),
         sa.Column("at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["media_id"], ["media_items.id"], name=op.f("fk_media_task_logs_media_id_media_items"),
+            ["media_id"],
+            ["media_items.id"],
+            name=op.f("fk_media_task_logs_media_id_media_items"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_media_task_logs")),
@@ -90,7 +92,9 @@ def upgrade() -> None:
         sa.Column("detector", sa.String(255), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["media_id"], ["media_items.id"], name=op.f("fk_media_detections_media_id_media_items"),
+            ["media_id"],
+            ["media_items.id"],
+            name=op.f("fk_media_detections_media_id_media_items"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_media_detections")),
@@ -133,6 +137,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("media_response_stats", "media_user_activity", "media_load_samples",
-                  "media_detections", "media_task_logs", "media_items"):
+    for table in (
+        "media_response_stats",
+        "media_user_activity",
+        "media_load_samples",
+        "media_detections",
+        "media_task_logs",
+        "media_items",
+    ):
         op.drop_table(table)

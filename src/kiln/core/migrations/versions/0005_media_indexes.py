@@ -25,8 +25,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_media_items_map_trash", "media_items",
-                    ["user_id", "has_trash", "lat", "lng", "confidence", "id"])
+    op.create_index(
+        "ix_media_items_map_trash", "media_items", ["user_id", "has_trash", "lat", "lng", "confidence", "id"]
+    )
     op.drop_index("ix_media_items_user_lat_lng", table_name="media_items")
     op.create_index("ix_media_items_user_lat_lng", "media_items", ["user_id", "lat", "lng", "updated_at"])
     op.create_index("ix_media_detections_media_label", "media_detections", ["media_id", "label"])

@@ -20,10 +20,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_media_grid_cells_lng", "media_grid_cells",
-                    ["user_id", "level", "lng_idx", "lat_idx", "count", "confidence_sum"])
-    op.create_index("ix_media_grid_labels_lng", "media_grid_labels",
-                    ["user_id", "level", "lng_idx", "lat_idx", "label", "count"])
+    op.create_index(
+        "ix_media_grid_cells_lng",
+        "media_grid_cells",
+        ["user_id", "level", "lng_idx", "lat_idx", "count", "confidence_sum"],
+    )
+    op.create_index(
+        "ix_media_grid_labels_lng", "media_grid_labels", ["user_id", "level", "lng_idx", "lat_idx", "label", "count"]
+    )
 
 
 def downgrade() -> None:

@@ -22,8 +22,9 @@ def _pk(table: str, *cols: str) -> sa.PrimaryKeyConstraint:
 
 
 def _adapter_fk(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(["adapter_id"], ["lora_adapters.id"],
-                                   name=op.f(f"fk_{table}_adapter_id_lora_adapters"), ondelete="CASCADE")
+    return sa.ForeignKeyConstraint(
+        ["adapter_id"], ["lora_adapters.id"], name=op.f(f"fk_{table}_adapter_id_lora_adapters"), ondelete="CASCADE"
+    )
 
 
 def _str(name: str, length: int, nullable: bool = True) -> sa.Column:
@@ -38,27 +39,52 @@ def upgrade() -> None:
     t = "lora_adapters"
     op.create_table(
         t,
-        _str("id", 36, False), _str("name", 512, False), _str("version", 255), _str("version_key", 255, False),
-        _str("canonical_version_name", 512), _text("description"), _str("author_username", 255),
-        _str("visibility", 32, False), sa.Column("published_at", UTCDateTime(), nullable=True),
-        sa.Column("tags", JSONType, nullable=False), sa.Column("trained_words", JSONType, nullable=False),
-        sa.Column("triggers", JSONType, nullable=False), _text("activation_text"), _str("archetype", 255),
-        sa.Column("archetype_confidence", sa.Float(), nullable=True), _str("sd_version", 64),
+        _str("id", 36, False),
+        _str("name", 512, False),
+        _str("version", 255),
+        _str("version_key", 255, False),
+        _str("canonical_version_name", 512),
+        _text("description"),
+        _str("author_username", 255),
+        _str("visibility", 32, False),
+        sa.Column("published_at", UTCDateTime(), nullable=True),
+        sa.Column("tags", JSONType, nullable=False),
+        sa.Column("trained_words", JSONType, nullable=False),
+        sa.Column("triggers", JSONType, nullable=False),
+        _text("activation_text"),
+        _str("archetype", 255),
+        sa.Column("archetype_confidence", sa.Float(), nullable=True),
+        _str("sd_version", 64),
         sa.Column("nsfw_level", sa.Integer(), nullable=False),
         sa.Column("supports_generation", sa.Boolean(), nullable=False),
-        sa.Column("stats", JSONType, nullable=False), sa.Column("extra", JSONType, nullable=False),
-        _text("file_path", False), _str("file_stem", 512), _str("alias", 512), _str("primary_file_name", 512),
-        sa.Column("primary_file_size_kb", sa.BigInteger(), nullable=True), _str("primary_file_sha256", 64),
-        _text("primary_file_download_url"), _text("primary_file_local_path"),
-        _str("base_model", 128), _str("network_module", 128), sa.Column("network_dim", sa.Integer(), nullable=True),
-        sa.Column("network_alpha", sa.Float(), nullable=True), _str("model_hash", 64),
+        sa.Column("stats", JSONType, nullable=False),
+        sa.Column("extra", JSONType, nullable=False),
+        _text("file_path", False),
+        _str("file_stem", 512),
+        _str("alias", 512),
+        _str("primary_file_name", 512),
+        sa.Column("primary_file_size_kb", sa.BigInteger(), nullable=True),
+        _str("primary_file_sha256", 64),
+        _text("primary_file_download_url"),
+        _text("primary_file_local_path"),
+        _str("base_model", 128),
+        _str("network_module", 128),
+        sa.Column("network_dim", sa.Integer(), nullable=True),
+        sa.Column("network_alpha", sa.Float(), nullable=True),
+        _str("model_hash", 64),
         sa.Column("trigger_candidates", JSONType, nullable=False),
-        sa.Column("header_metadata", JSONType, nullable=False), _text("preview_path"),
-        sa.Column("weight", sa.Float(), nullable=False), sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("header_metadata", JSONType, nullable=False),
+        _text("preview_path"),
+        sa.Column("weight", sa.Float(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("ordinal", sa.Integer(), nullable=True),
-        _text("json_file_path"), _str("json_file_mtime", 64), sa.Column("json_file_size", sa.BigInteger(), nullable=True),
-        sa.Column("last_ingested_at", UTCDateTime(), nullable=True), _text("search_text", False),
-        sa.Column("created_at", UTCDateTime(), nullable=False), sa.Column("updated_at", UTCDateTime(), nullable=False),
+        _text("json_file_path"),
+        _str("json_file_mtime", 64),
+        sa.Column("json_file_size", sa.BigInteger(), nullable=True),
+        sa.Column("last_ingested_at", UTCDateTime(), nullable=True),
+        _text("search_text", False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
         _pk(t, "id"),
     )
     op.create_index("ux_lora_adapters_name_version", t, ["name", "version_key"], unique=True)
@@ -74,33 +100,56 @@ def upgrade() -> None:
 
     t = "lora_adapter_tags"
     op.create_table(
-        t, _str("adapter_id", 36, False), _str("tag_norm", 255, False), _str("tag", 255, False),
+        t,
+        _str("adapter_id", 36, False),
+        _str("tag_norm", 255, False),
+        _str("tag", 255, False),
         _str("name_key", 512, False),
-        _pk(t, "adapter_id", "tag_norm"), _adapter_fk(t),
+        _pk(t, "adapter_id", "tag_norm"),
+        _adapter_fk(t),
     )
     op.create_index("ix_lora_adapter_tags_norm", t, ["tag_norm", "adapter_id"])
     op.create_index("ix_lora_adapter_tags_by_name", t, ["tag_norm", "name_key", "adapter_id"])
 
     t = "lora_embeddings"
     op.create_table(
-        t, _str("adapter_id", 36, False), _str("model", 128, False), sa.Column("dim", sa.Integer(), nullable=False),
-        sa.Column("vector", sa.LargeBinary(), nullable=False), _str("source_hash", 64, False),
-        sa.Column("computed_at", UTCDateTime(), nullable=False), _pk(t, "adapter_id"), _adapter_fk(t),
+        t,
+        _str("adapter_id", 36, False),
+        _str("model", 128, False),
+        sa.Column("dim", sa.Integer(), nullable=False),
+        sa.Column("vector", sa.LargeBinary(), nullable=False),
+        _str("source_hash", 64, False),
+        sa.Column("computed_at", UTCDateTime(), nullable=False),
+        _pk(t, "adapter_id"),
+        _adapter_fk(t),
     )
 
     t = "lora_feedback"
     op.create_table(
-        t, _str("id", 36, False), _str("adapter_id", 36, False), _str("feedback_type", 32, False),
-        _text("context"), _text("reason"), sa.Column("created_at", UTCDateTime(), nullable=False),
-        _pk(t, "id"), _adapter_fk(t),
+        t,
+        _str("id", 36, False),
+        _str("adapter_id", 36, False),
+        _str("feedback_type", 32, False),
+        _text("context"),
+        _text("reason"),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        _pk(t, "id"),
+        _adapter_fk(t),
     )
     op.create_index(op.f("ix_lora_feedback_adapter_id"), t, ["adapter_id"])
 
     t = "lora_backups"
     op.create_table(
-        t, _str("id", 64, False), _str("backup_type", 32, False), _str("status", 16, False),
-        sa.Column("size", sa.BigInteger(), nullable=False), _str("blob_key", 255), _str("job_id", 36),
-        _text("error"), sa.Column("created_at", UTCDateTime(), nullable=False), _pk(t, "id"),
+        t,
+        _str("id", 64, False),
+        _str("backup_type", 32, False),
+        _str("status", 16, False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        _str("blob_key", 255),
+        _str("job_id", 36),
+        _text("error"),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        _pk(t, "id"),
     )
     op.create_index(op.f("ix_lora_backups_created_at"), t, ["created_at"])
 

@@ -24,13 +24,16 @@ def _uuid(name: str, *args: object, **kwargs: object) -> sa.Column:
 
 
 def _times() -> list[sa.Column]:
-    return [sa.Column("created_at", UTCDateTime(), nullable=False),
-            sa.Column("updated_at", UTCDateTime(), nullable=False)]
+    return [
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
 
 
 def _kb_fk() -> sa.Column:
-    return _uuid("knowledge_base_id", sa.ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"),
-                 nullable=False)
+    return _uuid(
+        "knowledge_base_id", sa.ForeignKey("genai_context_knowledge_bases.id", ondelete="CASCADE"), nullable=False
+    )
 
 
 def upgrade() -> None:
@@ -117,10 +120,12 @@ def upgrade() -> None:
         sa.Column("managed_by_source", sa.Boolean(), nullable=False),
         *_times(),
     )
-    op.create_index("ix_genai_context_documents_kb_created", "genai_context_documents",
-                    ["knowledge_base_id", "created_at"])
-    op.create_index("ix_genai_context_documents_source_key", "genai_context_documents",
-                    ["source_id", "source_document_key"])
+    op.create_index(
+        "ix_genai_context_documents_kb_created", "genai_context_documents", ["knowledge_base_id", "created_at"]
+    )
+    op.create_index(
+        "ix_genai_context_documents_source_key", "genai_context_documents", ["source_id", "source_document_key"]
+    )
     op.create_table(
         "genai_context_chunks",
         _uuid("id", primary_key=True),
@@ -137,8 +142,9 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_genai_context_chunks_kb_gen", "genai_context_chunks", ["knowledge_base_id", "generation"])
-    op.create_index("ix_genai_context_chunks_document", "genai_context_chunks",
-                    ["document_id", "generation", "chunk_index"])
+    op.create_index(
+        "ix_genai_context_chunks_document", "genai_context_chunks", ["document_id", "generation", "chunk_index"]
+    )
     op.create_index("ix_genai_context_chunks_fts_rowid", "genai_context_chunks", ["fts_rowid"])
     op.create_table(
         "genai_context_sync_runs",
@@ -149,10 +155,21 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         _uuid("job_id", nullable=True),
         sa.Column("payload", JSONType, nullable=False),
-        *[sa.Column(name, sa.Integer(), nullable=False) for name in (
-            "total_file_count", "processed_file_count", "total_document_count", "processed_document_count",
-            "scanned_file_count", "changed_file_count", "deleted_file_count", "created_document_count",
-            "updated_document_count", "deleted_document_count")],
+        *[
+            sa.Column(name, sa.Integer(), nullable=False)
+            for name in (
+                "total_file_count",
+                "processed_file_count",
+                "total_document_count",
+                "processed_document_count",
+                "scanned_file_count",
+                "changed_file_count",
+                "deleted_file_count",
+                "created_document_count",
+                "updated_document_count",
+                "deleted_document_count",
+            )
+        ],
         sa.Column("progress", sa.Float(), nullable=False),
         sa.Column("current_step", sa.String(64), nullable=True),
         sa.Column("current_path", sa.String(1024), nullable=True),
@@ -162,17 +179,19 @@ def upgrade() -> None:
         _uuid("created_by_user_id", nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
-    op.create_index("ix_genai_context_sync_runs_kb_status", "genai_context_sync_runs",
-                    ["knowledge_base_id", "status", "created_at"])
+    op.create_index(
+        "ix_genai_context_sync_runs_kb_status", "genai_context_sync_runs", ["knowledge_base_id", "status", "created_at"]
+    )
 
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE genai_context_chunks ADD COLUMN tsv tsvector "
-                   "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED")
+        op.execute(
+            "ALTER TABLE genai_context_chunks ADD COLUMN tsv tsvector "
+            "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
+        )
         op.execute("CREATE INDEX ix_genai_context_chunks_tsv ON genai_context_chunks USING gin (tsv)")
     else:
         # The chunk's knowledge base is an indexed column so a MATCH is scoped to one KB inside the index.
-        op.execute("CREATE VIRTUAL TABLE genai_context_chunks_fts USING fts5("
-                   "text, kb, tokenize = 'porter unicode61')")
+        op.execute("CREATE VIRTUAL TABLE genai_context_chunks_fts USING fts5(text, kb, tokenize = 'porter unicode61')")
         op.execute("""
             CREATE TRIGGER genai_context_chunks_fts_ai AFTER INSERT ON genai_context_chunks BEGIN
               INSERT INTO genai_context_chunks_fts (text, kb) VALUES (new.text, replace(new.knowledge_base_id, '-', ''));
@@ -189,6 +208,12 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS genai_context_chunks_fts_ad")
         op.execute("DROP TRIGGER IF EXISTS genai_context_chunks_fts_ai")
         op.execute("DROP TABLE IF EXISTS genai_context_chunks_fts")
-    for table in ("genai_context_sync_runs", "genai_context_chunks", "genai_context_documents",
-                  "genai_context_sources", "genai_context_knowledge_bases", "genai_context_schema_profiles"):
+    for table in (
+        "genai_context_sync_runs",
+        "genai_context_chunks",
+        "genai_context_documents",
+        "genai_context_sources",
+        "genai_context_knowledge_bases",
+        "genai_context_schema_profiles",
+    ):
         op.drop_table(table)

