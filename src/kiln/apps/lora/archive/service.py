@@ -15,7 +15,7 @@ from kiln.apps.lora.archive.export import human_size, stream_archive, views_of
 from kiln.apps.lora.config import LoraSettings, lora_settings
 from kiln.apps.lora.errors import LoraError, not_found
 from kiln.apps.lora.library.service import _checked_create, fill_adapter, name_taken, replace_tags, set_tags
-from kiln.apps.lora.library.values import unique_words
+from kiln.apps.lora.library.values import ARCHIVE_FIELDS, unique_words
 from kiln.apps.lora.models import Adapter, Backup
 from kiln.core.db import utcnow
 from kiln.core.jobs import JobContext, job_handler
@@ -26,35 +26,7 @@ CONFLICTS = ("skip", "overwrite", "rename", "ask")
 
 def _values(meta: dict[str, Any], extracted: dict[str, Any]) -> dict[str, Any]:
     """Checked adapter values from archive metadata; files only from what was extracted."""
-    allowed = {
-        k: v
-        for k, v in meta.items()
-        if k
-        in (
-            "name",
-            "version",
-            "canonical_version_name",
-            "author_username",
-            "primary_file_download_url",
-            "stats",
-            "extra",
-            "weight",
-            "active",
-            "ordinal",
-            "tags",
-            "description",
-            "activation_text",
-            "trained_words",
-            "triggers",
-            "archetype",
-            "archetype_confidence",
-            "visibility",
-            "nsfw_level",
-            "supports_generation",
-            "sd_version",
-            "published_at",
-        )
-    }
+    allowed = {k: v for k, v in meta.items() if k in ARCHIVE_FIELDS}
     values = _checked_create({**allowed, "file_path": extracted["file_path"]})
     derived = {k: v for k, v in extracted.items() if k != "title" and v not in (None, [], {})}
     return {**derived, **values}

@@ -15,7 +15,14 @@ from kiln.apps.lora.config import LoraSettings
 from kiln.apps.lora.errors import LoraError, not_found
 from kiln.apps.lora.library import paths
 from kiln.apps.lora.library.metadata import InvalidAdapterFile, adapter_fields, read_facts
-from kiln.apps.lora.library.values import check_field, check_patch, check_text, search_text, unique_words
+from kiln.apps.lora.library.values import (
+    PATCHABLE,
+    check_field,
+    check_patch,
+    check_text,
+    search_text,
+    unique_words,
+)
 from kiln.apps.lora.models import Adapter, AdapterTag
 from kiln.core.db import utcnow
 
@@ -88,22 +95,7 @@ def _checked_create(body: Any) -> dict[str, Any]:
                 values[key] = datetime.fromisoformat(check_text(key, value, limit=64) or "")
             except ValueError:
                 raise LoraError(400, "published_at must be an ISO 8601 timestamp") from None
-        elif key in (
-            "weight",
-            "active",
-            "ordinal",
-            "tags",
-            "description",
-            "activation_text",
-            "trained_words",
-            "triggers",
-            "archetype",
-            "archetype_confidence",
-            "visibility",
-            "nsfw_level",
-            "supports_generation",
-            "sd_version",
-        ):
+        elif key in PATCHABLE:
             values[key] = check_field(key, value)
     return values
 

@@ -32,6 +32,19 @@ PATCHABLE = (
     "supports_generation",
     "sd_version",
 )
+# What an archive's metadata may set when it creates an adapter: the descriptive fields plus
+# everything a PATCH may change (file paths come only from what the import extracted).
+ARCHIVE_FIELDS = (
+    "name",
+    "version",
+    "canonical_version_name",
+    "author_username",
+    "primary_file_download_url",
+    "stats",
+    "extra",
+    *PATCHABLE,
+    "published_at",
+)
 
 
 def _bad(key: str, what: str) -> LoraError:
