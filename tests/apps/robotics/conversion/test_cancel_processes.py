@@ -5,10 +5,13 @@ still be deleting or writing files in the run's folder)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import psutil
 
+from kiln.apps.robotics.conversion import ConversionCancelled, run_conversion
+from kiln.core.jobs.processes import JobProcesses
 from tests.apps.robotics import bagfactory as bf
 from tests.apps.robotics.api_helpers import recording, register, trigger_spec, wait_job
 
@@ -52,3 +55,38 @@ async def test_cancel_stops_all_conversion_processes_then_retry_succeeds(client,
     outputs = (await client.get("/outputs", params={"conversion_id": run["id"]})).json()
     datasets = [f for f in outputs if f["role"] == "dataset"]
     assert len(datasets) == 4 and all(f["availability_status"] == "ready" for f in datasets), datasets
+
+
+def test_a_pool_shut_down_while_parts_are_queued_ends_the_conversion(tmp_path):
+    """The server stopping kills a job's pools without setting its cancel flag. `kill_pool` shuts
+    the pool down with its queued parts cancelled, and a cancelled future is never reported done
+    by `concurrent.futures.wait`: when no running part was left to fail with BrokenProcessPool,
+    the conversion waited for them forever and held the server's shutdown (seen in CI). The
+    shutdown alone, processes left alive, makes that case deterministic."""
+    path = recording(tmp_path, "r.mcap", "mcap")
+    processes = JobProcesses()
+
+    def shut_down_soon(*args, **kwargs):  # the pool the job asks for, shut down before its workers are up
+        pool = processes.pool(*args, **kwargs)
+        threading.Timer(0.2, lambda: pool.shutdown(wait=False, cancel_futures=True)).start()
+        return pool
+
+    outcome: list[object] = []
+
+    def convert() -> None:
+        try:
+            outcome.append(
+                run_conversion(
+                    [path], trigger_spec(shards=64), tmp_path / "out", max_workers=2, pool_factory=shut_down_soon
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001  (the outcome is asserted below)
+            outcome.append(exc)
+
+    worker = threading.Thread(target=convert, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    processes.kill()
+    assert not worker.is_alive(), "the conversion kept waiting for parts its pool will never run"
+    assert len(outcome) == 1 and isinstance(outcome[0], ConversionCancelled), outcome
+    assert not list((tmp_path / "out").glob("*.parquet"))

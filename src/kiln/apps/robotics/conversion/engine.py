@@ -186,15 +186,21 @@ def _run_pool(
                     except queue_mod.Empty:
                         break
                     fractions[k] = max(fractions[k], f)
-                if cancelled():
+                # A pool killed under us (the server stopping, which is not a cancel) cancels the
+                # futures still queued; `wait` never counts those as done, so without this check
+                # the loop would wait for them forever and hold the server's shutdown.
+                if cancelled() or any(fut.cancelled() for fut in pending):
                     cancel.set()
                     raise ConversionCancelled("conversion cancelled")
                 report(sum(fractions) / len(jobs), f"{len(results)}/{len(jobs)} parts done")
         except BaseException:
             cancel.set()
             # a cancelled future never finishes once its pool is dead: wait only for the running ones
-            wait([fut for fut in pending if not fut.cancel()])
-            for o in results.values():  # drop what finished parts wrote: the run failed as a whole
+            running = [fut for fut in pending if not fut.cancel()]
+            wait(running)
+            # drop what finished parts wrote, those that ended during that wait too: the run failed as a whole
+            late = [fut.result() for fut in running if fut.exception() is None]
+            for o in [*results.values(), *late]:
                 for f in o.files:
                     Path(f["path"]).unlink(missing_ok=True)
             raise
