@@ -14,7 +14,14 @@ from kiln.apps.lora.archive import importer
 from kiln.apps.lora.archive.export import human_size, stream_archive, views_of
 from kiln.apps.lora.config import LoraSettings, lora_settings
 from kiln.apps.lora.errors import LoraError, not_found
-from kiln.apps.lora.library.service import _checked_create, fill_adapter, name_taken, replace_tags, set_tags
+from kiln.apps.lora.library.service import (
+    _checked_create,
+    fill_adapter,
+    name_taken,
+    new_adapter,
+    replace_tags,
+    set_tags,
+)
 from kiln.apps.lora.library.values import ARCHIVE_FIELDS, unique_words
 from kiln.apps.lora.models import Adapter, Backup
 from kiln.core.db import utcnow
@@ -55,21 +62,7 @@ async def _save(session: AsyncSession, items: list[importer.Planned], conflict: 
             while await name_taken(session, f"{base} ({n})", values.get("version")):
                 n += 1
             values["name"] = f"{base} ({n})"
-        adapter = Adapter(
-            created_at=now,
-            updated_at=now,
-            last_ingested_at=now,
-            tags=[],
-            trained_words=[],
-            triggers=[],
-            stats={},
-            extra={},
-            weight=1.0,
-            active=False,
-            visibility="Public",
-            nsfw_level=0,
-            supports_generation=False,
-        )
+        adapter = new_adapter(now)
         fill_adapter(adapter, values)
         session.add(adapter)
         await session.flush()

@@ -72,6 +72,26 @@ def fill_adapter(adapter: Adapter, values: dict[str, Any]) -> None:
     adapter.search_text = search_text(adapter)
 
 
+def new_adapter(now: datetime, **columns: Any) -> Adapter:
+    """A new adapter row with the library's defaults (inactive, public, weight 1, no tags)."""
+    return Adapter(
+        created_at=now,
+        updated_at=now,
+        last_ingested_at=now,
+        tags=[],
+        trained_words=[],
+        triggers=[],
+        stats={},
+        extra={},
+        weight=1.0,
+        active=False,
+        visibility="Public",
+        nsfw_level=0,
+        supports_generation=False,
+        **columns,
+    )
+
+
 def _checked_create(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise LoraError(400, "Request body must be a JSON object")
@@ -107,23 +127,7 @@ async def create_adapter(session: AsyncSession, cfg: LoraSettings, body: Any) ->
     derived.pop("title", None)
     if await name_taken(session, values["name"], values.get("version")):
         raise LoraError(400, "adapter with this name and version already exists")
-    now = utcnow()
-    adapter = Adapter(
-        file_path=str(path),
-        created_at=now,
-        updated_at=now,
-        last_ingested_at=now,
-        tags=[],
-        trained_words=[],
-        triggers=[],
-        stats={},
-        extra={},
-        weight=1.0,
-        active=False,
-        visibility="Public",
-        nsfw_level=0,
-        supports_generation=False,
-    )
+    adapter = new_adapter(utcnow(), file_path=str(path))
     session.add(adapter)
     tags = values.pop("tags", None)
     fill_adapter(adapter, {**{k: v for k, v in derived.items() if v not in (None, [], {})}, **values})
