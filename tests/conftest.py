@@ -143,3 +143,26 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Repeat where each failure and error happened, compactly, as the very last lines.
+
+    CI keeps only the tail of the output; a hang caught by pytest-timeout prints every other
+    thread's stack after the main thread's traceback, which then falls outside that tail.
+    """
+    reports = [r for kind in ("failed", "error") for r in terminalreporter.stats.get(kind, [])]
+    if not reports:
+        return
+    terminalreporter.section("where the failures happened (innermost last)", sep="~")
+    for report in reports:
+        terminalreporter.line(f"{report.nodeid} [{report.when}]")
+        entries = getattr(getattr(report.longrepr, "reprtraceback", None), "reprentries", [])
+        for entry in entries[-12:]:
+            location = getattr(entry, "reprfileloc", None)
+            if location is not None:
+                source = next((line[1:].strip() for line in getattr(entry, "lines", []) if line.startswith(">")), "")
+                terminalreporter.line(f"    {location.path}:{location.lineno}: {source[:160]}")
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            terminalreporter.line(f"    -> {crash.message.splitlines()[0][:200] if crash.message else ''}")
