@@ -7,8 +7,10 @@ database (a copy of the migrated SQLite file, or truncated PostgreSQL tables).
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -131,11 +133,33 @@ async def session(kernel: Kernel):
         yield session
 
 
+SLOW_SHUTDOWN_SECONDS = 20.0
+slow_shutdowns: list[str] = []  # task dumps of app shutdowns that took too long (shown in the summary)
+
+
+def _dump_tasks(label: str) -> None:
+    """Every asyncio task's stack: a thread dump shows only the event loop waiting."""
+    out = io.StringIO()
+    out.write(f"{label}: shutdown still running after {SLOW_SHUTDOWN_SECONDS:.0f} s; asyncio tasks:\n")
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    slow_shutdowns.append(out.getvalue())
+    sys.stderr.write(out.getvalue())
+
+
 @pytest.fixture
-async def app(settings: Settings):
+async def app(settings: Settings, request: pytest.FixtureRequest):
     application = create_app(settings, migrate=False)
-    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+    manager = LifespanManager(application, startup_timeout=30, shutdown_timeout=30)
+    await manager.__aenter__()
+    try:
         yield application
+    finally:
+        watchdog = asyncio.get_running_loop().call_later(SLOW_SHUTDOWN_SECONDS, _dump_tasks, request.node.nodeid)
+        try:
+            await manager.__aexit__(None, None, None)
+        finally:
+            watchdog.cancel()
 
 
 @pytest.fixture
@@ -151,6 +175,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     CI keeps only the tail of the output; a hang caught by pytest-timeout prints every other
     thread's stack after the main thread's traceback, which then falls outside that tail.
     """
+    for dump in slow_shutdowns:
+        terminalreporter.section("slow app shutdown", sep="~")
+        terminalreporter.write(dump[-6000:])
     reports = [r for kind in ("failed", "error") for r in terminalreporter.stats.get(kind, [])]
     if not reports:
         return
