@@ -4,6 +4,7 @@ KILN_JOB_MODULES, so they must live in an importable module)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -92,3 +93,17 @@ async def fanout(ctx: JobContext, payload: dict) -> dict:
         _fan_out, ctx.process_pool, int(payload.get("workers", 3)), float(payload.get("seconds", 30)), payload["log"]
     )
     return {"spins": spins}
+
+
+UNSTOPPABLE_RELEASE = asyncio.Event()
+
+
+@job_handler("test.unstoppable", surface="test", max_attempts=1)
+async def unstoppable(ctx: JobContext, payload: dict) -> None:
+    """A clean-up that outlives a cancel: waits for `UNSTOPPABLE_RELEASE` whatever happens."""
+    try:
+        await asyncio.sleep(60)
+    finally:
+        while not UNSTOPPABLE_RELEASE.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await UNSTOPPABLE_RELEASE.wait()

@@ -316,3 +316,35 @@ async def test_embedded_jobs_start_without_a_queue_message(kernel: Kernel, monke
     await kernel.broker.drain()
     for job in jobs:
         assert (await wait_for_status(kernel, job.id, {SUCCEEDED})).result == {"n": jobs.index(job)}
+
+
+@pytest.mark.parametrize("cancel_the_stop", [False, True])
+async def test_stop_is_bounded_when_handlers_outlive_their_cancel(
+    tmp_path: Path, db_url: str, monkeypatch, cancel_the_stop: bool
+):
+    """Handlers whose clean-up never ends must not hang the server's stop, and a cancel of the stop
+    (a shutdown timeout) must go through: the old stop awaited each handler under
+    `suppress(BaseException)`, so one cancel was swallowed and the next handler waited on forever."""
+    from kiln.core.jobs import runner as runner_module
+    from tests.core import job_handlers
+
+    monkeypatch.setattr(runner_module, "STOP_WAIT_SECONDS", 30.0 if cancel_the_stop else 0.5)
+    job_handlers.UNSTOPPABLE_RELEASE = asyncio.Event()
+    kernel = Kernel(make_settings(tmp_path / "home", db_url, worker_names=["a", "b"]))
+    await kernel.start("serve")
+    try:
+        for job in [await kernel.jobs.submit("test.unstoppable", {}) for _ in range(2)]:
+            await wait_for_status(kernel, job.id, {RUNNING})
+        started = time.monotonic()
+        stopping = asyncio.create_task(kernel.runner.stop())
+        if cancel_the_stop:
+            await asyncio.sleep(0.3)
+            stopping.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(stopping, timeout=5)
+        else:
+            await asyncio.wait_for(stopping, timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        job_handlers.UNSTOPPABLE_RELEASE.set()
+        await kernel.stop()

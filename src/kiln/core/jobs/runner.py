@@ -42,6 +42,21 @@ class _Running:
     cancel_timer: asyncio.TimerHandle | None = None
 
 
+STOP_WAIT_SECONDS = 10.0  # how long a stop waits for a loop or a cancelled handler to wind up
+
+
+async def _wait_then_cancel(tasks: Sequence[asyncio.Task[Any]], timeout: float, what: str) -> None:
+    """Wait up to `timeout` for `tasks` (their own errors are theirs: not raised here), then cancel
+    what is left once more and go on. A cancel of the caller is not swallowed."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        log.warning("stopping: %d of %s still running after %.0f s; cancelled again", len(pending), what, timeout)
+        for task in pending:
+            task.cancel()
+
+
 class JobRunner:
     def __init__(self, kernel: Kernel, slot_names: list[str], *, queue: str = "default"):
         self.kernel = kernel
@@ -79,24 +94,24 @@ class JobRunner:
         self._loops.append(asyncio.create_task(self._cancel_listener()))
 
     async def stop(self) -> None:
-        """Stop taking work; jobs still running go back to the queue without using up an attempt."""
+        """Stop taking work; jobs still running go back to the queue without using up an attempt.
+
+        Every wait here is bounded and none swallows a cancel of the stop itself: a handler stuck
+        in its clean-up must not keep the server (or its shutdown timeout) from ending.
+        """
         self._stopping = True
         self._stop_event.set()
         for task in self._loops[1:]:  # [0] is the heartbeat loop
             task.cancel()
         # The heartbeat loop ends at its next pause; cancelling it mid-write could wedge a connection.
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _wait_then_cancel(self._loops, STOP_WAIT_SECONDS, "the heartbeat loop")
         self._loops.clear()
         for timer in self._timers:
             timer.cancel()
         running = list(self._running.values())
         for item in running:
             item.task.cancel()
-        for item in running:
-            with contextlib.suppress(BaseException):
-                await item.task
+        await _wait_then_cancel([item.task for item in running], STOP_WAIT_SECONDS, "cancelled job handlers")
         async with self.db.session() as session:
             await session.execute(
                 update(Worker).where(Worker.name.in_(self.slot_names)).values(status="offline", current_job_id=None)

@@ -40,12 +40,13 @@ class PeriodicRunner:
         then stop; cancel only what outlives `timeout`."""
         self._stopping.set()
         if self._main:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._main), timeout)
-            except (TimeoutError, asyncio.CancelledError, Exception):
+            # asyncio.wait: bounded, and a cancel of this stop is not swallowed.
+            _, pending = await asyncio.wait({self._main}, timeout=timeout)
+            if pending:
                 self._main.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._main
+                await asyncio.wait({self._main}, timeout=timeout)
+            if self._main.done() and not self._main.cancelled() and self._main.exception() is not None:
+                log.warning("periodic tasks ended with an error", exc_info=self._main.exception())
         if self._lock_conn is not None:
             # A pooled connection outlives close(): unlock explicitly, or drop the connection.
             try:
