@@ -134,7 +134,7 @@ async def stage2(body: Stage2Request, cfg: CfgDep, providers: ProvidersDep, reg:
             safety_level=level,
             metadata={"stage": "pre_interception", "safety_codes": verdict.codes},
         )
-    optimization = reg.output_chunk(outputs[0]).meta.get("optimization_instruction") if outputs else None
+    optimization = stages.optimization_for(reg, outputs)
     try:
         step = await stages.intercept(
             llm,

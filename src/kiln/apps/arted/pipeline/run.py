@@ -167,9 +167,7 @@ async def _stages(
     prompt = text
     next_state = (3, "translation") if outputs else None
     if intercepting:
-        optimization = None
-        if outputs:
-            optimization = reg.output_chunk(outputs[0]).meta.get("optimization_instruction")
+        optimization = stages.optimization_for(reg, outputs)
         try:
             step = await stages.intercept(
                 llm,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,11 @@ def _sampling(parameters: dict[str, Any]) -> dict[str, Any]:
         if isinstance(parameters.get(key), int | float) and not isinstance(parameters.get(key), bool):
             out[key] = parameters[key]
     return out
+
+
+def optimization_for(registry: Registry, outputs: Sequence[Config]) -> str | None:
+    """What the first output's model wants done to the prompt (its chunk's instruction), if any."""
+    return registry.output_chunk(outputs[0]).meta.get("optimization_instruction") if outputs else None
 
 
 def interception_messages(
