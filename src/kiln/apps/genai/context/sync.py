@@ -203,13 +203,17 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
     if kb is None:
         return
     run.status, run.started_at, run.current_step = "running", utcnow(), "starting"
+    ids = [str(i) for i in run.payload.get("document_ids", [])]
+    if run.operation_type == "document_ingest":
+        # Written with the status, not left pending: flushed by the run's first read, it held
+        # SQLite's write gate through the chunking and the embedding (every POST and job update
+        # waited for the encoder; ingest ran at the rate of one or the other, never both).
+        run.total_document_count = len(ids)
     await session.commit()
     runtime: Runtime | None = None
     try:
         runtime = await Runtime.of(session, kernel, kb)
         if run.operation_type == "document_ingest":
-            ids = [str(i) for i in run.payload.get("document_ids", [])]
-            run.total_document_count = len(ids)
             summary = await _ingest(session, run, kb, runtime, ids, progress)
         elif run.operation_type == "source_sync":
             from kiln.apps.genai.context.sources import sync_source
