@@ -13,7 +13,7 @@ from pypdf import PdfReader, PdfWriter
 
 from kiln.app import create_app
 from kiln.apps.genai.context.config import ContextSettings
-from tests.apps.genai.context.helpers import KB, add_docs, create_kb, query, superadmin, wait_runs
+from tests.apps.genai.context.helpers import DOCS, KB, add_docs, create_kb, query, superadmin, wait_runs
 from tests.apps.genai.helpers import assert_envelope, login
 
 
@@ -262,3 +262,93 @@ async def test_a_document_named_twice_in_one_run_is_indexed_once(app, client):
         assert per_doc == doc.chunk_count >= 1
         assert counts["documents"] == 2
     assert (await query(client, headers, kb["id"], "How do bees make honey?"))["results"][0]["title"] == "Honey bees"
+
+
+async def test_documents_posted_while_the_encoder_runs_are_answered_at_once(app, client, monkeypatch):
+    """An ingest run holds no write transaction while it chunks and embeds: a document POSTed
+    meanwhile is stored at once (on SQLite a write left pending before the embedding held the
+    write gate, so every POST and job update waited for the encoder), and is indexed after."""
+    from kiln.providers.embeddings import LocalSentenceEncoder
+
+    headers = await superadmin(app, client)
+    kb = await create_kb(client, headers, "concurrent")
+    embed = LocalSentenceEncoder.embed
+    answered: list[int | str] = []
+
+    async def embed_while_posting(self, texts):
+        if not answered:
+            answered.append("posting")  # one POST, from the first embedding only
+            post = client.post(
+                f"{KB}/{kb['id']}/documents", headers=headers, json={"title": "Late", "text": DOCS[1][3]}
+            )
+            try:
+                answered[0] = (await asyncio.wait_for(post, timeout=10)).status_code
+            except TimeoutError:
+                answered[0] = "no answer while the encoder ran"
+        return await embed(self, texts)
+
+    monkeypatch.setattr(LocalSentenceEncoder, "embed", embed_while_posting)
+    response = await client.post(
+        f"{KB}/{kb['id']}/documents", headers=headers, json={"title": "Bees", "text": DOCS[0][3]}
+    )
+    assert response.status_code == 201, response.text
+    runs = await wait_runs(client, headers, kb["id"])
+    assert answered == [201]
+    assert len(runs) == 2 and all(run["status"] == "ready" for run in runs), runs
+    assert (await query(client, headers, kb["id"], "volcanic ash", top_k=1))["results"][0]["title"] == "Late"
+
+
+async def test_jobs_of_documents_posted_during_a_drain_leave_their_runs_to_it(app, client, monkeypatch):
+    """A document POSTed while this process drains the KB gets a job that ends at once, without
+    a claim attempt on the KB row (a write per document that queued behind the drain's writes);
+    the drain picks its run up, and every document is indexed."""
+    from sqlalchemy import event, select
+
+    from kiln.core.jobs.models import Job
+    from kiln.providers.embeddings import LocalSentenceEncoder
+
+    headers = await superadmin(app, client)
+    kb = await create_kb(client, headers, "drained")
+    engine = app.state.kernel.db.engine.sync_engine
+    embed = LocalSentenceEncoder.embed
+    claims: list[str] = []
+    jobs_done: list[str] = []
+
+    def count_claims(conn, cursor, statement, *args) -> None:
+        if statement.startswith("UPDATE genai_context_knowledge_bases SET sync_owner"):
+            claims.append(statement)
+
+    async def embed_after_more_posts(self, texts):
+        if not jobs_done:
+            jobs_done.append("posting")
+            event.listen(engine, "before_cursor_execute", count_claims)
+            try:
+                job_ids = []
+                for title, _, _, text in DOCS[1:]:
+                    response = await client.post(
+                        f"{KB}/{kb['id']}/documents", headers=headers, json={"title": title, "text": text}
+                    )
+                    assert response.status_code == 201, response.text
+                    job_ids.append(response.json()["sync_run"]["job_id"])
+                for _ in range(200):  # their jobs end while this run is still embedding
+                    async with app.state.kernel.db.session() as session:
+                        statuses = set((await session.execute(select(Job.status).where(Job.id.in_(job_ids)))).scalars())
+                    if statuses == {"succeeded"}:
+                        break
+                    await asyncio.sleep(0.05)
+                jobs_done[0] = ",".join(sorted(statuses))
+            finally:
+                event.remove(engine, "before_cursor_execute", count_claims)
+        return await embed(self, texts)
+
+    monkeypatch.setattr(LocalSentenceEncoder, "embed", embed_after_more_posts)
+    title, _, _, text = DOCS[0]
+    response = await client.post(f"{KB}/{kb['id']}/documents", headers=headers, json={"title": title, "text": text})
+    assert response.status_code == 201, response.text
+    runs = await wait_runs(client, headers, kb["id"])
+    assert jobs_done == ["succeeded"]
+    assert claims == []
+    assert len(runs) == len(DOCS) and all(run["status"] == "ready" for run in runs), runs
+    detail = (await client.get(f"{KB}/{kb['id']}", headers=headers)).json()["knowledge_base"]
+    assert detail["document_count"] == len(DOCS)
+    assert (await query(client, headers, kb["id"], "volcanic ash", top_k=1))["results"][0]["title"] == "Volcanoes"

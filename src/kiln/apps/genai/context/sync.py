@@ -5,7 +5,9 @@ leaves its run to the holder, which re-checks the queue after releasing the lock
 
 from __future__ import annotations
 
+import time
 import uuid
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -16,13 +18,15 @@ from kiln.apps.genai.context import runtime as rt
 from kiln.apps.genai.context.config import ContextSettings
 from kiln.apps.genai.context.ingest import IngestError, Runtime, index_documents, physical_index, refresh_counts
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase, KnowledgeSource, SyncRun
-from kiln.core.db import utcnow
+from kiln.core.db import new_id, utcnow
 from kiln.providers.embeddings import EmbeddingsError
 from kiln.providers.http import ProviderError
 from kiln.providers.vectors import VectorStoreError
 
 JOB_KIND = "genai.context.sync"
 _CHECKED: dict[int, set[str]] = {}  # embedded indexes already compared with the DB in this process
+# kernel -> KB id -> (owner, last heartbeat) of the drains this process runs now
+_draining: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, float]]] = weakref.WeakKeyDictionary()
 FAILURES = (IngestError, EmbeddingsError, VectorStoreError, ProviderError, OSError)
 
 
@@ -76,20 +80,23 @@ async def enqueue(
     user_id: str | None = None,
 ) -> SyncRun:
     """A queued run and its job, committed together; the job is kicked after the commit."""
+    # The run's id is chosen here so the job row comes first and the run is inserted with its
+    # job id (one statement per POSTed document fewer than inserting, then updating, the run).
+    run_id = new_id()
+    job = await kernel.jobs.create(
+        session, JOB_KIND, {"knowledge_base_id": kb.id, "sync_run_id": run_id}, owner_id=user_id
+    )
     run = SyncRun(
+        id=run_id,
         knowledge_base_id=kb.id,
         source_id=source_id,
         operation_type=operation,
         status="queued",
         payload=payload or {},
         created_by_user_id=user_id,
+        job_id=job.id,
     )
     session.add(run)
-    await session.flush()
-    job = await kernel.jobs.create(
-        session, JOB_KIND, {"knowledge_base_id": kb.id, "sync_run_id": run.id}, owner_id=user_id
-    )
-    run.job_id = job.id
     if operation != "document_ingest":
         kb.sync_status = "syncing"
     await session.commit()
@@ -134,21 +141,38 @@ async def _next_run(session: AsyncSession, kb_id: str) -> SyncRun | None:
 
 
 async def drain(kernel: Any, kb_id: str, progress: Any = None) -> dict[str, Any]:
-    """Process the KB's queued runs while holding its lock; returns how many ran."""
+    """Process the KB's queued runs while holding its lock; returns how many ran.
+
+    A job whose KB this process is already draining leaves its run to that drain without asking
+    the database: a run is committed before its job is kicked, and the drain reads the queue
+    again after it leaves `_draining`, so the run cannot be missed. (Each document POSTed during
+    an ingest made one such job; its claim attempt was a write that queued behind the drain's.)
+    A drain silent for longer than the stale timeout is not waited for: the job goes to the
+    database, which hands the lock over as it does between processes."""
+    draining = _draining.setdefault(kernel, {})
     settings = kernel.surface_settings(ContextSettings)
     owner = str(uuid.uuid4())
     processed = 0
     async with kernel.db.session() as session:
         while True:
-            if not await _claim(session, kb_id, owner, settings.sync_stale_seconds):
+            active = draining.get(kb_id)
+            if active is not None and time.monotonic() - active[1] < settings.sync_stale_seconds:
                 return {"processed": processed, "deferred": True}
-            while (run := await _next_run(session, kb_id)) is not None:
-                merged = await _merge_ingests(session, run)
-                await execute(session, kernel, run, owner, progress)
-                await _finish_merged(session, run, merged)
-                processed += 1 + len(merged)
-                await _claim(session, kb_id, owner, settings.sync_stale_seconds)  # heartbeat
-            await _release(session, kb_id, owner)
+            draining[kb_id] = (owner, time.monotonic())
+            try:
+                if not await _claim(session, kb_id, owner, settings.sync_stale_seconds):
+                    return {"processed": processed, "deferred": True}
+                while (run := await _next_run(session, kb_id)) is not None:
+                    merged = await _merge_ingests(session, run)
+                    await execute(session, kernel, run, owner, progress)
+                    await _finish_merged(session, run, merged)
+                    processed += 1 + len(merged)
+                    await _claim(session, kb_id, owner, settings.sync_stale_seconds)  # heartbeat
+                    draining[kb_id] = (owner, time.monotonic())
+                await _release(session, kb_id, owner)
+            finally:
+                if draining.get(kb_id, (None,))[0] == owner:
+                    del draining[kb_id]
             if await _next_run(session, kb_id) is None:  # none slipped in while releasing
                 return {"processed": processed}
 
@@ -203,13 +227,17 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
     if kb is None:
         return
     run.status, run.started_at, run.current_step = "running", utcnow(), "starting"
+    ids = [str(i) for i in run.payload.get("document_ids", [])]
+    if run.operation_type == "document_ingest":
+        # Written with the status, not left pending: flushed by the run's first read, it held
+        # SQLite's write gate through the chunking and the embedding (every POST and job update
+        # waited for the encoder; ingest ran at the rate of one or the other, never both).
+        run.total_document_count = len(ids)
     await session.commit()
     runtime: Runtime | None = None
     try:
         runtime = await Runtime.of(session, kernel, kb)
         if run.operation_type == "document_ingest":
-            ids = [str(i) for i in run.payload.get("document_ids", [])]
-            run.total_document_count = len(ids)
             summary = await _ingest(session, run, kb, runtime, ids, progress)
         elif run.operation_type == "source_sync":
             from kiln.apps.genai.context.sources import sync_source
