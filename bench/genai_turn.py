@@ -40,14 +40,17 @@ from sqlalchemy import event  # noqa: E402
 
 from kiln.app import create_app  # noqa: E402
 from kiln.core.migrations import upgrade  # noqa: E402
+from kiln.providers import http1  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
 
 
 class Turn:
     """One streamed turn through the ASGI callable, with its CPU and statement stamps."""
 
-    def __init__(self, app: Any, statements: list[int], session_id: str, auth: bytes, prompt: str) -> None:
-        self.app, self.statements = app, statements
+    def __init__(
+        self, app: Any, statements: list[int], upstream: list[float | None], session_id: str, auth: bytes, prompt: str
+    ) -> None:
+        self.app, self.statements, self.upstream = app, statements, upstream
         body = json.dumps({"prompt": prompt}).encode()
         self.scope = {
             "type": "http",
@@ -96,14 +99,22 @@ class Turn:
         if not message.get("more_body", False):
             self.ended.set()
 
-    async def run(self) -> tuple[float, float, int, int]:
-        """(CPU ms to the first delta, CPU ms of the whole turn, statements before it, statements)."""
+    async def run(self) -> tuple[float, float, int, int, float]:
+        """(CPU ms to the first delta, CPU ms of the whole turn, statements before the first delta,
+        statements, CPU ms to the upstream request)."""
+        self.upstream[0] = None
         sql0, cpu0 = self.statements[0], time.process_time()
         await self.app(self.scope, self.receive, self.send)
         cpu1 = time.process_time()
-        if not self.complete or self.first_cpu is None:
+        if not self.complete or self.first_cpu is None or self.upstream[0] is None:
             raise SystemExit("turn did not complete")
-        return (self.first_cpu - cpu0) * 1000, (cpu1 - cpu0) * 1000, self.first_sql - sql0, self.statements[0] - sql0
+        return (
+            (self.first_cpu - cpu0) * 1000,
+            (cpu1 - cpu0) * 1000,
+            self.first_sql - sql0,
+            self.statements[0] - sql0,
+            (self.upstream[0] - cpu0) * 1000,
+        )
 
 
 async def main() -> None:
@@ -142,6 +153,15 @@ async def main() -> None:
                 statements[0] += 1
 
             event.listen(app.state.kernel.db.engine.sync_engine, "before_cursor_execute", count)
+            upstream: list[float | None] = [None]  # CPU stamp of the turn's upstream request
+            pool_send = http1.Pool.send
+
+            async def noting_send(self: Any, *args: Any) -> Any:
+                if upstream[0] is None:
+                    upstream[0] = time.process_time()
+                return await pool_send(self, *args)
+
+            http1.Pool.send = noting_send  # type: ignore[method-assign]
 
             async def sessions(n: int) -> list[str]:
                 out = []
@@ -160,7 +180,7 @@ async def main() -> None:
                 for sid in ids:
                     if profiler:
                         profiler.enable()
-                    out.append(await Turn(app, statements, sid, auth, prompt).run())
+                    out.append(await Turn(app, statements, upstream, sid, auth, prompt).run())
                     if profiler:
                         profiler.disable()
                 return out
@@ -177,7 +197,7 @@ async def main() -> None:
                 for sid in ids:
                     sys.setprofile(profile)
                     try:
-                        await Turn(app, statements, sid, auth, prompt).run()
+                        await Turn(app, statements, upstream, sid, auth, prompt).run()
                     finally:
                         sys.setprofile(None)
                 return calls / n
@@ -201,6 +221,7 @@ async def main() -> None:
                 f"  5-token turn ({args.turns}), p50 CPU to first delta {med(s, 0):6.2f} ms,"
                 f" whole turn {med(s, 1):6.2f} ms"
             )
+            print(f"    p50 CPU to the upstream request {med(s, 4):6.2f} ms")
             print(f"    SQL statements before the first delta {med(s, 2):.0f}, whole turn {med(s, 3):.0f}")
             print(f"    Python calls per turn (event loop thread) {short_calls:.0f}")
             print(f"  400-token turn paced 1 ms ({len(p)}), p50 CPU whole turn {med(p, 1):6.2f} ms")

@@ -78,6 +78,24 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
     await settle()
 
 
+async def test_the_upstream_request_goes_out_before_the_response_headers(app):
+    """The headers' write through the middleware stack comes after the model call has started,
+    not before it (time to first token runs from the upstream request)."""
+    llm = _RecordingLLM()
+    opened_at_start: list[bool] = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            opened_at_start.append(llm.opened.is_set())
+
+    await stream(_temporary_turn(app, llm))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await settle()
+    assert opened_at_start == [True]
+
+
 async def _asgi_run(response) -> tuple[bytes, list[dict]]:
     """Send `response` as a server would (ASGI 2.3: the disconnect comes once the response is
     complete); its body and the messages sent."""

@@ -125,6 +125,9 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener: asyncio.Future[None] | None = None
         try:
+            # One turn of the loop first: the relay writes the upstream request (time to first token
+            # runs from there) before this task writes the headers through every middleware.
+            await asyncio.sleep(0)
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             while self._early:  # what the relay produced before the headers were out
                 early, self._early = self._early, []
