@@ -144,7 +144,13 @@ async def main() -> None:
             LifespanManager(app, startup_timeout=60),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client,
         ):
-            await asyncio.sleep(0.5)  # the fake's start
+            for _ in range(300):  # until the fake accepts connections (slow to start on a loaded machine)
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", fake_port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
             user = await setup(client)
             auth = user["Authorization"].encode()
             statements = [0]
