@@ -6,7 +6,7 @@ import pytest
 
 from kiln.providers.config import ProviderSettings
 from kiln.providers.http import ProviderError, ProviderNotConfigured, ProviderProtocolError
-from kiln.providers.llm import LLMClient, collect, uses_completion_tokens
+from kiln.providers.llm import LLMClient, _parse_sse_line, collect, uses_completion_tokens
 from tests.fakes.openai_llm import FakeLLM, Reply
 
 
@@ -199,3 +199,17 @@ async def test_a_compressed_stream_is_decoded() -> None:
     )
     client = LLMClient(ProviderClient("http://llm.local/v1", name="llm", transport=transport), "m")
     assert await collect(client.chat_stream([{"role": "user", "content": "hi"}])) == "zipped"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'data: {"choices":[]} trailing', b"data: \xff\xfe{}", b'data: {"choices":', b"data: 5", b"data: {}{}"],
+)
+def test_a_stream_line_that_is_not_one_utf8_json_object_is_a_protocol_error(line: bytes) -> None:
+    with pytest.raises(ProviderProtocolError):
+        _parse_sse_line(line)
+
+
+def test_a_stream_line_is_parsed_as_utf8_json() -> None:
+    delta = _parse_sse_line('data: {"choices":[{"delta":{"content":"é 😀"},"finish_reason":null}]} '.encode())
+    assert delta is not None and delta.content == "é 😀" and delta.finish_reason is None

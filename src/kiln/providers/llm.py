@@ -268,6 +268,9 @@ async def _read_all(chunks: AsyncIterator[bytes]) -> None:
         pass
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
 def _parse_sse_line(line: str | bytes) -> ChatDelta | None:
     """One SSE line → a delta, `_DONE`, or None (comments, blank lines, events without content)."""
     if isinstance(line, str):
@@ -278,8 +281,13 @@ def _parse_sse_line(line: str | bytes) -> ChatDelta | None:
     if payload == b"[DONE]":
         return _DONE
     try:
-        chunk = json.loads(payload)
-    except ValueError:
+        # SSE is UTF-8; the decoder's own scan, once per token: json.loads(bytes) first guesses the
+        # encoding and goes through two more Python layers, which cost more than the scan itself.
+        text = payload.decode()
+        chunk, end = _raw_decode(text)
+        if end != len(text):
+            raise ValueError("text after the JSON value")
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
         raise ProviderProtocolError("llm", "stream chunk is not JSON") from None
     if not isinstance(chunk, dict):
         raise ProviderProtocolError("llm", "stream chunk is not an object")

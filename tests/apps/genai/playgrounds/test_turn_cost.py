@@ -78,6 +78,24 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
     await settle()
 
 
+async def test_the_upstream_request_goes_out_before_the_response_headers(app):
+    """The headers' write through the middleware stack comes after the model call has started,
+    not before it (time to first token runs from the upstream request)."""
+    llm = _RecordingLLM()
+    opened_at_start: list[bool] = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            opened_at_start.append(llm.opened.is_set())
+
+    await stream(_temporary_turn(app, llm))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await settle()
+    assert opened_at_start == [True]
+
+
 async def _asgi_run(response) -> tuple[bytes, list[dict]]:
     """Send `response` as a server would (ASGI 2.3: the disconnect comes once the response is
     complete); its body and the messages sent."""
@@ -190,3 +208,40 @@ async def test_a_client_leaving_after_the_last_token_does_not_undo_the_persisten
     messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "hi"), ("assistant", "hello there")]
     assert "incomplete" not in messages[1]["metadata"]
+
+
+async def test_a_session_turn_reads_everything_before_the_model_call_in_two_statements(llm, app, client, monkeypatch):
+    """Before the model call a session turn runs the auth statement and one statement that reads
+    the session, its recent history and its model's binding together (the model was a third)."""
+    h = await chat_ready(app, client)
+    sid = (await new_session(client, h["ann"]))["id"]
+    llm.script("first answer")
+    assert (
+        await client.post(f"{P}/sessions/{sid}/messages", headers=h["ann"], json={"prompt": "one"})
+    ).status_code == 200
+    before_model: list[list[str]] = []
+    chat_stream_reads = LLMClient.chat_stream_reads
+
+    def noting(self, messages, **options):
+        before_model.append(list(sql))
+        return chat_stream_reads(self, messages, **options)
+
+    monkeypatch.setattr(LLMClient, "chat_stream_reads", noting)
+    llm.script("second answer")
+    with recorded_sql(app) as sql:
+        r = await client.post(f"{P}/sessions/{sid}/messages/stream", headers=h["ann"], json={"prompt": "two"})
+        await settle()
+    assert r.status_code == 200, r.text
+    [statements] = before_model
+    assert len(statements) == 2, statements
+    turn = statements[1]
+    assert "from genai_playground_sessions" in turn and "join genai_models" in turn, turn
+    assert "join genai_binding_resources" in turn, turn
+    events = parse_events(r.text)
+    assert events[-1][0] == "complete"
+    assert [m["content"] for m in events[-1][1]["session"]["messages"]] == [
+        "one",
+        "first answer",
+        "two",
+        "second answer",
+    ]

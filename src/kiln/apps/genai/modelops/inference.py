@@ -58,14 +58,14 @@ def coerce_history(value: Any) -> list[dict[str, str]]:
     return out
 
 
-def _target_statement() -> Any:
+def join_target(stmt: Any) -> Any:
+    """`stmt` (whose FROM has `GenaiModel`) outer-joined to the active llm_inference binding's
+    provider and its resource for that model: the columns `resolve_target` reads."""
     binding_on = (GenaiDeploymentBinding.deployment_id == GenaiActiveDeployment.deployment_id) & (
         GenaiDeploymentBinding.capability_key == families.LLM
     )
     return (
-        select(GenaiModel, GenaiProviderInstance, GenaiBindingResource)
-        .select_from(GenaiModel)
-        .outerjoin(GenaiActiveDeployment, GenaiActiveDeployment.singleton_key == "active")
+        stmt.outerjoin(GenaiActiveDeployment, GenaiActiveDeployment.singleton_key == "active")
         .outerjoin(GenaiDeploymentBinding, binding_on)
         .outerjoin(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
         .outerjoin(
@@ -73,29 +73,36 @@ def _target_statement() -> Any:
             (GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
             & (GenaiBindingResource.resource_id == GenaiModel.model_id),
         )
-        .where(GenaiModel.model_id == bindparam("model_id"))
     )
 
+
+TARGET_COLUMNS = (GenaiModel, GenaiProviderInstance, GenaiBindingResource)
+Target = tuple[GenaiModel | None, GenaiProviderInstance | None, GenaiBindingResource | None]
 
 # Built once with a bound parameter: every inference call and playground turn runs it before the
 # model call, and building the five-way join (and its cache key) per call cost more CPU than
 # running it (a third of `prepare`'s CPU on SQLite).
-_TARGET = _target_statement()
+_TARGET = join_target(select(*TARGET_COLUMNS).select_from(GenaiModel)).where(
+    GenaiModel.model_id == bindparam("model_id")
+)
 
 
 async def resolve_target(
-    session: AsyncSession, user: User, model_id: str
+    session: AsyncSession, user: User, model_id: str, found: Target | None = None
 ) -> tuple[GenaiModel, GenaiProviderInstance, GenaiBindingResource]:
-    """The model, and the active llm_inference binding's provider and resource for it, in one query.
+    """The model, and the active llm_inference binding's provider and resource for it, in one query
+    (or `found`, the same columns read by a caller's own query through `join_target`).
 
     Visibility follows `access.model_for` (a model the caller may not see is 404)."""
-    row = (await session.execute(_TARGET, {"model_id": model_id})).first()
-    if row is None:
+    if found is None:
+        row = (await session.execute(_TARGET, {"model_id": model_id})).first()
+        found = tuple(row) if row is not None else (None, None, None)  # type: ignore[assignment]
+    model, provider, resource = found  # type: ignore[misc]
+    if model is None:
         raise GenaiError(404, "not_found", "Model not found")
-    model, provider, resource = row
     if not (user.role == "superadmin" or model.owner_user_id == user.id or model.visibility_scope == "platform"):
         await model_for(session, user, model_id, "read")  # shared to the caller's role, else 404
-    return model, provider, resource
+    return model, provider, resource  # type: ignore[return-value]
 
 
 async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderInstance) -> LLMClient:
@@ -133,12 +140,15 @@ async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderIns
 
 
 async def prepare(
-    session: AsyncSession, kernel: Any, user: User, model_id: str
+    session: AsyncSession, kernel: Any, user: User, model_id: str, *, found: Target | None = None
 ) -> tuple[GenaiModel, GenaiProviderInstance, LLMClient, str]:
-    """The checks every inference path runs, then the client and the runtime model id to call."""
+    """The checks every inference path runs, then the client and the runtime model id to call.
+
+    `found`: the model's target columns already read by the caller's query (`join_target`), which
+    saves a statement before the model call."""
     if not model_id:
         raise GenaiError(400, "invalid_model", "model is required")
-    model, provider, resource = await resolve_target(session, user, model_id)
+    model, provider, resource = await resolve_target(session, user, model_id, found)
     if not (
         model.lifecycle_state == "active" and model.is_validation_current and model.last_validation_status == "success"
     ):

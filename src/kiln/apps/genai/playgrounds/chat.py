@@ -9,15 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.errors import GenaiError
+from kiln.apps.genai.modelops.inference import Target
 from kiln.apps.genai.modelops.inference import prepare as prepare_model
 from kiln.apps.genai.modelops.usage import buffer_of
 from kiln.apps.genai.playgrounds import knowledge
 from kiln.apps.genai.playgrounds import service as svc
-from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
+from kiln.apps.genai.playgrounds.models import PlaygroundMessage
 from kiln.apps.genai.registry.service import current_version
 from kiln.core.auth import User
 from kiln.providers.http import ProviderError
@@ -95,10 +95,12 @@ async def prepare(
     history: list[dict[str, Any]],
     prompt: str,
     session_id: str | None,
+    model_target: Target | None = None,
 ) -> Turn:
+    """`model_target`: the model's columns if the caller's query read them (a session turn)."""
     if not model_id:
         raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
-    model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id)
+    model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id, found=model_target)
     context = [{"role": m["role"], "content": m["content"]} for m in trim_history(history)]
     messages: list[dict[str, Any]] = []
     found = None
@@ -130,7 +132,7 @@ async def prepare(
 
 
 async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str, prompt: str) -> Turn:
-    row, recent = await svc.owned_with_recent(session, user, session_id, HISTORY_MESSAGES)
+    row, recent, model_target = await svc.owned_for_turn(session, user, session_id, HISTORY_MESSAGES)
     history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in recent]
     return await prepare(
         session,
@@ -144,6 +146,7 @@ async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, se
         history=history,
         prompt=prompt,
         session_id=row.id,
+        model_target=model_target,
     )
 
 
@@ -233,11 +236,7 @@ async def finish(
         ]
         return out
     async with turn.kernel.db.session() as session:
-        row = (
-            await session.execute(
-                select(PlaygroundSession).where(PlaygroundSession.id == turn.session_id).with_for_update()
-            )
-        ).scalar_one_or_none()
+        row = await svc.locked(session, turn.session_id)
         if row is None:  # deleted while the model answered
             out.update(session=None, messages=[])
             return out

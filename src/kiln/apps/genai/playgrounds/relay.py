@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from starlette.responses import Response
@@ -39,12 +40,10 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
-_encode_text = json.JSONEncoder(ensure_ascii=True).encode
-
-
 def sse_delta(text: str) -> bytes:
-    """`sse("delta", {"text": text})`, byte for byte, without building a dict per token."""
-    return b'event: delta\ndata: {"text":' + _encode_text(text).encode() + b"}\n\n"
+    """`sse("delta", {"text": text})`, byte for byte, without building a dict per token (the JSON
+    string is what `json.dumps` writes for a str: its ASCII-escaping encoder, called directly)."""
+    return b'event: delta\ndata: {"text":' + encode_basestring_ascii(text).encode() + b"}\n\n"
 
 
 class _ClientGone(Exception):
@@ -126,6 +125,9 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener: asyncio.Future[None] | None = None
         try:
+            # One turn of the loop first: the relay writes the upstream request (time to first token
+            # runs from there) before this task writes the headers through every middleware.
+            await asyncio.sleep(0)
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             while self._early:  # what the relay produced before the headers were out
                 early, self._early = self._early, []

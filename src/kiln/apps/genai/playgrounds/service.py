@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.genai.context.models import KnowledgeBase
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.modelops.access import shared_model_ids
+from kiln.apps.genai.modelops.inference import TARGET_COLUMNS, Target, join_target
 from kiln.apps.genai.modelops.models import GenaiModel
 from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.deployments import active_bindings
@@ -180,7 +181,9 @@ async def owned(session: AsyncSession, user: User, session_id: str, *, lock: boo
     return row
 
 
-def _owned_with_recent_statement() -> Any:
+def _turn_statement() -> Any:
+    """The caller's session, its last `limit` messages and its model's target columns (model, the
+    active llm_inference binding's provider and resource for it): one row per message."""
     recent = (
         select(PlaygroundMessage.id)
         .where(PlaygroundMessage.session_id == bindparam("session_id"))
@@ -188,11 +191,15 @@ def _owned_with_recent_statement() -> Any:
         .limit(bindparam("limit"))
         .scalar_subquery()
     )
-    return (
-        select(PlaygroundSession, PlaygroundMessage)
+    stmt = (
+        select(PlaygroundSession, PlaygroundMessage, *TARGET_COLUMNS)
         .outerjoin(
             PlaygroundMessage, (PlaygroundMessage.session_id == PlaygroundSession.id) & PlaygroundMessage.id.in_(recent)
         )
+        .outerjoin(GenaiModel, GenaiModel.model_id == PlaygroundSession.model_id)
+    )
+    return (
+        join_target(stmt)
         .where(
             PlaygroundSession.id == bindparam("session_id"),
             PlaygroundSession.owner_user_id == bindparam("owner_user_id"),
@@ -202,26 +209,25 @@ def _owned_with_recent_statement() -> Any:
 
 
 # Built once: every streamed turn runs it before its first token, and building the statement (and
-# its cache key) per call cost more CPU than running it on SQLite.
-_OWNED_WITH_RECENT = _owned_with_recent_statement()
+# its cache key) per call cost more CPU than running it on SQLite. The model's columns ride along
+# so that a turn reads everything before the model call in one statement (was two).
+_TURN = _turn_statement()
 
 
-async def owned_with_recent(
+async def owned_for_turn(
     session: AsyncSession, user: User, session_id: str, limit: int
-) -> tuple[PlaygroundSession, list[PlaygroundMessage]]:
-    """The caller's session and its last `limit` messages (oldest first), in one query."""
+) -> tuple[PlaygroundSession, list[PlaygroundMessage], Target]:
+    """The caller's session, its last `limit` messages (oldest first) and its model's target
+    columns for `modelops.inference.prepare`, in one query."""
     rows = (
-        (
-            await session.execute(
-                _OWNED_WITH_RECENT, {"session_id": session_id, "owner_user_id": user.id, "limit": limit}
-            )
-        ).all()
+        (await session.execute(_TURN, {"session_id": session_id, "owner_user_id": user.id, "limit": limit})).all()
         if len(session_id) <= 64
         else []
     )
     if not rows:
         raise GenaiError(404, "playground_session_not_found", "Playground session not found")
-    return rows[0][0], [m for _, m in rows if m is not None]
+    first = rows[0]
+    return first[0], [r[1] for r in rows if r[1] is not None], (first[2], first[3], first[4])
 
 
 async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> list[PlaygroundSession]:
@@ -232,18 +238,27 @@ async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> 
     return list((await session.execute(stmt)).scalars())
 
 
+# Built once (each finished turn runs both): building a statement and its cache key per call costs
+# about as much CPU as running it on SQLite.
+_MESSAGES = (
+    select(PlaygroundMessage)
+    .where(PlaygroundMessage.session_id == bindparam("session_id"))
+    .order_by(PlaygroundMessage.message_index.desc())
+    .limit(bindparam("limit"))
+)
+_LOCKED = select(PlaygroundSession).where(PlaygroundSession.id == bindparam("session_id")).with_for_update()
+
+
 async def messages_of(
     session: AsyncSession, session_id: str, limit: int = MAX_MESSAGES_SHOWN
 ) -> list[PlaygroundMessage]:
-    rows = (
-        await session.execute(
-            select(PlaygroundMessage)
-            .where(PlaygroundMessage.session_id == session_id)
-            .order_by(PlaygroundMessage.message_index.desc())
-            .limit(limit)
-        )
-    ).scalars()
+    rows = (await session.execute(_MESSAGES, {"session_id": session_id, "limit": limit})).scalars()
     return list(reversed(list(rows)))
+
+
+async def locked(session: AsyncSession, session_id: str) -> PlaygroundSession | None:
+    """The session row under its lock (any owner: the caller has checked ownership), or None."""
+    return (await session.execute(_LOCKED, {"session_id": session_id})).scalar_one_or_none()
 
 
 async def update_session(session: AsyncSession, user: User, session_id: str, body: dict[str, Any]) -> PlaygroundSession:
