@@ -6,6 +6,7 @@ a worker process. It streams rows into per-split writers, then writes the sideca
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.apps.robotics.assets.indexing import index_recording
+from kiln.apps.robotics.conversion import cdr_columns
 from kiln.apps.robotics.conversion.collector import fewer_collections
 from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
-from kiln.apps.robotics.conversion.messages import message_column
+from kiln.apps.robotics.conversion.messages import Column, message_column
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
-from kiln.apps.robotics.conversion.rows import RowStats
+from kiln.apps.robotics.conversion.rows import Msg, RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
 from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
 from kiln.apps.robotics.reading import bounds as read_bounds
@@ -271,11 +273,21 @@ class LegacyMessages:
     def __init__(self, reader: Any, decoder: Decoder, mapping: dict[str, str]):
         self.mapping = mapping
         self.counters = FeatureCounters()
-        self.columns = {}
+        self.columns: dict[str, Column] = {}
+        self._raw: set[str] = set()  # columns fed raw messages, decoded when their row group is built
         for name, topic in mapping.items():
             msgtype = decoder.msgtype(topic, reader.topics[topic])
             reader.deserializer(msgtype)  # registers a hinted type the recording does not embed
-            self.columns[name] = message_column(reader.typestore, msgtype)
+            column = message_column(reader.typestore, msgtype)
+            if reader.cdr and cdr_columns.supported(reader.typestore, msgtype):
+                column = cdr_columns.CdrTopicColumn(
+                    column, reader.typestore, msgtype, Msg.value, functools.partial(self._missing, name)
+                )
+                self._raw.add(name)
+            self.columns[name] = column
+
+    def _missing(self, name: str) -> None:
+        self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
 
     def build(self, row: Any) -> tuple[dict[str, Any], dict[str, int], bool]:
         values: dict[str, Any] = {}
@@ -285,9 +297,9 @@ class LegacyMessages:
             v = None
             if m is not None:
                 size += len(m.data) if m.data is not None else 64
-                v = m.value()
+                v = m if name in self._raw else m.value()
             if v is None:
-                self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
+                self._missing(name)
             values[name] = v
         values[_SIZE] = size
         return values, {}, False
