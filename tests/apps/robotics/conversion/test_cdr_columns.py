@@ -5,6 +5,8 @@ share one layout (other sizes, other string or sequence lengths, text that is no
 from __future__ import annotations
 
 import filecmp
+import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -190,3 +192,8 @@ def test_default_conversion_files_are_the_same_column_wise_and_message_by_messag
     assert pq.read_table(a).equals(pq.read_table(b))
     assert filecmp.cmp(a, b, shallow=False)
     assert fast.episodes[0]["rows_written"] == slow.episodes[0]["rows_written"]
+    (fm,) = [json.loads(Path(f.path).read_text()) for f in fast.files if f.role == "manifest"]
+    (sm,) = [json.loads(Path(f.path).read_text()) for f in slow.files if f.role == "manifest"]
+    counts = fm["conversion"]["missing_feature_counts"]
+    assert counts == sm["conversion"]["missing_feature_counts"]
+    assert counts and all(0 < c < fast.rows_written for c in counts.values())  # every topic misses some rows

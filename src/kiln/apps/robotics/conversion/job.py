@@ -272,35 +272,48 @@ class LegacyMessages:
 
     def __init__(self, reader: Any, decoder: Decoder, mapping: dict[str, str]):
         self.mapping = mapping
-        self.counters = FeatureCounters()
         self.columns: dict[str, Column] = {}
         self._raw: set[str] = set()  # columns fed raw messages, decoded when their row group is built
+        self._by_topic: dict[str, list[str]] = {}
         for name, topic in mapping.items():
+            self._by_topic.setdefault(topic, []).append(name)
             msgtype = decoder.msgtype(topic, reader.topics[topic])
             reader.deserializer(msgtype)  # registers a hinted type the recording does not embed
             column = message_column(reader.typestore, msgtype)
             if reader.cdr and cdr_columns.supported(reader.typestore, msgtype):
                 column = cdr_columns.CdrTopicColumn(
-                    column, reader.typestore, msgtype, Msg.value, functools.partial(self._missing, name)
+                    column, reader.typestore, msgtype, Msg.value, functools.partial(self._failed, name)
                 )
                 self._raw.add(name)
             self.columns[name] = column
+        # rows built, values handed to the writer and raw messages that failed to decode, per column:
+        # counted rather than a miss noted per absent topic and row (most rows hold one topic of many)
+        self._rows = 0
+        self._delivered = dict.fromkeys(mapping, 0)
+        self._failures = dict.fromkeys(mapping, 0)
+        self._counters = FeatureCounters()
 
-    def _missing(self, name: str) -> None:
-        self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
+    def _failed(self, name: str) -> None:
+        self._failures[name] += 1
+
+    @property
+    def counters(self) -> FeatureCounters:
+        """Rows without a value per column (no message of the topic, or one that failed to decode)."""
+        missing = {n: self._rows - self._delivered[n] + self._failures[n] for n in self.mapping}
+        self._counters.missing = {n: count for n, count in missing.items() if count}
+        return self._counters
 
     def build(self, row: Any) -> tuple[dict[str, Any], dict[str, int], bool]:
         values: dict[str, Any] = {}
         size = 8
-        for name, topic in self.mapping.items():
-            m = row.topics.get(topic)
-            v = None
-            if m is not None:
+        self._rows += 1
+        for topic, m in row.topics.items():
+            for name in self._by_topic.get(topic, ()):
                 size += len(m.data) if m.data is not None else 64
                 v = m if name in self._raw else m.value()
-            if v is None:
-                self._missing(name)
-            values[name] = v
+                if v is not None:
+                    values[name] = v
+                    self._delivered[name] += 1
         values[_SIZE] = size
         return values, {}, False
 
