@@ -197,3 +197,20 @@ def test_default_conversion_files_are_the_same_column_wise_and_message_by_messag
     counts = fm["conversion"]["missing_feature_counts"]
     assert counts == sm["conversion"]["missing_feature_counts"]
     assert counts and all(0 < c < fast.rows_written for c in counts.values())  # every topic misses some rows
+
+
+def test_a_topic_mapped_twice_gives_the_same_row_groups_both_ways(tmp_path, monkeypatch):
+    # row groups close on bytes: a message mapped to two columns counts its payload once either way
+    monkeypatch.setattr(writers, "ROW_GROUP_BYTES", 2048)
+    path = bf.write_recording(tmp_path / "rec.mcap", "mcap", bf.RecordingPlan(duration_s=1.0))
+    mapping = {"imu": ["/imu"], "imu_again": ["/imu"], "odom": ["/odom"], "status": ["/status"]}
+    spec = build_legacy_spec(mapping, output={"format": "parquet", "compression": "none"})
+    fast = run_conversion(path, spec, tmp_path / "fast")
+    monkeypatch.setattr(cdr_columns, "supported", lambda store, msgtype: False)
+    slow = run_conversion(path, spec, tmp_path / "slow")
+    (a,) = [f.path for f in fast.files if f.role == "dataset"]
+    (b,) = [f.path for f in slow.files if f.role == "dataset"]
+    assert pq.ParquetFile(a).num_row_groups == pq.ParquetFile(b).num_row_groups > 2
+    table = pq.read_table(a)
+    assert table.column("imu").to_pylist() == table.column("imu_again").to_pylist()
+    assert filecmp.cmp(a, b, shallow=False)

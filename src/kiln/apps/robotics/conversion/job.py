@@ -308,8 +308,12 @@ class LegacyMessages:
         size = 8
         self._rows += 1
         for topic, m in row.topics.items():
-            for name in self._by_topic.get(topic, ()):
-                size += len(m.data) if m.data is not None else 64
+            names = self._by_topic.get(topic, ())
+            if not names:
+                continue
+            # a message mapped twice counts its bytes once (its raw data was dropped once decoded)
+            size += (len(m.data) if m.data is not None else 64) + 64 * (len(names) - 1)
+            for name in names:
                 v = m if name in self._raw else m.value()
                 if v is not None:
                     values[name] = v
