@@ -6,6 +6,7 @@ a worker process. It streams rows into per-split writers, then writes the sideca
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.apps.robotics.assets.indexing import index_recording
+from kiln.apps.robotics.conversion import cdr_columns
 from kiln.apps.robotics.conversion.collector import fewer_collections
 from kiln.apps.robotics.conversion.features import FeatureBuilder, FeatureCounters, RowDropped
-from kiln.apps.robotics.conversion.messages import message_column
+from kiln.apps.robotics.conversion.messages import Column, message_column
 from kiln.apps.robotics.conversion.pipeline import ConversionCancelled, Decoder, resolve_spec, row_iterator
-from kiln.apps.robotics.conversion.rows import RowStats
+from kiln.apps.robotics.conversion.rows import Msg, RowStats
 from kiln.apps.robotics.conversion.sidecars import build_manifest, write_sidecars
 from kiln.apps.robotics.conversion.writers import MessageParquetWriter, make_writer
 from kiln.apps.robotics.reading import bounds as read_bounds
@@ -270,25 +272,52 @@ class LegacyMessages:
 
     def __init__(self, reader: Any, decoder: Decoder, mapping: dict[str, str]):
         self.mapping = mapping
-        self.counters = FeatureCounters()
-        self.columns = {}
+        self.columns: dict[str, Column] = {}
+        self._raw: set[str] = set()  # columns fed raw messages, decoded when their row group is built
+        self._by_topic: dict[str, list[str]] = {}
         for name, topic in mapping.items():
+            self._by_topic.setdefault(topic, []).append(name)
             msgtype = decoder.msgtype(topic, reader.topics[topic])
             reader.deserializer(msgtype)  # registers a hinted type the recording does not embed
-            self.columns[name] = message_column(reader.typestore, msgtype)
+            column = message_column(reader.typestore, msgtype)
+            if reader.cdr and cdr_columns.supported(reader.typestore, msgtype):
+                column = cdr_columns.CdrTopicColumn(
+                    column, reader.typestore, msgtype, Msg.value, functools.partial(self._failed, name)
+                )
+                self._raw.add(name)
+            self.columns[name] = column
+        # rows built, values handed to the writer and raw messages that failed to decode, per column:
+        # counted rather than a miss noted per absent topic and row (most rows hold one topic of many)
+        self._rows = 0
+        self._delivered = dict.fromkeys(mapping, 0)
+        self._failures = dict.fromkeys(mapping, 0)
+        self._counters = FeatureCounters()
+
+    def _failed(self, name: str) -> None:
+        self._failures[name] += 1
+
+    @property
+    def counters(self) -> FeatureCounters:
+        """Rows without a value per column (no message of the topic, or one that failed to decode)."""
+        missing = {n: self._rows - self._delivered[n] + self._failures[n] for n in self.mapping}
+        self._counters.missing = {n: count for n, count in missing.items() if count}
+        return self._counters
 
     def build(self, row: Any) -> tuple[dict[str, Any], dict[str, int], bool]:
         values: dict[str, Any] = {}
         size = 8
-        for name, topic in self.mapping.items():
-            m = row.topics.get(topic)
-            v = None
-            if m is not None:
-                size += len(m.data) if m.data is not None else 64
-                v = m.value()
-            if v is None:
-                self.counters.missing[name] = self.counters.missing.get(name, 0) + 1
-            values[name] = v
+        self._rows += 1
+        for topic, m in row.topics.items():
+            names = self._by_topic.get(topic, ())
+            if not names:
+                continue
+            # a message mapped twice counts its bytes once (its raw data was dropped once decoded)
+            size += (len(m.data) if m.data is not None else 64) + 64 * (len(names) - 1)
+            for name in names:
+                v = m if name in self._raw else m.value()
+                if v is not None:
+                    values[name] = v
+                    self._delivered[name] += 1
         values[_SIZE] = size
         return values, {}, False
 

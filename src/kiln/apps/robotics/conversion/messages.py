@@ -46,6 +46,10 @@ class Column:
         messages present are visited, however sparse a topic is among the row group's rows."""
         raise NotImplementedError
 
+    def array(self, values: list[Any], rows: list[int], n: int, views: bool = False) -> pa.Array:
+        """A topic's column of a row group of `n` rows (see `column_array`)."""
+        return column_array(self, values, rows, n, views)
+
 
 def _scatter(dense: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
     """`dense` spread to `n` rows at `rows` (zeros elsewhere); `dense` itself for every row."""

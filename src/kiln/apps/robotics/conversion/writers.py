@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kiln.apps.robotics.conversion import tfrecord
-from kiln.apps.robotics.conversion.messages import Column, column_array, message_nbytes
+from kiln.apps.robotics.conversion.messages import Column, message_nbytes
 from kiln.apps.robotics.spec.models import FeatureSpec, OutputSpec
 
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -403,7 +403,7 @@ class MessageParquetWriter(ParquetShardWriter):
     def _table(self, ts: list[int], cols: dict[str, list[Any]], present: dict[str, list[int]]) -> pa.Table:
         arrays = [pa.array(np.asarray(ts, dtype=np.int64))]
         for name, col in self.columns.items():
-            arrays.append(column_array(col, cols[name], present[name], len(ts), views=self.views))
+            arrays.append(col.array(cols[name], present[name], len(ts), views=self.views))
         return pa.Table.from_arrays(arrays, schema=self._write_schema() if self.views else self._schema())
 
 

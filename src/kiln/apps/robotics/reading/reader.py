@@ -187,6 +187,11 @@ class RecordingReader:
         return self._reader.typestore
 
     @property
+    def cdr(self) -> bool:
+        """Whether messages are CDR-serialized (ROS2), not ROS1-serialized."""
+        return bool(self._reader.is2)
+
+    @property
     def topics(self) -> dict[str, str]:
         """topic -> message type (ROS2 style, e.g. sensor_msgs/msg/Image, for ROS1 too)."""
         return {t: conns[0].msgtype for t, conns in sorted(self._by_topic.items())}
