@@ -25,6 +25,7 @@ from kiln.core.jobs.context import CpuPool, JobCancelled, JobContext, TransientJ
 from kiln.core.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, Worker, job_to_dict
 from kiln.core.jobs.registry import get_handler
 from kiln.core.jobs.service import JOB_CANCEL, JOB_UPDATED
+from kiln.core.jobs.stopping import wait_then_cancel
 from kiln.core.jobs.store import JobStore, Outcome
 
 if TYPE_CHECKING:
@@ -43,18 +44,6 @@ class _Running:
 
 
 STOP_WAIT_SECONDS = 10.0  # how long a stop waits for a loop or a cancelled handler to wind up
-
-
-async def _wait_then_cancel(tasks: Sequence[asyncio.Task[Any]], timeout: float, what: str) -> None:
-    """Wait up to `timeout` for `tasks` (their own errors are theirs: not raised here), then cancel
-    what is left once more and go on. A cancel of the caller is not swallowed."""
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
-    if pending:
-        log.warning("stopping: %d of %s still running after %.0f s; cancelled again", len(pending), what, timeout)
-        for task in pending:
-            task.cancel()
 
 
 class JobRunner:
@@ -104,14 +93,14 @@ class JobRunner:
         for task in self._loops[1:]:  # [0] is the heartbeat loop
             task.cancel()
         # The heartbeat loop ends at its next pause; cancelling it mid-write could wedge a connection.
-        await _wait_then_cancel(self._loops, STOP_WAIT_SECONDS, "the heartbeat loop")
+        await wait_then_cancel(self._loops, STOP_WAIT_SECONDS, "the runner's loops")
         self._loops.clear()
         for timer in self._timers:
             timer.cancel()
         running = list(self._running.values())
         for item in running:
             item.task.cancel()
-        await _wait_then_cancel([item.task for item in running], STOP_WAIT_SECONDS, "cancelled job handlers")
+        await wait_then_cancel((item.task for item in running), STOP_WAIT_SECONDS, "the cancelled job handlers")
         async with self.db.session() as session:
             await session.execute(
                 update(Worker).where(Worker.name.in_(self.slot_names)).values(status="offline", current_job_id=None)

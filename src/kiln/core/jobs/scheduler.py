@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from kiln.core.jobs.registry import PeriodicSpec, periodic_tasks
+from kiln.core.jobs.stopping import wait_then_cancel
 
 if TYPE_CHECKING:
     from kiln.core.kernel import Kernel
@@ -40,11 +41,9 @@ class PeriodicRunner:
         then stop; cancel only what outlives `timeout`."""
         self._stopping.set()
         if self._main:
-            # asyncio.wait: bounded, and a cancel of this stop is not swallowed.
-            _, pending = await asyncio.wait({self._main}, timeout=timeout)
-            if pending:
-                self._main.cancel()
-                await asyncio.wait({self._main}, timeout=timeout)
+            left = await wait_then_cancel([self._main], timeout, "the periodic tasks")
+            if left:
+                await asyncio.wait(left, timeout=timeout)
             if self._main.done() and not self._main.cancelled() and self._main.exception() is not None:
                 log.warning("periodic tasks ended with an error", exc_info=self._main.exception())
         if self._lock_conn is not None:
