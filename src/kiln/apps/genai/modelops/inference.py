@@ -89,20 +89,21 @@ _TARGET = join_target(select(*TARGET_COLUMNS).select_from(GenaiModel)).where(
 
 async def resolve_target(
     session: AsyncSession, user: User, model_id: str, found: Target | None = None
-) -> tuple[GenaiModel, GenaiProviderInstance, GenaiBindingResource]:
-    """The model, and the active llm_inference binding's provider and resource for it, in one query
+) -> tuple[GenaiModel, GenaiProviderInstance | None, GenaiBindingResource | None]:
+    """The model, and the active llm_inference binding's provider and resource for it (None when
+    not bound), in one query
     (or `found`, the same columns read by a caller's own query through `join_target`).
 
     Visibility follows `access.model_for` (a model the caller may not see is 404)."""
     if found is None:
         row = (await session.execute(_TARGET, {"model_id": model_id})).first()
-        found = tuple(row) if row is not None else (None, None, None)  # type: ignore[assignment]
-    model, provider, resource = found  # type: ignore[misc]
+        found = (row[0], row[1], row[2]) if row is not None else (None, None, None)
+    model, provider, resource = found
     if model is None:
         raise GenaiError(404, "not_found", "Model not found")
     if not (user.role == "superadmin" or model.owner_user_id == user.id or model.visibility_scope == "platform"):
         await model_for(session, user, model_id, "read")  # shared to the caller's role, else 404
-    return model, provider, resource  # type: ignore[return-value]
+    return model, provider, resource
 
 
 async def _client(session: AsyncSession, kernel: Any, provider: GenaiProviderInstance) -> LLMClient:
