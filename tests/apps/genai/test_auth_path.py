@@ -16,23 +16,24 @@ SECRET = "auth-path-secret-" + "q" * 40
 
 
 class _Statements:
-    """SQL statements and pool checkouts of the app's engine while `recording` is on."""
+    """SQL statements of the app's engine while `recording` is on, each with the pooled connection
+    it ran on. The job runner and the periodic tasks share the engine, so a count of every checkout
+    would count theirs too; the connection a statement ran on is the request's own."""
 
     def __init__(self, app) -> None:
         self.sql: list[str] = []
-        self.checkouts = 0
+        self.connections: list[int] = []
         self.recording = False
         engine = app.state.kernel.db.engine.sync_engine
         event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine.pool, "checkout", self._checkout)
 
-    def _statement(self, _conn, _cursor, statement, *_args) -> None:
+    def _statement(self, conn, _cursor, statement, *_args) -> None:
         if self.recording:
             self.sql.append(" ".join(statement.split()).lower())
+            self.connections.append(id(conn.connection.dbapi_connection))
 
-    def _checkout(self, *_args) -> None:
-        if self.recording:
-            self.checkouts += 1
+    def connections_of(self, table: str) -> set[int]:
+        return {c for s, c in zip(self.sql, self.connections, strict=True) if table in s}
 
 
 async def test_a_request_authenticates_with_one_statement_in_its_own_session(app, client):
@@ -46,7 +47,10 @@ async def test_a_request_authenticates_with_one_statement_in_its_own_session(app
     assert r.status_code == 200, r.text
     auth = [s for s in seen.sql if "revoked_tokens" in s or "from users" in s]
     assert len(auth) == 1 and "revoked_tokens" in auth[0] and "from users" in auth[0], seen.sql
-    assert seen.checkouts == 1  # the endpoint's queries ran on the connection auth used
+    # the endpoint's queries ran on the connection auth used: one checkout for the whole request
+    auth_connections = seen.connections_of("revoked_tokens")
+    assert len(auth_connections) == 1
+    assert seen.connections_of("genai_playground_sessions") == auth_connections, seen.sql
 
 
 async def test_a_logged_out_token_is_refused_although_it_was_verified_before(app, client):
