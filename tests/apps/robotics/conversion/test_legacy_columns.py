@@ -17,11 +17,11 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from kiln.apps.robotics.conversion import collector, run_conversion, writers
 from kiln.apps.robotics.conversion.messages import (
     BLOB_BYTES,
-    _Bytes,
-    _List,
-    _Prim,
-    _Str,
-    _Struct,
+    BytesColumn,
+    ListColumn,
+    PrimColumn,
+    StrColumn,
+    StructColumn,
     column_array,
     message_column,
 )
@@ -29,17 +29,17 @@ from kiln.apps.robotics.spec import auto_mapping, build_legacy_spec
 from kiln.apps.robotics.spec.models import OutputSpec
 from tests.apps.robotics import bagfactory as bf
 
-POINT = _Struct([("x", _Prim("float64")), ("label", _Str())])
-MESSAGE = _Struct(
+POINT = StructColumn([("x", PrimColumn("float64")), ("label", StrColumn())])
+MESSAGE = StructColumn(
     [
-        ("stamp", _Struct([("sec", _Prim("int32")), ("nanosec", _Prim("uint32"))])),
-        ("ok", _Prim("bool")),
-        ("frame_id", _Str()),
-        ("data", _Bytes()),
-        ("covariance", _List(_Prim("float64"))),
-        ("names", _List(_Str())),
-        ("points", _List(POINT)),
-        ("empty", _Struct([])),
+        ("stamp", StructColumn([("sec", PrimColumn("int32")), ("nanosec", PrimColumn("uint32"))])),
+        ("ok", PrimColumn("bool")),
+        ("frame_id", StrColumn()),
+        ("data", BytesColumn()),
+        ("covariance", ListColumn(PrimColumn("float64"))),
+        ("names", ListColumn(StrColumn())),
+        ("points", ListColumn(POINT)),
+        ("empty", StructColumn([])),
     ]
 )
 
@@ -105,7 +105,7 @@ def test_a_message_of_another_type_is_a_clear_error():
 
 
 def test_rows_written_sparse_and_dense_read_back(tmp_path):
-    columns = {"a": MESSAGE, "b": _Struct([("v", _Prim("int64"))])}
+    columns = {"a": MESSAGE, "b": StructColumn([("v", PrimColumn("int64"))])}
     rows = []
     for i in range(600):  # "a" in a few rows, "b" in most, some rows with neither
         values = {}

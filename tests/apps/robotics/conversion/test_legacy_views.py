@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from kiln.apps.robotics.conversion import run_conversion, writers
-from kiln.apps.robotics.conversion.messages import BLOB_BYTES, _Bytes, _List, _Prim, _Struct, column_array
+from kiln.apps.robotics.conversion.messages import (
+    BLOB_BYTES,
+    BytesColumn,
+    ListColumn,
+    PrimColumn,
+    StructColumn,
+    column_array,
+)
 from kiln.apps.robotics.spec import auto_mapping, build_legacy_spec
 from kiln.apps.robotics.spec.models import OutputSpec
 from tests.apps.robotics import bagfactory as bf
@@ -28,7 +35,7 @@ def _payload(n: int, seed: int) -> np.ndarray:
 
 def test_byte_views_keep_every_size_and_reference_large_payloads_in_place():
     arrays = [_payload(n, k) for k, n in enumerate(SIZES)]
-    out = column_array(_Bytes(), arrays, list(range(len(arrays))), len(arrays) + 1, views=True)
+    out = column_array(BytesColumn(), arrays, list(range(len(arrays))), len(arrays) + 1, views=True)
     out.validate(full=True)
     assert out.type == pa.binary_view()
     assert out.to_pylist() == [a.tobytes() for a in arrays] + [None]
@@ -39,7 +46,7 @@ def test_byte_views_keep_every_size_and_reference_large_payloads_in_place():
 
 def test_a_row_group_of_frames_is_one_chunk_of_the_read_buffers(tmp_path):
     frame = SimpleNamespace(height=2, data=_payload(300_000, 1))
-    image = _Struct([("height", _Prim("uint32")), ("data", _Bytes())])
+    image = StructColumn([("height", PrimColumn("uint32")), ("data", BytesColumn())])
     w = writers.MessageParquetWriter(tmp_path / "x.parquet", {"cam": image}, OutputSpec(compression="none"))
     try:
         table = w._table([1, 2, 3], {"cam": [frame, frame]}, {"cam": [0, 2]})
@@ -62,8 +69,8 @@ def _write(path, columns, rows):
 def test_nested_byte_arrays_and_row_groups_past_one_write_batch(tmp_path, monkeypatch):
     """Structs with byte arrays across more than 1,024 rows (pyarrow cannot cut views below a
     struct into write batches), lists of messages with byte arrays (nor below a list), nulls."""
-    blob = _Struct([("id", _Prim("int32")), ("data", _Bytes())])
-    columns = {"blob": blob, "items": _List(_Struct([("data", _Bytes())]))}
+    blob = StructColumn([("id", PrimColumn("int32")), ("data", BytesColumn())])
+    columns = {"blob": blob, "items": ListColumn(StructColumn([("data", BytesColumn())]))}
     rows = []
     for i in range(3000):
         values = {

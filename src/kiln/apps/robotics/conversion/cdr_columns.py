@@ -29,17 +29,17 @@ import pyarrow as pa
 
 from kiln.apps.robotics.conversion.messages import (
     BLOB_BYTES,
+    BytesColumn,
     Column,
-    _Bytes,
-    _List,
-    _offsets,
-    _Prim,
-    _scatter,
-    _Str,
-    _Struct,
-    _validity,
-    _with_validity,
+    ListColumn,
+    PrimColumn,
+    StrColumn,
+    StructColumn,
     column_array,
+    offsets_buffer,
+    scatter_rows,
+    validity_bitmap,
+    with_validity,
 )
 
 _SIZES = {"bool": 1, "int8": 1, "uint8": 1, "byte": 1, "char": 1, "int16": 2, "uint16": 2, "int32": 4}
@@ -58,10 +58,12 @@ class _Node:
 
     def __init__(self, column: Column):
         self.column = column
-        self.at: list[Any] = []  # _Prim: byte offsets; _Str, _Bytes: (offset, length); _List: counts
-        if isinstance(column, _Struct):
+        self.at: list[
+            Any
+        ] = []  # PrimColumn: byte offsets; StrColumn, BytesColumn: (offset, length); ListColumn: counts
+        if isinstance(column, StructColumn):
             self.children = [_Node(c) for _n, c in column.fields]
-        elif isinstance(column, _List):
+        elif isinstance(column, ListColumn):
             self.item = _Node(column.item)
 
 
@@ -130,7 +132,7 @@ class _Walk:
     def _leaves(self, node: _Node, pos: int, count: int, size: int) -> None:
         if pos + count * size > len(self.data):
             raise _Unfit
-        if isinstance(node.column, _Bytes):
+        if isinstance(node.column, BytesColumn):
             node.at.append((pos + _HEADER, count * size))
         else:
             node.at.append(count)
@@ -218,15 +220,15 @@ def _byte_columns(matrix: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarra
 def _build(node: _Node, matrix: np.ndarray, rows: np.ndarray | None, n: int, views: bool, validity: Any) -> pa.Array:
     """The array `node.column.build` would give for these messages (see messages.py)."""
     col, m = node.column, len(matrix)
-    if isinstance(col, _Prim):
+    if isinstance(col, PrimColumn):
         spans = [(o, np.dtype(col._np).itemsize) for o in node.at]
         raw = _byte_columns(matrix, spans)
         dense = raw != 0 if col._np is np.bool_ else raw.view(np.dtype(col._np).newbyteorder("<")).astype(col._np)
-        return _with_validity(pa.array(_scatter(dense, rows, n), type=col.type), validity)
-    if isinstance(col, _Str | _Bytes):
+        return with_validity(pa.array(scatter_rows(dense, rows, n), type=col.type), validity)
+    if isinstance(col, StrColumn | BytesColumn):
         lengths = np.tile(np.array([length for _o, length in node.at], dtype=np.int64), m)
         data = _byte_columns(matrix, node.at)
-        if isinstance(col, _Bytes):
+        if isinstance(col, BytesColumn):
             bounds = np.concatenate([[0], np.cumsum(lengths)])
             values = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             return col.build(values, rows, n, views, validity)
@@ -237,14 +239,16 @@ def _build(node: _Node, matrix: np.ndarray, rows: np.ndarray | None, n: int, vie
             raise _Unfit from None
         if rows is None and validity is None:
             return dense
-        offsets = _offsets32(_scatter(lengths, rows, n))
+        offsets = _offsets32(scatter_rows(lengths, rows, n))
         return pa.Array.from_buffers(pa.string(), n, [validity, offsets, pa.py_buffer(data)])
-    if isinstance(col, _List):
+    if isinstance(col, ListColumn):
         lengths = np.tile(np.array(node.at, dtype=np.int64), m)
         total = int(lengths.sum())
         flat = _build(node.item, matrix, None, total, False, None)
-        return pa.Array.from_buffers(col.type, n, [validity, _offsets(_scatter(lengths, rows, n))], children=[flat])
-    assert isinstance(col, _Struct)
+        return pa.Array.from_buffers(
+            col.type, n, [validity, offsets_buffer(scatter_rows(lengths, rows, n))], children=[flat]
+        )
+    assert isinstance(col, StructColumn)
     children = [_build(child, matrix, rows, n, views, None) for child in node.children]
     return pa.Array.from_buffers(col.write_type if views else col.type, n, [validity], children=children)
 
@@ -319,4 +323,4 @@ class CdrTopicColumn(Column):
         at_rows = np.asarray(rows, dtype=np.int64)
         present = np.zeros(n, dtype=bool)
         present[at_rows] = True
-        return _build(node, matrix, at_rows, n, views, _validity(present))
+        return _build(node, matrix, at_rows, n, views, validity_bitmap(present))

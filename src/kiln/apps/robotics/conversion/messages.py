@@ -51,7 +51,7 @@ class Column:
         return column_array(self, values, rows, n, views)
 
 
-def _scatter(dense: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
+def scatter_rows(dense: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
     """`dense` spread to `n` rows at `rows` (zeros elsewhere); `dense` itself for every row."""
     if rows is None:
         return dense
@@ -60,24 +60,24 @@ def _scatter(dense: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
     return full
 
 
-def _with_validity(arr: pa.Array, validity: pa.Buffer | None) -> pa.Array:
+def with_validity(arr: pa.Array, validity: pa.Buffer | None) -> pa.Array:
     """A flat (primitive or string) array with `validity` as its null bitmap."""
     if validity is None:
         return arr
     return pa.Array.from_buffers(arr.type, len(arr), [validity, *arr.buffers()[1:]])
 
 
-class _Prim(Column):
+class PrimColumn(Column):
     def __init__(self, name: str):
         self.type, self._np = _PRIMS[name]
         self.write_type = self.type
 
     def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         dense = np.array(values, dtype=self._np) if values else np.zeros(0, dtype=self._np)
-        return _with_validity(pa.array(_scatter(dense, rows, n), type=self.type), validity)
+        return with_validity(pa.array(scatter_rows(dense, rows, n), type=self.type), validity)
 
 
-class _Str(Column):
+class StrColumn(Column):
     type = write_type = pa.string()
 
     def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
@@ -86,10 +86,10 @@ class _Str(Column):
             for row, v in zip(rows.tolist(), values, strict=True):
                 full[row] = v
             values = full
-        return _with_validity(pa.array(values, type=self.type), validity)
+        return with_validity(pa.array(values, type=self.type), validity)
 
 
-def _validity(present: np.ndarray) -> pa.Buffer | None:
+def validity_bitmap(present: np.ndarray) -> pa.Buffer | None:
     """Arrow validity bitmap of a bool array of the rows holding a value (None when all do).
     Built here rather than by passing `mask=` to pyarrow, which would import pyarrow.compute
     (0.1 s) to invert it."""
@@ -98,7 +98,7 @@ def _validity(present: np.ndarray) -> pa.Buffer | None:
     return pa.py_buffer(np.packbits(present, bitorder="little"))
 
 
-def _offsets(lengths: np.ndarray) -> pa.Buffer:
+def offsets_buffer(lengths: np.ndarray) -> pa.Buffer:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return pa.py_buffer(out)
@@ -113,7 +113,7 @@ def _byte_array(v: Any) -> np.ndarray:
     return np.frombuffer(v if not isinstance(v, np.ndarray) else np.ascontiguousarray(v), dtype=np.uint8)
 
 
-class _Bytes(Column):
+class BytesColumn(Column):
     """uint8/int8 arrays: one binary value per message."""
 
     type = pa.large_binary()
@@ -123,12 +123,12 @@ class _Bytes(Column):
         arrays = [_byte_array(v) for v in values]
         if views:
             return _byte_views(arrays, rows, n, validity)
-        lengths = _scatter(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), rows, n)
+        lengths = scatter_rows(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), rows, n)
         if sum(1 for a in arrays if len(a)) == 1:  # one payload (a frame alone): no copy at all
             data = next(a for a in arrays if len(a))
         else:
             data = np.concatenate(arrays) if arrays else _EMPTY
-        return pa.Array.from_buffers(self.type, n, [validity, _offsets(lengths), pa.py_buffer(data)])
+        return pa.Array.from_buffers(self.type, n, [validity, offsets_buffer(lengths), pa.py_buffer(data)])
 
 
 def _byte_views(arrays: list[np.ndarray], rows: np.ndarray | None, n: int, validity: pa.Buffer | None) -> pa.Array:
@@ -168,10 +168,10 @@ def _byte_views(arrays: list[np.ndarray], rows: np.ndarray | None, n: int, valid
         raw[i, 4:8] = arrays[i][:4]
         views[i, 2] = len(buffers)
         buffers.append(pa.py_buffer(arrays[i]))
-    return pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(_scatter(views, rows, n)), *buffers])
+    return pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(scatter_rows(views, rows, n)), *buffers])
 
 
-class _List(Column):
+class ListColumn(Column):
     """Variable or fixed-size arrays of primitives, strings or messages. Byte arrays inside
     them are copied, never views: pyarrow (21-26) cannot encode views below a list of structs."""
 
@@ -182,18 +182,18 @@ class _List(Column):
     def build(self, values: list[Any], rows: Rows, n: int, views: bool = False, validity: Validity = None) -> pa.Array:
         dense_lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
         total = int(dense_lengths.sum())
-        if isinstance(self.item, _Prim):
+        if isinstance(self.item, PrimColumn):
             flat_values = np.concatenate(values) if total else np.zeros(0, self.item._np)
             if flat_values.ndim != 1:  # arrays of another shape than one axis: flatten each
                 flat_values = np.concatenate([np.asarray(v).reshape(-1) for v in values])
             flat = pa.array(flat_values.astype(self.item._np, copy=False), type=self.item.type)
         else:
             flat = self.item.build([x for v in values for x in v], None, total)
-        offsets = _offsets(_scatter(dense_lengths, rows, n))
+        offsets = offsets_buffer(scatter_rows(dense_lengths, rows, n))
         return pa.Array.from_buffers(self.type, n, [validity, offsets], children=[flat])
 
 
-class _Struct(Column):
+class StructColumn(Column):
     def __init__(self, fields: list[tuple[str, Column]]):
         self.fields = fields
         placeholder = [pa.field("_", pa.bool_())]
@@ -228,7 +228,7 @@ def column_array(column: Column, values: list[Any], rows: list[int], n: int, vie
     at = np.asarray(rows, dtype=np.int64)
     present = np.zeros(n, dtype=bool)
     present[at] = True
-    return column.build(values, at, n, views, _validity(present))
+    return column.build(values, at, n, views, validity_bitmap(present))
 
 
 def _attribute(field: str) -> str:
@@ -237,7 +237,7 @@ def _attribute(field: str) -> str:
 
 def message_column(store: Any, msgtype: str) -> Column:
     """The column builder of a message type, from the typestore's field definitions."""
-    cache: dict[str, _Struct] = {}
+    cache: dict[str, StructColumn] = {}
 
     def node(desc: Any, depth: int) -> Column:
         kind, spec = int(desc[0]), desc[1]
@@ -245,18 +245,18 @@ def message_column(store: Any, msgtype: str) -> Column:
             raise ValueError(f"message type {msgtype} nests deeper than {_MAX_DEPTH} levels")
         if kind == 1:  # BASE: (type name, string bound)
             name = spec[0]
-            return _Prim(name) if name in _PRIMS else _Str()
+            return PrimColumn(name) if name in _PRIMS else StrColumn()
         if kind == 2:  # NAME: a nested message type
             return struct(spec, depth + 1)
         elem = spec[0]  # ARRAY / SEQUENCE: (element descriptor, size)
         if int(elem[0]) == 1 and elem[1][0] in _BYTES:
-            return _Bytes()
-        return _List(node(elem, depth + 1))
+            return BytesColumn()
+        return ListColumn(node(elem, depth + 1))
 
-    def struct(name: str, depth: int) -> _Struct:
+    def struct(name: str, depth: int) -> StructColumn:
         if name not in cache:
             _consts, fields = store.fielddefs[name]
-            cache[name] = _Struct([(f, node(d, depth)) for f, d in fields])
+            cache[name] = StructColumn([(f, node(d, depth)) for f, d in fields])
         return cache[name]
 
     return struct(msgtype, 0)
