@@ -14,6 +14,9 @@ A middleware outside the list (GZip, a body rewriter, a byte counter added later
 way off for that application at build time; a mounted sub-application runs its own `RawBodySend`,
 which removes the entry when its own middleware is not all transparent. Starlette's
 ServerErrorMiddleware stays outside the user middleware, so what is kept here is its wrapped `send`.
+What is checked is the applications' middleware; middleware given to a Router, Mount or Route
+(`middleware=`) is not seen here, and Kiln gives none (a body-transforming one there would need
+its response to send through the `send` it was given, as any response but the relay does).
 """
 
 from __future__ import annotations
