@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from kiln import __version__
 from kiln.core.auth import core_route_guard
+from kiln.core.body_send import RawBodySend
 from kiln.core.errors import install_error_handlers
 from kiln.core.inputs import install_input_guards
 from kiln.core.kernel import Kernel
@@ -121,7 +122,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         allow_headers=["*"],
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(HostGuardMiddleware, settings=settings)  # outermost: refused before anything runs
+    app.add_middleware(HostGuardMiddleware, settings=settings)  # refused before anything else runs
+    app.add_middleware(RawBodySend, owner=app)  # outermost: it keeps the `send` for streamed bodies
     _install_core_routes(app)
     # The root's routes in order: engine routes and docs, each surface under its prefix, then every
     # surface at the root (a path two surfaces declare goes to the first in KILN_APPS), then the

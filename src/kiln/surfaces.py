@@ -27,6 +27,7 @@ from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from starlette.routing import BaseRoute, Match, NoMatchFound, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kiln.core.body_send import RawBodySend
 from kiln.core.errors import install_error_handlers
 from kiln.core.routing import MATCHED_SCOPE_KEY, RouteIndex, install_route_index
 from kiln.settings import Settings
@@ -181,6 +182,7 @@ def build_surface(parent: FastAPI, name: str) -> Surface:
     sub.state = parent.state
     install_error_handlers(sub)
     importlib.import_module(f"kiln.apps.{name}").install(sub)
+    sub.add_middleware(RawBodySend, owner=sub, outermost=False)  # after the surface's own middleware
     return Surface(name, sub, _Tagged(name, sub), install_route_index(sub))
 
 

@@ -103,6 +103,36 @@ async def test_async_embed(encoder: LocalSentenceEncoder) -> None:
     assert vectors.shape == (2, 384)
 
 
+async def test_a_repeated_query_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = LocalSentenceEncoder()
+    calls: list[list[str]] = []
+    real = encoder.encode
+
+    def counted(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return real(texts)
+
+    monkeypatch.setattr(encoder, "encode", counted)
+    first = await encoder.embed(["what about its price?"])
+    first[0, 0] = 42.0  # the caller's copy: the cached vector must not change with it
+    again = await encoder.embed(["what about its price?"])
+    assert calls == [["what about its price?"]]
+    assert np.array_equal(again, real(["what about its price?"]))
+    await encoder.embed(["another question"])
+    await encoder.embed(["what about its price?", "another question"])  # a batch is always encoded
+    assert calls[1:] == [["another question"], ["what about its price?", "another question"]]
+
+
+async def test_the_query_cache_keeps_the_most_recent(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = LocalSentenceEncoder()
+    monkeypatch.setattr(emb, "QUERY_CACHE_SIZE", 2)
+    calls: list[str] = []
+    monkeypatch.setattr(encoder, "encode", lambda texts: calls.append(texts[0]) or np.ones((1, 384), np.float32))
+    for text in ("a", "b", "a", "c", "a", "b"):  # "b" is the least recent when "c" comes in
+        await encoder.embed([text])
+    assert calls == ["a", "b", "c", "b"]
+
+
 class _Embeddings(BaseHTTPRequestHandler):
     mode = "ok"
     seen: list[dict] = []

@@ -24,6 +24,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kiln.core.body_send import body_transparent
+
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _NUL_QUERY = re.compile(rb"%00", re.IGNORECASE)
@@ -103,6 +105,7 @@ async def _strict_json(self: Request) -> Any:
     return self._json
 
 
+@body_transparent  # changes the scope, hands `send` on unchanged
 class UrlTextGuard:
     """Pure ASGI middleware: NUL in the URL path or query becomes U+FFFD (see the module doc)."""
 

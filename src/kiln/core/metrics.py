@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kiln.core.body_send import body_transparent
 from kiln.core.db import Database
 from kiln.core.jobs.models import QUEUED, Job
 
@@ -45,6 +46,7 @@ class Metrics:
 MAX_CACHED_SERIES = 4096
 
 
+@body_transparent  # its send wrapper reads the start message's status only
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template (not its raw path)."""
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kiln.core.body_send import body_transparent
 from kiln.settings import is_loopback_host
 
 
@@ -53,6 +54,7 @@ def _host_allowed(listen_host: str, patterns: tuple[str, ...], header: str | Non
     return _allowed(_host_name(header), patterns)
 
 
+@body_transparent  # hands `send` on unchanged (or answers by itself)
 class HostGuardMiddleware:
     """Refuses requests whose Host header is not served here (400; a WebSocket is closed with 1008)."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,6 +33,9 @@ LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_MODEL_DIMENSION = 384
 DEFAULT_BATCH_SIZE = 32
 MAX_INPUTS_PER_CALL = 4096
+# Single-text embeddings kept per local encoder (a retrieval query is one text; knowledge chat embeds
+# the same query again for a repeated or retried question): ~1.5 KB each at 384 dimensions.
+QUERY_CACHE_SIZE = 256
 
 
 class EmbeddingsError(Exception):
@@ -227,6 +231,7 @@ class LocalSentenceEncoder:
         self._max_tokens = max_tokens
         self.threads = threads
         self._run_lock = threading.Lock()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> vector, least recent first
 
     @cached_property
     def model_dir(self) -> Path:
@@ -275,7 +280,21 @@ class LocalSentenceEncoder:
         return validate_vectors(out, len(texts), loaded.dimension)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.to_thread(self.encode, list(texts))
+        """`encode` off the event loop. A single text (a query) is answered from a small per-encoder
+        cache when it was embedded before: the encoder is deterministic for a given model directory
+        and token limit, both fixed per instance, so the vector is the one `encode` would give."""
+        if len(texts) != 1:
+            return await asyncio.to_thread(self.encode, list(texts))
+        text = texts[0]
+        vector = self._queries.get(text)
+        if vector is None:
+            vector = (await asyncio.to_thread(self.encode, [text]))[0]
+            self._queries[text] = vector
+            if len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        else:
+            self._queries.move_to_end(text)
+        return vector[None, :].copy()  # the caller owns what it gets; the cached row stays as it was
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from kiln.apps.genai.playgrounds.chat import Turn, finish
+from kiln.core.body_send import RAW_BODY_SEND
 from kiln.providers.http import ProviderError
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class EventStream(Response):
             if self._ended:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            self._send = send  # from here on the relay writes itself
+            # From here on the relay writes itself: past the middleware when the application
+            # vouches that none of it acts on a body message (kiln.core.body_send).
+            self._send = scope.get(RAW_BODY_SEND, send)
             listener = asyncio.ensure_future(_disconnected(receive))
             await asyncio.wait((self.relay, listener), return_when=asyncio.FIRST_COMPLETED)
         finally:
