@@ -117,7 +117,9 @@ async def complete_in(ctx: JobContext, payload: dict) -> dict:
     payload can roll that transaction back, or raise once it committed."""
     result = {"n": payload.get("n")}
     async with ctx.kernel.db.engine.begin() as conn:
-        await conn.execute(text("UPDATE jobs SET progress_message = 'handler wrote' WHERE id = :id"), {"id": ctx.job.id})
+        await conn.execute(
+            text("UPDATE jobs SET progress_message = 'handler wrote' WHERE id = :id"), {"id": ctx.job.id}
+        )
         written = await ctx.complete_in(conn, result)
         if payload.get("roll_back"):
             raise ValueError("rolled back after completing")

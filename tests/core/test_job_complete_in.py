@@ -109,4 +109,3 @@ async def test_complete_in_is_fenced_by_attempt(kernel: Kernel):
     assert row.status == "running" and row.result is None
     assert slot.status == "busy" and slot.current_job_id == job.id
     await wait_for_status(kernel, job.id, {SUCCEEDED})
-

@@ -165,9 +165,7 @@ RELEASE_IN = (
         status="idle",
         current_job_id=None,
         jobs_done=WORKERS.c.jobs_done + 1,
-        jobs_done_today=case(
-            (WORKERS.c.jobs_done_day == bindparam("s_today"), WORKERS.c.jobs_done_today + 1), else_=1
-        ),
+        jobs_done_today=case((WORKERS.c.jobs_done_day == bindparam("s_today"), WORKERS.c.jobs_done_today + 1), else_=1),
         jobs_done_day=bindparam("s_today"),
     )
 )
