@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from sqlalchemy import text
+
 from kiln.core.jobs import JobContext, TransientJobError, job_handler
 
 
@@ -107,3 +109,20 @@ async def unstoppable(ctx: JobContext, payload: dict) -> None:
         while not UNSTOPPABLE_RELEASE.is_set():
             with contextlib.suppress(asyncio.CancelledError):
                 await UNSTOPPABLE_RELEASE.wait()
+
+
+@job_handler("test.complete_in", surface="test")
+async def complete_in(ctx: JobContext, payload: dict) -> dict:
+    """Ends its job in its own transaction (`ctx.complete_in`), next to a write of its own; the
+    payload can roll that transaction back, or raise once it committed."""
+    result = {"n": payload.get("n")}
+    async with ctx.kernel.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE jobs SET progress_message = 'handler wrote' WHERE id = :id"), {"id": ctx.job.id}
+        )
+        written = await ctx.complete_in(conn, result)
+        if payload.get("roll_back"):
+            raise ValueError("rolled back after completing")
+    if payload.get("raise_after"):
+        raise ValueError("raised after the commit")
+    return {**result, "written": written}

@@ -80,6 +80,34 @@ async def test_worker_rows_follow_claims_and_releases(tmp_path, db_url):
         await kernel.db.dispose()
 
 
+async def test_a_slot_is_released_only_while_it_names_the_job(tmp_path, db_url):
+    """An outcome written after the slot was already released (its handler completed the job in
+    its own transaction, then raised) or handed to another job does not release it again."""
+    from tests.conftest import make_settings
+
+    kernel = Kernel(make_settings(tmp_path / "home", db_url))
+    store = JobStore(kernel.db)
+    try:
+        ids = await _queued(kernel, 2)
+        async with kernel.db.session() as session:
+            session.add_all(Worker(name=n, status="idle", jobs_done=0, jobs_done_today=0) for n in ("a", "b"))
+            await session.commit()
+        claimed = await store.claim([(ids[0], "a"), (ids[1], "b")], utcnow())
+        async with kernel.db.engine.begin() as conn:
+            assert await store.succeed_in(conn, ids[0], 1, "a", {"done": True}, utcnow())
+        assert await _workers(kernel) == {"a": ("idle", None, 1), "b": ("busy", ids[1], 0)}
+        async with kernel.db.session() as session:  # slot b now shows another job
+            await session.execute(update(Worker).where(Worker.name == "b").values(current_job_id=ids[0]))
+            await session.commit()
+        for job in claimed.values():
+            job.status, job.finished_at = FAILED, utcnow()
+        outcomes = [Outcome(claimed[ids[0]], 1, "a"), Outcome(claimed[ids[1]], 1, "b")]
+        assert await store.write_outcomes(outcomes, utcnow()) == {ids[1]}  # ids[0] had ended already
+        assert await _workers(kernel) == {"a": ("idle", None, 1), "b": ("busy", ids[0], 0)}
+    finally:
+        await kernel.db.dispose()
+
+
 async def _workers(kernel: Kernel) -> dict[str, tuple[str, str | None, int]]:
     async with kernel.db.session() as session:
         rows = await session.scalars(select(Worker))

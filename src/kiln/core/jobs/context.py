@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kiln.core.jobs.processes import JobProcesses, child_init, kill_pool
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
     from kiln.core.jobs.models import Job
     from kiln.core.kernel import Kernel
@@ -92,7 +92,7 @@ class CpuPool:
 
 class JobContext:
     """Handed to every handler: `progress`, `raise_if_cancelled`, `run_cpu`, `run_blocking`,
-    `process_pool`, `session`, `kernel`."""
+    `process_pool`, `session`, `complete_in`, `kernel`."""
 
     def __init__(
         self,
@@ -104,6 +104,7 @@ class JobContext:
         cpu: CpuPool,
         progress_interval: float,
         cancel_grace: float,
+        complete_in: Callable[[AsyncConnection, Any], Awaitable[bool]] | None = None,
     ):
         self.job = job
         self.kernel = kernel
@@ -114,6 +115,7 @@ class JobContext:
         self._cpu = cpu
         self._interval = progress_interval
         self._grace = cancel_grace
+        self._complete_in = complete_in
         self._last_saved = 0.0
         self._last_published = 0.0
         self.progress_value = 0.0
@@ -125,6 +127,20 @@ class JobContext:
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self.kernel.db.session()
+
+    async def complete_in(self, conn: AsyncConnection, result: Any = None) -> bool:
+        """End this job as SUCCEEDED with `result`, and free its worker slot, inside the caller's
+        open transaction: its commit then carries the job's end and the runner writes no outcome
+        of its own (one commit fewer per job). For the handler's last transaction: the handler
+        returns `result` once that transaction committed.
+
+        Fenced like every outcome (the job must still be running at this attempt); False, and
+        nothing written, otherwise. It counts only if the handler then returns normally: a handler
+        that raises gets the runner's outcome as always, which leaves a committed SUCCEEDED alone.
+        Without a runner (a context built by hand) nothing is written and this returns False."""
+        if self._complete_in is None:
+            return False
+        return await self._complete_in(conn, result)
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():

@@ -29,6 +29,8 @@ from kiln.core.jobs.stopping import wait_then_cancel
 from kiln.core.jobs.store import JobStore, Outcome
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from kiln.core.kernel import Kernel
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,16 @@ class JobRunner:
             job.progress, job.progress_message = fraction, message
             await self.kernel.events.publish(JOB_UPDATED, job_to_dict(job))
 
+        completed: dict[str, Any] = {}  # what `ctx.complete_in` wrote, in the handler's transaction
+
+        async def complete_in(conn: AsyncConnection, value: Any) -> bool:
+            now, value = utcnow(), _jsonable(value)
+            written = await self._store.succeed_in(conn, job.id, attempt, slot, value, now)
+            completed.clear()  # an op re-run alone after its group failed: the last run counts
+            if written:
+                completed.update(result=value, at=now)
+            return written
+
         ctx = JobContext(
             job,
             self.kernel,
@@ -161,6 +173,7 @@ class JobRunner:
             cpu=self.cpu,
             progress_interval=self.settings.job_progress_interval,
             cancel_grace=self.settings.job_cancel_grace_seconds,
+            complete_in=complete_in,
         )
         task = asyncio.create_task(spec.fn(ctx, dict(job.payload or {})))
         item = _Running(job, slot, ctx, task)
@@ -183,7 +196,11 @@ class JobRunner:
                 log.exception("job %s (%s) failed", job.id, job.kind)
                 await self._finish(job, attempt, slot, FAILED, error=_describe(exc))
                 return
-            if ctx.cancelled.is_set():
+            if completed:  # written and committed by the handler itself: announce it
+                job.status, job.error, job.result, job.progress = SUCCEEDED, None, completed["result"], 1.0
+                job.finished_at = job.updated_at = completed["at"]
+                await self.kernel.events.publish(JOB_UPDATED, job_to_dict(job))
+            elif ctx.cancelled.is_set():
                 await self._finish(job, attempt, slot, CANCELLED, error="cancelled")
             else:
                 await self._finish(job, attempt, slot, SUCCEEDED, result=_jsonable(result))

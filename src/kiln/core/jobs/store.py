@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text, update
+from sqlalchemy import bindparam, case, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kiln.core.db import Database
-from kiln.core.jobs.models import QUEUED, RUNNING, Job, Worker
+from kiln.core.jobs.models import QUEUED, RUNNING, SUCCEEDED, Job, Worker
 
 JOBS = Job.__table__
 WORKERS = Worker.__table__
@@ -74,11 +74,15 @@ SQLITE_WRITTEN = text(
     "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) AND updated_at = :now"
 ).bindparams(_NOW)
 
+# A slot is released only while it still names the job whose outcome is written: a handler
+# that completed its job in its own transaction (`JobContext.complete_in`) released it there, and
+# an outcome the runner writes after that (the handler raised later) must not count the job twice.
 SQLITE_RELEASE = """
 UPDATE workers SET status = 'idle', current_job_id = NULL, jobs_done = jobs_done + 1,
        jobs_done_today = CASE WHEN jobs_done_day = :today THEN jobs_done_today + 1 ELSE 1 END,
        jobs_done_day = :today
-WHERE name IN (SELECT value FROM json_each(:slots))
+WHERE name IN (SELECT key FROM json_each(:job_of))
+  AND current_job_id = (SELECT value FROM json_each(:job_of) WHERE key = workers.name)
 """
 
 
@@ -129,13 +133,42 @@ WITH v AS (
   FROM v WHERE jobs.id = v.id AND jobs.attempts = v.attempt AND jobs.status = 'running'
   RETURNING jobs.id
 ), released AS (
-  UPDATE workers SET status = 'idle', current_job_id = NULL, jobs_done = jobs_done + 1,
-         jobs_done_today = CASE WHEN jobs_done_day = :today THEN jobs_done_today + 1 ELSE 1 END,
+  UPDATE workers SET status = 'idle', current_job_id = NULL, jobs_done = workers.jobs_done + 1,
+         jobs_done_today = CASE WHEN workers.jobs_done_day = :today THEN workers.jobs_done_today + 1 ELSE 1 END,
          jobs_done_day = :today
-  WHERE name = ANY(CAST(:slots AS varchar[]))
+  FROM unnest(CAST(:slots AS varchar[]), CAST(:ids AS varchar[])) AS s(slot, job_id)
+  WHERE workers.name = s.slot AND workers.current_job_id = s.job_id
 )
 SELECT id FROM written
 """)
+
+# `JobContext.complete_in`: one job SUCCEEDED and its slot released inside the caller's
+# transaction (its commit carries the job's end). Fenced like every outcome; the slot only when
+# the job was written. Portable Core statements, built once.
+_S_NOW = bindparam("s_now", type_=JOBS.c.updated_at.type)
+SUCCEED_IN = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("s_id"), JOBS.c.attempts == bindparam("s_attempt"), JOBS.c.status == RUNNING)
+    .values(
+        status=SUCCEEDED,
+        error=None,
+        result=bindparam("s_result", type_=JOBS.c.result.type),
+        progress=1.0,
+        finished_at=_S_NOW,
+        updated_at=_S_NOW,
+    )
+)
+RELEASE_IN = (
+    update(WORKERS)
+    .where(WORKERS.c.name == bindparam("s_slot"), WORKERS.c.current_job_id == bindparam("s_id"))
+    .values(
+        status="idle",
+        current_job_id=None,
+        jobs_done=WORKERS.c.jobs_done + 1,
+        jobs_done_today=case((WORKERS.c.jobs_done_day == bindparam("s_today"), WORKERS.c.jobs_done_today + 1), else_=1),
+        jobs_done_day=bindparam("s_today"),
+    )
+)
 
 
 class JobStore:
@@ -206,6 +239,17 @@ class JobStore:
             result = await conn.execute(SQLITE_OUTCOME, rows[0] if len(rows) == 1 else rows)
             if result.rowcount != len(items):
                 ids = list((await conn.execute(SQLITE_WRITTEN, {"ids": json.dumps(ids), "now": now})).scalars())
-            slots = json.dumps([item.slot for item in items])
-            await _commit_with(conn, SQLITE_RELEASE, {"slots": slots, "today": today})
+            job_of = json.dumps({item.slot: item.job.id for item in items})
+            await _commit_with(conn, SQLITE_RELEASE, {"job_of": job_of, "today": today})
         return ids
+
+    async def succeed_in(
+        self, conn: AsyncConnection, job_id: str, attempt: int, slot: str, result: Any, now: datetime
+    ) -> bool:
+        """Mark one running job SUCCEEDED and release its slot in the caller's open transaction
+        (committed, or rolled back, with the caller's own writes); False when the fence kept it out."""
+        params = {"s_id": job_id, "s_attempt": attempt, "s_result": result, "s_now": now}
+        if not (await conn.execute(SUCCEED_IN, params)).rowcount:
+            return False
+        await conn.execute(RELEASE_IN, {"s_id": job_id, "s_slot": slot, "s_today": now.date().isoformat()})
+        return True

@@ -12,6 +12,7 @@ by the attempt that replaced it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -38,6 +39,7 @@ from kiln.core.db import new_id, utcnow
 from kiln.core.jobs import JobCancelled, JobContext, TransientJobError, job_handler
 
 RUNNABLE = (UPLOADED, EXTRACTING, PROCESSING)
+log = logging.getLogger(__name__)
 
 
 class MediaFailed(Exception):
@@ -215,11 +217,13 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
     }
     if detector is None:
         # No detector configured: say so; never invent detections. PROCESSING and READY are
-        # written in one statement (two log rows, two messages, one commit).
+        # written in one statement (two log rows, two messages, one commit), and the job's own
+        # end rides on that commit too.
         technical = {**technical, "detection": "skipped: no detector configured"}
+        done = {"media_id": item.id, "detections": None}
 
         async def finish(session: AsyncConnection) -> list[StatusEvent]:
-            return await transition_through(
+            events = await transition_through(
                 session,
                 item,
                 [(PROCESSING, "Extracted EXIF and GPS data"), (READY, "detection skipped: no detector configured")],
@@ -234,6 +238,9 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
                 },
                 owner=owner,
             )
+            if events:
+                await ctx.complete_in(session, done)
+            return events
 
         events = await batch.run(ctx.kernel, finish)
         if not events:
@@ -241,8 +248,8 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
             return {"skipped": "media deleted or taken over by another attempt"}
         await _drop_replaced(blobs, previous_thumb, thumb_key)
         await publish_all(ctx.kernel.events, events)
-        await maybe_publish(ctx, cfg)
-        return {"media_id": item.id, "detections": None}
+        await _publish_to_hub(ctx, cfg)
+        return done
 
     ok = await _step(ctx, item, PROCESSING, detail="Extracted EXIF and GPS data", values=processing)
     if not ok:
@@ -265,6 +272,8 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         "detections_count": summary.detections_count,
         "detector": detector,
     }
+
+    done = {"media_id": item.id, "detections": summary.detections_count, "has_trash": summary.has_trash}
 
     async def ready(session: AsyncConnection) -> StatusEvent | None:
         # A savepoint: the detections are written first (the grid sync of READY reads their
@@ -302,6 +311,8 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
             )
             if event is None:
                 await savepoint.rollback()
+        if event is not None:
+            await ctx.complete_in(session, done)
         return event
 
     event = await batch.run(ctx.kernel, ready)
@@ -310,8 +321,17 @@ async def _run(ctx: JobContext, cfg: MediaSettings, item: MediaItem) -> dict[str
         # and then deletes it), or the item was deleted with all its files.
         return {"skipped": "media deleted or taken over by another attempt"}
     await publish_all(ctx.kernel.events, [event])
-    await maybe_publish(ctx, cfg)
-    return {"media_id": item.id, "detections": summary.detections_count, "has_trash": summary.has_trash}
+    await _publish_to_hub(ctx, cfg)
+    return done
+
+
+async def _publish_to_hub(ctx: JobContext, cfg: MediaSettings) -> None:
+    """Queue the Hub publishing of the READY item. The job already ended SUCCEEDED in the READY
+    transaction, so a failure here is only logged: the periodic sweep publishes what it left."""
+    try:
+        await maybe_publish(ctx, cfg)
+    except Exception:
+        log.exception("media job %s: queueing the Hub publishing failed", ctx.job.id)
 
 
 async def _drop_replaced(blobs: Any, previous: str | None, current: str) -> None:

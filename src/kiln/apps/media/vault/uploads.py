@@ -145,33 +145,33 @@ async def upload_one(
         await _discard(kernel, session, item, detail)
         return
     try:
-        job = await kernel.jobs.create(
-            session, "media.process", {"media_id": media_id}, owner_id=user_id, max_attempts=cfg.max_attempts
-        )
-        event = await transition(
-            session,
-            item,
-            UPLOADED,
-            expect=(PENDING,),
-            values={
-                "width": probed.width,
-                "height": probed.height,
-                "mime": probed.mime,
-                "size_bytes": info.size,
-                "sha256": info.sha256,
-                "job_id": job.id,
-            },
-        )
-        await session.commit()
+        # Core statements on a connection of their own, like the PENDING row's: the request's ORM
+        # session would add its unit-of-work bookkeeping to three statements and a commit.
+        async with kernel.db.engine.begin() as conn:  # commits on leaving
+            job = await kernel.jobs.create(
+                conn, "media.process", {"media_id": media_id}, owner_id=user_id, max_attempts=cfg.max_attempts
+            )
+            event = await transition(
+                conn,
+                item,
+                UPLOADED,
+                expect=(PENDING,),
+                values={
+                    "width": probed.width,
+                    "height": probed.height,
+                    "mime": probed.mime,
+                    "size_bytes": info.size,
+                    "sha256": info.sha256,
+                    "job_id": job.id,
+                },
+            )
     except IntegrityError:
         # The unique index (user_id, sha256) found these bytes already stored (or committed by a
-        # concurrent upload first): this copy is the duplicate. No query beforehand: duplicates
-        # are rare, and the index has to be checked at commit anyway.
-        await session.rollback()
+        # concurrent upload first): this copy is the duplicate (its transaction was rolled back).
+        # No query beforehand: duplicates are rare, and the index has to be checked anyway.
         duplicate = await _duplicate_of(session, user_id, info.sha256, media_id)
         if duplicate is None:
             raise
-        item = await session.get(MediaItem, media_id) or item  # reloaded: the rollback expired it
         outcome.rejected.append(Rejection(filename, 409, f"Duplicate of media {duplicate}"))
         await _discard(kernel, session, item, "duplicate")
         return
