@@ -42,6 +42,16 @@ async def _post(client, headers, kb_id: str, doc: tuple) -> dict:
     return response.json()
 
 
+async def _post_and_wait(app, client, headers, kb: dict) -> tuple[str, str]:
+    """POST a second document from inside the first embedding and give the drain 5 s to start
+    its run beside that embedding; the run's id and its status then."""
+    run_id = (await _post(client, headers, kb["id"], DOCS[1]))["sync_run"]["id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (await _run_statuses(app, kb["id"]))[run_id] == "queued":
+        await asyncio.sleep(0.05)
+    return run_id, (await _run_statuses(app, kb["id"]))[run_id]
+
+
 async def test_the_next_run_is_embedding_before_the_previous_one_is_written(app, client, monkeypatch):
     """While run 1 embeds, run 2 (posted meanwhile) is started: read, chunked and its embedding
     asked for, before run 1's rows are written. Sequential, run 2 would start only after run 1 ended."""
@@ -54,13 +64,7 @@ async def test_the_next_run_is_embedding_before_the_previous_one_is_written(app,
     async def observed_embed(self, texts):
         calls.append({"texts": list(texts), "first_doc_chunks": await _chunk_count(app, state["first"])})
         if len(calls) == 1:
-            state["second"] = (await _post(client, headers, kb["id"], DOCS[1]))["sync_run"]["id"]
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # run 2 starts while this embedding still runs
-                if (await _run_statuses(app, kb["id"]))[state["second"]] != "queued":
-                    break
-                await asyncio.sleep(0.05)
-            state["second_started_during_first"] = (await _run_statuses(app, kb["id"]))[state["second"]]
+            state["second"], state["second_started_during_first"] = await _post_and_wait(app, client, headers, kb)
         return await embed(self, texts)
 
     monkeypatch.setattr(LocalSentenceEncoder, "embed", observed_embed)
@@ -118,10 +122,7 @@ async def test_a_failed_embedding_fails_its_run_only(app, client, monkeypatch):
     async def first_fails(self, texts):
         if not state.get("failed"):
             state["failed"] = True
-            state["second"] = (await _post(client, headers, kb["id"], DOCS[1]))["sync_run"]["id"]
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and (await _run_statuses(app, kb["id"]))[state["second"]] == "queued":
-                await asyncio.sleep(0.05)
+            state["second"], _ = await _post_and_wait(app, client, headers, kb)
             raise EmbeddingsError("embeddings_failed", "the encoder broke")
         return await embed(self, texts)
 
