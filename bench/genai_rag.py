@@ -228,7 +228,8 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
     event.remove(engine, "before_cursor_execute", count)
     LocalSentenceEncoder.encode = encode  # type: ignore[method-assign]
     busy = sum(end - began for began, end, _ in calls)
-    first = min((began for began, _, _ in calls), default=start)
+    kiln_start = start
+    first = min((began for began, _, _ in calls), default=kiln_start)
     async with app.state.kernel.db.session() as s:
         texts = list((await s.execute(select(Chunk.text).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
         tokens = statistics.mean(
@@ -249,8 +250,8 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
     )
     print(
         f"  encoder in the Kiln phase: {len(calls)} calls ({', '.join(str(size) for *_, size in calls)} chunks),"
-        f" busy {busy:.2f} s of {kiln_s:.2f} s; idle {first - start:.2f} s before the first call,"
-        f" {kiln_s - (first - start) - busy:.2f} s after it"
+        f" busy {busy:.2f} s of {kiln_s:.2f} s; idle {first - kiln_start:.2f} s before the first call,"
+        f" {kiln_s - (first - kiln_start) - busy:.2f} s after it"
     )
     server = f", database server CPU {server_cpu:.1f} s" if server_cpu is not None else ""
     print(f"  kiln ingest: {statements[0]} SQL statements ({statements[0] / n_docs:.1f} per document){server}")

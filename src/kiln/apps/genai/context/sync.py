@@ -212,6 +212,7 @@ async def _run_queue(
     job of this process to leave it a new run (`arrived`), whichever comes first."""
     processed = 0
     pending: tuple[IngestRun, list[SyncRun]] | None = None  # embedding now, written next
+    following: tuple[IngestRun, list[SyncRun]] | None = None  # started behind it
     try:
         while True:
             arrived.clear()
@@ -237,8 +238,9 @@ async def _run_queue(
                 processed += 1
                 await heartbeat()
     finally:
-        if pending is not None:  # cancelled: the queued embedding is not awaited
-            pending[0].abandon()
+        for queued in (pending, following):  # cancelled: queued embeddings are not awaited
+            if queued is not None:
+                queued[0].abandon()
 
 
 MAX_MERGED_DOCUMENTS = 1000
