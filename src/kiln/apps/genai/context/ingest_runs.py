@@ -13,7 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.ingest import (
@@ -83,6 +83,51 @@ async def end_run(session: AsyncSession, run: SyncRun, kb: KnowledgeBase | None)
     if kb is not None:
         kb.last_sync_at = run.finished_at
     await session.commit()
+
+
+MAX_MERGED_DOCUMENTS = 1000
+
+
+async def merge_ingests(session: AsyncSession, run: SyncRun) -> list[SyncRun]:
+    """Queued document-ingest runs right behind `run` join it (one embedding pass for all their
+    documents); they end with its outcome."""
+    if run.operation_type != "document_ingest":
+        return []
+    queued = (
+        (
+            await session.execute(
+                select(SyncRun)
+                .where(
+                    SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id
+                )
+                .order_by(SyncRun.created_at, SyncRun.id)
+                .limit(200)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    merged, ids = [], list(run.payload.get("document_ids", []))
+    for other in queued:
+        if other.operation_type != "document_ingest" or len(ids) >= MAX_MERGED_DOCUMENTS:
+            break
+        ids += other.payload.get("document_ids", [])
+        other.status, other.started_at, other.current_step = "running", utcnow(), f"merged into {run.id}"
+        merged.append(other)
+    if merged:
+        run.payload = {**run.payload, "document_ids": ids}
+        await session.commit()
+    return merged
+
+
+async def finish_merged(session: AsyncSession, run: SyncRun, merged: list[SyncRun]) -> None:
+    run = await session.get(SyncRun, run.id)  # type: ignore[assignment]
+    for other in merged:
+        other = await session.get(SyncRun, other.id)  # type: ignore[assignment]
+        other.status, other.error_summary, other.finished_at = run.status, run.error_summary, run.finished_at
+        other.total_document_count = other.processed_document_count = len(other.payload.get("document_ids", []))
+    if merged:
+        await session.commit()
 
 
 @dataclass

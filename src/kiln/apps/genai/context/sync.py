@@ -27,6 +27,8 @@ from kiln.apps.genai.context.ingest_runs import (
     end_run,
     fail_run,
     finish_ingest,
+    finish_merged,
+    merge_ingests,
     start_ingest,
 )
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase, KnowledgeSource, SyncRun
@@ -221,13 +223,13 @@ async def _run_queue(
                 continue
             following = None
             if run is not None and run.operation_type == "document_ingest":
-                merged = await _merge_ingests(session, run)
+                merged = await merge_ingests(session, run)
                 following = (await start_ingest(session, kernel, run), merged)
             if pending is not None:
                 started, merged_before = pending
                 pending = None
                 await finish_ingest(session, started, progress, flush=following is None)
-                await _finish_merged(session, started.run, merged_before)
+                await finish_merged(session, started.run, merged_before)
                 processed += 1 + len(merged_before)
                 await heartbeat()
             pending = following
@@ -241,51 +243,6 @@ async def _run_queue(
         for queued in (pending, following):  # cancelled: queued embeddings are not awaited
             if queued is not None:
                 queued[0].abandon()
-
-
-MAX_MERGED_DOCUMENTS = 1000
-
-
-async def _merge_ingests(session: AsyncSession, run: SyncRun) -> list[SyncRun]:
-    """Queued document-ingest runs right behind `run` join it (one embedding pass for all their
-    documents); they end with its outcome."""
-    if run.operation_type != "document_ingest":
-        return []
-    queued = (
-        (
-            await session.execute(
-                select(SyncRun)
-                .where(
-                    SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id
-                )
-                .order_by(SyncRun.created_at, SyncRun.id)
-                .limit(200)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    merged, ids = [], list(run.payload.get("document_ids", []))
-    for other in queued:
-        if other.operation_type != "document_ingest" or len(ids) >= MAX_MERGED_DOCUMENTS:
-            break
-        ids += other.payload.get("document_ids", [])
-        other.status, other.started_at, other.current_step = "running", utcnow(), f"merged into {run.id}"
-        merged.append(other)
-    if merged:
-        run.payload = {**run.payload, "document_ids": ids}
-        await session.commit()
-    return merged
-
-
-async def _finish_merged(session: AsyncSession, run: SyncRun, merged: list[SyncRun]) -> None:
-    run = await session.get(SyncRun, run.id)  # type: ignore[assignment]
-    for other in merged:
-        other = await session.get(SyncRun, other.id)  # type: ignore[assignment]
-        other.status, other.error_summary, other.finished_at = run.status, run.error_summary, run.finished_at
-        other.total_document_count = other.processed_document_count = len(other.payload.get("document_ids", []))
-    if merged:
-        await session.commit()
 
 
 async def execute(session: AsyncSession, kernel: Any, run: SyncRun, progress: Any) -> None:
