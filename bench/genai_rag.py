@@ -41,6 +41,7 @@ from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase
 from kiln.apps.genai.context.runtime import local_encoder, store_for
 from kiln.core import auth as core_auth
 from kiln.core.migrations import upgrade
+from kiln.providers.embeddings import LocalSentenceEncoder
 from kiln.settings import Settings
 
 KB = "/v1/context/knowledge-bases"
@@ -142,6 +143,30 @@ async def wait_idle(client, headers, kb_id: str) -> None:
         await asyncio.sleep(0.05)
 
 
+class DatabaseServerCpu:
+    """CPU time of a local PostgreSQL server's processes from now on (its backends run on the
+    cores the encoder uses, and are not in this process's CPU); None for SQLite or a remote server."""
+
+    def __init__(self, url) -> None:
+        import psutil
+
+        self.psutil = psutil
+        local = url.get_backend_name() == "postgresql" and url.host in ("127.0.0.1", "localhost")
+        self.start = self._total() if local else None
+
+    def _total(self) -> float:
+        total = 0.0
+        for process in self.psutil.process_iter(["name"]):
+            if process.info["name"] in ("postgres", "postmaster"):
+                with contextlib.suppress(self.psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+        return total
+
+    def used(self) -> float | None:
+        return None if self.start is None else self._total() - self.start
+
+
 STORE_KEY = {"provider_key": "embedded_vector"}  # --store pgvector switches it to pgvector_local
 
 
@@ -174,12 +199,40 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
     kb = await create_kb(client, headers, "ingest", 200)
     encoder = local_encoder()
     encoder.encode(["warm up the model"])  # loading is not ingest
+    statements = [0]
+
+    def count(*_args) -> None:
+        statements[0] += 1
+
+    engine = app.state.kernel.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    database_cpu = DatabaseServerCpu(engine.url)
+    calls: list[tuple[float, float, int]] = []  # the encoder's calls during the Kiln phase: start, end, size
+    encode = LocalSentenceEncoder.encode
+
+    def timed_encode(self, texts):
+        began = time.perf_counter()
+        try:
+            return encode(self, texts)
+        finally:
+            calls.append((began, time.perf_counter(), len(texts)))
+
+    LocalSentenceEncoder.encode = timed_encode  # type: ignore[method-assign]
     start, start_cpu = time.perf_counter(), time.process_time()
     for i, text in enumerate(long_docs):  # one POST per document, as a client adding documents would
         r = await client.post(f"{KB}/{kb['id']}/documents", headers=headers, json={"title": f"d{i}", "text": text})
         assert r.status_code == 201
     await wait_idle(client, headers, kb["id"])
     kiln_s, kiln_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    server_cpu = database_cpu.used()
+    event.remove(engine, "before_cursor_execute", count)
+    LocalSentenceEncoder.encode = encode  # type: ignore[method-assign]
+    busy, covered = 0.0, float("-inf")  # the union of the calls' spans: a pipelined call waits for the one before
+    for began, end, _ in sorted(calls):
+        busy += max(0.0, end - max(began, covered))
+        covered = max(covered, end)
+    kiln_start = start
+    first = min((began for began, _, _ in calls), default=kiln_start)
     async with app.state.kernel.db.session() as s:
         texts = list((await s.execute(select(Chunk.text).where(Chunk.knowledge_base_id == kb["id"]))).scalars())
         tokens = statistics.mean(
@@ -198,6 +251,13 @@ async def bench_ingest(app, client, headers, n_docs: int) -> None:
         f"  process CPU: kiln ingest {kiln_cpu:.1f} s, raw encoder {raw_cpu:.1f} s"
         f" (load average {os.getloadavg()[0]:.1f})"
     )
+    print(
+        f"  encoder in the Kiln phase: {len(calls)} calls ({', '.join(str(size) for *_, size in calls)} chunks),"
+        f" busy {busy:.2f} s of {kiln_s:.2f} s; idle {first - kiln_start:.2f} s before the first call,"
+        f" {kiln_s - (first - kiln_start) - busy:.2f} s after it"
+    )
+    server = f", database server CPU {server_cpu:.1f} s" if server_cpu is not None else ""
+    print(f"  kiln ingest: {statements[0]} SQL statements ({statements[0] / n_docs:.1f} per document){server}")
 
 
 async def bench_quality(app, client, headers) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.chunking import ChunkPiece, chunk_document
@@ -93,6 +94,195 @@ async def embed_checked(embedder: Any, texts: Sequence[str], dimension: int | No
         raise IngestError(code, exc.message) from exc
 
 
+@dataclass
+class PlannedDocument:
+    """A document as it was read and chunked: plain values, so the embedding (in a task beside the
+    drain's session) and the later write never touch an ORM object the session may have expired."""
+
+    id: str
+    content_hash: str
+    pieces: list[ChunkPiece]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
+
+
+@dataclass
+class IngestPlan:
+    """One ingest's documents between its three stages: prepared (read and chunked), embedded, written."""
+
+    kb_id: str
+    index: str
+    generation: int
+    live: bool  # the generation retrieval answers from (documents' indexed state is updated)
+    dimension: int | None
+    documents: list[PlannedDocument] = field(default_factory=list)
+    wanted: list[tuple[int, int, str]] = field(default_factory=list)  # (document, piece, text) to embed
+    skipped: int = 0  # already indexed from their current text
+    total: int = 0  # distinct documents named
+
+
+async def prepare_ingest(
+    session: AsyncSession,
+    kb: KnowledgeBase,
+    runtime: Runtime,
+    document_ids: Sequence[str],
+    *,
+    generation: int | None = None,
+    force: bool = False,
+) -> IngestPlan:
+    """Read and chunk `document_ids`; chunks whose text an old chunk of the document had keep its
+    vector, the rest are listed in `wanted` for `embed_plan`. Holds no transaction when it returns."""
+    generation = generation or kb.generation
+    plan = IngestPlan(
+        kb_id=kb.id,
+        index=physical_index(kb, generation),
+        generation=generation,
+        live=generation == kb.generation,
+        dimension=kb.embedding_dimension,
+    )
+    length, overlap = chunk_config(kb)
+    await runtime.store.ensure_index(plan.index, int(kb.embedding_dimension or 0) or 384, _fields(kb))
+    # One read of the documents, one of their old chunks and one thread hop for all the chunking:
+    # a merged run of many small documents made three round trips per document (each a thread
+    # hop on SQLite) while the encoder waited for work and the request path for the CPU. A
+    # document named twice (updated again while queued) is indexed once, from its current text
+    # (populate_existing: the drain's session may hold the row from an earlier run, and does
+    # not expire on commit).
+    unique_ids = list(dict.fromkeys(str(i) for i in document_ids))
+    plan.total = len(unique_ids)
+    rows = {
+        doc.id: doc
+        for start in range(0, len(unique_ids), READ_GROUP)
+        for doc in (
+            await session.execute(
+                select(Document)
+                .where(Document.id.in_(unique_ids[start : start + READ_GROUP]), Document.knowledge_base_id == kb.id)
+                .execution_options(populate_existing=True)
+            )
+        ).scalars()
+    }
+    docs = []
+    for doc_id in unique_ids:
+        doc = rows.get(doc_id)
+        if doc is None:
+            continue
+        if not force and doc.indexed_hash == doc.content_hash and doc.ingest_status == "ready" and plan.live:
+            plan.skipped += 1
+            continue
+        docs.append(doc)
+    texts = [(doc.text, doc.page_texts) for doc in docs]
+    tokenizer = runtime.tokenizer
+    chunked = await asyncio.to_thread(
+        lambda: [chunk_document(text, pages, tokenizer, length, overlap) for text, pages in texts]
+    )
+    reuse: dict[str, dict[str, bytes]] = {doc.id: {} for doc in docs}
+    for start in range(0, len(docs), READ_GROUP):
+        for row in (
+            await session.execute(
+                select(Chunk.document_id, Chunk.text_hash, Chunk.vector).where(
+                    Chunk.document_id.in_([doc.id for doc in docs[start : start + READ_GROUP]]),
+                    Chunk.generation == generation,
+                    Chunk.vector.is_not(None),
+                )
+            )
+        ).all():
+            reuse[row.document_id][row.text_hash] = row.vector
+    await session.commit()  # the reads' transaction: no snapshot (PostgreSQL) or read lock held while embedding
+    dimension = int(kb.embedding_dimension or 0)
+    embedded = runtime.store.kind == "embedded"  # it needs no payloads: hits resolve against the chunk rows
+    for doc, pieces in zip(docs, chunked, strict=True):
+        vectors = np.empty((len(pieces), dimension), dtype=np.float32)
+        for i, piece in enumerate(pieces):
+            old = reuse[doc.id].get(piece.hash)
+            if old is not None:
+                vectors[i] = np.frombuffer(old, dtype=np.float32)
+            else:
+                plan.wanted.append((len(plan.documents), i, piece.text))
+        payloads = [{} if embedded else payload_for(kb, doc, piece) for piece in pieces]
+        plan.documents.append(PlannedDocument(doc.id, doc.content_hash, pieces, vectors, payloads))
+    return plan
+
+
+async def embed_plan(runtime: Runtime, plan: IngestPlan) -> None:
+    """Fill the plan's missing vectors; uses no database session (runs beside the drain's)."""
+    for start in range(0, len(plan.wanted), EMBED_GROUP):
+        group = plan.wanted[start : start + EMBED_GROUP]
+        embedded = await embed_checked(runtime.embedder, [text for _, _, text in group], plan.dimension)
+        for (position, i, _), vector in zip(group, embedded, strict=True):
+            plan.documents[position].vectors[i] = vector
+
+
+async def write_plan(
+    session: AsyncSession, runtime: Runtime, plan: IngestPlan, *, progress: Progress | None = None, flush: bool = True
+) -> dict[str, int]:
+    """Swap the planned documents' chunks in, in groups: the group's vectors in one store call,
+    then one transaction replaces every document's chunk rows (each document still changes all at
+    once), then the old vectors go. `flush=False` leaves the store's files to a later flush (the
+    drain flushes once its pipeline empties; a crash before it is repaired from the chunk rows)."""
+    done, chunks_written = plan.skipped, 0
+    for start in range(0, len(plan.documents), WRITE_GROUP):
+        group = plan.documents[start : start + WRITE_GROUP]
+        ids = [[str(uuid.uuid4()) for _ in doc.pieces] for doc in group]
+        flat_ids = [chunk_id for doc_ids in ids for chunk_id in doc_ids]
+        if flat_ids:
+            vectors = np.concatenate([doc.vectors for doc in group])
+            payloads = [payload for doc in group for payload in doc.payloads]
+            await runtime.store.upsert(plan.index, flat_ids, vectors, payloads)
+        # The old rows' ids come from the DELETE itself: read earlier, they would miss rows an
+        # ingest written since (a pipelined drain prepares the next run before this one writes).
+        stale = list(
+            (
+                await session.execute(
+                    delete(Chunk)
+                    .where(Chunk.document_id.in_([doc.id for doc in group]), Chunk.generation == plan.generation)
+                    .returning(Chunk.id)
+                )
+            ).scalars()
+        )
+        rows = [
+            {
+                "id": chunk_id,
+                "knowledge_base_id": plan.kb_id,
+                "document_id": doc.id,
+                "generation": plan.generation,
+                "chunk_index": piece.index,
+                "text": piece.text,
+                "text_hash": piece.hash,
+                "token_count": piece.token_count,
+                "page_number": piece.page_number,
+                "vector": doc.vectors[i].tobytes(),
+            }
+            for doc, doc_ids in zip(group, ids, strict=True)
+            for i, (chunk_id, piece) in enumerate(zip(doc_ids, doc.pieces, strict=True))
+        ]
+        if rows:
+            await session.execute(insert(Chunk), rows)
+        if plan.live:
+            await session.execute(
+                update(Document),
+                [
+                    {
+                        "id": doc.id,
+                        "chunk_count": len(doc.pieces),
+                        "indexed_hash": doc.content_hash,
+                        "ingest_status": "ready",
+                        "ingest_error": None,
+                    }
+                    for doc in group
+                ],
+            )
+        await session.commit()
+        chunks_written += len(rows)
+        if stale:
+            await runtime.store.delete(plan.index, stale)
+        done += len(group)
+        if progress is not None:
+            await progress(done, plan.total)
+    if flush:
+        await runtime.store.flush(plan.index)
+    return {"documents": done, "chunks": chunks_written}
+
+
 async def index_documents(
     session: AsyncSession,
     kb: KnowledgeBase,
@@ -103,132 +293,13 @@ async def index_documents(
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """(Re)index `document_ids` into `generation` (default: the live one). Returns counters."""
-    generation = generation or kb.generation
-    index = physical_index(kb, generation)
-    length, overlap = chunk_config(kb)
-    await runtime.store.ensure_index(index, int(kb.embedding_dimension or 0) or 384, _fields(kb))
-    dimension = int(kb.embedding_dimension or 0)
-    done = chunks_written = 0
-    # Chunk every document first, then embed their new chunks together in large batches (a run of
-    # many small documents embeds as fast as one long one), then swap each document's rows.
-    plan: list[tuple[Document, list[ChunkPiece], list[Any], np.ndarray]] = []
-    wanted: list[tuple[int, int, str]] = []  # (plan position, piece position, text)
-    # One read of the documents, one of their old chunks and one thread hop for all the chunking:
-    # a merged run of many small documents made three round trips per document (each a thread
-    # hop on SQLite) while the encoder waited for work and the request path for the CPU. A
-    # document named twice (updated again while queued) is indexed once, from its current text.
-    unique_ids = list(dict.fromkeys(str(i) for i in document_ids))
-    rows = {
-        doc.id: doc
-        for start in range(0, len(unique_ids), READ_GROUP)
-        for doc in (
-            await session.execute(
-                select(Document).where(
-                    Document.id.in_(unique_ids[start : start + READ_GROUP]), Document.knowledge_base_id == kb.id
-                )
-            )
-        ).scalars()
-    }
-    docs = []
-    for doc_id in unique_ids:
-        doc = rows.get(doc_id)
-        if doc is None:
-            continue
-        if (
-            not force
-            and doc.indexed_hash == doc.content_hash
-            and doc.ingest_status == "ready"
-            and generation == kb.generation
-        ):
-            done += 1
-            continue
-        docs.append(doc)
-    texts = [(doc.text, doc.page_texts) for doc in docs]
-    tokenizer = runtime.tokenizer
-    chunked = await asyncio.to_thread(
-        lambda: [chunk_document(text, pages, tokenizer, length, overlap) for text, pages in texts]
-    )
-    old_by_doc: dict[str, list[Any]] = {doc.id: [] for doc in docs}
-    for start in range(0, len(docs), READ_GROUP):
-        for row in (
-            await session.execute(
-                select(Chunk.document_id, Chunk.id, Chunk.text_hash, Chunk.vector).where(
-                    Chunk.document_id.in_([doc.id for doc in docs[start : start + READ_GROUP]]),
-                    Chunk.generation == generation,
-                )
-            )
-        ).all():
-            old_by_doc[row.document_id].append(row)
-    for doc, pieces in zip(docs, chunked, strict=True):
-        old = old_by_doc[doc.id]
-        reuse = {row.text_hash: row.vector for row in old if row.vector}
-        vectors = np.empty((len(pieces), dimension), dtype=np.float32)
-        for i, piece in enumerate(pieces):
-            if piece.hash in reuse:
-                vectors[i] = np.frombuffer(reuse[piece.hash], dtype=np.float32)
-            else:
-                wanted.append((len(plan), i, piece.text))
-        plan.append((doc, pieces, old, vectors))
-    for start in range(0, len(wanted), EMBED_GROUP):
-        group = wanted[start : start + EMBED_GROUP]
-        embedded = await embed_checked(runtime.embedder, [text for _, _, text in group], kb.embedding_dimension)
-        for (position, i, _), vector in zip(group, embedded, strict=True):
-            plan[position][3][i] = vector
-    # Documents are swapped in groups: the group's vectors in one store call, then one transaction
-    # replaces every document's chunk rows (each document still changes all at once), then the old
-    # vectors go. One commit per document (plus one per progress step) left the encoder idle
-    # between runs for longer than it took to embed a small document.
-    for start in range(0, len(plan), WRITE_GROUP):
-        group = plan[start : start + WRITE_GROUP]
-        ids = [[str(uuid.uuid4()) for _ in pieces] for _, pieces, _, _ in group]
-        flat_ids = [chunk_id for doc_ids in ids for chunk_id in doc_ids]
-        if flat_ids:
-            # The embedded store needs no payloads: hits are resolved against the chunk rows.
-            payloads = [
-                {} if runtime.store.kind == "embedded" else payload_for(kb, doc, piece)
-                for doc, pieces, _, _ in group
-                for piece in pieces
-            ]
-            await runtime.store.upsert(index, flat_ids, np.concatenate([v for *_, v in group]), payloads)
-        stale: list[str] = []
-        await session.execute(
-            delete(Chunk).where(Chunk.document_id.in_([doc.id for doc, *_ in group]), Chunk.generation == generation)
-        )
-        for (doc, pieces, old, vectors), doc_ids in zip(group, ids, strict=True):
-            session.add_all(
-                [
-                    Chunk(
-                        id=chunk_id,
-                        knowledge_base_id=kb.id,
-                        document_id=doc.id,
-                        generation=generation,
-                        chunk_index=piece.index,
-                        text=piece.text,
-                        text_hash=piece.hash,
-                        token_count=piece.token_count,
-                        page_number=piece.page_number,
-                        vector=vectors[i].tobytes(),
-                    )
-                    for i, (chunk_id, piece) in enumerate(zip(doc_ids, pieces, strict=True))
-                ]
-            )
-            if generation == kb.generation:
-                doc.chunk_count = len(pieces)
-                doc.indexed_hash = doc.content_hash
-                doc.ingest_status = "ready"
-                doc.ingest_error = None
-            stale += [row.id for row in old]
-            chunks_written += len(pieces)
-        await session.commit()
-        if stale:
-            await runtime.store.delete(index, stale)
-        done += len(group)
-        if progress is not None:
-            await progress(done, len(unique_ids))
-    await runtime.store.flush(index)
+    """(Re)index `document_ids` into `generation` (default: the live one), the three stages one
+    after the other. Returns counters."""
+    plan = await prepare_ingest(session, kb, runtime, document_ids, generation=generation, force=force)
+    await embed_plan(runtime, plan)
+    counts = await write_plan(session, runtime, plan, progress=progress)
     await refresh_counts(session, kb.id)
-    return {"documents": done, "chunks": chunks_written}
+    return counts
 
 
 def _fields(kb: KnowledgeBase) -> dict[str, str]:

@@ -5,9 +5,12 @@ leaves its run to the holder, which re-checks the queue after releasing the lock
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,17 +20,36 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.genai.context import runtime as rt
 from kiln.apps.genai.context.config import ContextSettings
 from kiln.apps.genai.context.ingest import IngestError, Runtime, index_documents, physical_index, refresh_counts
+from kiln.apps.genai.context.ingest_runs import (
+    FAILURES,
+    IngestRun,
+    begin_run,
+    end_run,
+    fail_run,
+    finish_ingest,
+    finish_merged,
+    merge_ingests,
+    start_ingest,
+)
 from kiln.apps.genai.context.models import Chunk, Document, KnowledgeBase, KnowledgeSource, SyncRun
 from kiln.core.db import new_id, utcnow
-from kiln.providers.embeddings import EmbeddingsError
-from kiln.providers.http import ProviderError
-from kiln.providers.vectors import VectorStoreError
 
 JOB_KIND = "genai.context.sync"
 _CHECKED: dict[int, set[str]] = {}  # embedded indexes already compared with the DB in this process
-# kernel -> KB id -> (owner, last heartbeat) of the drains this process runs now
-_draining: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, float]]] = weakref.WeakKeyDictionary()
-FAILURES = (IngestError, EmbeddingsError, VectorStoreError, ProviderError, OSError)
+
+
+@dataclass
+class _Drain:
+    """A drain this process runs now: its owner, last heartbeat, and the signal that a job left
+    it a new run (a drain waiting on an embedding then starts that run beside it)."""
+
+    owner: str
+    beat: float
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# kernel -> KB id -> the drain of that KB this process runs now
+_draining: weakref.WeakKeyDictionary[Any, dict[str, _Drain]] = weakref.WeakKeyDictionary()
 
 
 def run_dto(run: SyncRun) -> dict[str, Any]:
@@ -156,90 +178,82 @@ async def drain(kernel: Any, kb_id: str, progress: Any = None) -> dict[str, Any]
     async with kernel.db.session() as session:
         while True:
             active = draining.get(kb_id)
-            if active is not None and time.monotonic() - active[1] < settings.sync_stale_seconds:
+            if active is not None and time.monotonic() - active.beat < settings.sync_stale_seconds:
+                active.arrived.set()
                 return {"processed": processed, "deferred": True}
-            draining[kb_id] = (owner, time.monotonic())
+            mine = draining[kb_id] = _Drain(owner, time.monotonic())
             try:
                 if not await _claim(session, kb_id, owner, settings.sync_stale_seconds):
                     return {"processed": processed, "deferred": True}
-                while (run := await _next_run(session, kb_id)) is not None:
-                    merged = await _merge_ingests(session, run)
-                    await execute(session, kernel, run, owner, progress)
-                    await _finish_merged(session, run, merged)
-                    processed += 1 + len(merged)
-                    await _claim(session, kb_id, owner, settings.sync_stale_seconds)  # heartbeat
-                    draining[kb_id] = (owner, time.monotonic())
+
+                async def heartbeat() -> None:
+                    await _claim(session, kb_id, owner, settings.sync_stale_seconds)
+                    mine.beat = time.monotonic()  # noqa: B023 (called only within this iteration)
+
+                processed += await _run_queue(session, kernel, kb_id, progress, heartbeat, mine.arrived)
                 await _release(session, kb_id, owner)
             finally:
-                if draining.get(kb_id, (None,))[0] == owner:
+                if draining.get(kb_id) is mine:
                     del draining[kb_id]
             if await _next_run(session, kb_id) is None:  # none slipped in while releasing
                 return {"processed": processed}
 
 
-MAX_MERGED_DOCUMENTS = 1000
+async def _run_queue(
+    session: AsyncSession,
+    kernel: Any,
+    kb_id: str,
+    progress: Any,
+    heartbeat: Callable[[], Awaitable[None]],
+    arrived: asyncio.Event,
+) -> int:
+    """Run the KB's queued runs in order. Document-ingest runs are pipelined (`ingest_runs`):
+    the next one is read, chunked and queued for the encoder before the one embedding now is
+    written, so the encoder goes from one run's chunks to the next without waiting for Kiln.
+    With nothing queued behind an embedding, the drain waits for the embedding to end or for a
+    job of this process to leave it a new run (`arrived`), whichever comes first."""
+    processed = 0
+    pending: tuple[IngestRun, list[SyncRun]] | None = None  # embedding now, written next
+    following: tuple[IngestRun, list[SyncRun]] | None = None  # started behind it
+    try:
+        while True:
+            arrived.clear()
+            run = await _next_run(session, kb_id)
+            if run is None and pending is not None and await pending[0].arrival_first(arrived):
+                continue
+            following = None
+            if run is not None and run.operation_type == "document_ingest":
+                merged = await merge_ingests(session, run)
+                following = (await start_ingest(session, kernel, run), merged)
+            if pending is not None:
+                started, merged_before = pending
+                pending = None
+                await finish_ingest(session, started, progress, flush=following is None)
+                await finish_merged(session, started.run, merged_before)
+                processed += 1 + len(merged_before)
+                await heartbeat()
+            pending = following
+            if run is None:
+                return processed
+            if following is None:  # a source sync or a resync: alone, after the ingests before it
+                await execute(session, kernel, run, progress)
+                processed += 1
+                await heartbeat()
+    finally:
+        for queued in (pending, following):  # cancelled: queued embeddings are not awaited
+            if queued is not None:
+                queued[0].abandon()
 
 
-async def _merge_ingests(session: AsyncSession, run: SyncRun) -> list[SyncRun]:
-    """Queued document-ingest runs right behind `run` join it (one embedding pass for all their
-    documents); they end with its outcome."""
-    if run.operation_type != "document_ingest":
-        return []
-    queued = (
-        (
-            await session.execute(
-                select(SyncRun)
-                .where(
-                    SyncRun.knowledge_base_id == run.knowledge_base_id, SyncRun.status == "queued", SyncRun.id != run.id
-                )
-                .order_by(SyncRun.created_at, SyncRun.id)
-                .limit(200)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    merged, ids = [], list(run.payload.get("document_ids", []))
-    for other in queued:
-        if other.operation_type != "document_ingest" or len(ids) >= MAX_MERGED_DOCUMENTS:
-            break
-        ids += other.payload.get("document_ids", [])
-        other.status, other.started_at, other.current_step = "running", utcnow(), f"merged into {run.id}"
-        merged.append(other)
-    if merged:
-        run.payload = {**run.payload, "document_ids": ids}
-        await session.commit()
-    return merged
-
-
-async def _finish_merged(session: AsyncSession, run: SyncRun, merged: list[SyncRun]) -> None:
-    run = await session.get(SyncRun, run.id)  # type: ignore[assignment]
-    for other in merged:
-        other = await session.get(SyncRun, other.id)  # type: ignore[assignment]
-        other.status, other.error_summary, other.finished_at = run.status, run.error_summary, run.finished_at
-        other.total_document_count = other.processed_document_count = len(other.payload.get("document_ids", []))
-    if merged:
-        await session.commit()
-
-
-async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, progress: Any) -> None:
-    kb = await session.get(KnowledgeBase, run.knowledge_base_id)
+async def execute(session: AsyncSession, kernel: Any, run: SyncRun, progress: Any) -> None:
+    """A source sync or a full resync (document ingests go through `ingest_runs`)."""
+    kb = await begin_run(session, run)
     if kb is None:
         return
-    run.status, run.started_at, run.current_step = "running", utcnow(), "starting"
-    ids = [str(i) for i in run.payload.get("document_ids", [])]
-    if run.operation_type == "document_ingest":
-        # Written with the status, not left pending: flushed by the run's first read, it held
-        # SQLite's write gate through the chunking and the embedding (every POST and job update
-        # waited for the encoder; ingest ran at the rate of one or the other, never both).
-        run.total_document_count = len(ids)
-    await session.commit()
     runtime: Runtime | None = None
     try:
         runtime = await Runtime.of(session, kernel, kb)
-        if run.operation_type == "document_ingest":
-            summary = await _ingest(session, run, kb, runtime, ids, progress)
-        elif run.operation_type == "source_sync":
+        if run.operation_type == "source_sync":
             from kiln.apps.genai.context.sources import sync_source
 
             source = await session.get(KnowledgeSource, run.source_id or "")
@@ -251,51 +265,11 @@ async def execute(session: AsyncSession, kernel: Any, run: SyncRun, owner: str, 
         run.status, run.current_step, run.current_path = "ready", "done", None
         kb.sync_status, kb.last_sync_error, kb.last_sync_summary = "ready", None, summary
     except FAILURES as exc:
-        await session.rollback()
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        run = await session.get(SyncRun, run.id)  # type: ignore[assignment]
-        kb = await session.get(KnowledgeBase, run.knowledge_base_id)  # type: ignore[assignment]
-        run.status, run.error_summary = "error", message[:1000]
-        if run.operation_type == "document_ingest":
-            await session.execute(
-                update(Document)
-                .where(
-                    Document.id.in_([str(i) for i in run.payload.get("document_ids", [])]),
-                    Document.ingest_status == "pending",
-                )
-                .values(ingest_status="error", ingest_error=message[:1000])
-            )
-        if run.source_id:
-            source = await session.get(KnowledgeSource, run.source_id)
-            if source is not None:
-                source.last_sync_status, source.last_sync_error = "error", message[:1000]
-        if kb is not None:
-            kb.sync_status, kb.last_sync_error = (
-                ("ready" if run.operation_type != "source_sync" else "error"),
-                message[:1000],
-            )
-            if run.operation_type == "knowledge_resync":
-                kb.sync_status = "ready"  # the live index is untouched
+        run, kb = await fail_run(session, run.id, exc)  # type: ignore[assignment]
     finally:
         if runtime is not None:
             await runtime.close()
-    run.finished_at = utcnow()
-    if kb is not None:
-        kb.last_sync_at = run.finished_at
-    await session.commit()
-
-
-async def _ingest(
-    session: AsyncSession, run: SyncRun, kb: KnowledgeBase, runtime: Runtime, ids: list[str], progress: Any
-) -> str:
-    async def step(done: int, total: int) -> None:
-        run.processed_document_count = done
-        await session.commit()
-        if progress:
-            await progress(done / max(total, 1), f"{done}/{total} documents")
-
-    counts = await index_documents(session, kb, runtime, ids, progress=step)
-    return f"Indexed {counts['documents']} document(s) into {counts['chunks']} chunk(s)"
+    await end_run(session, run, kb)
 
 
 async def resync(
