@@ -37,7 +37,7 @@ from kiln.apps.lora.library import paths
 from kiln.apps.lora.library.metadata import InvalidAdapterFile, adapter_fields, read_facts
 from kiln.apps.lora.library.values import row_search_text, unique_words
 from kiln.apps.lora.models import Adapter, AdapterTag, DuplicateFile
-from kiln.core.db import new_id, utcnow
+from kiln.core.db import new_id, new_ids, utcnow
 from kiln.core.jobs import JobContext, job_handler
 
 BATCH = 500
@@ -127,6 +127,9 @@ DEFAULTS: dict[str, Any] = {
     "json_file_mtime": None,
     "json_file_size": None,
 }
+# The tags of a file without any: one list for all of them, so the insert serialises it once
+# (a value is serialised once per distinct object, see `_insert_rows`). Never mutated.
+NO_TAGS: list[str] = []
 # What a refresh reads of an adapter already registered under a scanned path.
 KNOWN = (
     ADAPTERS.c.id,
@@ -193,8 +196,9 @@ def _compiled_insert(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> t
 class _Batch:
     """One batch's statements, built from plain rows."""
 
-    def __init__(self, cfg: LoraSettings, report: dict[str, Any], now: datetime):
+    def __init__(self, cfg: LoraSettings, report: dict[str, Any], now: datetime, size: int):
         self.cfg, self.report, self.now = cfg, report, now
+        self.ids = iter(new_ids(size))  # one per file at most: drawn by the new ones
         self.new_rows: list[dict[str, Any]] = []
         self.tag_rows: list[dict[str, Any]] = []
         self.retagged: list[str] = []
@@ -205,7 +209,7 @@ class _Batch:
         row = {
             **DEFAULTS,
             **clean,
-            "id": new_id(),
+            "id": next(self.ids),
             "name": name,
             "file_path": path,
             "tags": tags,
@@ -309,7 +313,7 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], re
                 report["errors"].append({"file": paths.relative_to_roots(cfg, Path(path)), "error": error})
     if not good:
         return
-    work = _Batch(cfg, report, utcnow())
+    work = _Batch(cfg, report, utcnow(), len(good))
     async with ctx.session() as session:
         known = {
             row.file_path: row
@@ -336,7 +340,7 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], re
         )
         for path, fields in good:
             title = fields.pop("title", None)
-            tags = unique_words(fields.pop("tags", None) or [])
+            tags = unique_words(fields.pop("tags", None) or []) or NO_TAGS
             clean = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
             if path in known:
                 work.add_refresh(known[path], clean, tags)
