@@ -52,22 +52,48 @@ Read = tuple[str, dict[str, Any] | None, str | None]  # path, derived fields or 
 
 
 def find_files(cfg: LoraSettings, folder: Path, recursive: bool) -> list[Found]:
+    """The `.safetensors` files under `folder` (or in it only), each with the names beside it.
+
+    One `os.scandir` per folder answers what each entry is from the listing itself (`d_type`):
+    a walk by names then `os.path.islink` per file cost a system call per file, more than a
+    tiny file's whole header read. Like `os.walk`: symlinked folders are not entered and
+    unreadable subfolders are skipped; a symlinked file counts only if it resolves inside a root."""
     roots = cfg.allowed_roots()
     found: list[Found] = []
-    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
-    for dirpath, _dirs, files in walker:
-        siblings = frozenset(files)
-        for name in files:
-            if not name.lower().endswith(".safetensors"):
+    pending = [os.fspath(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:
+            if current == os.fspath(folder):
+                raise
+            continue
+        files = []
+        for entry in entries:
+            if not _is_dir(entry):
+                files.append(entry)
+            elif recursive and not entry.is_symlink():
+                pending.append(entry.path)
+        siblings = frozenset(entry.name for entry in files)
+        for entry in files:
+            if not entry.name.lower().endswith(".safetensors"):
                 continue
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                target = Path(path).resolve()
+            if entry.is_symlink():
+                target = Path(entry.path).resolve()
                 if not any(target.is_relative_to(r) for r in roots):
                     continue
-            found.append((path, siblings))
+            found.append((entry.path, siblings))
     found.sort(key=itemgetter(0))
     return found
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _read_batch(cfg: LoraSettings, files: list[Found]) -> list[Read]:
