@@ -226,7 +226,8 @@ def test_find_files_lists_folders_without_a_stat_per_file(tmp_path: Path, monkey
     root, outside = tmp_path / "loras", tmp_path / "outside"
     (root / "sub" / "deeper").mkdir(parents=True)
     outside.mkdir()
-    for name in ("a.safetensors", "B.SAFETENSORS", "a.json", "notes.txt", "sub/c.safetensors", "sub/deeper/d.safetensors"):
+    names = ("a.safetensors", "B.SAFETENSORS", "a.json", "notes.txt", "sub/c.safetensors", "sub/deeper/d.safetensors")
+    for name in names:
         (root / name).write_bytes(b"x")
     (outside / "o.safetensors").write_bytes(b"x")
     os.symlink(outside / "o.safetensors", root / "out.safetensors")
@@ -240,7 +241,13 @@ def test_find_files_lists_folders_without_a_stat_per_file(tmp_path: Path, monkey
 
     found = scan.find_files(cfg, root, recursive=True)
     relative = [os.path.relpath(path, root) for path, _ in found]
-    assert relative == ["B.SAFETENSORS", "a.safetensors", "sub/c.safetensors", "sub/deeper/d.safetensors", "sub/in.safetensors"]
+    assert relative == [
+        "B.SAFETENSORS",
+        "a.safetensors",
+        "sub/c.safetensors",
+        "sub/deeper/d.safetensors",
+        "sub/in.safetensors",
+    ]
     siblings = dict(found)[str(root / "a.safetensors")]
     assert siblings >= {"a.safetensors", "a.json", "notes.txt"} and "sub" not in siblings
     # Only symlinks are looked at beyond their listing (resolving them; a.safetensors is a target).
