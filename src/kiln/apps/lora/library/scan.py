@@ -176,6 +176,20 @@ KNOWN = (
     ADAPTERS.c.triggers,
 )
 
+# A batch's lookups, built once with expanding parameters: `in_(list)` made a bound parameter
+# object per path (500 per statement, three statements per batch) and defeated the SQL cache.
+KNOWN_BY_PATH = select(*KNOWN).where(ADAPTERS.c.file_path.in_(bindparam("paths", expanding=True)))
+# Copies found by an earlier hash job: still valid while the file is unchanged and the adapter
+# it duplicates still has that hash.
+COPIES_BY_PATH = (
+    select(DUPLICATES, ADAPTERS.c.primary_file_sha256.label("twin_sha256"))
+    .join(ADAPTERS, ADAPTERS.c.id == DUPLICATES.c.duplicate_of, isouter=True)
+    .where(DUPLICATES.c.file_path.in_(bindparam("paths", expanding=True)))
+)
+NAMES_TAKEN = select(ADAPTERS.c.name, ADAPTERS.c.version_key).where(
+    ADAPTERS.c.name.in_(bindparam("names", expanding=True))
+)
+
 
 def _tag_rows(adapter_id: str, name: str, tags: list[str]) -> list[dict[str, Any]]:
     return [
@@ -201,11 +215,10 @@ async def _insert_rows(session: AsyncSession, table: Table, rows: list[dict[str,
     for key, process in steps:
         values = [row[key] for row in rows]
         if process is not None:
-            done: dict[int, Any] = {}  # id(value) -> processed; every value stays alive in `rows` meanwhile
-            for value in values:
-                if id(value) not in done:
-                    done[id(value)] = None if value is None else process(value)
-            values = [done[id(value)] for value in values]
+            ids = list(map(id, values))  # every value stays alive in `rows` meanwhile
+            distinct = dict(zip(ids, values, strict=True))
+            done = {i: None if value is None else process(value) for i, value in distinct.items()}
+            values = list(map(done.__getitem__, ids))
         columns.append(values)
     params = list(zip(*columns, strict=True))
     await conn.exec_driver_sql(sql, params)
@@ -349,29 +362,11 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], re
         return
     work = _Batch(cfg, report, utcnow(), len(good))
     async with ctx.session() as session:
-        known = {
-            row.file_path: row
-            for row in await session.execute(select(*KNOWN).where(ADAPTERS.c.file_path.in_([p for p, _ in good])))
-        }
-        # Copies found by an earlier hash job: still valid while the file is unchanged and the
-        # adapter it duplicates still has that hash.
-        copies = {
-            row.file_path: row
-            for row in await session.execute(
-                select(DUPLICATES, ADAPTERS.c.primary_file_sha256.label("twin_sha256"))
-                .join(ADAPTERS, ADAPTERS.c.id == DUPLICATES.c.duplicate_of, isouter=True)
-                .where(DUPLICATES.c.file_path.in_([p for p, _ in good]))
-            )
-        }
-        names = set(
-            (
-                await session.execute(
-                    select(ADAPTERS.c.name, ADAPTERS.c.version_key).where(
-                        ADAPTERS.c.name.in_([f.get("alias") or f.get("title") or f["file_stem"] for _, f in good])
-                    )
-                )
-            ).all()
-        )
+        batch_paths = {"paths": [p for p, _ in good]}
+        known = {row.file_path: row for row in await session.execute(KNOWN_BY_PATH, batch_paths)}
+        copies = {row.file_path: row for row in await session.execute(COPIES_BY_PATH, batch_paths)}
+        wanted = [f.get("alias") or f.get("title") or f["file_stem"] for _, f in good]
+        names = set((await session.execute(NAMES_TAKEN, {"names": wanted})).all())
         for path, fields in good:
             title = fields.pop("title", None)
             tags = unique_words(fields.pop("tags", None) or []) or NO_TAGS
