@@ -57,7 +57,7 @@ def find_files(cfg: LoraSettings, folder: Path, recursive: bool) -> list[Found]:
     One `os.scandir` per folder answers what each entry is from the listing itself (`d_type`):
     a walk by names then `os.path.islink` per file cost a system call per file, more than a
     tiny file's whole header read. Like `os.walk`: symlinked folders are not entered and
-    unreadable subfolders are skipped; a symlinked file counts only if it resolves inside a root."""
+    unreadable folders are passed over; a symlinked file counts only if it resolves inside a root."""
     roots = cfg.allowed_roots()
     found: list[Found] = []
     pending = [os.fspath(folder)]
@@ -67,7 +67,7 @@ def find_files(cfg: LoraSettings, folder: Path, recursive: bool) -> list[Found]:
             with os.scandir(current) as listing:
                 entries = list(listing)
         except OSError:
-            if current == os.fspath(folder):
+            if not recursive:  # as os.listdir did; a walk (os.walk) passes unreadable folders over
                 raise
             continue
         files = []
@@ -327,8 +327,8 @@ class _Batch:
 async def _fill_search_index(session: AsyncSession, created: list[str], refreshed: list[str]) -> None:
     """What the SQLite triggers of 0012 do per row, set-based: an id-map row for each new
     adapter, and the FTS rows of new and refreshed adapters (a refreshed one's old row goes).
-    SQLite only, so its own `?` placeholders: compiling three 500-value IN lists per batch
-    through SQLAlchemy cost more than the statements' Python side needs."""
+    SQLite only, so its own `?` placeholders: SQLAlchemy's compile of the 500-value IN lists and
+    its per-row parameter dicts cost more than the statements' Python side needs."""
     conn = await session.connection()
     if created:
         await conn.exec_driver_sql("INSERT INTO lora_search (adapter_id) VALUES (?)", [(i,) for i in created])
