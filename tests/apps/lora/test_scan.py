@@ -217,3 +217,41 @@ def test_large_header_and_hash_across_reads(tmp_path: Path) -> None:
     assert facts.tensor_count == len(names) and facts.metadata == {"ss_network_dim": "1"}
     assert facts.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert read_facts(path, sha256=False).sha256 is None
+
+
+def test_find_files_lists_folders_without_a_stat_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing says what each entry is: no stat per file (a walk by names plus `islink`
+    per file cost more than a tiny file's header read). Subfolders only when recursive,
+    symlinked folders never entered, symlinked files only when they resolve inside a root."""
+    root, outside = tmp_path / "loras", tmp_path / "outside"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    outside.mkdir()
+    names = ("a.safetensors", "B.SAFETENSORS", "a.json", "notes.txt", "sub/c.safetensors", "sub/deeper/d.safetensors")
+    for name in names:
+        (root / name).write_bytes(b"x")
+    (outside / "o.safetensors").write_bytes(b"x")
+    os.symlink(outside / "o.safetensors", root / "out.safetensors")
+    os.symlink(root / "a.safetensors", root / "sub" / "in.safetensors")
+    os.symlink(outside, root / "linked_dir")
+    cfg = scan.LoraSettings(_env_file=None, dir=root)  # type: ignore[call-arg]
+    stats: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stats.append(str(p)) or real_lstat(p, *a, **k))
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: stats.append(str(p)) or real_stat(p, *a, **k))
+
+    found = scan.find_files(cfg, root, recursive=True)
+    relative = [os.path.relpath(path, root) for path, _ in found]
+    assert relative == [
+        "B.SAFETENSORS",
+        "a.safetensors",
+        "sub/c.safetensors",
+        "sub/deeper/d.safetensors",
+        "sub/in.safetensors",
+    ]
+    siblings = dict(found)[str(root / "a.safetensors")]
+    assert siblings >= {"a.safetensors", "a.json", "notes.txt"} and "sub" not in siblings
+    # Only symlinks are looked at beyond their listing (resolving them; a.safetensors is a target).
+    assert stats and not any(p.endswith(("B.SAFETENSORS", "c.safetensors", "d.safetensors", ".json")) for p in stats)
+
+    flat = scan.find_files(cfg, root, recursive=False)
+    assert [os.path.relpath(path, root) for path, _ in flat] == ["B.SAFETENSORS", "a.safetensors"]

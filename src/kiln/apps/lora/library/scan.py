@@ -28,7 +28,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +37,7 @@ from kiln.apps.lora.library import paths
 from kiln.apps.lora.library.metadata import InvalidAdapterFile, adapter_fields, read_facts
 from kiln.apps.lora.library.values import row_search_text, unique_words
 from kiln.apps.lora.models import Adapter, AdapterTag, DuplicateFile
-from kiln.core.db import new_id, utcnow
+from kiln.core.db import new_id, new_ids, utcnow
 from kiln.core.jobs import JobContext, job_handler
 
 BATCH = 500
@@ -52,22 +52,48 @@ Read = tuple[str, dict[str, Any] | None, str | None]  # path, derived fields or 
 
 
 def find_files(cfg: LoraSettings, folder: Path, recursive: bool) -> list[Found]:
+    """The `.safetensors` files under `folder` (or in it only), each with the names beside it.
+
+    One `os.scandir` per folder answers what each entry is from the listing itself (`d_type`):
+    a walk by names then `os.path.islink` per file cost a system call per file, more than a
+    tiny file's whole header read. Like `os.walk`: symlinked folders are not entered and
+    unreadable folders are passed over; a symlinked file counts only if it resolves inside a root."""
     roots = cfg.allowed_roots()
     found: list[Found] = []
-    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
-    for dirpath, _dirs, files in walker:
-        siblings = frozenset(files)
-        for name in files:
-            if not name.lower().endswith(".safetensors"):
+    pending = [os.fspath(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:
+            if not recursive:  # as os.listdir did; a walk (os.walk) passes unreadable folders over
+                raise
+            continue
+        files = []
+        for entry in entries:
+            if not _is_dir(entry):
+                files.append(entry)
+            elif recursive and not entry.is_symlink():
+                pending.append(entry.path)
+        siblings = frozenset(entry.name for entry in files)
+        for entry in files:
+            if not entry.name.lower().endswith(".safetensors"):
                 continue
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                target = Path(path).resolve()
+            if entry.is_symlink():
+                target = Path(entry.path).resolve()
                 if not any(target.is_relative_to(r) for r in roots):
                     continue
-            found.append((path, siblings))
+            found.append((entry.path, siblings))
     found.sort(key=itemgetter(0))
     return found
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _read_batch(cfg: LoraSettings, files: list[Found]) -> list[Read]:
@@ -127,6 +153,12 @@ DEFAULTS: dict[str, Any] = {
     "json_file_mtime": None,
     "json_file_size": None,
 }
+# The tags of a file without any: one list for all of them, so the insert serialises it once
+# (a value is serialised once per distinct object, see `_insert_rows`). Never mutated.
+NO_TAGS: list[str] = []
+# Derived values that say nothing (a refresh keeps the stored value): one tuple, not two new
+# empty literals built per comparison, per field, per file.
+NO_VALUE = (None, [], {})
 # What a refresh reads of an adapter already registered under a scanned path.
 KNOWN = (
     ADAPTERS.c.id,
@@ -142,6 +174,20 @@ KNOWN = (
     ADAPTERS.c.tags,
     ADAPTERS.c.trained_words,
     ADAPTERS.c.triggers,
+)
+
+# A batch's lookups, built once with expanding parameters: `in_(list)` made a bound parameter
+# object per path (500 per statement, three statements per batch) and defeated the SQL cache.
+KNOWN_BY_PATH = select(*KNOWN).where(ADAPTERS.c.file_path.in_(bindparam("paths", expanding=True)))
+# Copies found by an earlier hash job: still valid while the file is unchanged and the adapter
+# it duplicates still has that hash.
+COPIES_BY_PATH = (
+    select(DUPLICATES, ADAPTERS.c.primary_file_sha256.label("twin_sha256"))
+    .join(ADAPTERS, ADAPTERS.c.id == DUPLICATES.c.duplicate_of, isouter=True)
+    .where(DUPLICATES.c.file_path.in_(bindparam("paths", expanding=True)))
+)
+NAMES_TAKEN = select(ADAPTERS.c.name, ADAPTERS.c.version_key).where(
+    ADAPTERS.c.name.in_(bindparam("names", expanding=True))
 )
 
 
@@ -169,11 +215,10 @@ async def _insert_rows(session: AsyncSession, table: Table, rows: list[dict[str,
     for key, process in steps:
         values = [row[key] for row in rows]
         if process is not None:
-            done: dict[int, Any] = {}  # id(value) -> processed; every value stays alive in `rows` meanwhile
-            for value in values:
-                if id(value) not in done:
-                    done[id(value)] = None if value is None else process(value)
-            values = [done[id(value)] for value in values]
+            ids = list(map(id, values))  # every value stays alive in `rows` meanwhile
+            distinct = dict(zip(ids, values, strict=True))
+            done = {i: None if value is None else process(value) for i, value in distinct.items()}
+            values = list(map(done.__getitem__, ids))
         columns.append(values)
     params = list(zip(*columns, strict=True))
     await conn.exec_driver_sql(sql, params)
@@ -193,8 +238,9 @@ def _compiled_insert(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> t
 class _Batch:
     """One batch's statements, built from plain rows."""
 
-    def __init__(self, cfg: LoraSettings, report: dict[str, Any], now: datetime):
+    def __init__(self, cfg: LoraSettings, report: dict[str, Any], now: datetime, size: int):
         self.cfg, self.report, self.now = cfg, report, now
+        self.ids = iter(new_ids(size))  # one per file at most: drawn by the new ones
         self.new_rows: list[dict[str, Any]] = []
         self.tag_rows: list[dict[str, Any]] = []
         self.retagged: list[str] = []
@@ -205,7 +251,7 @@ class _Batch:
         row = {
             **DEFAULTS,
             **clean,
-            "id": new_id(),
+            "id": next(self.ids),
             "name": name,
             "file_path": path,
             "tags": tags,
@@ -257,7 +303,7 @@ class _Batch:
         # the index is filled for the whole batch at the end.
         deferred = session.get_bind().dialect.name == "sqlite" and bool(self.new_rows or self.updates)
         if deferred:
-            await session.execute(text("INSERT INTO lora_search_deferred (deferred) VALUES (1)"))
+            await (await session.connection()).exec_driver_sql("INSERT INTO lora_search_deferred (deferred) VALUES (1)")
         if self.stale_duplicates:
             await session.execute(delete(DUPLICATES).where(DUPLICATES.c.file_path.in_(self.stale_duplicates)))
         if self.new_rows:
@@ -280,24 +326,29 @@ class _Batch:
 
 async def _fill_search_index(session: AsyncSession, created: list[str], refreshed: list[str]) -> None:
     """What the SQLite triggers of 0012 do per row, set-based: an id-map row for each new
-    adapter, and the FTS rows of new and refreshed adapters (a refreshed one's old row goes)."""
+    adapter, and the FTS rows of new and refreshed adapters (a refreshed one's old row goes).
+    SQLite only, so its own `?` placeholders: SQLAlchemy's compile of the 500-value IN lists and
+    its per-row parameter dicts cost more than the statements' Python side needs."""
+    conn = await session.connection()
     if created:
-        await session.execute(text("INSERT INTO lora_search (adapter_id) VALUES (:id)"), [{"id": i} for i in created])
+        await conn.exec_driver_sql("INSERT INTO lora_search (adapter_id) VALUES (?)", [(i,) for i in created])
     if refreshed:
-        await session.execute(
-            text(
-                "DELETE FROM lora_adapters_fts WHERE rowid IN (SELECT id FROM lora_search WHERE adapter_id IN :ids)"
-            ).bindparams(bindparam("ids", expanding=True)),
-            {"ids": refreshed},
+        await conn.exec_driver_sql(
+            "DELETE FROM lora_adapters_fts WHERE rowid IN "
+            f"(SELECT id FROM lora_search WHERE adapter_id IN ({_marks(refreshed)}))",
+            tuple(refreshed),
         )
-    await session.execute(
-        text(
-            "INSERT INTO lora_adapters_fts (rowid, search_text) SELECT s.id, a.search_text "
-            "FROM lora_search s JOIN lora_adapters a ON a.id = s.adapter_id WHERE s.adapter_id IN :ids"
-        ).bindparams(bindparam("ids", expanding=True)),
-        {"ids": created + refreshed},
+    ids = created + refreshed
+    await conn.exec_driver_sql(
+        "INSERT INTO lora_adapters_fts (rowid, search_text) SELECT s.id, a.search_text "
+        f"FROM lora_search s JOIN lora_adapters a ON a.id = s.adapter_id WHERE s.adapter_id IN ({_marks(ids)})",
+        tuple(ids),
     )
-    await session.execute(text("DELETE FROM lora_search_deferred"))
+    await conn.exec_driver_sql("DELETE FROM lora_search_deferred")
+
+
+def _marks(values: list[str]) -> str:
+    return ",".join("?" * len(values))
 
 
 async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], report: dict[str, Any]) -> None:
@@ -309,35 +360,17 @@ async def _store_batch(ctx: JobContext, cfg: LoraSettings, batch: list[Read], re
                 report["errors"].append({"file": paths.relative_to_roots(cfg, Path(path)), "error": error})
     if not good:
         return
-    work = _Batch(cfg, report, utcnow())
+    work = _Batch(cfg, report, utcnow(), len(good))
     async with ctx.session() as session:
-        known = {
-            row.file_path: row
-            for row in await session.execute(select(*KNOWN).where(ADAPTERS.c.file_path.in_([p for p, _ in good])))
-        }
-        # Copies found by an earlier hash job: still valid while the file is unchanged and the
-        # adapter it duplicates still has that hash.
-        copies = {
-            row.file_path: row
-            for row in await session.execute(
-                select(DUPLICATES, ADAPTERS.c.primary_file_sha256.label("twin_sha256"))
-                .join(ADAPTERS, ADAPTERS.c.id == DUPLICATES.c.duplicate_of, isouter=True)
-                .where(DUPLICATES.c.file_path.in_([p for p, _ in good]))
-            )
-        }
-        names = set(
-            (
-                await session.execute(
-                    select(ADAPTERS.c.name, ADAPTERS.c.version_key).where(
-                        ADAPTERS.c.name.in_([f.get("alias") or f.get("title") or f["file_stem"] for _, f in good])
-                    )
-                )
-            ).all()
-        )
+        batch_paths = {"paths": [p for p, _ in good]}
+        known = {row.file_path: row for row in await session.execute(KNOWN_BY_PATH, batch_paths)}
+        copies = {row.file_path: row for row in await session.execute(COPIES_BY_PATH, batch_paths)}
+        wanted = [f.get("alias") or f.get("title") or f["file_stem"] for _, f in good]
+        names = set((await session.execute(NAMES_TAKEN, {"names": wanted})).all())
         for path, fields in good:
             title = fields.pop("title", None)
-            tags = unique_words(fields.pop("tags", None) or [])
-            clean = {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
+            tags = unique_words(fields.pop("tags", None) or []) or NO_TAGS
+            clean = {k: v for k, v in fields.items() if v not in NO_VALUE}
             if path in known:
                 work.add_refresh(known[path], clean, tags)
                 continue
