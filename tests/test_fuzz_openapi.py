@@ -137,7 +137,9 @@ def _fuzz_operation(
             pass  # nothing to make invalid (an operation without parameters or body)
 
 
-@pytest.mark.timeout(240)
+# Every operation of every surface, 2 x EXAMPLES cases each: 200-225 s on the quiet 2-core machine
+# with today's ~300 operations (it grows with the contracts), so 240 s timed out in a CI run.
+@pytest.mark.timeout(600)
 def test_no_input_makes_a_server_error(live_server: tuple[str, str]):
     base_url, token = live_server
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
