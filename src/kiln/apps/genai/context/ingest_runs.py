@@ -51,10 +51,10 @@ async def begin_run(session: AsyncSession, run: SyncRun) -> KnowledgeBase | None
 async def fail_run(session: AsyncSession, run_id: str, exc: BaseException) -> tuple[SyncRun, KnowledgeBase | None]:
     """Roll back and record the failure on the run, its pending documents, its source and the KB."""
     await session.rollback()
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__)[:1000]
     run = await session.get(SyncRun, run_id)  # type: ignore[assignment]
     kb = await session.get(KnowledgeBase, run.knowledge_base_id)
-    run.status, run.error_summary = "error", message[:1000]
+    run.status, run.error_summary = "error", message
     if run.operation_type == "document_ingest":
         await session.execute(
             update(Document)
@@ -62,16 +62,16 @@ async def fail_run(session: AsyncSession, run_id: str, exc: BaseException) -> tu
                 Document.id.in_([str(i) for i in run.payload.get("document_ids", [])]),
                 Document.ingest_status == "pending",
             )
-            .values(ingest_status="error", ingest_error=message[:1000])
+            .values(ingest_status="error", ingest_error=message)
         )
     if run.source_id:
         source = await session.get(KnowledgeSource, run.source_id)
         if source is not None:
-            source.last_sync_status, source.last_sync_error = "error", message[:1000]
+            source.last_sync_status, source.last_sync_error = "error", message
     if kb is not None:
         kb.sync_status, kb.last_sync_error = (
             ("ready" if run.operation_type != "source_sync" else "error"),
-            message[:1000],
+            message,
         )
         if run.operation_type == "knowledge_resync":
             kb.sync_status = "ready"  # the live index is untouched
