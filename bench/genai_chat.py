@@ -16,6 +16,16 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    reads and "first to last token" would then shrink to nothing (printed beside, for reference).
    Unpaced, the fake's answer takes ~10 ms, so Kiln's fixed per-request work weighs on that ratio.
    Goal: >= 95 % of the fake's.
+   Beside it, from the fake's own clock (CLOCK_MONOTONIC, shared by the processes; the prompt tags
+   each answer `run=<id>` and the client fetches the fake's record from GET /v1/emitted/<id>): the
+   fake's own rate (tokens over request read to last token written) in the direct and in the
+   relayed runs, and "via Kiln vs the fake's own rate in the same run" — what Kiln's relay itself
+   loses. The two differ because the fake paces with relative sleeps: whatever runs on its CPU
+   between a token's write and its next sleep (Kiln, woken by that write, is placed on the writer's
+   CPU) delays every later token, so the fake itself emits slower when Kiln relays. Also the
+   split of a relayed turn (Kiln before the upstream request; last token written to last delta
+   read) and the fake's CPU, times scheduled and time from resumption to token written.
+   `--pin-fake` (diagnostic) puts the fake on a CPU of its own and Kiln and the client on the others.
 3. 100 concurrent streaming sessions (50 tokens, 5 ms apart): errors, complete events, wall time,
    answers persisted.
 4. Knowledge chat overhead: time to first token of a knowledge session (binding checks, query
@@ -24,7 +34,7 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    into the tables by bench/genai_rag.py's loader (local embeddings, embedded store). Goal: p50 < 25 ms.
 
     PYTHONPATH=src:. .venv/bin/python bench/genai_chat.py [--rounds 200] [--kb-chunks 100000] [--pg]
-        [--only ttft,relay,concurrent,knowledge] [--profile kiln.prof]
+        [--only ttft,relay,concurrent,knowledge] [--profile kiln.prof] [--paced-runs 5] [--pin-fake]
 
 Sections 1 and 2 also print Kiln's CPU time per streamed turn (server process, all threads, from
 /proc/<pid>/task/*/schedstat), a figure that holds on a loaded machine where the wall-clock ones
@@ -331,7 +341,8 @@ async def throughput(
             f" scheduled {statistics.median(k_slices):.0f} times; the fake's CPU direct / relayed"
             f" {statistics.median(f_cpu[0]) * 1000:.1f} / {statistics.median(f_cpu[1]) * 1000:.1f} ms,"
             f" scheduled {statistics.median(f_slices[0]):.0f} / {statistics.median(f_slices[1]):.0f} times,"
-            f" resumed to token written {statistics.median(f_writing[0]):.1f} / {statistics.median(f_writing[1]):.1f} ms"
+            f" resumed to token written {statistics.median(f_writing[0]):.1f}"
+            f" / {statistics.median(f_writing[1]):.1f} ms"
         )
         print(
             f"  {'':18s} {runs} runs, p25-p75 tok/s direct {pct(d_rates, 0.25):.0f}-{pct(d_rates, 0.75):.0f},"
@@ -443,6 +454,21 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
         )
 
 
+def pin(fake_pid: int, others: tuple[int, ...]) -> str:
+    """The fake on a CPU of its own, Kiln and this client on the rest (every thread of each).
+
+    A diagnostic, off by default: without it a relayed token's wake-up runs Kiln on the fake's CPU
+    (a loopback write wakes its reader on the writer's CPU), the fake waits for it before its next
+    relative sleep, and its own rate drops. Pinned, the fake paces as in the direct runs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin-fake needs at least 2 CPUs")
+    for pid, allowed in ((fake_pid, cpus[-1:]), *((other, cpus[:-1]) for other in others)):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), allowed)
+    return f"  pinned: the fake on CPU {cpus[-1]}, Kiln and the client on CPU {','.join(map(str, cpus[:-1]))}"
+
+
 async def measure(args: argparse.Namespace) -> None:
     db, name, admin = None, "", os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     if args.pg:
@@ -461,12 +487,14 @@ async def measure(args: argparse.Namespace) -> None:
             httpx.AsyncClient(timeout=60) as direct,
         ):
             fake = servers.fake
+            fake_pid = next(c.pid for c in psutil.Process().children() if "--fake" in c.cmdline())
             user = await setup(kiln)
             print(f"genai playground streaming, {'postgresql' if args.pg else 'sqlite'}")
+            if args.pin_fake:
+                print(pin(fake_pid, (servers.kiln_pid, os.getpid())))
             if "ttft" in args.only:
                 await ttft(kiln, direct, user, fake, args.rounds, servers.kiln_pid)
             if "relay" in args.only:
-                fake_pid = next(c.pid for c in psutil.Process().children() if "--fake" in c.cmdline())
                 await throughput(kiln, direct, user, fake, servers.kiln_pid, fake_pid, args.paced_runs)
             if "concurrent" in args.only:
                 await concurrent(kiln, user, args.concurrency)
@@ -498,6 +526,11 @@ def main() -> None:
         help="sections to run, comma-separated: ttft,relay,concurrent,knowledge",
     )
     parser.add_argument("--profile", help="run Kiln under cProfile and write its stats to this file")
+    parser.add_argument(
+        "--pin-fake",
+        action="store_true",
+        help="diagnostic: the fake on a CPU of its own, Kiln and the client on the rest",
+    )
     asyncio.run(measure(parser.parse_args()))
 
 
