@@ -212,22 +212,22 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float, error: type[httpx.TimeoutException]) -> None:
-        """Until the protocol has news, at most `timeout` seconds (then `error`).
+    def news(self, timeout: float, error: type[httpx.TimeoutException]) -> asyncio.Future[None]:
+        """A future done when the protocol has news, or failed with `error` after `timeout` seconds.
 
         A streamed answer waits once per read (per token), so the connection keeps one timer
         instead of scheduling and cancelling one per wait (~4 µs of a paced token's ~100): it is
         left armed between waits, and when it fires before the current wait's deadline (it was
-        armed by an earlier wait) it re-arms itself for that deadline."""
+        armed by an earlier wait) it re-arms itself for that deadline. A plain function returning
+        the future rather than a coroutine: one coroutine less to make and resume per token. The
+        future is left in `waiter` once done (or cancelled with its waiter): waking or expiring a
+        done future does nothing."""
         waiter = self.waiter = self.loop.create_future()
         self.deadline = deadline = self.loop.time() + timeout
         self.timeout_error = error
         if self.timer is None or deadline < self.timer_when:
             self._arm(deadline)
-        try:
-            await waiter
-        finally:
-            self.waiter = None
+        return waiter
 
     def _arm(self, when: float) -> None:
         if self.timer is not None:
@@ -252,7 +252,7 @@ class _Connection(asyncio.Protocol):
                 raise self.error
             if self.complete:
                 return b""
-            await self.wait(timeout, httpx.ReadTimeout)
+            await self.news(timeout, httpx.ReadTimeout)
         data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.chunks.clear()
         if self.reading_paused and self.transport is not None and not self.lost:
@@ -386,11 +386,11 @@ class Pool:
             assert conn.transport is not None
             conn.transport.write(head + body if body else head)
             while conn.write_paused and not conn.lost:
-                await conn.wait(self.timeout, httpx.WriteTimeout)
+                await conn.news(self.timeout, httpx.WriteTimeout)
             while not conn.headers_done:
                 if conn.error is not None:
                     raise conn.error
-                await conn.wait(self.timeout, httpx.ReadTimeout)
+                await conn.news(self.timeout, httpx.ReadTimeout)
         except BaseException:
             self.release(conn)
             raise
