@@ -16,6 +16,16 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    reads and "first to last token" would then shrink to nothing (printed beside, for reference).
    Unpaced, the fake's answer takes ~10 ms, so Kiln's fixed per-request work weighs on that ratio.
    Goal: >= 95 % of the fake's.
+   Beside it, from the fake's own clock (CLOCK_MONOTONIC, shared by the processes; the prompt tags
+   each answer `run=<id>` and the client fetches the fake's record from GET /v1/emitted/<id>): the
+   fake's own rate (tokens over request read to last token written) in the direct and in the
+   relayed runs, and "via Kiln vs the fake's own rate in the same run" — what Kiln's relay itself
+   loses. The two differ because the fake paces with relative sleeps: whatever runs on its CPU
+   between a token's write and its next sleep (Kiln, woken by that write, is placed on the writer's
+   CPU) delays every later token, so the fake itself emits slower when Kiln relays. Also the
+   split of a relayed turn (Kiln before the upstream request; last token written to last delta
+   read) and the fake's CPU, times scheduled and time from resumption to token written.
+   `--pin-fake` (diagnostic) puts the fake on a CPU of its own and Kiln and the client on the others.
 3. 100 concurrent streaming sessions (50 tokens, 5 ms apart): errors, complete events, wall time,
    answers persisted.
 4. Knowledge chat overhead: time to first token of a knowledge session (binding checks, query
@@ -24,7 +34,7 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    into the tables by bench/genai_rag.py's loader (local embeddings, embedded store). Goal: p50 < 25 ms.
 
     PYTHONPATH=src:. .venv/bin/python bench/genai_chat.py [--rounds 200] [--kb-chunks 100000] [--pg]
-        [--only ttft,relay,concurrent,knowledge] [--profile kiln.prof]
+        [--only ttft,relay,concurrent,knowledge] [--profile kiln.prof] [--paced-runs 5] [--pin-fake]
 
 Sections 1 and 2 also print Kiln's CPU time per streamed turn (server process, all threads, from
 /proc/<pid>/task/*/schedstat), a figure that holds on a loaded machine where the wall-clock ones
@@ -57,6 +67,11 @@ from kiln.apps.genai.context.models import KnowledgeBase  # noqa: E402
 from kiln.core.db import Database  # noqa: E402
 
 PACE = re.compile(r"tokens=(\d+) gap_ms=([\d.]+) ttft_ms=([\d.]+)")
+RUN = re.compile(r"run=(\w+)")
+# The fake's own clock per answer whose prompt names a run: (request read, first token written,
+# last token written), `time.perf_counter()` seconds, i.e. CLOCK_MONOTONIC, one clock for every
+# process on the machine, so the client can set them beside its own marks. GET /v1/emitted/<run>.
+EMITTED: dict[str, tuple[float, float, float]] = {}
 
 
 # ------------------------------------------------------------------ streaming fake (own process)
@@ -87,6 +102,16 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
                 0,
             )
             body = json.loads(await reader.readexactly(length)) if length else {}
+            received = time.perf_counter()
+            if head.startswith(b"GET /v1/emitted/"):
+                run = head.split(b" ", 2)[1].rsplit(b"/", 1)[1].decode()
+                payload = json.dumps(EMITTED.pop(run, None)).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(payload), payload)
+                )
+                await writer.drain()
+                continue
             if head.startswith(b"GET") or not body.get("stream"):
                 payload = MODELS if head.startswith(b"GET") else ANSWER
                 writer.write(
@@ -102,11 +127,19 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
             await writer.drain()
             if ttft:
                 await asyncio.sleep(ttft / 1000)
+            first = last = writing = 0.0  # writing: the time from each resumption to its token written
             for i in range(tokens):
+                woke = time.perf_counter()
                 writer.write(_chunk(f"t{i} "))
                 await writer.drain()
+                last = time.perf_counter()
+                writing += last - woke
+                first = first or last
                 if gap:
                     await asyncio.sleep(gap / 1000)
+            run = RUN.search(prompt)
+            if run:
+                EMITTED[run[1]] = (received, first, last, writing)
             done = b"data: [DONE]\n\n"
             writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
             await writer.drain()
@@ -145,8 +178,9 @@ class Marks:
             self.first = self.first if self.first is not None else self.last
 
 
-async def direct_stream(client: httpx.AsyncClient, fake: str, prompt: str) -> tuple[float, float, int]:
-    """(ms to first content chunk, ms to the last chunk, content chunks), read directly."""
+async def direct_stream(client: httpx.AsyncClient, fake: str, prompt: str) -> tuple[float, float, int, float]:
+    """(ms to first content chunk, ms to the last chunk, content chunks, perf_counter() when the
+    request was sent), read directly."""
     body = {"model": "bench-chat", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     marks = Marks(b"data: {")
     t0 = time.perf_counter()
@@ -154,13 +188,14 @@ async def direct_stream(client: httpx.AsyncClient, fake: str, prompt: str) -> tu
         async for data in response.aiter_raw():
             marks.feed(data)
     first = marks.first or time.perf_counter()
-    return (first - t0) * 1000, ((marks.last or first) - t0) * 1000, marks.count
+    return (first - t0) * 1000, ((marks.last or first) - t0) * 1000, marks.count, t0
 
 
 async def kiln_stream(
     client: httpx.AsyncClient, headers: dict[str, str], session_id: str, prompt: str
-) -> tuple[float, float, int, bool]:
-    """(ms to the first delta event, ms to the last delta event, deltas, complete seen)."""
+) -> tuple[float, float, int, bool, float]:
+    """(ms to the first delta event, ms to the last delta event, deltas, complete seen,
+    perf_counter() when the request was sent)."""
     marks, complete = Marks(b"event: delta\n"), Marks(b"event: complete\n")
     t0 = time.perf_counter()
     async with client.stream(
@@ -172,7 +207,15 @@ async def kiln_stream(
             marks.feed(data)
             complete.feed(data)
     first = marks.first or time.perf_counter()
-    return (first - t0) * 1000, ((marks.last or first) - t0) * 1000, marks.count, complete.count > 0
+    return (first - t0) * 1000, ((marks.last or first) - t0) * 1000, marks.count, complete.count > 0, t0
+
+
+async def emitted(client: httpx.AsyncClient, fake: str, run: str, t0: float) -> tuple[float, float, float]:
+    """(ms from the request's sending to the fake reading it, ms from there to the fake's last
+    token write, ms of that spent writing tokens rather than asleep between them) of the answer
+    the prompt tagged `run=<run>`, from the fake's own clock."""
+    received, _, last, writing = (await client.get(f"{fake}/emitted/{run}")).json()
+    return (received - t0) * 1000, (last - received) * 1000, writing * 1000
 
 
 async def new_session(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -192,15 +235,23 @@ def row(label: str, values: list[float], unit: str = "ms") -> str:
 def server_cpu(pid: int) -> float:
     """CPU seconds of the server process so far, all its threads: the scheduler's nanoseconds from
     /proc where there are some (psutil's user + system come in 10 ms ticks, coarser than a turn)."""
+    return sched(pid)[0]
+
+
+def sched(pid: int) -> tuple[float, int]:
+    """(CPU seconds, times scheduled onto a CPU) of a process so far, all its threads, from
+    /proc/<pid>/task/*/schedstat (the second: its wake-ups plus its preemptions)."""
     try:
-        total = 0
+        total = slices = 0
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
-                total += int(stat.read().split()[0])
-        return total / 1e9
+                fields = stat.read().split()
+                total += int(fields[0])
+                slices += int(fields[2])
+        return total / 1e9, slices
     except (OSError, ValueError, IndexError):
         times = psutil.Process(pid).cpu_times()
-        return times.user + times.system
+        return times.user + times.system, 0
 
 
 async def ttft(
@@ -226,32 +277,75 @@ async def ttft(
     print(f"  Kiln CPU per streamed turn     {cpu / rounds * 1000:8.2f} ms (server process, whole turn)")
 
 
-async def throughput(kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, pid: int) -> None:
+async def throughput(
+    kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, pid: int, fake_pid: int, paced_runs: int
+) -> None:
     print("2. relay throughput, 400-token answers (direct and via Kiln alternating; median of the runs)")
     # An unpaced answer lasts a few ms, so one scheduling hiccup moves a run by tens of percent:
     # it gets more runs than the paced one (~0.5 s each), and each side's spread is printed.
-    for label, gap, runs in (("paced 1 ms/token", 1, 5), ("unpaced", 0, 25)):
-        prompt = f"tokens=400 gap_ms={gap} ttft_ms=0"
-        d_rates, k_rates, k_relay, k_cpu = [], [], [], []
+    for label, gap, runs in (("paced 1 ms/token", 1, paced_runs), ("unpaced", 0, 25)):
+        prompt = f"tokens=400 gap_ms={gap} ttft_ms=0 run="
+        d_rates, k_rates, k_relay, k_cpu, k_slices = [], [], [], [], []
+        # The fake's own clock (request read, last token written) beside the client's marks, and
+        # its CPU: whether the relayed run is slower because Kiln lags or because the fake does.
+        d_emit, k_emit, k_lead, k_tail, d_tail = [], [], [], [], []
+        f_cpu, f_slices, f_writing = ([], []), ([], []), ([], [])
         for _ in range(runs):
-            _, d_total, d_count = await direct_stream(direct, fake, prompt)
-            sid = await new_session(kiln, user)
-            before = server_cpu(pid)
-            k_first, k_total, k_count, complete = await kiln_stream(kiln, user, sid, prompt)
-            k_cpu.append(server_cpu(pid) - before)
+            run = uuid.uuid4().hex
+            f_before = sched(fake_pid)
+            _, d_total, d_count, t0 = await direct_stream(direct, fake, prompt + run)
+            f_after = sched(fake_pid)
+            lead, emit, writing = await emitted(direct, fake, run, t0)
+            f_writing[0].append(writing)
+            d_emit.append(d_count / emit * 1000)
+            d_tail.append(d_total - lead - emit)
+            f_cpu[0].append(f_after[0] - f_before[0])
+            f_slices[0].append(f_after[1] - f_before[1])
+            sid, run = await new_session(kiln, user), uuid.uuid4().hex
+            before, f_before = sched(pid), sched(fake_pid)
+            k_first, k_total, k_count, complete, t0 = await kiln_stream(kiln, user, sid, prompt + run)
+            after, f_after = sched(pid), sched(fake_pid)
+            k_cpu.append(after[0] - before[0])
+            k_slices.append(after[1] - before[1])
+            f_cpu[1].append(f_after[0] - f_before[0])
+            f_slices[1].append(f_after[1] - f_before[1])
             if not complete or k_count != d_count:
                 raise SystemExit(f"relay lost tokens: {k_count} of {d_count}")
+            lead, emit, writing = await emitted(direct, fake, run, t0)
+            f_writing[1].append(writing)
+            k_emit.append(k_count / emit * 1000)
+            k_lead.append(lead)
+            k_tail.append(k_total - lead - emit)
             d_rates.append(d_count / d_total * 1000)
             k_rates.append(k_count / k_total * 1000)
             k_relay.append(k_total - k_first)
         d, k = statistics.median(d_rates), statistics.median(k_rates)
+        de, ke = statistics.median(d_emit), statistics.median(k_emit)
+        same_run = statistics.median(rate / own for rate, own in zip(k_rates, k_emit, strict=True))
         print(
             f"  {label:18s} direct {d:8.0f} tok/s   via Kiln {k:8.0f} tok/s   ratio {k / d:6.1%}  (goal >= 95 %)"
             f"   [Kiln first to last delta: {statistics.median(k_relay):.1f} ms]"
         )
         print(
-            f"  {'':18s} Kiln CPU per 400-token turn {statistics.median(k_cpu) * 1000:.1f} ms (server process);"
-            f" {runs} runs, p25-p75 tok/s direct {pct(d_rates, 0.25):.0f}-{pct(d_rates, 0.75):.0f},"
+            f"  {'':18s} the fake's own rate (request read to last token written): {de:.0f} tok/s in the direct runs,"
+            f" {ke:.0f} in the relayed ones ({ke / de:.1%});"
+            f" via Kiln vs the fake's own rate in the same run {same_run:.1%}"
+        )
+        print(
+            f"  {'':18s} relayed turn, ms: Kiln before the upstream request {statistics.median(k_lead):.2f},"
+            f" last token written to last delta read {statistics.median(k_tail):.2f}"
+            f" (direct: last chunk read {statistics.median(d_tail):.2f})"
+        )
+        print(
+            f"  {'':18s} per 400-token turn: Kiln CPU {statistics.median(k_cpu) * 1000:.1f} ms,"
+            f" scheduled {statistics.median(k_slices):.0f} times; the fake's CPU direct / relayed"
+            f" {statistics.median(f_cpu[0]) * 1000:.1f} / {statistics.median(f_cpu[1]) * 1000:.1f} ms,"
+            f" scheduled {statistics.median(f_slices[0]):.0f} / {statistics.median(f_slices[1]):.0f} times,"
+            f" resumed to token written {statistics.median(f_writing[0]):.1f}"
+            f" / {statistics.median(f_writing[1]):.1f} ms"
+        )
+        print(
+            f"  {'':18s} {runs} runs, p25-p75 tok/s direct {pct(d_rates, 0.25):.0f}-{pct(d_rates, 0.75):.0f},"
             f" via Kiln {pct(k_rates, 0.25):.0f}-{pct(k_rates, 0.75):.0f}"
         )
 
@@ -360,6 +454,21 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
         )
 
 
+def pin(fake_pid: int, others: tuple[int, ...]) -> str:
+    """The fake on a CPU of its own, Kiln and this client on the rest (every thread of each).
+
+    A diagnostic, off by default: without it a relayed token's wake-up runs Kiln on the fake's CPU
+    (a loopback write wakes its reader on the writer's CPU), the fake waits for it before its next
+    relative sleep, and its own rate drops. Pinned, the fake paces as in the direct runs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin-fake needs at least 2 CPUs")
+    for pid, allowed in ((fake_pid, cpus[-1:]), *((other, cpus[:-1]) for other in others)):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), allowed)
+    return f"  pinned: the fake on CPU {cpus[-1]}, Kiln and the client on CPU {','.join(map(str, cpus[:-1]))}"
+
+
 async def measure(args: argparse.Namespace) -> None:
     db, name, admin = None, "", os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     if args.pg:
@@ -378,12 +487,15 @@ async def measure(args: argparse.Namespace) -> None:
             httpx.AsyncClient(timeout=60) as direct,
         ):
             fake = servers.fake
+            fake_pid = next(c.pid for c in psutil.Process().children() if "--fake" in c.cmdline())
             user = await setup(kiln)
             print(f"genai playground streaming, {'postgresql' if args.pg else 'sqlite'}")
+            if args.pin_fake:
+                print(pin(fake_pid, (servers.kiln_pid, os.getpid())))
             if "ttft" in args.only:
                 await ttft(kiln, direct, user, fake, args.rounds, servers.kiln_pid)
             if "relay" in args.only:
-                await throughput(kiln, direct, user, fake, servers.kiln_pid)
+                await throughput(kiln, direct, user, fake, servers.kiln_pid, fake_pid, args.paced_runs)
             if "concurrent" in args.only:
                 await concurrent(kiln, user, args.concurrency)
             if args.kb_chunks and "knowledge" in args.only:
@@ -406,6 +518,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--kb-chunks", type=int, default=100_000, help="chunks of the knowledge base (0: skip)")
     parser.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--paced-runs", type=int, default=5, help="runs of the paced relay (each ~0.5 s per side)")
     parser.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
@@ -413,6 +526,11 @@ def main() -> None:
         help="sections to run, comma-separated: ttft,relay,concurrent,knowledge",
     )
     parser.add_argument("--profile", help="run Kiln under cProfile and write its stats to this file")
+    parser.add_argument(
+        "--pin-fake",
+        action="store_true",
+        help="diagnostic: the fake on a CPU of its own, Kiln and the client on the rest",
+    )
     asyncio.run(measure(parser.parse_args()))
 
 

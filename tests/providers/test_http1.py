@@ -258,6 +258,36 @@ async def test_read_timeout_and_a_cancelled_call_leave_no_broken_connection() ->
     assert server.connections == 3
 
 
+async def test_each_read_of_a_stream_has_the_whole_timeout_from_its_own_start() -> None:
+    """The connection keeps one timer across reads: a stream whose pieces come 0.12 s apart
+    outlives a 0.2 s timeout many times over (the timer armed by the first read re-arms for the
+    later reads' deadlines), and a read that then gets nothing still times out, not much later."""
+    import time
+
+    async def trickle(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.12)
+        await asyncio.sleep(5)  # then silence
+
+    async with (
+        serving(trickle) as server,
+        ProviderClient(server.url, name="t", timeout=0.2, max_retries=0) as http,
+        http.stream("GET", "/a") as response,
+    ):
+        got = b""
+        with pytest.raises(httpx.ReadTimeout):
+            async for data in response.aiter_raw():
+                got += data
+                last = time.perf_counter()
+        waited = time.perf_counter() - last
+    assert got == b"x" * 6
+    assert 0.19 <= waited < 0.6  # the silent read timed out after its own 0.2 s
+    assert len(server.requests) == 1
+
+
 async def test_connections_are_bounded_and_waiters_get_a_freed_one() -> None:
     in_flight = peak = 0
 
