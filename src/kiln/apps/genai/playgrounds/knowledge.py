@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.models import KnowledgeBase
-from kiln.apps.genai.context.query import run_query
+from kiln.apps.genai.context.query import prefetch_query_vector, run_query
 from kiln.apps.genai.context.retrieval import WORD_RE, query_terms
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.platform import families
@@ -85,6 +85,17 @@ async def retrieve(
     kb = await session.get(KnowledgeBase, kb_id) if len(kb_id) <= 64 else None
     if kb is None:
         raise GenaiError(404, "knowledge_base_not_found", "Knowledge base not found")
+    body: dict[str, Any] = {
+        "query_text": query,
+        "top_k": settings.get("top_k", DEFAULT_TOP_K),
+        "search_method": settings.get("search_method", "semantic"),
+    }
+    if settings.get("filters"):
+        body["filters"] = settings["filters"]
+    if body["search_method"] == "hybrid" and "hybrid_alpha" in settings:
+        body["hybrid_alpha"] = settings["hybrid_alpha"]
+    # The query's embedding starts before the bindings are read: it runs beside the statements.
+    prefetch_query_vector(kb, body)
     bindings = await active_bindings(session)  # read once: the query path checks the same bindings
     vector = bindings.get(families.VECTOR_STORE)
     if vector is None or not kb_bound(vector, kb):
@@ -101,15 +112,6 @@ async def retrieve(
             "The knowledge base is not active and ready",
             {"lifecycle_state": kb.lifecycle_state, "sync_status": kb.sync_status},
         )
-    body: dict[str, Any] = {
-        "query_text": query,
-        "top_k": settings.get("top_k", DEFAULT_TOP_K),
-        "search_method": settings.get("search_method", "semantic"),
-    }
-    if settings.get("filters"):
-        body["filters"] = settings["filters"]
-    if body["search_method"] == "hybrid" and "hybrid_alpha" in settings:
-        body["hybrid_alpha"] = settings["hybrid_alpha"]
     found = await run_query(session, kernel, kb, body, bindings=bindings)
     sources = []
     for n, item in enumerate(found["results"], 1):
