@@ -101,12 +101,14 @@ async def prepare(
     `instructions`: the assistant's, read by the caller."""
     if not model_id:
         raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
+    query = knowledge.rewrite_query(prompt, previous_queries(history)) if kind == "knowledge" else ""
+    if kind == "knowledge":
+        await knowledge.prefetch(session, kb_id, retrieval, query)  # the encoder runs beside the checks
     model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id, found=model_target)
     context = [{"role": m["role"], "content": m["content"]} for m in trim_history(history)]
     messages: list[dict[str, Any]] = []
     found = None
     if kind == "knowledge":
-        query = knowledge.rewrite_query(prompt, previous_queries(history))
         found = await knowledge.retrieve(session, kernel, kb_id, retrieval, query)
         messages.append({"role": "system", "content": knowledge.system_prompt(instructions, found["sources"])})
     elif instructions is not None:
