@@ -101,8 +101,9 @@ async def prepare(
     `instructions`: the assistant's, read by the caller."""
     if not model_id:
         raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
-    query = knowledge.rewrite_query(prompt, previous_queries(history)) if kind == "knowledge" else ""
+    query = ""
     if kind == "knowledge":
+        query = knowledge.rewrite_query(prompt, previous_queries(history))
         await knowledge.prefetch(session, kb_id, retrieval, query)  # the encoder runs beside the checks
     model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id, found=model_target)
     context = [{"role": m["role"], "content": m["content"]} for m in trim_history(history)]
