@@ -3,6 +3,7 @@ OpenAI-compatible adapter against a loopback server speaking `/embeddings`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -131,6 +132,51 @@ async def test_the_query_cache_keeps_the_most_recent(monkeypatch: pytest.MonkeyP
     for text in ("a", "b", "a", "c", "a", "b"):  # "b" is the least recent when "c" comes in
         await encoder.embed([text])
     assert calls == ["a", "b", "c", "b"]
+
+
+async def test_a_prefetched_query_is_encoded_once_and_taken_by_embed(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = LocalSentenceEncoder()
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[str]] = []
+    real = encoder.encode
+
+    def slow(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        started.set()
+        release.wait(10)
+        return real(texts)
+
+    monkeypatch.setattr(encoder, "encode", slow)
+    encoder.prefetch("how do bees make honey?")
+    encoder.prefetch("how do bees make honey?")  # already under way: not started twice
+    assert await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.ensure_future(encoder.embed(["how do bees make honey?"]))
+    cancelled = asyncio.ensure_future(encoder.embed(["how do bees make honey?"]))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()  # a waiter that goes away leaves the shared run to the others
+    release.set()
+    vector = await waiting
+    assert calls == [["how do bees make honey?"]]
+    assert np.array_equal(vector, real(["how do bees make honey?"]))
+    assert not encoder._pending and "how do bees make honey?" in encoder._queries
+    encoder.prefetch("how do bees make honey?")  # cached: nothing to run
+    await encoder.embed(["how do bees make honey?"])
+    assert calls == [["how do bees make honey?"]]
+
+
+async def test_a_failed_prefetch_is_raised_by_the_embed_that_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = LocalSentenceEncoder()
+
+    def broken(texts: list[str]) -> np.ndarray:
+        raise EmbeddingsError("embeddings_invalid_vectors", "broken")
+
+    monkeypatch.setattr(encoder, "encode", broken)
+    encoder.prefetch("q")
+    with pytest.raises(EmbeddingsError):
+        await encoder.embed(["q"])
+    encoder.prefetch("never taken")  # its failure is retrieved when it settles: no warning, no cache entry
+    await asyncio.sleep(0.1)
+    assert not encoder._pending and not encoder._queries
 
 
 class _Embeddings(BaseHTTPRequestHandler):

@@ -213,4 +213,11 @@ async def test_a_knowledge_turn_reads_the_active_bindings_once(llm, app, client)
     assert r.json()["references"][0]["title"] == "Honey bees"
     binding_reads = [q for q in sql if "from genai_deployment_bindings" in q]
     resource_reads = [q for q in sql if q.startswith("select") and "from genai_binding_resources" in q]
-    assert len(binding_reads) == 1 and len(resource_reads) == 1, sql
+    # One statement reads the bindings with their resources (outer-joined): it was one each.
+    assert len(binding_reads) == 1 and "left outer join genai_binding_resources" in binding_reads[0], sql
+    assert not resource_reads, sql
+    # The KB, the active deployment's pointer and the agent's instructions come with the turn's own
+    # statement (the agent's instructions still reach the prompt, as the citations test checks).
+    for table in ("genai_context_knowledge_bases", "genai_active_deployment", "genai_registry_versions"):
+        assert not [q for q in sql if q.startswith(f"select {table}.")], (table, sql)
+    assert "Answer using only the retrieved references" in llm.chat_calls[-1]["json"]["messages"][0]["content"]

@@ -68,6 +68,27 @@ def parse_query(kb: KnowledgeBase, body: Any) -> dict[str, Any]:
     }
 
 
+def prefetch_query_vector(kb: KnowledgeBase, body: Any) -> None:
+    """Start the query's embedding in a worker thread when the KB was embedded with the local
+    encoder's model, so that it runs while the caller's statements and checks do (knowledge chat:
+    the bindings read and checked before `run_query`). Nothing is decided here: `run_query` checks
+    and parses everything as before and its embedding takes this run's vector only when the KB's
+    embedder is that same encoder; otherwise (a check fails, another provider serving a model of
+    that name) the vector stays unused in the encoder's query cache."""
+    if (
+        kb.lifecycle_state != "active"
+        or kb.vectorization_mode == "self_provided"
+        or kb.embedding_model != rt.LOCAL_MODEL_ID
+    ):
+        return
+    try:
+        params = parse_query(kb, body)
+    except GenaiError:
+        return
+    if params["method"] != "keyword":
+        rt.local_encoder().prefetch(params["text"])
+
+
 async def check_bindings(
     session: AsyncSession, kb: KnowledgeBase, method: str, bindings: ActiveBindings | None = None
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.errors import GenaiError
@@ -37,29 +37,28 @@ async def active_deployment_id(session: AsyncSession) -> str | None:
     return row.deployment_id if row else None
 
 
+# Built once (every knowledge turn and KB query reads the active bindings): each binding with its
+# provider and, outer-joined, its resources in their order. One statement; it was two (the bindings,
+# then their resources).
+_BINDINGS = (
+    select(GenaiDeploymentBinding, GenaiProviderInstance, GenaiBindingResource)
+    .join(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
+    .outerjoin(GenaiBindingResource, GenaiBindingResource.binding_id == GenaiDeploymentBinding.id)
+    .where(GenaiDeploymentBinding.deployment_id == bindparam("deployment_id"))
+    .order_by(GenaiBindingResource.sort_order, GenaiBindingResource.resource_id)
+)
+
+
 async def bindings_of(
     session: AsyncSession, deployment_id: str
 ) -> list[tuple[GenaiDeploymentBinding, GenaiProviderInstance, list[GenaiBindingResource]]]:
-    rows = (
-        await session.execute(
-            select(GenaiDeploymentBinding, GenaiProviderInstance)
-            .join(GenaiProviderInstance, GenaiProviderInstance.id == GenaiDeploymentBinding.provider_instance_id)
-            .where(GenaiDeploymentBinding.deployment_id == deployment_id)
-        )
-    ).all()
-    ids = [b.id for b, _ in rows]
-    resources: dict[str, list[GenaiBindingResource]] = {i: [] for i in ids}
-    if ids:
-        for res in (
-            await session.execute(
-                select(GenaiBindingResource)
-                .where(GenaiBindingResource.binding_id.in_(ids))
-                .order_by(GenaiBindingResource.sort_order, GenaiBindingResource.resource_id)
-            )
-        ).scalars():
-            resources[res.binding_id].append(res)
+    found: dict[str, tuple[GenaiDeploymentBinding, GenaiProviderInstance, list[GenaiBindingResource]]] = {}
+    for binding, provider, resource in (await session.execute(_BINDINGS, {"deployment_id": deployment_id})).all():
+        entry = found.setdefault(binding.id, (binding, provider, []))
+        if resource is not None:
+            entry[2].append(resource)
     order = list(families.CAPABILITIES)
-    out = [(b, p, resources[b.id]) for b, p in rows]
+    out = list(found.values())
     out.sort(key=lambda item: order.index(item[0].capability_key) if item[0].capability_key in order else 99)
     return out
 

@@ -89,31 +89,30 @@ async def prepare(
     *,
     kind: str,
     model_id: str | None,
-    assistant_ref: str,
     kb_id: str | None,
     retrieval: dict[str, Any],
     history: list[dict[str, Any]],
     prompt: str,
     session_id: str | None,
+    instructions: str | None,
     model_target: Target | None = None,
 ) -> Turn:
-    """`model_target`: the model's columns if the caller's query read them (a session turn)."""
+    """`model_target`: the model's columns if the caller's query read them (a session turn);
+    `instructions`: the assistant's, read by the caller."""
     if not model_id:
         raise GenaiError(400, "model_required", "Select a model (model_selection.model_id) first")
+    query = ""
+    if kind == "knowledge":
+        query = knowledge.rewrite_query(prompt, previous_queries(history))
+        await knowledge.prefetch(session, kb_id, retrieval, query)  # the encoder runs beside the checks
     model, provider, llm, runtime = await prepare_model(session, kernel, user, model_id, found=model_target)
     context = [{"role": m["role"], "content": m["content"]} for m in trim_history(history)]
     messages: list[dict[str, Any]] = []
     found = None
     if kind == "knowledge":
-        query = knowledge.rewrite_query(prompt, previous_queries(history))
         found = await knowledge.retrieve(session, kernel, kb_id, retrieval, query)
-        messages.append(
-            {
-                "role": "system",
-                "content": knowledge.system_prompt(await _instructions(session, assistant_ref), found["sources"]),
-            }
-        )
-    elif (instructions := await _instructions(session, assistant_ref)) is not None:
+        messages.append({"role": "system", "content": knowledge.system_prompt(instructions, found["sources"])})
+    elif instructions is not None:
         messages.append({"role": "system", "content": instructions})
     messages += context + [{"role": "user", "content": prompt}]
     return Turn(
@@ -132,21 +131,22 @@ async def prepare(
 
 
 async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str, prompt: str) -> Turn:
-    row, recent, model_target = await svc.owned_for_turn(session, user, session_id, HISTORY_MESSAGES)
-    history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in recent]
+    read = await svc.owned_for_turn(session, user, session_id, HISTORY_MESSAGES)
+    row = read.session
+    history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in read.messages]
     return await prepare(
         session,
         kernel,
         user,
         kind=row.playground_kind,
         model_id=row.model_id,
-        assistant_ref=row.assistant_ref,
         kb_id=row.knowledge_base_id,
         retrieval=row.retrieval_json or {},
         history=history,
         prompt=prompt,
         session_id=row.id,
-        model_target=model_target,
+        instructions=read.instructions,
+        model_target=read.target,
     )
 
 
@@ -170,18 +170,20 @@ async def prepare_temporary(session: AsyncSession, kernel: Any, user: User, body
     model_id = (
         (body.get("model_selection") or {}).get("model_id") if isinstance(body.get("model_selection"), dict) else None
     )
+    assistant_ref = svc._assistant(kind, body.get("assistant_ref"))
+    prompt = parse_prompt(body)
     return await prepare(
         session,
         kernel,
         user,
         kind=kind,
         model_id=model_id,
-        assistant_ref=svc._assistant(kind, body.get("assistant_ref")),
         kb_id=kb_id,
         retrieval=retrieval,
         history=history,
-        prompt=parse_prompt(body),
+        prompt=prompt,
         session_id=None,
+        instructions=await _instructions(session, assistant_ref),
     )
 
 

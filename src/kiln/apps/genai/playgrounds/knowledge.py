@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kiln.apps.genai.context.models import KnowledgeBase
-from kiln.apps.genai.context.query import run_query
+from kiln.apps.genai.context.query import prefetch_query_vector, run_query
 from kiln.apps.genai.context.retrieval import WORD_RE, query_terms
 from kiln.apps.genai.errors import GenaiError
 from kiln.apps.genai.platform import families
@@ -77,6 +77,30 @@ def rewrite_query(prompt: str, previous_queries: list[str]) -> str:
     return f"{previous_queries[-1]} {prompt}"[-4000:]
 
 
+def query_body(settings: dict[str, Any], query: str) -> dict[str, Any]:
+    """The KB query (`run_query`'s body) of a knowledge session's retrieval settings."""
+    body: dict[str, Any] = {
+        "query_text": query,
+        "top_k": settings.get("top_k", DEFAULT_TOP_K),
+        "search_method": settings.get("search_method", "semantic"),
+    }
+    if settings.get("filters"):
+        body["filters"] = settings["filters"]
+    if body["search_method"] == "hybrid" and "hybrid_alpha" in settings:
+        body["hybrid_alpha"] = settings["hybrid_alpha"]
+    return body
+
+
+async def prefetch(session: AsyncSession, kb_id: str | None, settings: dict[str, Any], query: str) -> None:
+    """Start the query's embedding (`query.prefetch_query_vector`) before the turn's model checks
+    and the KB's binding checks, so that the encoder runs beside them. Decides and raises nothing:
+    `retrieve` checks everything as before. A session turn's own statement has read the KB (no
+    statement here)."""
+    kb = await session.get(KnowledgeBase, kb_id) if kb_id and len(kb_id) <= 64 else None
+    if kb is not None and kb.sync_status == "ready":
+        prefetch_query_vector(kb, query_body(settings, query))
+
+
 async def retrieve(
     session: AsyncSession, kernel: Any, kb_id: str | None, settings: dict[str, Any], query: str
 ) -> dict[str, Any]:
@@ -85,6 +109,7 @@ async def retrieve(
     kb = await session.get(KnowledgeBase, kb_id) if len(kb_id) <= 64 else None
     if kb is None:
         raise GenaiError(404, "knowledge_base_not_found", "Knowledge base not found")
+    body = query_body(settings, query)
     bindings = await active_bindings(session)  # read once: the query path checks the same bindings
     vector = bindings.get(families.VECTOR_STORE)
     if vector is None or not kb_bound(vector, kb):
@@ -101,15 +126,6 @@ async def retrieve(
             "The knowledge base is not active and ready",
             {"lifecycle_state": kb.lifecycle_state, "sync_status": kb.sync_status},
         )
-    body: dict[str, Any] = {
-        "query_text": query,
-        "top_k": settings.get("top_k", DEFAULT_TOP_K),
-        "search_method": settings.get("search_method", "semantic"),
-    }
-    if settings.get("filters"):
-        body["filters"] = settings["filters"]
-    if body["search_method"] == "hybrid" and "hybrid_alpha" in settings:
-        body["hybrid_alpha"] = settings["hybrid_alpha"]
     found = await run_query(session, kernel, kb, body, bindings=bindings)
     sources = []
     for n, item in enumerate(found["results"], 1):

@@ -5,6 +5,7 @@ bases bound in the active vector binding)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
@@ -17,7 +18,9 @@ from kiln.apps.genai.modelops.inference import TARGET_COLUMNS, Target, join_targ
 from kiln.apps.genai.modelops.models import GenaiModel
 from kiln.apps.genai.platform import families
 from kiln.apps.genai.platform.deployments import active_bindings
+from kiln.apps.genai.platform.models import GenaiActiveDeployment
 from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
+from kiln.apps.genai.registry.models import GenaiRegistryVersion
 from kiln.core.auth import User
 from kiln.core.db import iso_or_none as _iso
 from kiln.core.db import utcnow
@@ -183,7 +186,8 @@ async def owned(session: AsyncSession, user: User, session_id: str, *, lock: boo
 
 def _turn_statement() -> Any:
     """The caller's session, its last `limit` messages and its model's target columns (model, the
-    active llm_inference binding's provider and resource for it): one row per message."""
+    active llm_inference binding's provider and resource for it), the active deployment's pointer
+    row, the session's knowledge base and its assistant's current spec: one row per message."""
     recent = (
         select(PlaygroundMessage.id)
         .where(PlaygroundMessage.session_id == bindparam("session_id"))
@@ -191,12 +195,19 @@ def _turn_statement() -> Any:
         .limit(bindparam("limit"))
         .scalar_subquery()
     )
+    spec = (
+        select(GenaiRegistryVersion.spec)
+        .where(GenaiRegistryVersion.entity_id == PlaygroundSession.assistant_ref, GenaiRegistryVersion.is_current)
+        .limit(1)
+        .scalar_subquery()
+    )
     stmt = (
-        select(PlaygroundSession, PlaygroundMessage, *TARGET_COLUMNS)
+        select(PlaygroundSession, PlaygroundMessage, *TARGET_COLUMNS, GenaiActiveDeployment, KnowledgeBase, spec)
         .outerjoin(
             PlaygroundMessage, (PlaygroundMessage.session_id == PlaygroundSession.id) & PlaygroundMessage.id.in_(recent)
         )
         .outerjoin(GenaiModel, GenaiModel.model_id == PlaygroundSession.model_id)
+        .outerjoin(KnowledgeBase, KnowledgeBase.id == PlaygroundSession.knowledge_base_id)
     )
     return (
         join_target(stmt)
@@ -210,15 +221,27 @@ def _turn_statement() -> Any:
 
 # Built once: every streamed turn runs it before its first token, and building the statement (and
 # its cache key) per call cost more CPU than running it on SQLite. The model's columns ride along
-# so that a turn reads everything before the model call in one statement (was two).
+# so that a turn reads everything before the model call in one statement (was two); so do the
+# rows a knowledge turn reads next (the active deployment's pointer and the KB: `session.get`
+# finds them in the session's identity map) and the assistant's instructions (three statements
+# fewer before a knowledge turn's first token).
 _TURN = _turn_statement()
 
 
-async def owned_for_turn(
-    session: AsyncSession, user: User, session_id: str, limit: int
-) -> tuple[PlaygroundSession, list[PlaygroundMessage], Target]:
-    """The caller's session, its last `limit` messages (oldest first) and its model's target
-    columns for `modelops.inference.prepare`, in one query."""
+@dataclass
+class TurnRows:
+    session: PlaygroundSession
+    messages: list[PlaygroundMessage]  # the last `limit`, oldest first
+    target: Target  # the model's target columns for `modelops.inference.prepare`
+    instructions: str | None  # the session's agent's current instructions (None: no agent, or none set)
+    # The active deployment's pointer and the session's KB, which the turn reads next by primary key
+    # (`session.get`): referenced here so that the session's identity map, whose references are weak,
+    # still holds them then.
+    held: tuple[Any, ...] = ()
+
+
+async def owned_for_turn(session: AsyncSession, user: User, session_id: str, limit: int) -> TurnRows:
+    """The caller's session and what its turn reads before the model call, in one query."""
     rows = (
         (await session.execute(_TURN, {"session_id": session_id, "owner_user_id": user.id, "limit": limit})).all()
         if len(session_id) <= 64
@@ -227,7 +250,14 @@ async def owned_for_turn(
     if not rows:
         raise GenaiError(404, "playground_session_not_found", "Playground session not found")
     first = rows[0]
-    return first[0], [r[1] for r in rows if r[1] is not None], (first[2], first[3], first[4])
+    spec = first[-1] if first[0].assistant_ref.startswith("agent.") else None
+    return TurnRows(
+        first[0],
+        [r[1] for r in rows if r[1] is not None],
+        (first[2], first[3], first[4]),
+        (spec or {}).get("instructions") if isinstance(spec, dict) else None,
+        (first[5], first[6]),
+    )
 
 
 async def list_sessions(session: AsyncSession, user: User, kind: str | None) -> list[PlaygroundSession]:
