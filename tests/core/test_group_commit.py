@@ -77,3 +77,29 @@ async def test_cancelling_the_drain_answers_every_waiting_caller() -> None:
     group._drainer.cancel()
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_a_caller_queued_while_the_drain_is_being_cancelled_is_answered() -> None:
+    """At shutdown every task is cancelled at once: a job cancelled in the same sweep writes its
+    last step after the drain was cancelled but before it ended. It used to wait for good (the
+    drain that would take its item was gone), which hung the event loop's close."""
+    started = asyncio.Event()
+
+    async def stuck_once(items: Sequence[int]) -> list[int]:
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(10)
+        return list(items)
+
+    group = GroupCommit(stuck_once)
+    first = asyncio.create_task(group.submit(1))
+    await started.wait()
+    assert group._drainer is not None
+    late = asyncio.create_task(group.submit(2))
+    await asyncio.sleep(0)  # queued behind the flush in flight, for the next batch
+    assert len(group._pending) == 1
+    group._drainer.cancel()
+    results = await asyncio.wait_for(asyncio.gather(first, late, return_exceptions=True), 2)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert group._pending == []
+    assert await asyncio.wait_for(group.submit(3), 2) == 3  # a new drain serves the callers that come after

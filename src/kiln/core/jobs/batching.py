@@ -45,17 +45,24 @@ class GroupCommit(Generic[Item, Result]):
         return await future
 
     async def _drain(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # let callers scheduled in this tick join the batch
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            if not await self._settle(batch):
-                self.failed_groups += 1
-                for index, one in enumerate(batch):  # the group's transaction was rolled back: each alone
-                    try:
-                        await self._settle([one])
-                    except BaseException as exc:  # cancelled: the rest get no answer either
-                        _fail(batch[index + 1 :], exc)
-                        raise
+        try:
+            while self._pending:
+                await asyncio.sleep(0)  # let callers scheduled in this tick join the batch
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                if not await self._settle(batch):
+                    self.failed_groups += 1
+                    for index, one in enumerate(batch):  # the group's transaction was rolled back: each alone
+                        try:
+                            await self._settle([one])
+                        except BaseException as exc:  # cancelled: the rest get no answer either
+                            _fail(batch[index + 1 :], exc)
+                            raise
+        except BaseException as exc:
+            # Cancelled (the loop is closing): the callers queued for the next batch saw this drain
+            # still running and started none of their own; they would wait for good.
+            queued, self._pending = self._pending, []
+            _fail(queued, exc)
+            raise
 
     async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> bool:
         """Flush `batch` and resolve its callers; False (callers untouched) when a group failed."""
