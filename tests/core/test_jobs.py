@@ -348,3 +348,36 @@ async def test_stop_is_bounded_when_handlers_outlive_their_cancel(
     finally:
         job_handlers.UNSTOPPABLE_RELEASE.set()
         await kernel.stop()
+
+
+async def test_a_claim_in_flight_when_the_stop_begins_leaves_the_job_queued(tmp_path: Path, db_url: str, monkeypatch):
+    """A job whose claim was still being written when the server began to stop is given back to
+    the queue (attempt not used up), not run after the stop has cancelled the handlers it knew of:
+    such a handler outlived the shutdown and was found by the event loop's close."""
+    kernel = Kernel(make_settings(tmp_path / "home", db_url, worker_names=["a"]))
+    await kernel.start("serve")
+    try:
+        store = kernel.runner._store
+        real_claim = store.claim
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_claim(items, now):
+            entered.set()
+            await release.wait()
+            return await real_claim(items, now)
+
+        monkeypatch.setattr(store, "claim", slow_claim)
+        job = await kernel.jobs.submit("test.noop", {"n": 1})
+        await asyncio.wait_for(entered.wait(), 10)
+        stopping = asyncio.create_task(kernel.runner.stop())
+        await asyncio.sleep(0)  # the stop has begun
+        release.set()
+        await asyncio.wait_for(stopping, 15)
+        await asyncio.wait_for(kernel.broker.drain(), 10)
+        async with kernel.db.session() as session:
+            row = await session.get(Job, job.id)
+            assert row is not None and (row.status, row.attempts, row.worker) == (QUEUED, 0, None)
+            slot = await session.get(Worker, "a")
+            assert slot is not None and (slot.status, slot.current_job_id) == ("offline", None)
+    finally:
+        await kernel.stop()

@@ -120,7 +120,11 @@ class JobRunner:
             if self._stopping:  # stopped while waiting for a slot: leave the job queued
                 return
             job = await self._claim(job_id, slot)
-            if job is not None:
+            if job is not None and self._stopping:
+                # The stop began while the claim was being written: it has cancelled the handlers it
+                # knew of and will not wait for this one, so the job goes back to the queue unrun.
+                await self._requeue_on_shutdown(job, job.attempts, slot)
+            elif job is not None:
                 await self._run(job, slot)
         finally:
             self._free.put_nowait(slot)
@@ -253,6 +257,12 @@ class JobRunner:
                 update(Job)
                 .where(Job.id == job.id, Job.status == RUNNING, Job.attempts == attempt)
                 .values(status=QUEUED, attempts=Job.attempts - 1, worker=None, updated_at=utcnow())
+            )
+            # The slot too (the stop's own sweep of the slots may already have run).
+            await session.execute(
+                update(Worker)
+                .where(Worker.name == slot, Worker.current_job_id == job.id)
+                .values(status="offline", current_job_id=None)
             )
             await session.commit()
 
