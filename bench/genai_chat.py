@@ -26,6 +26,10 @@ the API as in bench/genai_gateway.py (model tested, validated, activated and bou
    split of a relayed turn (Kiln before the upstream request; last token written to last delta
    read) and the fake's CPU, times scheduled and time from resumption to token written.
    `--pin-fake` (diagnostic) puts the fake on a CPU of its own and Kiln and the client on the others.
+   Each run also streams the same answer through a reference relay (this file's `--reference`
+   process: uvloop + httptools, deltas written from the upstream read callback, no framework, no
+   auth, no database): what the leanest Python relay of this fake reaches on this machine, printed
+   as its share of the direct rate and as Kiln's rate over its rate.
 3. 100 concurrent streaming sessions (50 tokens, 5 ms apart): errors, complete events, wall time,
    answers persisted.
 4. Knowledge chat overhead: time to first token of a knowledge session (binding checks, query
@@ -45,14 +49,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -60,7 +68,17 @@ import psutil
 from sqlalchemy import update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from genai_gateway import ANSWER, MODELS, PASSWORD, Servers, fake_main, pct, processes, setup  # noqa: E402
+from genai_gateway import (  # noqa: E402
+    ANSWER,
+    MODELS,
+    PASSWORD,
+    Servers,
+    fake_main,
+    free_port,
+    pct,
+    processes,
+    setup,
+)
 from genai_rag import load_chunks  # noqa: E402
 
 from kiln.apps.genai.context.models import KnowledgeBase  # noqa: E402
@@ -89,18 +107,18 @@ def _chunk(text: str) -> bytes:
     return b"%x\r\n%s\r\n" % (len(event), event)
 
 
+def _content_length(head: bytes) -> int:
+    return next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        0,
+    )
+
+
 async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                (
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
+            length = _content_length(head)
             body = json.loads(await reader.readexactly(length)) if length else {}
             received = time.perf_counter()
             if head.startswith(b"GET /v1/emitted/"):
@@ -147,6 +165,104 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         pass
     finally:
         writer.close()
+
+
+# ------------------------------------------------------------------ reference relay (own process)
+
+
+class _ReferenceUpstream(asyncio.Protocol):
+    """A keep-alive connection to the fake (idle ones are reused, as Kiln's pool does); its answer
+    is parsed by httptools as it arrives and each read's deltas go to the client in one write from
+    inside the read callback (no task, no future, no framework)."""
+
+    idle: list[_ReferenceUpstream] = []
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.client: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.idle:
+            self.idle.remove(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        lines = (self.pending + body).split(b"\n")
+        self.pending = lines.pop()
+        events = [
+            b'event: delta\ndata: {"text":'
+            + json.dumps(json.loads(line[5:])["choices"][0]["delta"]["content"]).encode()
+            + b"}\n\n"
+            for line in lines
+            if line.startswith(b"data: {")
+        ]
+        if events:
+            out = b"".join(events)
+            self.client.write(b"%x\r\n%s\r\n" % (len(out), out))
+
+    def on_message_complete(self) -> None:
+        done = b"event: complete\ndata: {}\n\n"
+        self.client.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        self.client, self.pending = None, b""
+        self.idle.append(self)
+
+
+class _ReferenceClient(asyncio.Protocol):
+    """`POST /relay {"prompt": ...}`: the same chat request to the fake, its deltas relayed as SSE."""
+
+    def __init__(self, fake_port: int):
+        self.fake_port = fake_port
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head, found, rest = self.buffer.partition(b"\r\n\r\n")
+        length = _content_length(head)
+        if found and len(rest) >= length:
+            self.buffer = rest[length:]
+            asyncio.get_running_loop().create_task(self.relay(json.loads(rest[:length])["prompt"]))
+
+    async def relay(self, prompt: str) -> None:
+        body = json.dumps({"model": "bench-chat", "stream": True, "messages": [{"role": "user", "content": prompt}]})
+        if _ReferenceUpstream.idle:
+            upstream = _ReferenceUpstream.idle.pop()
+        else:
+            _, upstream = await asyncio.get_running_loop().create_connection(
+                _ReferenceUpstream, "127.0.0.1", self.fake_port
+            )
+        upstream.client = self.transport
+        upstream.transport.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+        )
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+
+
+def reference_main(port: int, fake_port: int) -> None:
+    """The leanest relay Python does here: uvloop (what `kiln serve` runs on), httptools, the deltas
+    written from the upstream read callback. No auth, no database, no persistence: what any Python
+    relay of this fake costs on this machine, measured beside Kiln in the same run."""
+    import uvloop
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(lambda: _ReferenceClient(fake_port), "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(run())
 
 
 # ------------------------------------------------------------------ measurements
@@ -208,6 +324,17 @@ async def kiln_stream(
             complete.feed(data)
     first = marks.first or time.perf_counter()
     return (first - t0) * 1000, ((marks.last or first) - t0) * 1000, marks.count, complete.count > 0, t0
+
+
+async def reference_stream(client: httpx.AsyncClient, url: str, prompt: str) -> tuple[float, int, float]:
+    """(ms to the last delta event, deltas, perf_counter() when the request was sent), relayed by
+    the reference relay."""
+    marks = Marks(b"event: delta\n")
+    t0 = time.perf_counter()
+    async with client.stream("POST", url + "/relay", json={"prompt": prompt}) as response:
+        async for data in response.aiter_raw():
+            marks.feed(data)
+    return ((marks.last or time.perf_counter()) - t0) * 1000, marks.count, t0
 
 
 async def emitted(client: httpx.AsyncClient, fake: str, run: str, t0: float) -> tuple[float, float, float]:
@@ -278,9 +405,16 @@ async def ttft(
 
 
 async def throughput(
-    kiln: httpx.AsyncClient, direct: httpx.AsyncClient, user: dict, fake: str, pid: int, fake_pid: int, paced_runs: int
+    kiln: httpx.AsyncClient,
+    direct: httpx.AsyncClient,
+    user: dict,
+    fake: str,
+    pids: tuple[int, int, int],
+    paced_runs: int,
+    reference: str,
 ) -> None:
-    print("2. relay throughput, 400-token answers (direct and via Kiln alternating; median of the runs)")
+    pid, fake_pid, reference_pid = pids
+    print("2. relay throughput, 400-token answers (direct, via Kiln and via the reference relay in turn; medians)")
     # An unpaced answer lasts a few ms, so one scheduling hiccup moves a run by tens of percent:
     # it gets more runs than the paced one (~0.5 s each), and each side's spread is printed.
     for label, gap, runs in (("paced 1 ms/token", 1, paced_runs), ("unpaced", 0, 25)):
@@ -290,6 +424,7 @@ async def throughput(
         # its CPU: whether the relayed run is slower because Kiln lags or because the fake does.
         d_emit, k_emit, k_lead, k_tail, d_tail = [], [], [], [], []
         f_cpu, f_slices, f_writing = ([], []), ([], []), ([], [])
+        r_rates, r_emit, r_cpu = [], [], []
         for _ in range(runs):
             run = uuid.uuid4().hex
             f_before = sched(fake_pid)
@@ -319,6 +454,13 @@ async def throughput(
             d_rates.append(d_count / d_total * 1000)
             k_rates.append(k_count / k_total * 1000)
             k_relay.append(k_total - k_first)
+            run, before = uuid.uuid4().hex, sched(reference_pid)
+            r_total, r_count, t0 = await reference_stream(direct, reference, prompt + run)
+            r_cpu.append(sched(reference_pid)[0] - before[0])
+            if r_count != d_count:
+                raise SystemExit(f"reference relay lost tokens: {r_count} of {d_count}")
+            r_rates.append(r_count / r_total * 1000)
+            r_emit.append(r_count / (await emitted(direct, fake, run, t0))[1] * 1000)
         d, k = statistics.median(d_rates), statistics.median(k_rates)
         de, ke = statistics.median(d_emit), statistics.median(k_emit)
         same_run = statistics.median(rate / own for rate, own in zip(k_rates, k_emit, strict=True))
@@ -344,9 +486,16 @@ async def throughput(
             f" resumed to token written {statistics.median(f_writing[0]):.1f}"
             f" / {statistics.median(f_writing[1]):.1f} ms"
         )
+        r = statistics.median(r_rates)
+        print(
+            f"  {'':18s} reference relay (no framework, same run): {r:.0f} tok/s, {r / d:.1%} of direct;"
+            f" the fake's own rate meanwhile {statistics.median(r_emit):.0f} tok/s;"
+            f" its CPU per turn {statistics.median(r_cpu) * 1000:.1f} ms; Kiln vs the reference relay {k / r:.1%}"
+        )
         print(
             f"  {'':18s} {runs} runs, p25-p75 tok/s direct {pct(d_rates, 0.25):.0f}-{pct(d_rates, 0.75):.0f},"
-            f" via Kiln {pct(k_rates, 0.25):.0f}-{pct(k_rates, 0.75):.0f}"
+            f" via Kiln {pct(k_rates, 0.25):.0f}-{pct(k_rates, 0.75):.0f},"
+            f" via the reference {pct(r_rates, 0.25):.0f}-{pct(r_rates, 0.75):.0f}"
         )
 
 
@@ -454,6 +603,31 @@ async def knowledge_overhead(kiln: httpx.AsyncClient, user: dict, servers: Serve
         )
 
 
+@contextlib.contextmanager
+def reference_relay(fake: str) -> Iterator[tuple[str, int]]:
+    """(URL, pid) of the reference relay in its own process, relaying to the fake at `fake`."""
+    port = free_port()
+    fake_port = urlsplit(fake).port
+    proc = subprocess.Popen([sys.executable, __file__, "--reference", str(port), str(fake_port)])
+    try:
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def wait_listening(url: str) -> None:
+    parts = urlsplit(url)
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"nothing listens at {url}")
+
+
 def pin(fake_pid: int, others: tuple[int, ...]) -> str:
     """The fake on a CPU of its own, Kiln and this client on the rest (every thread of each).
 
@@ -495,7 +669,10 @@ async def measure(args: argparse.Namespace) -> None:
             if "ttft" in args.only:
                 await ttft(kiln, direct, user, fake, args.rounds, servers.kiln_pid)
             if "relay" in args.only:
-                await throughput(kiln, direct, user, fake, servers.kiln_pid, fake_pid, args.paced_runs)
+                with reference_relay(fake) as (reference, reference_pid):
+                    await wait_listening(reference)
+                    pids = (servers.kiln_pid, fake_pid, reference_pid)
+                    await throughput(kiln, direct, user, fake, pids, args.paced_runs, reference)
             if "concurrent" in args.only:
                 await concurrent(kiln, user, args.concurrency)
             if args.kb_chunks and "knowledge" in args.only:
@@ -512,6 +689,9 @@ async def measure(args: argparse.Namespace) -> None:
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--fake":
         fake_main(int(sys.argv[2]), _fake_conn)
+        return
+    if len(sys.argv) > 3 and sys.argv[1] == "--reference":
+        reference_main(int(sys.argv[2]), int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
