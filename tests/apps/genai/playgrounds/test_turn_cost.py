@@ -10,6 +10,7 @@ import pytest
 
 from kiln.apps.genai.playgrounds.chat import Turn
 from kiln.apps.genai.playgrounds.relay import settle, sse, sse_delta, stream
+from kiln.apps.genai.playgrounds.router import _stream_after_rollback
 from kiln.providers.http import ProviderClient
 from kiln.providers.llm import ChatDelta, LLMClient, collect
 from tests.apps.genai.playgrounds.helpers import P, chat_ready, new_session, parse_events, recorded_sql
@@ -94,6 +95,23 @@ async def test_the_upstream_request_goes_out_before_the_response_headers(app):
     await stream(_temporary_turn(app, llm))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
     await settle()
     assert opened_at_start == [True]
+
+
+async def test_the_upstream_request_goes_out_before_the_request_session_is_rolled_back(app):
+    """The streamed routes release the request's session after the model call has started: the
+    rollback is not on the path to the first token."""
+    llm = _RecordingLLM()
+    opened_at_rollback: list[bool] = []
+
+    class RequestSession:
+        async def rollback(self) -> None:  # a read-only SQLite session's rollback: it never suspends
+            opened_at_rollback.append(llm.opened.is_set())
+
+    response = await _stream_after_rollback(RequestSession(), _temporary_turn(app, llm))
+    body, _ = await _asgi_run(response)
+    await settle()
+    assert opened_at_rollback == [True]
+    assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
 
 
 async def _asgi_run(response) -> tuple[bytes, list[dict]]:
