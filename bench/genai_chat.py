@@ -78,6 +78,7 @@ from genai_gateway import (  # noqa: E402
     pct,
     processes,
     setup,
+    wait_listening,
 )
 from genai_rag import load_chunks  # noqa: E402
 
@@ -614,18 +615,6 @@ def reference_relay(fake: str) -> Iterator[tuple[str, int]]:
     finally:
         proc.terminate()
         proc.wait(20)
-
-
-async def wait_listening(url: str) -> None:
-    parts = urlsplit(url)
-    for _ in range(600):
-        try:
-            _, writer = await asyncio.open_connection(parts.hostname, parts.port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"nothing listens at {url}")
 
 
 def pin(fake_pid: int, others: tuple[int, ...]) -> str:

@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -76,6 +77,19 @@ async def _fake_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         pass
     finally:
         writer.close()
+
+
+async def wait_listening(url: str) -> None:
+    """Until something accepts connections at `url` (a server process still starting)."""
+    parts = urlsplit(url)
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"nothing listens at {url}")
 
 
 def fake_main(port: int, handler: Any = None) -> None:

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 from asgi_lifespan import LifespanManager  # noqa: E402
-from genai_gateway import PASSWORD, free_port, setup  # noqa: E402
+from genai_gateway import PASSWORD, free_port, setup, wait_listening  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
 from kiln.app import create_app  # noqa: E402
@@ -144,13 +144,7 @@ async def main() -> None:
             LifespanManager(app, startup_timeout=60),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as client,
         ):
-            for _ in range(300):  # until the fake accepts connections (slow to start on a loaded machine)
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", fake_port)
-                    writer.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.1)
+            await wait_listening(f"http://127.0.0.1:{fake_port}")  # slow to start on a loaded machine
             user = await setup(client)
             auth = user["Authorization"].encode()
             statements = [0]

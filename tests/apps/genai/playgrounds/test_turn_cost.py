@@ -72,7 +72,7 @@ async def test_the_upstream_stream_opens_before_the_response_body_is_read(app):
     """Time to first token: the model call starts with the response, overlapping the handler's
     return and the header write, not after the first read of the body."""
     llm = _RecordingLLM()
-    response = stream(_temporary_turn(app, llm))
+    response = await stream(_temporary_turn(app, llm))
     await asyncio.wait_for(llm.opened.wait(), 5)  # the response has not been sent yet
     body, _ = await _asgi_run(response)
     assert [e for e, _ in parse_events(body.decode())] == ["delta", "delta", "complete"]
@@ -92,7 +92,7 @@ async def test_the_upstream_request_goes_out_before_the_response_headers(app):
         if message["type"] == "http.response.start":
             opened_at_start.append(llm.opened.is_set())
 
-    await stream(_temporary_turn(app, llm))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await (await stream(_temporary_turn(app, llm)))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
     await settle()
     assert opened_at_start == [True]
 
@@ -136,7 +136,7 @@ async def _asgi_run(response) -> tuple[bytes, list[dict]]:
 async def test_a_relay_whose_response_ends_unread_is_cancelled(app):
     """A response that ends before its body was read (the client left at once) still stops the relay."""
     llm = _RecordingLLM()
-    response = stream(_temporary_turn(app, llm))
+    response = await stream(_temporary_turn(app, llm))
 
     async def receive():
         return {"type": "http.disconnect"}
@@ -221,7 +221,7 @@ async def test_a_client_leaving_after_the_last_token_does_not_undo_the_persisten
         if b'"there"' in message.get("body", b""):
             last_delta_sent.set()
 
-    await stream(turn)({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await (await stream(turn))({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
     await settle()
     messages = (await client.get(f"{P}/sessions/{sid}", headers=h["ann"])).json()["session"]["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "hi"), ("assistant", "hello there")]

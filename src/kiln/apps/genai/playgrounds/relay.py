@@ -126,9 +126,6 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener: asyncio.Future[None] | None = None
         try:
-            # One turn of the loop first: the relay writes the upstream request (time to first token
-            # runs from there) before this task writes the headers through every middleware.
-            await asyncio.sleep(0)
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             while self._early:  # what the relay produced before the headers were out
                 early, self._early = self._early, []
@@ -155,8 +152,19 @@ async def _disconnected(receive: Receive) -> None:
         message = await receive()
 
 
-def stream(turn: Turn) -> EventStream:
-    return EventStream(turn)
+async def stream(turn: Turn) -> EventStream:
+    """The turn's response, once its relay has taken its first step: with an idle pooled connection
+    that step writes the upstream request (nothing in it waits), so whatever the caller does next
+    (release its database session, return, write the headers through the middleware) runs while the
+    model works. A read-only SQLite rollback never suspends, so without this yield the relay started
+    only after all of that."""
+    response = EventStream(turn)
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        response.relay.cancel()
+        raise
+    return response
 
 
 async def settle() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 from typing import Any
 
@@ -32,16 +31,10 @@ def body_object(body: Any) -> dict[str, Any]:
 
 
 async def _stream_after_rollback(session: AsyncSession, turn: chat.Turn) -> Response:
-    """The turn's SSE response; its model call starts before the request's session is released.
-
-    The handler yields once before the rollback so that the relay task takes its first step: with
-    an idle pooled connection that step writes the upstream request (nothing in it waits), so the
-    rollback, the handler's return and the response's start run while the model works instead of
-    before it asks. Without the yield the relay started only once the handler had returned: a
-    rollback of a read-only SQLite session makes no thread hop, so it never suspended."""
-    response = relay.stream(turn)
+    """The turn's SSE response; its model call starts before the request's session is released
+    (`relay.stream`), so the rollback is not on the path to the first token."""
+    response = await relay.stream(turn)
     try:
-        await asyncio.sleep(0)
         await session.rollback()  # nothing written; release the connection
     except BaseException:
         response.relay.cancel()
