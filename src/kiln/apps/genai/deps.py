@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from kiln.apps.genai.config import GenaiSettings, genai_settings
 from kiln.apps.genai.errors import GenaiError
-from kiln.core.auth import ROLE_RANK, AuthContext, User, authenticate_connection
+from kiln.core.auth import ROLE_RANK, AuthContext, DeferredLogin, User, authenticate_connection, authenticate_deferred
 from kiln.core.deps import KernelDep, SessionDep
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "OptionalUser",
     "SessionDep",
     "SuperadminUser",
+    "TurnCaller",
     "current_auth",
     "require",
 ]
@@ -32,6 +33,12 @@ async def current_auth(request: Request, session: SessionDep) -> AuthContext:
     context = await authenticate_connection(request, session=session)  # AuthError is rendered by GenaiRoute
     assert context is not None
     return context
+
+
+async def turn_caller(request: Request, session: SessionDep) -> AuthContext | DeferredLogin:
+    """`current_auth` for a route whose own first statement also reads the login's user row and
+    revocation (a playground turn: `DeferredLogin`), one statement fewer before its model call."""
+    return await authenticate_deferred(request, session=session)
 
 
 async def current_user(context: Annotated[AuthContext, Depends(current_auth)]) -> User:
@@ -63,6 +70,7 @@ def get_genai_settings(request: Request) -> GenaiSettings:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+TurnCaller = Annotated[AuthContext | DeferredLogin, Depends(turn_caller)]
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 AdminUser = Annotated[User, Depends(require("admin"))]
 SuperadminUser = Annotated[User, Depends(require("superadmin"))]

@@ -21,6 +21,8 @@ Login (the surface shapes the body):
 Signup: `if not signup_open(settings): 403 SIGNUP_CLOSED_MESSAGE` (or Depends(require_signup_open)).
 Logout: `await revoke_presented_token(request)` then `clear_auth_cookie(response, settings)`.
 WebSocket with a token in a message: `await authenticate_token(kernel, token)`.
+A hot route that reads the database anyway: `caller = await authenticate_deferred(request, session=s)`;
+a DeferredLogin's user row and revocation ride in the route's own statement (DeferredLogin).
 Service functions only flush; the caller commits.
 """
 
@@ -30,10 +32,12 @@ from kiln.core.auth.deps import (
     AuthError,
     CurrentAuth,
     CurrentUser,
+    DeferredLogin,
     LoginLimiter,
     OpenSurfaceGuard,
     OptionalUser,
     authenticate_connection,
+    authenticate_deferred,
     authenticate_token,
     clear_auth_cookie,
     core_route_guard,
@@ -62,6 +66,8 @@ from kiln.core.auth.passwords import (
 )
 from kiln.core.auth.ratelimit import LoginRateLimiter, RateLimitDecision
 from kiln.core.auth.service import (
+    LOGIN_REVOKED,
+    LOGIN_USER_ID,
     UNSET,
     AuthServiceError,
     EmailAlreadyRegistered,
@@ -101,6 +107,10 @@ from kiln.core.auth.tokens import (
 
 __all__ = [
     "DEFAULT_COOKIE",
+    "LOGIN_REVOKED",
+    "LOGIN_USER_ID",
+    "DeferredLogin",
+    "authenticate_deferred",
     "ROLES",
     "ROLE_RANK",
     "SIGNUP_CLOSED_MESSAGE",

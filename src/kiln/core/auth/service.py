@@ -249,15 +249,23 @@ async def is_revoked(session: AsyncSession, jti: str) -> bool:
     return result.first() is not None
 
 
+LOGIN_USER_ID = bindparam("login_user_id")
+"""The login JWT's user id (`sub`) in a statement that checks the login (see `login_params`)."""
+LOGIN_REVOKED = select(RevokedToken.jti).where(RevokedToken.jti == bindparam("login_jti")).exists()
+"""A column: whether the login JWT's id (`jti`) is revoked (bound by `login_params`)."""
+
+
+def login_params(user_id: str, jti: str) -> dict[str, str]:
+    return {"login_user_id": user_id, "login_jti": jti}
+
+
 # Built once: constructing the statement cost more CPU than SQLAlchemy's cached compile of it.
-_USER_UNLESS_REVOKED = select(
-    User, select(RevokedToken.jti).where(RevokedToken.jti == bindparam("jti")).exists()
-).where(User.id == bindparam("user_id"))
+_USER_UNLESS_REVOKED = select(User, LOGIN_REVOKED).where(User.id == LOGIN_USER_ID)
 
 
 async def user_unless_revoked(session: AsyncSession, user_id: str, jti: str) -> tuple[User | None, bool]:
     """(the user, whether `jti` is revoked) for a login JWT, in one query while the user exists."""
-    row = (await session.execute(_USER_UNLESS_REVOKED, {"jti": jti, "user_id": user_id})).first()
+    row = (await session.execute(_USER_UNLESS_REVOKED, login_params(user_id, jti))).first()
     if row is None:
         return None, await is_revoked(session, jti)
     return row[0], bool(row[1])

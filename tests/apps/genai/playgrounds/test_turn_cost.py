@@ -228,9 +228,10 @@ async def test_a_client_leaving_after_the_last_token_does_not_undo_the_persisten
     assert "incomplete" not in messages[1]["metadata"]
 
 
-async def test_a_session_turn_reads_everything_before_the_model_call_in_two_statements(llm, app, client, monkeypatch):
-    """Before the model call a session turn runs the auth statement and one statement that reads
-    the session, its recent history and its model's binding together (the model was a third)."""
+async def test_a_session_turn_reads_everything_before_the_model_call_in_one_statement(llm, app, client, monkeypatch):
+    """Before the model call a session turn runs one statement: the session, its recent history, its
+    model's binding and the login's user row and revocation together (the auth statement and the
+    model were two more)."""
     h = await chat_ready(app, client)
     sid = (await new_session(client, h["ann"]))["id"]
     llm.script("first answer")
@@ -251,10 +252,11 @@ async def test_a_session_turn_reads_everything_before_the_model_call_in_two_stat
         await settle()
     assert r.status_code == 200, r.text
     [statements] = before_model
-    assert len(statements) == 2, statements
-    turn = statements[1]
+    assert len(statements) == 1, statements
+    turn = statements[0]
     assert "from genai_playground_sessions" in turn and "join genai_models" in turn, turn
     assert "join genai_binding_resources" in turn, turn
+    assert "join users" in turn and "from revoked_tokens" in turn, turn
     events = parse_events(r.text)
     assert events[-1][0] == "complete"
     assert [m["content"] for m in events[-1][1]["session"]["messages"]] == [

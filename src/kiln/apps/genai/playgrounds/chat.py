@@ -130,9 +130,10 @@ async def prepare(
     )
 
 
-async def prepare_for_session(session: AsyncSession, kernel: Any, user: User, session_id: str, prompt: str) -> Turn:
-    read = await svc.owned_for_turn(session, user, session_id, HISTORY_MESSAGES)
+async def prepare_for_session(session: AsyncSession, kernel: Any, read: svc.TurnRows, prompt: str) -> Turn:
+    """The turn of the session `svc.owned_for_turn` read (with `HISTORY_MESSAGES`)."""
     row = read.session
+    user = read.user
     history = [{"role": m.role, "content": m.content, "metadata": m.metadata_json or {}} for m in read.messages]
     return await prepare(
         session,

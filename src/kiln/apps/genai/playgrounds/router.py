@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kiln.apps.genai.context.config import ContextSettings
 from kiln.apps.genai.context.models import Document, KnowledgeBase, KnowledgeSource
 from kiln.apps.genai.context.sources import resolve_root
-from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep
+from kiln.apps.genai.deps import CurrentUser, KernelDep, SessionDep, TurnCaller
 from kiln.apps.genai.errors import GenaiError, genai_router
 from kiln.apps.genai.playgrounds import chat, relay
 from kiln.apps.genai.playgrounds import service as svc
+from kiln.core.auth import AuthContext, DeferredLogin
 from kiln.core.blobs import UnsafePathError
 from kiln.core.files import range_response, safe_join
 
@@ -42,21 +43,30 @@ async def _stream_after_rollback(session: AsyncSession, turn: chat.Turn) -> Resp
     return response
 
 
+async def _session_turn(
+    session: AsyncSession, kernel: Any, caller: AuthContext | DeferredLogin, session_id: str, body: Any
+) -> chat.Turn:
+    """The caller's session is read first: for a login whose check was deferred (`TurnCaller`), that
+    statement also authenticates it, so a bad token still answers before anything else."""
+    read = await svc.owned_for_turn(session, caller, session_id, chat.HISTORY_MESSAGES)
+    return await chat.prepare_for_session(session, kernel, read, chat.parse_prompt(body_object(body)))
+
+
 # The turn routes first: a route is matched by trying the router's routes in order.
 @router.post("/sessions/{session_id}/messages")
 async def send_message(
-    session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+    session_id: str, caller: TurnCaller, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
 ) -> dict[str, Any]:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    turn = await _session_turn(session, kernel, caller, session_id, body)
     await session.rollback()  # nothing written; release the connection before the model call
     return await chat.answer(turn)
 
 
 @router.post("/sessions/{session_id}/messages/stream")
 async def stream_message(
-    session_id: str, user: CurrentUser, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
+    session_id: str, caller: TurnCaller, session: SessionDep, kernel: KernelDep, body: Any = JsonBody
 ) -> Response:
-    turn = await chat.prepare_for_session(session, kernel, user, session_id, chat.parse_prompt(body_object(body)))
+    turn = await _session_turn(session, kernel, caller, session_id, body)
     return await _stream_after_rollback(session, turn)
 
 

@@ -21,7 +21,7 @@ from kiln.apps.genai.platform.deployments import active_bindings
 from kiln.apps.genai.platform.models import GenaiActiveDeployment
 from kiln.apps.genai.playgrounds.models import PlaygroundMessage, PlaygroundSession
 from kiln.apps.genai.registry.models import GenaiRegistryVersion
-from kiln.core.auth import User
+from kiln.core.auth import LOGIN_REVOKED, LOGIN_USER_ID, AuthContext, DeferredLogin, User
 from kiln.core.db import iso_or_none as _iso
 from kiln.core.db import utcnow
 
@@ -184,10 +184,12 @@ async def owned(session: AsyncSession, user: User, session_id: str, *, lock: boo
     return row
 
 
-def _turn_statement() -> Any:
+def _turn_statement(*, login: bool = False) -> Any:
     """The caller's session, its last `limit` messages and its model's target columns (model, the
     active llm_inference binding's provider and resource for it), the active deployment's pointer
-    row, the session's knowledge base and its assistant's current spec: one row per message."""
+    row, the session's knowledge base and its assistant's current spec: one row per message. With
+    `login`, the owner is the login JWT's user (`LOGIN_USER_ID`) and each row also carries that
+    user's row and whether the token is revoked (`DeferredLogin`)."""
     recent = (
         select(PlaygroundMessage.id)
         .where(PlaygroundMessage.session_id == bindparam("session_id"))
@@ -209,12 +211,12 @@ def _turn_statement() -> Any:
         .outerjoin(GenaiModel, GenaiModel.model_id == PlaygroundSession.model_id)
         .outerjoin(KnowledgeBase, KnowledgeBase.id == PlaygroundSession.knowledge_base_id)
     )
+    owner = LOGIN_USER_ID if login else bindparam("owner_user_id")
+    if login:
+        stmt = stmt.add_columns(User, LOGIN_REVOKED).join(User, User.id == PlaygroundSession.owner_user_id)
     return (
         join_target(stmt)
-        .where(
-            PlaygroundSession.id == bindparam("session_id"),
-            PlaygroundSession.owner_user_id == bindparam("owner_user_id"),
-        )
+        .where(PlaygroundSession.id == bindparam("session_id"), PlaygroundSession.owner_user_id == owner)
         .order_by(PlaygroundMessage.message_index)
     )
 
@@ -226,10 +228,12 @@ def _turn_statement() -> Any:
 # finds them in the session's identity map) and the assistant's instructions (three statements
 # fewer before a knowledge turn's first token).
 _TURN = _turn_statement()
+_TURN_OF_LOGIN = _turn_statement(login=True)
 
 
 @dataclass
 class TurnRows:
+    user: User  # the caller (detached)
     session: PlaygroundSession
     messages: list[PlaygroundMessage]  # the last `limit`, oldest first
     target: Target  # the model's target columns for `modelops.inference.prepare`
@@ -240,18 +244,28 @@ class TurnRows:
     held: tuple[Any, ...] = ()
 
 
-async def owned_for_turn(session: AsyncSession, user: User, session_id: str, limit: int) -> TurnRows:
-    """The caller's session and what its turn reads before the model call, in one query."""
-    rows = (
-        (await session.execute(_TURN, {"session_id": session_id, "owner_user_id": user.id, "limit": limit})).all()
-        if len(session_id) <= 64
-        else []
-    )
+async def owned_for_turn(
+    session: AsyncSession, caller: AuthContext | DeferredLogin, session_id: str, limit: int
+) -> TurnRows:
+    """The caller's session and what its turn reads before the model call, in one query; for a
+    login whose check was deferred, that query reads its user row and revocation too (the login
+    fails as `current_auth` would, before the session's 404)."""
+    deferred = isinstance(caller, DeferredLogin)
+    rows = []
+    if len(session_id) <= 64:
+        params = {"session_id": session_id, "limit": limit}
+        if deferred:
+            rows = (await session.execute(_TURN_OF_LOGIN, {**params, **caller.params})).all()
+        else:
+            rows = (await session.execute(_TURN, {**params, "owner_user_id": caller.user.id})).all()
+    if deferred:
+        caller = caller.complete(session, rows[0][8], rows[0][9]) if rows else await caller.resolve(session)
     if not rows:
         raise GenaiError(404, "playground_session_not_found", "Playground session not found")
     first = rows[0]
-    spec = first[-1] if first[0].assistant_ref.startswith("agent.") else None
+    spec = first[7] if first[0].assistant_ref.startswith("agent.") else None
     return TurnRows(
+        caller.user,
         first[0],
         [r[1] for r in rows if r[1] is not None],
         (first[2], first[3], first[4]),
