@@ -4,6 +4,8 @@ answers as every other route for a logged-out, deactivated or foreign caller, be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from kiln.core import auth as core_auth
@@ -27,65 +29,70 @@ def _answer(r) -> str:
     return r.json()["output"]
 
 
-@pytest.mark.parametrize("route", ROUTES)
-async def test_a_logged_out_token_is_refused_before_the_session_is_looked_at(llm, app, client, route):
+@dataclass
+class Ready:
+    headers: dict[str, dict[str, str]]  # sa, ann, bob
+    sid: str  # ann's chat session
+    calls: int  # model calls so far (readying the model made some)
+
+
+@pytest.fixture
+async def ready(llm, app, client) -> Ready:
     h = await chat_ready(app, client)
     sid = (await new_session(client, h["ann"]))["id"]
+    return Ready(h, sid, len(llm.chat_calls))
+
+
+async def _turn(client, target: str, route: str, headers: dict[str, str] | None, body=None):
+    return await client.post(
+        f"{P}/sessions/{target}{route}", headers=headers, json={"prompt": "hi"} if body is None else body
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_logged_out_token_is_refused_before_the_session_is_looked_at(llm, client, ready, route):
+    ann = ready.headers["ann"]
     llm.script("answered")
-    r = await client.post(f"{P}/sessions/{sid}{route}", headers=h["ann"], json={"prompt": "hi"})
+    r = await _turn(client, ready.sid, route, ann)
     assert r.status_code == 200 and _answer(r) == "answered", r.text
-    assert (await client.post("/auth/logout", headers=h["ann"])).status_code == 200
-    calls = len(llm.chat_calls)
-    for target in (sid, "no-such-session", "x" * 65):  # found, missing, too long to look up
+    assert (await client.post("/auth/logout", headers=ann)).status_code == 200
+    for target in (ready.sid, "no-such-session", "x" * 65):  # found, missing, too long to look up
         for body in ({"prompt": "hi"}, {"prompt": ""}, []):
-            r = await client.post(f"{P}/sessions/{target}{route}", headers=h["ann"], json=body)
-            assert_envelope(r, 401, "invalid_token")
-    assert len(llm.chat_calls) == calls
+            assert_envelope(await _turn(client, target, route, ann, body), 401, "invalid_token")
+    assert len(llm.chat_calls) == ready.calls + 1
 
 
 @pytest.mark.parametrize("route", ROUTES)
-async def test_a_deactivated_caller_is_refused_with_its_own_session(llm, app, client, route):
-    h = await chat_ready(app, client)
-    sid = (await new_session(client, h["ann"]))["id"]
-    calls = len(llm.chat_calls)  # model checks while it was readied
-    ann = (await client.get("/auth/me", headers=h["ann"])).json()["user"]
-    r = await client.post(f"/auth/users/{ann['id']}/deactivate", headers=h["sa"])
+async def test_a_deactivated_caller_is_refused_with_its_own_session(llm, client, ready, route):
+    ann = (await client.get("/auth/me", headers=ready.headers["ann"])).json()["user"]
+    r = await client.post(f"/auth/users/{ann['id']}/deactivate", headers=ready.headers["sa"])
     assert r.status_code == 200, r.text
-    r = await client.post(f"{P}/sessions/{sid}{route}", headers=h["ann"], json={"prompt": "hi"})
-    assert_envelope(r, 401, "account_inactive")
-    assert len(llm.chat_calls) == calls
+    assert_envelope(await _turn(client, ready.sid, route, ready.headers["ann"]), 401, "account_inactive")
+    assert len(llm.chat_calls) == ready.calls
 
 
 @pytest.mark.parametrize("route", ROUTES)
-async def test_a_valid_login_gets_404_for_a_missing_or_foreign_session_before_its_bad_body(llm, app, client, route):
-    h = await chat_ready(app, client)
-    sid = (await new_session(client, h["ann"]))["id"]
-    calls = len(llm.chat_calls)
-    for target in (sid, "no-such-session"):
-        r = await client.post(f"{P}/sessions/{target}{route}", headers=h["bob"], json={"prompt": ""})
+async def test_a_valid_login_gets_404_for_a_missing_or_foreign_session_before_its_bad_body(llm, client, ready, route):
+    for target in (ready.sid, "no-such-session"):
+        r = await _turn(client, target, route, ready.headers["bob"], {"prompt": ""})
         assert_envelope(r, 404, "playground_session_not_found")
-    assert_envelope(await client.post(f"{P}/sessions/{sid}{route}", headers=h["ann"], json={}), 400, "invalid_prompt")
-    r = await client.post(f"{P}/sessions/{sid}{route}", headers=h["ann"], json=[])
-    assert_envelope(r, 400, "invalid_payload")
-    assert len(llm.chat_calls) == calls
+    ann = ready.headers["ann"]
+    assert_envelope(await _turn(client, ready.sid, route, ann, {"prompt": ""}), 400, "invalid_prompt")
+    assert_envelope(await _turn(client, ready.sid, route, ann, []), 400, "invalid_payload")
+    assert len(llm.chat_calls) == ready.calls
 
 
 @pytest.mark.parametrize("route", ROUTES)
-async def test_missing_and_forged_tokens_are_refused(llm, app, client, route):
-    h = await chat_ready(app, client)
-    sid = (await new_session(client, h["ann"]))["id"]
-    calls = len(llm.chat_calls)
-    assert_envelope(await client.post(f"{P}/sessions/{sid}{route}", json={"prompt": "hi"}), 401, "missing_auth")
-    forged = {"Authorization": h["ann"]["Authorization"][:-4] + "AAAA"}
-    assert_envelope(await client.post(f"{P}/sessions/{sid}{route}", headers=forged, json={"prompt": "hi"}), 401)
-    assert len(llm.chat_calls) == calls
+async def test_missing_and_forged_tokens_are_refused(llm, client, ready, route):
+    assert_envelope(await _turn(client, ready.sid, route, None), 401, "missing_auth")
+    forged = {"Authorization": ready.headers["ann"]["Authorization"][:-4] + "AAAA"}
+    assert_envelope(await _turn(client, ready.sid, route, forged), 401)
+    assert len(llm.chat_calls) == ready.calls
 
 
 @pytest.mark.parametrize("route", ROUTES)
-async def test_an_api_token_takes_a_turn_and_a_revoked_one_does_not(llm, app, client, route):
-    await chat_ready(app, client)
+async def test_an_api_token_takes_a_turn_and_a_revoked_one_does_not(llm, app, client, ready, route):
     await make_user(app, "tok@example.com")
-    calls = len(llm.chat_calls)
     sid = (await new_session(client, await login(client, "tok@example.com")))["id"]
     async with app.state.kernel.db.session() as session:
         user = await core_auth.get_user_by_email(session, "tok@example.com")
@@ -93,10 +100,10 @@ async def test_an_api_token_takes_a_turn_and_a_revoked_one_does_not(llm, app, cl
         await session.commit()
     headers = {"Authorization": f"Bearer {plaintext}"}
     llm.script("by token")
-    r = await client.post(f"{P}/sessions/{sid}{route}", headers=headers, json={"prompt": "hi"})
+    r = await _turn(client, sid, route, headers)
     assert r.status_code == 200 and _answer(r) == "by token", r.text
     async with app.state.kernel.db.session() as session:
         await core_auth.revoke_api_token(session, user, stored.id)
         await session.commit()
-    assert_envelope(await client.post(f"{P}/sessions/{sid}{route}", headers=headers, json={"prompt": "hi"}), 401)
-    assert len(llm.chat_calls) == calls + 1
+    assert_envelope(await _turn(client, sid, route, headers), 401)
+    assert len(llm.chat_calls) == ready.calls + 1
