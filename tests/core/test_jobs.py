@@ -251,12 +251,19 @@ async def test_restart_recovers_queued_and_running_jobs(tmp_path: Path, db_url: 
     running = await first.jobs.submit("test.sleep", {"seconds": 1.0})
     await wait_for_status(first, running.id, {RUNNING})
     queued = await first.jobs.submit("test.noop", {})
-    # Simulate a crash: the process vanishes without its orderly shutdown.
+    # Simulate a crash: the process vanishes without its orderly shutdown, and every task it ran
+    # with it. Its periodic recovery too: left running, it re-queued jobs of the second server whose
+    # heartbeat lagged and refreshed queued ones, "kicking" them into this runner, which drops kicks
+    # once stopping, so the second server saw them again only a stale period later.
+    await first.periodic.stop()
     first.runner._stopping = True
     for task in first.runner._loops:
         task.cancel()
     for item in list(first.runner._running.values()):
         item.task.cancel()
+    # The runner's own unwinding (its requeue of the cancelled job) ends before the crash state is
+    # written: landing after it, it undid that state (queued again, the attempt given back).
+    await first.broker.drain()
     await first.db.dispose()
     # A killed process leaves its job marked running with attempts used (the orderly path requeued it).
     crashed = Kernel(first.settings)
@@ -273,6 +280,31 @@ async def test_restart_recovers_queued_and_running_jobs(tmp_path: Path, db_url: 
         assert recovered.attempts == 2
     finally:
         await second.stop()
+
+
+async def test_an_older_attempt_ending_leaves_the_newer_attempt_tracked(kernel: Kernel):
+    """Recovery re-queues a running job whose heartbeat lagged past `job_stale_seconds` (a loaded
+    machine) while its handler still runs, and this runner may claim it again in another slot. The
+    older attempt ending must not drop the newer attempt's entry: that one then got no heartbeats
+    (recovered again while it ran) and no cancels."""
+    job = await kernel.jobs.submit("test.stubborn", {"seconds": 1.0})
+    await wait_for_status(kernel, job.id, {RUNNING})
+    assert kernel.runner is not None
+    while job.id not in kernel.runner._running:  # the claim is written just before the handler starts
+        await asyncio.sleep(0.01)
+    older = kernel.runner._running[job.id]
+    async with kernel.db.session() as session:  # what recovery does; the next attempt runs longer
+        await session.execute(
+            update(Job).where(Job.id == job.id).values(status=QUEUED, worker=None, payload={"seconds": 30})
+        )
+        await session.commit()
+    await kernel.jobs.kick([job.id])
+    assert (await wait_for_status(kernel, job.id, {RUNNING})).attempts == 2
+    await older.task
+    await asyncio.sleep(0.5)  # the older attempt's outcome (fenced out) and clean-up
+    assert job.id in kernel.runner._running
+    await kernel.jobs.cancel(job.id)
+    assert (await wait_for_status(kernel, job.id, {CANCELLED, SUCCEEDED, FAILED})).status == CANCELLED
 
 
 async def test_utc_timestamps_round_trip(kernel: Kernel):

@@ -211,7 +211,11 @@ class JobRunner:
         finally:
             if item.cancel_timer:
                 item.cancel_timer.cancel()
-            self._running.pop(job.id, None)
+            # Only our own entry: when recovery re-queued this job under a lagging heartbeat and this
+            # runner claimed it again in another slot, the entry is the newer attempt's; dropping it
+            # would leave that attempt without heartbeats (recovered again while it runs) or cancels.
+            if self._running.get(job.id) is item:
+                del self._running[job.id]
 
     async def _finish(
         self,
