@@ -156,3 +156,31 @@ async def test_a_writer_cancelled_as_the_gate_opens_for_it_does_not_keep_it():
     with contextlib.suppress(asyncio.CancelledError):
         await waiter
     assert not gate.lock.locked()
+
+
+async def test_a_writer_kept_waiting_logs_who_holds_the_gate(engine, monkeypatch, caplog):
+    monkeypatch.setattr("kiln.core.db.WRITE_GATE_WARN_SECONDS", 0.05)
+    monkeypatch.setattr("kiln.core.db.WRITE_GATE_TIMEOUT", 0.3)
+    release = asyncio.Event()
+
+    async def transaction_left_open_across_a_slow_await() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (7)"))
+            await release.wait()
+
+    holder = asyncio.create_task(transaction_left_open_across_a_slow_await(), name="the-holder")
+    await asyncio.sleep(0.05)
+    with caplog.at_level("WARNING", logger="kiln.core.db"), pytest.raises(Exception, match="write gate"):
+        await _write_one(engine)
+    waited, gave_up = (record.getMessage() for record in caplog.records)
+    for message in (waited, gave_up):
+        assert "task the-holder" in message and "'INSERT INTO t VALUES (7)'" in message
+        # Where the holder waits now, innermost first.
+        assert "Event.wait" in message.split("now at:")[1].split("<-")[0]
+        assert "transaction_left_open_across_a_slow_await" in message
+    assert "still waiting" in waited and "gave up" in gave_up
+    release.set()
+    await holder
+    await _write_one(engine)  # the gate opened with the holder's commit
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2

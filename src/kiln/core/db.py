@@ -7,7 +7,9 @@ between the two lives here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_only
 
 from kiln.core import sqlite_async
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -106,6 +110,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 WRITE_GATE_TIMEOUT = 30.0
+WRITE_GATE_WARN_SECONDS = 10.0  # a writer waiting this long logs who holds the gate
 SQLITE_POOL_SIZE = 20
 
 
@@ -123,6 +128,10 @@ class SqliteWriteGate:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        # The open write transaction: its task, first write statement and since when. A writer
+        # that waits long logs it, with where that task is now, so a gate held too long (a
+        # transaction left open across a slow await) names its holder.
+        self.holder: tuple[asyncio.Task[Any] | None, str, float] | None = None
 
     def install(self, engine: AsyncEngine) -> None:
         event.listen(engine.sync_engine, "before_cursor_execute", self._before_execute)
@@ -141,16 +150,47 @@ class SqliteWriteGate:
         except TimeoutError:
             raise OperationalError(statement, None, Exception("database is locked (write gate)")) from None
         conn.info[self.KEY] = True
+        self.holder = (asyncio.current_task(), statement, time.monotonic())
 
     async def acquire(self) -> None:
-        # Not asyncio.wait_for: on Python 3.11, a waiter cancelled just as the lock is handed to
-        # it loses the acquisition and the gate stays shut for good. Lock.acquire, cancelled
-        # directly, passes the lock on.
-        async with asyncio.timeout(WRITE_GATE_TIMEOUT):
-            await self.lock.acquire()
+        # Only a writer that finds the gate shut arms the warning: the free gate costs nothing more.
+        warning = None
+        if self.lock.locked():
+            warning = asyncio.get_running_loop().call_later(WRITE_GATE_WARN_SECONDS, self._log_holder, "still waiting")
+        try:
+            # Not asyncio.wait_for: on Python 3.11, a waiter cancelled just as the lock is handed
+            # to it loses the acquisition and the gate stays shut for good. Lock.acquire,
+            # cancelled directly, passes the lock on.
+            async with asyncio.timeout(WRITE_GATE_TIMEOUT):
+                await self.lock.acquire()
+        except TimeoutError:
+            self._log_holder("gave up")
+            raise
+        finally:
+            if warning is not None:
+                warning.cancel()
+
+    def _log_holder(self, what: str) -> None:
+        if self.holder is None:
+            log.warning("sqlite write gate: a writer %s; the holder is unknown", what)
+            return
+        task, statement, since = self.holder
+        where = " <- ".join(
+            f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})"
+            for frame in reversed(_awaiting(task)[-6:])
+        )
+        log.warning(
+            "sqlite write gate: a writer %s; held for %.1f s by task %s since %r, now at: %s",
+            what,
+            time.monotonic() - since,
+            task.get_name() if task is not None else "(none)",
+            " ".join(statement.split())[:200],
+            where or "(task ended)",
+        )
 
     def _release(self, info: dict[str, Any]) -> None:
         if info.pop(self.KEY, False) and self.lock.locked():
+            self.holder = None
             self.lock.release()
 
     def _release_connection(self, conn: Any) -> None:
@@ -163,6 +203,20 @@ class SqliteWriteGate:
 
     def _release_invalidated(self, dbapi_connection: Any, record: Any, exception: Any) -> None:
         self._release_record(dbapi_connection, record)
+
+
+def _awaiting(task: asyncio.Task[Any] | None) -> list[Any]:
+    """The frames of a pending task's await chain, outermost first (`Task.get_stack` gives one
+    frame for a suspended coroutine: where it started, not where it waits)."""
+    frames: list[Any] = []
+    awaited: Any = task.get_coro() if task is not None and not task.done() else None
+    while awaited is not None and len(frames) < 100:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return frames
 
 
 def make_engine(url: str, *, pool: bool = True) -> AsyncEngine:
