@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,53 @@ async def test_a_writer_kept_waiting_logs_who_holds_the_gate(engine, monkeypatch
     await _write_one(engine)  # the gate opened with the holder's commit
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+
+
+async def _connection_in_a_failed_write(path: Path):
+    """A connection whose write transaction is open and whose last statement failed mid-write (a
+    foreign key gone), as a sync job's chunk insert does after its knowledge base was deleted."""
+    conn = await sqlite_async.connector([str(path)], {"timeout": 0.2})()
+    cursor = await conn.cursor()
+    for statement in (
+        "PRAGMA foreign_keys=ON",
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child (parent INTEGER REFERENCES parent (id))",
+        "INSERT INTO parent VALUES (1)",
+    ):
+        await cursor.execute(statement)
+    await conn.commit()
+    await cursor.execute("INSERT INTO child VALUES (1)")  # the transaction's first write
+    return conn, cursor
+
+
+def _another_writer_can_write(path: Path) -> None:
+    other = sqlite3.connect(path, timeout=0.2)
+    try:
+        other.execute("INSERT INTO parent VALUES (2)")
+        other.commit()
+    finally:
+        other.close()
+
+
+async def test_a_failed_write_leaves_no_lock_behind_the_close(tmp_path: Path):
+    conn, cursor = await _connection_in_a_failed_write(tmp_path / "fk.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        await cursor.execute("INSERT INTO child VALUES (99)")
+    assert cursor._cursor is None  # the failed statement is not kept: the close is a real close
+    await conn.close()  # the cursor object is still referenced here, as by a traceback
+    _another_writer_can_write(tmp_path / "fk.db")
+
+
+async def test_a_connection_closed_with_a_statement_still_referenced_rolls_back_first(tmp_path: Path):
+    conn, _ = await _connection_in_a_failed_write(tmp_path / "fk.db")
+    held: list[sqlite3.Cursor] = []
+
+    def fail_and_keep_the_cursor(sqlite: sqlite3.Connection) -> None:
+        held.append(sqlite.cursor())
+        with contextlib.suppress(sqlite3.IntegrityError):
+            held[0].execute("INSERT INTO child VALUES (99)")
+
+    await conn.run(fail_and_keep_the_cursor)
+    await conn.close()  # sqlite3_close_v2 leaves a zombie while `held` lives: it must hold no lock
+    _another_writer_can_write(tmp_path / "fk.db")
+    assert held

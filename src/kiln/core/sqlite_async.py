@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Generator, Iterable
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -46,11 +47,23 @@ class OneHopCursor(aiosqlite.Cursor):
             cursor.close()
             self._cursor = None
 
+    def _drop_failed(self) -> None:  # on the connection's thread
+        # A statement that failed mid-write (a foreign key gone, a constraint) and stays referenced
+        # by a live cursor makes the connection's close a zombie (sqlite3_close_v2) that keeps its
+        # transaction, and with it the database's write lock, until the cursor is collected.
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
         def run() -> tuple[list[Any], bool]:
             cursor = self._sqlite_cursor()
-            cursor.execute(sql, () if parameters is None else parameters)
-            rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
+            try:
+                cursor.execute(sql, () if parameters is None else parameters)
+                rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
+            except BaseException:
+                self._drop_failed()
+                raise
             more = len(rows) == PREFETCH
             self._keep_state(cursor, more)
             return rows, more
@@ -61,7 +74,11 @@ class OneHopCursor(aiosqlite.Cursor):
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> OneHopCursor:
         def run() -> None:
             cursor = self._sqlite_cursor()
-            cursor.executemany(sql, parameters)
+            try:
+                cursor.executemany(sql, parameters)
+            except BaseException:
+                self._drop_failed()
+                raise
             self._keep_state(cursor, False)
 
         await self._conn._execute(run)
@@ -151,9 +168,30 @@ class OneHopConnection(aiosqlite.Connection):
         if not self._idle():
             await super().commit()
 
+    def _roll_back_before_closing(self) -> None:
+        # Queued ahead of the close (no extra hop: nothing waits for it). Should a statement still
+        # be referenced somewhere, the close leaves a zombie connection; rolled back first, that
+        # zombie holds no write lock (the next writer would wait out the busy timeout for it).
+        connection = self._connection
+        if connection is not None and self._running:
+            self._tx.put_nowait((None, partial(_roll_back_open_transaction, connection)))
+
+    async def close(self) -> None:
+        self._roll_back_before_closing()
+        await super().close()
+
+    def stop(self) -> Any:  # the forced close (SQLAlchemy's terminate, a collected connection)
+        self._roll_back_before_closing()
+        return super().stop()
+
     async def rollback(self) -> None:
         if not self._idle():
             await super().rollback()
+
+
+def _roll_back_open_transaction(connection: sqlite3.Connection) -> None:  # on the connection's thread
+    if connection.in_transaction:
+        connection.rollback()
 
 
 def connector(args: list[Any], kwargs: dict[str, Any]) -> Callable[[], OneHopConnection]:
